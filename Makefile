@@ -1,0 +1,48 @@
+# The two commands of the contract: `make up` and `make test`.
+# Both build in the dev profile (dependencies optimised, see Cargo.toml) so that RocksDB
+# is compiled once and shared by the binary, the tests and the binaries tests spawn.
+CARGO ?= cargo
+DATA_DIR ?= ./.capstan/default
+LISTEN ?= 127.0.0.1:2379
+
+.PHONY: up test build deps test-deps bench bench-deps fmt clippy clean
+
+deps:
+	@scripts/install-deps.sh build
+
+test-deps:
+	@scripts/install-deps.sh test
+
+bench-deps:
+	@scripts/install-deps.sh bench
+
+build: deps
+	$(CARGO) build --bin capstan
+
+## Start the embedded default cluster: for now a single-member store.
+up: build
+	@echo "Starting a single-member Capstan store on $(LISTEN), data in $(DATA_DIR)."
+	@echo "Reach it with etcdctl, e.g.:  ETCDCTL_API=3 etcdctl --endpoints=$(LISTEN) put foo bar"
+	@echo "                              ETCDCTL_API=3 etcdctl --endpoints=$(LISTEN) get foo"
+	@echo "Stop it with Ctrl-C."
+	./target/debug/capstan store --data-dir $(DATA_DIR) --listen-client $(LISTEN)
+
+## Build and run every test.
+test: test-deps
+	$(CARGO) build --workspace --all-targets
+	$(CARGO) test --workspace
+
+## Benchmarks: criterion in the release profile, then Capstan against etcd side by side.
+bench: bench-deps
+	$(CARGO) bench -p capstan-store --bench engine
+	scripts/compare-etcd.sh
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets
+
+clean:
+	$(CARGO) clean
+	rm -rf ./.capstan

@@ -1,0 +1,218 @@
+//! How the store lays its data out in RocksDB's key space.
+//!
+//! Everything lives in the default column family, separated by a one-byte prefix:
+//!
+//! | prefix | key                                   | value                          |
+//! |--------|---------------------------------------|--------------------------------|
+//! | `m`    | meta name                             | big-endian integer             |
+//! | `l`    | user key                              | `mvccpb.KeyValue` (live only)  |
+//! | `r`    | revision (8 B) ‖ sub-revision (4 B)   | `mvccpb.Event` (no prev_kv)    |
+//! | `k`    | escaped user key ‖ !revision (8 B)     | kind (1 B) ‖ sub-revision (4 B)|
+//! | `e`    | lease ID (8 B, order-preserving)      | `LeaseRecord`                  |
+//! | `a`    | lease ID (8 B) ‖ user key             | empty (key attached to lease)  |
+//! | `w`    | log index (8 B)                       | `Command` (the durable log)    |
+//!
+//! `l` answers reads at the newest revision with one scan. `r` is the history in revision
+//! order, which watch replay and hashing read. `k` is the per-key history, newest first,
+//! which historical reads and compaction walk. Escaping keeps the user key followed by the
+//! revision order-preserving: `0x00` becomes `0x00 0xFF` and the key ends with `0x00 0x00`.
+
+pub const META: u8 = b'm';
+pub const LATEST: u8 = b'l';
+pub const REVS: u8 = b'r';
+pub const KEYREVS: u8 = b'k';
+pub const LEASE: u8 = b'e';
+pub const ATTACH: u8 = b'a';
+pub const LOG: u8 = b'w';
+
+pub const META_REVISION: &[u8] = b"mrevision";
+pub const META_COMPACT: &[u8] = b"mcompact";
+pub const META_APPLIED: &[u8] = b"mapplied";
+
+/// Index value kinds in the `k` family.
+pub const KIND_PUT: u8 = b'p';
+pub const KIND_DELETE: u8 = b'd';
+
+pub fn latest(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(LATEST);
+    k.extend_from_slice(key);
+    k
+}
+
+pub fn rev(rev: i64, sub: u32) -> Vec<u8> {
+    let mut k = Vec::with_capacity(13);
+    k.push(REVS);
+    k.extend_from_slice(&(rev as u64).to_be_bytes());
+    k.extend_from_slice(&sub.to_be_bytes());
+    k
+}
+
+/// Decodes the (revision, sub-revision) of an `r` key.
+pub fn parse_rev(k: &[u8]) -> Option<(i64, u32)> {
+    if k.len() != 13 || k[0] != REVS {
+        return None;
+    }
+    let rev = u64::from_be_bytes(k[1..9].try_into().ok()?) as i64;
+    let sub = u32::from_be_bytes(k[9..13].try_into().ok()?);
+    Some((rev, sub))
+}
+
+/// `k` ‖ escaped key (with terminator): the prefix shared by every index entry of `key`.
+pub fn keyrev_prefix(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(key.len() + 12);
+    out.push(KEYREVS);
+    escape_into(key, &mut out);
+    out
+}
+
+/// The index entry of `key` at `rev`. Revisions are stored inverted so the newest sorts first.
+pub fn keyrev(key: &[u8], rev: i64) -> Vec<u8> {
+    let mut out = keyrev_prefix(key);
+    out.extend_from_slice(&inv(rev));
+    out
+}
+
+pub fn inv(rev: i64) -> [u8; 8] {
+    (u64::MAX - rev as u64).to_be_bytes()
+}
+
+/// Splits an index key into (user key, revision).
+pub fn parse_keyrev(k: &[u8]) -> Option<(Vec<u8>, i64)> {
+    if k.len() < 11 || k[0] != KEYREVS {
+        return None;
+    }
+    let (esc, r) = k[1..].split_at(k.len() - 9);
+    let rev = u64::MAX - u64::from_be_bytes(r.try_into().ok()?);
+    Some((unescape(esc)?, rev as i64))
+}
+
+fn escape_into(key: &[u8], out: &mut Vec<u8>) {
+    for &b in key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.extend_from_slice(&[0, 0]);
+}
+
+fn unescape(esc: &[u8]) -> Option<Vec<u8>> {
+    let body = esc.strip_suffix(&[0, 0])?;
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        out.push(body[i]);
+        if body[i] == 0 {
+            if body.get(i + 1) != Some(&0xFF) {
+                return None;
+            }
+            i += 1;
+        }
+        i += 1;
+    }
+    Some(out)
+}
+
+/// Lease IDs are signed; flipping the sign bit makes their big-endian bytes sort numerically.
+pub fn lease_id_bytes(id: i64) -> [u8; 8] {
+    ((id as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+pub fn lease(id: i64) -> Vec<u8> {
+    let mut k = vec![LEASE];
+    k.extend_from_slice(&lease_id_bytes(id));
+    k
+}
+
+pub fn attach_prefix(id: i64) -> Vec<u8> {
+    let mut k = vec![ATTACH];
+    k.extend_from_slice(&lease_id_bytes(id));
+    k
+}
+
+pub fn attach(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = attach_prefix(id);
+    k.extend_from_slice(key);
+    k
+}
+
+pub fn log(index: u64) -> Vec<u8> {
+    let mut k = vec![LOG];
+    k.extend_from_slice(&index.to_be_bytes());
+    k
+}
+
+/// The smallest byte string greater than every string with this prefix, or None when
+/// there is none (the prefix is all 0xFF).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaped_keys_keep_order_and_round_trip() {
+        let keys: Vec<&[u8]> = vec![
+            b"",
+            b"\x00",
+            b"\x00\x00",
+            b"\x00\x01",
+            b"a",
+            b"a\x00",
+            b"a\x00b",
+            b"ab",
+            b"b",
+            b"\xff",
+        ];
+        let mut enc: Vec<Vec<u8>> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            for rev in [3i64, 2, 1] {
+                let e = keyrev(k, rev);
+                assert_eq!(parse_keyrev(&e), Some((k.to_vec(), rev)));
+                enc.push(e);
+            }
+            if i > 0 {
+                assert!(
+                    keyrev(keys[i - 1], 1) < keyrev(k, i64::MAX - 1),
+                    "order of {k:?}"
+                );
+            }
+        }
+        let mut sorted = enc.clone();
+        sorted.sort();
+        assert_eq!(sorted, enc);
+    }
+
+    #[test]
+    fn seeking_past_a_key_never_skips_a_longer_key() {
+        let mut past = keyrev_prefix(b"a");
+        past.extend_from_slice(&[0xFF; 9]);
+        assert!(past < keyrev(b"a\x00", 5));
+        assert!(past < keyrev(b"a\x01", 5));
+        assert!(past > keyrev(b"a", 0));
+    }
+
+    #[test]
+    fn lease_ids_sort_numerically() {
+        assert!(lease(-5) < lease(0));
+        assert!(lease(0) < lease(7));
+        assert!(lease(7) < lease(i64::MAX));
+    }
+
+    #[test]
+    fn prefix_end_works() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(b"a\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(b"\xff\xff"), None);
+    }
+}

@@ -1,0 +1,31 @@
+//! Capstan's store: the cluster's database, an etcd v3 compatible key-value store.
+//!
+//! Layers, bottom up (each usable alone):
+//!
+//! - [`keys`]: the RocksDB key layout.
+//! - [`mvcc`]: the deterministic MVCC state machine (`apply(command) -> response`):
+//!   revisions, ranges, transactions, leases as data, compaction. No clock, no I/O but
+//!   its RocksDB storage.
+//! - [`lease`]: the lessor, which decides expiry from a time it is given.
+//! - [`watch`]: the watch hub, fanning events out to watchers without ever blocking the
+//!   writer.
+//! - [`node`]: a single member: the durable log, group commit, the apply loop, the lease
+//!   clock. Raft replaces its log in the next step.
+//! - [`server`] and [`snapshot`]: the etcd v3 gRPC services.
+//!
+//! `store` knows nothing about Kubernetes.
+
+pub mod error;
+pub mod header;
+pub mod keys;
+pub mod lease;
+pub mod mvcc;
+pub mod node;
+pub mod server;
+pub mod snapshot;
+pub mod watch;
+
+pub use error::StoreError;
+pub use mvcc::{CommandResponse, Mvcc};
+pub use node::{Node, NodeConfig};
+pub use watch::{HubConfig, WatchHub};

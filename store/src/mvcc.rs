@@ -1,0 +1,1292 @@
+//! The MVCC state machine: etcd's key-value semantics on RocksDB.
+//!
+//! [`Mvcc::apply`] takes one log entry (a [`Command`]) and applies it as one atomic
+//! RocksDB write batch: every write transaction gets exactly one new revision, each key
+//! carries `create_revision`, `mod_revision`, `version` and `lease`, and the history of
+//! every key stays on disk until compaction removes superseded revisions. The function is
+//! deterministic: it reads no clock and makes no random choice, so replicas that apply the
+//! same log end in the same state. Reads ([`Mvcc::range`] and friends) run concurrently
+//! with apply on a RocksDB snapshot, so they never see half of a transaction.
+//!
+//! Memory does not grow with history: the only in-memory state is the current and
+//! compacted revision, the applied log index, and the table of leases.
+//!
+//! Deliberately left out here: quotas (NoSpace), auth, and the log itself (see `node`).
+//! Compaction runs in one write batch; a store with a very long uncompacted history makes
+//! that batch large (it holds only the deleted keys, not values).
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use capstan_proto::etcdserverpb::{
+    compare, range_request, request_op, response_op, CompactionRequest, CompactionResponse,
+    Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use capstan_proto::mvccpb::{event::EventType, Event, KeyValue};
+use capstan_proto::store::{command, Command, LeaseRecord};
+use prost::Message;
+use rocksdb::{
+    DBRawIterator, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+
+use crate::error::{Result, StoreError};
+use crate::keys;
+
+/// etcd's default limit on operations in one transaction.
+pub const TXN_OPS_MAX: usize = 128;
+/// etcd's largest lease TTL, in seconds.
+pub const LEASE_TTL_MAX_S: i64 = 9_000_000_000;
+
+/// The response to one applied command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandResponse {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+}
+
+/// What applying one log entry produced.
+#[derive(Debug)]
+pub struct Applied {
+    /// The answer for the client: a deterministic rejection (lease not found, ...) is an
+    /// answer too; the entry is still consumed.
+    pub response: Result<CommandResponse>,
+    /// The store revision after the entry.
+    pub revision: i64,
+    /// The events of the new revision, in order, each with its `prev_kv`; empty when the
+    /// entry wrote nothing.
+    pub events: Vec<Event>,
+    /// Set when the entry compacted the store.
+    pub compacted: Option<i64>,
+}
+
+/// A key range as etcd defines it by (key, range_end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Bytes,
+    /// None: every key >= start.
+    pub end: Option<Bytes>,
+    pub single: bool,
+}
+
+impl KeyRange {
+    pub fn new(key: &Bytes, range_end: &Bytes) -> KeyRange {
+        if range_end.is_empty() {
+            KeyRange {
+                start: key.clone(),
+                end: Some(key.clone()),
+                single: true,
+            }
+        } else if range_end.as_ref() == [0] {
+            KeyRange {
+                start: key.clone(),
+                end: None,
+                single: false,
+            }
+        } else {
+            KeyRange {
+                start: key.clone(),
+                end: Some(range_end.clone()),
+                single: false,
+            }
+        }
+    }
+
+    pub fn contains(&self, k: &[u8]) -> bool {
+        if self.single {
+            return k == self.start.as_ref();
+        }
+        k >= self.start.as_ref() && self.end.as_ref().is_none_or(|e| k < e.as_ref())
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.single
+            && self
+                .end
+                .as_ref()
+                .is_some_and(|e| e.as_ref() <= self.start.as_ref())
+    }
+}
+
+/// A consistent read view: the live database (for the single writer) or a snapshot.
+struct View<'a> {
+    db: &'a DB,
+    snapshot: Option<rocksdb::Snapshot<'a>>,
+}
+
+impl<'a> View<'a> {
+    fn opts(&self) -> ReadOptions {
+        let mut o = ReadOptions::default();
+        if let Some(s) = &self.snapshot {
+            o.set_snapshot(s);
+        }
+        o
+    }
+
+    fn get(&self, k: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_opt(k, &self.opts())?)
+    }
+
+    fn iter(&self, upper: Vec<u8>) -> DBRawIterator<'a> {
+        let mut o = self.opts();
+        o.set_iterate_upper_bound(upper);
+        self.db.raw_iterator_opt(o)
+    }
+
+    fn meta(&self, name: &[u8]) -> Result<i64> {
+        match self.get(name)? {
+            None => Ok(0),
+            Some(v) => {
+                let b: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("meta value".into()))?;
+                Ok(i64::from_be_bytes(b))
+            }
+        }
+    }
+
+    fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.get(&keys::latest(key))? {
+            None => Ok(None),
+            Some(v) => Ok(Some(KeyValue::decode(v.as_slice())?)),
+        }
+    }
+
+    /// Every live key in `r` at the newest revision, in key order, calling `f` for each;
+    /// `f` returns false to stop.
+    fn scan_latest(&self, r: &KeyRange, mut f: impl FnMut(KeyValue) -> bool) -> Result<()> {
+        if r.single {
+            if let Some(kv) = self.latest(&r.start)? {
+                f(kv);
+            }
+            return Ok(());
+        }
+        if r.is_empty() {
+            return Ok(());
+        }
+        let upper = match &r.end {
+            Some(e) => keys::latest(e),
+            None => vec![keys::LATEST + 1],
+        };
+        let mut it = self.iter(upper);
+        it.seek(keys::latest(&r.start));
+        while it.valid() {
+            let Some(v) = it.value() else { break };
+            if !f(KeyValue::decode(v)?) {
+                return Ok(());
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(())
+    }
+
+    /// The newest version of every key in `r` at revision `rev` (a past revision), calling
+    /// `f` for each live one.
+    fn scan_at(&self, r: &KeyRange, rev: i64, mut f: impl FnMut(KeyValue) -> bool) -> Result<()> {
+        if r.is_empty() {
+            return Ok(());
+        }
+        let upper = match (&r.end, r.single) {
+            (_, true) => {
+                let mut p = keys::keyrev_prefix(&r.start);
+                p.extend_from_slice(&[0xFF; 9]);
+                p
+            }
+            (Some(e), false) => keys::keyrev_prefix(e),
+            (None, false) => vec![keys::KEYREVS + 1],
+        };
+        let mut it = self.iter(upper);
+        it.seek(keys::keyrev(&r.start, rev));
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let (ukey, krev) =
+                keys::parse_keyrev(k).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
+            if krev > rev {
+                it.seek(keys::keyrev(&ukey, rev));
+                continue;
+            }
+            if v.first() == Some(&keys::KIND_PUT) {
+                let sub = index_sub(v)?;
+                let kv = self.kv_at(krev, sub)?;
+                if !f(kv) {
+                    return Ok(());
+                }
+            }
+            let mut past = keys::keyrev_prefix(&ukey);
+            past.extend_from_slice(&[0xFF; 9]);
+            it.seek(past);
+        }
+        it.status()?;
+        Ok(())
+    }
+
+    fn event_at(&self, rev: i64, sub: u32) -> Result<Event> {
+        let v = self
+            .get(&keys::rev(rev, sub))?
+            .ok_or_else(|| StoreError::Corrupt(format!("missing history entry {rev}.{sub}")))?;
+        Ok(Event::decode(v.as_slice())?)
+    }
+
+    fn kv_at(&self, rev: i64, sub: u32) -> Result<KeyValue> {
+        self.event_at(rev, sub)?
+            .kv
+            .ok_or_else(|| StoreError::Corrupt("event without kv".into()))
+    }
+
+    /// The version of `key` live just before revision `rev`, if any and not compacted.
+    fn prev_version(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+        let mut out = None;
+        let r = KeyRange {
+            start: Bytes::copy_from_slice(key),
+            end: None,
+            single: true,
+        };
+        self.scan_at(&r, rev - 1, |kv| {
+            out = Some(kv);
+            false
+        })?;
+        Ok(out)
+    }
+}
+
+fn index_sub(v: &[u8]) -> Result<u32> {
+    let b: [u8; 4] = v
+        .get(1..5)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(|| StoreError::Corrupt("index value".into()))?;
+    Ok(u32::from_be_bytes(b))
+}
+
+fn header(revision: i64) -> Option<ResponseHeader> {
+    Some(ResponseHeader {
+        revision,
+        ..Default::default()
+    })
+}
+
+/// The MVCC key-value store.
+pub struct Mvcc {
+    db: DB,
+    revision: AtomicI64,
+    compact_revision: AtomicI64,
+    applied_index: AtomicU64,
+    /// Lease ID -> granted TTL in seconds. Bounded by the number of granted leases.
+    leases: Mutex<BTreeMap<i64, i64>>,
+    /// Serializes apply: the state machine has one writer.
+    apply_lock: Mutex<()>,
+}
+
+impl Mvcc {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Mvcc> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.increase_parallelism(2);
+        opts.set_max_background_jobs(2);
+        opts.set_keep_log_file_num(4);
+        let db = DB::open(&opts, dir)?;
+        let (revision, compact, applied, leases) = {
+            let view = View {
+                db: &db,
+                snapshot: None,
+            };
+            let revision = view.meta(keys::META_REVISION)?;
+            let compact = view.meta(keys::META_COMPACT)?;
+            let applied = view.meta(keys::META_APPLIED)? as u64;
+            let mut leases = BTreeMap::new();
+            let mut it = view.iter(vec![keys::LEASE + 1]);
+            it.seek([keys::LEASE]);
+            while it.valid() {
+                let Some(v) = it.value() else { break };
+                let rec = LeaseRecord::decode(v)?;
+                leases.insert(rec.id, rec.ttl_s);
+                it.next();
+            }
+            it.status()?;
+            (revision, compact, applied, leases)
+        };
+        Ok(Mvcc {
+            db,
+            revision: AtomicI64::new(revision),
+            compact_revision: AtomicI64::new(compact),
+            applied_index: AtomicU64::new(applied),
+            leases: Mutex::new(leases),
+            apply_lock: Mutex::new(()),
+        })
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.revision.load(Ordering::Acquire)
+    }
+
+    pub fn compact_revision(&self) -> i64 {
+        self.compact_revision.load(Ordering::Acquire)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index.load(Ordering::Acquire)
+    }
+
+    fn snapshot_view(&self) -> View<'_> {
+        View {
+            db: &self.db,
+            snapshot: Some(self.db.snapshot()),
+        }
+    }
+
+    fn live_view(&self) -> View<'_> {
+        View {
+            db: &self.db,
+            snapshot: None,
+        }
+    }
+
+    // ---- reads ----------------------------------------------------------------------
+
+    /// A Range request outside a transaction, on a consistent snapshot.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        check_range(req)?;
+        let view = self.snapshot_view();
+        let current = view.meta(keys::META_REVISION)?;
+        let compacted = view.meta(keys::META_COMPACT)?;
+        range_on(&view, req, current, compacted, None)
+    }
+
+    /// Leases known to the state machine, with their granted TTL (seconds).
+    pub fn leases(&self) -> Vec<(i64, i64)> {
+        self.leases
+            .lock()
+            .expect("lease table lock poisoned")
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect()
+    }
+
+    pub fn lease_ttl(&self, id: i64) -> Option<i64> {
+        self.leases
+            .lock()
+            .expect("lease table lock poisoned")
+            .get(&id)
+            .copied()
+    }
+
+    /// Keys attached to a lease, at most `max` of them.
+    pub fn lease_keys(&self, id: i64, max: usize) -> Result<Vec<Bytes>> {
+        let view = self.snapshot_view();
+        let prefix = keys::attach_prefix(id);
+        let upper = keys::prefix_end(&prefix).unwrap_or_else(|| vec![keys::ATTACH + 1]);
+        let mut it = view.iter(upper);
+        it.seek(&prefix);
+        let mut out = Vec::new();
+        while it.valid() && out.len() < max {
+            let Some(k) = it.key() else { break };
+            out.push(Bytes::copy_from_slice(&k[prefix.len()..]));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// The events of revisions `from..=to`, in order, grouped by revision, with prev_kv
+    /// when `with_prev` (and not compacted). Stops after `events_max` events, at a revision
+    /// boundary. Fails with Compacted if `from` is below the compacted revision.
+    pub fn events(
+        &self,
+        from: i64,
+        to: i64,
+        with_prev: bool,
+        events_max: usize,
+    ) -> Result<Vec<(i64, Vec<Event>)>> {
+        let view = self.snapshot_view();
+        let compacted = view.meta(keys::META_COMPACT)?;
+        if from < compacted {
+            return Err(StoreError::Compacted);
+        }
+        let mut out: Vec<(i64, Vec<Event>)> = Vec::new();
+        let mut count = 0usize;
+        let mut it = view.iter(keys::rev(to.saturating_add(1), 0));
+        it.seek(keys::rev(from, 0));
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let (rev, _) =
+                keys::parse_rev(k).ok_or_else(|| StoreError::Corrupt("history key".into()))?;
+            if count >= events_max && out.last().is_some_and(|(r, _)| *r != rev) {
+                break;
+            }
+            let mut ev = Event::decode(v)?;
+            if with_prev {
+                if let Some(kv) = &ev.kv {
+                    ev.prev_kv = view.prev_version(&kv.key, rev)?;
+                }
+            }
+            match out.last_mut() {
+                Some((r, evs)) if *r == rev => evs.push(ev),
+                _ => out.push((rev, vec![ev])),
+            }
+            count += 1;
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// etcd's HashKV: a hash of the history up to `rev` (0 = newest). Returns (hash,
+    /// compact revision, hashed revision).
+    pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64)> {
+        let view = self.snapshot_view();
+        let current = view.meta(keys::META_REVISION)?;
+        let compacted = view.meta(keys::META_COMPACT)?;
+        let rev = if rev <= 0 { current } else { rev };
+        if rev > current {
+            return Err(StoreError::FutureRevision);
+        }
+        if rev < compacted {
+            return Err(StoreError::Compacted);
+        }
+        let mut h = crc32fast::Hasher::new();
+        let mut it = view.iter(keys::rev(rev.saturating_add(1), 0));
+        it.seek([keys::REVS]);
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            h.update(k);
+            h.update(v);
+            it.next();
+        }
+        it.status()?;
+        Ok((h.finalize(), compacted, rev))
+    }
+
+    /// Physical size of the database files, and the estimate of live data, in bytes.
+    pub fn db_size(&self) -> (i64, i64) {
+        let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0) as i64;
+        let total = prop("rocksdb.total-sst-files-size") + prop("rocksdb.size-all-mem-tables");
+        let live =
+            prop("rocksdb.estimate-live-data-size") + prop("rocksdb.cur-size-all-mem-tables");
+        (total, live.min(total.max(live)))
+    }
+
+    /// Compacts RocksDB's files (etcd's Defragment).
+    pub fn defragment(&self) {
+        self.db.compact_range::<&[u8], &[u8]>(None, None);
+    }
+
+    /// A consistent export of the state (everything but the log), as (key, value) records
+    /// handed to `f` in key order, and the revision it was taken at.
+    pub fn export(&self, mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<i64> {
+        let view = self.snapshot_view();
+        let rev = view.meta(keys::META_REVISION)?;
+        let mut o = view.opts();
+        o.fill_cache(false);
+        for item in self
+            .db
+            .iterator_opt(IteratorMode::From(&[keys::ATTACH], Direction::Forward), o)
+        {
+            let (k, v) = item?;
+            if k.first() == Some(&keys::LOG) {
+                continue;
+            }
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(rev)
+    }
+
+    // ---- apply ----------------------------------------------------------------------
+
+    /// Applies log entry `index`. An `Err` is a storage failure, after which the store
+    /// must not be used; a rejected command is an `Ok` with an error response.
+    pub fn apply(&self, index: u64, cmd: &Command) -> Result<Applied> {
+        let _guard = self.apply_lock.lock().expect("apply lock poisoned");
+        let view = self.live_view();
+        let begin = self.revision();
+        let mut tx = WriteTxn::new(&view, begin, self.compact_revision());
+        let mut compacted = None;
+        let mut lease_change: Option<(i64, Option<i64>)> = None;
+        let response = match &cmd.op {
+            None => Err(StoreError::InvalidRequest("empty command".into())),
+            Some(command::Op::Put(p)) => self
+                .check_put(&view, p)
+                .and_then(|()| tx.put(p))
+                .map(CommandResponse::Put),
+            Some(command::Op::DeleteRange(d)) => {
+                tx.delete_range(d).map(CommandResponse::DeleteRange)
+            }
+            Some(command::Op::Txn(t)) => {
+                self.apply_txn(&view, &mut tx, t).map(CommandResponse::Txn)
+            }
+            Some(command::Op::Compaction(c)) => match tx.compact(c) {
+                Ok(r) => {
+                    compacted = Some(c.revision);
+                    Ok(CommandResponse::Compaction(r))
+                }
+                Err(e) => Err(e),
+            },
+            Some(command::Op::LeaseGrant(g)) => match self.lease_grant(&mut tx, g) {
+                Ok(r) => {
+                    lease_change = Some((g.id, Some(r.ttl)));
+                    Ok(CommandResponse::LeaseGrant(r))
+                }
+                Err(e) => Err(e),
+            },
+            Some(command::Op::LeaseRevoke(r)) => match self.lease_revoke(&view, &mut tx, r) {
+                Ok(resp) => {
+                    lease_change = Some((r.id, None));
+                    Ok(CommandResponse::LeaseRevoke(resp))
+                }
+                Err(e) => Err(e),
+            },
+        };
+        // A rejected command writes nothing but still consumes its log index.
+        let (mut batch, events, revision) = match response {
+            Ok(_) => tx.finish(),
+            Err(_) => (WriteBatch::default(), Vec::new(), begin),
+        };
+        batch.put(keys::META_APPLIED, (index as i64).to_be_bytes());
+        let mut wo = WriteOptions::default();
+        // Durability comes from the log, which is synced before apply.
+        wo.set_sync(false);
+        self.db.write_opt(batch, &wo)?;
+        self.revision.store(revision, Ordering::Release);
+        self.applied_index.store(index, Ordering::Release);
+        if let Some(c) = compacted {
+            self.compact_revision.store(c, Ordering::Release);
+        }
+        if let Some((id, ttl)) = lease_change {
+            let mut leases = self.leases.lock().expect("lease table lock poisoned");
+            match ttl {
+                Some(ttl) => leases.insert(id, ttl),
+                None => leases.remove(&id),
+            };
+        }
+        Ok(Applied {
+            response,
+            revision,
+            events,
+            compacted,
+        })
+    }
+
+    fn check_put(&self, view: &View<'_>, p: &PutRequest) -> Result<()> {
+        if p.ignore_value || p.ignore_lease {
+            if view.latest(&p.key)?.is_none() {
+                return Err(StoreError::KeyNotFound);
+            }
+        }
+        if p.lease != 0 && !p.ignore_lease && self.lease_ttl(p.lease).is_none() {
+            return Err(StoreError::LeaseNotFound);
+        }
+        Ok(())
+    }
+
+    fn apply_txn(
+        &self,
+        view: &View<'_>,
+        tx: &mut WriteTxn<'_, '_>,
+        t: &TxnRequest,
+    ) -> Result<TxnResponse> {
+        // As etcd: every compare, nested ones included, is evaluated on the state before
+        // the transaction; then the chosen path is checked, then executed.
+        let path = txn_path(view, t)?;
+        self.check_path(view, t, &path, &mut 0)?;
+        tx.txn(t, &path, &mut 0)
+    }
+
+    fn check_path(
+        &self,
+        view: &View<'_>,
+        t: &TxnRequest,
+        path: &[bool],
+        at: &mut usize,
+    ) -> Result<()> {
+        let ok = path[*at];
+        *at += 1;
+        for op in if ok { &t.success } else { &t.failure } {
+            match &op.request {
+                Some(request_op::Request::RequestPut(p)) => self.check_put(view, p)?,
+                Some(request_op::Request::RequestTxn(n)) => self.check_path(view, n, path, at)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn lease_grant(
+        &self,
+        tx: &mut WriteTxn<'_, '_>,
+        g: &LeaseGrantRequest,
+    ) -> Result<LeaseGrantResponse> {
+        if g.id == 0 {
+            return Err(StoreError::InvalidRequest(
+                "lease ID must be chosen before proposing".into(),
+            ));
+        }
+        if g.ttl > LEASE_TTL_MAX_S {
+            return Err(StoreError::LeaseTtlTooLarge);
+        }
+        if self.lease_ttl(g.id).is_some() {
+            return Err(StoreError::LeaseExists);
+        }
+        let rec = LeaseRecord {
+            id: g.id,
+            ttl_s: g.ttl,
+        };
+        tx.batch.put(keys::lease(g.id), rec.encode_to_vec());
+        Ok(LeaseGrantResponse {
+            header: header(tx.begin),
+            id: g.id,
+            ttl: g.ttl,
+            error: String::new(),
+        })
+    }
+
+    fn lease_revoke(
+        &self,
+        view: &View<'_>,
+        tx: &mut WriteTxn<'_, '_>,
+        r: &LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse> {
+        if self.lease_ttl(r.id).is_none() {
+            return Err(StoreError::LeaseNotFound);
+        }
+        let prefix = keys::attach_prefix(r.id);
+        let upper = keys::prefix_end(&prefix).unwrap_or_else(|| vec![keys::ATTACH + 1]);
+        let mut it = view.iter(upper);
+        it.seek(&prefix);
+        let mut attached = Vec::new();
+        while it.valid() {
+            let Some(k) = it.key() else { break };
+            attached.push(Bytes::copy_from_slice(&k[prefix.len()..]));
+            it.next();
+        }
+        it.status()?;
+        for key in attached {
+            tx.delete_key(&key)?;
+        }
+        tx.batch.delete(keys::lease(r.id));
+        let rev = tx.current_rev();
+        Ok(LeaseRevokeResponse {
+            header: header(rev),
+        })
+    }
+}
+
+/// Evaluates every compare of `t` and its nested transactions, depth first in the order
+/// they would execute, on the pre-transaction state.
+fn txn_path(view: &View<'_>, t: &TxnRequest) -> Result<Vec<bool>> {
+    let mut path = Vec::new();
+    fn walk(view: &View<'_>, t: &TxnRequest, path: &mut Vec<bool>) -> Result<()> {
+        let mut ok = true;
+        for c in &t.compare {
+            if !compare_holds(view, c)? {
+                ok = false;
+                break;
+            }
+        }
+        path.push(ok);
+        for op in if ok { &t.success } else { &t.failure } {
+            if let Some(request_op::Request::RequestTxn(n)) = &op.request {
+                walk(view, n, path)?;
+            }
+        }
+        Ok(())
+    }
+    walk(view, t, &mut path)?;
+    Ok(path)
+}
+
+fn compare_holds(view: &View<'_>, c: &Compare) -> Result<bool> {
+    let r = KeyRange::new(&c.key, &c.range_end);
+    let mut kvs = Vec::new();
+    view.scan_latest(&r, |kv| {
+        kvs.push(kv);
+        true
+    })?;
+    if kvs.is_empty() {
+        if c.target() == compare::CompareTarget::Value {
+            return Ok(false);
+        }
+        return Ok(compare_kv(c, &KeyValue::default()));
+    }
+    Ok(kvs.iter().all(|kv| compare_kv(c, kv)))
+}
+
+fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
+    use compare::{CompareResult, CompareTarget, TargetUnion};
+    let ord = match c.target() {
+        CompareTarget::Value => {
+            let want: &[u8] = match &c.target_union {
+                Some(TargetUnion::Value(v)) => v,
+                _ => &[],
+            };
+            kv.value.as_ref().cmp(want)
+        }
+        t => {
+            let (have, want) = match (t, &c.target_union) {
+                (CompareTarget::Version, Some(TargetUnion::Version(v))) => (kv.version, *v),
+                (CompareTarget::Version, _) => (kv.version, 0),
+                (CompareTarget::Create, Some(TargetUnion::CreateRevision(v))) => {
+                    (kv.create_revision, *v)
+                }
+                (CompareTarget::Create, _) => (kv.create_revision, 0),
+                (CompareTarget::Mod, Some(TargetUnion::ModRevision(v))) => (kv.mod_revision, *v),
+                (CompareTarget::Mod, _) => (kv.mod_revision, 0),
+                (CompareTarget::Lease, Some(TargetUnion::Lease(v))) => (kv.lease, *v),
+                (CompareTarget::Lease, _) => (kv.lease, 0),
+                (CompareTarget::Value, _) => unreachable!("value handled above"),
+            };
+            have.cmp(&want)
+        }
+    };
+    match c.result() {
+        CompareResult::Equal => ord.is_eq(),
+        CompareResult::NotEqual => ord.is_ne(),
+        CompareResult::Greater => ord.is_gt(),
+        CompareResult::Less => ord.is_lt(),
+    }
+}
+
+/// Request checks etcd makes before a Range reaches the store.
+fn check_range(req: &RangeRequest) -> Result<()> {
+    if req.key.is_empty() {
+        return Err(StoreError::EmptyKey);
+    }
+    Ok(())
+}
+
+/// The checks etcd makes on a write request before proposing it: sizes of transactions,
+/// empty keys, conflicting options, and the same key written twice in one transaction.
+pub fn check_command(cmd: &Command) -> Result<()> {
+    match &cmd.op {
+        Some(command::Op::Put(p)) => check_put_request(p),
+        Some(command::Op::DeleteRange(d)) if d.key.is_empty() => Err(StoreError::EmptyKey),
+        Some(command::Op::Txn(t)) => {
+            check_txn_request(t)?;
+            for ops in [&t.success, &t.failure] {
+                check_intervals(ops)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_put_request(p: &PutRequest) -> Result<()> {
+    if p.key.is_empty() {
+        return Err(StoreError::EmptyKey);
+    }
+    if p.ignore_value && !p.value.is_empty() {
+        return Err(StoreError::ValueProvided);
+    }
+    if p.ignore_lease && p.lease != 0 {
+        return Err(StoreError::LeaseProvided);
+    }
+    Ok(())
+}
+
+fn check_txn_request(t: &TxnRequest) -> Result<()> {
+    if t.compare.len() > TXN_OPS_MAX
+        || t.success.len() > TXN_OPS_MAX
+        || t.failure.len() > TXN_OPS_MAX
+    {
+        return Err(StoreError::TooManyOps);
+    }
+    for op in t.success.iter().chain(&t.failure) {
+        match &op.request {
+            Some(request_op::Request::RequestRange(r)) => check_range(r)?,
+            Some(request_op::Request::RequestPut(p)) => check_put_request(p)?,
+            Some(request_op::Request::RequestDeleteRange(d)) if d.key.is_empty() => {
+                return Err(StoreError::EmptyKey)
+            }
+            Some(request_op::Request::RequestTxn(n)) => check_txn_request(n)?,
+            Some(_) => {}
+            None => return Err(StoreError::InvalidRequest("empty request op in txn".into())),
+        }
+    }
+    Ok(())
+}
+
+/// Returns the delete ranges and put keys of a branch, failing on a key written twice.
+fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<KeyRange>, HashSet<Bytes>)> {
+    let mut dels = Vec::new();
+    let mut puts = HashSet::new();
+    for op in ops {
+        match &op.request {
+            Some(request_op::Request::RequestDeleteRange(d)) => {
+                dels.push(KeyRange::new(&d.key, &d.range_end))
+            }
+            Some(request_op::Request::RequestPut(p)) => {
+                if !puts.insert(p.key.clone()) {
+                    return Err(StoreError::DuplicateKey);
+                }
+            }
+            _ => {}
+        }
+    }
+    for op in ops {
+        if let Some(request_op::Request::RequestTxn(n)) = &op.request {
+            let (sd, sp) = check_intervals(&n.success)?;
+            let (fd, fp) = check_intervals(&n.failure)?;
+            for p in sp.iter().chain(&fp) {
+                if puts.contains(p) || dels.iter().any(|d| d.contains(p)) {
+                    return Err(StoreError::DuplicateKey);
+                }
+            }
+            for d in sd.iter().chain(&fd) {
+                if puts.iter().any(|p| d.contains(p)) {
+                    return Err(StoreError::DuplicateKey);
+                }
+            }
+            puts.extend(sp);
+            puts.extend(fp);
+            dels.extend(sd);
+            dels.extend(fd);
+        }
+    }
+    for p in &puts {
+        if dels.iter().any(|d| d.contains(p)) {
+            return Err(StoreError::DuplicateKey);
+        }
+    }
+    Ok((dels, puts))
+}
+
+/// Answers a Range on `view` whose newest revision is `current`. `overlay` holds the
+/// writes of the enclosing transaction, which reads at the newest revision must see.
+fn range_on(
+    view: &View<'_>,
+    req: &RangeRequest,
+    current: i64,
+    compacted: i64,
+    overlay: Option<&BTreeMap<Bytes, Option<KeyValue>>>,
+) -> Result<RangeResponse> {
+    let rev = if req.revision <= 0 {
+        current
+    } else {
+        req.revision
+    };
+    if rev > current {
+        return Err(StoreError::FutureRevision);
+    }
+    if rev < compacted {
+        return Err(StoreError::Compacted);
+    }
+    use range_request::{SortOrder, SortTarget};
+    let mut order = req.sort_order();
+    let target = req.sort_target();
+    if target != SortTarget::Key && order == SortOrder::None {
+        order = SortOrder::Ascend;
+    } else if target == SortTarget::Key && order == SortOrder::Ascend {
+        order = SortOrder::None;
+    }
+    let filtered = req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0;
+    // Fetch one more than the limit to know whether there are more; sorting and filters
+    // need everything.
+    let fetch = if order != SortOrder::None || filtered || req.limit <= 0 {
+        usize::MAX
+    } else {
+        req.limit as usize + 1
+    };
+    let r = KeyRange::new(&req.key, &req.range_end);
+    let mut kvs: Vec<KeyValue> = Vec::new();
+    let mut count: i64 = 0;
+    let mut collect = |kv: KeyValue| {
+        count += 1;
+        if !req.count_only && kvs.len() < fetch {
+            kvs.push(kv);
+        }
+        true
+    };
+    match overlay {
+        Some(ov) if rev == current && !ov.is_empty() => {
+            let mut merged: BTreeMap<Bytes, KeyValue> = BTreeMap::new();
+            view.scan_latest(&r, |kv| {
+                merged.insert(kv.key.clone(), kv);
+                true
+            })?;
+            for (k, v) in ov.iter().filter(|(k, _)| r.contains(k)) {
+                match v {
+                    Some(kv) => merged.insert(k.clone(), kv.clone()),
+                    None => merged.remove(k),
+                };
+            }
+            merged.into_values().for_each(|kv| {
+                collect(kv);
+            });
+        }
+        _ if rev == current => view.scan_latest(&r, collect)?,
+        _ => view.scan_at(&r, rev, collect)?,
+    }
+    if filtered {
+        kvs.retain(|kv| {
+            (req.min_mod_revision == 0 || kv.mod_revision >= req.min_mod_revision)
+                && (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
+                && (req.min_create_revision == 0 || kv.create_revision >= req.min_create_revision)
+                && (req.max_create_revision == 0 || kv.create_revision <= req.max_create_revision)
+        });
+    }
+    if order != SortOrder::None {
+        match target {
+            SortTarget::Key => kvs.sort_by(|a, b| a.key.cmp(&b.key)),
+            SortTarget::Version => kvs.sort_by_key(|kv| kv.version),
+            SortTarget::Create => kvs.sort_by_key(|kv| kv.create_revision),
+            SortTarget::Mod => kvs.sort_by_key(|kv| kv.mod_revision),
+            SortTarget::Value => kvs.sort_by(|a, b| a.value.cmp(&b.value)),
+        }
+        if order == SortOrder::Descend {
+            kvs.reverse();
+        }
+    }
+    let mut more = false;
+    if req.limit > 0 && kvs.len() > req.limit as usize {
+        kvs.truncate(req.limit as usize);
+        more = true;
+    }
+    if req.keys_only {
+        for kv in &mut kvs {
+            kv.value = Bytes::new();
+        }
+    }
+    Ok(RangeResponse {
+        header: header(current),
+        kvs,
+        more,
+        count,
+    })
+}
+
+/// One write transaction: the changes of one revision, staged in a write batch, with an
+/// overlay of the keys it changed so later operations of the same transaction see them.
+struct WriteTxn<'v, 'db> {
+    view: &'v View<'db>,
+    begin: i64,
+    compacted: i64,
+    batch: WriteBatch,
+    /// Changes so far; each is one sub-revision.
+    sub: u32,
+    overlay: BTreeMap<Bytes, Option<KeyValue>>,
+    events: Vec<Event>,
+}
+
+impl<'v, 'db> WriteTxn<'v, 'db> {
+    fn new(view: &'v View<'db>, begin: i64, compacted: i64) -> Self {
+        WriteTxn {
+            view,
+            begin,
+            compacted,
+            batch: WriteBatch::default(),
+            sub: 0,
+            overlay: BTreeMap::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn rev(&self) -> i64 {
+        self.begin + 1
+    }
+
+    /// The revision a read inside this transaction sees as newest.
+    fn current_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.begin + 1
+        } else {
+            self.begin
+        }
+    }
+
+    fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        match self.overlay.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.view.latest(key),
+        }
+    }
+
+    fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
+        range_on(
+            self.view,
+            req,
+            self.current_rev(),
+            self.compacted,
+            Some(&self.overlay),
+        )
+    }
+
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
+        let prev = self.latest(&p.key)?;
+        let rev = self.rev();
+        let value = if p.ignore_value {
+            prev.as_ref().map(|kv| kv.value.clone()).unwrap_or_default()
+        } else {
+            p.value.clone()
+        };
+        let lease = if p.ignore_lease {
+            prev.as_ref().map(|kv| kv.lease).unwrap_or_default()
+        } else {
+            p.lease
+        };
+        let kv = KeyValue {
+            key: p.key.clone(),
+            create_revision: prev.as_ref().map_or(rev, |kv| kv.create_revision),
+            mod_revision: rev,
+            version: prev.as_ref().map_or(1, |kv| kv.version + 1),
+            value,
+            lease,
+        };
+        let sub = self.sub;
+        self.batch.put(keys::latest(&p.key), kv.encode_to_vec());
+        let stored = Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv.clone()),
+            prev_kv: None,
+        };
+        self.batch.put(keys::rev(rev, sub), stored.encode_to_vec());
+        let mut idx = vec![keys::KIND_PUT];
+        idx.extend_from_slice(&sub.to_be_bytes());
+        self.batch.put(keys::keyrev(&p.key, rev), idx);
+        let prev_lease = prev.as_ref().map_or(0, |kv| kv.lease);
+        if prev_lease != 0 && prev_lease != lease {
+            self.batch.delete(keys::attach(prev_lease, &p.key));
+        }
+        if lease != 0 {
+            self.batch.put(keys::attach(lease, &p.key), []);
+        }
+        self.overlay.insert(p.key.clone(), Some(kv.clone()));
+        self.events.push(Event {
+            r#type: EventType::Put as i32,
+            kv: Some(kv),
+            prev_kv: prev.clone(),
+        });
+        self.sub += 1;
+        Ok(PutResponse {
+            header: header(rev),
+            prev_kv: if p.prev_kv { prev } else { None },
+        })
+    }
+
+    /// Deletes one live key; returns its previous version.
+    fn delete_key(&mut self, key: &Bytes) -> Result<Option<KeyValue>> {
+        let Some(prev) = self.latest(key)? else {
+            return Ok(None);
+        };
+        let rev = self.rev();
+        let sub = self.sub;
+        self.batch.delete(keys::latest(key));
+        let tomb = KeyValue {
+            key: key.clone(),
+            mod_revision: rev,
+            ..Default::default()
+        };
+        let stored = Event {
+            r#type: EventType::Delete as i32,
+            kv: Some(tomb.clone()),
+            prev_kv: None,
+        };
+        self.batch.put(keys::rev(rev, sub), stored.encode_to_vec());
+        let mut idx = vec![keys::KIND_DELETE];
+        idx.extend_from_slice(&sub.to_be_bytes());
+        self.batch.put(keys::keyrev(key, rev), idx);
+        if prev.lease != 0 {
+            self.batch.delete(keys::attach(prev.lease, key));
+        }
+        self.overlay.insert(key.clone(), None);
+        self.events.push(Event {
+            r#type: EventType::Delete as i32,
+            kv: Some(tomb),
+            prev_kv: Some(prev.clone()),
+        });
+        self.sub += 1;
+        Ok(Some(prev))
+    }
+
+    fn delete_range(&mut self, d: &DeleteRangeRequest) -> Result<DeleteRangeResponse> {
+        let req = RangeRequest {
+            key: d.key.clone(),
+            range_end: d.range_end.clone(),
+            keys_only: true,
+            ..Default::default()
+        };
+        let live = self.range(&req)?.kvs;
+        let mut prev_kvs = Vec::new();
+        let mut deleted = 0;
+        for kv in live {
+            if let Some(prev) = self.delete_key(&kv.key)? {
+                deleted += 1;
+                if d.prev_kv {
+                    prev_kvs.push(prev);
+                }
+            }
+        }
+        Ok(DeleteRangeResponse {
+            header: header(self.current_rev()),
+            deleted,
+            prev_kvs,
+        })
+    }
+
+    fn txn(&mut self, t: &TxnRequest, path: &[bool], at: &mut usize) -> Result<TxnResponse> {
+        let succeeded = path[*at];
+        *at += 1;
+        let mut responses = Vec::new();
+        for op in if succeeded { &t.success } else { &t.failure } {
+            let resp = match &op.request {
+                Some(request_op::Request::RequestRange(r)) => {
+                    response_op::Response::ResponseRange(self.range(r)?)
+                }
+                Some(request_op::Request::RequestPut(p)) => {
+                    response_op::Response::ResponsePut(self.put(p)?)
+                }
+                Some(request_op::Request::RequestDeleteRange(d)) => {
+                    response_op::Response::ResponseDeleteRange(self.delete_range(d)?)
+                }
+                Some(request_op::Request::RequestTxn(n)) => {
+                    response_op::Response::ResponseTxn(self.txn(n, path, at)?)
+                }
+                None => return Err(StoreError::InvalidRequest("empty request op in txn".into())),
+            };
+            responses.push(ResponseOp {
+                response: Some(resp),
+            });
+        }
+        Ok(TxnResponse {
+            header: header(self.current_rev()),
+            succeeded,
+            responses,
+        })
+    }
+
+    /// Physical compaction at `c.revision`: for every key, drop the versions at or below
+    /// it except the newest one; drop that too if it is a deletion older than the
+    /// compaction revision (a deletion at exactly that revision stays, so a watch starting
+    /// there still sees it).
+    fn compact(&mut self, c: &CompactionRequest) -> Result<CompactionResponse> {
+        let at = c.revision;
+        if at <= self.compacted {
+            return Err(StoreError::Compacted);
+        }
+        if at > self.begin {
+            return Err(StoreError::FutureRevision);
+        }
+        let mut it = self.view.iter(vec![keys::KEYREVS + 1]);
+        it.seek([keys::KEYREVS]);
+        let mut group: Option<Vec<u8>> = None;
+        let mut kept_newest = false;
+        while it.valid() {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            let (ukey, rev) =
+                keys::parse_keyrev(k).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
+            if group.as_deref() != Some(&ukey[..]) {
+                group = Some(ukey);
+                kept_newest = false;
+            }
+            if rev <= at {
+                let sub = index_sub(v)?;
+                let is_delete = v.first() == Some(&keys::KIND_DELETE);
+                let keep = !kept_newest && !(is_delete && rev < at);
+                kept_newest = true;
+                if !keep {
+                    self.batch.delete(k);
+                    self.batch.delete(keys::rev(rev, sub));
+                }
+            }
+            it.next();
+        }
+        it.status()?;
+        self.batch.put(keys::META_COMPACT, at.to_be_bytes());
+        Ok(CompactionResponse {
+            header: header(self.begin),
+        })
+    }
+
+    fn finish(mut self) -> (WriteBatch, Vec<Event>, i64) {
+        let rev = self.current_rev();
+        if self.sub > 0 {
+            self.batch.put(keys::META_REVISION, rev.to_be_bytes());
+        }
+        (self.batch, self.events, rev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str, v: &str) -> Command {
+        Command {
+            op: Some(command::Op::Put(PutRequest {
+                key: Bytes::from(k.to_string()),
+                value: Bytes::from(v.to_string()),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn get(m: &Mvcc, k: &str, rev: i64) -> Result<RangeResponse> {
+        m.range(&RangeRequest {
+            key: Bytes::from(k.to_string()),
+            revision: rev,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn revisions_versions_and_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        m.apply(1, &put("a", "1")).expect("apply");
+        m.apply(2, &put("a", "2")).expect("apply");
+        let r = get(&m, "a", 0).expect("get");
+        assert_eq!(r.kvs[0].value.as_ref(), b"2");
+        assert_eq!(
+            (
+                r.kvs[0].create_revision,
+                r.kvs[0].mod_revision,
+                r.kvs[0].version
+            ),
+            (1, 2, 2)
+        );
+        let r = get(&m, "a", 1).expect("get");
+        assert_eq!(r.kvs[0].value.as_ref(), b"1");
+        assert_eq!(get(&m, "a", 3), Err(StoreError::FutureRevision));
+        let c = Command {
+            op: Some(command::Op::Compaction(CompactionRequest {
+                revision: 2,
+                physical: true,
+            })),
+        };
+        m.apply(3, &c).expect("apply").response.expect("compact");
+        assert_eq!(get(&m, "a", 1), Err(StoreError::Compacted));
+        assert_eq!(get(&m, "a", 2).expect("get").kvs[0].value.as_ref(), b"2");
+        drop(m);
+        let m = Mvcc::open(dir.path()).expect("reopen");
+        assert_eq!(
+            (m.revision(), m.compact_revision(), m.applied_index()),
+            (2, 2, 3)
+        );
+    }
+}

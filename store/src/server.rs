@@ -1,0 +1,506 @@
+//! The etcd v3 gRPC services over a [`Node`]: KV, Watch, Lease, Cluster and Maintenance.
+//!
+//! Handlers translate between the wire and the node and add the header identity fields;
+//! every decision about data lives in the node and the state machine. Requests the store
+//! does not implement answer `UNIMPLEMENTED`, never a wrong answer.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use capstan_proto::etcdserverpb as pb;
+use capstan_proto::etcdserverpb::cluster_server::{Cluster, ClusterServer};
+use capstan_proto::etcdserverpb::kv_server::{Kv, KvServer};
+use capstan_proto::etcdserverpb::lease_server::{Lease, LeaseServer};
+use capstan_proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
+use capstan_proto::etcdserverpb::watch_server::{Watch, WatchServer};
+use capstan_proto::store::{command, Command};
+use futures::Stream;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::StoreError;
+use crate::mvcc::CommandResponse;
+use crate::node::{Node, REQUEST_BYTES_MAX};
+use crate::watch::CreateError;
+
+/// The version reported by Maintenance.Status. Kubernetes enables consistent reads from
+/// its cache and RequestWatchProgress only for etcd >= 3.5.13, whose semantics we serve.
+pub const ETCD_VERSION: &str = "3.5.17";
+
+/// Largest gRPC message accepted. Larger than etcd's request limit so that an oversized
+/// request gets etcd's "request is too large" answer instead of a transport error.
+pub const GRPC_MESSAGE_MAX_BYTES: usize = 8 << 20;
+
+/// Keys listed by LeaseTimeToLive at most.
+const LEASE_KEYS_MAX: usize = 100_000;
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[derive(Clone)]
+pub struct EtcdServices {
+    node: Arc<Node>,
+}
+
+impl EtcdServices {
+    pub fn new(node: Arc<Node>) -> Self {
+        EtcdServices { node }
+    }
+
+    async fn write(&self, op: command::Op) -> Result<CommandResponse, Status> {
+        Ok(self.node.propose(Command { op: Some(op) }).await?)
+    }
+
+    fn header(&self, rev: i64) -> Option<pb::ResponseHeader> {
+        Some(self.node.header.make(rev))
+    }
+}
+
+fn unexpected(r: CommandResponse) -> Status {
+    Status::internal(format!("unexpected response kind: {r:?}"))
+}
+
+#[tonic::async_trait]
+impl Kv for EtcdServices {
+    async fn range(
+        &self,
+        req: Request<pb::RangeRequest>,
+    ) -> Result<Response<pb::RangeResponse>, Status> {
+        let req = req.into_inner();
+        if req.encoded_len() > REQUEST_BYTES_MAX {
+            return Err(StoreError::RequestTooLarge.into());
+        }
+        let mut resp = self.node.mvcc.range(&req)?;
+        self.node.header.fill(&mut resp.header);
+        Ok(Response::new(resp))
+    }
+
+    async fn put(&self, req: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+        match self.write(command::Op::Put(req.into_inner())).await? {
+            CommandResponse::Put(mut r) => {
+                self.node.header.fill(&mut r.header);
+                Ok(Response::new(r))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        req: Request<pb::DeleteRangeRequest>,
+    ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
+        match self
+            .write(command::Op::DeleteRange(req.into_inner()))
+            .await?
+        {
+            CommandResponse::DeleteRange(mut r) => {
+                self.node.header.fill(&mut r.header);
+                Ok(Response::new(r))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn txn(&self, req: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+        match self.write(command::Op::Txn(req.into_inner())).await? {
+            CommandResponse::Txn(mut r) => {
+                self.node.header.fill(&mut r.header);
+                Ok(Response::new(r))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        req: Request<pb::CompactionRequest>,
+    ) -> Result<Response<pb::CompactionResponse>, Status> {
+        match self
+            .write(command::Op::Compaction(req.into_inner()))
+            .await?
+        {
+            CommandResponse::Compaction(mut r) => {
+                self.node.header.fill(&mut r.header);
+                Ok(Response::new(r))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Watch for EtcdServices {
+    type WatchStream = BoxStream<pb::WatchResponse>;
+
+    async fn watch(
+        &self,
+        req: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let mut inbound = req.into_inner();
+        let hub = self.node.hub.clone();
+        let header = self.node.header.clone();
+        let (sid, rx) = hub.open_stream();
+        let tx = hub
+            .stream_tx(sid)
+            .ok_or_else(|| Status::unavailable("watch stream closed"))?;
+        tokio::spawn(async move {
+            use pb::watch_request::RequestUnion;
+            loop {
+                let msg = match inbound.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) | Err(_) => break,
+                };
+                match msg.request_union {
+                    Some(RequestUnion::CreateRequest(c)) => match hub.reserve(sid, &c) {
+                        Ok((id, rev)) => {
+                            let created = pb::WatchResponse {
+                                header: Some(header.make(rev)),
+                                watch_id: id,
+                                created: true,
+                                ..Default::default()
+                            };
+                            if tx.send(Ok(created)).await.is_err() {
+                                hub.unreserve(sid, id);
+                                break;
+                            }
+                            hub.register(sid, id, &c, rev);
+                        }
+                        Err(e) => {
+                            let resp = pb::WatchResponse {
+                                header: Some(header.make(hub.revision())),
+                                watch_id: if e == CreateError::DuplicateId {
+                                    c.watch_id
+                                } else {
+                                    -1
+                                },
+                                created: true,
+                                canceled: true,
+                                cancel_reason: e.to_string(),
+                                ..Default::default()
+                            };
+                            if tx.send(Ok(resp)).await.is_err() {
+                                break;
+                            }
+                        }
+                    },
+                    Some(RequestUnion::CancelRequest(c)) => {
+                        if hub.cancel(sid, c.watch_id) {
+                            let resp = pb::WatchResponse {
+                                header: Some(header.make(hub.revision())),
+                                watch_id: c.watch_id,
+                                canceled: true,
+                                ..Default::default()
+                            };
+                            if tx.send(Ok(resp)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Some(RequestUnion::ProgressRequest(_)) => hub.request_progress(sid),
+                    None => {}
+                }
+            }
+            hub.close_stream(sid);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[tonic::async_trait]
+impl Lease for EtcdServices {
+    async fn lease_grant(
+        &self,
+        req: Request<pb::LeaseGrantRequest>,
+    ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        match self
+            .write(command::Op::LeaseGrant(req.into_inner()))
+            .await?
+        {
+            CommandResponse::LeaseGrant(mut r) => {
+                self.node.header.fill(&mut r.header);
+                Ok(Response::new(r))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<pb::LeaseRevokeRequest>,
+    ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        match self
+            .write(command::Op::LeaseRevoke(req.into_inner()))
+            .await?
+        {
+            CommandResponse::LeaseRevoke(mut r) => {
+                self.node.header.fill(&mut r.header);
+                Ok(Response::new(r))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    type LeaseKeepAliveStream = BoxStream<pb::LeaseKeepAliveResponse>;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut inbound = req.into_inner();
+        let node = self.node.clone();
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            while let Ok(Some(r)) = inbound.message().await {
+                // An unknown or expired lease answers TTL 0, as etcd does.
+                let ttl = node.keep_alive(r.id).unwrap_or(0);
+                let resp = pb::LeaseKeepAliveResponse {
+                    header: Some(node.header.make(node.mvcc.revision())),
+                    id: r.id,
+                    ttl,
+                };
+                if tx.send(Ok(resp)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        let req = req.into_inner();
+        let rev = self.node.mvcc.revision();
+        let resp = match (
+            self.node.mvcc.lease_ttl(req.id),
+            self.node.time_to_live(req.id),
+        ) {
+            (Some(granted), ttl) => {
+                let remaining = ttl.map_or(-1, |(_, r)| r);
+                let keys = if req.keys {
+                    self.node.mvcc.lease_keys(req.id, LEASE_KEYS_MAX)?
+                } else {
+                    Vec::new()
+                };
+                pb::LeaseTimeToLiveResponse {
+                    header: self.header(rev),
+                    id: req.id,
+                    ttl: remaining,
+                    granted_ttl: granted,
+                    keys,
+                }
+            }
+            (None, _) => pb::LeaseTimeToLiveResponse {
+                header: self.header(rev),
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<pb::LeaseLeasesRequest>,
+    ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        let leases = self
+            .node
+            .mvcc
+            .leases()
+            .into_iter()
+            .map(|(id, _)| pb::LeaseStatus { id })
+            .collect();
+        Ok(Response::new(pb::LeaseLeasesResponse {
+            header: self.header(self.node.mvcc.revision()),
+            leases,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for EtcdServices {
+    async fn member_add(
+        &self,
+        _: Request<pb::MemberAddRequest>,
+    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+        Err(Status::unimplemented(
+            "membership changes are not supported by a single-member store",
+        ))
+    }
+
+    async fn member_remove(
+        &self,
+        _: Request<pb::MemberRemoveRequest>,
+    ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
+        Err(Status::unimplemented(
+            "membership changes are not supported by a single-member store",
+        ))
+    }
+
+    async fn member_update(
+        &self,
+        _: Request<pb::MemberUpdateRequest>,
+    ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
+        Err(Status::unimplemented(
+            "membership changes are not supported by a single-member store",
+        ))
+    }
+
+    async fn member_list(
+        &self,
+        _: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        let c = &self.node.config;
+        let member = pb::Member {
+            id: self.node.header.member_id,
+            name: c.name.clone(),
+            peer_ur_ls: vec![c.peer_url.clone()],
+            client_ur_ls: vec![c.client_url.clone()],
+            is_learner: false,
+        };
+        Ok(Response::new(pb::MemberListResponse {
+            header: self.header(self.node.mvcc.revision()),
+            members: vec![member],
+        }))
+    }
+
+    async fn member_promote(
+        &self,
+        _: Request<pb::MemberPromoteRequest>,
+    ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
+        Err(Status::unimplemented(
+            "membership changes are not supported by a single-member store",
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl Maintenance for EtcdServices {
+    async fn alarm(
+        &self,
+        _: Request<pb::AlarmRequest>,
+    ) -> Result<Response<pb::AlarmResponse>, Status> {
+        // No quota yet, so no alarm is ever raised.
+        Ok(Response::new(pb::AlarmResponse {
+            header: self.header(self.node.mvcc.revision()),
+            alarms: Vec::new(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        let (db_size, in_use) = self.node.mvcc.db_size();
+        let applied = self.node.mvcc.applied_index();
+        Ok(Response::new(pb::StatusResponse {
+            header: self.header(self.node.mvcc.revision()),
+            version: ETCD_VERSION.into(),
+            db_size,
+            leader: self.node.header.member_id,
+            raft_index: self.node.last_index(),
+            raft_term: self.node.header.term(),
+            raft_applied_index: applied,
+            errors: Vec::new(),
+            db_size_in_use: in_use,
+            is_learner: false,
+            storage_version: String::new(),
+            db_size_quota: 0,
+            downgrade_info: None,
+        }))
+    }
+
+    async fn defragment(
+        &self,
+        _: Request<pb::DefragmentRequest>,
+    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        let mvcc = self.node.mvcc.clone();
+        tokio::task::spawn_blocking(move || mvcc.defragment())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::DefragmentResponse {
+            header: self.header(self.node.mvcc.revision()),
+        }))
+    }
+
+    async fn hash(
+        &self,
+        _: Request<pb::HashRequest>,
+    ) -> Result<Response<pb::HashResponse>, Status> {
+        Err(Status::unimplemented("Hash is not implemented; use HashKV"))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<pb::HashKvRequest>,
+    ) -> Result<Response<pb::HashKvResponse>, Status> {
+        let (hash, compact_revision, hash_revision) =
+            self.node.mvcc.hash_kv(req.into_inner().revision)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: self.header(self.node.mvcc.revision()),
+            hash,
+            compact_revision,
+            hash_revision,
+        }))
+    }
+
+    type SnapshotStream = BoxStream<pb::SnapshotResponse>;
+
+    async fn snapshot(
+        &self,
+        _: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let node = self.node.clone();
+        let (tx, rx) = mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = crate::snapshot::stream_snapshot(&node, &tx) {
+                let _ = tx.blocking_send(Err(Status::from(e)));
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn move_leader(
+        &self,
+        _: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        Err(Status::unimplemented("MoveLeader needs a replicated store"))
+    }
+
+    async fn downgrade(
+        &self,
+        _: Request<pb::DowngradeRequest>,
+    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+        Err(Status::unimplemented("Downgrade is not supported"))
+    }
+}
+
+/// Serves the etcd API for `node` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let svc = EtcdServices::new(node);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(Some(10_000))
+        .concurrency_limit_per_connection(1024)
+        .add_service(KvServer::new(svc.clone()).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES))
+        .add_service(
+            WatchServer::new(svc.clone()).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
+        )
+        .add_service(LeaseServer::new(svc.clone()))
+        .add_service(ClusterServer::new(svc.clone()))
+        .add_service(MaintenanceServer::new(svc).max_encoding_message_size(usize::MAX))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

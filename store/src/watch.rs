@@ -1,0 +1,762 @@
+//! The watch hub: delivers every event of the store to every watcher whose range it
+//! touches, once, in revision order, all events of one revision in one response.
+//!
+//! ## Design
+//! Each gRPC watch stream owns a bounded outbound queue. A watcher is either *synced*
+//! (it has seen everything up to the hub's revision, and [`WatchHub::notify`] pushes new
+//! revisions straight into its stream's queue) or *unsynced* (it needs revisions from
+//! `next_rev` on). Writers never wait on watchers: `notify` only ever `try_send`s. When a
+//! stream's queue is full, the watcher is *parked*: it becomes unsynced at the revision it
+//! missed and the syncer thread catches it up later, first from the history on disk and
+//! then from a bounded ring of recent revisions kept in memory, and moves it back to the
+//! synced set under the hub lock, so no revision is skipped or sent twice. A watcher that
+//! falls behind compaction is canceled with `compact_revision` set, as etcd does.
+//!
+//! New watchers with a start revision in the past start unsynced the same way, which is
+//! also how "resume from revision" works.
+//!
+//! Progress notifications follow etcd: on request (`watch_id` -1, answered once every
+//! watcher of the stream is synced, with the hub revision as the progress point) and
+//! periodically for watchers created with `progress_notify`.
+//!
+//! Bounds: queue length per stream, watchers per stream and in all, the ring's revisions
+//! and bytes, and the events read from disk per catch-up step.
+//!
+//! Left out for now: `fragment` is accepted but a revision is always sent whole.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use capstan_proto::etcdserverpb::{
+    watch_create_request::FilterType, WatchCreateRequest, WatchResponse,
+};
+use capstan_proto::mvccpb::{event::EventType, Event};
+use prost::Message;
+use tokio::sync::mpsc;
+use tonic::Status;
+
+use crate::error::StoreError;
+use crate::header::HeaderSource;
+use crate::mvcc::{KeyRange, Mvcc};
+
+pub type WatchTx = mpsc::Sender<Result<WatchResponse, Status>>;
+pub type WatchRx = mpsc::Receiver<Result<WatchResponse, Status>>;
+
+/// Limits and intervals of the hub.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Responses queued per stream before its watchers are parked.
+    pub stream_queue_max: usize,
+    pub watchers_per_stream_max: usize,
+    pub watchers_max: usize,
+    /// Recent revisions kept in memory for catch-up without disk reads.
+    pub recent_revisions_max: usize,
+    pub recent_bytes_max: usize,
+    /// Events read from disk per catch-up step of one watcher.
+    pub catchup_events_max: usize,
+    /// Period of progress notifications for watchers that asked for them.
+    pub progress_interval: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            stream_queue_max: 4096,
+            watchers_per_stream_max: 100_000,
+            watchers_max: 1_000_000,
+            recent_revisions_max: 8192,
+            recent_bytes_max: 64 << 20,
+            catchup_events_max: 1024,
+            progress_interval: Duration::from_secs(600),
+        }
+    }
+}
+
+pub type StreamId = u64;
+
+struct RevEvents {
+    rev: i64,
+    events: Vec<Event>,
+    bytes: usize,
+}
+
+struct Watcher {
+    uid: u64,
+    stream: StreamId,
+    id: i64,
+    range: KeyRange,
+    next_rev: i64,
+    prev_kv: bool,
+    no_put: bool,
+    no_delete: bool,
+    progress_notify: bool,
+    synced: bool,
+}
+
+impl Watcher {
+    /// The events of one revision this watcher gets, or None if none.
+    fn select(&self, events: &[Event]) -> Option<Vec<Event>> {
+        let mut out: Option<Vec<Event>> = None;
+        for ev in events {
+            let Some(kv) = &ev.kv else { continue };
+            if !self.range.contains(&kv.key) {
+                continue;
+            }
+            let is_put = ev.r#type == EventType::Put as i32;
+            if (is_put && self.no_put) || (!is_put && self.no_delete) {
+                continue;
+            }
+            let ev = if self.prev_kv {
+                ev.clone()
+            } else {
+                Event {
+                    r#type: ev.r#type,
+                    kv: ev.kv.clone(),
+                    prev_kv: None,
+                }
+            };
+            out.get_or_insert_with(Vec::new).push(ev);
+        }
+        out
+    }
+}
+
+struct Stream {
+    tx: WatchTx,
+    ids: HashMap<i64, u32>,
+    next_id: i64,
+    unsynced: usize,
+    progress_pending: bool,
+    /// Cancel notices that found the queue full.
+    pending: VecDeque<WatchResponse>,
+}
+
+struct Inner {
+    rev: i64,
+    compacted: i64,
+    recent: VecDeque<Arc<RevEvents>>,
+    recent_bytes: usize,
+    slots: Vec<Option<Watcher>>,
+    free: Vec<u32>,
+    by_key: HashMap<Bytes, Vec<u32>>,
+    ranges: HashSet<u32>,
+    unsynced: HashSet<u32>,
+    streams: HashMap<StreamId, Stream>,
+    next_stream: StreamId,
+    watchers: usize,
+}
+
+/// The hub. Shared by the apply loop (which calls `notify`), the watch streams and the
+/// syncer thread.
+pub struct WatchHub {
+    inner: Mutex<Inner>,
+    mvcc: Arc<Mvcc>,
+    header: Arc<HeaderSource>,
+    config: HubConfig,
+    next_uid: AtomicU64,
+    wake: (Mutex<bool>, Condvar),
+    stopped: AtomicBool,
+}
+
+/// Why a create request was refused; sent back as a canceled "created" response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    #[error("mvcc: duplicate watch ID provided on the WatchStream")]
+    DuplicateId,
+    #[error("mvcc: watcher range is empty")]
+    EmptyRange,
+    #[error("etcdserver: too many watchers")]
+    TooMany,
+    #[error("watch stream closed")]
+    StreamClosed,
+}
+
+impl WatchHub {
+    /// Creates the hub and starts its syncer thread (which stops when the hub is dropped).
+    pub fn start(mvcc: Arc<Mvcc>, header: Arc<HeaderSource>, config: HubConfig) -> Arc<WatchHub> {
+        let rev = mvcc.revision();
+        let compacted = mvcc.compact_revision();
+        let hub = Arc::new(WatchHub {
+            inner: Mutex::new(Inner {
+                rev,
+                compacted,
+                recent: VecDeque::new(),
+                recent_bytes: 0,
+                slots: Vec::new(),
+                free: Vec::new(),
+                by_key: HashMap::new(),
+                ranges: HashSet::new(),
+                unsynced: HashSet::new(),
+                streams: HashMap::new(),
+                next_stream: 1,
+                watchers: 0,
+            }),
+            mvcc,
+            header,
+            config,
+            next_uid: AtomicU64::new(1),
+            wake: (Mutex::new(false), Condvar::new()),
+            stopped: AtomicBool::new(false),
+        });
+        let weak = Arc::downgrade(&hub);
+        std::thread::Builder::new()
+            .name("watch-syncer".into())
+            .spawn(move || syncer_loop(weak))
+            .expect("spawning the watch syncer thread");
+        hub
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().expect("watch hub lock poisoned")
+    }
+
+    pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Release);
+        self.kick();
+    }
+
+    fn kick(&self) {
+        let (m, c) = &self.wake;
+        *m.lock().expect("wake lock poisoned") = true;
+        c.notify_one();
+    }
+
+    /// The revision up to which watchers have been notified.
+    pub fn revision(&self) -> i64 {
+        self.lock().rev
+    }
+
+    /// Number of watchers (synced, unsynced) for tests and metrics.
+    pub fn counts(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g.watchers - g.unsynced.len(), g.unsynced.len())
+    }
+
+    /// Opens a stream whose responses go to a new bounded queue.
+    pub fn open_stream(&self) -> (StreamId, WatchRx) {
+        let (tx, rx) = mpsc::channel(self.config.stream_queue_max);
+        let mut g = self.lock();
+        let id = g.next_stream;
+        g.next_stream += 1;
+        g.streams.insert(
+            id,
+            Stream {
+                tx,
+                ids: HashMap::new(),
+                next_id: 0,
+                unsynced: 0,
+                progress_pending: false,
+                pending: VecDeque::new(),
+            },
+        );
+        (id, rx)
+    }
+
+    /// Removes a stream and all its watchers.
+    pub fn close_stream(&self, stream: StreamId) {
+        let mut g = self.lock();
+        if let Some(s) = g.streams.remove(&stream) {
+            for (_, slot) in s.ids {
+                remove_slot(&mut g, slot);
+            }
+        }
+    }
+
+    /// The sender of a stream's queue, for control responses (created, canceled).
+    pub fn stream_tx(&self, stream: StreamId) -> Option<WatchTx> {
+        self.lock().streams.get(&stream).map(|s| s.tx.clone())
+    }
+
+    /// Picks the watch ID and validates a create request. The caller sends the created
+    /// response and then calls [`WatchHub::register`], so that the created response comes
+    /// before any event of the watcher.
+    pub fn reserve(
+        &self,
+        stream: StreamId,
+        req: &WatchCreateRequest,
+    ) -> Result<(i64, i64), CreateError> {
+        let mut g = self.lock();
+        let rev = g.rev;
+        let total = g.watchers;
+        let s = g
+            .streams
+            .get_mut(&stream)
+            .ok_or(CreateError::StreamClosed)?;
+        if !req.range_end.is_empty() && req.range_end.as_ref() != [0] && req.key >= req.range_end {
+            return Err(CreateError::EmptyRange);
+        }
+        if s.ids.len() >= self.config.watchers_per_stream_max || total >= self.config.watchers_max {
+            return Err(CreateError::TooMany);
+        }
+        let id = if req.watch_id != 0 {
+            if s.ids.contains_key(&req.watch_id) {
+                return Err(CreateError::DuplicateId);
+            }
+            req.watch_id
+        } else {
+            while s.ids.contains_key(&s.next_id) {
+                s.next_id += 1;
+            }
+            let id = s.next_id;
+            s.next_id += 1;
+            id
+        };
+        // Hold the ID until register (u32::MAX marks a reservation).
+        s.ids.insert(id, u32::MAX);
+        Ok((id, rev))
+    }
+
+    /// Starts delivering to a reserved watcher from `start_rev` (0: after `created_rev`).
+    pub fn register(&self, stream: StreamId, id: i64, req: &WatchCreateRequest, created_rev: i64) {
+        let start = if req.start_revision > 0 {
+            req.start_revision
+        } else {
+            created_rev + 1
+        };
+        let w = Watcher {
+            uid: self.next_uid.fetch_add(1, Ordering::Relaxed),
+            stream,
+            id,
+            range: KeyRange::new(
+                &Bytes::copy_from_slice(&req.key),
+                &Bytes::copy_from_slice(&req.range_end),
+            ),
+            next_rev: start,
+            prev_kv: req.prev_kv,
+            no_put: req.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: req.filters.contains(&(FilterType::Nodelete as i32)),
+            progress_notify: req.progress_notify,
+            synced: false,
+        };
+        let mut g = self.lock();
+        let Some(s) = g.streams.get_mut(&stream) else {
+            return;
+        };
+        if s.ids.get(&id) != Some(&u32::MAX) {
+            return;
+        }
+        s.unsynced += 1;
+        let slot = match g.free.pop() {
+            Some(slot) => {
+                g.slots[slot as usize] = Some(w);
+                slot
+            }
+            None => {
+                g.slots.push(Some(w));
+                (g.slots.len() - 1) as u32
+            }
+        };
+        g.watchers += 1;
+        g.unsynced.insert(slot);
+        if let Some(s) = g.streams.get_mut(&stream) {
+            s.ids.insert(id, slot);
+        }
+        // A watcher starting now is synced at once; one starting in the past catches up.
+        if start > g.rev {
+            mark_synced(&mut g, slot);
+        } else {
+            drop(g);
+            self.kick();
+        }
+    }
+
+    /// Forgets a reservation whose created response could not be sent.
+    pub fn unreserve(&self, stream: StreamId, id: i64) {
+        let mut g = self.lock();
+        if let Some(s) = g.streams.get_mut(&stream) {
+            if s.ids.get(&id) == Some(&u32::MAX) {
+                s.ids.remove(&id);
+            }
+        }
+    }
+
+    /// Cancels a watcher; returns whether it existed. The caller sends the canceled response.
+    pub fn cancel(&self, stream: StreamId, id: i64) -> bool {
+        let mut g = self.lock();
+        let Some(slot) = g.streams.get_mut(&stream).and_then(|s| s.ids.remove(&id)) else {
+            return false;
+        };
+        if slot != u32::MAX {
+            remove_slot(&mut g, slot);
+        }
+        true
+    }
+
+    /// A client's progress request: answered now if every watcher of the stream is synced,
+    /// otherwise as soon as they are.
+    pub fn request_progress(&self, stream: StreamId) {
+        let mut g = self.lock();
+        let rev = g.rev;
+        let header = self.header.make(rev);
+        let Some(s) = g.streams.get_mut(&stream) else {
+            return;
+        };
+        if s.unsynced == 0 && s.pending.is_empty() {
+            let resp = WatchResponse {
+                header: Some(header),
+                watch_id: -1,
+                ..Default::default()
+            };
+            if s.tx.try_send(Ok(resp)).is_ok() {
+                return;
+            }
+        }
+        s.progress_pending = true;
+        drop(g);
+        self.kick();
+    }
+
+    /// Called by the apply loop after revision `rev` is applied, with its events in order.
+    /// Never blocks on a watcher.
+    pub fn notify(&self, rev: i64, events: Vec<Event>, compacted: Option<i64>) {
+        let mut g = self.lock();
+        if let Some(c) = compacted {
+            g.compacted = c;
+        }
+        if events.is_empty() {
+            return;
+        }
+        debug_assert!(rev > g.rev, "revisions are notified in order");
+        g.rev = rev;
+        let bytes = events.iter().map(|e| e.encoded_len() + 64).sum();
+        let batch = Arc::new(RevEvents { rev, events, bytes });
+        g.recent_bytes += batch.bytes;
+        g.recent.push_back(batch.clone());
+        while g.recent.len() > self.config.recent_revisions_max
+            || (g.recent_bytes > self.config.recent_bytes_max && g.recent.len() > 1)
+        {
+            if let Some(old) = g.recent.pop_front() {
+                g.recent_bytes -= old.bytes;
+            }
+        }
+        let mut targets: Vec<u32> = g.ranges.iter().copied().collect();
+        for ev in &batch.events {
+            if let Some(kv) = &ev.kv {
+                if let Some(ws) = g.by_key.get(&kv.key) {
+                    targets.extend_from_slice(ws);
+                }
+            }
+        }
+        if batch.events.len() > 1 {
+            targets.sort_unstable();
+            targets.dedup();
+        }
+        let mut parked = false;
+        for slot in targets {
+            if !deliver(&mut g, &self.header, slot, &batch) {
+                park(&mut g, slot, rev);
+                parked = true;
+            }
+        }
+        drop(g);
+        if parked {
+            self.kick();
+        }
+    }
+
+    /// One pass of the syncer: catches up unsynced watchers and answers pending progress
+    /// requests. Returns whether work remains (some queue was full).
+    fn sync_pass(&self) -> bool {
+        let slots: Vec<(u32, u64)> = {
+            let g = self.lock();
+            g.unsynced
+                .iter()
+                .filter_map(|&s| g.slots[s as usize].as_ref().map(|w| (s, w.uid)))
+                .collect()
+        };
+        let mut blocked = false;
+        for (slot, uid) in slots {
+            if self.stopped.load(Ordering::Acquire) {
+                return false;
+            }
+            blocked |= !self.catch_up(slot, uid);
+        }
+        let mut g = self.lock();
+        let rev = g.rev;
+        let header = self.header.make(rev);
+        for s in g.streams.values_mut() {
+            while let Some(resp) = s.pending.pop_front() {
+                if let Err(mpsc::error::TrySendError::Full(Ok(resp))) = s.tx.try_send(Ok(resp)) {
+                    s.pending.push_front(resp);
+                    blocked = true;
+                    break;
+                }
+            }
+            if s.progress_pending && s.unsynced == 0 && s.pending.is_empty() {
+                let resp = WatchResponse {
+                    header: Some(header.clone()),
+                    watch_id: -1,
+                    ..Default::default()
+                };
+                match s.tx.try_send(Ok(resp)) {
+                    Err(mpsc::error::TrySendError::Full(_)) => blocked = true,
+                    _ => s.progress_pending = false,
+                }
+            }
+        }
+        blocked
+    }
+
+    /// Moves one unsynced watcher forward. Returns false if its queue is full.
+    fn catch_up(&self, slot: u32, uid: u64) -> bool {
+        loop {
+            let (next, upto, prev_kv) = {
+                let mut g = self.lock();
+                let Some(w) = g.slots[slot as usize]
+                    .as_ref()
+                    .filter(|w| w.uid == uid && !w.synced)
+                else {
+                    return true;
+                };
+                let next = w.next_rev;
+                let prev_kv = w.prev_kv;
+                if next < g.compacted {
+                    cancel_compacted(&mut g, &self.header, slot);
+                    return true;
+                }
+                if next > g.rev {
+                    mark_synced(&mut g, slot);
+                    return true;
+                }
+                let oldest = g.recent.front().map_or(i64::MAX, |b| b.rev);
+                if next >= oldest {
+                    // The rest is in memory: finish under the lock so no revision slips by.
+                    let batches: Vec<Arc<RevEvents>> =
+                        g.recent.iter().filter(|b| b.rev >= next).cloned().collect();
+                    for b in batches {
+                        if !deliver(&mut g, &self.header, slot, &b) {
+                            if let Some(w) = g.slots[slot as usize].as_mut() {
+                                w.next_rev = b.rev;
+                            }
+                            return false;
+                        }
+                        if let Some(w) = g.slots[slot as usize].as_mut() {
+                            w.next_rev = b.rev + 1;
+                        }
+                    }
+                    mark_synced(&mut g, slot);
+                    return true;
+                }
+                (next, (oldest - 1).min(g.rev), prev_kv)
+            };
+            // Older revisions come from disk, read without holding the hub lock.
+            let revs = match self
+                .mvcc
+                .events(next, upto, prev_kv, self.config.catchup_events_max)
+            {
+                Ok(r) => r,
+                Err(StoreError::Compacted) => {
+                    let mut g = self.lock();
+                    if g.slots[slot as usize]
+                        .as_ref()
+                        .is_some_and(|w| w.uid == uid)
+                    {
+                        g.compacted = g.compacted.max(self.mvcc.compact_revision());
+                        cancel_compacted(&mut g, &self.header, slot);
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "watch catch-up read failed");
+                    return false;
+                }
+            };
+            let mut g = self.lock();
+            if !g.slots[slot as usize]
+                .as_ref()
+                .is_some_and(|w| w.uid == uid)
+            {
+                return true;
+            }
+            let read_to = revs.last().map_or(upto, |(r, _)| *r);
+            for (rev, events) in revs {
+                let b = RevEvents {
+                    rev,
+                    events,
+                    bytes: 0,
+                };
+                if !deliver(&mut g, &self.header, slot, &b) {
+                    if let Some(w) = g.slots[slot as usize].as_mut() {
+                        w.next_rev = rev;
+                    }
+                    return false;
+                }
+            }
+            if let Some(w) = g.slots[slot as usize].as_mut() {
+                // Revisions without events (lease grants, compactions) leave no history.
+                // Stopping at the per-step bound leaves the rest for the next loop turn.
+                w.next_rev = read_to.max(next) + 1;
+            }
+        }
+    }
+
+    /// Sends a progress notification to every synced watcher that asked for them.
+    fn periodic_progress(&self) {
+        let mut g = self.lock();
+        let header = self.header.make(g.rev);
+        let Inner { slots, streams, .. } = &mut *g;
+        for w in slots.iter().flatten() {
+            if w.synced && w.progress_notify {
+                if let Some(s) = streams.get(&w.stream) {
+                    let _ = s.tx.try_send(Ok(WatchResponse {
+                        header: Some(header.clone()),
+                        watch_id: w.id,
+                        ..Default::default()
+                    }));
+                }
+            }
+        }
+    }
+}
+
+/// Tries to queue one revision for a watcher; false when its stream's queue is full.
+fn deliver(g: &mut Inner, header: &HeaderSource, slot: u32, batch: &RevEvents) -> bool {
+    let Some(w) = g.slots[slot as usize].as_ref() else {
+        return true;
+    };
+    let Some(events) = w.select(&batch.events) else {
+        return true;
+    };
+    let Some(s) = g.streams.get(&w.stream) else {
+        return true;
+    };
+    let resp = WatchResponse {
+        header: Some(header.make(batch.rev)),
+        watch_id: w.id,
+        events,
+        ..Default::default()
+    };
+    match s.tx.try_send(Ok(resp)) {
+        Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => false,
+    }
+}
+
+fn unindex(g: &mut Inner, slot: u32) {
+    let Some(w) = g.slots[slot as usize].as_ref() else {
+        return;
+    };
+    if w.range.single {
+        let key = w.range.start.clone();
+        if let Some(v) = g.by_key.get_mut(&key) {
+            v.retain(|s| *s != slot);
+            if v.is_empty() {
+                g.by_key.remove(&key);
+            }
+        }
+    } else {
+        g.ranges.remove(&slot);
+    }
+}
+
+fn park(g: &mut Inner, slot: u32, rev: i64) {
+    unindex(g, slot);
+    let Some(w) = g.slots[slot as usize].as_mut() else {
+        return;
+    };
+    w.synced = false;
+    w.next_rev = rev;
+    let stream = w.stream;
+    g.unsynced.insert(slot);
+    if let Some(s) = g.streams.get_mut(&stream) {
+        s.unsynced += 1;
+    }
+}
+
+fn mark_synced(g: &mut Inner, slot: u32) {
+    let Some(w) = g.slots[slot as usize].as_mut() else {
+        return;
+    };
+    if w.synced {
+        return;
+    }
+    w.synced = true;
+    let stream = w.stream;
+    if w.range.single {
+        let key = w.range.start.clone();
+        g.by_key.entry(key).or_default().push(slot);
+    } else {
+        g.ranges.insert(slot);
+    }
+    g.unsynced.remove(&slot);
+    if let Some(s) = g.streams.get_mut(&stream) {
+        s.unsynced -= 1;
+    }
+}
+
+fn remove_slot(g: &mut Inner, slot: u32) {
+    let synced = match g.slots[slot as usize].as_ref() {
+        Some(w) => w.synced,
+        None => return,
+    };
+    if synced {
+        unindex(g, slot);
+    } else {
+        g.unsynced.remove(&slot);
+    }
+    if let Some(w) = g.slots[slot as usize].take() {
+        if !synced {
+            if let Some(s) = g.streams.get_mut(&w.stream) {
+                s.unsynced -= 1;
+            }
+        }
+    }
+    g.free.push(slot);
+    g.watchers -= 1;
+}
+
+fn cancel_compacted(g: &mut Inner, header: &HeaderSource, slot: u32) {
+    let Some(w) = g.slots[slot as usize].as_ref() else {
+        return;
+    };
+    let (stream, id) = (w.stream, w.id);
+    let compacted = g.compacted;
+    if let Some(s) = g.streams.get_mut(&stream) {
+        s.ids.remove(&id);
+    }
+    remove_slot(g, slot);
+    let resp = WatchResponse {
+        header: Some(header.make(g.rev)),
+        watch_id: id,
+        canceled: true,
+        compact_revision: compacted,
+        cancel_reason: "etcdserver: mvcc: required revision has been compacted".into(),
+        ..Default::default()
+    };
+    if let Some(s) = g.streams.get_mut(&stream) {
+        s.pending.push_back(resp);
+    }
+}
+
+fn syncer_loop(hub: Weak<WatchHub>) {
+    let mut last_progress = Instant::now();
+    loop {
+        let Some(h) = hub.upgrade() else { return };
+        if h.stopped.load(Ordering::Acquire) {
+            return;
+        }
+        let blocked = h.sync_pass();
+        if last_progress.elapsed() >= h.config.progress_interval {
+            last_progress = Instant::now();
+            h.periodic_progress();
+        }
+        // With full queues, poll again soon; otherwise sleep until kicked. The timeout
+        // only bounds how late a retry comes, it never decides correctness.
+        let wait = if blocked {
+            Duration::from_millis(5)
+        } else {
+            Duration::from_millis(100)
+        };
+        let (m, c) = &h.wake;
+        let guard = m.lock().expect("wake lock poisoned");
+        let (mut guard, _) = c
+            .wait_timeout_while(guard, wait, |kicked| !*kicked)
+            .expect("wake lock poisoned");
+        *guard = false;
+        drop(guard);
+        drop(h);
+    }
+}

@@ -477,6 +477,20 @@ impl Mvcc {
         Ok((h.finalize(), compacted, rev))
     }
 
+    /// How many versions of keys the history holds (what compaction shrinks).
+    pub fn history_entries(&self) -> Result<u64> {
+        let view = self.snapshot_view();
+        let mut it = view.iter(vec![keys::REVS + 1]);
+        it.seek([keys::REVS]);
+        let mut n = 0;
+        while it.valid() {
+            n += 1;
+            it.next();
+        }
+        it.status()?;
+        Ok(n)
+    }
+
     /// Physical size of the database files, and the estimate of live data, in bytes.
     pub fn db_size(&self) -> (i64, i64) {
         let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0) as i64;

@@ -1,9 +1,12 @@
 //! Maintenance.Snapshot: a consistent copy of the state, streamed to the client.
 //!
-//! Format (Capstan's own; etcd's is a bbolt file, which no etcd client parses on save):
-//! the magic `CAPSTAN-SNAPSHOT-1\n`, then records `u32 key length ‖ key ‖ u32 value
-//! length ‖ value` (big-endian) for every state key in order, then the CRC-32 of all
-//! preceding bytes. The log is not included: the state is complete without it.
+//! Format (Capstan's own; etcd's is a bbolt file): the magic `CAPSTAN-SNAPSHOT-1\n`, then
+//! records `u32 key length ‖ key ‖ u32 value length ‖ value` (big-endian) for every state
+//! key in order, then `u32::MAX` as the end mark, zero padding to a multiple of 512 bytes,
+//! and the SHA-256 of everything before it. The padding and trailing digest are what
+//! etcdctl checks when it saves a snapshot (its size must be 32 more than a multiple of
+//! 512, as for a bbolt file with etcd's digest). The log is not included: the state is
+//! complete without it.
 //!
 //! The snapshot is first spooled to a file in the data directory so that the stream can
 //! announce exact `remaining_bytes` and the RocksDB snapshot is released quickly even
@@ -13,6 +16,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 
 use capstan_proto::etcdserverpb::SnapshotResponse;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tonic::Status;
 
@@ -21,38 +25,58 @@ use crate::node::Node;
 
 pub const MAGIC: &[u8] = b"CAPSTAN-SNAPSHOT-1\n";
 const CHUNK_BYTES: usize = 64 * 1024;
+const PAD_BYTES: u64 = 512;
 
 fn io(e: std::io::Error) -> StoreError {
     StoreError::Storage(format!("snapshot: {e}"))
 }
 
+/// A writer that hashes and counts what passes through it.
+struct Hashing<'a, W: Write> {
+    w: &'a mut W,
+    digest: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Hashing<'_, W> {
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.digest.update(b);
+        self.written += b.len() as u64;
+        self.w.write_all(b)
+    }
+
+    fn record(&mut self, k: &[u8], v: &[u8]) -> std::io::Result<()> {
+        self.put(&(k.len() as u32).to_be_bytes())?;
+        self.put(k)?;
+        self.put(&(v.len() as u32).to_be_bytes())?;
+        self.put(v)
+    }
+}
+
 /// Writes the snapshot to `w`; returns the revision it was taken at.
 pub fn write_snapshot(node: &Node, w: &mut impl Write) -> Result<i64> {
-    let mut crc = crc32fast::Hasher::new();
-    let mut put = |b: &[u8], w: &mut dyn Write| -> std::io::Result<()> {
-        crc.update(b);
-        w.write_all(b)
+    let mut h = Hashing {
+        w,
+        digest: Sha256::new(),
+        written: 0,
     };
-    put(MAGIC, w).map_err(io)?;
+    h.put(MAGIC).map_err(io)?;
     let mut err = None;
-    let rev = node.mvcc.export(|k, v| {
-        let r = put(&(k.len() as u32).to_be_bytes(), w)
-            .and_then(|()| put(k, w))
-            .and_then(|()| put(&(v.len() as u32).to_be_bytes(), w))
-            .and_then(|()| put(v, w));
-        match r {
-            Ok(()) => true,
-            Err(e) => {
-                err = Some(e);
-                false
-            }
+    let rev = node.mvcc.export(|k, v| match h.record(k, v) {
+        Ok(()) => true,
+        Err(e) => {
+            err = Some(e);
+            false
         }
     })?;
     if let Some(e) = err {
         return Err(io(e));
     }
-    let sum = crc.finalize();
-    w.write_all(&sum.to_be_bytes()).map_err(io)?;
+    h.put(&u32::MAX.to_be_bytes()).map_err(io)?;
+    let pad = (PAD_BYTES - h.written % PAD_BYTES) % PAD_BYTES;
+    h.put(&vec![0u8; pad as usize]).map_err(io)?;
+    let sum = h.digest.finalize();
+    h.w.write_all(&sum).map_err(io)?;
     Ok(rev)
 }
 

@@ -41,17 +41,11 @@ struct StoreArgs {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("capstan: cannot start the runtime: {e}");
@@ -76,11 +70,8 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen_client))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut config = NodeConfig::new(&args.name, args.data_dir.clone());
-    config.client_url = args
-        .advertise_client
-        .unwrap_or_else(|| format!("http://{addr}"));
-    let node = Node::start(config)
-        .map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
+    config.client_url = args.advertise_client.unwrap_or_else(|| format!("http://{addr}"));
+    let node = Node::start(config).map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = node.mvcc.revision(), "store serving the etcd v3 API");
     // The line tests and scripts wait for.
     println!("capstan store ready on {addr}");

@@ -51,9 +51,7 @@ impl StoreError {
     /// The gRPC code etcd answers with for this error.
     pub fn code(&self) -> Code {
         match self {
-            StoreError::Compacted | StoreError::FutureRevision | StoreError::LeaseTtlTooLarge => {
-                Code::OutOfRange
-            }
+            StoreError::Compacted | StoreError::FutureRevision | StoreError::LeaseTtlTooLarge => Code::OutOfRange,
             StoreError::EmptyKey
             | StoreError::KeyNotFound
             | StoreError::ValueProvided

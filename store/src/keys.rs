@@ -182,10 +182,7 @@ mod tests {
                 enc.push(e);
             }
             if i > 0 {
-                assert!(
-                    keyrev(keys[i - 1], 1) < keyrev(k, i64::MAX - 1),
-                    "order of {k:?}"
-                );
+                assert!(keyrev(keys[i - 1], 1) < keyrev(k, i64::MAX - 1), "order of {k:?}");
             }
         }
         let mut sorted = enc.clone();

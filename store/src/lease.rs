@@ -117,11 +117,7 @@ mod tests {
         assert_eq!(l.expired(9_000, 10), vec![1]);
         // Asked once; not again until the retry interval passes.
         assert_eq!(l.expired(9_500, 10), Vec::<i64>::new());
-        assert_eq!(
-            l.renew(1, 9_500),
-            None,
-            "an expired lease cannot be kept alive"
-        );
+        assert_eq!(l.renew(1, 9_500), None, "an expired lease cannot be kept alive");
         assert_eq!(l.expired(12_000, 10), vec![1, 2]);
         l.remove(1);
         l.remove(2);

@@ -22,17 +22,15 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use capstan_proto::etcdserverpb::{
-    compare, range_request, request_op, response_op, CompactionRequest, CompactionResponse,
-    Compare, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse,
-    LeaseRevokeRequest, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
-    RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    compare, range_request, request_op, response_op, CompactionRequest, CompactionResponse, Compare,
+    DeleteRangeRequest, DeleteRangeResponse, LeaseGrantRequest, LeaseGrantResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse, RequestOp, ResponseHeader, ResponseOp,
+    TxnRequest, TxnResponse,
 };
 use capstan_proto::mvccpb::{event::EventType, Event, KeyValue};
 use capstan_proto::store::{command, Command, LeaseRecord};
 use prost::Message;
-use rocksdb::{
-    DBRawIterator, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{DBRawIterator, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
 use crate::error::{Result, StoreError};
 use crate::keys;
@@ -108,11 +106,7 @@ impl KeyRange {
     }
 
     fn is_empty(&self) -> bool {
-        !self.single
-            && self
-                .end
-                .as_ref()
-                .is_some_and(|e| e.as_ref() <= self.start.as_ref())
+        !self.single && self.end.as_ref().is_some_and(|e| e.as_ref() <= self.start.as_ref())
     }
 }
 
@@ -211,8 +205,7 @@ impl<'a> View<'a> {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            let (ukey, krev) =
-                keys::parse_keyrev(k).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
+            let (ukey, krev) = keys::parse_keyrev(k).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
             if krev > rev {
                 it.seek(keys::keyrev(&ukey, rev));
                 continue;
@@ -380,11 +373,7 @@ impl Mvcc {
     }
 
     pub fn lease_ttl(&self, id: i64) -> Option<i64> {
-        self.leases
-            .lock()
-            .expect("lease table lock poisoned")
-            .get(&id)
-            .copied()
+        self.leases.lock().expect("lease table lock poisoned").get(&id).copied()
     }
 
     /// Keys attached to a lease, at most `max` of them.
@@ -407,13 +396,7 @@ impl Mvcc {
     /// The events of revisions `from..=to`, in order, grouped by revision, with prev_kv
     /// when `with_prev` (and not compacted). Stops after `events_max` events, at a revision
     /// boundary. Fails with Compacted if `from` is below the compacted revision.
-    pub fn events(
-        &self,
-        from: i64,
-        to: i64,
-        with_prev: bool,
-        events_max: usize,
-    ) -> Result<Vec<(i64, Vec<Event>)>> {
+    pub fn events(&self, from: i64, to: i64, with_prev: bool, events_max: usize) -> Result<Vec<(i64, Vec<Event>)>> {
         let view = self.snapshot_view();
         let compacted = view.meta(keys::META_COMPACT)?;
         if from < compacted {
@@ -427,8 +410,7 @@ impl Mvcc {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            let (rev, _) =
-                keys::parse_rev(k).ok_or_else(|| StoreError::Corrupt("history key".into()))?;
+            let (rev, _) = keys::parse_rev(k).ok_or_else(|| StoreError::Corrupt("history key".into()))?;
             if count >= events_max && out.last().is_some_and(|(r, _)| *r != rev) {
                 break;
             }
@@ -495,8 +477,7 @@ impl Mvcc {
     pub fn db_size(&self) -> (i64, i64) {
         let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0) as i64;
         let total = prop("rocksdb.total-sst-files-size") + prop("rocksdb.size-all-mem-tables");
-        let live =
-            prop("rocksdb.estimate-live-data-size") + prop("rocksdb.cur-size-all-mem-tables");
+        let live = prop("rocksdb.estimate-live-data-size") + prop("rocksdb.cur-size-all-mem-tables");
         (total, live.min(total.max(live)))
     }
 
@@ -544,12 +525,8 @@ impl Mvcc {
                 .check_put(&view, p)
                 .and_then(|()| tx.put(p))
                 .map(CommandResponse::Put),
-            Some(command::Op::DeleteRange(d)) => {
-                tx.delete_range(d).map(CommandResponse::DeleteRange)
-            }
-            Some(command::Op::Txn(t)) => {
-                self.apply_txn(&view, &mut tx, t).map(CommandResponse::Txn)
-            }
+            Some(command::Op::DeleteRange(d)) => tx.delete_range(d).map(CommandResponse::DeleteRange),
+            Some(command::Op::Txn(t)) => self.apply_txn(&view, &mut tx, t).map(CommandResponse::Txn),
             Some(command::Op::Compaction(c)) => match tx.compact(c) {
                 Ok(r) => {
                     compacted = Some(c.revision);
@@ -614,12 +591,7 @@ impl Mvcc {
         Ok(())
     }
 
-    fn apply_txn(
-        &self,
-        view: &View<'_>,
-        tx: &mut WriteTxn<'_, '_>,
-        t: &TxnRequest,
-    ) -> Result<TxnResponse> {
+    fn apply_txn(&self, view: &View<'_>, tx: &mut WriteTxn<'_, '_>, t: &TxnRequest) -> Result<TxnResponse> {
         // As etcd: every compare, nested ones included, is evaluated on the state before
         // the transaction; then the chosen path is checked, then executed.
         let path = txn_path(view, t)?;
@@ -627,13 +599,7 @@ impl Mvcc {
         tx.txn(t, &path, &mut 0)
     }
 
-    fn check_path(
-        &self,
-        view: &View<'_>,
-        t: &TxnRequest,
-        path: &[bool],
-        at: &mut usize,
-    ) -> Result<()> {
+    fn check_path(&self, view: &View<'_>, t: &TxnRequest, path: &[bool], at: &mut usize) -> Result<()> {
         let ok = path[*at];
         *at += 1;
         for op in if ok { &t.success } else { &t.failure } {
@@ -646,11 +612,7 @@ impl Mvcc {
         Ok(())
     }
 
-    fn lease_grant(
-        &self,
-        tx: &mut WriteTxn<'_, '_>,
-        g: &LeaseGrantRequest,
-    ) -> Result<LeaseGrantResponse> {
+    fn lease_grant(&self, tx: &mut WriteTxn<'_, '_>, g: &LeaseGrantRequest) -> Result<LeaseGrantResponse> {
         if g.id == 0 {
             return Err(StoreError::InvalidRequest(
                 "lease ID must be chosen before proposing".into(),
@@ -662,10 +624,7 @@ impl Mvcc {
         if self.lease_ttl(g.id).is_some() {
             return Err(StoreError::LeaseExists);
         }
-        let rec = LeaseRecord {
-            id: g.id,
-            ttl_s: g.ttl,
-        };
+        let rec = LeaseRecord { id: g.id, ttl_s: g.ttl };
         tx.batch.put(keys::lease(g.id), rec.encode_to_vec());
         Ok(LeaseGrantResponse {
             header: header(tx.begin),
@@ -700,9 +659,7 @@ impl Mvcc {
         }
         tx.batch.delete(keys::lease(r.id));
         let rev = tx.current_rev();
-        Ok(LeaseRevokeResponse {
-            header: header(rev),
-        })
+        Ok(LeaseRevokeResponse { header: header(rev) })
     }
 }
 
@@ -760,9 +717,7 @@ fn compare_kv(c: &Compare, kv: &KeyValue) -> bool {
             let (have, want) = match (t, &c.target_union) {
                 (CompareTarget::Version, Some(TargetUnion::Version(v))) => (kv.version, *v),
                 (CompareTarget::Version, _) => (kv.version, 0),
-                (CompareTarget::Create, Some(TargetUnion::CreateRevision(v))) => {
-                    (kv.create_revision, *v)
-                }
+                (CompareTarget::Create, Some(TargetUnion::CreateRevision(v))) => (kv.create_revision, *v),
                 (CompareTarget::Create, _) => (kv.create_revision, 0),
                 (CompareTarget::Mod, Some(TargetUnion::ModRevision(v))) => (kv.mod_revision, *v),
                 (CompareTarget::Mod, _) => (kv.mod_revision, 0),
@@ -820,19 +775,14 @@ fn check_put_request(p: &PutRequest) -> Result<()> {
 }
 
 fn check_txn_request(t: &TxnRequest) -> Result<()> {
-    if t.compare.len() > TXN_OPS_MAX
-        || t.success.len() > TXN_OPS_MAX
-        || t.failure.len() > TXN_OPS_MAX
-    {
+    if t.compare.len() > TXN_OPS_MAX || t.success.len() > TXN_OPS_MAX || t.failure.len() > TXN_OPS_MAX {
         return Err(StoreError::TooManyOps);
     }
     for op in t.success.iter().chain(&t.failure) {
         match &op.request {
             Some(request_op::Request::RequestRange(r)) => check_range(r)?,
             Some(request_op::Request::RequestPut(p)) => check_put_request(p)?,
-            Some(request_op::Request::RequestDeleteRange(d)) if d.key.is_empty() => {
-                return Err(StoreError::EmptyKey)
-            }
+            Some(request_op::Request::RequestDeleteRange(d)) if d.key.is_empty() => return Err(StoreError::EmptyKey),
             Some(request_op::Request::RequestTxn(n)) => check_txn_request(n)?,
             Some(_) => {}
             None => return Err(StoreError::InvalidRequest("empty request op in txn".into())),
@@ -847,9 +797,7 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<KeyRange>, HashSet<Bytes>)>
     let mut puts = HashSet::new();
     for op in ops {
         match &op.request {
-            Some(request_op::Request::RequestDeleteRange(d)) => {
-                dels.push(KeyRange::new(&d.key, &d.range_end))
-            }
+            Some(request_op::Request::RequestDeleteRange(d)) => dels.push(KeyRange::new(&d.key, &d.range_end)),
             Some(request_op::Request::RequestPut(p)) => {
                 if !puts.insert(p.key.clone()) {
                     return Err(StoreError::DuplicateKey);
@@ -895,11 +843,7 @@ fn range_on(
     compacted: i64,
     overlay: Option<&BTreeMap<Bytes, Option<KeyValue>>>,
 ) -> Result<RangeResponse> {
-    let rev = if req.revision <= 0 {
-        current
-    } else {
-        req.revision
-    };
+    let rev = if req.revision <= 0 { current } else { req.revision };
     if rev > current {
         return Err(StoreError::FutureRevision);
     }
@@ -1040,13 +984,7 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
     }
 
     fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
-        range_on(
-            self.view,
-            req,
-            self.current_rev(),
-            self.compacted,
-            Some(&self.overlay),
-        )
+        range_on(self.view, req, self.current_rev(), self.compacted, Some(&self.overlay))
     }
 
     fn put(&mut self, p: &PutRequest) -> Result<PutResponse> {
@@ -1167,23 +1105,15 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
         let mut responses = Vec::new();
         for op in if succeeded { &t.success } else { &t.failure } {
             let resp = match &op.request {
-                Some(request_op::Request::RequestRange(r)) => {
-                    response_op::Response::ResponseRange(self.range(r)?)
-                }
-                Some(request_op::Request::RequestPut(p)) => {
-                    response_op::Response::ResponsePut(self.put(p)?)
-                }
+                Some(request_op::Request::RequestRange(r)) => response_op::Response::ResponseRange(self.range(r)?),
+                Some(request_op::Request::RequestPut(p)) => response_op::Response::ResponsePut(self.put(p)?),
                 Some(request_op::Request::RequestDeleteRange(d)) => {
                     response_op::Response::ResponseDeleteRange(self.delete_range(d)?)
                 }
-                Some(request_op::Request::RequestTxn(n)) => {
-                    response_op::Response::ResponseTxn(self.txn(n, path, at)?)
-                }
+                Some(request_op::Request::RequestTxn(n)) => response_op::Response::ResponseTxn(self.txn(n, path, at)?),
                 None => return Err(StoreError::InvalidRequest("empty request op in txn".into())),
             };
-            responses.push(ResponseOp {
-                response: Some(resp),
-            });
+            responses.push(ResponseOp { response: Some(resp) });
         }
         Ok(TxnResponse {
             header: header(self.current_rev()),
@@ -1212,8 +1142,7 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
-            let (ukey, rev) =
-                keys::parse_keyrev(k).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
+            let (ukey, rev) = keys::parse_keyrev(k).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
             if group.as_deref() != Some(&ukey[..]) {
                 group = Some(ukey);
                 kept_newest = false;
@@ -1277,11 +1206,7 @@ mod tests {
         let r = get(&m, "a", 0).expect("get");
         assert_eq!(r.kvs[0].value.as_ref(), b"2");
         assert_eq!(
-            (
-                r.kvs[0].create_revision,
-                r.kvs[0].mod_revision,
-                r.kvs[0].version
-            ),
+            (r.kvs[0].create_revision, r.kvs[0].mod_revision, r.kvs[0].version),
             (1, 2, 2)
         );
         let r = get(&m, "a", 1).expect("get");
@@ -1298,9 +1223,6 @@ mod tests {
         assert_eq!(get(&m, "a", 2).expect("get").kvs[0].value.as_ref(), b"2");
         drop(m);
         let m = Mvcc::open(dir.path()).expect("reopen");
-        assert_eq!(
-            (m.revision(), m.compact_revision(), m.applied_index()),
-            (2, 2, 3)
-        );
+        assert_eq!((m.revision(), m.compact_revision(), m.applied_index()), (2, 2, 3));
     }
 }

@@ -190,10 +190,7 @@ impl Node {
         }
         let (tx, rx) = oneshot::channel();
         self.proposals
-            .send(Proposal {
-                cmd,
-                reply: Some(tx),
-            })
+            .send(Proposal { cmd, reply: Some(tx) })
             .await
             .map_err(|_| StoreError::Stopped)?;
         rx.await.map_err(|_| StoreError::Stopped)?
@@ -209,9 +206,7 @@ impl Node {
             g.id = self.next_lease_id.fetch_add(1, Ordering::Relaxed);
         }
         if g.id < 0 {
-            return Err(StoreError::InvalidRequest(
-                "lease ID must be positive".into(),
-            ));
+            return Err(StoreError::InvalidRequest("lease ID must be positive".into()));
         }
         Ok(())
     }
@@ -242,10 +237,7 @@ fn replay_log(mvcc: &Mvcc) -> Result<(u64, u64)> {
     let entries: Vec<(u64, Command)> = {
         let db = mvcc.db();
         let mut out = Vec::new();
-        for item in db.iterator(rocksdb::IteratorMode::From(
-            &[keys::LOG],
-            rocksdb::Direction::Forward,
-        )) {
+        for item in db.iterator(rocksdb::IteratorMode::From(&[keys::LOG], rocksdb::Direction::Forward)) {
             let (k, v) = item?;
             if k.first() != Some(&keys::LOG) {
                 break;
@@ -312,16 +304,14 @@ impl ApplyLoop {
                 fail_all(&mut batch, StoreError::Storage(e.into_string()));
                 continue;
             }
-            self.last_index
-                .store(base + batch.len() as u64, Ordering::Release);
+            self.last_index.store(base + batch.len() as u64, Ordering::Release);
             // 2. Apply and answer.
             for (i, p) in batch.drain(..).enumerate() {
                 let index = base + 1 + i as u64;
                 match self.mvcc.apply(index, &p.cmd) {
                     Ok(applied) => {
                         self.after_apply(&p.cmd, &applied.response);
-                        self.hub
-                            .notify(applied.revision, applied.events, applied.compacted);
+                        self.hub.notify(applied.revision, applied.events, applied.compacted);
                         if let Some(r) = p.reply {
                             let _ = r.send(applied.response);
                         }
@@ -345,9 +335,7 @@ impl ApplyLoop {
         let mut l = self.lessor.lock().expect("lessor lock poisoned");
         match (&cmd.op, response) {
             (Some(command::Op::LeaseGrant(g)), Ok(_)) => l.grant(g.id, g.ttl, now_ms),
-            (Some(command::Op::LeaseRevoke(r)), Ok(_) | Err(StoreError::LeaseNotFound)) => {
-                l.remove(r.id)
-            }
+            (Some(command::Op::LeaseRevoke(r)), Ok(_) | Err(StoreError::LeaseNotFound)) => l.remove(r.id),
             _ => {}
         }
     }
@@ -387,18 +375,13 @@ fn lease_clock(
     while !stopped.load(Ordering::Acquire) {
         std::thread::sleep(interval);
         let now_ms = epoch.elapsed().as_millis() as u64;
-        let expired = lessor
-            .lock()
-            .expect("lessor lock poisoned")
-            .expired(now_ms, 1000);
+        let expired = lessor.lock().expect("lessor lock poisoned").expired(now_ms, 1000);
         for id in expired {
             let cmd = Command {
                 op: Some(command::Op::LeaseRevoke(LeaseRevokeRequest { id })),
             };
             // A full queue means the revoke is retried later (the lessor remembers).
-            if let Err(mpsc::error::TrySendError::Closed(_)) =
-                proposals.try_send(Proposal { cmd, reply: None })
-            {
+            if let Err(mpsc::error::TrySendError::Closed(_)) = proposals.try_send(Proposal { cmd, reply: None }) {
                 return;
             }
         }

@@ -64,10 +64,7 @@ fn unexpected(r: CommandResponse) -> Status {
 
 #[tonic::async_trait]
 impl Kv for EtcdServices {
-    async fn range(
-        &self,
-        req: Request<pb::RangeRequest>,
-    ) -> Result<Response<pb::RangeResponse>, Status> {
+    async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
         let req = req.into_inner();
         if req.encoded_len() > REQUEST_BYTES_MAX {
             return Err(StoreError::RequestTooLarge.into());
@@ -91,10 +88,7 @@ impl Kv for EtcdServices {
         &self,
         req: Request<pb::DeleteRangeRequest>,
     ) -> Result<Response<pb::DeleteRangeResponse>, Status> {
-        match self
-            .write(command::Op::DeleteRange(req.into_inner()))
-            .await?
-        {
+        match self.write(command::Op::DeleteRange(req.into_inner())).await? {
             CommandResponse::DeleteRange(mut r) => {
                 self.node.header.fill(&mut r.header);
                 Ok(Response::new(r))
@@ -113,14 +107,8 @@ impl Kv for EtcdServices {
         }
     }
 
-    async fn compact(
-        &self,
-        req: Request<pb::CompactionRequest>,
-    ) -> Result<Response<pb::CompactionResponse>, Status> {
-        match self
-            .write(command::Op::Compaction(req.into_inner()))
-            .await?
-        {
+    async fn compact(&self, req: Request<pb::CompactionRequest>) -> Result<Response<pb::CompactionResponse>, Status> {
+        match self.write(command::Op::Compaction(req.into_inner())).await? {
             CommandResponse::Compaction(mut r) => {
                 self.node.header.fill(&mut r.header);
                 Ok(Response::new(r))
@@ -134,10 +122,7 @@ impl Kv for EtcdServices {
 impl Watch for EtcdServices {
     type WatchStream = BoxStream<pb::WatchResponse>;
 
-    async fn watch(
-        &self,
-        req: Request<Streaming<pb::WatchRequest>>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(&self, req: Request<Streaming<pb::WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
         let mut inbound = req.into_inner();
         let hub = self.node.hub.clone();
         let header = self.node.header.clone();
@@ -170,11 +155,7 @@ impl Watch for EtcdServices {
                         Err(e) => {
                             let resp = pb::WatchResponse {
                                 header: Some(header.make(hub.revision())),
-                                watch_id: if e == CreateError::DuplicateId {
-                                    c.watch_id
-                                } else {
-                                    -1
-                                },
+                                watch_id: if e == CreateError::DuplicateId { c.watch_id } else { -1 },
                                 created: true,
                                 canceled: true,
                                 cancel_reason: e.to_string(),
@@ -214,10 +195,7 @@ impl Lease for EtcdServices {
         &self,
         req: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
-        match self
-            .write(command::Op::LeaseGrant(req.into_inner()))
-            .await?
-        {
+        match self.write(command::Op::LeaseGrant(req.into_inner())).await? {
             CommandResponse::LeaseGrant(mut r) => {
                 self.node.header.fill(&mut r.header);
                 Ok(Response::new(r))
@@ -230,10 +208,7 @@ impl Lease for EtcdServices {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
-        match self
-            .write(command::Op::LeaseRevoke(req.into_inner()))
-            .await?
-        {
+        match self.write(command::Op::LeaseRevoke(req.into_inner())).await? {
             CommandResponse::LeaseRevoke(mut r) => {
                 self.node.header.fill(&mut r.header);
                 Ok(Response::new(r))
@@ -274,10 +249,7 @@ impl Lease for EtcdServices {
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let req = req.into_inner();
         let rev = self.node.mvcc.revision();
-        let resp = match (
-            self.node.mvcc.lease_ttl(req.id),
-            self.node.time_to_live(req.id),
-        ) {
+        let resp = match (self.node.mvcc.lease_ttl(req.id), self.node.time_to_live(req.id)) {
             (Some(granted), ttl) => {
                 let remaining = ttl.map_or(-1, |(_, r)| r);
                 let keys = if req.keys {
@@ -324,10 +296,7 @@ impl Lease for EtcdServices {
 
 #[tonic::async_trait]
 impl Cluster for EtcdServices {
-    async fn member_add(
-        &self,
-        _: Request<pb::MemberAddRequest>,
-    ) -> Result<Response<pb::MemberAddResponse>, Status> {
+    async fn member_add(&self, _: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
         Err(Status::unimplemented(
             "membership changes are not supported by a single-member store",
         ))
@@ -351,10 +320,7 @@ impl Cluster for EtcdServices {
         ))
     }
 
-    async fn member_list(
-        &self,
-        _: Request<pb::MemberListRequest>,
-    ) -> Result<Response<pb::MemberListResponse>, Status> {
+    async fn member_list(&self, _: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
         let c = &self.node.config;
         let member = pb::Member {
             id: self.node.header.member_id,
@@ -381,10 +347,7 @@ impl Cluster for EtcdServices {
 
 #[tonic::async_trait]
 impl Maintenance for EtcdServices {
-    async fn alarm(
-        &self,
-        _: Request<pb::AlarmRequest>,
-    ) -> Result<Response<pb::AlarmResponse>, Status> {
+    async fn alarm(&self, _: Request<pb::AlarmRequest>) -> Result<Response<pb::AlarmResponse>, Status> {
         // No quota yet, so no alarm is ever raised.
         Ok(Response::new(pb::AlarmResponse {
             header: self.header(self.node.mvcc.revision()),
@@ -392,10 +355,7 @@ impl Maintenance for EtcdServices {
         }))
     }
 
-    async fn status(
-        &self,
-        _: Request<pb::StatusRequest>,
-    ) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
         let (db_size, in_use) = self.node.mvcc.db_size();
         let applied = self.node.mvcc.applied_index();
         Ok(Response::new(pb::StatusResponse {
@@ -415,10 +375,7 @@ impl Maintenance for EtcdServices {
         }))
     }
 
-    async fn defragment(
-        &self,
-        _: Request<pb::DefragmentRequest>,
-    ) -> Result<Response<pb::DefragmentResponse>, Status> {
+    async fn defragment(&self, _: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {
         let mvcc = self.node.mvcc.clone();
         tokio::task::spawn_blocking(move || mvcc.defragment())
             .await
@@ -428,19 +385,12 @@ impl Maintenance for EtcdServices {
         }))
     }
 
-    async fn hash(
-        &self,
-        _: Request<pb::HashRequest>,
-    ) -> Result<Response<pb::HashResponse>, Status> {
+    async fn hash(&self, _: Request<pb::HashRequest>) -> Result<Response<pb::HashResponse>, Status> {
         Err(Status::unimplemented("Hash is not implemented; use HashKV"))
     }
 
-    async fn hash_kv(
-        &self,
-        req: Request<pb::HashKvRequest>,
-    ) -> Result<Response<pb::HashKvResponse>, Status> {
-        let (hash, compact_revision, hash_revision) =
-            self.node.mvcc.hash_kv(req.into_inner().revision)?;
+    async fn hash_kv(&self, req: Request<pb::HashKvRequest>) -> Result<Response<pb::HashKvResponse>, Status> {
+        let (hash, compact_revision, hash_revision) = self.node.mvcc.hash_kv(req.into_inner().revision)?;
         Ok(Response::new(pb::HashKvResponse {
             header: self.header(self.node.mvcc.revision()),
             hash,
@@ -451,10 +401,7 @@ impl Maintenance for EtcdServices {
 
     type SnapshotStream = BoxStream<pb::SnapshotResponse>;
 
-    async fn snapshot(
-        &self,
-        _: Request<pb::SnapshotRequest>,
-    ) -> Result<Response<Self::SnapshotStream>, Status> {
+    async fn snapshot(&self, _: Request<pb::SnapshotRequest>) -> Result<Response<Self::SnapshotStream>, Status> {
         let node = self.node.clone();
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
@@ -465,17 +412,11 @@ impl Maintenance for EtcdServices {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn move_leader(
-        &self,
-        _: Request<pb::MoveLeaderRequest>,
-    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+    async fn move_leader(&self, _: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
         Err(Status::unimplemented("MoveLeader needs a replicated store"))
     }
 
-    async fn downgrade(
-        &self,
-        _: Request<pb::DowngradeRequest>,
-    ) -> Result<Response<pb::DowngradeResponse>, Status> {
+    async fn downgrade(&self, _: Request<pb::DowngradeRequest>) -> Result<Response<pb::DowngradeResponse>, Status> {
         Err(Status::unimplemented("Downgrade is not supported"))
     }
 }
@@ -495,9 +436,7 @@ pub async fn serve(
         .max_concurrent_streams(Some(10_000))
         .concurrency_limit_per_connection(1024)
         .add_service(KvServer::new(svc.clone()).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES))
-        .add_service(
-            WatchServer::new(svc.clone()).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES),
-        )
+        .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES))
         .add_service(LeaseServer::new(svc.clone()))
         .add_service(ClusterServer::new(svc.clone()))
         .add_service(MaintenanceServer::new(svc).max_encoding_message_size(usize::MAX))

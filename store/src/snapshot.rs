@@ -81,10 +81,7 @@ pub fn write_snapshot(node: &Node, w: &mut impl Write) -> Result<i64> {
 }
 
 /// Spools a snapshot and sends it as a stream of chunks.
-pub fn stream_snapshot(
-    node: &Node,
-    tx: &mpsc::Sender<Result<SnapshotResponse, Status>>,
-) -> Result<()> {
+pub fn stream_snapshot(node: &Node, tx: &mpsc::Sender<Result<SnapshotResponse, Status>>) -> Result<()> {
     let path = node
         .config
         .data_dir

@@ -30,9 +30,7 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use capstan_proto::etcdserverpb::{
-    watch_create_request::FilterType, WatchCreateRequest, WatchResponse,
-};
+use capstan_proto::etcdserverpb::{watch_create_request::FilterType, WatchCreateRequest, WatchResponse};
 use capstan_proto::mvccpb::{event::EventType, Event};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -273,18 +271,11 @@ impl WatchHub {
     /// Picks the watch ID and validates a create request. The caller sends the created
     /// response and then calls [`WatchHub::register`], so that the created response comes
     /// before any event of the watcher.
-    pub fn reserve(
-        &self,
-        stream: StreamId,
-        req: &WatchCreateRequest,
-    ) -> Result<(i64, i64), CreateError> {
+    pub fn reserve(&self, stream: StreamId, req: &WatchCreateRequest) -> Result<(i64, i64), CreateError> {
         let mut g = self.lock();
         let rev = g.rev;
         let total = g.watchers;
-        let s = g
-            .streams
-            .get_mut(&stream)
-            .ok_or(CreateError::StreamClosed)?;
+        let s = g.streams.get_mut(&stream).ok_or(CreateError::StreamClosed)?;
         if !req.range_end.is_empty() && req.range_end.as_ref() != [0] && req.key >= req.range_end {
             return Err(CreateError::EmptyRange);
         }
@@ -505,10 +496,7 @@ impl WatchHub {
         loop {
             let (next, upto, prev_kv) = {
                 let mut g = self.lock();
-                let Some(w) = g.slots[slot as usize]
-                    .as_ref()
-                    .filter(|w| w.uid == uid && !w.synced)
-                else {
+                let Some(w) = g.slots[slot as usize].as_ref().filter(|w| w.uid == uid && !w.synced) else {
                     return true;
                 };
                 let next = w.next_rev;
@@ -524,8 +512,7 @@ impl WatchHub {
                 let oldest = g.recent.front().map_or(i64::MAX, |b| b.rev);
                 if next >= oldest {
                     // The rest is in memory: finish under the lock so no revision slips by.
-                    let batches: Vec<Arc<RevEvents>> =
-                        g.recent.iter().filter(|b| b.rev >= next).cloned().collect();
+                    let batches: Vec<Arc<RevEvents>> = g.recent.iter().filter(|b| b.rev >= next).cloned().collect();
                     for b in batches {
                         if !deliver(&mut g, &self.header, slot, &b) {
                             if let Some(w) = g.slots[slot as usize].as_mut() {
@@ -543,17 +530,11 @@ impl WatchHub {
                 (next, (oldest - 1).min(g.rev), prev_kv)
             };
             // Older revisions come from disk, read without holding the hub lock.
-            let revs = match self
-                .mvcc
-                .events(next, upto, prev_kv, self.config.catchup_events_max)
-            {
+            let revs = match self.mvcc.events(next, upto, prev_kv, self.config.catchup_events_max) {
                 Ok(r) => r,
                 Err(StoreError::Compacted) => {
                     let mut g = self.lock();
-                    if g.slots[slot as usize]
-                        .as_ref()
-                        .is_some_and(|w| w.uid == uid)
-                    {
+                    if g.slots[slot as usize].as_ref().is_some_and(|w| w.uid == uid) {
                         g.compacted = g.compacted.max(self.mvcc.compact_revision());
                         cancel_compacted(&mut g, &self.header, slot);
                     }
@@ -565,19 +546,12 @@ impl WatchHub {
                 }
             };
             let mut g = self.lock();
-            if !g.slots[slot as usize]
-                .as_ref()
-                .is_some_and(|w| w.uid == uid)
-            {
+            if !g.slots[slot as usize].as_ref().is_some_and(|w| w.uid == uid) {
                 return true;
             }
             let read_to = revs.last().map_or(upto, |(r, _)| *r);
             for (rev, events) in revs {
-                let b = RevEvents {
-                    rev,
-                    events,
-                    bytes: 0,
-                };
+                let b = RevEvents { rev, events, bytes: 0 };
                 if !deliver(&mut g, &self.header, slot, &b) {
                     if let Some(w) = g.slots[slot as usize].as_mut() {
                         w.next_rev = rev;

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use capstan_proto::etcdserverpb::{
-    compare, request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest,
-    RangeRequest, RequestOp, TxnRequest,
+    compare, request_op, response_op, CompactionRequest, Compare, DeleteRangeRequest, PutRequest, RangeRequest,
+    RequestOp, TxnRequest,
 };
 use capstan_proto::mvccpb::event::EventType;
 use capstan_proto::store::{command, Command};
@@ -36,9 +36,7 @@ impl Rng {
     }
 }
 
-const KEYS: &[&[u8]] = &[
-    b"a", b"ab", b"abc", b"b", b"b\x00", b"ba", b"c", b"d\xff", b"\x00",
-];
+const KEYS: &[&[u8]] = &[b"a", b"ab", b"abc", b"b", b"b\x00", b"ba", b"c", b"d\xff", b"\x00"];
 
 #[derive(Clone, Debug, PartialEq)]
 struct Kv {
@@ -102,13 +100,11 @@ fn rand_write(rng: &mut Rng, used: &mut Vec<Vec<u8>>) -> Option<RequestOp> {
     used.push(key.clone());
     if rng.below(3) == 0 {
         Some(RequestOp {
-            request: Some(request_op::Request::RequestDeleteRange(
-                DeleteRangeRequest {
-                    key: key.into(),
-                    prev_kv: true,
-                    ..Default::default()
-                },
-            )),
+            request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
+                key: key.into(),
+                prev_kv: true,
+                ..Default::default()
+            })),
         })
     } else {
         let value = format!("v{}", rng.below(1000)).into_bytes();
@@ -142,11 +138,7 @@ fn model_writes(m: &mut Model, ops: &[(bool, Vec<u8>, Vec<u8>)]) {
             );
             evs.push((true, key.clone()));
         } else {
-            let doomed: Vec<Vec<u8>> = next
-                .keys()
-                .filter(|k| in_range(k, key, arg))
-                .cloned()
-                .collect();
+            let doomed: Vec<Vec<u8>> = next.keys().filter(|k| in_range(k, key, arg)).cloned().collect();
             for k in doomed {
                 next.remove(&k);
                 evs.push((false, k));
@@ -207,11 +199,7 @@ fn check_range(m: &Model, mvcc: &Mvcc, rng: &mut Rng, seed: u64, step: usize) {
     } else {
         want.len()
     };
-    assert_eq!(
-        got.more,
-        shown < want.len(),
-        "seed {seed} step {step}: more"
-    );
+    assert_eq!(got.more, shown < want.len(), "seed {seed} step {step}: more");
     let got_kvs: Vec<(Vec<u8>, Kv)> = got
         .kvs
         .iter()
@@ -274,11 +262,7 @@ fn run(seed: u64, steps: usize) {
             // A compare-and-swap txn on mod_revision, as kube-apiserver does, with a range.
             let ckey = rng.pick(KEYS).to_vec();
             let cur_mod = m.cur().get(&ckey).map_or(0, |kv| kv.modr);
-            let expect = if rng.below(2) == 0 {
-                cur_mod
-            } else {
-                cur_mod + 1
-            };
+            let expect = if rng.below(2) == 0 { cur_mod } else { cur_mod + 1 };
             let holds = expect == cur_mod;
             let mut used = Vec::new();
             let mut branch = |rng: &mut Rng| -> Vec<RequestOp> {
@@ -300,17 +284,11 @@ fn run(seed: u64, steps: usize) {
             };
             let success = branch(&mut rng);
             let failure = branch(&mut rng);
-            let chosen = if holds {
-                success.clone()
-            } else {
-                failure.clone()
-            };
+            let chosen = if holds { success.clone() } else { failure.clone() };
             let writes: Vec<(bool, Vec<u8>, Vec<u8>)> = chosen
                 .iter()
                 .filter_map(|op| match &op.request {
-                    Some(request_op::Request::RequestPut(p)) => {
-                        Some((true, p.key.to_vec(), p.value.to_vec()))
-                    }
+                    Some(request_op::Request::RequestPut(p)) => Some((true, p.key.to_vec(), p.value.to_vec())),
                     Some(request_op::Request::RequestDeleteRange(d)) => {
                         Some((false, d.key.to_vec(), d.range_end.to_vec()))
                     }
@@ -400,8 +378,7 @@ fn run(seed: u64, steps: usize) {
             .collect();
         assert_eq!(got_events, want_events, "seed {seed} step {step}: events");
         if let (CommandResponse::Txn(t), Some((key, end))) = (&resp, &txn_range) {
-            let Some(response_op::Response::ResponseRange(rr)) =
-                t.responses.last().and_then(|r| r.response.as_ref())
+            let Some(response_op::Response::ResponseRange(rr)) = t.responses.last().and_then(|r| r.response.as_ref())
             else {
                 panic!("seed {seed} step {step}: txn did not answer its range last: {t:?}");
             };
@@ -429,12 +406,8 @@ fn run(seed: u64, steps: usize) {
     );
     // The whole uncompacted history replays as events, revision by revision.
     let from = m.compacted.max(1);
-    let replay = mvcc
-        .events(from, m.rev(), true, usize::MAX)
-        .expect("events");
-    let want: Vec<i64> = (from..=m.rev())
-        .filter(|r| !m.events[*r as usize].is_empty())
-        .collect();
+    let replay = mvcc.events(from, m.rev(), true, usize::MAX).expect("events");
+    let want: Vec<i64> = (from..=m.rev()).filter(|r| !m.events[*r as usize].is_empty()).collect();
     let mut got: Vec<i64> = replay.iter().map(|(r, _)| *r).collect();
     // At the compaction revision itself only the surviving versions remain.
     if m.compacted > 0 {
@@ -456,10 +429,7 @@ fn run(seed: u64, steps: usize) {
                     )
                 })
                 .collect();
-            assert_eq!(
-                keys, m.events[*r as usize],
-                "seed {seed}: replayed events of {r}"
-            );
+            assert_eq!(keys, m.events[*r as usize], "seed {seed}: replayed events of {r}");
         }
     }
 }

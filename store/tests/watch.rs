@@ -6,8 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use capstan_proto::etcdserverpb::{
-    watch_request, CompactionRequest, PutRequest, RangeRequest, WatchProgressRequest, WatchRequest,
-    WatchResponse,
+    watch_request, CompactionRequest, PutRequest, RangeRequest, WatchProgressRequest, WatchRequest, WatchResponse,
 };
 use capstan_proto::mvccpb::event::EventType;
 use common::*;
@@ -34,11 +33,7 @@ async fn collect(ws: &mut WatchStream, id: i64, n: usize) -> Vec<(i64, String, i
                 kv.mod_revision, rev,
                 "every event of a response belongs to its revision"
             );
-            out.push((
-                kv.mod_revision,
-                String::from_utf8_lossy(&kv.key).into_owned(),
-                e.r#type,
-            ));
+            out.push((kv.mod_revision, String::from_utf8_lossy(&kv.key).into_owned(), e.r#type));
         }
     }
     out
@@ -99,11 +94,7 @@ async fn txn_events_arrive_together() {
             break r;
         }
     };
-    assert_eq!(
-        r.events.len(),
-        5,
-        "all events of one revision in one response"
-    );
+    assert_eq!(r.events.len(), 5, "all events of one revision in one response");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,8 +122,7 @@ async fn ten_thousand_watchers_on_one_stream() {
         assert_eq!(r.events.len(), 1, "{r:?}");
         assert!(ids.contains(&r.watch_id));
         assert!(
-            seen.insert(r.watch_id, r.header.expect("header").revision)
-                .is_none(),
+            seen.insert(r.watch_id, r.header.expect("header").revision).is_none(),
             "watcher {} got an event twice",
             r.watch_id
         );
@@ -191,10 +181,7 @@ async fn a_stalled_client_delays_nobody_and_catches_up() {
     let got = collect(&mut stalled, stalled_id, n).await;
     let revs: Vec<i64> = got.iter().map(|e| e.0).collect();
     assert_eq!(revs, (1..=n as i64).collect::<Vec<_>>());
-    wait_until("the stalled watcher synced again", || {
-        s.node.hub.counts().1 == 0
-    })
-    .await;
+    wait_until("the stalled watcher synced again", || s.node.hub.counts().1 == 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,10 +207,7 @@ async fn resume_from_a_revision_with_prev_kv() {
         assert_eq!(r.watch_id, id);
         events.extend(r.events);
     }
-    let revs: Vec<i64> = events
-        .iter()
-        .map(|e| e.kv.as_ref().expect("kv").mod_revision)
-        .collect();
+    let revs: Vec<i64> = events.iter().map(|e| e.kv.as_ref().expect("kv").mod_revision).collect();
     assert_eq!(
         revs,
         (10..=21).collect::<Vec<_>>(),
@@ -232,17 +216,12 @@ async fn resume_from_a_revision_with_prev_kv() {
     // prev_kv is the version before each event, replayed from disk.
     let e = &events[1]; // revision 11: "r/2" = "11", previously "8" at revision 8
     assert_eq!(
-        e.prev_kv
-            .as_ref()
-            .map(|p| (p.value.clone(), p.mod_revision)),
+        e.prev_kv.as_ref().map(|p| (p.value.clone(), p.mod_revision)),
         Some((Bytes::from("8"), 8))
     );
     let del = events.last().expect("delete event");
     assert_eq!(del.r#type, EventType::Delete as i32);
-    assert_eq!(
-        del.prev_kv.as_ref().map(|p| p.value.clone()),
-        Some(Bytes::from("19"))
-    );
+    assert_eq!(del.prev_kv.as_ref().map(|p| p.value.clone()), Some(Bytes::from("19")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,10 +237,7 @@ async fn compaction_cancels_a_lagging_watcher() {
     for i in 0..n {
         last = put(&mut kv, &format!("c/{}", i % 7), &value).await;
     }
-    wait_until("the lagging watcher is parked", || {
-        s.node.hub.counts().1 == 1
-    })
-    .await;
+    wait_until("the lagging watcher is parked", || s.node.hub.counts().1 == 1).await;
     kv.compact(CompactionRequest {
         revision: last,
         physical: true,
@@ -305,15 +281,10 @@ async fn progress_on_request_and_duplicate_ids() {
     assert_eq!(ws.create(req.clone()).await, 7, "client-chosen watch ID");
     ws.send(req).await;
     let dup = ws.next().await;
-    assert!(
-        dup.created && dup.canceled,
-        "a duplicate ID is refused: {dup:?}"
-    );
+    assert!(dup.created && dup.canceled, "a duplicate ID is refused: {dup:?}");
     ws.tx
         .send(WatchRequest {
-            request_union: Some(watch_request::RequestUnion::ProgressRequest(
-                WatchProgressRequest {},
-            )),
+            request_union: Some(watch_request::RequestUnion::ProgressRequest(WatchProgressRequest {})),
         })
         .await
         .expect("send");

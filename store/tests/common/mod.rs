@@ -8,9 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use capstan_proto::etcdserverpb::kv_client::KvClient;
 use capstan_proto::etcdserverpb::watch_client::WatchClient;
-use capstan_proto::etcdserverpb::{
-    watch_request, PutRequest, WatchCreateRequest, WatchRequest, WatchResponse,
-};
+use capstan_proto::etcdserverpb::{watch_request, PutRequest, WatchCreateRequest, WatchRequest, WatchResponse};
 use capstan_store::{server, Node, NodeConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -38,13 +36,12 @@ impl Drop for Server {
 
 pub async fn start_with(configure: impl FnOnce(&mut NodeConfig)) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
     let mut config = NodeConfig::new("test", dir.path().join("data"));
+    config.client_url = format!("http://{addr}");
     configure(&mut config);
     let node = Node::start(config).expect("start node");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(server::serve(node.clone(), listener, async {
         let _ = rx.await;
@@ -62,9 +59,7 @@ pub async fn start() -> Server {
 }
 
 pub async fn kv(s: &Server) -> KvClient<Channel> {
-    KvClient::connect(s.endpoint.clone())
-        .await
-        .expect("connect kv")
+    KvClient::connect(s.endpoint.clone()).await.expect("connect kv")
 }
 
 pub async fn put(kv: &mut KvClient<Channel>, key: &str, value: &str) -> i64 {
@@ -88,9 +83,7 @@ pub struct WatchStream {
 
 impl WatchStream {
     pub async fn open(s: &Server) -> WatchStream {
-        let mut client = WatchClient::connect(s.endpoint.clone())
-            .await
-            .expect("connect watch");
+        let mut client = WatchClient::connect(s.endpoint.clone()).await.expect("connect watch");
         let (tx, req_rx) = mpsc::channel(1024);
         let rx = client
             .watch(ReceiverStream::new(req_rx))

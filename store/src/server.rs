@@ -421,6 +421,9 @@ impl Maintenance for EtcdServices {
     }
 }
 
+/// Connections served at once; further ones wait in the listen backlog.
+pub const CONNECTIONS_MAX: usize = 4096;
+
 /// Serves the etcd API for `node` on `listener` until `shutdown` resolves.
 pub async fn serve(
     node: Arc<Node>,
@@ -428,9 +431,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let svc = EtcdServices::new(node);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(10_000))
@@ -440,6 +441,71 @@ pub async fn serve(
         .add_service(LeaseServer::new(svc.clone()))
         .add_service(ClusterServer::new(svc.clone()))
         .add_service(MaintenanceServer::new(svc).max_encoding_message_size(usize::MAX))
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(limited_incoming(listener, CONNECTIONS_MAX), shutdown)
         .await
+}
+
+/// Accepted connections, at most `max` open at once, with Nagle off.
+pub fn limited_incoming(
+    listener: tokio::net::TcpListener,
+    max: usize,
+) -> impl Stream<Item = std::io::Result<LimitedConn>> + Send + 'static {
+    let permits = Arc::new(tokio::sync::Semaphore::new(max));
+    futures::stream::unfold((listener, permits), |(listener, permits)| async move {
+        let permit = permits.clone().acquire_owned().await.ok()?;
+        let item = listener.accept().await.map(|(stream, _)| {
+            let _ = stream.set_nodelay(true);
+            LimitedConn { stream, _permit: permit }
+        });
+        Some((item, (listener, permits)))
+    })
+}
+
+/// A TCP connection holding one of the server's connection permits until it closes.
+pub struct LimitedConn {
+    stream: tokio::net::TcpStream,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl tonic::transport::server::Connected for LimitedConn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for LimitedConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for LimitedConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }

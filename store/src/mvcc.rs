@@ -580,10 +580,8 @@ impl Mvcc {
     }
 
     fn check_put(&self, view: &View<'_>, p: &PutRequest) -> Result<()> {
-        if p.ignore_value || p.ignore_lease {
-            if view.latest(&p.key)?.is_none() {
-                return Err(StoreError::KeyNotFound);
-            }
+        if (p.ignore_value || p.ignore_lease) && view.latest(&p.key)?.is_none() {
+            return Err(StoreError::KeyNotFound);
         }
         if p.lease != 0 && !p.ignore_lease && self.lease_ttl(p.lease).is_none() {
             return Err(StoreError::LeaseNotFound);
@@ -798,10 +796,8 @@ fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<KeyRange>, HashSet<Bytes>)>
     for op in ops {
         match &op.request {
             Some(request_op::Request::RequestDeleteRange(d)) => dels.push(KeyRange::new(&d.key, &d.range_end)),
-            Some(request_op::Request::RequestPut(p)) => {
-                if !puts.insert(p.key.clone()) {
-                    return Err(StoreError::DuplicateKey);
-                }
+            Some(request_op::Request::RequestPut(p)) if !puts.insert(p.key.clone()) => {
+                return Err(StoreError::DuplicateKey);
             }
             _ => {}
         }
@@ -1150,7 +1146,7 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
             if rev <= at {
                 let sub = index_sub(v)?;
                 let is_delete = v.first() == Some(&keys::KIND_DELETE);
-                let keep = !kept_newest && !(is_delete && rev < at);
+                let keep = !(kept_newest || is_delete && rev < at);
                 kept_newest = true;
                 if !keep {
                     self.batch.delete(k);

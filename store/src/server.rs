@@ -166,19 +166,18 @@ impl Watch for EtcdServices {
                             }
                         }
                     },
-                    Some(RequestUnion::CancelRequest(c)) => {
-                        if hub.cancel(sid, c.watch_id) {
-                            let resp = pb::WatchResponse {
-                                header: Some(header.make(hub.revision())),
-                                watch_id: c.watch_id,
-                                canceled: true,
-                                ..Default::default()
-                            };
-                            if tx.send(Ok(resp)).await.is_err() {
-                                break;
-                            }
+                    Some(RequestUnion::CancelRequest(c)) if hub.cancel(sid, c.watch_id) => {
+                        let resp = pb::WatchResponse {
+                            header: Some(header.make(hub.revision())),
+                            watch_id: c.watch_id,
+                            canceled: true,
+                            ..Default::default()
+                        };
+                        if tx.send(Ok(resp)).await.is_err() {
+                            break;
                         }
                     }
+                    Some(RequestUnion::CancelRequest(_)) => {}
                     Some(RequestUnion::ProgressRequest(_)) => hub.request_progress(sid),
                     None => {}
                 }
@@ -455,7 +454,10 @@ pub fn limited_incoming(
         let permit = permits.clone().acquire_owned().await.ok()?;
         let item = listener.accept().await.map(|(stream, _)| {
             let _ = stream.set_nodelay(true);
-            LimitedConn { stream, _permit: permit }
+            LimitedConn {
+                stream,
+                _permit: permit,
+            }
         });
         Some((item, (listener, permits)))
     })
@@ -495,7 +497,10 @@ impl tokio::io::AsyncWrite for LimitedConn {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_flush(cx)
     }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
     fn poll_write_vectored(

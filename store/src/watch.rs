@@ -478,7 +478,7 @@ impl WatchHub {
             }
             if s.progress_pending && s.unsynced == 0 && s.pending.is_empty() {
                 let resp = WatchResponse {
-                    header: Some(header.clone()),
+                    header: Some(header),
                     watch_id: -1,
                     ..Default::default()
                 };
@@ -546,7 +546,7 @@ impl WatchHub {
                 }
             };
             let mut g = self.lock();
-            if !g.slots[slot as usize].as_ref().is_some_and(|w| w.uid == uid) {
+            if g.slots[slot as usize].as_ref().is_none_or(|w| w.uid != uid) {
                 return true;
             }
             let read_to = revs.last().map_or(upto, |(r, _)| *r);
@@ -576,7 +576,7 @@ impl WatchHub {
             if w.synced && w.progress_notify {
                 if let Some(s) = streams.get(&w.stream) {
                     let _ = s.tx.try_send(Ok(WatchResponse {
-                        header: Some(header.clone()),
+                        header: Some(header),
                         watch_id: w.id,
                         ..Default::default()
                     }));

@@ -155,7 +155,12 @@ async fn ten_thousand_watchers_across_one_hundred_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_delays_nobody_and_catches_up() {
-    let s = start_with(|c| c.hub.stream_queue_max = 64).await;
+    // A short ring of recent revisions: most of the catch-up reads history from disk.
+    let s = start_with(|c| {
+        c.hub.stream_queue_max = 64;
+        c.hub.recent_revisions_max = 32;
+    })
+    .await;
     // The stalled client: its watcher exists, it never reads until the end.
     let mut stalled = WatchStream::open(&s).await;
     let stalled_id = stalled.create(watch_req("s/", &prefix_end("s/"), 0)).await;
@@ -186,7 +191,8 @@ async fn a_stalled_client_delays_nobody_and_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_from_a_revision_with_prev_kv() {
-    let s = start().await;
+    // The ring of recent revisions holds less than the replay: it comes from disk.
+    let s = start_with(|c| c.hub.recent_revisions_max = 4).await;
     let mut kv = kv(&s).await;
     for i in 1..=20 {
         put(&mut kv, &format!("r/{}", i % 3), &format!("{i}")).await;

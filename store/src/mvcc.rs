@@ -1221,4 +1221,182 @@ mod tests {
         let m = Mvcc::open(dir.path()).expect("reopen");
         assert_eq!((m.revision(), m.compact_revision(), m.applied_index()), (2, 2, 3));
     }
+
+    fn op_put(k: &str, v: &str) -> RequestOp {
+        RequestOp {
+            request: Some(request_op::Request::RequestPut(PutRequest {
+                key: Bytes::from(k.to_string()),
+                value: Bytes::from(v.to_string()),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn apply_checked(m: &Mvcc, index: u64, cmd: &Command) -> Result<CommandResponse> {
+        check_command(cmd)?;
+        m.apply(index, cmd).expect("storage").response
+    }
+
+    #[test]
+    fn ignore_value_and_lease_follow_etcd() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        let with = |p: PutRequest| Command {
+            op: Some(command::Op::Put(p)),
+        };
+        let key = Bytes::from("k");
+        let ignore_value = PutRequest {
+            key: key.clone(),
+            ignore_value: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            apply_checked(&m, 1, &with(ignore_value.clone())),
+            Err(StoreError::KeyNotFound)
+        );
+        let grant = Command {
+            op: Some(command::Op::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 7 })),
+        };
+        apply_checked(&m, 2, &grant).expect("grant");
+        let leased = PutRequest {
+            key: key.clone(),
+            value: Bytes::from("v1"),
+            lease: 7,
+            ..Default::default()
+        };
+        apply_checked(&m, 3, &with(leased)).expect("put");
+        // ignore_value keeps the value and, without ignore_lease, drops the lease.
+        apply_checked(&m, 4, &with(ignore_value)).expect("put ignoring value");
+        let kv = get(&m, "k", 0).expect("get").kvs.remove(0);
+        assert_eq!((kv.value.as_ref(), kv.lease, kv.version), (&b"v1"[..], 0, 2));
+        let both = PutRequest {
+            key: key.clone(),
+            value: Bytes::from("x"),
+            ignore_value: true,
+            ..Default::default()
+        };
+        assert_eq!(apply_checked(&m, 5, &with(both)), Err(StoreError::ValueProvided));
+        let both = PutRequest {
+            key: key.clone(),
+            lease: 7,
+            ignore_lease: true,
+            ..Default::default()
+        };
+        assert_eq!(apply_checked(&m, 5, &with(both)), Err(StoreError::LeaseProvided));
+        let no_lease = PutRequest {
+            key,
+            value: Bytes::from("v"),
+            lease: 99,
+            ..Default::default()
+        };
+        assert_eq!(apply_checked(&m, 5, &with(no_lease)), Err(StoreError::LeaseNotFound));
+        assert_eq!(m.revision(), 2, "rejected commands write nothing");
+        assert_eq!(m.applied_index(), 5, "but consume their log index");
+    }
+
+    #[test]
+    fn nested_txn_compares_see_the_state_before_the_txn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        m.apply(1, &put("a", "1")).expect("apply");
+        // Outer: put a=2, then a nested txn comparing a == "1": true on the pre-txn state.
+        let nested = TxnRequest {
+            compare: vec![Compare {
+                result: compare::CompareResult::Equal as i32,
+                target: compare::CompareTarget::Value as i32,
+                key: Bytes::from("a"),
+                target_union: Some(compare::TargetUnion::Value(Bytes::from("1"))),
+                range_end: Bytes::new(),
+            }],
+            success: vec![op_put("b", "yes")],
+            failure: vec![op_put("b", "no")],
+        };
+        let outer = TxnRequest {
+            compare: vec![],
+            success: vec![
+                op_put("a", "2"),
+                RequestOp {
+                    request: Some(request_op::Request::RequestTxn(nested)),
+                },
+            ],
+            failure: vec![],
+        };
+        let resp = apply_checked(
+            &m,
+            2,
+            &Command {
+                op: Some(command::Op::Txn(outer)),
+            },
+        )
+        .expect("txn");
+        let CommandResponse::Txn(t) = resp else {
+            panic!("txn response expected")
+        };
+        assert!(t.succeeded);
+        assert_eq!(get(&m, "b", 0).expect("get").kvs[0].value.as_ref(), b"yes");
+        assert_eq!(
+            m.revision(),
+            2,
+            "one revision for the whole txn, nested writes included"
+        );
+        // A nested txn may not write a key the outer one writes.
+        let clash = TxnRequest {
+            compare: vec![],
+            success: vec![
+                op_put("a", "3"),
+                RequestOp {
+                    request: Some(request_op::Request::RequestTxn(TxnRequest {
+                        compare: vec![],
+                        success: vec![op_put("a", "4")],
+                        failure: vec![],
+                    })),
+                },
+            ],
+            failure: vec![],
+        };
+        assert_eq!(
+            check_command(&Command {
+                op: Some(command::Op::Txn(clash))
+            }),
+            Err(StoreError::DuplicateKey)
+        );
+    }
+
+    #[test]
+    fn revoking_a_lease_deletes_its_keys_in_one_revision() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        let grant = Command {
+            op: Some(command::Op::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 3 })),
+        };
+        apply_checked(&m, 1, &grant).expect("grant");
+        for (i, k) in ["x", "y", "z"].iter().enumerate() {
+            let p = PutRequest {
+                key: Bytes::from(k.to_string()),
+                lease: 3,
+                ..Default::default()
+            };
+            apply_checked(
+                &m,
+                2 + i as u64,
+                &Command {
+                    op: Some(command::Op::Put(p)),
+                },
+            )
+            .expect("put");
+        }
+        assert_eq!(m.lease_keys(3, 10).expect("keys").len(), 3);
+        let revoke = Command {
+            op: Some(command::Op::LeaseRevoke(LeaseRevokeRequest { id: 3 })),
+        };
+        let applied = m.apply(5, &revoke).expect("apply");
+        applied.response.expect("revoke");
+        assert_eq!(applied.revision, 4);
+        assert_eq!(applied.events.len(), 3);
+        assert!(m.leases().is_empty());
+        assert_eq!(m.lease_keys(3, 10).expect("keys").len(), 0);
+        drop(m);
+        let m = Mvcc::open(dir.path()).expect("reopen");
+        assert!(m.leases().is_empty(), "the revoke is durable");
+    }
 }

@@ -309,3 +309,23 @@ async fn progress_on_request_and_duplicate_ids() {
         .into_inner();
     assert_eq!(r.header.expect("header").revision, rev);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_progress_for_watchers_that_ask() {
+    let s = start_with(|c| c.hub.progress_interval = std::time::Duration::from_millis(50)).await;
+    let mut kv = kv(&s).await;
+    let rev = put(&mut kv, "q/a", "1").await;
+    let mut ws = WatchStream::open(&s).await;
+    let quiet = ws.create(watch_req("q/", &prefix_end("q/"), 0)).await;
+    let mut req = watch_req("q/", &prefix_end("q/"), 0);
+    req.progress_notify = true;
+    let asked = ws.create(req).await;
+    let r = ws.next().await;
+    assert_eq!(
+        r.watch_id, asked,
+        "only the watcher that asked gets progress notifications"
+    );
+    assert_ne!(r.watch_id, quiet);
+    assert!(r.events.is_empty());
+    assert_eq!(r.header.expect("header").revision, rev);
+}

@@ -1,0 +1,121 @@
+//! Shared by the integration tests: runs a real `capstan store` process.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a store may take to open its data and print its ready line.
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+
+const READY: &str = "capstan store ready on ";
+
+/// A running `capstan store`. Dropping it kills the process (SIGKILL) and waits for it;
+/// when the test is failing, the tail of the server's log is printed.
+pub struct Server {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `capstan store` on `data_dir`, on a free port, and waits for its ready line.
+    /// The server's stderr goes to `log` (appended, so restarts keep one log).
+    pub fn start(data_dir: &Path, log: &Path) -> Server {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the server log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .arg("store")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen-client")
+            .arg("127.0.0.1:0")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file))
+            .spawn()
+            .expect("spawn capstan store");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        // Reads stdout to its end (the pipe must stay drained), reporting the ready line.
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix(READY) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                }
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().expect("address"),
+            log: log.to_path_buf(),
+        };
+        match rx.recv_timeout(START_DEADLINE) {
+            Ok(addr) => {
+                server.addr = addr
+                    .parse()
+                    .unwrap_or_else(|e| panic!("bad address in the ready line {addr:?}: {e}"));
+            }
+            Err(_) => {
+                let status = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                panic!(
+                    "capstan store did not print its ready line within {START_DEADLINE:?} \
+                     (exit status: {status:?}); log:\n{}",
+                    server.log_tail()
+                );
+            }
+        }
+        server
+    }
+
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    /// SIGKILL, then wait until the process is gone.
+    pub fn kill(mut self) {
+        self.kill_now();
+    }
+
+    fn kill_now(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// The last lines of the server's log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill_now();
+        if std::thread::panicking() {
+            eprintln!("--- capstan store log (tail) ---\n{}", self.log_tail());
+        }
+    }
+}

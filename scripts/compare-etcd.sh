@@ -1,0 +1,252 @@
+#!/usr/bin/env bash
+# Runs the same workloads against a single-member Capstan store and a single-member etcd
+# on this machine and prints them side by side.
+#
+#   scripts/compare-etcd.sh
+#
+# Workloads (each repeated REPEAT times, servers alternating; the table shows the median
+# and, in brackets, the smallest and largest run):
+#   - put, 1 client                  (capstan-bench kv put --clients 1)
+#   - put, 64 clients over 8 conns   (capstan-bench kv put --clients 64 --conns 8)
+#   - watch fan-out: WATCHERS watchers of one key over STREAMS streams, EVENTS puts one at a
+#     time; delivery p99, deliveries/s, and server RSS growth per idle watcher. Every
+#     fan-out run uses freshly started servers, so memory freed by an earlier run cannot
+#     hide the cost of new watchers.
+#
+# Settings (environment): REPEAT (3), PUT1_TOTAL (2000), PUT64_TOTAL (20000),
+# WATCHERS (10000), STREAMS (100), EVENTS (100), KEY_SIZE (16), VAL_SIZE (256),
+# CAPSTAN_PORT (24379), ETCD_PORT (24479), ETCD_PEER_PORT (24480), ETCD (/usr/bin/etcd),
+# RESULTS (target/compare-etcd/results.jsonl: every run as one JSON line), KEEP_DATA (0).
+#
+# Both servers listen on 127.0.0.1 only and both are stopped when the script exits.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+REPEAT=${REPEAT:-3}
+PUT1_TOTAL=${PUT1_TOTAL:-2000}
+PUT64_TOTAL=${PUT64_TOTAL:-20000}
+WATCHERS=${WATCHERS:-10000}
+STREAMS=${STREAMS:-100}
+EVENTS=${EVENTS:-100}
+KEY_SIZE=${KEY_SIZE:-16}
+VAL_SIZE=${VAL_SIZE:-256}
+CAPSTAN_PORT=${CAPSTAN_PORT:-24379}
+ETCD_PORT=${ETCD_PORT:-24479}
+ETCD_PEER_PORT=${ETCD_PEER_PORT:-24480}
+ETCD=${ETCD:-/usr/bin/etcd}
+RESULTS=${RESULTS:-$root/target/compare-etcd/results.jsonl}
+KEEP_DATA=${KEEP_DATA:-0}
+READY_TIMEOUT_S=60
+BENCH_TIMEOUT_S=300
+
+log() { echo "compare-etcd: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+scripts/install-deps.sh bench
+command -v python3 >/dev/null || die "python3 is needed to tabulate the results"
+[ -x "$ETCD" ] || die "$ETCD is not executable (scripts/install-deps.sh bench installs Debian's etcd-server)"
+
+log "building capstan and capstan-bench (release)"
+cargo build --release -p capstan -p capstan-bench
+capstan="$root/target/release/capstan"
+bench="$root/target/release/capstan-bench"
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$CAPSTAN_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT"; do
+  port_free "$p" || die "127.0.0.1:$p is already in use; set CAPSTAN_PORT/ETCD_PORT/ETCD_PEER_PORT"
+done
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/capstan-compare.XXXXXX")
+mkdir -p "$(dirname "$RESULTS")"
+: >"$RESULTS"
+capstan_pid=""
+etcd_pid=""
+
+# Stops one server we started: TERM, then KILL if it has not exited within 10 s.
+stop_pid() {
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "pid $pid did not stop on TERM; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  stop_pid "$capstan_pid"
+  stop_pid "$etcd_pid"
+  capstan_pid=""
+  etcd_pid=""
+  if [ "$KEEP_DATA" = 1 ]; then
+    log "data and server logs kept in $work"
+  else
+    rm -rf "$work"
+  fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Polls `check` every 100 ms until it succeeds, the process dies, or the deadline passes.
+wait_ready() {
+  local name=$1 pid=$2 logfile=$3
+  shift 3
+  local deadline=$((SECONDS + READY_TIMEOUT_S))
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 20 "$logfile" >&2 || true
+      die "$name exited before it was ready (log above)"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 20 "$logfile" >&2 || true
+      die "$name was not ready within ${READY_TIMEOUT_S}s"
+    fi
+    sleep 0.1
+  done
+}
+
+start_capstan() {
+  local dir="$work/capstan-$1"
+  "$capstan" store --data-dir "$dir" --listen-client "127.0.0.1:$CAPSTAN_PORT" \
+    >"$dir.out" 2>"$dir.err" &
+  capstan_pid=$!
+  wait_ready capstan "$capstan_pid" "$dir.err" grep -q "capstan store ready on" "$dir.out"
+}
+
+etcd_healthy() {
+  "$bench" kv range --endpoints "127.0.0.1:$ETCD_PORT" --no-preload --total 1 --timeout-s 2 --json \
+    | grep -q '"errors":0'
+}
+
+start_etcd() {
+  local dir="$work/etcd-$1"
+  "$ETCD" --name compare --data-dir "$dir" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "compare=http://127.0.0.1:$ETCD_PEER_PORT" \
+    >"$dir.log" 2>&1 &
+  etcd_pid=$!
+  wait_ready etcd "$etcd_pid" "$dir.log" etcd_healthy
+}
+
+stop_servers() {
+  stop_pid "$capstan_pid"
+  stop_pid "$etcd_pid"
+  capstan_pid=""
+  etcd_pid=""
+}
+
+# run <server> <workload> <capstan-bench args...>: one run, appended to $RESULTS.
+run() {
+  local server=$1 workload=$2
+  shift 2
+  local port=$CAPSTAN_PORT
+  [ "$server" = etcd ] && port=$ETCD_PORT
+  log "$workload on $server"
+  local out
+  out=$(timeout $((BENCH_TIMEOUT_S + 30)) "$bench" "$@" --endpoints "127.0.0.1:$port" \
+    --timeout-s "$BENCH_TIMEOUT_S" --json) || die "capstan-bench failed: $workload on $server"
+  printf '{"server":"%s","workload":"%s","result":%s}\n' "$server" "$workload" "$out" >>"$RESULTS"
+}
+
+log "data in $work; results in $RESULTS"
+{
+  echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "memory: $(free -h | awk '/^Mem:/ {print $2}') total"
+  echo "capstan: $(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet HEAD -- store src proto || echo '+uncommitted')"
+  echo "etcd: $("$ETCD" --version | head -1)"
+} >"$work/machine.txt"
+
+# Puts: both servers up, runs alternating.
+start_capstan kv
+start_etcd kv
+for r in $(seq "$REPEAT"); do
+  for s in capstan etcd; do
+    run "$s" put1 kv put --clients 1 --conns 1 --total "$PUT1_TOTAL" \
+      --key-size "$KEY_SIZE" --val-size "$VAL_SIZE"
+    run "$s" put64 kv put --clients 64 --conns 8 --total "$PUT64_TOTAL" \
+      --key-size "$KEY_SIZE" --val-size "$VAL_SIZE"
+  done
+done
+stop_servers
+
+# Watch fan-out: fresh servers for every run.
+for r in $(seq "$REPEAT"); do
+  start_capstan "fanout$r"
+  run capstan fanout watch-fanout --watchers "$WATCHERS" --streams "$STREAMS" \
+    --events "$EVENTS" --pid "$capstan_pid"
+  stop_pid "$capstan_pid"
+  capstan_pid=""
+  start_etcd "fanout$r"
+  run etcd fanout watch-fanout --watchers "$WATCHERS" --streams "$STREAMS" \
+    --events "$EVENTS" --pid "$etcd_pid"
+  stop_pid "$etcd_pid"
+  etcd_pid=""
+done
+
+cat "$work/machine.txt"
+python3 - "$RESULTS" "$WATCHERS" "$STREAMS" "$EVENTS" <<'EOF'
+import json, statistics, sys
+
+path, watchers, streams, events = sys.argv[1:5]
+runs = [json.loads(line) for line in open(path) if line.strip()]
+
+def values(server, workload, get):
+    return [get(r["result"]) for r in runs if r["server"] == server and r["workload"] == workload]
+
+def cell(vals, fmt):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "n/a"
+    med = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt(med)
+    return f"{fmt(med)} [{fmt(min(vals))}..{fmt(max(vals))}]"
+
+ops = lambda v: f"{v:,.0f}"
+ms = lambda us: f"{us / 1000:.2f} ms"
+byt = lambda b: f"{b:,.0f} B"
+
+rows = [
+    ("put, 1 client: ops/s", "put1", lambda r: r["ops_per_s"], ops),
+    ("put, 1 client: p50", "put1", lambda r: r["latency"]["p50_us"], ms),
+    ("put, 1 client: p99", "put1", lambda r: r["latency"]["p99_us"], ms),
+    ("put, 64 clients: ops/s", "put64", lambda r: r["ops_per_s"], ops),
+    ("put, 64 clients: p50", "put64", lambda r: r["latency"]["p50_us"], ms),
+    ("put, 64 clients: p99", "put64", lambda r: r["latency"]["p99_us"], ms),
+    ("put, 64 clients: max", "put64", lambda r: r["latency"]["max_us"], ms),
+    ("fan-out: delivery p50", "fanout", lambda r: r["delivery_from_send"]["p50_us"], ms),
+    ("fan-out: delivery p99", "fanout", lambda r: r["delivery_from_send"]["p99_us"], ms),
+    ("fan-out: all have event p99", "fanout", lambda r: r["all_watchers_have_event"]["p99_us"], ms),
+    ("fan-out: deliveries/s", "fanout", lambda r: r["deliveries_per_s"], ops),
+    ("fan-out: put p99", "fanout", lambda r: r["put"]["p99_us"], ms),
+    ("fan-out: bytes per idle watcher", "fanout", lambda r: r["bytes_per_idle_watcher"], byt),
+]
+incomplete = [r for r in runs if r["result"].get("timed_out") or r["result"].get("errors", 0)]
+print()
+print(f"fan-out: {watchers} watchers of one key over {streams} streams, {events} events one at a time")
+print("cells: median [min..max] over runs; latencies from the put being sent")
+w = max(len(r[0]) for r in rows)
+print(f"{'':{w}}  {'capstan':>32}  {'etcd':>32}  capstan/etcd")
+for name, wl, get, fmt in rows:
+    c = values("capstan", wl, get)
+    e = values("etcd", wl, get)
+    ratio = ""
+    if c and e and statistics.median(e):
+        ratio = f"{statistics.median(c) / statistics.median(e):.2f}x"
+    print(f"{name:{w}}  {cell(c, fmt):>32}  {cell(e, fmt):>32}  {ratio}")
+if incomplete:
+    print(f"WARNING: {len(incomplete)} runs timed out or had errors; see {path}")
+EOF

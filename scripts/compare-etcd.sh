@@ -12,9 +12,11 @@
 #     time; delivery p99, deliveries/s, and server RSS growth per idle watcher. Every
 #     fan-out run uses freshly started servers, so memory freed by an earlier run cannot
 #     hide the cost of new watchers.
+#   - memory only: MEM_WATCHERS watchers (one event), where the RSS growth is large
+#     enough to stand well above the noise of the allocator and the Go GC.
 #
 # Settings (environment): REPEAT (3), PUT1_TOTAL (2000), PUT64_TOTAL (20000),
-# WATCHERS (10000), STREAMS (100), EVENTS (100), KEY_SIZE (16), VAL_SIZE (256),
+# WATCHERS (10000), STREAMS (100), EVENTS (100), MEM_WATCHERS (100000; 0 skips), KEY_SIZE (16), VAL_SIZE (256),
 # CAPSTAN_PORT (24379), ETCD_PORT (24479), ETCD_PEER_PORT (24480), ETCD (/usr/bin/etcd),
 # RESULTS (target/compare-etcd/results.jsonl: every run as one JSON line), KEEP_DATA (0).
 #
@@ -29,6 +31,7 @@ PUT64_TOTAL=${PUT64_TOTAL:-20000}
 WATCHERS=${WATCHERS:-10000}
 STREAMS=${STREAMS:-100}
 EVENTS=${EVENTS:-100}
+MEM_WATCHERS=${MEM_WATCHERS:-100000}
 KEY_SIZE=${KEY_SIZE:-16}
 VAL_SIZE=${VAL_SIZE:-256}
 CAPSTAN_PORT=${CAPSTAN_PORT:-24379}
@@ -155,10 +158,12 @@ run() {
   local port=$CAPSTAN_PORT
   [ "$server" = etcd ] && port=$ETCD_PORT
   log "$workload on $server"
-  local out
+  local out load
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
   out=$(timeout $((BENCH_TIMEOUT_S + 30)) "$bench" "$@" --endpoints "127.0.0.1:$port" \
     --timeout-s "$BENCH_TIMEOUT_S" --json) || die "capstan-bench failed: $workload on $server"
-  printf '{"server":"%s","workload":"%s","result":%s}\n' "$server" "$workload" "$out" >>"$RESULTS"
+  printf '{"server":"%s","workload":"%s","loadavg_before":"%s","result":%s}\n' \
+    "$server" "$workload" "$load" "$out" >>"$RESULTS"
 }
 
 log "data in $work; results in $RESULTS"
@@ -195,12 +200,27 @@ for r in $(seq "$REPEAT"); do
   stop_pid "$etcd_pid"
   etcd_pid=""
 done
+if [ "$MEM_WATCHERS" -gt 0 ]; then
+  for r in $(seq "$REPEAT"); do
+    start_capstan "mem$r"
+    run capstan mem watch-fanout --watchers "$MEM_WATCHERS" --streams "$STREAMS" --events 1 \
+      --pid "$capstan_pid"
+    stop_pid "$capstan_pid"
+    capstan_pid=""
+    start_etcd "mem$r"
+    run etcd mem watch-fanout --watchers "$MEM_WATCHERS" --streams "$STREAMS" --events 1 \
+      --pid "$etcd_pid"
+    stop_pid "$etcd_pid"
+    etcd_pid=""
+  done
+fi
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/machine.txt"
 
 cat "$work/machine.txt"
-python3 - "$RESULTS" "$WATCHERS" "$STREAMS" "$EVENTS" <<'EOF'
+python3 - "$RESULTS" "$WATCHERS" "$STREAMS" "$EVENTS" "$MEM_WATCHERS" <<'EOF'
 import json, statistics, sys
 
-path, watchers, streams, events = sys.argv[1:5]
+path, watchers, streams, events, mem_watchers = sys.argv[1:6]
 runs = [json.loads(line) for line in open(path) if line.strip()]
 
 def values(server, workload, get):
@@ -233,7 +253,9 @@ rows = [
     ("fan-out: deliveries/s", "fanout", lambda r: r["deliveries_per_s"], ops),
     ("fan-out: put p99", "fanout", lambda r: r["put"]["p99_us"], ms),
     ("fan-out: bytes per idle watcher", "fanout", lambda r: r["bytes_per_idle_watcher"], byt),
+    (f"{int(mem_watchers):,} watchers: bytes per idle watcher", "mem", lambda r: r["bytes_per_idle_watcher"], byt),
 ]
+rows = [r for r in rows if any(x["workload"] == r[1] for x in runs)]
 incomplete = [r for r in runs if r["result"].get("timed_out") or r["result"].get("errors", 0)]
 print()
 print(f"fan-out: {watchers} watchers of one key over {streams} streams, {events} events one at a time")
@@ -247,6 +269,8 @@ for name, wl, get, fmt in rows:
     if c and e and statistics.median(e):
         ratio = f"{statistics.median(c) / statistics.median(e):.2f}x"
     print(f"{name:{w}}  {cell(c, fmt):>32}  {cell(e, fmt):>32}  {ratio}")
+loads = sorted(float(r["loadavg_before"].split()[0]) for r in runs)
+print(f"1-minute load average before the runs: {loads[0]:.2f} to {loads[-1]:.2f}")
 if incomplete:
     print(f"WARNING: {len(incomplete)} runs timed out or had errors; see {path}")
 EOF

@@ -83,7 +83,17 @@ expect_true() {
   fi
 }
 
-ctl() { etcdctl --endpoints="$EP" --dial-timeout=5s --command-timeout=10s "$@"; }
+CTL=(etcdctl --endpoints="$EP" --dial-timeout=5s --command-timeout=10s)
+ctl() { "${CTL[@]}" "$@"; }
+# bg OUTFILE ARGS...: etcdctl ARGS in the background (killed at the end), output to OUTFILE.
+# Started directly, not through a function, so that its PID is etcdctl's own.
+bg() {
+  local out=$1
+  shift
+  : >"$out"
+  "${CTL[@]}" "$@" >"$out" 2>"$out.err" &
+  BG_PIDS+=($!)
+}
 
 # run ARGS...: runs etcdctl; its stdout lands in OUT. A non-zero exit is a failed check.
 OUT=""
@@ -137,7 +147,7 @@ txn() {
 jnum() { grep -oE "\"$1\":-?[0-9]+" <<<"$2" | head -n1 | cut -d: -f2 || true; }
 # jall FIELD JSON: every integer value of "FIELD", space separated.
 jall() { grep -oE "\"$1\":-?[0-9]+" <<<"$2" | cut -d: -f2 | paste -sd' ' - || true; }
-# jstr FIELD JSON: every string value of "FIELD", base64-decoded, space separated.
+# jb64 FIELD JSON: every string value of "FIELD", base64-decoded, space separated.
 jb64() {
   local v out=()
   for v in $(grep -oE "\"$1\":\"[^\"]*\"" <<<"$2" | cut -d'"' -f4); do
@@ -330,13 +340,9 @@ echo "== watch"
 # A watch from a past revision replays history (with --prev-kv) and goes on live. The
 # prefix filter must keep other keys out.
 W1="$WORK/watch-prefix"
-: >"$W1"
-ctl watch foo/ --prefix --rev $((R0 + 2)) --prev-kv >"$W1" 2>"$W1.err" &
-BG_PIDS+=($!)
+bg "$W1" watch foo/ --prefix --rev $((R0 + 2)) --prev-kv
 W2="$WORK/watch-key"
-: >"$W2"
-ctl watch foo --rev $((R0 + 1)) >"$W2" 2>"$W2.err" &
-BG_PIDS+=($!)
+bg "$W2" watch foo --rev $((R0 + 1))
 ok "put a key outside the watched prefix" "OK" put other 1                   # R0+14
 ok "put under the watched prefix" "OK" put foo/live 1                        # R0+15
 ok "overwrite under the watched prefix" "OK" put foo/live 2                  # R0+16
@@ -359,9 +365,7 @@ expect "watch --rev: one key only" "$W2_WANT" "$(cat "$W2")"
 # A transaction's writes arrive as one watch response: check with -w json, starting
 # after everything so far.
 W3="$WORK/watch-json"
-: >"$W3"
-ctl watch w/ --prefix --rev $((R0 + 18)) -w json >"$W3" 2>"$W3.err" &
-BG_PIDS+=($!)
+bg "$W3" watch w/ --prefix --rev $((R0 + 18)) -w json
 txn "txn for the watch" $'SUCCESS\n\nOK\n\nOK' <<EOF                          # R0+18
 create("w/a") = "0"
 
@@ -514,6 +518,22 @@ fi
 if run endpoint health -w json; then
   expect_match "endpoint health -w json" "^\\[\\{\"endpoint\":\"$EP\",\"health\":true," "$OUT"
 fi
+
+ok "defrag" "Finished defragmenting etcd member[$EP]" defrag
+ok "alarm list (no alarms)" "" alarm list
+H1=""
+if run endpoint hashkv -w json; then
+  H1=$(jnum hash "$OUT")
+  expect "endpoint hashkv -w json: revision" "$REV" "$(jnum revision "$OUT")"
+  expect "endpoint hashkv -w json: compact_revision" "$REV" "$(jnum compact_revision "$OUT")"
+  expect_match "endpoint hashkv -w json: hash" '^[0-9]+$' "$H1"
+fi
+ok "endpoint hashkv: same state, same hash" "$EP, $H1" endpoint hashkv
+ok "put before hashkv" "OK" put hash-probe 1                                 # REV+1
+if run endpoint hashkv -w json; then
+  expect_true "endpoint hashkv: a write changes the hash" "hash != $H1" test "$(jnum hash "$OUT")" != "$H1"
+fi
+REV=$((REV + 1))
 
 # ---------------------------------------------------------------------------------------
 echo "== snapshot"

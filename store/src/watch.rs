@@ -256,9 +256,20 @@ impl WatchHub {
     /// Removes a stream and all its watchers.
     pub fn close_stream(&self, stream: StreamId) {
         let mut g = self.lock();
-        if let Some(s) = g.streams.remove(&stream) {
-            for (_, slot) in s.ids {
-                remove_slot(&mut g, slot);
+        let Some(s) = g.streams.remove(&stream) else { return };
+        // Unindex in bulk: one pass per key, not one scan per watcher (a stream may hold
+        // 100,000 watchers on one key, and writers wait on this lock).
+        let gone: HashSet<u32> = s.ids.values().copied().filter(|slot| *slot != u32::MAX).collect();
+        g.by_key.retain(|_, v| {
+            v.retain(|slot| !gone.contains(slot));
+            !v.is_empty()
+        });
+        for slot in &gone {
+            g.ranges.remove(slot);
+            g.unsynced.remove(slot);
+            if g.slots[*slot as usize].take().is_some() {
+                g.free.push(*slot);
+                g.watchers -= 1;
             }
         }
     }

@@ -178,10 +178,8 @@ echo "== etcdctl $(etcdctl version | head -n1 | awk '{print $3}') against $EP"
 # ---------------------------------------------------------------------------------------
 echo "== fresh store"
 R0=$(store_rev)
-# etcd starts a new store at revision 1 (the first write makes revision 2); Capstan still
-# starts at 0. That divergence is an open bug on issue 2 (fix: Mvcc::open starts at 1, and
-# the store's tests renumber); until it is fixed this check is not asserted.
-# expect "fresh store is at revision 1" "1" "$R0"
+# etcd starts a new store at revision 1; the first write makes revision 2.
+expect "fresh store is at revision 1" "1" "$R0"
 # Later revisions are checked relative to R0, so that this one divergence does not make
 # every later check fail.
 R0=${R0:-0}

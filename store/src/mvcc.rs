@@ -135,6 +135,11 @@ impl<'a> View<'a> {
         self.db.raw_iterator_opt(o)
     }
 
+    /// The store revision; a new store is at 1, as in etcd.
+    fn revision(&self) -> Result<i64> {
+        Ok(self.meta(keys::META_REVISION)?.max(1))
+    }
+
     fn meta(&self, name: &[u8]) -> Result<i64> {
         match self.get(name)? {
             None => Ok(0),
@@ -296,7 +301,9 @@ impl Mvcc {
                 db: &db,
                 snapshot: None,
             };
-            let revision = view.meta(keys::META_REVISION)?;
+            // As etcd, a new store is at revision 1: its first write makes revision 2, and
+            // revision 0 keeps meaning "newest" / "unset" everywhere in the API.
+            let revision = view.revision()?;
             let compact = view.meta(keys::META_COMPACT)?;
             let applied = view.meta(keys::META_APPLIED)? as u64;
             let mut leases = BTreeMap::new();
@@ -357,7 +364,7 @@ impl Mvcc {
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         check_range(req)?;
         let view = self.snapshot_view();
-        let current = view.meta(keys::META_REVISION)?;
+        let current = view.revision()?;
         let compacted = view.meta(keys::META_COMPACT)?;
         range_on(&view, req, current, compacted, None)
     }
@@ -435,7 +442,7 @@ impl Mvcc {
     /// compact revision, hashed revision).
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64)> {
         let view = self.snapshot_view();
-        let current = view.meta(keys::META_REVISION)?;
+        let current = view.revision()?;
         let compacted = view.meta(keys::META_COMPACT)?;
         let rev = if rev <= 0 { current } else { rev };
         if rev > current {
@@ -490,7 +497,7 @@ impl Mvcc {
     /// handed to `f` in key order, and the revision it was taken at.
     pub fn export(&self, mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<i64> {
         let view = self.snapshot_view();
-        let rev = view.meta(keys::META_REVISION)?;
+        let rev = view.revision()?;
         let mut o = view.opts();
         o.fill_cache(false);
         for item in self
@@ -1203,23 +1210,23 @@ mod tests {
         assert_eq!(r.kvs[0].value.as_ref(), b"2");
         assert_eq!(
             (r.kvs[0].create_revision, r.kvs[0].mod_revision, r.kvs[0].version),
-            (1, 2, 2)
+            (2, 3, 2)
         );
-        let r = get(&m, "a", 1).expect("get");
+        let r = get(&m, "a", 2).expect("get");
         assert_eq!(r.kvs[0].value.as_ref(), b"1");
-        assert_eq!(get(&m, "a", 3), Err(StoreError::FutureRevision));
+        assert_eq!(get(&m, "a", 4), Err(StoreError::FutureRevision));
         let c = Command {
             op: Some(command::Op::Compaction(CompactionRequest {
-                revision: 2,
+                revision: 3,
                 physical: true,
             })),
         };
         m.apply(3, &c).expect("apply").response.expect("compact");
-        assert_eq!(get(&m, "a", 1), Err(StoreError::Compacted));
-        assert_eq!(get(&m, "a", 2).expect("get").kvs[0].value.as_ref(), b"2");
+        assert_eq!(get(&m, "a", 2), Err(StoreError::Compacted));
+        assert_eq!(get(&m, "a", 3).expect("get").kvs[0].value.as_ref(), b"2");
         drop(m);
         let m = Mvcc::open(dir.path()).expect("reopen");
-        assert_eq!((m.revision(), m.compact_revision(), m.applied_index()), (2, 2, 3));
+        assert_eq!((m.revision(), m.compact_revision(), m.applied_index()), (3, 3, 3));
     }
 
     fn op_put(k: &str, v: &str) -> RequestOp {
@@ -1290,7 +1297,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(apply_checked(&m, 5, &with(no_lease)), Err(StoreError::LeaseNotFound));
-        assert_eq!(m.revision(), 2, "rejected commands write nothing");
+        assert_eq!(m.revision(), 3, "rejected commands write nothing");
         assert_eq!(m.applied_index(), 5, "but consume their log index");
     }
 
@@ -1336,7 +1343,7 @@ mod tests {
         assert_eq!(get(&m, "b", 0).expect("get").kvs[0].value.as_ref(), b"yes");
         assert_eq!(
             m.revision(),
-            2,
+            3,
             "one revision for the whole txn, nested writes included"
         );
         // A nested txn may not write a key the outer one writes.
@@ -1391,7 +1398,7 @@ mod tests {
         };
         let applied = m.apply(5, &revoke).expect("apply");
         applied.response.expect("revoke");
-        assert_eq!(applied.revision, 4);
+        assert_eq!(applied.revision, 5);
         assert_eq!(applied.events.len(), 3);
         assert!(m.leases().is_empty());
         assert_eq!(m.lease_keys(3, 10).expect("keys").len(), 0);

@@ -18,7 +18,11 @@ async fn kv_txn_and_errors() {
     let s = start().await;
     let mut c = client(&s).await;
     let r = c.put("a", "1", None).await.expect("put");
-    assert_eq!(r.header().expect("header").revision(), 1);
+    assert_eq!(
+        r.header().expect("header").revision(),
+        2,
+        "a new store is at 1, as etcd"
+    );
     c.put("b", "2", None).await.expect("put");
     let r = c
         .put("a", "3", Some(PutOptions::new().with_prev_key()))
@@ -30,10 +34,10 @@ async fn kv_txn_and_errors() {
     let kv = &r.kvs()[0];
     assert_eq!(
         (kv.value(), kv.create_revision(), kv.mod_revision(), kv.version()),
-        (&b"3"[..], 1, 3, 2)
+        (&b"3"[..], 2, 4, 2)
     );
     let r = c
-        .get("a", Some(GetOptions::new().with_revision(1)))
+        .get("a", Some(GetOptions::new().with_revision(2)))
         .await
         .expect("get at revision");
     assert_eq!(r.kvs()[0].value(), b"1");
@@ -58,13 +62,13 @@ async fn kv_txn_and_errors() {
 
     // Compare-and-swap on mod revision, as kube-apiserver does.
     let txn = Txn::new()
-        .when([Compare::mod_revision("a", CompareOp::Equal, 3)])
+        .when([Compare::mod_revision("a", CompareOp::Equal, 4)])
         .and_then([TxnOp::put("a", "4", None), TxnOp::get("a", None)])
         .or_else([TxnOp::get("a", None)]);
     let r = c.txn(txn).await.expect("txn");
     assert!(r.succeeded());
     let stale = Txn::new()
-        .when([Compare::mod_revision("a", CompareOp::Equal, 3)])
+        .when([Compare::mod_revision("a", CompareOp::Equal, 4)])
         .and_then([TxnOp::put("a", "5", None)])
         .or_else([TxnOp::get("a", None)]);
     assert!(!c.txn(stale).await.expect("txn").succeeded());
@@ -86,9 +90,9 @@ async fn kv_txn_and_errors() {
     let e = c.txn(Txn::new().and_then(ops)).await.expect_err("too many ops");
     assert!(e.to_string().contains("too many operations in txn request"), "{e}");
 
-    c.compact(4, None).await.expect("compact");
+    c.compact(5, None).await.expect("compact");
     let e = c
-        .get("a", Some(GetOptions::new().with_revision(2)))
+        .get("a", Some(GetOptions::new().with_revision(3)))
         .await
         .expect_err("compacted");
     assert!(e.to_string().contains("required revision has been compacted"), "{e}");

@@ -58,9 +58,9 @@ struct Model {
 impl Model {
     fn new() -> Model {
         Model {
-            states: vec![BTreeMap::new()],
+            states: vec![BTreeMap::new(), BTreeMap::new()],
             compacted: 0,
-            events: vec![Vec::new()],
+            events: vec![Vec::new(), Vec::new()],
         }
     }
     fn rev(&self) -> i64 {

@@ -59,9 +59,9 @@ async fn ordered_and_complete_with_concurrent_writers() {
         t.await.expect("writer");
     }
     let got = collect(&mut ws, all, writers * per_writer).await;
-    // Exactly the history: one event per revision, revisions 1..=N, nothing missing.
+    // Exactly the history: one event per revision, revisions 2..=N+1 (a new store is at 1), nothing missing.
     let revs: Vec<i64> = got.iter().map(|e| e.0).collect();
-    let want: Vec<i64> = (1..=(writers * per_writer) as i64).collect();
+    let want: Vec<i64> = (2..=(writers * per_writer) as i64 + 1).collect();
     assert_eq!(revs, want);
 }
 
@@ -185,7 +185,7 @@ async fn a_stalled_client_delays_nobody_and_catches_up() {
     // Now it reads: it gets everything, in order, exactly once.
     let got = collect(&mut stalled, stalled_id, n).await;
     let revs: Vec<i64> = got.iter().map(|e| e.0).collect();
-    assert_eq!(revs, (1..=n as i64).collect::<Vec<_>>());
+    assert_eq!(revs, (2..=n as i64 + 1).collect::<Vec<_>>());
     wait_until("the stalled watcher synced again", || s.node.hub.counts().1 == 0).await;
 }
 
@@ -204,7 +204,7 @@ async fn resume_from_a_revision_with_prev_kv() {
     .await
     .expect("delete");
     let mut ws = WatchStream::open(&s).await;
-    let mut req = watch_req("r/", &prefix_end("r/"), 10);
+    let mut req = watch_req("r/", &prefix_end("r/"), 11);
     req.prev_kv = true;
     let id = ws.create(req).await;
     let mut events = Vec::new();
@@ -216,14 +216,14 @@ async fn resume_from_a_revision_with_prev_kv() {
     let revs: Vec<i64> = events.iter().map(|e| e.kv.as_ref().expect("kv").mod_revision).collect();
     assert_eq!(
         revs,
-        (10..=21).collect::<Vec<_>>(),
+        (11..=22).collect::<Vec<_>>(),
         "events from the start revision on, inclusive"
     );
     // prev_kv is the version before each event, replayed from disk.
-    let e = &events[1]; // revision 11: "r/2" = "11", previously "8" at revision 8
+    let e = &events[1]; // revision 12: "r/2" = "11", previously "8" at revision 9
     assert_eq!(
         e.prev_kv.as_ref().map(|p| (p.value.clone(), p.mod_revision)),
-        Some((Bytes::from("8"), 8))
+        Some((Bytes::from("8"), 9))
     );
     let del = events.last().expect("delete event");
     assert_eq!(del.r#type, EventType::Delete as i32);

@@ -485,7 +485,7 @@ impl Mvcc {
         let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0) as i64;
         let total = prop("rocksdb.total-sst-files-size") + prop("rocksdb.size-all-mem-tables");
         let live = prop("rocksdb.estimate-live-data-size") + prop("rocksdb.cur-size-all-mem-tables");
-        (total, live.min(total.max(live)))
+        (total, live)
     }
 
     /// Compacts RocksDB's files (etcd's Defragment).

@@ -71,6 +71,19 @@ impl Model {
     }
 }
 
+/// (is a put, key) of each event, the shape the model records.
+fn event_keys(events: &[capstan_proto::mvccpb::Event]) -> Vec<(bool, Vec<u8>)> {
+    events
+        .iter()
+        .map(|e| {
+            (
+                e.r#type == EventType::Put as i32,
+                e.kv.as_ref().map(|kv| kv.key.to_vec()).unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 fn in_range(k: &[u8], key: &[u8], end: &[u8]) -> bool {
     if end.is_empty() {
         k == key
@@ -366,17 +379,11 @@ fn run(seed: u64, steps: usize) {
         } else {
             m.events[m.rev() as usize].clone()
         };
-        let got_events: Vec<(bool, Vec<u8>)> = applied
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.r#type == EventType::Put as i32,
-                    e.kv.as_ref().map(|kv| kv.key.to_vec()).unwrap_or_default(),
-                )
-            })
-            .collect();
-        assert_eq!(got_events, want_events, "seed {seed} step {step}: events");
+        assert_eq!(
+            event_keys(&applied.events),
+            want_events,
+            "seed {seed} step {step}: events"
+        );
         if let (CommandResponse::Txn(t), Some((key, end))) = (&resp, &txn_range) {
             let Some(response_op::Response::ResponseRange(rr)) = t.responses.last().and_then(|r| r.response.as_ref())
             else {
@@ -420,16 +427,11 @@ fn run(seed: u64, steps: usize) {
     assert_eq!(got, want, "seed {seed}: replayed revisions");
     for (r, evs) in &replay {
         if *r > m.compacted {
-            let keys: Vec<(bool, Vec<u8>)> = evs
-                .iter()
-                .map(|e| {
-                    (
-                        e.r#type == EventType::Put as i32,
-                        e.kv.as_ref().map(|kv| kv.key.to_vec()).unwrap_or_default(),
-                    )
-                })
-                .collect();
-            assert_eq!(keys, m.events[*r as usize], "seed {seed}: replayed events of {r}");
+            assert_eq!(
+                event_keys(evs),
+                m.events[*r as usize],
+                "seed {seed}: replayed events of {r}"
+            );
         }
     }
 }

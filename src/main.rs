@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the key-value store over the etcd v3 gRPC API (single member).
+    /// Serve the key-value store over the etcd v3 gRPC API: one member of a 1-, 3- or
+    /// 5-member cluster replicated with Raft.
     Store(StoreArgs),
 }
 
@@ -37,6 +38,46 @@ struct StoreArgs {
     /// URL advertised to clients in MemberList (default: http://<listen-client>).
     #[arg(long)]
     advertise_client: Option<String>,
+    /// Address to serve the peer (Raft) service on; needed when there are other members.
+    #[arg(long)]
+    listen_peer: Option<SocketAddr>,
+    /// URL advertised to peers (default: http://<listen-peer>).
+    #[arg(long)]
+    initial_advertise_peer_urls: Option<String>,
+    /// Every initial member as name=peer-URL, comma separated, this one included. Read
+    /// only on the first start; a restarted member rejoins from its data directory.
+    #[arg(long, default_value = "")]
+    initial_cluster: String,
+    /// `new` for a member of a new cluster; `existing` to join a running one.
+    #[arg(long, default_value = "new", value_parser = ["new", "existing"])]
+    initial_cluster_state: String,
+    /// Distinguishes clusters started from the same member list.
+    #[arg(long, default_value = "capstan-cluster")]
+    initial_cluster_token: String,
+    /// Raft heartbeat interval in milliseconds (the Raft tick).
+    #[arg(long, default_value_t = 100)]
+    heartbeat_interval: u64,
+    /// Raft election timeout in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    election_timeout: u64,
+}
+
+/// Parses `n1=http://a:2380,n2=http://b:2380`.
+fn parse_initial_cluster(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (name, url) = part
+            .split_once('=')
+            .ok_or_else(|| format!("--initial-cluster: {part:?} is not name=URL"))?;
+        if name.is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("--initial-cluster: {part:?} is not name=http://host:port"));
+        }
+        if out.iter().any(|(n, _): &(String, String)| n == name) {
+            return Err(format!("--initial-cluster: member {name:?} is named twice"));
+        }
+        out.push((name.to_string(), url.to_string()));
+    }
+    Ok(out)
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,7 +112,54 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut config = NodeConfig::new(&args.name, args.data_dir.clone());
     config.client_url = args.advertise_client.unwrap_or_else(|| format!("http://{addr}"));
+    config.initial_cluster = parse_initial_cluster(&args.initial_cluster)?;
+    config.initial_cluster_token = args.initial_cluster_token.clone();
+    if args.heartbeat_interval == 0 || args.election_timeout < 2 * args.heartbeat_interval {
+        return Err("--election-timeout must be at least twice --heartbeat-interval (and both above 0)".into());
+    }
+    config.tick = std::time::Duration::from_millis(args.heartbeat_interval);
+    config.election_ticks = (args.election_timeout / args.heartbeat_interval) as usize;
+    // etcd: a lease lives at least 1.5 election timeouts.
+    config.lease_ttl_min_s = ((args.election_timeout * 3 / 2).div_ceil(1000) as i64).max(1);
+    if args.initial_cluster_state == "existing" && !args.data_dir.join("db").exists() {
+        return Err("joining a running cluster (--initial-cluster-state existing) is not supported yet; \
+                    start every member with --initial-cluster-state new"
+            .into());
+    }
+    let peer_listener = match args.listen_peer {
+        Some(peer) => {
+            let l = tokio::net::TcpListener::bind(peer)
+                .await
+                .map_err(|e| format!("cannot listen on {peer}: {e}"))?;
+            let bound = l.local_addr().map_err(|e| e.to_string())?;
+            config.peer_url = args
+                .initial_advertise_peer_urls
+                .clone()
+                .unwrap_or_else(|| format!("http://{bound}"));
+            Some(l)
+        }
+        None => {
+            if config.initial_cluster.len() > 1 {
+                return Err("--initial-cluster names other members: --listen-peer is needed".into());
+            }
+            if let Some((_, url)) = config.initial_cluster.first() {
+                config.peer_url = url.clone();
+            }
+            None
+        }
+    };
+    if !config.initial_cluster.is_empty() && !config.initial_cluster.iter().any(|(n, _)| *n == args.name) {
+        return Err(format!("--initial-cluster does not name this member ({})", args.name));
+    }
     let node = Node::start(config).map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
+    if let Some(l) = peer_listener {
+        let n = node.clone();
+        tokio::spawn(async move {
+            if let Err(e) = capstan_store::peer::serve_peer(n, l, std::future::pending()).await {
+                tracing::error!(error = %e, "the peer service stopped");
+            }
+        });
+    }
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = node.mvcc.revision(), "store serving the etcd v3 API");
     // The line tests and scripts wait for.
     println!("capstan store ready on {addr}");

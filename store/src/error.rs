@@ -39,6 +39,26 @@ pub enum StoreError {
     Stopped,
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
     #[error("storage: {0}")]
@@ -61,7 +81,16 @@ impl StoreError {
             | StoreError::RequestTooLarge
             | StoreError::InvalidRequest(_) => Code::InvalidArgument,
             StoreError::LeaseNotFound => Code::NotFound,
-            StoreError::LeaseExists => Code::FailedPrecondition,
+            StoreError::LeaseExists
+            | StoreError::NotLeader
+            | StoreError::BadLeaderTransferee
+            | StoreError::MemberExists
+            | StoreError::PeerUrlExists
+            | StoreError::MemberNotLearner
+            | StoreError::LearnerNotReady
+            | StoreError::NotEnoughStartedMembers => Code::FailedPrecondition,
+            StoreError::MemberNotFound => Code::NotFound,
+            StoreError::NoLeader | StoreError::LeaderChanged => Code::Unavailable,
             StoreError::NoSpace | StoreError::TooManyRequests => Code::ResourceExhausted,
             StoreError::Timeout | StoreError::Stopped => Code::Unavailable,
             StoreError::Storage(_) | StoreError::Corrupt(_) => Code::Internal,

@@ -10,7 +10,12 @@
 //! | `k`    | escaped user key ‖ !revision (8 B)     | kind (1 B) ‖ sub-revision (4 B)|
 //! | `e`    | lease ID (8 B, order-preserving)      | `LeaseRecord`                  |
 //! | `a`    | lease ID (8 B) ‖ user key             | empty (key attached to lease)  |
-//! | `w`    | log index (8 B)                       | `Command` (the durable log)    |
+//! | `m`    | `member` ‖ member ID (8 B)            | `Member` (cluster membership)  |
+//! | `h`    | Raft's own name                       | hard state, conf state, ...    |
+//! | `w`    | log index (8 B)                       | Raft `Entry` (the durable log) |
+//!
+//! The *state* (what a snapshot carries and replaces) is every prefix but `h` and `w`,
+//! which belong to this member's Raft log.
 //!
 //! `l` answers reads at the newest revision with one scan. `r` is the history in revision
 //! order, which watch replay and hashing read. `k` is the per-key history, newest first,
@@ -24,6 +29,36 @@ pub const KEYREVS: u8 = b'k';
 pub const LEASE: u8 = b'e';
 pub const ATTACH: u8 = b'a';
 pub const LOG: u8 = b'w';
+pub const RAFT: u8 = b'h';
+
+/// The spans of the key space that hold state (everything but the Raft log): a snapshot
+/// streams them and installing one replaces them.
+pub const STATE_SPANS: [(&[u8], &[u8]); 2] = [(b"a", b"h"), (b"i", b"w")];
+
+/// Whether a key belongs to the state machine (not to this member's Raft log).
+pub fn is_state(k: &[u8]) -> bool {
+    !matches!(k.first(), Some(&LOG) | Some(&RAFT))
+}
+
+pub const META_APPLIED_TERM: &[u8] = b"mappliedterm";
+/// Present while a snapshot is being installed: the state is incomplete.
+pub const META_INSTALLING: &[u8] = b"minstalling";
+/// The Raft conf state as of the applied index (opaque bytes to the state machine).
+pub const META_CONF_STATE: &[u8] = b"mconfstate";
+pub const MEMBER_PREFIX: &[u8] = b"mmember/";
+
+pub const RAFT_HARD_STATE: &[u8] = b"hhardstate";
+pub const RAFT_CONF_STATE: &[u8] = b"hconfstate";
+/// Index and term of the last entry removed from the log.
+pub const RAFT_TRUNCATED: &[u8] = b"htruncated";
+/// (cluster ID, member ID), decided on first start.
+pub const RAFT_IDENTITY: &[u8] = b"hidentity";
+
+pub fn member(id: u64) -> Vec<u8> {
+    let mut k = MEMBER_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
 
 pub const META_REVISION: &[u8] = b"mrevision";
 pub const META_COMPACT: &[u8] = b"mcompact";
@@ -204,6 +239,27 @@ mod tests {
         assert!(lease(-5) < lease(0));
         assert!(lease(0) < lease(7));
         assert!(lease(7) < lease(i64::MAX));
+    }
+
+    #[test]
+    fn state_spans_cover_every_state_prefix_and_no_raft_key() {
+        let in_spans = |k: &[u8]| STATE_SPANS.iter().any(|(lo, hi)| k >= *lo && k < *hi);
+        for k in [
+            latest(b"x"),
+            rev(3, 0),
+            keyrev(b"x", 3),
+            lease(1),
+            attach(1, b"x"),
+            member(7),
+        ] {
+            assert!(is_state(&k) && in_spans(&k), "{k:?}");
+        }
+        for k in [META_REVISION, META_APPLIED, META_CONF_STATE] {
+            assert!(is_state(k) && in_spans(k));
+        }
+        for k in [log(1), RAFT_HARD_STATE.to_vec(), RAFT_TRUNCATED.to_vec()] {
+            assert!(!is_state(&k) && !in_spans(&k), "{k:?}");
+        }
     }
 
     #[test]

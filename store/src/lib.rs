@@ -9,8 +9,12 @@
 //! - [`lease`]: the lessor, which decides expiry from a time it is given.
 //! - [`watch`]: the watch hub, fanning events out to watchers without ever blocking the
 //!   writer.
-//! - [`node`]: a single member: the durable log, group commit, the apply loop, the lease
-//!   clock. Raft replaces its log in the next step.
+//! - [`raftlog`]: the Raft log and hard state in RocksDB (raft-rs's `Storage`).
+//! - [`replica`]: the Raft core of one member, driven by ticks and messages, no I/O but
+//!   its log; the deterministic test harness drives it directly.
+//! - [`node`]: a member's threads: the raft loop (group commit), the apply loop, the
+//!   lease clock, linearizable reads.
+//! - [`transport`] and [`peer`]: the peer service members speak to each other.
 //! - [`server`] and [`snapshot`]: the etcd v3 gRPC services.
 //!
 //! `store` knows nothing about Kubernetes.
@@ -21,8 +25,12 @@ pub mod keys;
 pub mod lease;
 pub mod mvcc;
 pub mod node;
+pub mod peer;
+pub mod raftlog;
+pub mod replica;
 pub mod server;
 pub mod snapshot;
+pub mod transport;
 pub mod watch;
 
 pub use error::StoreError;

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 
 use bytes::Bytes;
 use capstan_proto::etcdserverpb::{
@@ -28,7 +28,7 @@ use capstan_proto::etcdserverpb::{
     TxnRequest, TxnResponse,
 };
 use capstan_proto::mvccpb::{event::EventType, Event, KeyValue};
-use capstan_proto::store::{command, Command, LeaseRecord};
+use capstan_proto::store::{command, Command, LeaseRecord, Member, MemberAttributes};
 use prost::Message;
 use rocksdb::{DBRawIterator, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
 
@@ -49,6 +49,8 @@ pub enum CommandResponse {
     Compaction(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    /// A membership change or a member's published attributes were applied.
+    Member,
 }
 
 /// What applying one log entry produced.
@@ -274,9 +276,29 @@ fn header(revision: i64) -> Option<ResponseHeader> {
     })
 }
 
+/// A change of membership, as a conf change entry carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberChange {
+    /// A new voter or learner (`is_learner`), or a learner promoted to voter (same ID).
+    Add(Member),
+    Remove(u64),
+}
+
+/// Where a snapshot of the state stands: the applied log position and the Raft conf
+/// state as of it, all read from one consistent view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotPoint {
+    pub index: u64,
+    pub term: u64,
+    pub conf_state: Vec<u8>,
+}
+
 /// The MVCC key-value store.
 pub struct Mvcc {
-    db: DB,
+    db: Arc<DB>,
+    /// Held shared by every read and exclusively while a snapshot from the leader replaces
+    /// the state, so that no read sees a half-installed state.
+    install: RwLock<()>,
     revision: AtomicI64,
     compact_revision: AtomicI64,
     applied_index: AtomicU64,
@@ -284,6 +306,48 @@ pub struct Mvcc {
     leases: Mutex<BTreeMap<i64, i64>>,
     /// Serializes apply: the state machine has one writer.
     apply_lock: Mutex<()>,
+    interrupted_install: bool,
+}
+
+/// The in-memory part of the state, loaded from the database.
+struct MemoryState {
+    revision: i64,
+    compact: i64,
+    applied: u64,
+    leases: BTreeMap<i64, i64>,
+}
+
+fn load_memory_state(db: &DB) -> Result<MemoryState> {
+    let view = View { db, snapshot: None };
+    // As etcd, a new store is at revision 1: its first write makes revision 2, and
+    // revision 0 keeps meaning "newest" / "unset" everywhere in the API.
+    let revision = view.revision()?;
+    let compact = view.meta(keys::META_COMPACT)?;
+    let applied = view.meta(keys::META_APPLIED)? as u64;
+    let mut leases = BTreeMap::new();
+    let mut it = view.iter(vec![keys::LEASE + 1]);
+    it.seek([keys::LEASE]);
+    while it.valid() {
+        let Some(v) = it.value() else { break };
+        let rec = LeaseRecord::decode(v)?;
+        leases.insert(rec.id, rec.ttl_s);
+        it.next();
+    }
+    it.status()?;
+    Ok(MemoryState {
+        revision,
+        compact,
+        applied,
+        leases,
+    })
+}
+
+fn snapshot_point(view: &View<'_>) -> Result<SnapshotPoint> {
+    Ok(SnapshotPoint {
+        index: view.meta(keys::META_APPLIED)? as u64,
+        term: view.meta(keys::META_APPLIED_TERM)? as u64,
+        conf_state: view.get(keys::META_CONF_STATE)?.unwrap_or_default(),
+    })
 }
 
 impl Mvcc {
@@ -296,40 +360,44 @@ impl Mvcc {
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
         let db = DB::open(&opts, dir)?;
-        let (revision, compact, applied, leases) = {
-            let view = View {
-                db: &db,
-                snapshot: None,
-            };
-            // As etcd, a new store is at revision 1: its first write makes revision 2, and
-            // revision 0 keeps meaning "newest" / "unset" everywhere in the API.
-            let revision = view.revision()?;
-            let compact = view.meta(keys::META_COMPACT)?;
-            let applied = view.meta(keys::META_APPLIED)? as u64;
-            let mut leases = BTreeMap::new();
-            let mut it = view.iter(vec![keys::LEASE + 1]);
-            it.seek([keys::LEASE]);
-            while it.valid() {
-                let Some(v) = it.value() else { break };
-                let rec = LeaseRecord::decode(v)?;
-                leases.insert(rec.id, rec.ttl_s);
-                it.next();
+        let interrupted = db.get(keys::META_INSTALLING)?.is_some();
+        if interrupted {
+            // A snapshot install was cut off: what is there is neither the old state nor
+            // the new one. Start empty; the Raft layer asks for a snapshot again.
+            tracing::warn!("an interrupted snapshot install left the state incomplete; clearing it");
+            let mut wb = WriteBatch::default();
+            for (lo, hi) in keys::STATE_SPANS {
+                wb.delete_range(lo, hi);
             }
-            it.status()?;
-            (revision, compact, applied, leases)
-        };
+            let mut wo = WriteOptions::default();
+            wo.set_sync(true);
+            db.write_opt(wb, &wo)?;
+        }
+        let loaded = load_memory_state(&db)?;
         Ok(Mvcc {
-            db,
-            revision: AtomicI64::new(revision),
-            compact_revision: AtomicI64::new(compact),
-            applied_index: AtomicU64::new(applied),
-            leases: Mutex::new(leases),
+            db: Arc::new(db),
+            install: RwLock::new(()),
+            revision: AtomicI64::new(loaded.revision),
+            compact_revision: AtomicI64::new(loaded.compact),
+            applied_index: AtomicU64::new(loaded.applied),
+            leases: Mutex::new(loaded.leases),
             apply_lock: Mutex::new(()),
+            interrupted_install: interrupted,
         })
     }
 
-    pub(crate) fn db(&self) -> &DB {
-        &self.db
+    /// Whether opening found (and cleared) the remains of an interrupted snapshot install.
+    pub fn interrupted_install(&self) -> bool {
+        self.interrupted_install
+    }
+
+    /// The database, shared with the Raft log that lives beside the state.
+    pub(crate) fn db_handle(&self) -> Arc<DB> {
+        self.db.clone()
+    }
+
+    fn read_guard(&self) -> RwLockReadGuard<'_, ()> {
+        self.install.read().expect("install lock poisoned")
     }
 
     pub fn revision(&self) -> i64 {
@@ -363,6 +431,7 @@ impl Mvcc {
     /// A Range request outside a transaction, on a consistent snapshot.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse> {
         check_range(req)?;
+        let _g = self.read_guard();
         let view = self.snapshot_view();
         let current = view.revision()?;
         let compacted = view.meta(keys::META_COMPACT)?;
@@ -385,6 +454,7 @@ impl Mvcc {
 
     /// Keys attached to a lease, at most `max` of them.
     pub fn lease_keys(&self, id: i64, max: usize) -> Result<Vec<Bytes>> {
+        let _g = self.read_guard();
         let view = self.snapshot_view();
         let prefix = keys::attach_prefix(id);
         let upper = keys::prefix_end(&prefix).unwrap_or_else(|| vec![keys::ATTACH + 1]);
@@ -404,6 +474,7 @@ impl Mvcc {
     /// when `with_prev` (and not compacted). Stops after `events_max` events, at a revision
     /// boundary. Fails with Compacted if `from` is below the compacted revision.
     pub fn events(&self, from: i64, to: i64, with_prev: bool, events_max: usize) -> Result<Vec<(i64, Vec<Event>)>> {
+        let _g = self.read_guard();
         let view = self.snapshot_view();
         let compacted = view.meta(keys::META_COMPACT)?;
         if from < compacted {
@@ -441,6 +512,7 @@ impl Mvcc {
     /// etcd's HashKV: a hash of the history up to `rev` (0 = newest). Returns (hash,
     /// compact revision, hashed revision).
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64)> {
+        let _g = self.read_guard();
         let view = self.snapshot_view();
         let current = view.revision()?;
         let compacted = view.meta(keys::META_COMPACT)?;
@@ -495,9 +567,16 @@ impl Mvcc {
 
     /// A consistent export of the state (everything but the log), as (key, value) records
     /// handed to `f` in key order, and the revision it was taken at.
-    pub fn export(&self, mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<i64> {
+    pub fn export(&self, f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<i64> {
+        self.export_at(f).map(|(rev, _)| rev)
+    }
+
+    /// [`Mvcc::export`], also returning where the exported state stands in the log.
+    pub fn export_at(&self, mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<(i64, SnapshotPoint)> {
+        let _g = self.read_guard();
         let view = self.snapshot_view();
         let rev = view.revision()?;
+        let point = snapshot_point(&view)?;
         let mut o = view.opts();
         o.fill_cache(false);
         for item in self
@@ -505,22 +584,93 @@ impl Mvcc {
             .iterator_opt(IteratorMode::From(&[keys::ATTACH], Direction::Forward), o)
         {
             let (k, v) = item?;
-            if k.first() == Some(&keys::LOG) {
+            if !keys::is_state(&k) {
                 continue;
             }
             if !f(&k, &v) {
                 break;
             }
         }
-        Ok(rev)
+        Ok((rev, point))
+    }
+
+    /// Where the state stands now, for the metadata of a Raft snapshot.
+    pub fn snapshot_point(&self) -> Result<SnapshotPoint> {
+        let _g = self.read_guard();
+        snapshot_point(&self.snapshot_view())
+    }
+
+    /// The members of the cluster, in ID order.
+    pub fn members(&self) -> Result<Vec<Member>> {
+        let _g = self.read_guard();
+        let view = self.snapshot_view();
+        let mut it = view.iter(keys::prefix_end(keys::MEMBER_PREFIX).expect("the member prefix has an end"));
+        it.seek(keys::MEMBER_PREFIX);
+        let mut out = Vec::new();
+        while it.valid() {
+            let Some(v) = it.value() else { break };
+            out.push(Member::decode(v)?);
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
+    }
+
+    /// Replaces the whole state with the records of a snapshot (as [`Mvcc::export`] hands
+    /// them out), atomically as far as readers and crashes are concerned: readers wait,
+    /// and a crash in the middle leaves a state marked incomplete, which
+    /// [`Mvcc::open`] refuses (the member then needs a fresh snapshot).
+    pub fn install(&self, mut next: impl FnMut() -> Result<Option<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
+        let _apply = self.apply_lock.lock().expect("apply lock poisoned");
+        let _g = self.install.write().expect("install lock poisoned");
+        let mut wb = WriteBatch::default();
+        for (lo, hi) in keys::STATE_SPANS {
+            wb.delete_range(lo, hi);
+        }
+        wb.put(keys::META_INSTALLING, [1]);
+        self.db.write(wb)?;
+        let mut wb = WriteBatch::default();
+        let mut batch_bytes = 0usize;
+        while let Some((k, v)) = next()? {
+            if !keys::is_state(&k) || k.as_slice() == keys::META_INSTALLING {
+                return Err(StoreError::Corrupt("a snapshot record outside the state".into()));
+            }
+            batch_bytes += k.len() + v.len();
+            wb.put(k, v);
+            if batch_bytes >= 4 << 20 {
+                self.db.write(std::mem::take(&mut wb))?;
+                batch_bytes = 0;
+            }
+        }
+        wb.delete(keys::META_INSTALLING);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo)?;
+        let loaded = load_memory_state(&self.db)?;
+        self.revision.store(loaded.revision, Ordering::Release);
+        self.compact_revision.store(loaded.compact, Ordering::Release);
+        self.applied_index.store(loaded.applied, Ordering::Release);
+        *self.leases.lock().expect("lease table lock poisoned") = loaded.leases;
+        Ok(())
     }
 
     // ---- apply ----------------------------------------------------------------------
 
-    /// Applies log entry `index`. An `Err` is a storage failure, after which the store
-    /// must not be used; a rejected command is an `Ok` with an error response.
+    /// Applies log entry `index` (of Raft term 0: for tests and tools without Raft).
     pub fn apply(&self, index: u64, cmd: &Command) -> Result<Applied> {
+        self.apply_entry(index, 0, cmd)?
+            .ok_or_else(|| StoreError::InvalidRequest(format!("log entry {index} was applied before")))
+    }
+
+    /// Applies log entry `index` of Raft term `term`. An `Err` is a storage failure, after
+    /// which the store must not be used; a rejected command is an `Ok` with an error
+    /// response. An entry at or below the applied index was applied before (the applied
+    /// index is written atomically with the state) and is skipped: `Ok(None)`.
+    pub fn apply_entry(&self, index: u64, term: u64, cmd: &Command) -> Result<Option<Applied>> {
         let _guard = self.apply_lock.lock().expect("apply lock poisoned");
+        if index <= self.applied_index() {
+            return Ok(None);
+        }
         let view = self.live_view();
         let begin = self.revision();
         let mut tx = WriteTxn::new(&view, begin, self.compact_revision());
@@ -555,6 +705,7 @@ impl Mvcc {
                 }
                 Err(e) => Err(e),
             },
+            Some(command::Op::MemberAttributes(a)) => member_attributes(&view, &mut tx, a),
         };
         // A rejected command writes nothing but still consumes its log index.
         let (mut batch, events, revision) = match response {
@@ -562,6 +713,7 @@ impl Mvcc {
             Err(_) => (WriteBatch::default(), Vec::new(), begin),
         };
         batch.put(keys::META_APPLIED, (index as i64).to_be_bytes());
+        batch.put(keys::META_APPLIED_TERM, (term as i64).to_be_bytes());
         let mut wo = WriteOptions::default();
         // Durability comes from the log, which is synced before apply.
         wo.set_sync(false);
@@ -578,12 +730,53 @@ impl Mvcc {
                 None => leases.remove(&id),
             };
         }
-        Ok(Applied {
+        Ok(Some(Applied {
             response,
             revision,
             events,
             compacted,
-        })
+        }))
+    }
+
+    /// Applies a log entry that carries no command (a new leader's empty entry) or a
+    /// membership change with the Raft conf state after it (opaque bytes here). Skipped
+    /// when applied before, like [`Mvcc::apply_entry`].
+    pub fn apply_meta(&self, index: u64, term: u64, change: Option<(&MemberChange, &[u8])>) -> Result<()> {
+        let _guard = self.apply_lock.lock().expect("apply lock poisoned");
+        if index <= self.applied_index() {
+            return Ok(());
+        }
+        let mut wb = WriteBatch::default();
+        if let Some((change, conf_state)) = change {
+            match change {
+                MemberChange::Add(m) => {
+                    let mut m = m.clone();
+                    // A promotion keeps what the member published about itself.
+                    if let Some(old) = self.db.get(keys::member(m.id))? {
+                        let old = Member::decode(old.as_slice())?;
+                        if m.name.is_empty() {
+                            m.name = old.name;
+                        }
+                        if m.client_urls.is_empty() {
+                            m.client_urls = old.client_urls;
+                        }
+                        if m.peer_urls.is_empty() {
+                            m.peer_urls = old.peer_urls;
+                        }
+                    }
+                    wb.put(keys::member(m.id), m.encode_to_vec());
+                }
+                MemberChange::Remove(id) => wb.delete(keys::member(*id)),
+            }
+            wb.put(keys::META_CONF_STATE, conf_state);
+        }
+        wb.put(keys::META_APPLIED, (index as i64).to_be_bytes());
+        wb.put(keys::META_APPLIED_TERM, (term as i64).to_be_bytes());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(false);
+        self.db.write_opt(wb, &wo)?;
+        self.applied_index.store(index, Ordering::Release);
+        Ok(())
     }
 
     fn check_put(&self, view: &View<'_>, p: &PutRequest) -> Result<()> {
@@ -666,6 +859,18 @@ impl Mvcc {
         let rev = tx.current_rev();
         Ok(LeaseRevokeResponse { header: header(rev) })
     }
+}
+
+/// Records what a member published about itself; a member no longer in the cluster is
+/// ignored. Answers like an empty put (no revision is made).
+fn member_attributes(view: &View<'_>, tx: &mut WriteTxn<'_, '_>, a: &MemberAttributes) -> Result<CommandResponse> {
+    if let Some(old) = view.get(&keys::member(a.id))? {
+        let mut m = Member::decode(old.as_slice())?;
+        m.name = a.name.clone();
+        m.client_urls = a.client_urls.clone();
+        tx.batch.put(keys::member(a.id), m.encode_to_vec());
+    }
+    Ok(CommandResponse::Member)
 }
 
 /// Evaluates every compare of `t` and its nested transactions, depth first in the order

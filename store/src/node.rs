@@ -1,39 +1,54 @@
-//! A single-member store node: the durable log, the apply loop and the lease clock.
+//! One member of a store cluster: the threads around the Raft [`Replica`] and the MVCC
+//! state machine.
 //!
-//! The loop follows raft-rs's Ready order, so that Raft (the next step) slots in without
-//! changing the state machine:
+//! ```text
+//!  clients ──propose/read──▶ inputs (bounded) ──▶ raft thread ──entries──▶ apply thread
+//!  peers ───raft messages──▶                      │  Replica::ready         │ Mvcc::apply_entry
+//!                                                 │  1. persist (fsync)     │ watch hub notify
+//!                                                 │  2. send ──▶ transport  │ answer proposers
+//!                                                 └─ 3. hand out committed ─┘
+//! ```
 //!
-//! 1. take every proposal waiting (group commit, up to `batch_max`),
-//! 2. **persist** them as log entries in one RocksDB write with `sync` — one fsync for the
-//!    whole group,
-//! 3. **apply** each entry to the [`Mvcc`] state machine (unsynced writes: the log is the
-//!    durability), notify the watch hub, and answer the proposer.
+//! - The **raft thread** owns the [`Replica`]. It takes every input waiting (up to
+//!   `batch_max`: proposals that arrive together share one Ready, hence one fsync), ticks
+//!   the Raft clock, and handles Readys in raft-rs's order. It is the only place that reads
+//!   a clock for Raft; the [`Replica`] itself gets ticks.
+//! - The **apply thread** applies committed entries in order (applying is idempotent: the
+//!   applied index is written with the state), notifies the watch hub, and answers the
+//!   member's own proposers, recognised by the context of their entries. Persisting the
+//!   next entries overlaps with applying the previous ones.
+//! - The **lease clock** proposes revokes of expired leases, on the leader only. A member
+//!   that becomes leader gives every lease a full TTL, so a leader change expires nothing.
+//! - Linearizable reads ask Raft for a read index (batched: one request answers every read
+//!   waiting), wait until that index is applied, and read the local state.
 //!
-//! A client is answered only after its entry is fsynced and applied, so an acknowledged
-//! write survives a crash; on restart every logged entry after the applied index is
-//! applied again. Reads go to the state machine directly and only ever see applied
-//! (hence durable) data.
+//! A single member is a cluster of one; the same code runs it.
 //!
-//! The node owns the clock: it decides lease expiry in the [`Lessor`] and proposes the
-//! revokes, and it picks IDs for leases granted without one. Everything the state machine
-//! sees arrives inside a command.
+//! Left out for now: membership changes at run time, learners, and leader transfer are
+//! answered by the server module as not supported.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use capstan_proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
-use capstan_proto::store::{command, Command};
-use prost::Message;
-use rocksdb::{WriteBatch, WriteOptions};
-use tokio::sync::{mpsc, oneshot};
+use capstan_proto::store::{command, Command, Member, MemberAttributes};
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{EntryType, Message, Snapshot};
+use raft::StateRole;
+use tokio::sync::{oneshot, watch};
 
 use crate::error::{Result, StoreError};
 use crate::header::{id_from_name, HeaderSource};
-use crate::keys;
 use crate::lease::Lessor;
-use crate::mvcc::{check_command, CommandResponse, Mvcc, LEASE_TTL_MAX_S};
+use crate::mvcc::{check_command, Applied, CommandResponse, Mvcc, LEASE_TTL_MAX_S};
+use crate::raftlog::RaftLog;
+use crate::replica::{Committed, Output, Replica, ReplicaConfig};
+use crate::transport::Transport;
 use crate::watch::{HubConfig, WatchHub};
 
 /// etcd's default limit on the size of one request.
@@ -45,10 +60,22 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// The URL clients reach this member at, reported by MemberList.
     pub client_url: String,
+    /// The URL peers reach this member at.
     pub peer_url: String,
-    /// Proposals persisted with one fsync.
+    /// (name, peer URL) of every member of a new cluster, this one included; empty means
+    /// this member alone. Read only when the member has no Raft state yet.
+    pub initial_cluster: Vec<(String, String)>,
+    pub initial_cluster_token: String,
+    /// The Raft tick: etcd's heartbeat interval.
+    pub tick: Duration,
+    /// Election timeout in ticks (randomized by Raft up to twice this).
+    pub election_ticks: usize,
+    /// How long a write or linearizable read may wait for Raft before it fails with
+    /// "request timed out".
+    pub request_timeout: Duration,
+    /// Inputs taken into one Ready at most.
     pub batch_max: usize,
-    /// Proposals waiting for the apply loop before proposers wait.
+    /// Inputs waiting for the raft thread before proposers are refused.
     pub queue_max: usize,
     /// Leases shorter than this are granted this TTL (etcd: 1.5 election timeouts).
     pub lease_ttl_min_s: i64,
@@ -66,6 +93,11 @@ impl NodeConfig {
             data_dir,
             client_url: "http://127.0.0.1:2379".into(),
             peer_url: "http://127.0.0.1:2380".into(),
+            initial_cluster: Vec::new(),
+            initial_cluster_token: "capstan-cluster".into(),
+            tick: Duration::from_millis(100),
+            election_ticks: 10,
+            request_timeout: Duration::from_secs(7),
             batch_max: 1024,
             queue_max: 16_384,
             lease_ttl_min_s: 2,
@@ -74,95 +106,281 @@ impl NodeConfig {
             hub: HubConfig::default(),
         }
     }
+
+    /// The initial members, in the order given (this member alone by default).
+    fn initial_members(&self) -> Vec<(String, String)> {
+        if self.initial_cluster.is_empty() {
+            vec![(self.name.clone(), self.peer_url.clone())]
+        } else {
+            self.initial_cluster.clone()
+        }
+    }
 }
 
-struct Proposal {
-    cmd: Command,
-    reply: Option<oneshot::Sender<Result<CommandResponse>>>,
+/// A member's ID: a stable hash of its name, peer URL and cluster token. Never 0 (Raft's
+/// "nobody").
+pub fn member_id(name: &str, peer_url: &str, token: &str) -> u64 {
+    id_from_name(&format!("{token}/{name}/{peer_url}")).max(1)
 }
 
-/// A running single-member store.
+/// Work for the raft thread.
+enum Input {
+    /// `answered`: a proposer waits for the answer under `seq` (the lease clock's revokes
+    /// are fire and forget).
+    Propose {
+        seq: u64,
+        data: Vec<u8>,
+        answered: bool,
+    },
+    Step(Box<Message>),
+    /// New linearizable reads are waiting.
+    Read,
+    /// A snapshot's state arrived in a file; the message goes to Raft.
+    Snapshot {
+        msg: Box<Message>,
+        path: PathBuf,
+    },
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+    Unreachable(u64),
+}
+
+/// Work for the apply thread.
+enum ApplyTask {
+    Entries(Vec<Committed>),
+    Install {
+        path: PathBuf,
+        done: std::sync::mpsc::SyncSender<Result<()>>,
+    },
+}
+
+type Reply = oneshot::Sender<Result<CommandResponse>>;
+
+/// Linearizable reads waiting for a read index.
+#[derive(Default)]
+struct Reads {
+    /// Not yet asked of Raft.
+    queued: Vec<oneshot::Sender<Result<u64>>>,
+    /// Asked, by request context.
+    asked: HashMap<u64, Vec<oneshot::Sender<Result<u64>>>>,
+    next_ctx: u64,
+}
+
+/// State the threads share with request handlers.
+struct Shared {
+    leader: AtomicU64,
+    role_leader: AtomicBool,
+    commit_index: AtomicU64,
+    last_index: AtomicU64,
+    proposals: Mutex<HashMap<u64, Reply>>,
+    next_seq: AtomicU64,
+    reads: Mutex<Reads>,
+}
+
+/// A running store member.
 pub struct Node {
     pub config: NodeConfig,
     pub mvcc: Arc<Mvcc>,
     pub hub: Arc<WatchHub>,
     pub header: Arc<HeaderSource>,
+    pub transport: Arc<Transport>,
     lessor: Arc<Mutex<Lessor>>,
-    proposals: mpsc::Sender<Proposal>,
+    inputs: SyncSender<Input>,
+    shared: Arc<Shared>,
+    applied: watch::Receiver<u64>,
     epoch: Instant,
     next_lease_id: AtomicI64,
-    last_index: Arc<AtomicU64>,
     stopped: Arc<AtomicBool>,
 }
 
 impl Node {
-    /// Opens the data directory, replays the log, and starts the apply loop, the lease
-    /// clock and the watch hub.
+    /// Opens the data directory (bootstrapping a new cluster's log on first start) and
+    /// starts the raft, apply and lease threads and the watch hub. Must run inside a
+    /// tokio runtime (the transport spawns its tasks there).
     pub fn start(config: NodeConfig) -> Result<Arc<Node>> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StoreError::Storage(format!("{}: {e}", config.data_dir.display())))?;
         let mvcc = Arc::new(Mvcc::open(&config.data_dir.join("db"))?);
-        let (first_index, last_index) = replay_log(&mvcc)?;
-        let header = Arc::new(HeaderSource::new(
-            id_from_name(&format!("cluster:{}", config.name)),
-            id_from_name(&config.name),
-        ));
+        let mut log = RaftLog::open(mvcc.clone())?;
+        let token = &config.initial_cluster_token;
+        let (cluster_id, my_id) = match log.identity()? {
+            Some(ids) => ids,
+            None => {
+                let members: Vec<Member> = config
+                    .initial_members()
+                    .iter()
+                    .map(|(name, url)| Member {
+                        id: member_id(name, url, token),
+                        name: name.clone(),
+                        peer_urls: vec![url.clone()],
+                        client_urls: Vec::new(),
+                        is_learner: false,
+                    })
+                    .collect();
+                let me = members
+                    .iter()
+                    .find(|m| m.name == config.name)
+                    .ok_or_else(|| {
+                        StoreError::InvalidRequest(format!(
+                            "the initial cluster does not name this member ({})",
+                            config.name
+                        ))
+                    })?
+                    .id;
+                let mut names: Vec<String> = members
+                    .iter()
+                    .map(|m| format!("{}={}", m.name, m.peer_urls[0]))
+                    .collect();
+                names.sort();
+                let cluster_id = id_from_name(&format!("{token}/{}", names.join(",")));
+                log.set_identity(cluster_id, me)?;
+                if !log.initialized() {
+                    log.bootstrap(&members)?;
+                }
+                (cluster_id, me)
+            }
+        };
+        let header = Arc::new(HeaderSource::new(cluster_id, my_id));
         let hub = WatchHub::start(mvcc.clone(), header.clone(), config.hub.clone());
         let epoch = Instant::now();
         let lessor = Arc::new(Mutex::new(Lessor::new()));
         {
-            // A member that starts gives every lease a full TTL again, as etcd does.
             let mut l = lessor.lock().expect("lessor lock poisoned");
             for (id, ttl) in mvcc.leases() {
                 l.grant(id, ttl, 0);
             }
         }
-        let (tx, rx) = mpsc::channel(config.queue_max);
+        let voters = log.conf_state().voters.len();
+        let applied = mvcc
+            .applied_index()
+            .min(log.hard_state().commit)
+            .max(log.first_index_() - 1);
+        let mut rc = ReplicaConfig::new(my_id, config.election_ticks.max(2), 1);
+        rc.applied = applied;
+        let replica = Replica::new(&rc, log)?;
+        // A cluster of one need not wait an election timeout.
+        let solo = voters == 1 && replica.conf_state().voters.contains(&my_id);
+        header.set_term(replica.term());
+        let (input_tx, input_rx) = std::sync::mpsc::sync_channel(config.queue_max);
+        let (apply_tx, apply_rx) = std::sync::mpsc::sync_channel(64);
+        let (applied_tx, applied_rx) = watch::channel(mvcc.applied_index());
         let unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(1);
-        let last_index = Arc::new(AtomicU64::new(last_index));
         let stopped = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            leader: AtomicU64::new(0),
+            role_leader: AtomicBool::new(false),
+            commit_index: AtomicU64::new(replica.commit_index()),
+            last_index: AtomicU64::new(replica.last_index()),
+            proposals: Mutex::new(HashMap::new()),
+            next_seq: AtomicU64::new(1),
+            reads: Mutex::new(Reads::default()),
+        });
+        let transport = Transport::new(my_id, config.data_dir.clone(), mvcc.clone(), input_sender(&input_tx));
+        transport.set_members(&mvcc.members()?);
+        // Lease IDs: the member's ID in the high bits keeps members from colliding, the
+        // time in the low bits keeps a restarted member from reusing its own IDs.
+        let lease_base = (((my_id & 0xFFFF) as i64) << 46) | ((unix_ms << 4) & ((1i64 << 46) - 1));
         let node = Arc::new(Node {
             config: config.clone(),
             mvcc: mvcc.clone(),
             hub: hub.clone(),
-            header,
+            header: header.clone(),
+            transport: transport.clone(),
             lessor: lessor.clone(),
-            proposals: tx.clone(),
+            inputs: input_tx.clone(),
+            shared: shared.clone(),
+            applied: applied_rx,
             epoch,
-            // Time-based so IDs from before a restart are not handed out again.
-            next_lease_id: AtomicI64::new(((unix_ms << 12) & (i64::MAX >> 1)).max(1)),
-            last_index: last_index.clone(),
+            next_lease_id: AtomicI64::new(lease_base.max(1)),
             stopped: stopped.clone(),
         });
-        let apply = ApplyLoop {
+        let raft_loop = RaftLoop {
+            replica,
+            inputs: input_rx,
+            apply: apply_tx,
+            shared: shared.clone(),
+            header,
+            transport,
+            lessor: lessor.clone(),
+            epoch,
+            tick: config.tick,
+            batch_max: config.batch_max,
+            keep: config.log_keep_entries,
+            mvcc: mvcc.clone(),
+            pending_snapshot: None,
+            waiting: std::collections::VecDeque::new(),
+            waiting_max: config.queue_max,
+            campaign_when_ready: solo,
+            stopped: stopped.clone(),
+        };
+        std::thread::Builder::new()
+            .name("store-raft".into())
+            .spawn(move || raft_loop.run())
+            .map_err(|e| StoreError::Storage(format!("spawning the raft thread: {e}")))?;
+        let apply_loop = ApplyLoop {
             mvcc,
             hub,
             lessor: lessor.clone(),
             epoch,
-            batch_max: config.batch_max,
-            keep: config.log_keep_entries,
-            first_index,
-            last_index,
+            my_id,
+            shared,
+            transport: node.transport.clone(),
+            applied: applied_tx,
             stopped: stopped.clone(),
         };
         std::thread::Builder::new()
             .name("store-apply".into())
-            .spawn(move || apply.run(rx))
-            .map_err(|e| StoreError::Storage(format!("spawning apply thread: {e}")))?;
+            .spawn(move || apply_loop.run(apply_rx))
+            .map_err(|e| StoreError::Storage(format!("spawning the apply thread: {e}")))?;
         let interval = config.lease_check_interval;
+        let weak = Arc::downgrade(&node);
         std::thread::Builder::new()
             .name("lease-clock".into())
-            .spawn(move || lease_clock(lessor, tx, epoch, interval, stopped))
-            .map_err(|e| StoreError::Storage(format!("spawning lease thread: {e}")))?;
+            .spawn(move || lease_clock(weak, interval))
+            .map_err(|e| StoreError::Storage(format!("spawning the lease thread: {e}")))?;
+        node.publish_attributes();
         Ok(node)
+    }
+
+    /// Proposes this member's name and client URL once it has a leader, as etcd does.
+    fn publish_attributes(self: &Arc<Self>) {
+        let node = self.clone();
+        tokio::spawn(async move {
+            let attrs = MemberAttributes {
+                id: node.header.member_id,
+                name: node.config.name.clone(),
+                client_urls: vec![node.config.client_url.clone()],
+            };
+            while !node.stopped.load(Ordering::Acquire) {
+                let published = node
+                    .mvcc
+                    .members()
+                    .ok()
+                    .and_then(|ms| ms.into_iter().find(|m| m.id == attrs.id))
+                    .is_some_and(|m| m.name == attrs.name && m.client_urls == attrs.client_urls);
+                if published {
+                    return;
+                }
+                let cmd = Command {
+                    op: Some(command::Op::MemberAttributes(attrs.clone())),
+                };
+                if node.propose(cmd).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(node.config.tick * 5).await;
+            }
+        });
     }
 
     /// Stops the background threads. Pending proposals are answered with `Stopped`.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
+        let _ = self.inputs.try_send(Input::Read);
         self.hub.stop();
     }
 
@@ -171,29 +389,108 @@ impl Node {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Index of the last entry in the log.
-    pub fn last_index(&self) -> u64 {
-        self.last_index.load(Ordering::Acquire)
+    /// The Raft commit index.
+    pub fn commit_index(&self) -> u64 {
+        self.shared.commit_index.load(Ordering::Acquire)
     }
 
-    /// Validates, logs and applies a write; answers once it is durable and applied.
+    pub fn last_index(&self) -> u64 {
+        self.shared.last_index.load(Ordering::Acquire)
+    }
+
+    /// The leader's member ID, 0 when there is none.
+    pub fn leader(&self) -> u64 {
+        self.shared.leader.load(Ordering::Acquire)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.shared.role_leader.load(Ordering::Acquire)
+    }
+
+    /// Validates a write, replicates it through Raft and answers once it is committed
+    /// (fsynced on a quorum) and applied here.
     pub async fn propose(&self, mut cmd: Command) -> Result<CommandResponse> {
         check_command(&cmd)?;
         if let Some(command::Op::LeaseGrant(g)) = &mut cmd.op {
             self.prepare_grant(g)?;
         }
-        if cmd.encoded_len() > REQUEST_BYTES_MAX {
+        let data = cmd.encode_to_vec();
+        if data.len() > REQUEST_BYTES_MAX {
             return Err(StoreError::RequestTooLarge);
         }
         if self.stopped.load(Ordering::Acquire) {
             return Err(StoreError::Stopped);
         }
+        let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.proposals
-            .send(Proposal { cmd, reply: Some(tx) })
+        self.shared
+            .proposals
+            .lock()
+            .expect("proposals lock poisoned")
+            .insert(seq, tx);
+        let forget = || {
+            self.shared
+                .proposals
+                .lock()
+                .expect("proposals lock poisoned")
+                .remove(&seq);
+        };
+        match self.inputs.try_send(Input::Propose {
+            seq,
+            data,
+            answered: true,
+        }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                forget();
+                return Err(StoreError::TooManyRequests);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                forget();
+                return Err(StoreError::Stopped);
+            }
+        }
+        match tokio::time::timeout(self.config.request_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => {
+                forget();
+                Err(StoreError::Timeout)
+            }
+        }
+    }
+
+    /// Waits until this member has applied everything committed before the call (Raft's
+    /// ReadIndex), so that a read of the local state afterwards is linearizable.
+    pub async fn linearizable_barrier(&self) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        let (tx, rx) = oneshot::channel();
+        let first = {
+            let mut reads = self.shared.reads.lock().expect("reads lock poisoned");
+            reads.queued.push(tx);
+            reads.queued.len() == 1
+        };
+        if first {
+            // One nudge per batch; the raft thread takes every read queued by then.
+            match self.inputs.try_send(Input::Read) {
+                Ok(()) | Err(TrySendError::Full(_)) => {}
+                Err(TrySendError::Disconnected(_)) => return Err(StoreError::Stopped),
+            }
+        }
+        let index = match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(StoreError::Stopped),
+            Err(_) => return Err(StoreError::Timeout),
+        };
+        let mut applied = self.applied.clone();
+        let waited = tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index))
             .await
-            .map_err(|_| StoreError::Stopped)?;
-        rx.await.map_err(|_| StoreError::Stopped)?
+            .map(|r| r.is_ok());
+        match waited {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::Stopped),
+            Err(_) => Err(StoreError::Timeout),
+        }
     }
 
     /// Decisions etcd's leader makes before proposing a grant: the ID and the TTL bounds.
@@ -211,57 +508,363 @@ impl Node {
         Ok(())
     }
 
-    /// A keep-alive: the TTL, or None if the lease is gone or expired.
-    pub fn keep_alive(&self, id: i64) -> Option<i64> {
+    /// A keep-alive on this member's lessor: the TTL, or None if the lease is gone or
+    /// expired. Only the leader's lessor counts; see [`Node::keep_alive`].
+    pub fn keep_alive_local(&self, id: i64) -> Option<i64> {
         self.lessor
             .lock()
             .expect("lessor lock poisoned")
             .renew(id, self.now_ms())
     }
 
-    /// (granted TTL, remaining seconds) of a lease the lessor knows.
-    pub fn time_to_live(&self, id: i64) -> Option<(i64, i64)> {
+    /// (granted TTL, remaining seconds) of a lease this member's lessor knows.
+    pub fn time_to_live_local(&self, id: i64) -> Option<(i64, i64)> {
         self.lessor
             .lock()
             .expect("lessor lock poisoned")
             .time_to_live(id, self.now_ms())
     }
+
+    /// A keep-alive, answered by the leader (forwarded to it from a follower).
+    pub async fn keep_alive(&self, id: i64) -> Result<Option<i64>> {
+        if self.is_leader() {
+            return Ok(self.keep_alive_local(id));
+        }
+        let leader = self.leader();
+        if leader == 0 {
+            return Err(StoreError::NoLeader);
+        }
+        self.transport
+            .lease_renew(leader, id, self.config.request_timeout)
+            .await
+    }
+
+    /// (granted TTL, remaining seconds), answered by the leader.
+    pub async fn time_to_live(&self, id: i64) -> Result<Option<(i64, i64)>> {
+        if self.is_leader() {
+            return Ok(self.time_to_live_local(id));
+        }
+        let leader = self.leader();
+        if leader == 0 {
+            return Err(StoreError::NoLeader);
+        }
+        self.transport
+            .lease_time_to_live(leader, id, self.config.request_timeout)
+            .await
+    }
+
+    /// A Raft message from a peer. Dropped when the raft thread is behind (Raft resends).
+    pub fn step(&self, m: Message) {
+        let _ = self.inputs.try_send(Input::Step(Box::new(m)));
+    }
+
+    /// A snapshot's state has arrived in `path` (verified); `msg` is its Raft message.
+    pub fn snapshot_arrived(&self, msg: Message, path: PathBuf) -> Result<()> {
+        self.inputs
+            .try_send(Input::Snapshot {
+                msg: Box::new(msg),
+                path,
+            })
+            .map_err(|_| StoreError::TooManyRequests)
+    }
 }
 
-/// Applies the log entries after the applied index (left by a crash between persist and
-/// apply). Returns the first and last index in the log.
-fn replay_log(mvcc: &Mvcc) -> Result<(u64, u64)> {
-    let applied = mvcc.applied_index();
-    let mut first = None;
-    let mut last = applied;
-    let entries: Vec<(u64, Command)> = {
-        let db = mvcc.db();
-        let mut out = Vec::new();
-        for item in db.iterator(rocksdb::IteratorMode::From(&[keys::LOG], rocksdb::Direction::Forward)) {
-            let (k, v) = item?;
-            if k.first() != Some(&keys::LOG) {
-                break;
+/// How the transport reports back to the raft thread.
+fn input_sender(tx: &SyncSender<Input>) -> crate::transport::Reporter {
+    let tx = tx.clone();
+    Box::new(move |report| {
+        let input = match report {
+            crate::transport::Report::Unreachable(id) => Input::Unreachable(id),
+            crate::transport::Report::SnapshotSent { to, ok } => Input::SnapshotSent { to, ok },
+        };
+        let _ = tx.try_send(input);
+    })
+}
+
+struct RaftLoop {
+    replica: Replica,
+    inputs: Receiver<Input>,
+    apply: SyncSender<ApplyTask>,
+    shared: Arc<Shared>,
+    header: Arc<HeaderSource>,
+    transport: Arc<Transport>,
+    lessor: Arc<Mutex<Lessor>>,
+    epoch: Instant,
+    tick: Duration,
+    batch_max: usize,
+    keep: u64,
+    mvcc: Arc<Mvcc>,
+    /// The state file of the snapshot message last stepped.
+    pending_snapshot: Option<(u64, PathBuf)>,
+    /// Proposals held while there is no leader (as etcd, they wait for one rather than
+    /// fail at once); each still times out at its proposer.
+    waiting: std::collections::VecDeque<(u64, Vec<u8>)>,
+    waiting_max: usize,
+    /// A member alone campaigns as soon as its first entries are handed out.
+    campaign_when_ready: bool,
+    stopped: Arc<AtomicBool>,
+}
+
+impl RaftLoop {
+    fn run(mut self) {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            if self.stopped.load(Ordering::Acquire) {
+                self.fail_pending(StoreError::Stopped);
+                return;
             }
-            let idx: [u8; 8] = k
-                .get(1..9)
-                .and_then(|s| s.try_into().ok())
-                .ok_or_else(|| StoreError::Corrupt("log key".into()))?;
-            let idx = u64::from_be_bytes(idx);
-            first.get_or_insert(idx);
-            last = last.max(idx);
-            if idx > applied {
-                out.push((idx, Command::decode(v.as_ref())?));
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match self.inputs.recv_timeout(wait) {
+                Ok(input) => {
+                    self.handle(input);
+                    for _ in 1..self.batch_max {
+                        match self.inputs.try_recv() {
+                            Ok(input) => self.handle(input),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.replica.tick();
+                next_tick += self.tick;
+                if next_tick < now {
+                    // Far behind (the process was paused): do not tick in a burst.
+                    next_tick = now + self.tick;
+                }
+            }
+            self.ask_read_index();
+            if let Err(e) = self.process_ready() {
+                tracing::error!(error = %e, "the raft loop failed; the member stops");
+                self.stopped.store(true, Ordering::Release);
+            }
+            if self.campaign_when_ready {
+                self.campaign_when_ready = false;
+                if let Err(e) = self.replica.campaign() {
+                    tracing::warn!(error = %e, "campaigning failed");
+                }
+            }
+            if self.replica.leader_id() != 0 && !self.waiting.is_empty() {
+                let waiting = std::mem::take(&mut self.waiting);
+                for (seq, data) in waiting {
+                    self.propose(seq, data, true);
+                }
             }
         }
-        out
+    }
+
+    fn propose(&mut self, seq: u64, data: Vec<u8>, answered: bool) {
+        if answered
+            && !self
+                .shared
+                .proposals
+                .lock()
+                .expect("proposals lock poisoned")
+                .contains_key(&seq)
+        {
+            // Its proposer gave up (timed out): do not apply what it was told failed.
+            return;
+        }
+        if self.replica.leader_id() == 0 {
+            self.hold(seq, data, answered);
+            return;
+        }
+        let mut ctx = self.replica.id().to_be_bytes().to_vec();
+        ctx.extend_from_slice(&seq.to_be_bytes());
+        match self.replica.propose(ctx, data.clone()) {
+            Ok(()) => {}
+            Err(StoreError::NoLeader) => self.hold(seq, data, answered),
+            Err(e) => self.reply_now(seq, Err(e)),
+        }
+    }
+
+    fn hold(&mut self, seq: u64, data: Vec<u8>, answered: bool) {
+        if self.waiting.len() >= self.waiting_max {
+            self.reply_now(seq, Err(StoreError::TooManyRequests));
+        } else if answered {
+            // Revokes are not held: the lease clock proposes them again.
+            self.waiting.push_back((seq, data));
+        }
+    }
+
+    fn reply_now(&self, seq: u64, r: Result<CommandResponse>) {
+        let reply = self
+            .shared
+            .proposals
+            .lock()
+            .expect("proposals lock poisoned")
+            .remove(&seq);
+        if let Some(tx) = reply {
+            let _ = tx.send(r);
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Propose { seq, data, answered } => self.propose(seq, data, answered),
+            Input::Step(m) => {
+                if let Err(e) = self.replica.step(*m) {
+                    tracing::debug!(error = %e, "a raft message was refused");
+                }
+            }
+            Input::Read => {}
+            Input::Snapshot { msg, path } => {
+                let index = msg.get_snapshot().get_metadata().index;
+                if let Some((_, old)) = self.pending_snapshot.replace((index, path)) {
+                    let _ = std::fs::remove_file(old);
+                }
+                if let Err(e) = self.replica.step(*msg) {
+                    tracing::warn!(error = %e, "a snapshot message was refused");
+                }
+            }
+            Input::SnapshotSent { to, ok } => self.replica.report_snapshot(to, ok),
+            Input::Unreachable(id) => self.replica.report_unreachable(id),
+        }
+    }
+
+    /// Asks Raft for one read index for every linearizable read queued.
+    fn ask_read_index(&mut self) {
+        if self.replica.leader_id() == 0 {
+            // Without a leader the request would be dropped: the reads wait for one (or
+            // time out at their callers).
+            return;
+        }
+        let ctx = {
+            let mut reads = self.shared.reads.lock().expect("reads lock poisoned");
+            if reads.queued.is_empty() {
+                return;
+            }
+            reads.next_ctx += 1;
+            let ctx = reads.next_ctx;
+            let waiting = std::mem::take(&mut reads.queued);
+            reads.asked.insert(ctx, waiting);
+            ctx
+        };
+        self.replica.read_index(ctx.to_be_bytes().to_vec());
+    }
+
+    fn answer_reads(&self, ctx: u64, r: Result<u64>) {
+        let waiting = self
+            .shared
+            .reads
+            .lock()
+            .expect("reads lock poisoned")
+            .asked
+            .remove(&ctx);
+        for w in waiting.into_iter().flatten() {
+            let _ = w.send(r.clone());
+        }
+    }
+
+    fn process_ready(&mut self) -> Result<()> {
+        loop {
+            let pending = &mut self.pending_snapshot;
+            let apply = &self.apply;
+            let out = self.replica.ready(|snap| install(snap, pending, apply))?;
+            let Some(out) = out else { break };
+            self.after_ready(out)?;
+        }
+        self.header.set_term(self.replica.term());
+        self.shared
+            .commit_index
+            .store(self.replica.commit_index(), Ordering::Release);
+        self.shared
+            .last_index
+            .store(self.replica.last_index(), Ordering::Release);
+        self.compact_log()?;
+        Ok(())
+    }
+
+    fn after_ready(&mut self, out: Output) -> Result<()> {
+        if let Some((leader, role)) = out.soft {
+            let was_leader = self.shared.role_leader.load(Ordering::Acquire);
+            let is_leader = role == StateRole::Leader;
+            self.shared.leader.store(leader, Ordering::Release);
+            self.shared.role_leader.store(is_leader, Ordering::Release);
+            if is_leader && !was_leader {
+                // A new leader gives every lease a full TTL: no lease expires because the
+                // old leader's clock went away with it.
+                let now_ms = self.epoch.elapsed().as_millis() as u64;
+                let mut l = self.lessor.lock().expect("lessor lock poisoned");
+                for (id, ttl) in self.mvcc.leases() {
+                    l.grant(id, ttl, now_ms);
+                }
+            }
+            tracing::info!(leader, ?role, term = self.replica.term(), "raft role changed");
+            // Raft forgets read requests across a leader change: ask again.
+            let mut reads = self.shared.reads.lock().expect("reads lock poisoned");
+            let asked: Vec<_> = reads.asked.drain().flat_map(|(_, w)| w).collect();
+            reads.queued.extend(asked);
+        }
+        self.header.set_term(self.replica.term());
+        self.transport.send(out.messages);
+        for rs in out.read_states {
+            if let Ok(b) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
+                self.answer_reads(u64::from_be_bytes(b), Ok(rs.index));
+            }
+        }
+        if out.snapshot_index.is_some() {
+            self.transport.set_members(&self.mvcc.members()?);
+        }
+        if !out.committed.is_empty() {
+            self.apply
+                .send(ApplyTask::Entries(out.committed))
+                .map_err(|_| StoreError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// Truncates the log once it holds twice the entries kept beyond the applied index.
+    fn compact_log(&mut self) -> Result<()> {
+        let applied = self.mvcc.applied_index();
+        let first = self.replica.first_index();
+        if applied >= first + 2 * self.keep {
+            self.replica.compact_log(applied - self.keep)?;
+        }
+        Ok(())
+    }
+
+    fn fail_pending(&self, e: StoreError) {
+        let pending: Vec<Reply> = self
+            .shared
+            .proposals
+            .lock()
+            .expect("proposals lock poisoned")
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
+        for r in pending {
+            let _ = r.send(Err(e.clone()));
+        }
+    }
+}
+
+/// Has the apply thread replace the state with the snapshot's (after every entry handed
+/// to it before), and waits until it is durable.
+fn install(snap: &Snapshot, pending: &mut Option<(u64, PathBuf)>, apply: &SyncSender<ApplyTask>) -> Result<()> {
+    let index = snap.get_metadata().index;
+    let path = match pending.take() {
+        Some((i, path)) if i == index => path,
+        other => {
+            *pending = other;
+            return Err(StoreError::Storage(format!(
+                "no state received for the snapshot at {index}"
+            )));
+        }
     };
-    for (idx, cmd) in entries {
-        mvcc.apply(idx, &cmd)?;
-    }
-    if last > applied {
-        tracing::info!(from = applied + 1, to = last, "replayed log entries");
-    }
-    Ok((first.unwrap_or(applied + 1), last))
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+    apply
+        .send(ApplyTask::Install {
+            path: path.clone(),
+            done: done_tx,
+        })
+        .map_err(|_| StoreError::Stopped)?;
+    let r = done_rx.recv().map_err(|_| StoreError::Stopped)?;
+    let _ = std::fs::remove_file(&path);
+    r
 }
 
 struct ApplyLoop {
@@ -269,64 +872,75 @@ struct ApplyLoop {
     hub: Arc<WatchHub>,
     lessor: Arc<Mutex<Lessor>>,
     epoch: Instant,
-    batch_max: usize,
-    keep: u64,
-    first_index: u64,
-    last_index: Arc<AtomicU64>,
+    my_id: u64,
+    shared: Arc<Shared>,
+    transport: Arc<Transport>,
+    applied: watch::Sender<u64>,
     stopped: Arc<AtomicBool>,
 }
 
 impl ApplyLoop {
-    fn run(mut self, mut rx: mpsc::Receiver<Proposal>) {
-        let mut sync = WriteOptions::default();
-        sync.set_sync(true);
-        let mut batch: Vec<Proposal> = Vec::with_capacity(self.batch_max);
-        while let Some(first) = rx.blocking_recv() {
-            batch.push(first);
-            while batch.len() < self.batch_max {
-                match rx.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-            if self.stopped.load(Ordering::Acquire) {
-                fail_all(&mut batch, StoreError::Stopped);
-                continue;
-            }
-            // 1. Persist: all entries of the group, one fsync.
-            let base = self.last_index.load(Ordering::Acquire);
-            let mut wb = WriteBatch::default();
-            for (i, p) in batch.iter().enumerate() {
-                wb.put(keys::log(base + 1 + i as u64), p.cmd.encode_to_vec());
-            }
-            if let Err(e) = self.mvcc.db().write_opt(wb, &sync) {
-                tracing::error!(error = %e, "persisting log entries failed");
-                fail_all(&mut batch, StoreError::Storage(e.into_string()));
-                continue;
-            }
-            self.last_index.store(base + batch.len() as u64, Ordering::Release);
-            // 2. Apply and answer.
-            for (i, p) in batch.drain(..).enumerate() {
-                let index = base + 1 + i as u64;
-                match self.mvcc.apply(index, &p.cmd) {
-                    Ok(applied) => {
-                        self.after_apply(&p.cmd, &applied.response);
-                        self.hub.notify(applied.revision, applied.events, applied.compacted);
-                        if let Some(r) = p.reply {
-                            let _ = r.send(applied.response);
-                        }
-                    }
-                    Err(e) => {
-                        // The state machine can no longer be trusted: stop taking writes.
-                        tracing::error!(error = %e, index, "applying a log entry failed; the store stops");
-                        self.stopped.store(true, Ordering::Release);
-                        if let Some(r) = p.reply {
-                            let _ = r.send(Err(e.clone()));
-                        }
+    fn run(self, rx: Receiver<ApplyTask>) {
+        for task in rx {
+            let r = match task {
+                ApplyTask::Entries(list) => list.into_iter().try_for_each(|c| self.apply(c)),
+                ApplyTask::Install { path, done } => {
+                    let r = self.install(&path);
+                    let failed = r.is_err();
+                    let _ = done.send(r.clone());
+                    if failed {
+                        r
+                    } else {
+                        Ok(())
                     }
                 }
+            };
+            if let Err(e) = r {
+                // The state machine can no longer be trusted: stop taking writes.
+                tracing::error!(error = %e, "applying failed; the member stops");
+                self.stopped.store(true, Ordering::Release);
+                return;
             }
-            self.truncate_log();
+            self.applied.send_replace(self.mvcc.applied_index());
+        }
+    }
+
+    fn apply(&self, c: Committed) -> Result<()> {
+        let context = c.entry.context.clone();
+        match apply_committed(&self.mvcc, &c)? {
+            AppliedEntry::Command { cmd, applied } => {
+                self.after_apply(&cmd, &applied.response);
+                self.hub.notify(applied.revision, applied.events, applied.compacted);
+                self.reply(&context, applied.response);
+            }
+            AppliedEntry::Rejected(e) => self.reply(&context, Err(e)),
+            AppliedEntry::Member => {
+                self.transport.set_members(&self.mvcc.members()?);
+                self.reply(&context, Ok(CommandResponse::Member));
+            }
+            AppliedEntry::Empty | AppliedEntry::Skipped => {}
+        }
+        Ok(())
+    }
+
+    /// Answers the proposer if the entry was proposed by this member.
+    fn reply(&self, context: &[u8], r: Result<CommandResponse>) {
+        if context.len() != 16 {
+            return;
+        }
+        let member = u64::from_be_bytes(context[..8].try_into().expect("8 bytes"));
+        if member != self.my_id {
+            return;
+        }
+        let seq = u64::from_be_bytes(context[8..].try_into().expect("8 bytes"));
+        let reply = self
+            .shared
+            .proposals
+            .lock()
+            .expect("proposals lock poisoned")
+            .remove(&seq);
+        if let Some(tx) = reply {
+            let _ = tx.send(r);
         }
     }
 
@@ -340,48 +954,108 @@ impl ApplyLoop {
         }
     }
 
-    /// Drops applied entries beyond the ones kept. Not synced: it is ordered after the
-    /// applies it follows in RocksDB's write-ahead log.
-    fn truncate_log(&mut self) {
-        let applied = self.mvcc.applied_index();
-        if applied < self.first_index + 2 * self.keep {
+    fn install(&self, path: &std::path::Path) -> Result<()> {
+        let file = std::fs::File::open(path).map_err(|e| StoreError::Storage(format!("snapshot file: {e}")))?;
+        let mut reader = crate::snapshot::Reader::new(std::io::BufReader::new(file))?;
+        self.mvcc.install(|| reader.next_record())?;
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        {
+            let mut l = self.lessor.lock().expect("lessor lock poisoned");
+            *l = Lessor::new();
+            for (id, ttl) in self.mvcc.leases() {
+                l.grant(id, ttl, now_ms);
+            }
+        }
+        self.hub.restored(self.mvcc.revision(), self.mvcc.compact_revision());
+        tracing::info!(
+            applied = self.mvcc.applied_index(),
+            revision = self.mvcc.revision(),
+            "installed a snapshot from the leader"
+        );
+        Ok(())
+    }
+}
+
+/// What applying one committed entry did.
+#[derive(Debug)]
+pub enum AppliedEntry {
+    /// A command, applied (its response may be a deterministic rejection).
+    Command { cmd: Command, applied: Applied },
+    /// An entry no member can decode: it takes its index and does nothing.
+    Rejected(StoreError),
+    /// A membership change (or a refused one).
+    Member,
+    /// A new leader's empty entry.
+    Empty,
+    /// Applied before (at or below the applied index).
+    Skipped,
+}
+
+/// Applies one committed entry to the state machine: the apply step every member (and
+/// the test harness) runs, in log order.
+pub fn apply_committed(mvcc: &Mvcc, c: &Committed) -> Result<AppliedEntry> {
+    let e = &c.entry;
+    if e.index <= mvcc.applied_index() {
+        return Ok(AppliedEntry::Skipped);
+    }
+    match e.get_entry_type() {
+        EntryType::EntryNormal if e.data.is_empty() => {
+            mvcc.apply_meta(e.index, e.term, None)?;
+            Ok(AppliedEntry::Empty)
+        }
+        EntryType::EntryNormal => match Command::decode(e.data.as_ref()) {
+            Ok(cmd) => match mvcc.apply_entry(e.index, e.term, &cmd)? {
+                Some(applied) => Ok(AppliedEntry::Command { cmd, applied }),
+                None => Ok(AppliedEntry::Skipped),
+            },
+            Err(err) => {
+                mvcc.apply_meta(e.index, e.term, None)?;
+                Ok(AppliedEntry::Rejected(StoreError::InvalidRequest(format!(
+                    "undecodable entry: {err}"
+                ))))
+            }
+        },
+        EntryType::EntryConfChange | EntryType::EntryConfChangeV2 => {
+            let cs;
+            let change = match &c.conf {
+                Some((change, conf_state)) => {
+                    cs = conf_state
+                        .write_to_bytes()
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    Some((change, cs.as_slice()))
+                }
+                None => None,
+            };
+            mvcc.apply_meta(e.index, e.term, change)?;
+            Ok(AppliedEntry::Member)
+        }
+    }
+}
+
+/// Looks for expired leases and proposes their revokes, on the leader only.
+fn lease_clock(node: std::sync::Weak<Node>, interval: Duration) {
+    loop {
+        std::thread::sleep(interval);
+        let Some(node) = node.upgrade() else { return };
+        if node.stopped.load(Ordering::Acquire) {
             return;
         }
-        let upto = applied - self.keep;
-        let mut wb = WriteBatch::default();
-        wb.delete_range(keys::log(self.first_index), keys::log(upto + 1));
-        if self.mvcc.db().write(wb).is_ok() {
-            self.first_index = upto + 1;
+        if !node.is_leader() {
+            continue;
         }
-    }
-}
-
-fn fail_all(batch: &mut Vec<Proposal>, e: StoreError) {
-    for p in batch.drain(..) {
-        if let Some(r) = p.reply {
-            let _ = r.send(Err(e.clone()));
-        }
-    }
-}
-
-/// Looks for expired leases and proposes their revokes.
-fn lease_clock(
-    lessor: Arc<Mutex<Lessor>>,
-    proposals: mpsc::Sender<Proposal>,
-    epoch: Instant,
-    interval: Duration,
-    stopped: Arc<AtomicBool>,
-) {
-    while !stopped.load(Ordering::Acquire) {
-        std::thread::sleep(interval);
-        let now_ms = epoch.elapsed().as_millis() as u64;
-        let expired = lessor.lock().expect("lessor lock poisoned").expired(now_ms, 1000);
+        let now_ms = node.now_ms();
+        let expired = node.lessor.lock().expect("lessor lock poisoned").expired(now_ms, 1000);
         for id in expired {
             let cmd = Command {
                 op: Some(command::Op::LeaseRevoke(LeaseRevokeRequest { id })),
             };
-            // A full queue means the revoke is retried later (the lessor remembers).
-            if let Err(mpsc::error::TrySendError::Closed(_)) = proposals.try_send(Proposal { cmd, reply: None }) {
+            // Fire and forget: the lessor asks again if the revoke is not applied.
+            let seq = node.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+            if let Err(TrySendError::Disconnected(_)) = node.inputs.try_send(Input::Propose {
+                seq,
+                data: cmd.encode_to_vec(),
+                answered: false,
+            }) {
                 return;
             }
         }

@@ -58,6 +58,17 @@ impl EtcdServices {
     }
 }
 
+/// A member record as the etcd API shows it.
+fn wire_member(m: capstan_proto::store::Member) -> pb::Member {
+    pb::Member {
+        id: m.id,
+        name: m.name,
+        peer_ur_ls: m.peer_urls,
+        client_ur_ls: m.client_urls,
+        is_learner: m.is_learner,
+    }
+}
+
 fn unexpected(r: CommandResponse) -> Status {
     Status::internal(format!("unexpected response kind: {r:?}"))
 }
@@ -68,6 +79,9 @@ impl Kv for EtcdServices {
         let req = req.into_inner();
         if req.encoded_len() > REQUEST_BYTES_MAX {
             return Err(StoreError::RequestTooLarge.into());
+        }
+        if !req.serializable {
+            self.node.linearizable_barrier().await?;
         }
         let mut resp = self.node.mvcc.range(&req)?;
         self.node.header.fill(&mut resp.header);
@@ -228,7 +242,13 @@ impl Lease for EtcdServices {
         tokio::spawn(async move {
             while let Ok(Some(r)) = inbound.message().await {
                 // An unknown or expired lease answers TTL 0, as etcd does.
-                let ttl = node.keep_alive(r.id).unwrap_or(0);
+                let ttl = match node.keep_alive(r.id).await {
+                    Ok(ttl) => ttl.unwrap_or(0),
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        break;
+                    }
+                };
                 let resp = pb::LeaseKeepAliveResponse {
                     header: Some(node.header.make(node.mvcc.revision())),
                     id: r.id,
@@ -248,7 +268,8 @@ impl Lease for EtcdServices {
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
         let req = req.into_inner();
         let rev = self.node.mvcc.revision();
-        let resp = match (self.node.mvcc.lease_ttl(req.id), self.node.time_to_live(req.id)) {
+        let ttl = self.node.time_to_live(req.id).await?;
+        let resp = match (self.node.mvcc.lease_ttl(req.id), ttl) {
             (Some(granted), ttl) => {
                 let remaining = ttl.map_or(-1, |(_, r)| r);
                 let keys = if req.keys {
@@ -319,18 +340,17 @@ impl Cluster for EtcdServices {
         ))
     }
 
-    async fn member_list(&self, _: Request<pb::MemberListRequest>) -> Result<Response<pb::MemberListResponse>, Status> {
-        let c = &self.node.config;
-        let member = pb::Member {
-            id: self.node.header.member_id,
-            name: c.name.clone(),
-            peer_ur_ls: vec![c.peer_url.clone()],
-            client_ur_ls: vec![c.client_url.clone()],
-            is_learner: false,
-        };
+    async fn member_list(
+        &self,
+        req: Request<pb::MemberListRequest>,
+    ) -> Result<Response<pb::MemberListResponse>, Status> {
+        if req.into_inner().linearizable {
+            self.node.linearizable_barrier().await?;
+        }
+        let members = self.node.mvcc.members()?.into_iter().map(wire_member).collect();
         Ok(Response::new(pb::MemberListResponse {
             header: self.header(self.node.mvcc.revision()),
-            members: vec![member],
+            members,
         }))
     }
 
@@ -361,8 +381,8 @@ impl Maintenance for EtcdServices {
             header: self.header(self.node.mvcc.revision()),
             version: ETCD_VERSION.into(),
             db_size,
-            leader: self.node.header.member_id,
-            raft_index: self.node.last_index(),
+            leader: self.node.leader(),
+            raft_index: self.node.commit_index(),
             raft_term: self.node.header.term(),
             raft_applied_index: applied,
             errors: Vec::new(),

@@ -1,4 +1,5 @@
-//! Maintenance.Snapshot: a consistent copy of the state, streamed to the client.
+//! Snapshots of the state: Maintenance.Snapshot for clients, and the state a leader
+//! streams to a member that needs it (same format).
 //!
 //! Format (Capstan's own; etcd's is a bbolt file): the magic `CAPSTAN-SNAPSHOT-1\n`, then
 //! records `u32 key length ‖ key ‖ u32 value length ‖ value` (big-endian) for every state
@@ -21,9 +22,12 @@ use tokio::sync::mpsc;
 use tonic::Status;
 
 use crate::error::{Result, StoreError};
+use crate::mvcc::{Mvcc, SnapshotPoint};
 use crate::node::Node;
 
 pub const MAGIC: &[u8] = b"CAPSTAN-SNAPSHOT-1\n";
+/// No key or value in the state is larger than a request can make it.
+const RECORD_BYTES_MAX: usize = 64 << 20;
 const CHUNK_BYTES: usize = 64 * 1024;
 const PAD_BYTES: u64 = 512;
 
@@ -55,6 +59,11 @@ impl<W: Write> Hashing<'_, W> {
 
 /// Writes the snapshot to `w`; returns the revision it was taken at.
 pub fn write_snapshot(node: &Node, w: &mut impl Write) -> Result<i64> {
+    write_state(&node.mvcc, w).map(|(rev, _)| rev)
+}
+
+/// Writes a snapshot of `mvcc` to `w`; returns its revision and log position.
+pub fn write_state(mvcc: &Mvcc, w: &mut impl Write) -> Result<(i64, SnapshotPoint)> {
     let mut h = Hashing {
         w,
         digest: Sha256::new(),
@@ -62,7 +71,7 @@ pub fn write_snapshot(node: &Node, w: &mut impl Write) -> Result<i64> {
     };
     h.put(MAGIC).map_err(io)?;
     let mut err = None;
-    let rev = node.mvcc.export(|k, v| match h.record(k, v) {
+    let (rev, point) = mvcc.export_at(|k, v| match h.record(k, v) {
         Ok(()) => true,
         Err(e) => {
             err = Some(e);
@@ -77,7 +86,86 @@ pub fn write_snapshot(node: &Node, w: &mut impl Write) -> Result<i64> {
     h.put(&vec![0u8; pad as usize]).map_err(io)?;
     let sum = h.digest.finalize();
     h.w.write_all(&sum).map_err(io)?;
-    Ok(rev)
+    Ok((rev, point))
+}
+
+/// Reads a snapshot record by record, checking its digest at the end.
+pub struct Reader<R: Read> {
+    r: R,
+    digest: Sha256,
+    read: u64,
+    done: bool,
+}
+
+impl<R: Read> Reader<R> {
+    pub fn new(mut r: R) -> Result<Reader<R>> {
+        let mut magic = vec![0u8; MAGIC.len()];
+        r.read_exact(&mut magic).map_err(io)?;
+        if magic != MAGIC {
+            return Err(StoreError::Corrupt("not a Capstan snapshot".into()));
+        }
+        let mut digest = Sha256::new();
+        digest.update(&magic);
+        Ok(Reader {
+            r,
+            digest,
+            read: magic.len() as u64,
+            done: false,
+        })
+    }
+
+    fn take(&mut self, n: usize) -> Result<Vec<u8>> {
+        let mut b = vec![0u8; n];
+        self.r.read_exact(&mut b).map_err(io)?;
+        self.digest.update(&b);
+        self.read += n as u64;
+        Ok(b)
+    }
+
+    fn len(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes(b.try_into().expect("4 bytes")))
+    }
+
+    /// The next (key, value), or None at the end (after the digest was checked).
+    pub fn next_record(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if self.done {
+            return Ok(None);
+        }
+        let klen = self.len()?;
+        if klen == u32::MAX {
+            let pad = (PAD_BYTES - self.read % PAD_BYTES) % PAD_BYTES;
+            self.take(pad as usize)?;
+            let mut sum = [0u8; 32];
+            self.r.read_exact(&mut sum).map_err(io)?;
+            let expect = std::mem::take(&mut self.digest).finalize();
+            if sum[..] != expect[..] {
+                return Err(StoreError::Corrupt("snapshot digest mismatch".into()));
+            }
+            self.done = true;
+            return Ok(None);
+        }
+        if klen as usize > RECORD_BYTES_MAX {
+            return Err(StoreError::Corrupt("snapshot record too large".into()));
+        }
+        let k = self.take(klen as usize)?;
+        let vlen = self.len()?;
+        if vlen as usize > RECORD_BYTES_MAX {
+            return Err(StoreError::Corrupt("snapshot record too large".into()));
+        }
+        let v = self.take(vlen as usize)?;
+        Ok(Some((k, v)))
+    }
+}
+
+/// Reads a whole snapshot to check it (the digest at its end) before it replaces anything.
+pub fn verify(r: impl Read) -> Result<u64> {
+    let mut reader = Reader::new(r)?;
+    let mut records = 0;
+    while reader.next_record()?.is_some() {
+        records += 1;
+    }
+    Ok(records)
 }
 
 /// Spools a snapshot and sends it as a stream of chunks.

@@ -92,6 +92,9 @@ struct Watcher {
     no_delete: bool,
     progress_notify: bool,
     synced: bool,
+    /// Position in `by_key[range.start]` while synced on a single key, so that parking
+    /// or canceling one of many watchers of a hot key is O(1), not a scan of the list.
+    key_pos: u32,
 }
 
 impl Watcher {
@@ -260,8 +263,13 @@ impl WatchHub {
         // Unindex in bulk: one pass per key, not one scan per watcher (a stream may hold
         // 100,000 watchers on one key, and writers wait on this lock).
         let gone: HashSet<u32> = s.ids.values().copied().filter(|slot| *slot != u32::MAX).collect();
-        g.by_key.retain(|_, v| {
+        let Inner { by_key, slots, .. } = &mut *g;
+        by_key.retain(|_, v| {
+            let before = v.len();
             v.retain(|slot| !gone.contains(slot));
+            if v.len() != before {
+                renumber(slots, v);
+            }
             !v.is_empty()
         });
         for slot in &gone {
@@ -332,6 +340,7 @@ impl WatchHub {
             no_delete: req.filters.contains(&(FilterType::Nodelete as i32)),
             progress_notify: req.progress_notify,
             synced: false,
+            key_pos: 0,
         };
         let mut g = self.lock();
         let Some(s) = g.streams.get_mut(&stream) else {
@@ -457,6 +466,30 @@ impl WatchHub {
         if parked {
             self.kick();
         }
+    }
+
+    /// The state was replaced by a snapshot at revision `rev`: every watcher continues
+    /// from where it was, caught up from the new state's history (or canceled if that
+    /// history is compacted past it).
+    pub fn restored(&self, rev: i64, compacted: i64) {
+        let mut g = self.lock();
+        let next = g.rev + 1;
+        g.recent.clear();
+        g.recent_bytes = 0;
+        let synced: Vec<u32> = g
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| w.as_ref().is_some_and(|w| w.synced))
+            .map(|(i, _)| i as u32)
+            .collect();
+        for slot in synced {
+            park(&mut g, slot, next);
+        }
+        g.rev = g.rev.max(rev);
+        g.compacted = g.compacted.max(compacted);
+        drop(g);
+        self.kick();
     }
 
     /// One pass of the syncer: catches up unsynced watchers and answers pending progress
@@ -620,20 +653,38 @@ fn deliver(g: &mut Inner, header: &HeaderSource, slot: u32, batch: &RevEvents) -
     }
 }
 
+/// Re-records every watcher's position in a key's list after the list was filtered.
+fn renumber(slots: &mut [Option<Watcher>], list: &[u32]) {
+    for (pos, slot) in list.iter().enumerate() {
+        if let Some(w) = slots[*slot as usize].as_mut() {
+            w.key_pos = pos as u32;
+        }
+    }
+}
+
 fn unindex(g: &mut Inner, slot: u32) {
     let Some(w) = g.slots[slot as usize].as_ref() else {
         return;
     };
-    if w.range.single {
-        let key = w.range.start.clone();
-        if let Some(v) = g.by_key.get_mut(&key) {
-            v.retain(|s| *s != slot);
-            if v.is_empty() {
-                g.by_key.remove(&key);
-            }
-        }
-    } else {
+    if !w.range.single {
         g.ranges.remove(&slot);
+        return;
+    }
+    let pos = w.key_pos as usize;
+    let key = w.range.start.clone();
+    let Inner { by_key, slots, .. } = &mut *g;
+    let Some(v) = by_key.get_mut(&key) else {
+        return;
+    };
+    assert_eq!(v.get(pos), Some(&slot), "a synced watcher's key position is current");
+    v.swap_remove(pos);
+    if let Some(&moved) = v.get(pos) {
+        if let Some(m) = slots[moved as usize].as_mut() {
+            m.key_pos = pos as u32;
+        }
+    }
+    if v.is_empty() {
+        by_key.remove(&key);
     }
 }
 
@@ -661,8 +712,9 @@ fn mark_synced(g: &mut Inner, slot: u32) {
     w.synced = true;
     let stream = w.stream;
     if w.range.single {
-        let key = w.range.start.clone();
-        g.by_key.entry(key).or_default().push(slot);
+        let list = g.by_key.entry(w.range.start.clone()).or_default();
+        w.key_pos = list.len() as u32;
+        list.push(slot);
     } else {
         g.ranges.insert(slot);
     }
@@ -743,5 +795,90 @@ fn syncer_loop(hub: Weak<WatchHub>) {
         *guard = false;
         drop(guard);
         drop(h);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capstan_proto::mvccpb::KeyValue;
+
+    /// Every synced single-key watcher is listed once, at the position it records.
+    fn check_index(g: &Inner) {
+        let mut listed = 0;
+        for (key, list) in &g.by_key {
+            assert!(!list.is_empty(), "empty lists are removed");
+            for (pos, slot) in list.iter().enumerate() {
+                let w = g.slots[*slot as usize].as_ref().expect("listed watchers exist");
+                assert!(w.synced && w.range.single && w.range.start == *key);
+                assert_eq!(w.key_pos as usize, pos);
+                listed += 1;
+            }
+        }
+        let single_synced = g.slots.iter().flatten().filter(|w| w.synced && w.range.single).count();
+        assert_eq!(listed, single_synced);
+    }
+
+    fn put_event(key: &str, rev: i64) -> Vec<Event> {
+        vec![Event {
+            r#type: EventType::Put as i32,
+            kv: Some(KeyValue {
+                key: Bytes::copy_from_slice(key.as_bytes()),
+                mod_revision: rev,
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }]
+    }
+
+    #[test]
+    fn parking_and_canceling_watchers_of_a_hot_key_keeps_the_index_exact() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mvcc = Arc::new(Mvcc::open(dir.path()).expect("open"));
+        let config = HubConfig {
+            stream_queue_max: 2,
+            ..HubConfig::default()
+        };
+        let hub = WatchHub::start(mvcc, Arc::new(HeaderSource::new(1, 1)), config);
+        let mut streams = Vec::new();
+        for _ in 0..50 {
+            let (id, rx) = hub.open_stream();
+            streams.push((id, rx));
+            for _ in 0..20 {
+                let req = WatchCreateRequest {
+                    key: Bytes::from_static(b"hot"),
+                    ..Default::default()
+                };
+                let (wid, rev) = hub.reserve(id, &req).expect("reserve");
+                hub.register(id, wid, &req, rev);
+            }
+        }
+        check_index(&hub.lock());
+        // Nobody reads: the queues fill and every watcher is parked, in fan-out order.
+        for rev in 2..6 {
+            hub.notify(rev, put_event("hot", rev), None);
+            check_index(&hub.lock());
+        }
+        // Some watchers synced again, others canceled, some streams closed.
+        for (n, (id, _)) in streams.iter().enumerate() {
+            if n % 3 == 0 {
+                hub.close_stream(*id);
+            } else {
+                for wid in (0..20).step_by(n % 4 + 1) {
+                    hub.cancel(*id, wid);
+                }
+            }
+            check_index(&hub.lock());
+        }
+        let mut g = hub.lock();
+        let parked: Vec<u32> = g.unsynced.iter().copied().collect();
+        for slot in parked.iter().step_by(2) {
+            mark_synced(&mut g, *slot);
+        }
+        check_index(&g);
+        for slot in parked.iter().skip(1).step_by(4) {
+            remove_slot(&mut g, *slot);
+        }
+        check_index(&g);
     }
 }

@@ -1,0 +1,156 @@
+//! The peer service a member serves on its peer port: Raft messages in, snapshots in,
+//! and the lease requests followers forward to the leader.
+//!
+//! A snapshot is written to a file in the data directory as it arrives (at most
+//! [`SNAPSHOT_BYTES_MAX`]), its digest is checked, and only then is it handed to the raft
+//! thread, so a cut-off or corrupted stream never touches the state.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use capstan_proto::peer::peer_server::{Peer, PeerServer};
+use capstan_proto::peer::{
+    LeaseRenewRequest, LeaseRenewResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PeerAck, RaftBatch,
+    SnapshotChunk,
+};
+use raft::prelude::MessageType;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::error::StoreError;
+use crate::node::Node;
+use crate::replica::decode_message;
+
+/// The largest snapshot a member accepts.
+pub const SNAPSHOT_BYTES_MAX: u64 = 64 << 30;
+
+pub struct PeerService {
+    node: Arc<Node>,
+    next_file: AtomicU64,
+}
+
+impl PeerService {
+    pub fn new(node: Arc<Node>) -> PeerServer<PeerService> {
+        PeerServer::new(PeerService {
+            node,
+            next_file: AtomicU64::new(1),
+        })
+        .max_decoding_message_size(crate::server::GRPC_MESSAGE_MAX_BYTES)
+    }
+}
+
+fn io(e: std::io::Error) -> Status {
+    Status::internal(format!("snapshot file: {e}"))
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn raft(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<PeerAck>, Status> {
+        let mut inbound = req.into_inner();
+        while let Some(batch) = inbound.message().await? {
+            for b in batch.messages {
+                match decode_message(&b) {
+                    Ok(m) if m.get_msg_type() != MessageType::MsgSnapshot => self.node.step(m),
+                    Ok(_) => tracing::warn!("a snapshot message outside a snapshot stream is dropped"),
+                    Err(e) => return Err(Status::invalid_argument(e.to_string())),
+                }
+            }
+        }
+        Ok(Response::new(PeerAck {}))
+    }
+
+    async fn snapshot(&self, req: Request<Streaming<SnapshotChunk>>) -> Result<Response<PeerAck>, Status> {
+        let mut inbound = req.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))?;
+        let msg = decode_message(&first.message).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if msg.get_msg_type() != MessageType::MsgSnapshot {
+            return Err(Status::invalid_argument(
+                "the first chunk must carry a snapshot message",
+            ));
+        }
+        let n = self.next_file.fetch_add(1, Ordering::Relaxed);
+        let path = self.node.config.data_dir.join(format!("snapshot-in-{n}.tmp"));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&path).map_err(io)?);
+        let mut total = 0u64;
+        let result: Result<(), Status> = async {
+            while let Some(chunk) = inbound.message().await? {
+                total += chunk.data.len() as u64;
+                if total > SNAPSHOT_BYTES_MAX {
+                    return Err(Status::resource_exhausted("snapshot too large"));
+                }
+                file.write_all(&chunk.data).map_err(io)?;
+            }
+            let file = file.into_inner().map_err(|e| io(e.into_error()))?;
+            file.sync_all().map_err(io)?;
+            Ok(())
+        }
+        .await;
+        let checked = match result {
+            Ok(()) => {
+                let p = path.clone();
+                tokio::task::spawn_blocking(move || {
+                    let f = std::fs::File::open(&p).map_err(|e| StoreError::Storage(e.to_string()))?;
+                    crate::snapshot::verify(std::io::BufReader::new(f))
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))
+                .and_then(|r| r.map_err(Status::from))
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        tracing::info!(
+            bytes = total,
+            index = msg.get_snapshot().get_metadata().index,
+            "received a snapshot"
+        );
+        if let Err(e) = self.node.snapshot_arrived(msg, path.clone()) {
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        Ok(Response::new(PeerAck {}))
+    }
+
+    async fn lease_renew(&self, req: Request<LeaseRenewRequest>) -> Result<Response<LeaseRenewResponse>, Status> {
+        if !self.node.is_leader() {
+            return Err(StoreError::NotLeader.into());
+        }
+        match self.node.keep_alive_local(req.into_inner().id) {
+            Some(ttl) => Ok(Response::new(LeaseRenewResponse { ttl })),
+            None => Err(StoreError::LeaseNotFound.into()),
+        }
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        if !self.node.is_leader() {
+            return Err(StoreError::NotLeader.into());
+        }
+        match self.node.time_to_live_local(req.into_inner().id) {
+            Some((granted_ttl, ttl)) => Ok(Response::new(LeaseTimeToLiveResponse { ttl, granted_ttl })),
+            None => Err(StoreError::LeaseNotFound.into()),
+        }
+    }
+}
+
+/// Serves the peer service on `listener` until `shutdown` resolves.
+pub async fn serve_peer(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(PeerService::new(node))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}

@@ -1,0 +1,394 @@
+//! The Raft log, hard state and conf state of one member, in RocksDB beside the state.
+//!
+//! [`RaftLog`] is raft-rs's [`Storage`]: the log entries live under the `w` prefix (one
+//! key per index) and Raft's own records under `h` (see [`crate::keys`]). Appends and the
+//! hard state of one Ready go into one write batch, fsynced: that is the group commit of
+//! the Raft layer. Terms of the entries in the log are also kept in memory (8 bytes per
+//! entry, and the log is truncated to a bounded length), because raft-rs asks for terms
+//! far more often than for entries.
+//!
+//! Snapshots: the log does not hold the state. [`Storage::snapshot`] answers with the
+//! *position* of the state machine (applied index, its term and the conf state as of it,
+//! read from one consistent view of the state); the transport streams the state itself,
+//! which may by then be a little newer. That is safe because applying is idempotent: a
+//! member that installs a state at index J > I skips the entries up to J.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use capstan_proto::store::Member;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+use rocksdb::{WriteBatch, WriteOptions, DB};
+
+use crate::error::{Result, StoreError};
+use crate::keys;
+use crate::mvcc::Mvcc;
+
+pub struct RaftLog {
+    db: Arc<DB>,
+    mvcc: Arc<Mvcc>,
+    hard_state: HardState,
+    conf_state: ConfState,
+    /// Index and term of the entry just before the first one in the log.
+    truncated: (u64, u64),
+    /// Terms of the entries `truncated.0 + 1 ..= last_index`.
+    terms: VecDeque<u64>,
+}
+
+fn storage_err(e: impl std::fmt::Display) -> raft::Error {
+    raft::Error::Store(StorageError::Other(e.to_string().into()))
+}
+
+fn decode_pair(v: &[u8]) -> Result<(u64, u64)> {
+    if v.len() != 16 {
+        return Err(StoreError::Corrupt("truncated-log record".into()));
+    }
+    let a = u64::from_be_bytes(v[..8].try_into().expect("8 bytes"));
+    let b = u64::from_be_bytes(v[8..].try_into().expect("8 bytes"));
+    Ok((a, b))
+}
+
+fn encode_pair(a: u64, b: u64) -> Vec<u8> {
+    let mut v = a.to_be_bytes().to_vec();
+    v.extend_from_slice(&b.to_be_bytes());
+    v
+}
+
+fn synced() -> WriteOptions {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    wo
+}
+
+impl RaftLog {
+    /// Loads the log of the member whose state is `mvcc` (same database).
+    pub fn open(mvcc: Arc<Mvcc>) -> Result<RaftLog> {
+        let db = mvcc.db_handle();
+        let hard_state = match db.get(keys::RAFT_HARD_STATE)? {
+            Some(v) => HardState::parse_from_bytes(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            None => HardState::default(),
+        };
+        let conf_state = match db.get(keys::RAFT_CONF_STATE)? {
+            Some(v) => ConfState::parse_from_bytes(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            None => ConfState::default(),
+        };
+        let truncated = match db.get(keys::RAFT_TRUNCATED)? {
+            Some(v) => decode_pair(&v)?,
+            None => (0, 0),
+        };
+        let mut log = RaftLog {
+            db,
+            mvcc,
+            hard_state,
+            conf_state,
+            truncated,
+            terms: VecDeque::new(),
+        };
+        {
+            let db = log.db.clone();
+            let mut it = db.raw_iterator();
+            it.seek(keys::log(truncated.0 + 1));
+            let mut expect = truncated.0 + 1;
+            while it.valid() {
+                let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                    break;
+                };
+                if k.first() != Some(&keys::LOG) {
+                    break;
+                }
+                let e = Entry::parse_from_bytes(v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                if e.index != expect {
+                    return Err(StoreError::Corrupt(format!(
+                        "log entry {} where {expect} was expected",
+                        e.index
+                    )));
+                }
+                log.terms.push_back(e.term);
+                expect += 1;
+                it.next();
+            }
+            it.status()?;
+        }
+        if log.mvcc.interrupted_install() {
+            log.reset_for_snapshot()?;
+        }
+        Ok(log)
+    }
+
+    /// After the state was lost (an interrupted snapshot install), forget the log too, so
+    /// that the leader sends a snapshot; the term and vote stay, so no vote is cast twice.
+    fn reset_for_snapshot(&mut self) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        wb.delete_range(keys::log(0), keys::log(u64::MAX));
+        self.hard_state.commit = 0;
+        self.truncated = (0, 0);
+        self.terms.clear();
+        wb.put(
+            keys::RAFT_HARD_STATE,
+            self.hard_state
+                .write_to_bytes()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+        wb.put(keys::RAFT_TRUNCATED, encode_pair(0, 0));
+        self.db.write_opt(wb, &synced())?;
+        Ok(())
+    }
+
+    /// (cluster ID, member ID), fixed when the member first started.
+    pub fn identity(&self) -> Result<Option<(u64, u64)>> {
+        match self.db.get(keys::RAFT_IDENTITY)? {
+            Some(v) => Ok(Some(decode_pair(&v)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn set_identity(&mut self, cluster_id: u64, member_id: u64) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        wb.put(keys::RAFT_IDENTITY, encode_pair(cluster_id, member_id));
+        self.db.write_opt(wb, &synced())?;
+        Ok(())
+    }
+
+    /// Whether this member has ever been part of a cluster (it has Raft state).
+    pub fn initialized(&self) -> bool {
+        !self.conf_state.voters.is_empty() || !self.conf_state.learners.is_empty() || self.last_index_() > 0
+    }
+
+    /// Writes the first entries of a new cluster, the same on every initial member: one
+    /// conf change per member (carrying its record), committed at term 1, as etcd does.
+    pub fn bootstrap(&mut self, members: &[Member]) -> Result<()> {
+        assert!(!self.initialized(), "bootstrap only a member without Raft state");
+        let mut entries = Vec::with_capacity(members.len());
+        for (i, m) in members.iter().enumerate() {
+            let mut cc = ConfChange::default();
+            cc.set_change_type(ConfChangeType::AddNode);
+            cc.node_id = m.id;
+            cc.context = m.encode_to_vec().into();
+            let mut e = Entry::default();
+            e.set_entry_type(EntryType::EntryConfChange);
+            e.term = 1;
+            e.index = i as u64 + 1;
+            e.data = cc
+                .write_to_bytes()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                .into();
+            entries.push(e);
+        }
+        let mut hs = HardState::default();
+        hs.term = 1;
+        hs.commit = members.len() as u64;
+        let mut cs = ConfState::default();
+        cs.voters = members.iter().map(|m| m.id).collect();
+        self.append(&entries, Some(&hs))?;
+        self.set_conf_state(cs)?;
+        Ok(())
+    }
+
+    fn last_index_(&self) -> u64 {
+        self.truncated.0 + self.terms.len() as u64
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Appends entries (replacing any conflicting tail) and the new hard state, in one
+    /// write batch, fsynced.
+    pub fn append(&mut self, entries: &[Entry], hs: Option<&HardState>) -> Result<()> {
+        let mut wb = WriteBatch::default();
+        if let Some(first) = entries.first() {
+            assert!(first.index > self.truncated.0, "appending below the truncated log");
+            let last = self.last_index_();
+            assert!(first.index <= last + 1, "a gap in the log at {}", first.index);
+            if first.index <= last {
+                wb.delete_range(keys::log(first.index), keys::log(last + 1));
+                self.terms.truncate((first.index - self.truncated.0 - 1) as usize);
+            }
+            for e in entries {
+                wb.put(
+                    keys::log(e.index),
+                    e.write_to_bytes().map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+                self.terms.push_back(e.term);
+            }
+        }
+        if let Some(hs) = hs {
+            self.hard_state = hs.clone();
+            wb.put(
+                keys::RAFT_HARD_STATE,
+                hs.write_to_bytes().map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            );
+        }
+        if wb.is_empty() {
+            return Ok(());
+        }
+        self.db.write_opt(wb, &synced())?;
+        Ok(())
+    }
+
+    /// Records a new commit index. Not synced: Raft learns it again from the leader.
+    pub fn set_commit(&mut self, commit: u64) -> Result<()> {
+        self.hard_state.commit = commit;
+        let v = self
+            .hard_state
+            .write_to_bytes()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.db.put(keys::RAFT_HARD_STATE, v)?;
+        Ok(())
+    }
+
+    pub fn set_conf_state(&mut self, cs: ConfState) -> Result<()> {
+        let v = cs.write_to_bytes().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conf_state = cs;
+        self.db.write_opt(
+            {
+                let mut wb = WriteBatch::default();
+                wb.put(keys::RAFT_CONF_STATE, v);
+                wb
+            },
+            &synced(),
+        )?;
+        Ok(())
+    }
+
+    /// After the state machine installed a snapshot's state: the log restarts after it.
+    pub fn apply_snapshot(&mut self, snap: &Snapshot) -> Result<()> {
+        let meta = snap.get_metadata();
+        let mut wb = WriteBatch::default();
+        wb.delete_range(keys::log(0), keys::log(u64::MAX));
+        self.truncated = (meta.index, meta.term);
+        self.terms.clear();
+        self.hard_state.commit = self.hard_state.commit.max(meta.index);
+        self.hard_state.term = self.hard_state.term.max(meta.term);
+        self.conf_state = meta.get_conf_state().clone();
+        wb.put(keys::RAFT_TRUNCATED, encode_pair(meta.index, meta.term));
+        wb.put(
+            keys::RAFT_HARD_STATE,
+            self.hard_state
+                .write_to_bytes()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+        wb.put(
+            keys::RAFT_CONF_STATE,
+            self.conf_state
+                .write_to_bytes()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        );
+        self.db.write_opt(wb, &synced())?;
+        Ok(())
+    }
+
+    /// Drops the entries before `index` (which must be applied). Not synced: losing a
+    /// truncation only keeps entries longer.
+    pub fn compact(&mut self, index: u64) -> Result<()> {
+        if index <= self.truncated.0 + 1 {
+            return Ok(());
+        }
+        assert!(index <= self.last_index_() + 1, "compacting beyond the log");
+        let term = self
+            .term_of(index - 1)
+            .ok_or_else(|| StoreError::Corrupt("term of a logged entry".into()))?;
+        let mut wb = WriteBatch::default();
+        wb.delete_range(keys::log(self.truncated.0 + 1), keys::log(index));
+        wb.put(keys::RAFT_TRUNCATED, encode_pair(index - 1, term));
+        self.db.write(wb)?;
+        let drop = (index - 1 - self.truncated.0) as usize;
+        self.terms.drain(..drop);
+        self.truncated = (index - 1, term);
+        Ok(())
+    }
+
+    pub fn first_index_(&self) -> u64 {
+        self.truncated.0 + 1
+    }
+
+    fn term_of(&self, idx: u64) -> Option<u64> {
+        if idx == self.truncated.0 {
+            return Some(self.truncated.1);
+        }
+        if idx < self.truncated.0 {
+            return None;
+        }
+        self.terms.get((idx - self.truncated.0 - 1) as usize).copied()
+    }
+}
+
+impl Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(self.hard_state.clone(), self.conf_state.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(high <= self.last_index_() + 1, "entries asked beyond the log");
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        let mut it = self.db.raw_iterator();
+        it.seek(keys::log(low));
+        let mut idx = low;
+        while idx < high && it.valid() {
+            let Some(v) = it.value() else { break };
+            let e = Entry::parse_from_bytes(v).map_err(storage_err)?;
+            if e.index != idx {
+                return Err(storage_err(format!("log entry {} where {idx} was expected", e.index)));
+            }
+            size += u64::from(e.compute_size());
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e);
+            idx += 1;
+            it.next();
+        }
+        it.status().map_err(storage_err)?;
+        if out.is_empty() && low < high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx < self.truncated.0 {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        self.term_of(idx).ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.first_index_())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index_())
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let point = self.mvcc.snapshot_point().map_err(storage_err)?;
+        if point.index < request_index || point.index < self.truncated.0 {
+            return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
+        }
+        let mut snap = Snapshot::default();
+        let meta = snap.mut_metadata();
+        meta.index = point.index;
+        meta.term = point.term;
+        let cs = ConfState::parse_from_bytes(&point.conf_state).map_err(storage_err)?;
+        meta.set_conf_state(cs);
+        Ok(snap)
+    }
+}

@@ -1,0 +1,331 @@
+//! One member's Raft core: raft-rs's `RawNode` over the [`RaftLog`], driven by inputs.
+//!
+//! A [`Replica`] does no network I/O, reads no clock and starts no thread: ticks,
+//! messages from peers and proposals come in as method calls, and [`Replica::ready`]
+//! hands back what to send and what to apply. The only I/O is its RocksDB log, which is
+//! the point of a Ready: it is persisted (fsynced) before anything that depends on it
+//! leaves. The member's threads ([`crate::node`]) and the deterministic test harness
+//! (`store/tests/raft_harness.rs`) drive the same code.
+//!
+//! The Ready order is raft-rs's: install a snapshot if one came, persist entries and hard
+//! state in one fsynced write (the group commit: every proposal of the Ready shares it),
+//! then the caller sends the messages and applies the committed entries, in that order.
+//! Conf changes are applied to Raft here, when they are handed out as committed, and the
+//! resulting conf state goes out with the entry so the state machine records the same.
+//!
+//! Election timeouts are randomized by raft-rs within `[min_election_tick,
+//! max_election_tick)`; the harness pins a distinct fixed timeout per member instead, so
+//! that a run is reproducible from its seed.
+
+use capstan_proto::store::Member;
+use prost::Message as _;
+use protobuf::Message as _;
+use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, Message, Snapshot};
+use raft::{RawNode, ReadState, StateRole};
+
+use crate::error::{Result, StoreError};
+use crate::mvcc::MemberChange;
+use crate::raftlog::RaftLog;
+
+/// The Raft settings of one member, in ticks.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub id: u64,
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// Randomized election timeout range; both 0 means raft-rs's default
+    /// `[election_tick, 2 * election_tick)`.
+    pub min_election_tick: usize,
+    pub max_election_tick: usize,
+    /// The state machine's applied index: entries after it are handed out again.
+    pub applied: u64,
+    /// Bytes of entries per append message.
+    pub max_size_per_msg: u64,
+    /// Append messages in flight to one follower.
+    pub max_inflight_msgs: usize,
+}
+
+impl ReplicaConfig {
+    pub fn new(id: u64, election_tick: usize, heartbeat_tick: usize) -> ReplicaConfig {
+        ReplicaConfig {
+            id,
+            election_tick,
+            heartbeat_tick,
+            min_election_tick: 0,
+            max_election_tick: 0,
+            applied: 0,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+        }
+    }
+}
+
+/// A committed entry to apply, in log order.
+#[derive(Debug)]
+pub struct Committed {
+    pub entry: Entry,
+    /// For a conf change that took effect: the member change and the conf state after it.
+    pub conf: Option<(MemberChange, ConfState)>,
+}
+
+/// What one Ready produced, after its entries were persisted.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// To send to peers; everything they depend on is persisted.
+    pub messages: Vec<Message>,
+    /// To apply, in order.
+    pub committed: Vec<Committed>,
+    /// Answers to read-index requests: (context, index to wait for before reading).
+    pub read_states: Vec<ReadState>,
+    /// Set when the leader or role changed: (leader ID or 0, role).
+    pub soft: Option<(u64, StateRole)>,
+    /// The index of a snapshot that was installed in this Ready.
+    pub snapshot_index: Option<u64>,
+}
+
+pub struct Replica {
+    raw: RawNode<RaftLog>,
+}
+
+impl Replica {
+    pub fn new(config: &ReplicaConfig, log: RaftLog) -> Result<Replica> {
+        let cfg = raft::Config {
+            id: config.id,
+            election_tick: config.election_tick,
+            heartbeat_tick: config.heartbeat_tick,
+            min_election_tick: config.min_election_tick,
+            max_election_tick: config.max_election_tick,
+            applied: config.applied,
+            max_size_per_msg: config.max_size_per_msg,
+            max_inflight_msgs: config.max_inflight_msgs,
+            check_quorum: true,
+            pre_vote: true,
+            // Proposals beyond this many bytes not yet committed are refused, which bounds
+            // the leader's memory when followers are slow.
+            max_uncommitted_size: 64 << 20,
+            ..Default::default()
+        };
+        cfg.validate()
+            .map_err(|e| StoreError::InvalidRequest(format!("raft config: {e}")))?;
+        let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => config.id));
+        let raw = RawNode::new(&cfg, log, &logger).map_err(|e| StoreError::Storage(format!("raft: {e}")))?;
+        Ok(Replica { raw })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// A message from a peer. Messages for another member or from an unknown term are
+    /// Raft's to judge; a malformed one is dropped with an error.
+    pub fn step(&mut self, m: Message) -> Result<()> {
+        self.raw
+            .step(m)
+            .map_err(|e| StoreError::InvalidRequest(format!("raft step: {e}")))
+    }
+
+    /// Proposes a command; `context` identifies the proposal to its proposer.
+    pub fn propose(&mut self, context: Vec<u8>, data: Vec<u8>) -> Result<()> {
+        self.raw.propose(context, data).map_err(proposal_error)
+    }
+
+    pub fn propose_conf_change(&mut self, context: Vec<u8>, cc: ConfChange) -> Result<()> {
+        self.raw.propose_conf_change(context, cc).map_err(proposal_error)
+    }
+
+    /// Asks for a read index; the answer comes in a later Ready's `read_states`.
+    pub fn read_index(&mut self, context: Vec<u8>) {
+        self.raw.read_index(context);
+    }
+
+    pub fn transfer_leader(&mut self, to: u64) {
+        self.raw.transfer_leader(to);
+    }
+
+    pub fn campaign(&mut self) -> Result<()> {
+        self.raw
+            .campaign()
+            .map_err(|e| StoreError::Storage(format!("raft campaign: {e}")))
+    }
+
+    pub fn report_unreachable(&mut self, id: u64) {
+        self.raw.report_unreachable(id);
+    }
+
+    pub fn report_snapshot(&mut self, id: u64, ok: bool) {
+        let status = if ok {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(id, status);
+    }
+
+    pub fn leader_id(&self) -> u64 {
+        self.raw.raft.leader_id
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn role(&self) -> StateRole {
+        self.raw.raft.state
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.raw.raft.raft_log.last_index()
+    }
+
+    pub fn conf_state(&self) -> &ConfState {
+        self.raw.store().conf_state()
+    }
+
+    /// Whether `id` is a voter that the leader knows to be caught up with its log.
+    pub fn is_caught_up(&self, id: u64) -> bool {
+        let last = self.last_index();
+        self.raw.raft.prs().get(id).is_some_and(|p| p.matched + 1000 >= last)
+    }
+
+    /// Drops log entries before `index` (all applied).
+    pub fn compact_log(&mut self, index: u64) -> Result<()> {
+        self.raw.mut_store().compact(index)
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.raw.store().first_index_()
+    }
+
+    /// Handles one Ready if there is one. `install` must durably replace the state with
+    /// the snapshot's before the log moves past it.
+    pub fn ready(&mut self, install: impl FnOnce(&Snapshot) -> Result<()>) -> Result<Option<Output>> {
+        if !self.raw.has_ready() {
+            return Ok(None);
+        }
+        let mut rd = self.raw.ready();
+        let mut out = Output {
+            messages: rd.take_messages(),
+            read_states: rd.take_read_states(),
+            soft: rd.ss().map(|ss| (ss.leader_id, ss.raft_state)),
+            ..Default::default()
+        };
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            install(&snap)?;
+            self.raw.mut_store().apply_snapshot(&snap)?;
+            out.snapshot_index = Some(snap.get_metadata().index);
+        }
+        let committed = rd.take_committed_entries();
+        self.hand_out(committed, &mut out)?;
+        // Persist: the entries of this Ready and the hard state, one fsync.
+        self.raw.mut_store().append(rd.entries(), rd.hs())?;
+        out.messages.extend(rd.take_persisted_messages());
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+        }
+        out.messages.extend(light.take_messages());
+        let committed = light.take_committed_entries();
+        self.hand_out(committed, &mut out)?;
+        // Everything committed is handed to the applier, which applies it in order.
+        self.raw.advance_apply();
+        Ok(Some(out))
+    }
+
+    fn hand_out(&mut self, entries: Vec<Entry>, out: &mut Output) -> Result<()> {
+        for entry in entries {
+            let conf = if entry.get_entry_type() == EntryType::EntryConfChange && !entry.data.is_empty() {
+                self.conf_change(&entry)?
+            } else {
+                None
+            };
+            out.committed.push(Committed { entry, conf });
+        }
+        Ok(())
+    }
+
+    /// Makes a committed conf change effective in Raft. A change Raft refuses (every
+    /// member refuses it alike) is applied as nothing.
+    fn conf_change(&mut self, entry: &Entry) -> Result<Option<(MemberChange, ConfState)>> {
+        let cc = ConfChange::parse_from_bytes(&entry.data).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let change = match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let mut m = Member::decode(cc.context.as_ref()).unwrap_or_default();
+                m.id = cc.node_id;
+                m.is_learner = cc.get_change_type() == ConfChangeType::AddLearnerNode;
+                MemberChange::Add(m)
+            }
+            ConfChangeType::RemoveNode => MemberChange::Remove(cc.node_id),
+        };
+        match self.raw.apply_conf_change(&cc) {
+            Ok(cs) => {
+                self.raw.mut_store().set_conf_state(cs.clone())?;
+                Ok(Some((change, cs)))
+            }
+            Err(e) => {
+                tracing::warn!(index = entry.index, error = %e, "a committed conf change was refused");
+                Ok(None)
+            }
+        }
+    }
+}
+
+fn proposal_error(e: raft::Error) -> StoreError {
+    match e {
+        raft::Error::ProposalDropped => StoreError::NoLeader,
+        e => StoreError::InvalidRequest(format!("raft: {e}")),
+    }
+}
+
+/// Encodes a Raft message for the wire (raft-rs's protobuf codec).
+pub fn encode_message(m: &Message) -> Result<Vec<u8>> {
+    m.write_to_bytes().map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+pub fn decode_message(b: &[u8]) -> Result<Message> {
+    Message::parse_from_bytes(b).map_err(|e| StoreError::InvalidRequest(format!("raft message: {e}")))
+}
+
+/// raft-rs logs through slog; this forwards its records to `tracing`.
+struct TracingDrain;
+
+impl slog::Drain for TracingDrain {
+    type Ok = ();
+    type Err = slog::Never;
+
+    fn log(&self, record: &slog::Record<'_>, values: &slog::OwnedKVList) -> Result<(), slog::Never> {
+        let mut kv = KvText(String::new());
+        let _ = slog::KV::serialize(&record.kv(), record, &mut kv);
+        let _ = slog::KV::serialize(values, record, &mut kv);
+        let msg = record.msg();
+        match record.level() {
+            slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{msg}{}", kv.0),
+            slog::Level::Warning => tracing::warn!(target: "raft", "{msg}{}", kv.0),
+            slog::Level::Info => tracing::info!(target: "raft", "{msg}{}", kv.0),
+            slog::Level::Debug | slog::Level::Trace => tracing::debug!(target: "raft", "{msg}{}", kv.0),
+        }
+        Ok(())
+    }
+}
+
+struct KvText(String);
+
+impl slog::Serializer for KvText {
+    fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments<'_>) -> slog::Result {
+        use std::fmt::Write;
+        let _ = write!(self.0, " {key}={val}");
+        Ok(())
+    }
+}

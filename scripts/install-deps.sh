@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Capstan needs, when it is missing.
-#   scripts/install-deps.sh build   protoc and libclang (RocksDB bindings), a C++ compiler
+#   scripts/install-deps.sh build   protoc (with its well-known types) and libclang (RocksDB
+#                                    bindings), a C++ compiler
 #   scripts/install-deps.sh test    the above, plus etcdctl (Debian etcd-client, for the
 #                                    interoperability tests)
 #   scripts/install-deps.sh bench   the above, plus etcd (Debian etcd-server, the baseline)
@@ -17,6 +18,8 @@ have_libclang() {
 }
 
 have_cmd protoc || need+=(protobuf-compiler)
+# protoc's well-known types (google/protobuf/*.proto), which the etcd-client crate imports.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 have_libclang || need+=(libclang-dev)
 have_cmd c++ || need+=(g++)
 have_cmd make || need+=(make)

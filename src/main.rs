@@ -60,6 +60,10 @@ struct StoreArgs {
     /// Raft election timeout in milliseconds.
     #[arg(long, default_value_t = 1000)]
     election_timeout: u64,
+    /// Applied entries kept in the Raft log; a member that falls further behind catches
+    /// up by snapshot.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_count: u64,
 }
 
 /// Parses `n1=http://a:2380,n2=http://b:2380`.
@@ -84,6 +88,7 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -118,13 +123,16 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
         return Err("--election-timeout must be at least twice --heartbeat-interval (and both above 0)".into());
     }
     config.tick = std::time::Duration::from_millis(args.heartbeat_interval);
+    config.log_keep_entries = args.snapshot_count.max(1);
     config.election_ticks = (args.election_timeout / args.heartbeat_interval) as usize;
     // etcd: a lease lives at least 1.5 election timeouts.
     config.lease_ttl_min_s = ((args.election_timeout * 3 / 2).div_ceil(1000) as i64).max(1);
     if args.initial_cluster_state == "existing" && !args.data_dir.join("db").exists() {
-        return Err("joining a running cluster (--initial-cluster-state existing) is not supported yet; \
+        return Err(
+            "joining a running cluster (--initial-cluster-state existing) is not supported yet; \
                     start every member with --initial-cluster-state new"
-            .into());
+                .into(),
+        );
     }
     let peer_listener = match args.listen_peer {
         Some(peer) => {

@@ -51,6 +51,9 @@ use crate::replica::{Committed, Output, Replica, ReplicaConfig};
 use crate::transport::Transport;
 use crate::watch::{HubConfig, WatchHub};
 
+/// Ticks after which an unanswered read-index request is asked again.
+const READ_RETRY_TICKS: u64 = 3;
+
 /// etcd's default limit on the size of one request.
 pub const REQUEST_BYTES_MAX: usize = 1536 * 1024;
 
@@ -164,7 +167,8 @@ struct Reads {
     /// Not yet asked of Raft.
     queued: Vec<oneshot::Sender<Result<u64>>>,
     /// Asked, by request context.
-    asked: HashMap<u64, Vec<oneshot::Sender<Result<u64>>>>,
+    /// Asked, by request context, with the tick they were asked at.
+    asked: HashMap<u64, (u64, Vec<oneshot::Sender<Result<u64>>>)>,
     next_ctx: u64,
 }
 
@@ -316,6 +320,7 @@ impl Node {
             waiting: std::collections::VecDeque::new(),
             waiting_max: config.queue_max,
             campaign_when_ready: solo,
+            ticks: 0,
             stopped: stopped.clone(),
         };
         std::thread::Builder::new()
@@ -602,6 +607,8 @@ struct RaftLoop {
     waiting_max: usize,
     /// A member alone campaigns as soon as its first entries are handed out.
     campaign_when_ready: bool,
+    /// Ticks so far (the clock of read retries).
+    ticks: u64,
     stopped: Arc<AtomicBool>,
 }
 
@@ -630,6 +637,7 @@ impl RaftLoop {
             let now = Instant::now();
             if now >= next_tick {
                 self.replica.tick();
+                self.ticks += 1;
                 next_tick += self.tick;
                 if next_tick < now {
                     // Far behind (the process was paused): do not tick in a burst.
@@ -734,13 +742,27 @@ impl RaftLoop {
         }
         let ctx = {
             let mut reads = self.shared.reads.lock().expect("reads lock poisoned");
+            // Raft drops a read request it cannot serve yet (a new leader that has not
+            // committed an entry of its term yet, a message lost on the way): ask again
+            // for reads unanswered after a few ticks.
+            let stale: Vec<u64> = reads
+                .asked
+                .iter()
+                .filter(|(_, (at, _))| self.ticks >= at + READ_RETRY_TICKS)
+                .map(|(ctx, _)| *ctx)
+                .collect();
+            for ctx in stale {
+                if let Some((_, w)) = reads.asked.remove(&ctx) {
+                    reads.queued.extend(w);
+                }
+            }
             if reads.queued.is_empty() {
                 return;
             }
             reads.next_ctx += 1;
             let ctx = reads.next_ctx;
             let waiting = std::mem::take(&mut reads.queued);
-            reads.asked.insert(ctx, waiting);
+            reads.asked.insert(ctx, (self.ticks, waiting));
             ctx
         };
         self.replica.read_index(ctx.to_be_bytes().to_vec());
@@ -754,7 +776,7 @@ impl RaftLoop {
             .expect("reads lock poisoned")
             .asked
             .remove(&ctx);
-        for w in waiting.into_iter().flatten() {
+        for w in waiting.into_iter().flat_map(|(_, w)| w) {
             let _ = w.send(r.clone());
         }
     }
@@ -796,7 +818,7 @@ impl RaftLoop {
             tracing::info!(leader, ?role, term = self.replica.term(), "raft role changed");
             // Raft forgets read requests across a leader change: ask again.
             let mut reads = self.shared.reads.lock().expect("reads lock poisoned");
-            let asked: Vec<_> = reads.asked.drain().flat_map(|(_, w)| w).collect();
+            let asked: Vec<_> = reads.asked.drain().flat_map(|(_, (_, w))| w).collect();
             reads.queued.extend(asked);
         }
         self.header.set_term(self.replica.term());

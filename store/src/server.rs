@@ -59,12 +59,23 @@ impl EtcdServices {
 }
 
 /// A member record as the etcd API shows it.
+///
+/// Client URLs go out without their `http://` scheme. etcdctl 3.4 dials the client URLs
+/// of `endpoint status --cluster` with gRPC's passthrough resolver, which sends the whole
+/// URL as the HTTP/2 `:authority`; Rust's HTTP/2 server (h2) rejects an authority with a
+/// scheme as malformed (`PROTOCOL_ERROR`), where etcd's Go server lets it pass. A bare
+/// `host:port` is what those clients need and is accepted by every etcd client as an
+/// endpoint.
 fn wire_member(m: capstan_proto::store::Member) -> pb::Member {
+    let bare = |u: String| match u.strip_prefix("http://") {
+        Some(rest) => rest.to_string(),
+        None => u,
+    };
     pb::Member {
         id: m.id,
         name: m.name,
         peer_ur_ls: m.peer_urls,
-        client_ur_ls: m.client_urls,
+        client_ur_ls: m.client_urls.into_iter().map(bare).collect(),
         is_learner: m.is_learner,
     }
 }

@@ -1,0 +1,336 @@
+//! Real 3- and 5-member clusters of the `capstan` binary on loopback, with members killed
+//! (SIGKILL) under load. What must hold: a new leader is elected and writes resume; every
+//! acknowledged write is afterwards on every member at the revision it was acknowledged
+//! with; all members end with the same history (HashKV at one revision); a restarted
+//! member catches up by log and, after the log was truncated, by snapshot; a register
+//! workload stays linearizable while leaders are killed.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use capstan_chaos::cluster::{Cluster, ClusterConfig};
+use capstan_chaos::linearizability::{check, CheckResult, Limits};
+use capstan_chaos::workload::{run_register_workload, WorkloadConfig};
+use etcd_client::{Client, ConnectOptions, GetOptions};
+
+/// The longest any condition is waited for before the test fails.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_capstan"))
+}
+
+fn start(members: usize, extra: &[&str]) -> Cluster {
+    let mut config = ClusterConfig::new(members, binary());
+    config.extra_args = extra.iter().map(|s| s.to_string()).collect();
+    Cluster::start(config).expect("start the cluster")
+}
+
+async fn connect(endpoints: &[String]) -> Client {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(5));
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match Client::connect(endpoints.to_vec(), Some(opts.clone())).await {
+            Ok(c) => return c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("cannot connect to {endpoints:?}: {e}"),
+        }
+    }
+}
+
+/// Waits until `f` holds, polling, or fails the test with `what`.
+async fn wait_until<F, Fut>(what: &str, cluster: &Cluster, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    while !f().await {
+        if Instant::now() > deadline {
+            panic!("timed out waiting until {what}; logs:\n{}", cluster.log_tails(30));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Writers putting unique keys until stopped; every acknowledged put is recorded with the
+/// revision it was acknowledged at.
+struct Writers {
+    acked: Arc<Mutex<Vec<(String, i64)>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Writers {
+    async fn start(endpoints: &[String], n: usize) -> Writers {
+        let acked = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for w in 0..n {
+            // Each writer talks to one member, so killing one stops only its writers
+            // until they fail over to the next member in their list.
+            let mut eps = endpoints.to_vec();
+            eps.rotate_left(w % endpoints.len());
+            let mut client = connect(&eps).await;
+            let acked = acked.clone();
+            let stop = stop.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let key = format!("/w/{w}/{n}");
+                    n += 1;
+                    if let Ok(r) = client.put(key.clone(), format!("v{n}"), None).await {
+                        let rev = r.header().expect("a put has a header").revision();
+                        acked.lock().expect("acked lock").push((key, rev));
+                    }
+                }
+            }));
+        }
+        Writers { acked, stop, tasks }
+    }
+
+    fn count(&self) -> usize {
+        self.acked.lock().expect("acked lock").len()
+    }
+
+    async fn stop(self) -> Vec<(String, i64)> {
+        self.stop.store(true, Ordering::Release);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let acked = self.acked.lock().expect("acked lock").clone();
+        acked
+    }
+}
+
+/// (applied index, revision) of every member, when all answer.
+async fn positions(cluster: &Cluster) -> Option<Vec<(u64, i64)>> {
+    let mut out = Vec::new();
+    for ep in cluster.endpoints() {
+        let mut c = Client::connect([ep], None).await.ok()?;
+        let s = c.status().await.ok()?;
+        out.push((s.raft_applied_index(), s.header()?.revision()));
+    }
+    Some(out)
+}
+
+/// Waits until every member has applied the same index, then checks that all have the
+/// same history and every acknowledged put at its revision.
+async fn check_converged(cluster: &Cluster, acked: &[(String, i64)]) {
+    let deadline = Instant::now() + DEADLINE;
+    let rev = loop {
+        match positions(cluster).await {
+            Some(p) if p.windows(2).all(|w| w[0] == w[1]) => break p[0].1,
+            _ if Instant::now() > deadline => panic!(
+                "members did not converge: {:?}; logs:\n{}",
+                positions(cluster).await,
+                cluster.log_tails(30)
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let mut hashes = Vec::new();
+    for ep in cluster.endpoints() {
+        let mut c = connect(&[ep.clone()]).await;
+        let h = c.hash_kv(rev).await.expect("hash_kv");
+        hashes.push((ep, h.hash()));
+    }
+    assert!(
+        hashes.windows(2).all(|w| w[0].1 == w[1].1),
+        "members differ at revision {rev}: {hashes:?}"
+    );
+    for ep in cluster.endpoints() {
+        let mut c = connect(&[ep.clone()]).await;
+        for (key, rev) in acked {
+            let r = c
+                .get(key.as_str(), Some(GetOptions::new().with_serializable()))
+                .await
+                .expect("get");
+            let kv = r
+                .kvs()
+                .first()
+                .unwrap_or_else(|| panic!("acknowledged {key} (revision {rev}) is missing on {ep}"));
+            assert_eq!(kv.mod_revision(), *rev, "{key} on {ep}");
+        }
+    }
+}
+
+async fn kill_leader_under_writes(members: usize, kills: usize) {
+    let mut cluster = start(members, &[]);
+    let leader = cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
+    let _ = leader;
+    let writers = Writers::start(&cluster.endpoints(), 8).await;
+    for round in 0..kills {
+        let before = writers.count();
+        wait_until("writes are acknowledged", &cluster, || async {
+            writers.count() >= before + 100
+        })
+        .await;
+        let leader = cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
+        cluster.kill(leader).expect("kill the leader");
+        let at_kill = writers.count();
+        let new_leader = cluster.leader(DEADLINE.as_millis() as u64).await.expect("a new leader");
+        assert_ne!(new_leader, leader, "round {round}: a killed member cannot lead");
+        wait_until("writes resume after the leader was killed", &cluster, || async {
+            writers.count() >= at_kill + 100
+        })
+        .await;
+        cluster.restart(leader).expect("restart the old leader");
+    }
+    let acked = writers.stop().await;
+    assert!(acked.len() >= 200 * kills, "only {} puts acknowledged", acked.len());
+    check_converged(&cluster, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_lose_no_acknowledged_write_when_the_leader_is_killed() {
+    kill_leader_under_writes(3, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_members_lose_no_acknowledged_write_when_leaders_are_killed() {
+    kill_leader_under_writes(5, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_member_catches_up_by_log_and_by_snapshot() {
+    // A short log: a member 100 entries behind needs a snapshot.
+    let mut cluster = start(3, &["--snapshot-count", "50"]);
+    let leader = cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
+    let follower = (leader + 1) % 3;
+    // The leader stays up throughout; a client of it never meets a killed member.
+    let mut client = connect(&[cluster.endpoint(leader)]).await;
+    let mut acked = Vec::new();
+    let put = |i: usize| {
+        let key = format!("/c/{i}");
+        (key, format!("v{i}"))
+    };
+    // By log: a few entries behind.
+    cluster.kill(follower).expect("kill");
+    for i in 0..30 {
+        let (k, v) = put(i);
+        let r = client.put(k.clone(), v, None).await.expect("put");
+        acked.push((k, r.header().expect("header").revision()));
+    }
+    cluster.restart(follower).expect("restart");
+    check_converged(&cluster, &acked).await;
+    // By snapshot: far behind a truncated log.
+    cluster.kill(follower).expect("kill");
+    for i in 30..400 {
+        let (k, v) = put(i);
+        let r = client.put(k.clone(), v, None).await.expect("put");
+        acked.push((k, r.header().expect("header").revision()));
+    }
+    cluster.restart(follower).expect("restart");
+    check_converged(&cluster, &acked).await;
+    let log = cluster.member_log_tail(follower, 2000);
+    assert!(
+        log.contains("installed a snapshot from the leader"),
+        "the member should have caught up by snapshot; its log:\n{log}"
+    );
+    // Caught up, it takes part: with the other follower down, writes need it.
+    let other = (0..3).find(|&i| i != leader && i != follower).expect("another member");
+    cluster.kill(other).expect("kill");
+    let r = client
+        .put("/c/after", "snapshot", None)
+        .await
+        .expect("a write needing the restored member");
+    acked.push(("/c/after".into(), r.header().expect("header").revision()));
+    cluster.restart(other).expect("restart");
+    check_converged(&cluster, &acked).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_register_workload_stays_linearizable_while_leaders_are_killed() {
+    let mut cluster = start(3, &[]);
+    cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
+    let config = WorkloadConfig {
+        clients: 6,
+        ops_per_client: 150,
+        keys: 3,
+        seed: 42,
+        ..WorkloadConfig::default()
+    };
+    let prefix = config.key_prefix.clone();
+    let workload = tokio::spawn(run_register_workload(cluster.endpoints(), config));
+    // Faults start once the workload is under way (its set-up must not meet them).
+    let observer = connect(&cluster.endpoints()).await;
+    wait_until("the workload has written", &cluster, || {
+        let prefix = prefix.clone();
+        let mut observer = observer.clone();
+        async move {
+            observer
+                .get(prefix, Some(GetOptions::new().with_prefix().with_count_only()))
+                .await
+                .is_ok_and(|r| r.count() > 0)
+        }
+    })
+    .await;
+    for _ in 0..3 {
+        if workload.is_finished() {
+            break;
+        }
+        let leader = cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
+        cluster.kill(leader).expect("kill the leader");
+        cluster.leader(DEADLINE.as_millis() as u64).await.expect("a new leader");
+        cluster.restart(leader).expect("restart");
+    }
+    let history = workload.await.expect("workload task").expect("workload");
+    let done = history.operations.len() - history.unknown_count();
+    assert!(done > 100, "too few operations completed: {done}");
+    match check(&history, &Limits::default()).expect("check") {
+        CheckResult::Linearizable => {}
+        other => panic!("the history is not shown linearizable: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_sees_the_whole_cluster() {
+    let cluster = start(3, &[]);
+    cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
+    let endpoints: Vec<String> = cluster
+        .endpoints()
+        .iter()
+        .map(|e| e.trim_start_matches("http://").to_string())
+        .collect();
+    let etcdctl = |args: &[&str]| {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", endpoints[0]))
+            .args(args)
+            .output()
+            .expect("run etcdctl (Debian etcd-client; make test installs it)");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let list = etcdctl(&["member", "list"]);
+    assert_eq!(list.lines().count(), 3, "{list}");
+    for i in 0..3 {
+        assert!(list.contains(&format!(", started, {}, ", cluster.name(i))), "{list}");
+        assert!(list.contains(&format!(", {}, ", endpoints[i])), "{list}");
+    }
+    let status = etcdctl(&["endpoint", "status", "--cluster"]);
+    assert_eq!(status.lines().count(), 3, "{status}");
+    assert_eq!(status.matches(", true, false, ").count(), 1, "one leader: {status}");
+    etcdctl(&["put", "k", "v"]);
+    for ep in &endpoints {
+        let out = std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={ep}"))
+            .args(["get", "k", "--print-value-only"])
+            .output()
+            .expect("etcdctl");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v", "read on {ep}");
+    }
+}

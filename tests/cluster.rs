@@ -324,6 +324,33 @@ async fn etcdctl_sees_the_whole_cluster() {
     assert_eq!(status.lines().count(), 3, "{status}");
     assert_eq!(status.matches(", true, false, ").count(), 1, "one leader: {status}");
     etcdctl(&["put", "k", "v"]);
+    // move-leader, asked of the leader (etcdctl finds it among the endpoints given).
+    let leader = cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
+    let target = (leader + 1) % 3;
+    let target_id = {
+        let mut c = connect(&[cluster.endpoint(target)]).await;
+        c.status().await.expect("status").header().expect("header").member_id()
+    };
+    let all = endpoints.join(",");
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={all}"))
+        .args(["move-leader", &format!("{target_id:x}")])
+        .output()
+        .expect("etcdctl move-leader");
+    assert!(
+        out.status.success(),
+        "move-leader: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Leadership transferred"),
+        "{out:?}"
+    );
+    assert_eq!(
+        cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader"),
+        target
+    );
     for ep in &endpoints {
         let out = std::process::Command::new("etcdctl")
             .env("ETCDCTL_API", "3")

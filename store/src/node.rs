@@ -148,6 +148,7 @@ enum Input {
         ok: bool,
     },
     Unreachable(u64),
+    TransferLeader(u64),
 }
 
 /// Work for the apply thread.
@@ -558,6 +559,32 @@ impl Node {
             .await
     }
 
+    /// etcd's MoveLeader: the leader hands leadership to `target`, a voting member, and
+    /// the call returns once `target` leads (or fails after the request timeout).
+    pub async fn move_leader(&self, target: u64) -> Result<()> {
+        if !self.is_leader() {
+            return Err(StoreError::NotLeader);
+        }
+        let members = self.mvcc.members()?;
+        if !members.iter().any(|m| m.id == target && !m.is_learner) {
+            return Err(StoreError::BadLeaderTransferee);
+        }
+        if target == self.header.member_id {
+            return Ok(());
+        }
+        self.inputs
+            .try_send(Input::TransferLeader(target))
+            .map_err(|_| StoreError::TooManyRequests)?;
+        let deadline = tokio::time::Instant::now() + self.config.request_timeout;
+        while self.leader() != target {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Timeout);
+            }
+            tokio::time::sleep(self.config.tick).await;
+        }
+        Ok(())
+    }
+
     /// A Raft message from a peer. Dropped when the raft thread is behind (Raft resends).
     pub fn step(&self, m: Message) {
         let _ = self.inputs.try_send(Input::Step(Box::new(m)));
@@ -730,6 +757,7 @@ impl RaftLoop {
             }
             Input::SnapshotSent { to, ok } => self.replica.report_snapshot(to, ok),
             Input::Unreachable(id) => self.replica.report_unreachable(id),
+            Input::TransferLeader(to) => self.replica.transfer_leader(to),
         }
     }
 

@@ -329,7 +329,7 @@ impl Lease for EtcdServices {
 impl Cluster for EtcdServices {
     async fn member_add(&self, _: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
         Err(Status::unimplemented(
-            "membership changes are not supported by a single-member store",
+            "membership changes at run time are not implemented yet",
         ))
     }
 
@@ -338,7 +338,7 @@ impl Cluster for EtcdServices {
         _: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
         Err(Status::unimplemented(
-            "membership changes are not supported by a single-member store",
+            "membership changes at run time are not implemented yet",
         ))
     }
 
@@ -347,7 +347,7 @@ impl Cluster for EtcdServices {
         _: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
         Err(Status::unimplemented(
-            "membership changes are not supported by a single-member store",
+            "membership changes at run time are not implemented yet",
         ))
     }
 
@@ -370,7 +370,7 @@ impl Cluster for EtcdServices {
         _: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
         Err(Status::unimplemented(
-            "membership changes are not supported by a single-member store",
+            "membership changes at run time are not implemented yet",
         ))
     }
 }
@@ -442,8 +442,14 @@ impl Maintenance for EtcdServices {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn move_leader(&self, _: Request<pb::MoveLeaderRequest>) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented("MoveLeader needs a replicated store"))
+    async fn move_leader(
+        &self,
+        req: Request<pb::MoveLeaderRequest>,
+    ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.node.move_leader(req.into_inner().target_id).await?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: self.header(self.node.mvcc.revision()),
+        }))
     }
 
     async fn downgrade(&self, _: Request<pb::DowngradeRequest>) -> Result<Response<pb::DowngradeResponse>, Status> {

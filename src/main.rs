@@ -127,13 +127,6 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     config.election_ticks = (args.election_timeout / args.heartbeat_interval) as usize;
     // etcd: a lease lives at least 1.5 election timeouts.
     config.lease_ttl_min_s = ((args.election_timeout * 3 / 2).div_ceil(1000) as i64).max(1);
-    if args.initial_cluster_state == "existing" && !args.data_dir.join("db").exists() {
-        return Err(
-            "joining a running cluster (--initial-cluster-state existing) is not supported yet; \
-                    start every member with --initial-cluster-state new"
-                .into(),
-        );
-    }
     let peer_listener = match args.listen_peer {
         Some(peer) => {
             let l = tokio::net::TcpListener::bind(peer)
@@ -158,6 +151,18 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     };
     if !config.initial_cluster.is_empty() && !config.initial_cluster.iter().any(|(n, _)| *n == args.name) {
         return Err(format!("--initial-cluster does not name this member ({})", args.name));
+    }
+    if args.initial_cluster_state == "existing" && !args.data_dir.join("db").exists() {
+        // A member added with `member add`: the running members know its ID.
+        let peers: Vec<String> = config.initial_cluster.iter().map(|(_, u)| u.clone()).collect();
+        tracing::info!(?peers, "joining a running cluster");
+        config.join = Some(
+            capstan_store::peer::discover_identity(&peers, &config.peer_url, std::time::Duration::from_secs(60))
+                .await
+                .map_err(|e| {
+                    format!("cannot join the cluster at {peers:?}: {e} (was this member added with `member add`?)")
+                })?,
+        );
     }
     let node = Node::start(config).map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
     if let Some(l) = peer_listener {

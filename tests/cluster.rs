@@ -361,3 +361,126 @@ async fn etcdctl_sees_the_whole_cluster() {
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v", "read on {ep}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_added_promoted_and_removed_with_etcdctl() {
+    // A short log, so the new member needs a snapshot to catch up.
+    let cluster = start(3, &["--snapshot-count", "20"]);
+    cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
+    let endpoints: Vec<String> = cluster
+        .endpoints()
+        .iter()
+        .map(|e| e.trim_start_matches("http://").to_string())
+        .collect();
+    let all = endpoints.join(",");
+    let etcdctl = |args: &[&str]| {
+        std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={all}"))
+            .args(args)
+            .output()
+            .expect("run etcdctl")
+    };
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "etcdctl: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ok(etcdctl(&["put", "k", "v"]));
+    let mut client = connect(&cluster.endpoints()).await;
+    for i in 0..100 {
+        client.put(format!("/fill/{i}"), "x", None).await.expect("put");
+    }
+    let mut initial: Vec<String> = client
+        .member_list()
+        .await
+        .expect("member list")
+        .members()
+        .iter()
+        .map(|m| format!("{}={}", m.name(), m.peer_urls()[0]))
+        .collect();
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let (client_port, peer_port) = (free_port(), free_port());
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    let added = ok(etcdctl(&[
+        "member",
+        "add",
+        "n4",
+        "--learner",
+        &format!("--peer-urls={peer_url}"),
+    ]));
+    let id = added
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no member ID in {added:?}"))
+        .to_string();
+    initial.push(format!("n4={peer_url}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = std::fs::File::create(dir.path().join("n4.log")).expect("log");
+    let mut n4 = std::process::Command::new(binary())
+        .args(["store", "--name", "n4", "--initial-cluster-state", "existing"])
+        .arg("--data-dir")
+        .arg(dir.path().join("n4"))
+        .args(["--listen-client", &format!("127.0.0.1:{client_port}")])
+        .args(["--listen-peer", &format!("127.0.0.1:{peer_port}")])
+        .args(["--initial-cluster", &initial.join(",")])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start n4");
+    // The learner catches up: it serves the data written before it joined.
+    let n4_endpoint = format!("http://127.0.0.1:{client_port}");
+    wait_until("the new learner has the data", &cluster, || {
+        let ep = n4_endpoint.clone();
+        async move {
+            let Ok(mut c) = Client::connect([ep], None).await else {
+                return false;
+            };
+            c.get("k", Some(GetOptions::new().with_serializable()))
+                .await
+                .is_ok_and(|r| r.kvs().first().is_some_and(|kv| kv.value() == b"v"))
+        }
+    })
+    .await;
+    let n4_log = std::fs::read_to_string(dir.path().join("n4.log")).expect("n4 log");
+    assert!(
+        n4_log.contains("installed a snapshot from the leader"),
+        "the new member should catch up by snapshot:\n{n4_log}"
+    );
+    let list = ok(etcdctl(&["member", "list"]));
+    assert!(
+        list.contains(&format!("{id}, started, n4, {peer_url}")) && list.contains(", true\n"),
+        "{list}"
+    );
+    ok(etcdctl(&["member", "promote", &id]));
+    let list = ok(etcdctl(&["member", "list"]));
+    assert_eq!(list.matches(", false\n").count(), 4, "four voters: {list}");
+    // Promoting a voter again is refused as etcd refuses it.
+    let again = etcdctl(&["member", "promote", &id]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("can only promote a learner member"));
+    // The new voter takes writes.
+    let mut c4 = connect(&[n4_endpoint.clone()]).await;
+    c4.put("k4", "from-n4", None)
+        .await
+        .expect("a write through the new member");
+    ok(etcdctl(&["member", "remove", &id]));
+    let list = ok(etcdctl(&["member", "list"]));
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(!list.contains(&id), "{list}");
+    let gone = etcdctl(&["member", "remove", &id]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("member not found"));
+    let r = client.get("k4", None).await.expect("get");
+    assert_eq!(r.kvs()[0].value(), b"from-n4");
+    let _ = n4.kill();
+    let _ = n4.wait();
+}

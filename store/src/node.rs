@@ -38,14 +38,14 @@ use capstan_proto::etcdserverpb::{LeaseGrantRequest, LeaseRevokeRequest};
 use capstan_proto::store::{command, Command, Member, MemberAttributes};
 use prost::Message as _;
 use protobuf::Message as _;
-use raft::prelude::{EntryType, Message, Snapshot};
+use raft::prelude::{ConfChange, ConfChangeType, EntryType, Message, Snapshot};
 use raft::StateRole;
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{Result, StoreError};
 use crate::header::{id_from_name, HeaderSource};
 use crate::lease::Lessor;
-use crate::mvcc::{check_command, Applied, CommandResponse, Mvcc, LEASE_TTL_MAX_S};
+use crate::mvcc::{check_command, Applied, CommandResponse, MemberChange, Mvcc, LEASE_TTL_MAX_S};
 use crate::raftlog::RaftLog;
 use crate::replica::{Committed, Output, Replica, ReplicaConfig};
 use crate::transport::Transport;
@@ -87,6 +87,10 @@ pub struct NodeConfig {
     /// Applied entries kept in the log before it is truncated.
     pub log_keep_entries: u64,
     pub hub: HubConfig,
+    /// (cluster ID, member ID) of a member added at run time that joins a running
+    /// cluster (`--initial-cluster-state existing`): it starts with no log and learns
+    /// everything from the leader.
+    pub join: Option<Join>,
 }
 
 impl NodeConfig {
@@ -107,6 +111,7 @@ impl NodeConfig {
             lease_check_interval: Duration::from_millis(250),
             log_keep_entries: 10_000,
             hub: HubConfig::default(),
+            join: None,
         }
     }
 
@@ -118,6 +123,15 @@ impl NodeConfig {
             self.initial_cluster.clone()
         }
     }
+}
+
+/// What a member joining a running cluster learned from it.
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    /// The members as the cluster knows them: whom to talk to until the log says more.
+    pub members: Vec<Member>,
 }
 
 /// A member's ID: a stable hash of its name, peer URL and cluster token. Never 0 (Raft's
@@ -149,6 +163,10 @@ enum Input {
     },
     Unreachable(u64),
     TransferLeader(u64),
+    ConfChange {
+        seq: u64,
+        cc: Box<ConfChange>,
+    },
 }
 
 /// Work for the apply thread.
@@ -210,9 +228,13 @@ impl Node {
         let mvcc = Arc::new(Mvcc::open(&config.data_dir.join("db"))?);
         let mut log = RaftLog::open(mvcc.clone())?;
         let token = &config.initial_cluster_token;
-        let (cluster_id, my_id) = match log.identity()? {
-            Some(ids) => ids,
-            None => {
+        let (cluster_id, my_id) = match (log.identity()?, &config.join) {
+            (Some(ids), _) => ids,
+            (None, Some(join)) => {
+                log.set_identity(join.cluster_id, join.member_id)?;
+                (join.cluster_id, join.member_id)
+            }
+            (None, None) => {
                 let members: Vec<Member> = config
                     .initial_members()
                     .iter()
@@ -286,7 +308,13 @@ impl Node {
             reads: Mutex::new(Reads::default()),
         });
         let transport = Transport::new(my_id, config.data_dir.clone(), mvcc.clone(), input_sender(&input_tx));
-        transport.set_members(&mvcc.members()?);
+        let known = mvcc.members()?;
+        match &config.join {
+            // Until its state holds the membership, a joining member talks to the members
+            // the cluster told it about.
+            Some(join) if known.is_empty() => transport.set_members(&join.members),
+            _ => transport.set_members(&known),
+        }
         // Lease IDs: the member's ID in the high bits keeps members from colliding, the
         // time in the low bits keeps a restarted member from reusing its own IDs.
         let lease_base = (((my_id & 0xFFFF) as i64) << 46) | ((unix_ms << 4) & ((1i64 << 46) - 1));
@@ -559,6 +587,126 @@ impl Node {
             .await
     }
 
+    /// Proposes a membership change and waits until it is applied here.
+    async fn change_membership(&self, cc: ConfChange) -> Result<()> {
+        let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.shared
+            .proposals
+            .lock()
+            .expect("proposals lock poisoned")
+            .insert(seq, tx);
+        let forget = || {
+            self.shared
+                .proposals
+                .lock()
+                .expect("proposals lock poisoned")
+                .remove(&seq);
+        };
+        if self
+            .inputs
+            .try_send(Input::ConfChange { seq, cc: Box::new(cc) })
+            .is_err()
+        {
+            forget();
+            return Err(StoreError::TooManyRequests);
+        }
+        match tokio::time::timeout(self.config.request_timeout, rx).await {
+            Ok(Ok(r)) => r.map(|_| ()),
+            Ok(Err(_)) => Err(StoreError::Stopped),
+            Err(_) => {
+                forget();
+                Err(StoreError::Timeout)
+            }
+        }
+    }
+
+    /// etcd's MemberAdd: a new voter (or learner) at `peer_urls`; returns its record.
+    pub async fn member_add(&self, peer_urls: Vec<String>, is_learner: bool) -> Result<Member> {
+        if peer_urls.is_empty()
+            || peer_urls
+                .iter()
+                .any(|u| !(u.starts_with("http://") || u.starts_with("https://")))
+        {
+            return Err(StoreError::InvalidRequest(format!("bad peer URLs {peer_urls:?}")));
+        }
+        let members = self.mvcc.members()?;
+        if members
+            .iter()
+            .any(|m| m.peer_urls.iter().any(|u| peer_urls.contains(u)))
+        {
+            return Err(StoreError::PeerUrlExists);
+        }
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let id = id_from_name(&format!("{}/{}/{unix_ms}", self.header.cluster_id, peer_urls.join(","))).max(1);
+        if members.iter().any(|m| m.id == id) {
+            return Err(StoreError::MemberExists);
+        }
+        let member = Member {
+            id,
+            name: String::new(),
+            peer_urls,
+            client_urls: Vec::new(),
+            is_learner,
+        };
+        let mut cc = ConfChange::default();
+        cc.set_change_type(if is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        });
+        cc.node_id = id;
+        cc.context = member.encode_to_vec().into();
+        self.change_membership(cc).await?;
+        Ok(member)
+    }
+
+    /// etcd's MemberRemove.
+    pub async fn member_remove(&self, id: u64) -> Result<()> {
+        if !self.mvcc.members()?.iter().any(|m| m.id == id) {
+            return Err(StoreError::MemberNotFound);
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::RemoveNode);
+        cc.node_id = id;
+        self.change_membership(cc).await
+    }
+
+    /// etcd's MemberPromote: a learner becomes a voter once it has caught up.
+    pub async fn member_promote(&self, id: u64) -> Result<()> {
+        let m = self
+            .mvcc
+            .members()?
+            .into_iter()
+            .find(|m| m.id == id)
+            .ok_or(StoreError::MemberNotFound)?;
+        if !m.is_learner {
+            return Err(StoreError::MemberNotLearner);
+        }
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::AddNode);
+        cc.node_id = id;
+        cc.context = Member {
+            id,
+            ..Default::default()
+        }
+        .encode_to_vec()
+        .into();
+        self.change_membership(cc).await
+    }
+
+    /// Whether this member is a learner.
+    pub fn is_learner(&self) -> bool {
+        self.mvcc
+            .members()
+            .ok()
+            .and_then(|ms| ms.into_iter().find(|m| m.id == self.header.member_id))
+            .is_some_and(|m| m.is_learner)
+    }
+
     /// etcd's MoveLeader: the leader hands leadership to `target`, a voting member, and
     /// the call returns once `target` leads (or fails after the request timeout).
     pub async fn move_leader(&self, target: u64) -> Result<()> {
@@ -758,6 +906,13 @@ impl RaftLoop {
             Input::SnapshotSent { to, ok } => self.replica.report_snapshot(to, ok),
             Input::Unreachable(id) => self.replica.report_unreachable(id),
             Input::TransferLeader(to) => self.replica.transfer_leader(to),
+            Input::ConfChange { seq, cc } => {
+                let mut ctx = self.replica.id().to_be_bytes().to_vec();
+                ctx.extend_from_slice(&seq.to_be_bytes());
+                if let Err(e) = self.replica.propose_conf_change(ctx, *cc) {
+                    self.reply_now(seq, Err(e));
+                }
+            }
         }
     }
 
@@ -957,6 +1112,7 @@ impl ApplyLoop {
 
     fn apply(&self, c: Committed) -> Result<()> {
         let context = c.entry.context.clone();
+        let removes_me = matches!(&c.conf, Some((MemberChange::Remove(id), _)) if *id == self.my_id);
         match apply_committed(&self.mvcc, &c)? {
             AppliedEntry::Command { cmd, applied } => {
                 self.after_apply(&cmd, &applied.response);
@@ -965,8 +1121,14 @@ impl ApplyLoop {
             }
             AppliedEntry::Rejected(e) => self.reply(&context, Err(e)),
             AppliedEntry::Member => {
-                self.transport.set_members(&self.mvcc.members()?);
+                let members = self.mvcc.members()?;
+                self.transport.set_members(&members);
                 self.reply(&context, Ok(CommandResponse::Member));
+                if removes_me {
+                    // As etcd: a member removed from the cluster stops serving.
+                    tracing::warn!("this member was removed from the cluster; it stops");
+                    self.stopped.store(true, Ordering::Release);
+                }
             }
             AppliedEntry::Empty | AppliedEntry::Skipped => {}
         }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use capstan_proto::peer::peer_server::{Peer, PeerServer};
 use capstan_proto::peer::{
-    LeaseRenewRequest, LeaseRenewResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PeerAck, RaftBatch,
-    SnapshotChunk,
+    LeaseRenewRequest, LeaseRenewResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, MembersRequest,
+    MembersResponse, PeerAck, RaftBatch, SnapshotChunk,
 };
 use raft::prelude::MessageType;
 use tonic::{Request, Response, Status, Streaming};
@@ -127,6 +127,13 @@ impl Peer for PeerService {
         }
     }
 
+    async fn members(&self, _: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {
+        Ok(Response::new(MembersResponse {
+            cluster_id: self.node.header.cluster_id,
+            members: self.node.mvcc.members()?,
+        }))
+    }
+
     async fn lease_time_to_live(
         &self,
         req: Request<LeaseTimeToLiveRequest>,
@@ -138,6 +145,44 @@ impl Peer for PeerService {
             Some((granted_ttl, ttl)) => Ok(Response::new(LeaseTimeToLiveResponse { ttl, granted_ttl })),
             None => Err(StoreError::LeaseNotFound.into()),
         }
+    }
+}
+
+/// Asks the members at `peer_urls` who this member (at `my_peer_url`) is, until one
+/// answers with a member record carrying that URL: its identity and the members. How a member
+/// added with `member add` and started with `--initial-cluster-state existing` joins.
+pub async fn discover_identity(
+    peer_urls: &[String],
+    my_peer_url: &str,
+    deadline: std::time::Duration,
+) -> Result<crate::node::Join, StoreError> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        for url in peer_urls.iter().filter(|u| u.as_str() != my_peer_url) {
+            let Ok(endpoint) = tonic::transport::Endpoint::from_shared(url.clone()) else {
+                continue;
+            };
+            let endpoint = endpoint.connect_timeout(std::time::Duration::from_secs(1));
+            let Ok(channel) = endpoint.connect().await else {
+                continue;
+            };
+            let mut client = capstan_proto::peer::peer_client::PeerClient::new(channel);
+            let Ok(r) = client.members(MembersRequest {}).await else {
+                continue;
+            };
+            let r = r.into_inner();
+            if let Some(m) = r.members.iter().find(|m| m.peer_urls.iter().any(|u| u == my_peer_url)) {
+                return Ok(crate::node::Join {
+                    cluster_id: r.cluster_id,
+                    member_id: m.id,
+                    members: r.members.clone(),
+                });
+            }
+        }
+        if tokio::time::Instant::now() >= until {
+            return Err(StoreError::MemberNotFound);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
 

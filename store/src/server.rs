@@ -56,6 +56,10 @@ impl EtcdServices {
     fn header(&self, rev: i64) -> Option<pb::ResponseHeader> {
         Some(self.node.header.make(rev))
     }
+
+    fn members(&self) -> Result<Vec<pb::Member>, Status> {
+        Ok(self.node.mvcc.members()?.into_iter().map(wire_member).collect())
+    }
 }
 
 /// A member record as the etcd API shows it.
@@ -327,19 +331,25 @@ impl Lease for EtcdServices {
 
 #[tonic::async_trait]
 impl Cluster for EtcdServices {
-    async fn member_add(&self, _: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
-        Err(Status::unimplemented(
-            "membership changes at run time are not implemented yet",
-        ))
+    async fn member_add(&self, req: Request<pb::MemberAddRequest>) -> Result<Response<pb::MemberAddResponse>, Status> {
+        let req = req.into_inner();
+        let member = self.node.member_add(req.peer_ur_ls, req.is_learner).await?;
+        Ok(Response::new(pb::MemberAddResponse {
+            header: self.header(self.node.mvcc.revision()),
+            member: Some(wire_member(member)),
+            members: self.members()?,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _: Request<pb::MemberRemoveRequest>,
+        req: Request<pb::MemberRemoveRequest>,
     ) -> Result<Response<pb::MemberRemoveResponse>, Status> {
-        Err(Status::unimplemented(
-            "membership changes at run time are not implemented yet",
-        ))
+        self.node.member_remove(req.into_inner().id).await?;
+        Ok(Response::new(pb::MemberRemoveResponse {
+            header: self.header(self.node.mvcc.revision()),
+            members: self.members()?,
+        }))
     }
 
     async fn member_update(
@@ -358,7 +368,7 @@ impl Cluster for EtcdServices {
         if req.into_inner().linearizable {
             self.node.linearizable_barrier().await?;
         }
-        let members = self.node.mvcc.members()?.into_iter().map(wire_member).collect();
+        let members = self.members()?;
         Ok(Response::new(pb::MemberListResponse {
             header: self.header(self.node.mvcc.revision()),
             members,
@@ -367,11 +377,13 @@ impl Cluster for EtcdServices {
 
     async fn member_promote(
         &self,
-        _: Request<pb::MemberPromoteRequest>,
+        req: Request<pb::MemberPromoteRequest>,
     ) -> Result<Response<pb::MemberPromoteResponse>, Status> {
-        Err(Status::unimplemented(
-            "membership changes at run time are not implemented yet",
-        ))
+        self.node.member_promote(req.into_inner().id).await?;
+        Ok(Response::new(pb::MemberPromoteResponse {
+            header: self.header(self.node.mvcc.revision()),
+            members: self.members()?,
+        }))
     }
 }
 
@@ -398,7 +410,7 @@ impl Maintenance for EtcdServices {
             raft_applied_index: applied,
             errors: Vec::new(),
             db_size_in_use: in_use,
-            is_learner: false,
+            is_learner: self.node.is_learner(),
             storage_version: String::new(),
             db_size_quota: 0,
             downgrade_info: None,

@@ -24,8 +24,13 @@
 //!
 //! A single member is a cluster of one; the same code runs it.
 //!
-//! Left out for now: membership changes at run time, learners, and leader transfer are
-//! answered by the server module as not supported.
+//! Membership: `member add` proposes a conf change carrying the new member's record; the
+//! new member, started with `--initial-cluster-state existing`, asks the running members
+//! for its ID ([`crate::peer::discover_identity`]) and starts with an empty log, which
+//! the leader fills by appends or a snapshot. A member removed from the cluster stops.
+//!
+//! Left out for now: etcd's check that a learner is in sync before promotion, and its
+//! strict reconfiguration check (refusing a change that would lose quorum).
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -53,6 +53,8 @@ pub const RAFT_CONF_STATE: &[u8] = b"hconfstate";
 pub const RAFT_TRUNCATED: &[u8] = b"htruncated";
 /// (cluster ID, member ID), decided on first start.
 pub const RAFT_IDENTITY: &[u8] = b"hidentity";
+/// How many times this member has started.
+pub const RAFT_INCARNATION: &[u8] = b"hincarnation";
 
 pub fn member(id: u64) -> Vec<u8> {
     let mut k = MEMBER_PREFIX.to_vec();

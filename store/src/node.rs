@@ -284,6 +284,7 @@ impl Node {
                 l.grant(id, ttl, 0);
             }
         }
+        let incarnation = log.next_incarnation()?;
         let voters = log.conf_state().voters.len();
         let applied = mvcc
             .applied_index()
@@ -309,7 +310,8 @@ impl Node {
             commit_index: AtomicU64::new(replica.commit_index()),
             last_index: AtomicU64::new(replica.last_index()),
             proposals: Mutex::new(HashMap::new()),
-            next_seq: AtomicU64::new(1),
+            // Proposal IDs: this start's number in the high bits, a counter below.
+            next_seq: AtomicU64::new(incarnation << 40),
             reads: Mutex::new(Reads::default()),
         });
         let transport = Transport::new(my_id, config.data_dir.clone(), mvcc.clone(), input_sender(&input_tx));
@@ -1032,7 +1034,9 @@ impl RaftLoop {
         let applied = self.mvcc.applied_index();
         let first = self.replica.first_index();
         if applied >= first + 2 * self.keep {
-            self.replica.compact_log(applied - self.keep)?;
+            // Only what is durable in the state may leave the log.
+            let durable = self.mvcc.persist_applied()?;
+            self.replica.compact_log(durable.saturating_sub(self.keep).max(first))?;
         }
         Ok(())
     }

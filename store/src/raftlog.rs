@@ -152,6 +152,24 @@ impl RaftLog {
         Ok(())
     }
 
+    /// Counts the starts of this member (durably). Proposal IDs include it, so that an
+    /// entry proposed before a restart is never taken for one proposed after it when the
+    /// log is replayed.
+    pub fn next_incarnation(&mut self) -> Result<u64> {
+        let n = match self.db.get(keys::RAFT_INCARNATION)? {
+            Some(v) => u64::from_be_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("incarnation record".into()))?,
+            ),
+            None => 0,
+        } + 1;
+        let mut wb = WriteBatch::default();
+        wb.put(keys::RAFT_INCARNATION, n.to_be_bytes());
+        self.db.write_opt(wb, &synced())?;
+        Ok(n)
+    }
+
     /// Whether this member has ever been part of a cluster (it has Raft state).
     pub fn initialized(&self) -> bool {
         !self.conf_state.voters.is_empty() || !self.conf_state.learners.is_empty() || self.last_index_() > 0

@@ -522,7 +522,7 @@ fn a_member_that_missed_compacted_entries_catches_up_by_snapshot() {
         // Truncate the log of the live members past what the stopped one has.
         for i in 0..3 {
             if c.up(i) {
-                let applied = c.nodes[i].mvcc.as_ref().expect("up").applied_index();
+                let applied = c.nodes[i].mvcc.as_ref().expect("up").persist_applied().expect("flush");
                 c.nodes[i]
                     .replica
                     .as_mut()

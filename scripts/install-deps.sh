@@ -13,8 +13,12 @@ have_cmd() { command -v "$1" >/dev/null 2>&1; }
 # libclang itself (libclang.so* or libclang-<version>.so*), not libclang-cpp, which some
 # machines carry without it and which bindgen cannot use.
 have_libclang() {
-  ls /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
-     /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1
+  local f
+  for f in /usr/lib/llvm-*/lib/libclang.so* /usr/lib/llvm-*/lib/libclang-[0-9]*.so* \
+           /usr/lib/*-linux-gnu/libclang.so* /usr/lib/*-linux-gnu/libclang-[0-9]*.so*; do
+    [ -e "$f" ] && return 0
+  done
+  return 1
 }
 
 have_cmd protoc || need+=(protobuf-compiler)

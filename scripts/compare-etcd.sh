@@ -217,7 +217,7 @@ fi
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$work/machine.txt"
 
 cat "$work/machine.txt"
-python3 - "$RESULTS" "$WATCHERS" "$STREAMS" "$EVENTS" "$MEM_WATCHERS" <<'EOF'
+PYTHONPATH="$root/scripts" python3 - "$RESULTS" "$WATCHERS" "$STREAMS" "$EVENTS" "$MEM_WATCHERS" <<'EOF'
 import json, statistics, sys
 
 path, watchers, streams, events, mem_watchers = sys.argv[1:6]
@@ -226,17 +226,7 @@ runs = [json.loads(line) for line in open(path) if line.strip()]
 def values(server, workload, get):
     return [get(r["result"]) for r in runs if r["server"] == server and r["workload"] == workload]
 
-def cell(vals, fmt):
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return "n/a"
-    med = statistics.median(vals)
-    if len(vals) == 1:
-        return fmt(med)
-    return f"{fmt(med)} [{fmt(min(vals))}..{fmt(max(vals))}]"
-
-ops = lambda v: f"{v:,.0f}"
-ms = lambda us: f"{us / 1000:.2f} ms"
+from compare_common import cell, ops, ms
 byt = lambda b: f"{b:,.0f} B"
 
 rows = [

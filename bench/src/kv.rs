@@ -5,7 +5,13 @@
 //! the deadline passes. Each client records its own latency histogram; they are merged at
 //! the end. Throughput is successful requests over the wall time from the first request
 //! to the last answer.
+//!
+//! With several endpoints (the members of one cluster), connection j goes to endpoint
+//! j mod endpoints, so `--conns` should be a multiple of the endpoint count for an even
+//! spread. `--target leader` or `--target followers` first asks every endpoint for its
+//! Status and keeps only the leader, or only the others.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +21,7 @@ use capstan_proto::etcdserverpb::{PutRequest, RangeRequest};
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
+use crate::cluster::wait_leader;
 use crate::common::{
     connect_all, new_histogram, parse_endpoints, record_us, BenchResult, Deadline, Json, LatencySummary, Rng,
 };
@@ -27,9 +34,14 @@ pub struct KvArgs {
     /// Concurrent clients (each has one request in flight).
     #[arg(long, default_value_t = 1)]
     pub clients: usize,
-    /// HTTP/2 connections the clients share.
+    /// HTTP/2 connections the clients share (client i uses connection i mod conns;
+    /// connection j goes to endpoint j mod endpoints).
     #[arg(long, default_value_t = 1)]
     pub conns: usize,
+    /// Which of the endpoints get the load: all, only the leader, or only the others
+    /// (leader found with Maintenance.Status: leader == header.member_id).
+    #[arg(long, value_enum, default_value_t = Target::All)]
+    pub target: Target,
     /// Requests to issue (the run stops earlier at the timeout).
     #[arg(long, default_value_t = 10_000)]
     pub total: u64,
@@ -50,16 +62,37 @@ pub struct KvArgs {
     pub json: bool,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    All,
+    Leader,
+    Followers,
+}
+
+impl Target {
+    fn name(self) -> &'static str {
+        match self {
+            Target::All => "all",
+            Target::Leader => "leader",
+            Target::Followers => "followers",
+        }
+    }
+}
+
 #[derive(clap::Args, Debug, Clone)]
 pub struct RangeArgs {
     #[command(flatten)]
     pub kv: KvArgs,
-    /// Read consistency: l (linearizable, etcd's default) or s (serializable).
+    /// Read consistency: l or linearizable (etcd's default), s or serializable (the
+    /// member answers from its own state, without asking the leader).
     #[arg(long, default_value = "l")]
     pub consistency: String,
     /// Skip writing the key space before reading (it is already there).
     #[arg(long)]
     pub no_preload: bool,
+    /// Clients writing the key space before the reads (default: --clients).
+    #[arg(long)]
+    pub preload_clients: Option<usize>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,9 +113,9 @@ impl Op {
 pub async fn run_put(a: KvArgs) -> BenchResult<()> {
     validate(&a)?;
     let deadline = Deadline::after(Duration::from_secs(a.timeout_s));
-    let channels = setup(&a, deadline).await?;
-    let r = drive(&a, &channels, Op::Put, a.total, deadline, false).await?;
-    report(&a, Op::Put, &r, None);
+    let (used, channels) = setup(&a, deadline).await?;
+    let r = drive(&a, a.clients, &channels, Op::Put, a.total, deadline, false).await?;
+    report(&a, &used, Op::Put, &r, None);
     Ok(())
 }
 
@@ -90,17 +123,25 @@ pub async fn run_range(r: RangeArgs) -> BenchResult<()> {
     let a = &r.kv;
     validate(a)?;
     let serializable = match r.consistency.as_str() {
-        "l" => false,
-        "s" => true,
-        other => return Err(format!("--consistency {other}: expected l or s")),
+        "l" | "linearizable" => false,
+        "s" | "serializable" => true,
+        other => {
+            return Err(format!(
+                "--consistency {other}: expected l, linearizable, s or serializable"
+            ))
+        }
     };
+    let preload_clients = r.preload_clients.unwrap_or(a.clients);
+    if preload_clients == 0 || preload_clients > 10_000 {
+        return Err("--preload-clients must be in 1..=10000".into());
+    }
     let deadline = Deadline::after(Duration::from_secs(a.timeout_s));
-    let channels = setup(a, deadline).await?;
+    let (used, channels) = setup(a, deadline).await?;
     let preload = if r.no_preload {
         None
     } else {
         // Every key of the space once, in order, so every read finds its key.
-        let p = drive(a, &channels, Op::Put, a.key_space, deadline, true).await?;
+        let p = drive(a, preload_clients, &channels, Op::Put, a.key_space, deadline, true).await?;
         if p.ok < a.key_space {
             return Err(format!(
                 "preload wrote {} of {} keys ({} errors, timed out: {}){}",
@@ -117,8 +158,8 @@ pub async fn run_range(r: RangeArgs) -> BenchResult<()> {
         Some(p)
     };
     let op = Op::Range { serializable };
-    let res = drive(a, &channels, op, a.total, deadline, false).await?;
-    report(a, op, &res, preload.as_ref());
+    let res = drive(a, a.clients, &channels, op, a.total, deadline, false).await?;
+    report(a, &used, op, &res, preload.as_ref());
     Ok(())
 }
 
@@ -148,9 +189,27 @@ fn validate(a: &KvArgs) -> BenchResult<()> {
     Ok(())
 }
 
-async fn setup(a: &KvArgs, deadline: Deadline) -> BenchResult<Vec<Channel>> {
+/// Resolves `--target` and opens the connections; returns the endpoints used.
+async fn setup(a: &KvArgs, deadline: Deadline) -> BenchResult<(Vec<SocketAddr>, Vec<Channel>)> {
     let endpoints = parse_endpoints(&a.endpoints)?;
-    connect_all(&endpoints, a.conns.min(a.clients), deadline).await
+    let used = match a.target {
+        Target::All => endpoints,
+        target => {
+            let view = wait_leader(&endpoints, Deadline::after(deadline.min_after(Duration::from_secs(10)))).await?;
+            let used: Vec<SocketAddr> = endpoints
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| (i == view.leader) == (target == Target::Leader))
+                .map(|(_, e)| *e)
+                .collect();
+            if used.is_empty() {
+                return Err(format!("--target {}: no such endpoint", target.name()));
+            }
+            used
+        }
+    };
+    let channels = connect_all(&used, a.conns.min(a.clients), deadline).await?;
+    Ok((used, channels))
 }
 
 fn key(i: u64, size: usize) -> Vec<u8> {
@@ -172,6 +231,7 @@ struct RunResult {
 /// order (the preload) instead of drawing them at random.
 async fn drive(
     a: &KvArgs,
+    clients: usize,
     channels: &[Channel],
     op: Op,
     count: u64,
@@ -189,8 +249,8 @@ async fn drive(
         ..Default::default()
     };
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(a.clients);
-    for c in 0..a.clients {
+    let mut tasks = Vec::with_capacity(clients);
+    for c in 0..clients {
         let mut client = KvClient::new(channels[c % channels.len()].clone()).max_decoding_message_size(64 << 20);
         let next = next.clone();
         let errors = errors.clone();
@@ -282,7 +342,8 @@ async fn drive(
     })
 }
 
-fn report(a: &KvArgs, op: Op, r: &RunResult, preload: Option<&RunResult>) {
+fn report(a: &KvArgs, used: &[SocketAddr], op: Op, r: &RunResult, preload: Option<&RunResult>) {
+    let used_list = used.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(",");
     let secs = r.elapsed.as_secs_f64();
     let ops = if secs > 0.0 { r.ok as f64 / secs } else { 0.0 };
     let lat = LatencySummary::of(&r.hist);
@@ -290,6 +351,8 @@ fn report(a: &KvArgs, op: Op, r: &RunResult, preload: Option<&RunResult>) {
         let mut j = Json::new();
         j.str("bench", &format!("kv-{}", op.name()))
             .str("endpoints", &a.endpoints)
+            .str("target", a.target.name())
+            .str("used_endpoints", &used_list)
             .int("clients", a.clients as i64)
             .int("conns", a.conns.min(a.clients) as i64)
             .int("total", a.total as i64)
@@ -319,10 +382,12 @@ fn report(a: &KvArgs, op: Op, r: &RunResult, preload: Option<&RunResult>) {
         println!("preload: {} keys in {:.2} s", p.ok, p.elapsed.as_secs_f64());
     }
     println!(
-        "kv {}: {} clients over {} conns, key {} B, value {} B, key space {}",
+        "kv {}: {} clients over {} conns to {} ({}), key {} B, value {} B, key space {}",
         op.name(),
         a.clients,
         a.conns.min(a.clients),
+        used_list,
+        a.target.name(),
         a.key_size,
         a.val_size,
         a.key_space

@@ -4,11 +4,16 @@
 //! - `kv put` / `kv range`: single-key request throughput and latency percentiles.
 //! - `watch-fanout`: delivery latency and rate of events to many watchers, and the
 //!   server's memory per idle watcher.
+//! - `status`: each member's Status and the agreed leader (optionally waiting for one).
+//! - `failover`: SIGKILL a cluster's leader under put load; time to the first
+//!   acknowledged put.
 //!
 //! Every run is bounded by a request or event count and by `--timeout-s`, and only
 //! loopback endpoints are accepted.
 
+mod cluster;
 mod common;
+mod failover;
 mod kv;
 mod watch;
 
@@ -37,6 +42,10 @@ enum Command {
     },
     /// Many watchers on one key or prefix; delivery latency, rate and memory.
     WatchFanout(watch::WatchArgs),
+    /// Each endpoint's Maintenance.Status and the leader they agree on.
+    Status(cluster::StatusArgs),
+    /// Kill a cluster's leader (SIGKILL) under put load and time the recovery.
+    Failover(failover::FailoverArgs),
 }
 
 #[derive(Subcommand)]
@@ -66,6 +75,8 @@ fn main() -> std::process::ExitCode {
             Command::Kv { op: KvOp::Put(a) } => kv::run_put(a).await,
             Command::Kv { op: KvOp::Range(a) } => kv::run_range(a).await,
             Command::WatchFanout(a) => watch::run(a).await,
+            Command::Status(a) => cluster::run_status(a).await,
+            Command::Failover(a) => failover::run(a).await,
         }
     });
     // Do not wait for tasks left blocked on a dead server.

@@ -221,6 +221,8 @@ pub struct Node {
     epoch: Instant,
     next_lease_id: AtomicI64,
     stopped: Arc<AtomicBool>,
+    /// The member's threads, joined by [`Node::stop`].
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Node {
@@ -338,6 +340,7 @@ impl Node {
             epoch,
             next_lease_id: AtomicI64::new(lease_base.max(1)),
             stopped: stopped.clone(),
+            threads: Mutex::new(Vec::new()),
         });
         let raft_loop = RaftLoop {
             replica,
@@ -359,10 +362,13 @@ impl Node {
             ticks: 0,
             stopped: stopped.clone(),
         };
-        std::thread::Builder::new()
-            .name("store-raft".into())
-            .spawn(move || raft_loop.run())
-            .map_err(|e| StoreError::Storage(format!("spawning the raft thread: {e}")))?;
+        let mut threads = Vec::new();
+        threads.push(
+            std::thread::Builder::new()
+                .name("store-raft".into())
+                .spawn(move || raft_loop.run())
+                .map_err(|e| StoreError::Storage(format!("spawning the raft thread: {e}")))?,
+        );
         let apply_loop = ApplyLoop {
             mvcc,
             hub,
@@ -374,16 +380,21 @@ impl Node {
             applied: applied_tx,
             stopped: stopped.clone(),
         };
-        std::thread::Builder::new()
-            .name("store-apply".into())
-            .spawn(move || apply_loop.run(apply_rx))
-            .map_err(|e| StoreError::Storage(format!("spawning the apply thread: {e}")))?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("store-apply".into())
+                .spawn(move || apply_loop.run(apply_rx))
+                .map_err(|e| StoreError::Storage(format!("spawning the apply thread: {e}")))?,
+        );
         let interval = config.lease_check_interval;
         let weak = Arc::downgrade(&node);
-        std::thread::Builder::new()
-            .name("lease-clock".into())
-            .spawn(move || lease_clock(weak, interval))
-            .map_err(|e| StoreError::Storage(format!("spawning the lease thread: {e}")))?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("lease-clock".into())
+                .spawn(move || lease_clock(weak, interval))
+                .map_err(|e| StoreError::Storage(format!("spawning the lease thread: {e}")))?,
+        );
+        *node.threads.lock().expect("threads lock poisoned") = threads;
         node.publish_attributes();
         Ok(node)
     }
@@ -419,10 +430,19 @@ impl Node {
     }
 
     /// Stops the background threads. Pending proposals are answered with `Stopped`.
+    /// Stops the member and waits for its threads (a thread must not drop the store while
+    /// the process exits: RocksDB aborts on that race).
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         let _ = self.inputs.try_send(Input::Read);
         self.hub.stop();
+        let threads = std::mem::take(&mut *self.threads.lock().expect("threads lock poisoned"));
+        let me = std::thread::current().id();
+        for t in threads {
+            if t.thread().id() != me {
+                let _ = t.join();
+            }
+        }
     }
 
     /// Milliseconds on this node's monotonic clock.

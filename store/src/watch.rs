@@ -160,6 +160,7 @@ pub struct WatchHub {
     next_uid: AtomicU64,
     wake: (Mutex<bool>, Condvar),
     stopped: AtomicBool,
+    syncer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Why a create request was refused; sent back as a canceled "created" response.
@@ -201,12 +202,14 @@ impl WatchHub {
             next_uid: AtomicU64::new(1),
             wake: (Mutex::new(false), Condvar::new()),
             stopped: AtomicBool::new(false),
+            syncer: Mutex::new(None),
         });
         let weak = Arc::downgrade(&hub);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("watch-syncer".into())
             .spawn(move || syncer_loop(weak))
             .expect("spawning the watch syncer thread");
+        *hub.syncer.lock().expect("syncer lock poisoned") = Some(handle);
         hub
     }
 
@@ -214,9 +217,17 @@ impl WatchHub {
         self.inner.lock().expect("watch hub lock poisoned")
     }
 
+    /// Stops the syncer thread and waits for it, so that it never outlives its owner
+    /// (dropping the store from a thread racing the process's exit aborts in RocksDB).
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Release);
         self.kick();
+        let handle = self.syncer.lock().expect("syncer lock poisoned").take();
+        if let Some(h) = handle {
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
     }
 
     fn kick(&self) {
@@ -880,5 +891,7 @@ mod tests {
             remove_slot(&mut g, *slot);
         }
         check_index(&g);
+        drop(g);
+        hub.stop();
     }
 }

@@ -371,6 +371,13 @@ impl Mvcc {
         opts.increase_parallelism(2);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
+        // Every write first looks up the key's newest version, often a key not written
+        // before: a Bloom filter answers most of those without reading a block.
+        let mut table = rocksdb::BlockBasedOptions::default();
+        table.set_bloom_filter(10.0, false);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, dir)?;
         let interrupted = db.get(keys::META_INSTALLING)?.is_some();
         if interrupted {
@@ -401,11 +408,6 @@ impl Mvcc {
     /// Whether opening found (and cleared) the remains of an interrupted snapshot install.
     pub fn interrupted_install(&self) -> bool {
         self.interrupted_install
-    }
-
-    /// The database, shared with the Raft log that lives beside the state.
-    pub(crate) fn db_handle(&self) -> Arc<DB> {
-        self.db.clone()
     }
 
     fn read_guard(&self) -> RwLockReadGuard<'_, ()> {

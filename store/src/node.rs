@@ -233,7 +233,7 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StoreError::Storage(format!("{}: {e}", config.data_dir.display())))?;
         let mvcc = Arc::new(Mvcc::open(&config.data_dir.join("db"))?);
-        let mut log = RaftLog::open(mvcc.clone())?;
+        let mut log = RaftLog::open(mvcc.clone(), &config.data_dir.join("raft"))?;
         let token = &config.initial_cluster_token;
         let (cluster_id, my_id) = match (log.identity()?, &config.join) {
             (Some(ids), _) => ids,

@@ -1,11 +1,17 @@
-//! The Raft log, hard state and conf state of one member, in RocksDB beside the state.
+//! The Raft log, hard state and conf state of one member, in a RocksDB of their own.
 //!
 //! [`RaftLog`] is raft-rs's [`Storage`]: the log entries live under the `w` prefix (one
 //! key per index) and Raft's own records under `h` (see [`crate::keys`]). Appends and the
 //! hard state of one Ready go into one write batch, fsynced: that is the group commit of
 //! the Raft layer. Terms of the entries in the log are also kept in memory (8 bytes per
 //! entry, and the log is truncated to a bounded length), because raft-rs asks for terms
-//! far more often than for entries.
+//! far more often than for entries, and so is the newest tail of the log (bounded), from
+//! which committed entries are handed out and appends to followers are made without
+//! reading back what was just written.
+//!
+//! The log has its own database, as TiKV separates its Raft engine from its KV engine:
+//! its writes are all fsynced, the state's are not (see `mvcc`), and in one database the
+//! state's writes would queue behind the log's fsyncs in RocksDB's single write path.
 //!
 //! Snapshots: the log does not hold the state. [`Storage::snapshot`] answers with the
 //! *position* of the state machine (applied index, its term and the conf state as of it,
@@ -14,6 +20,7 @@
 //! member that installs a state at index J > I skips the entries up to J.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::Arc;
 
 use capstan_proto::store::Member;
@@ -21,7 +28,7 @@ use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
-use rocksdb::{WriteBatch, WriteOptions, DB};
+use rocksdb::{Options, WriteBatch, WriteOptions, DB};
 
 use crate::error::{Result, StoreError};
 use crate::keys;
@@ -36,7 +43,14 @@ pub struct RaftLog {
     truncated: (u64, u64),
     /// Terms of the entries `truncated.0 + 1 ..= last_index`.
     terms: VecDeque<u64>,
+    /// The newest entries, ending at `last_index` (a contiguous tail).
+    cache: VecDeque<Entry>,
+    cache_bytes: usize,
 }
+
+/// Bounds of the in-memory tail of the log.
+const CACHE_ENTRIES_MAX: usize = 8192;
+const CACHE_BYTES_MAX: usize = 32 << 20;
 
 fn storage_err(e: impl std::fmt::Display) -> raft::Error {
     raft::Error::Store(StorageError::Other(e.to_string().into()))
@@ -64,9 +78,15 @@ fn synced() -> WriteOptions {
 }
 
 impl RaftLog {
-    /// Loads the log of the member whose state is `mvcc` (same database).
-    pub fn open(mvcc: Arc<Mvcc>) -> Result<RaftLog> {
-        let db = mvcc.db_handle();
+    /// Opens (or creates) the log in `dir` of the member whose state is `mvcc`.
+    pub fn open(mvcc: Arc<Mvcc>, dir: &Path) -> Result<RaftLog> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_keep_log_file_num(4);
+        opts.set_max_background_jobs(2);
+        // Entries are read back rarely and deleted soon: not worth compressing.
+        opts.set_compression_type(rocksdb::DBCompressionType::None);
+        let db = Arc::new(DB::open(&opts, dir)?);
         let hard_state = match db.get(keys::RAFT_HARD_STATE)? {
             Some(v) => HardState::parse_from_bytes(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => HardState::default(),
@@ -86,6 +106,8 @@ impl RaftLog {
             conf_state,
             truncated,
             terms: VecDeque::new(),
+            cache: VecDeque::new(),
+            cache_bytes: 0,
         };
         {
             let db = log.db.clone();
@@ -126,6 +148,7 @@ impl RaftLog {
         self.hard_state.commit = 0;
         self.truncated = (0, 0);
         self.terms.clear();
+        self.clear_cache();
         wb.put(
             keys::RAFT_HARD_STATE,
             self.hard_state
@@ -228,6 +251,14 @@ impl RaftLog {
             if first.index <= last {
                 wb.delete_range(keys::log(first.index), keys::log(last + 1));
                 self.terms.truncate((first.index - self.truncated.0 - 1) as usize);
+                while self.cache.back().is_some_and(|e| e.index >= first.index) {
+                    if let Some(e) = self.cache.pop_back() {
+                        self.cache_bytes -= e.data.len() + e.context.len();
+                    }
+                }
+            }
+            if self.cache.back().is_some_and(|e| e.index + 1 != first.index) {
+                self.clear_cache();
             }
             for e in entries {
                 wb.put(
@@ -235,6 +266,13 @@ impl RaftLog {
                     e.write_to_bytes().map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 );
                 self.terms.push_back(e.term);
+                self.cache_bytes += e.data.len() + e.context.len();
+                self.cache.push_back(e.clone());
+            }
+            while self.cache.len() > CACHE_ENTRIES_MAX || (self.cache_bytes > CACHE_BYTES_MAX && self.cache.len() > 1) {
+                if let Some(e) = self.cache.pop_front() {
+                    self.cache_bytes -= e.data.len() + e.context.len();
+                }
             }
         }
         if let Some(hs) = hs {
@@ -283,6 +321,7 @@ impl RaftLog {
         wb.delete_range(keys::log(0), keys::log(u64::MAX));
         self.truncated = (meta.index, meta.term);
         self.terms.clear();
+        self.clear_cache();
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.hard_state.term = self.hard_state.term.max(meta.term);
         self.conf_state = meta.get_conf_state().clone();
@@ -320,7 +359,17 @@ impl RaftLog {
         let drop = (index - 1 - self.truncated.0) as usize;
         self.terms.drain(..drop);
         self.truncated = (index - 1, term);
+        while self.cache.front().is_some_and(|e| e.index < index) {
+            if let Some(e) = self.cache.pop_front() {
+                self.cache_bytes -= e.data.len() + e.context.len();
+            }
+        }
         Ok(())
+    }
+
+    fn clear_cache(&mut self) {
+        self.cache.clear();
+        self.cache_bytes = 0;
     }
 
     pub fn first_index_(&self) -> u64 {
@@ -357,24 +406,40 @@ impl Storage for RaftLog {
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let mut out = Vec::with_capacity((high - low).min(1024) as usize);
         let mut size = 0u64;
-        let mut it = self.db.raw_iterator();
-        it.seek(keys::log(low));
+        let cache_first = self.cache.front().map_or(u64::MAX, |e| e.index);
         let mut idx = low;
-        while idx < high && it.valid() {
-            let Some(v) = it.value() else { break };
-            let e = Entry::parse_from_bytes(v).map_err(storage_err)?;
-            if e.index != idx {
-                return Err(storage_err(format!("log entry {} where {idx} was expected", e.index)));
+        if low < cache_first {
+            // What the cache does not hold comes from the database.
+            let mut it = self.db.raw_iterator();
+            it.seek(keys::log(low));
+            while idx < high.min(cache_first) && it.valid() {
+                let Some(v) = it.value() else { break };
+                let e = Entry::parse_from_bytes(v).map_err(storage_err)?;
+                if e.index != idx {
+                    return Err(storage_err(format!("log entry {} where {idx} was expected", e.index)));
+                }
+                size += u64::from(e.compute_size());
+                if !out.is_empty() && size > max_size {
+                    return Ok(out);
+                }
+                out.push(e);
+                idx += 1;
+                it.next();
             }
-            size += u64::from(e.compute_size());
-            if !out.is_empty() && size > max_size {
-                break;
-            }
-            out.push(e);
-            idx += 1;
-            it.next();
+            it.status().map_err(storage_err)?;
         }
-        it.status().map_err(storage_err)?;
+        if idx >= cache_first && idx < high {
+            for e in self.cache.range((idx - cache_first) as usize..) {
+                if e.index >= high {
+                    break;
+                }
+                size += u64::from(e.compute_size());
+                if !out.is_empty() && size > max_size {
+                    break;
+                }
+                out.push(e.clone());
+            }
+        }
         if out.is_empty() && low < high {
             return Err(raft::Error::Store(StorageError::Unavailable));
         }

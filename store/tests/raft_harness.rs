@@ -106,7 +106,7 @@ impl Cluster {
         for m in &members {
             let dir = tmp.path().join(format!("n{}", m.id));
             let mvcc = Arc::new(Mvcc::open(&dir.join("db")).expect("open"));
-            let mut log = RaftLog::open(mvcc.clone()).expect("open log");
+            let mut log = RaftLog::open(mvcc.clone(), &dir.join("raft")).expect("open log");
             log.set_identity(1, m.id).expect("identity");
             log.bootstrap(&members).expect("bootstrap");
             let replica = Replica::new(&replica_config(m.id, 0), log).expect("replica");
@@ -138,7 +138,7 @@ impl Cluster {
     fn add_blank_member(&mut self, id: u64) -> usize {
         let dir = self._tmp.path().join(format!("n{id}"));
         let mvcc = Arc::new(Mvcc::open(&dir.join("db")).expect("open"));
-        let mut log = RaftLog::open(mvcc.clone()).expect("open log");
+        let mut log = RaftLog::open(mvcc.clone(), &dir.join("raft")).expect("open log");
         log.set_identity(1, id).expect("identity");
         let replica = Replica::new(&replica_config(id, 0), log).expect("replica");
         self.nodes.push(Node {
@@ -332,7 +332,7 @@ impl Cluster {
         let node = &mut self.nodes[i];
         assert!(node.replica.is_none());
         let mvcc = Arc::new(Mvcc::open(&node.dir.join("db")).expect("reopen"));
-        let log = RaftLog::open(mvcc.clone()).expect("reopen log");
+        let log = RaftLog::open(mvcc.clone(), &node.dir.join("raft")).expect("reopen log");
         let applied = mvcc
             .applied_index()
             .min(log.hard_state().commit)

@@ -798,6 +798,24 @@ impl Mvcc {
         Ok(applied)
     }
 
+    /// Starts making everything applied so far durable without waiting; returns the
+    /// applied index that will be durable once [`Mvcc::flushes_done`] says so. Lets the
+    /// raft thread truncate the log without stalling on a memtable flush.
+    pub fn start_persist_applied(&self) -> Result<u64> {
+        let applied = self.applied_index();
+        let mut fo = rocksdb::FlushOptions::default();
+        fo.set_wait(false);
+        self.db.flush_opt(&fo)?;
+        Ok(applied)
+    }
+
+    /// Whether no memtable flush is pending or running (so what a flush was asked for
+    /// is on disk).
+    pub fn flushes_done(&self) -> bool {
+        let prop = |name: &str| self.db.property_int_value(name).ok().flatten();
+        prop("rocksdb.mem-table-flush-pending") == Some(0) && prop("rocksdb.num-running-flushes") == Some(0)
+    }
+
     fn check_put(&self, view: &View<'_>, p: &PutRequest) -> Result<()> {
         if (p.ignore_value || p.ignore_lease) && view.latest(&p.key)?.is_none() {
             return Err(StoreError::KeyNotFound);

@@ -360,6 +360,7 @@ impl Node {
             waiting_max: config.queue_max,
             campaign_when_ready: solo,
             ticks: 0,
+            flushing: None,
             stopped: stopped.clone(),
         };
         let mut threads = Vec::new();
@@ -811,6 +812,8 @@ struct RaftLoop {
     campaign_when_ready: bool,
     /// Ticks so far (the clock of read retries).
     ticks: u64,
+    /// The applied index a memtable flush was started for, until the flush is done.
+    flushing: Option<u64>,
     stopped: Arc<AtomicBool>,
 }
 
@@ -1051,12 +1054,20 @@ impl RaftLoop {
 
     /// Truncates the log once it holds twice the entries kept beyond the applied index.
     fn compact_log(&mut self) -> Result<()> {
-        let applied = self.mvcc.applied_index();
         let first = self.replica.first_index();
-        if applied >= first + 2 * self.keep {
-            // Only what is durable in the state may leave the log.
-            let durable = self.mvcc.persist_applied()?;
-            self.replica.compact_log(durable.saturating_sub(self.keep).max(first))?;
+        match self.flushing {
+            // Only what is durable in the state may leave the log: a flush was started
+            // (without waiting) when the log grew long; once it is done, truncate.
+            Some(durable) if self.mvcc.flushes_done() => {
+                self.flushing = None;
+                self.replica.compact_log(durable.saturating_sub(self.keep).max(first))?;
+            }
+            Some(_) => {}
+            None => {
+                if self.mvcc.applied_index() >= first + 2 * self.keep {
+                    self.flushing = Some(self.mvcc.start_persist_applied()?);
+                }
+            }
         }
         Ok(())
     }

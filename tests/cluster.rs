@@ -481,6 +481,31 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
     assert!(String::from_utf8_lossy(&gone.stderr).contains("member not found"));
     let r = client.get("k4", None).await.expect("get");
     assert_eq!(r.kvs()[0].value(), b"from-n4");
+    // A learner that has not caught up (never started) cannot be promoted (asked of the
+    // leader, which knows how far each member is).
+    let leader = cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
+    let added = ok(etcdctl(&[
+        "member",
+        "add",
+        "n5",
+        "--learner",
+        "--peer-urls=http://127.0.0.1:9",
+    ]));
+    let id5 = added.split_whitespace().nth(1).expect("member ID").to_string();
+    let refused = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={}", endpoints[leader]))
+        .args(["member", "promote", &id5])
+        .output()
+        .expect("etcdctl");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr)
+            .contains("can only promote a learner member which is in sync with leader"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    ok(etcdctl(&["member", "remove", &id5]));
     let _ = n4.kill();
     let _ = n4.wait();
 }

@@ -193,10 +193,20 @@ impl Replica {
         self.raw.store().conf_state()
     }
 
-    /// Whether `id` is a voter that the leader knows to be caught up with its log.
+    /// Whether the leader knows `id` to have caught up with its log: etcd's rule for
+    /// promoting a learner (it has at least 90 % of the committed entries).
     pub fn is_caught_up(&self, id: u64) -> bool {
-        let last = self.last_index();
-        self.raw.raft.prs().get(id).is_some_and(|p| p.matched + 1000 >= last)
+        let commit = self.commit_index();
+        self.raw
+            .raft
+            .prs()
+            .get(id)
+            .is_some_and(|p| p.matched.saturating_mul(10) >= commit.saturating_mul(9))
+    }
+
+    /// Whether `id` is a learner now.
+    pub fn is_learner(&self, id: u64) -> bool {
+        self.conf_state().learners.contains(&id)
     }
 
     /// Drops log entries before `index` (all applied).

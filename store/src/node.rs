@@ -4,9 +4,11 @@
 //! ```text
 //!  clients ──propose/read──▶ inputs (bounded) ──▶ raft thread ──entries──▶ apply thread
 //!  peers ───raft messages──▶                      │  Replica::ready         │ Mvcc::apply_entry
-//!                                                 │  1. persist (fsync)     │ watch hub notify
-//!                                                 │  2. send ──▶ transport  │ answer proposers
-//!                                                 └─ 3. hand out committed ─┘
+//!                                                 │  1. send appends ──▶ transport (followers
+//!                                                 │     persist in parallel)│ watch hub notify
+//!                                                 │  2. hand out committed ─┤ answer proposers
+//!                                                 │  3. persist (fsync)     │
+//!                                                 │  4. send what needed 3, hand out the rest
 //! ```
 //!
 //! - The **raft thread** owns the [`Replica`]. It takes every input waiting (up to
@@ -55,7 +57,7 @@ use crate::header::{id_from_name, HeaderSource};
 use crate::lease::Lessor;
 use crate::mvcc::{check_command, Applied, CommandResponse, MemberChange, Mvcc, LEASE_TTL_MAX_S};
 use crate::raftlog::RaftLog;
-use crate::replica::{Committed, Output, Replica, ReplicaConfig};
+use crate::replica::{Committed, Output, ReadySink, Replica, ReplicaConfig};
 use crate::transport::Transport;
 use crate::watch::{HubConfig, WatchHub};
 
@@ -1004,9 +1006,12 @@ impl RaftLoop {
 
     fn process_ready(&mut self) -> Result<()> {
         loop {
-            let pending = &mut self.pending_snapshot;
-            let apply = &self.apply;
-            let out = self.replica.ready(|snap| install(snap, pending, apply))?;
+            let mut sink = LoopSink {
+                pending_snapshot: &mut self.pending_snapshot,
+                apply: &self.apply,
+                transport: &self.transport,
+            };
+            let out = self.replica.ready(&mut sink)?;
             let Some(out) = out else { break };
             self.after_ready(out)?;
         }
@@ -1043,7 +1048,6 @@ impl RaftLoop {
             reads.queued.extend(asked);
         }
         self.header.set_term(self.replica.term());
-        self.transport.send(out.messages);
         for rs in out.read_states {
             if let Ok(b) = <[u8; 8]>::try_from(rs.request_ctx.as_slice()) {
                 self.answer_reads(u64::from_be_bytes(b), Ok(rs.index));
@@ -1051,11 +1055,6 @@ impl RaftLoop {
         }
         if out.snapshot_index.is_some() {
             self.transport.set_members(&self.mvcc.members()?);
-        }
-        if !out.committed.is_empty() {
-            self.apply
-                .send(ApplyTask::Entries(out.committed))
-                .map_err(|_| StoreError::Stopped)?;
         }
         Ok(())
     }
@@ -1092,6 +1091,32 @@ impl RaftLoop {
         for r in pending {
             let _ = r.send(Err(e.clone()));
         }
+    }
+}
+
+/// Where the raft thread's Readys go: the transport and the apply thread.
+struct LoopSink<'a> {
+    pending_snapshot: &'a mut Option<(u64, PathBuf)>,
+    apply: &'a SyncSender<ApplyTask>,
+    transport: &'a Transport,
+}
+
+impl ReadySink for LoopSink<'_> {
+    fn install(&mut self, snap: &Snapshot) -> Result<()> {
+        install(snap, self.pending_snapshot, self.apply)
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        self.transport.send(messages);
+    }
+
+    fn apply(&mut self, committed: Vec<Committed>) -> Result<()> {
+        if committed.is_empty() {
+            return Ok(());
+        }
+        self.apply
+            .send(ApplyTask::Entries(committed))
+            .map_err(|_| StoreError::Stopped)
     }
 }
 

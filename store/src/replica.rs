@@ -7,9 +7,11 @@
 //! leaves. The member's threads ([`crate::node`]) and the deterministic test harness
 //! (`store/tests/raft_harness.rs`) drive the same code.
 //!
-//! The Ready order is raft-rs's: install a snapshot if one came, persist entries and hard
-//! state in one fsynced write (the group commit: every proposal of the Ready shares it),
-//! then the caller sends the messages and applies the committed entries, in that order.
+//! The Ready order is raft-rs's (see [`Replica::ready`]): install a snapshot if one came,
+//! send what may go before persisting (a leader's appends, so followers persist in
+//! parallel), hand out what was committed before, persist entries and hard state in one
+//! fsynced write (the group commit: every proposal of the Ready shares it), then send
+//! what needed them persisted and hand out what became committed.
 //! Conf changes are applied to Raft here, when they are handed out as committed, and the
 //! resulting conf state goes out with the entry so the state machine records the same.
 //!
@@ -68,13 +70,19 @@ pub struct Committed {
     pub conf: Option<(MemberChange, ConfState)>,
 }
 
-/// What one Ready produced, after its entries were persisted.
+/// Where a Ready's work goes: the member's transport and applier, or a test harness.
+pub trait ReadySink {
+    /// Durably replaces the state with the snapshot's, before the log moves past it.
+    fn install(&mut self, snap: &Snapshot) -> Result<()>;
+    /// Messages to peers, in order; never blocks on the network.
+    fn send(&mut self, messages: Vec<Message>);
+    /// Committed entries, in log order (possibly none).
+    fn apply(&mut self, committed: Vec<Committed>) -> Result<()>;
+}
+
+/// What one Ready produced besides messages and committed entries.
 #[derive(Debug, Default)]
 pub struct Output {
-    /// To send to peers; everything they depend on is persisted.
-    pub messages: Vec<Message>,
-    /// To apply, in order.
-    pub committed: Vec<Committed>,
     /// Answers to read-index requests: (context, index to wait for before reading).
     pub read_states: Vec<ReadState>,
     /// Set when the leader or role changed: (leader ID or 0, role).
@@ -218,52 +226,64 @@ impl Replica {
         self.raw.store().first_index_()
     }
 
-    /// Handles one Ready if there is one. `install` must durably replace the state with
-    /// the snapshot's before the log moves past it.
-    pub fn ready(&mut self, install: impl FnOnce(&Snapshot) -> Result<()>) -> Result<Option<Output>> {
+    /// Handles one Ready if there is one, in raft-rs's order, through `sink`:
+    ///
+    /// 1. install a snapshot that came (the sink must make the state durable first);
+    /// 2. send the messages that do not depend on this Ready's entries being persisted
+    ///    (a leader's appends and heartbeats: followers persist in parallel with it);
+    /// 3. hand out entries committed earlier (already persisted), so applying overlaps
+    ///    with the fsync below;
+    /// 4. persist the new entries and the hard state, one fsync (group commit);
+    /// 5. send the messages that needed them persisted (votes, append responses);
+    /// 6. advance, then send and hand out what that made ready.
+    ///
+    /// Returns what the caller needs besides: read states, role change, snapshot.
+    pub fn ready(&mut self, sink: &mut impl ReadySink) -> Result<Option<Output>> {
         if !self.raw.has_ready() {
             return Ok(None);
         }
         let mut rd = self.raw.ready();
         let mut out = Output {
-            messages: rd.take_messages(),
             read_states: rd.take_read_states(),
             soft: rd.ss().map(|ss| (ss.leader_id, ss.raft_state)),
             ..Default::default()
         };
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
-            install(&snap)?;
+            sink.install(&snap)?;
             self.raw.mut_store().apply_snapshot(&snap)?;
             out.snapshot_index = Some(snap.get_metadata().index);
         }
+        sink.send(rd.take_messages());
         let committed = rd.take_committed_entries();
-        self.hand_out(committed, &mut out)?;
-        // Persist: the entries of this Ready and the hard state, one fsync.
+        let committed = self.hand_out(committed)?;
+        sink.apply(committed)?;
         self.raw.mut_store().append(rd.entries(), rd.hs())?;
-        out.messages.extend(rd.take_persisted_messages());
+        sink.send(rd.take_persisted_messages());
         let mut light = self.raw.advance(rd);
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit)?;
         }
-        out.messages.extend(light.take_messages());
+        sink.send(light.take_messages());
         let committed = light.take_committed_entries();
-        self.hand_out(committed, &mut out)?;
+        let committed = self.hand_out(committed)?;
+        sink.apply(committed)?;
         // Everything committed is handed to the applier, which applies it in order.
         self.raw.advance_apply();
         Ok(Some(out))
     }
 
-    fn hand_out(&mut self, entries: Vec<Entry>, out: &mut Output) -> Result<()> {
+    fn hand_out(&mut self, entries: Vec<Entry>) -> Result<Vec<Committed>> {
+        let mut out = Vec::with_capacity(entries.len());
         for entry in entries {
             let conf = if entry.get_entry_type() == EntryType::EntryConfChange && !entry.data.is_empty() {
                 self.conf_change(&entry)?
             } else {
                 None
             };
-            out.committed.push(Committed { entry, conf });
+            out.push(Committed { entry, conf });
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Makes a committed conf change effective in Raft. A change Raft refuses (every

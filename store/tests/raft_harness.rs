@@ -18,10 +18,10 @@ use capstan_proto::store::{command, Command, Member};
 use capstan_store::mvcc::{CommandResponse, Mvcc};
 use capstan_store::node::{apply_committed, AppliedEntry};
 use capstan_store::raftlog::RaftLog;
-use capstan_store::replica::{Replica, ReplicaConfig};
+use capstan_store::replica::{Committed, ReadySink, Replica, ReplicaConfig};
 use capstan_store::snapshot;
 use prost::Message as _;
-use raft::prelude::{ConfChange, ConfChangeType, Message, MessageType};
+use raft::prelude::{ConfChange, ConfChangeType, Message, MessageType, Snapshot};
 
 /// SplitMix64: small, seedable, good enough to shuffle a network.
 struct Rng(u64);
@@ -41,6 +41,37 @@ impl Rng {
 
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
+    }
+}
+
+/// Collects a Ready's messages and committed entries; installs snapshots at once.
+struct Sink<'a> {
+    mvcc: &'a Mvcc,
+    pending: &'a mut Option<(u64, PathBuf)>,
+    installed: bool,
+    messages: Vec<Message>,
+    committed: Vec<Committed>,
+}
+
+impl ReadySink for Sink<'_> {
+    fn install(&mut self, snap: &Snapshot) -> capstan_store::error::Result<()> {
+        let index = snap.get_metadata().index;
+        let (i, path) = self.pending.take().expect("a snapshot arrives with its state");
+        assert_eq!(i, index);
+        let f = std::fs::File::open(&path).expect("snapshot file");
+        let mut reader = snapshot::Reader::new(std::io::BufReader::new(f))?;
+        self.mvcc.install(|| reader.next_record())?;
+        self.installed = true;
+        Ok(())
+    }
+
+    fn send(&mut self, messages: Vec<Message>) {
+        self.messages.extend(messages);
+    }
+
+    fn apply(&mut self, committed: Vec<Committed>) -> capstan_store::error::Result<()> {
+        self.committed.extend(committed);
+        Ok(())
     }
 }
 
@@ -203,21 +234,23 @@ impl Cluster {
             return false;
         };
         let mvcc = node.mvcc.clone().expect("a running member has its state");
-        let pending = &mut node.pending_snapshot;
-        let mut installed = false;
+        let mut sink = Sink {
+            mvcc: &mvcc,
+            pending: &mut node.pending_snapshot,
+            installed: false,
+            messages: Vec::new(),
+            committed: Vec::new(),
+        };
         let out = replica
-            .ready(|snap| {
-                let index = snap.get_metadata().index;
-                let (i, path) = pending.take().expect("a snapshot arrives with its state");
-                assert_eq!(i, index);
-                let f = std::fs::File::open(&path).expect("snapshot file");
-                let mut reader = snapshot::Reader::new(std::io::BufReader::new(f))?;
-                mvcc.install(|| reader.next_record())?;
-                installed = true;
-                Ok(())
-            })
+            .ready(&mut sink)
             .unwrap_or_else(|e| panic!("seed {seed}: ready on n{i}: {e}"));
-        let Some(out) = out else { return false };
+        let Some(_out) = out else { return false };
+        let Sink {
+            installed,
+            messages,
+            committed,
+            ..
+        } = sink;
         if installed {
             node.last_revision = mvcc.revision();
         }
@@ -225,10 +258,8 @@ impl Cluster {
         if installed {
             self.snapshots_installed += 1;
         }
-        for m in out.messages {
-            self.net.push_back(m);
-        }
-        for c in out.committed {
+        self.net.extend(messages);
+        for c in committed {
             let ctx = c.entry.context.clone();
             let applied = apply_committed(&mvcc, &c).expect("apply");
             let rev = mvcc.revision();

@@ -45,6 +45,28 @@ async fn connect(endpoints: &[String]) -> Client {
     }
 }
 
+/// Runs Debian's etcdctl (3.4; `make test` installs it) against `endpoints`
+/// (comma separated host:port).
+fn etcdctl_at(endpoints: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .args(args)
+        .output()
+        .expect("run etcdctl (Debian etcd-client; make test installs it)")
+}
+
+/// etcdctl's standard output, failing the test if it failed.
+fn etcdctl_ok(endpoints: &str, args: &[&str]) -> String {
+    let out = etcdctl_at(endpoints, args);
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// Waits until `f` holds, polling, or fails the test with `what`.
 async fn wait_until<F, Fut>(what: &str, cluster: &Cluster, mut f: F)
 where
@@ -300,20 +322,7 @@ async fn etcdctl_sees_the_whole_cluster() {
         .iter()
         .map(|e| e.trim_start_matches("http://").to_string())
         .collect();
-    let etcdctl = |args: &[&str]| {
-        let out = std::process::Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", endpoints[0]))
-            .args(args)
-            .output()
-            .expect("run etcdctl (Debian etcd-client; make test installs it)");
-        assert!(
-            out.status.success(),
-            "etcdctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let etcdctl = |args: &[&str]| etcdctl_ok(&endpoints[0], args);
     let list = etcdctl(&["member", "list"]);
     assert_eq!(list.lines().count(), 3, "{list}");
     for i in 0..3 {
@@ -332,12 +341,7 @@ async fn etcdctl_sees_the_whole_cluster() {
         c.status().await.expect("status").header().expect("header").member_id()
     };
     let all = endpoints.join(",");
-    let out = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={all}"))
-        .args(["move-leader", &format!("{target_id:x}")])
-        .output()
-        .expect("etcdctl move-leader");
+    let out = etcdctl_at(&all, &["move-leader", &format!("{target_id:x}")]);
     assert!(
         out.status.success(),
         "move-leader: {}",
@@ -352,12 +356,7 @@ async fn etcdctl_sees_the_whole_cluster() {
         target
     );
     for ep in &endpoints {
-        let out = std::process::Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={ep}"))
-            .args(["get", "k", "--print-value-only"])
-            .output()
-            .expect("etcdctl");
+        let out = etcdctl_at(ep, &["get", "k", "--print-value-only"]);
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "v", "read on {ep}");
     }
 }
@@ -373,14 +372,7 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
         .map(|e| e.trim_start_matches("http://").to_string())
         .collect();
     let all = endpoints.join(",");
-    let etcdctl = |args: &[&str]| {
-        std::process::Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={all}"))
-            .args(args)
-            .output()
-            .expect("run etcdctl")
-    };
+    let etcdctl = |args: &[&str]| etcdctl_at(&all, args);
     let ok = |out: std::process::Output| {
         assert!(
             out.status.success(),
@@ -492,12 +484,7 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
         "--peer-urls=http://127.0.0.1:9",
     ]));
     let id5 = added.split_whitespace().nth(1).expect("member ID").to_string();
-    let refused = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={}", endpoints[leader]))
-        .args(["member", "promote", &id5])
-        .output()
-        .expect("etcdctl");
+    let refused = etcdctl_at(&endpoints[leader], &["member", "promote", &id5]);
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr)

@@ -488,6 +488,17 @@ impl Node {
         if self.stopped.load(Ordering::Acquire) {
             return Err(StoreError::Stopped);
         }
+        self.submit(|seq| Input::Propose {
+            seq,
+            data,
+            answered: true,
+        })
+        .await
+    }
+
+    /// Hands the raft thread an input proposed under a new sequence number and waits,
+    /// up to the request timeout, for the answer of the entry it becomes.
+    async fn submit(&self, input: impl FnOnce(u64) -> Input) -> Result<CommandResponse> {
         let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.shared
@@ -502,11 +513,7 @@ impl Node {
                 .expect("proposals lock poisoned")
                 .remove(&seq);
         };
-        match self.inputs.try_send(Input::Propose {
-            seq,
-            data,
-            answered: true,
-        }) {
+        match self.inputs.try_send(input(seq)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 forget();
@@ -622,36 +629,9 @@ impl Node {
 
     /// Proposes a membership change and waits until it is applied here.
     async fn change_membership(&self, cc: ConfChange) -> Result<()> {
-        let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.shared
-            .proposals
-            .lock()
-            .expect("proposals lock poisoned")
-            .insert(seq, tx);
-        let forget = || {
-            self.shared
-                .proposals
-                .lock()
-                .expect("proposals lock poisoned")
-                .remove(&seq);
-        };
-        if self
-            .inputs
-            .try_send(Input::ConfChange { seq, cc: Box::new(cc) })
-            .is_err()
-        {
-            forget();
-            return Err(StoreError::TooManyRequests);
-        }
-        match tokio::time::timeout(self.config.request_timeout, rx).await {
-            Ok(Ok(r)) => r.map(|_| ()),
-            Ok(Err(_)) => Err(StoreError::Stopped),
-            Err(_) => {
-                forget();
-                Err(StoreError::Timeout)
-            }
-        }
+        self.submit(|seq| Input::ConfChange { seq, cc: Box::new(cc) })
+            .await
+            .map(|_| ())
     }
 
     /// etcd's MemberAdd: a new voter (or learner) at `peer_urls`; returns its record.

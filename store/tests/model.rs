@@ -5,6 +5,9 @@
 //! Seeded: a failure prints its seed; `MODEL_SEED=<n> cargo test -p capstan-store --test
 //! model` replays it. `MODEL_SEEDS=<n>` runs more seeds.
 
+mod common;
+
+use common::Rng;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
@@ -16,25 +19,6 @@ use capstan_proto::mvccpb::event::EventType;
 use capstan_proto::store::{command, Command};
 use capstan_store::mvcc::{check_command, CommandResponse, Mvcc};
 use capstan_store::StoreError;
-
-/// SplitMix64: a tiny deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len() as u64) as usize]
-    }
-}
 
 const KEYS: &[&[u8]] = &[b"a", b"ab", b"abc", b"b", b"b\x00", b"ba", b"c", b"d\xff", b"\x00"];
 

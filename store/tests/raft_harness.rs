@@ -8,6 +8,9 @@
 //! revision it was acknowledged with; every member ends with the same history (HashKV);
 //! applied revisions never go back.
 
+mod common;
+
+use common::Rng;
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -22,27 +25,6 @@ use capstan_store::replica::{Committed, ReadySink, Replica, ReplicaConfig};
 use capstan_store::snapshot;
 use prost::Message as _;
 use raft::prelude::{ConfChange, ConfChangeType, Message, MessageType, Snapshot};
-
-/// SplitMix64: small, seedable, good enough to shuffle a network.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// Collects a Ready's messages and committed entries; installs snapshots at once.
 struct Sink<'a> {
@@ -352,6 +334,23 @@ impl Cluster {
         }
     }
 
+    /// Proposes a membership change of `id` at member `at` (an added member's record
+    /// travels as the context, as `member add` sends it).
+    fn propose_conf_change(&mut self, at: usize, kind: ConfChangeType, id: u64) {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(kind);
+        cc.node_id = id;
+        if kind != ConfChangeType::RemoveNode {
+            cc.context = member_record(id).encode_to_vec().into();
+        }
+        self.nodes[at]
+            .replica
+            .as_mut()
+            .expect("up")
+            .propose_conf_change(Vec::new(), cc)
+            .expect("propose conf change");
+    }
+
     fn stop(&mut self, i: usize) {
         self.nodes[i].replica = None;
         self.nodes[i].mvcc = None;
@@ -622,17 +621,8 @@ fn a_member_is_added_then_another_removed() {
         }
         c.converge();
         let new = c.add_blank_member(4);
-        let mut cc = ConfChange::default();
-        cc.set_change_type(ConfChangeType::AddNode);
-        cc.node_id = 4;
-        cc.context = member_record(4).encode_to_vec().into();
         let l = c.elect();
-        c.nodes[l]
-            .replica
-            .as_mut()
-            .expect("up")
-            .propose_conf_change(Vec::new(), cc)
-            .expect("propose conf change");
+        c.propose_conf_change(l, ConfChangeType::AddNode, 4);
         c.converge();
         assert!(c.nodes[new].mvcc.as_ref().expect("up").applied_index() > 0);
         let members = c.nodes[new].mvcc.as_ref().expect("up").members().expect("members");
@@ -646,15 +636,7 @@ fn a_member_is_added_then_another_removed() {
         let l = c.elect();
         let victim = (0..3).find(|&i| i != l).expect("a follower");
         let victim_id = c.nodes[victim].id;
-        let mut cc = ConfChange::default();
-        cc.set_change_type(ConfChangeType::RemoveNode);
-        cc.node_id = victim_id;
-        c.nodes[l]
-            .replica
-            .as_mut()
-            .expect("up")
-            .propose_conf_change(Vec::new(), cc)
-            .expect("propose conf change");
+        c.propose_conf_change(l, ConfChangeType::RemoveNode, victim_id);
         c.converge();
         c.stop(victim);
         let l = c.elect();

@@ -221,6 +221,15 @@ async fn five_members_lose_no_acknowledged_write_when_leaders_are_killed() {
     kill_leader_under_writes(5, 2).await;
 }
 
+/// Puts `/c/{i}` for each i, recording each acknowledged key with its revision.
+async fn put_keys(client: &mut Client, range: std::ops::Range<usize>, acked: &mut Vec<(String, i64)>) {
+    for i in range {
+        let key = format!("/c/{i}");
+        let r = client.put(key.clone(), format!("v{i}"), None).await.expect("put");
+        acked.push((key, r.header().expect("header").revision()));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_member_catches_up_by_log_and_by_snapshot() {
     // A short log: a member 100 entries behind needs a snapshot.
@@ -230,26 +239,14 @@ async fn a_restarted_member_catches_up_by_log_and_by_snapshot() {
     // The leader stays up throughout; a client of it never meets a killed member.
     let mut client = connect(&[cluster.endpoint(leader)]).await;
     let mut acked = Vec::new();
-    let put = |i: usize| {
-        let key = format!("/c/{i}");
-        (key, format!("v{i}"))
-    };
     // By log: a few entries behind.
     cluster.kill(follower).expect("kill");
-    for i in 0..30 {
-        let (k, v) = put(i);
-        let r = client.put(k.clone(), v, None).await.expect("put");
-        acked.push((k, r.header().expect("header").revision()));
-    }
+    put_keys(&mut client, 0..30, &mut acked).await;
     cluster.restart(follower).expect("restart");
     check_converged(&cluster, &acked).await;
     // By snapshot: far behind a truncated log.
     cluster.kill(follower).expect("kill");
-    for i in 30..400 {
-        let (k, v) = put(i);
-        let r = client.put(k.clone(), v, None).await.expect("put");
-        acked.push((k, r.header().expect("header").revision()));
-    }
+    put_keys(&mut client, 30..400, &mut acked).await;
     cluster.restart(follower).expect("restart");
     check_converged(&cluster, &acked).await;
     let log = cluster.member_log_tail(follower, 2000);

@@ -599,32 +599,35 @@ impl Node {
             .time_to_live(id, self.now_ms())
     }
 
+    /// Who answers lease requests: None when this member leads, else the leader's ID.
+    fn lease_leader(&self) -> Result<Option<u64>> {
+        match (self.is_leader(), self.leader()) {
+            (true, _) => Ok(None),
+            (false, 0) => Err(StoreError::NoLeader),
+            (false, leader) => Ok(Some(leader)),
+        }
+    }
+
     /// A keep-alive, answered by the leader (forwarded to it from a follower).
     pub async fn keep_alive(&self, id: i64) -> Result<Option<i64>> {
-        if self.is_leader() {
-            return Ok(self.keep_alive_local(id));
+        match self.lease_leader()? {
+            None => Ok(self.keep_alive_local(id)),
+            Some(leader) => {
+                let timeout = self.config.request_timeout;
+                self.transport.lease_renew(leader, id, timeout).await
+            }
         }
-        let leader = self.leader();
-        if leader == 0 {
-            return Err(StoreError::NoLeader);
-        }
-        self.transport
-            .lease_renew(leader, id, self.config.request_timeout)
-            .await
     }
 
     /// (granted TTL, remaining seconds), answered by the leader.
     pub async fn time_to_live(&self, id: i64) -> Result<Option<(i64, i64)>> {
-        if self.is_leader() {
-            return Ok(self.time_to_live_local(id));
+        match self.lease_leader()? {
+            None => Ok(self.time_to_live_local(id)),
+            Some(leader) => {
+                let timeout = self.config.request_timeout;
+                self.transport.lease_time_to_live(leader, id, timeout).await
+            }
         }
-        let leader = self.leader();
-        if leader == 0 {
-            return Err(StoreError::NoLeader);
-        }
-        self.transport
-            .lease_time_to_live(leader, id, self.config.request_timeout)
-            .await
     }
 
     /// Proposes a membership change and waits until it is applied here.

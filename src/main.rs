@@ -176,8 +176,14 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = node.mvcc.revision(), "store serving the etcd v3 API");
     // The line tests and scripts wait for.
     println!("capstan store ready on {addr}");
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+    // Serve until Ctrl-C, or until the member stops on its own (removed from the
+    // cluster, or its storage failed), as etcd exits then.
+    let stopped = node.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = stopped.wait_stopped() => tracing::warn!("the member stopped; exiting"),
+        }
     };
     server::serve(node.clone(), listener, shutdown)
         .await

@@ -468,6 +468,12 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
     assert!(!list.contains(&id), "{list}");
     let gone = etcdctl(&["member", "remove", &id]);
     assert!(String::from_utf8_lossy(&gone.stderr).contains("member not found"));
+    // As etcd, the removed member's process exits.
+    let deadline = Instant::now() + DEADLINE;
+    while n4.try_wait().expect("n4 status").is_none() {
+        assert!(Instant::now() < deadline, "the removed member did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r = client.get("k4", None).await.expect("get");
     assert_eq!(r.kvs()[0].value(), b"from-n4");
     // A learner that has not caught up (never started) cannot be promoted (asked of the

@@ -34,8 +34,8 @@
 //! The leader refuses to promote a learner that has less than 90 % of the committed
 //! entries, as etcd does (a promotion asked of a follower goes through unchecked).
 //!
-//! Left out for now: etcd's strict reconfiguration check (refusing a change that would
-//! leave fewer started members than a quorum).
+//! As etcd's strict reconfiguration check, the leader refuses a change after which the
+//! voters it has heard from lately would not be a quorum.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -448,6 +448,14 @@ impl Node {
             if t.thread().id() != me {
                 let _ = t.join();
             }
+        }
+    }
+
+    /// Resolves once the member has stopped (asked to, removed from the cluster, or after
+    /// a storage failure). Looks once per tick.
+    pub async fn wait_stopped(&self) {
+        while !self.stopped.load(Ordering::Acquire) {
+            tokio::time::sleep(self.config.tick).await;
         }
     }
 
@@ -928,6 +936,15 @@ impl RaftLoop {
                 let promotion = cc.get_change_type() == ConfChangeType::AddNode && self.replica.is_learner(cc.node_id);
                 if promotion && self.replica.is_leader() && !self.replica.is_caught_up(cc.node_id) {
                     self.reply_now(seq, Err(StoreError::LearnerNotReady));
+                    return;
+                }
+                let (add, remove) = match cc.get_change_type() {
+                    ConfChangeType::AddNode => (Some(cc.node_id), None),
+                    ConfChangeType::RemoveNode => (None, Some(cc.node_id)),
+                    ConfChangeType::AddLearnerNode => (None, None),
+                };
+                if self.replica.is_leader() && !self.replica.quorum_after(add, remove) {
+                    self.reply_now(seq, Err(StoreError::NotEnoughStartedMembers));
                     return;
                 }
                 let mut ctx = self.replica.id().to_be_bytes().to_vec();

@@ -212,6 +212,31 @@ impl Replica {
             .is_some_and(|p| p.matched.saturating_mul(10) >= commit.saturating_mul(9))
     }
 
+    /// Whether the voters after a membership change would still have a quorum of members
+    /// the leader has heard from lately (etcd's strict reconfiguration check): `add`
+    /// joins a voter (not yet heard from unless it is a learner being promoted), `remove`
+    /// takes one away.
+    pub fn quorum_after(&self, add: Option<u64>, remove: Option<u64>) -> bool {
+        let me = self.id();
+        let mut voters: Vec<u64> = self.conf_state().voters.clone();
+        if voters.len() == 1 && remove.is_none() {
+            // As etcd: a member alone may always take a second.
+            return true;
+        }
+        voters.retain(|v| Some(*v) != remove);
+        if let Some(a) = add {
+            if !voters.contains(&a) {
+                voters.push(a);
+            }
+        }
+        let prs = self.raw.raft.prs();
+        let active = voters
+            .iter()
+            .filter(|v| **v == me || prs.get(**v).is_some_and(|p| p.recent_active))
+            .count();
+        active > voters.len() / 2
+    }
+
     /// Whether `id` is a learner now.
     pub fn is_learner(&self, id: u64) -> bool {
         self.conf_state().learners.contains(&id)

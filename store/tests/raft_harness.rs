@@ -655,3 +655,52 @@ fn a_member_is_added_then_another_removed() {
         c.check();
     }
 }
+
+#[test]
+fn the_leader_refuses_changes_that_would_leave_no_quorum_of_live_voters() {
+    for seed in seeds() {
+        let mut c = Cluster::new(3, seed);
+        let l = c.elect();
+        let down = (l + 1) % 3;
+        let other = (l + 2) % 3;
+        let (down_id, other_id) = (c.nodes[down].id, c.nodes[other].id);
+        assert!(
+            c.nodes[l]
+                .replica
+                .as_ref()
+                .expect("up")
+                .quorum_after(None, Some(other_id)),
+            "seed {seed}: all live"
+        );
+        c.stop(down);
+        // Past an election timeout the leader knows who it has not heard from.
+        for _ in 0..60 {
+            c.tick();
+            c.settle();
+        }
+        assert!(
+            c.nodes[l].replica.as_ref().expect("up").is_leader(),
+            "seed {seed}: two of three keep the leader"
+        );
+        assert!(
+            !c.nodes[l]
+                .replica
+                .as_ref()
+                .expect("up")
+                .quorum_after(None, Some(other_id)),
+            "seed {seed}: removing a live member would leave one live voter of two"
+        );
+        assert!(
+            c.nodes[l]
+                .replica
+                .as_ref()
+                .expect("up")
+                .quorum_after(None, Some(down_id)),
+            "seed {seed}: removing the dead member is fine"
+        );
+        assert!(
+            !c.nodes[l].replica.as_ref().expect("up").quorum_after(Some(99), None),
+            "seed {seed}: two live voters of four are not a quorum"
+        );
+    }
+}

@@ -176,12 +176,15 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = node.mvcc.revision(), "store serving the etcd v3 API");
     // The line tests and scripts wait for.
     println!("capstan store ready on {addr}");
-    // Serve until Ctrl-C, or until the member stops on its own (removed from the
+    // Serve until Ctrl-C or SIGTERM, or until the member stops on its own (removed from the
     // cluster, or its storage failed), as etcd exits then.
     let stopped = node.clone();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
     let shutdown = async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
             _ = stopped.wait_stopped() => tracing::warn!("the member stopped; exiting"),
         }
     };

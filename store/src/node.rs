@@ -247,6 +247,14 @@ impl Node {
                 (join.cluster_id, join.member_id)
             }
             (None, None) => {
+                if mvcc.applied_index() > 0 {
+                    // State without a Raft log: a data directory of a Capstan before
+                    // replication (or a log lost on its own). Refuse rather than guess.
+                    return Err(StoreError::Corrupt(format!(
+                        "{} holds a state but no Raft log; start with an empty --data-dir",
+                        config.data_dir.display()
+                    )));
+                }
                 let members: Vec<Member> = config
                     .initial_members()
                     .iter()

@@ -1,6 +1,11 @@
 //! Generates the Rust types and tonic services from the .proto files in this crate.
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["etcd/kv.proto", "etcd/rpc.proto", "capstan/store.proto", "capstan/peer.proto"];
+    let protos = [
+        "etcd/kv.proto",
+        "etcd/rpc.proto",
+        "capstan/store.proto",
+        "capstan/peer.proto",
+    ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

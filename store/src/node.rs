@@ -212,6 +212,16 @@ struct Shared {
     reads: Mutex<Reads>,
 }
 
+impl Shared {
+    /// Answers the proposer waiting under `seq`, if it still waits.
+    fn answer(&self, seq: u64, r: Result<CommandResponse>) {
+        let reply = self.proposals.lock().expect("proposals lock poisoned").remove(&seq);
+        if let Some(tx) = reply {
+            let _ = tx.send(r);
+        }
+    }
+}
+
 /// A running store member.
 pub struct Node {
     pub config: NodeConfig,
@@ -908,15 +918,7 @@ impl RaftLoop {
     }
 
     fn reply_now(&self, seq: u64, r: Result<CommandResponse>) {
-        let reply = self
-            .shared
-            .proposals
-            .lock()
-            .expect("proposals lock poisoned")
-            .remove(&seq);
-        if let Some(tx) = reply {
-            let _ = tx.send(r);
-        }
+        self.shared.answer(seq, r);
     }
 
     fn handle(&mut self, input: Input) {
@@ -1226,15 +1228,7 @@ impl ApplyLoop {
             return;
         }
         let seq = u64::from_be_bytes(context[8..].try_into().expect("8 bytes"));
-        let reply = self
-            .shared
-            .proposals
-            .lock()
-            .expect("proposals lock poisoned")
-            .remove(&seq);
-        if let Some(tx) = reply {
-            let _ = tx.send(r);
-        }
+        self.shared.answer(seq, r);
     }
 
     fn after_apply(&self, cmd: &Command, response: &Result<CommandResponse>) {

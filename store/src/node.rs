@@ -61,6 +61,14 @@ use crate::replica::{Committed, Output, ReadySink, Replica, ReplicaConfig};
 use crate::transport::Transport;
 use crate::watch::{HubConfig, WatchHub};
 
+/// Received snapshot states (files) by snapshot index, until Raft installs one.
+type PendingSnapshots = std::collections::BTreeMap<u64, PathBuf>;
+/// Received snapshot states kept at most.
+const PENDING_SNAPSHOTS_MAX: usize = 3;
+/// Linearizable reads waiting for a read index at most; more are refused as etcd
+/// refuses requests it cannot keep up with.
+const READS_WAITING_MAX: usize = 65_536;
+
 /// Ticks after which an unanswered read-index request is asked again.
 const READ_RETRY_TICKS: u64 = 3;
 
@@ -378,7 +386,7 @@ impl Node {
             batch_max: config.batch_max,
             keep: config.log_keep_entries,
             mvcc: mvcc.clone(),
-            pending_snapshot: None,
+            pending_snapshot: std::collections::BTreeMap::new(),
             waiting: std::collections::VecDeque::new(),
             waiting_max: config.queue_max,
             campaign_when_ready: solo,
@@ -567,6 +575,10 @@ impl Node {
         let (tx, rx) = oneshot::channel();
         let first = {
             let mut reads = self.shared.reads.lock().expect("reads lock poisoned");
+            let asked: usize = reads.asked.values().map(|(_, w)| w.len()).sum();
+            if reads.queued.len() + asked >= READS_WAITING_MAX {
+                return Err(StoreError::TooManyRequests);
+            }
             reads.queued.push(tx);
             reads.queued.len() == 1
         };
@@ -817,7 +829,7 @@ struct RaftLoop {
     keep: u64,
     mvcc: Arc<Mvcc>,
     /// The state file of the snapshot message last stepped.
-    pending_snapshot: Option<(u64, PathBuf)>,
+    pending_snapshot: PendingSnapshots,
     /// Proposals held while there is no leader (as etcd, they wait for one rather than
     /// fail at once); each still times out at its proposer.
     waiting: std::collections::VecDeque<(u64, Vec<u8>)>,
@@ -932,8 +944,14 @@ impl RaftLoop {
             Input::Read => {}
             Input::Snapshot { msg, path } => {
                 let index = msg.get_snapshot().get_metadata().index;
-                if let Some((_, old)) = self.pending_snapshot.replace((index, path)) {
+                if let Some(old) = self.pending_snapshot.insert(index, path) {
                     let _ = std::fs::remove_file(old);
+                }
+                // Raft takes one of them; keep the newest few in case it refuses the last.
+                while self.pending_snapshot.len() > PENDING_SNAPSHOTS_MAX {
+                    if let Some((_, old)) = self.pending_snapshot.pop_first() {
+                        let _ = std::fs::remove_file(old);
+                    }
                 }
                 if let Err(e) = self.replica.step(*msg) {
                     tracing::warn!(error = %e, "a snapshot message was refused");
@@ -1106,7 +1124,7 @@ impl RaftLoop {
 
 /// Where the raft thread's Readys go: the transport and the apply thread.
 struct LoopSink<'a> {
-    pending_snapshot: &'a mut Option<(u64, PathBuf)>,
+    pending_snapshot: &'a mut PendingSnapshots,
     apply: &'a SyncSender<ApplyTask>,
     transport: &'a Transport,
 }
@@ -1132,17 +1150,17 @@ impl ReadySink for LoopSink<'_> {
 
 /// Has the apply thread replace the state with the snapshot's (after every entry handed
 /// to it before), and waits until it is durable.
-fn install(snap: &Snapshot, pending: &mut Option<(u64, PathBuf)>, apply: &SyncSender<ApplyTask>) -> Result<()> {
+fn install(snap: &Snapshot, pending: &mut PendingSnapshots, apply: &SyncSender<ApplyTask>) -> Result<()> {
     let index = snap.get_metadata().index;
-    let path = match pending.take() {
-        Some((i, path)) if i == index => path,
-        other => {
-            *pending = other;
-            return Err(StoreError::Storage(format!(
-                "no state received for the snapshot at {index}"
-            )));
+    let path = pending
+        .remove(&index)
+        .ok_or_else(|| StoreError::Storage(format!("no state received for the snapshot at {index}")))?;
+    // Older states are of no use once a newer one is in.
+    while pending.first_key_value().is_some_and(|(i, _)| *i < index) {
+        if let Some((_, old)) = pending.pop_first() {
+            let _ = std::fs::remove_file(old);
         }
-    };
+    }
     let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
     apply
         .send(ApplyTask::Install {

@@ -704,3 +704,58 @@ fn the_leader_refuses_changes_that_would_leave_no_quorum_of_live_voters() {
         );
     }
 }
+
+#[test]
+fn a_snapshot_install_cut_off_midway_is_detected_and_the_log_reset() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let db = tmp.path().join("db");
+    let raft = tmp.path().join("raft");
+    {
+        let mvcc = Arc::new(Mvcc::open(&db).expect("open"));
+        let mut log = RaftLog::open(mvcc.clone(), &raft).expect("log");
+        log.set_identity(1, 1).expect("identity");
+        log.bootstrap(&[member_record(1)]).expect("bootstrap");
+        for i in 1..=5u64 {
+            let cmd = Command {
+                op: Some(command::Op::Put(PutRequest {
+                    key: Bytes::from(format!("k{i}")),
+                    value: Bytes::from_static(b"v"),
+                    ..Default::default()
+                })),
+            };
+            mvcc.apply_entry(i, 1, &cmd)
+                .expect("apply")
+                .expect("not applied before");
+        }
+        // The stream breaks after two records: the install fails half way.
+        let mut n = 0;
+        let r = mvcc.install(|| {
+            n += 1;
+            match n {
+                1 | 2 => Ok(Some((format!("lx{n}").into_bytes(), b"garbage".to_vec()))),
+                _ => Err(capstan_store::StoreError::Storage("stream broke".into())),
+            }
+        });
+        assert!(r.is_err());
+    }
+    // A crash now; on restart the half-installed state is recognised and cleared, and the
+    // log is emptied so that the leader sends a whole snapshot again.
+    let mvcc = Arc::new(Mvcc::open(&db).expect("reopen"));
+    assert!(mvcc.interrupted_install());
+    assert_eq!(mvcc.applied_index(), 0);
+    assert_eq!(mvcc.revision(), 1);
+    let r = mvcc
+        .range(&RangeRequest {
+            key: Bytes::from_static(b"\0"),
+            range_end: Bytes::from_static(b"\0"),
+            serializable: true,
+            ..Default::default()
+        })
+        .expect("range");
+    assert!(r.kvs.is_empty(), "nothing of either state survives: {:?}", r.kvs);
+    let log = RaftLog::open(mvcc.clone(), &raft).expect("log");
+    assert_eq!(log.first_index_(), 1);
+    assert_eq!(log.hard_state().commit, 0);
+    assert_eq!(raft::Storage::last_index(&log).expect("last"), 0);
+    assert_eq!(log.hard_state().term, 1, "the term (and vote) are kept");
+}

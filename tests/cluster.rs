@@ -160,7 +160,7 @@ async fn check_converged(cluster: &Cluster, acked: &[(String, i64)]) {
     };
     let mut hashes = Vec::new();
     for ep in cluster.endpoints() {
-        let mut c = connect(&[ep.clone()]).await;
+        let mut c = connect(std::slice::from_ref(&ep)).await;
         let h = c.hash_kv(rev).await.expect("hash_kv");
         hashes.push((ep, h.hash()));
     }
@@ -169,7 +169,7 @@ async fn check_converged(cluster: &Cluster, acked: &[(String, i64)]) {
         "members differ at revision {rev}: {hashes:?}"
     );
     for ep in cluster.endpoints() {
-        let mut c = connect(&[ep.clone()]).await;
+        let mut c = connect(std::slice::from_ref(&ep)).await;
         for (key, rev) in acked {
             let r = c
                 .get(key.as_str(), Some(GetOptions::new().with_serializable()))
@@ -322,9 +322,9 @@ async fn etcdctl_sees_the_whole_cluster() {
     let etcdctl = |args: &[&str]| etcdctl_ok(&endpoints[0], args);
     let list = etcdctl(&["member", "list"]);
     assert_eq!(list.lines().count(), 3, "{list}");
-    for i in 0..3 {
+    for (i, ep) in endpoints.iter().enumerate() {
         assert!(list.contains(&format!(", started, {}, ", cluster.name(i))), "{list}");
-        assert!(list.contains(&format!(", {}, ", endpoints[i])), "{list}");
+        assert!(list.contains(&format!(", {ep}, ")), "{list}");
     }
     let status = etcdctl(&["endpoint", "status", "--cluster"]);
     assert_eq!(status.lines().count(), 3, "{status}");
@@ -458,7 +458,7 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("can only promote a learner member"));
     // The new voter takes writes.
-    let mut c4 = connect(&[n4_endpoint.clone()]).await;
+    let mut c4 = connect(std::slice::from_ref(&n4_endpoint)).await;
     c4.put("k4", "from-n4", None)
         .await
         .expect("a write through the new member");

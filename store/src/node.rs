@@ -198,14 +198,16 @@ enum ApplyTask {
 
 type Reply = oneshot::Sender<Result<CommandResponse>>;
 
+/// A linearizable read waiting for the index it must see applied.
+type ReadWaiter = oneshot::Sender<Result<u64>>;
+
 /// Linearizable reads waiting for a read index.
 #[derive(Default)]
 struct Reads {
     /// Not yet asked of Raft.
-    queued: Vec<oneshot::Sender<Result<u64>>>,
-    /// Asked, by request context.
+    queued: Vec<ReadWaiter>,
     /// Asked, by request context, with the tick they were asked at.
-    asked: HashMap<u64, (u64, Vec<oneshot::Sender<Result<u64>>>)>,
+    asked: HashMap<u64, (u64, Vec<ReadWaiter>)>,
     next_ctx: u64,
 }
 
@@ -347,7 +349,7 @@ impl Node {
             next_seq: AtomicU64::new(incarnation << 40),
             reads: Mutex::new(Reads::default()),
         });
-        let transport = Transport::new(my_id, config.data_dir.clone(), mvcc.clone(), input_sender(&input_tx));
+        let transport = Transport::new(my_id, mvcc.clone(), input_sender(&input_tx));
         let known = mvcc.members()?;
         match &config.join {
             // Until its state holds the membership, a joining member talks to the members
@@ -1285,7 +1287,7 @@ impl ApplyLoop {
 #[derive(Debug)]
 pub enum AppliedEntry {
     /// A command, applied (its response may be a deterministic rejection).
-    Command { cmd: Command, applied: Applied },
+    Command { cmd: Box<Command>, applied: Applied },
     /// An entry no member can decode: it takes its index and does nothing.
     Rejected(StoreError),
     /// A membership change (or a refused one).
@@ -1310,7 +1312,10 @@ pub fn apply_committed(mvcc: &Mvcc, c: &Committed) -> Result<AppliedEntry> {
         }
         EntryType::EntryNormal => match Command::decode(e.data.as_ref()) {
             Ok(cmd) => match mvcc.apply_entry(e.index, e.term, &cmd)? {
-                Some(applied) => Ok(AppliedEntry::Command { cmd, applied }),
+                Some(applied) => Ok(AppliedEntry::Command {
+                    cmd: Box::new(cmd),
+                    applied,
+                }),
                 None => Ok(AppliedEntry::Skipped),
             },
             Err(err) => {

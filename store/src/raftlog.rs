@@ -218,11 +218,15 @@ impl RaftLog {
                 .into();
             entries.push(e);
         }
-        let mut hs = HardState::default();
-        hs.term = 1;
-        hs.commit = members.len() as u64;
-        let mut cs = ConfState::default();
-        cs.voters = members.iter().map(|m| m.id).collect();
+        let hs = HardState {
+            term: 1,
+            commit: members.len() as u64,
+            ..Default::default()
+        };
+        let cs = ConfState {
+            voters: members.iter().map(|m| m.id).collect(),
+            ..Default::default()
+        };
         self.append(&entries, Some(&hs))?;
         self.set_conf_state(cs)?;
         Ok(())

@@ -13,7 +13,6 @@
 //! and reports the outcome to Raft.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -54,8 +53,6 @@ struct Peer {
 
 pub struct Transport {
     my_id: u64,
-    #[allow(dead_code)]
-    data_dir: PathBuf,
     mvcc: Arc<Mvcc>,
     report: Arc<Reporter>,
     peers: Mutex<HashMap<u64, Peer>>,
@@ -64,10 +61,9 @@ pub struct Transport {
 
 impl Transport {
     /// Must be called inside a tokio runtime, where the peer tasks will run.
-    pub fn new(my_id: u64, data_dir: PathBuf, mvcc: Arc<Mvcc>, report: Reporter) -> Arc<Transport> {
+    pub fn new(my_id: u64, mvcc: Arc<Mvcc>, report: Reporter) -> Arc<Transport> {
         Arc::new(Transport {
             my_id,
-            data_dir,
             mvcc,
             report: Arc::new(report),
             peers: Mutex::new(HashMap::new()),

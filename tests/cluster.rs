@@ -36,10 +36,8 @@ async fn connect(endpoints: &[String]) -> Client {
     loop {
         match Client::connect(endpoints.to_vec(), Some(opts.clone())).await {
             Ok(c) => return c,
-            Err(e) if Instant::now() < deadline => {
-                let _ = e;
-                tokio::task::yield_now().await;
-            }
+            // Poll, not spin: another connection attempt shortly.
+            Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
             Err(e) => panic!("cannot connect to {endpoints:?}: {e}"),
         }
     }
@@ -65,6 +63,15 @@ fn etcdctl_ok(endpoints: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The members' client endpoints as etcdctl takes them (host:port).
+fn bare_endpoints(cluster: &Cluster) -> Vec<String> {
+    cluster
+        .endpoints()
+        .iter()
+        .map(|e| e.trim_start_matches("http://").to_string())
+        .collect()
 }
 
 /// Waits until `f` holds, polling, or fails the test with `what`.
@@ -314,11 +321,7 @@ async fn a_register_workload_stays_linearizable_while_leaders_are_killed() {
 async fn etcdctl_sees_the_whole_cluster() {
     let cluster = start(3, &[]);
     cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
-    let endpoints: Vec<String> = cluster
-        .endpoints()
-        .iter()
-        .map(|e| e.trim_start_matches("http://").to_string())
-        .collect();
+    let endpoints = bare_endpoints(&cluster);
     let etcdctl = |args: &[&str]| etcdctl_ok(&endpoints[0], args);
     let list = etcdctl(&["member", "list"]);
     assert_eq!(list.lines().count(), 3, "{list}");
@@ -363,11 +366,7 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
     // A short log, so the new member needs a snapshot to catch up.
     let cluster = start(3, &["--snapshot-count", "20"]);
     cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
-    let endpoints: Vec<String> = cluster
-        .endpoints()
-        .iter()
-        .map(|e| e.trim_start_matches("http://").to_string())
-        .collect();
+    let endpoints = bare_endpoints(&cluster);
     let all = endpoints.join(",");
     let etcdctl = |args: &[&str]| etcdctl_at(&all, args);
     let ok = |out: std::process::Output| {

@@ -98,7 +98,16 @@ impl Kv for EtcdServices {
         if !req.serializable {
             self.node.linearizable_barrier().await?;
         }
-        let mut resp = self.node.mvcc.range(&req)?;
+        // A single key is read in place; a scan may take long, so it runs off the async
+        // workers (there may be only one) and cannot hold up other requests.
+        let mut resp = if req.range_end.is_empty() {
+            self.node.mvcc.range(&req)?
+        } else {
+            let node = self.node.clone();
+            tokio::task::spawn_blocking(move || node.mvcc.range(&req))
+                .await
+                .map_err(|e| Status::internal(format!("range task failed: {e}")))??
+        };
         self.node.header.fill(&mut resp.header);
         Ok(Response::new(resp))
     }

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use capstan_proto::etcdserverpb::{PutRequest, RangeRequest};
 use capstan_proto::store::{command, Command, Member};
 use capstan_store::mvcc::{CommandResponse, Mvcc};
-use capstan_store::node::{apply_committed, AppliedEntry};
+use capstan_store::node::{apply_committed_all, AppliedEntry};
 use capstan_store::raftlog::RaftLog;
 use capstan_store::replica::{Committed, ReadySink, Replica, ReplicaConfig};
 use capstan_store::snapshot;
@@ -241,17 +241,16 @@ impl Cluster {
             self.snapshots_installed += 1;
         }
         self.net.extend(messages);
-        for c in committed {
-            let ctx = c.entry.context.clone();
-            let applied = apply_committed(&mvcc, &c).expect("apply");
-            let rev = mvcc.revision();
-            let node = &mut self.nodes[i];
-            assert!(
-                rev >= node.last_revision,
-                "seed {seed}: revision went back on n{node_id}"
-            );
-            node.last_revision = rev;
+        let results = apply_committed_all(&mvcc, &committed).expect("apply");
+        for (c, applied) in committed.iter().zip(results) {
+            let ctx = &c.entry.context;
             if let AppliedEntry::Command { applied, .. } = applied {
+                let node = &mut self.nodes[i];
+                assert!(
+                    applied.revision >= node.last_revision,
+                    "seed {seed}: revision went back on n{node_id}"
+                );
+                node.last_revision = applied.revision;
                 if ctx.len() == 16 && u64::from_be_bytes(ctx[..8].try_into().expect("8")) == node_id {
                     let seq = u64::from_be_bytes(ctx[8..].try_into().expect("8"));
                     if let (Some((k, v)), Ok(CommandResponse::Put(r))) =

@@ -4,6 +4,8 @@
 CARGO ?= cargo
 DATA_DIR ?= ./.capstan/default
 LISTEN ?= 127.0.0.1:2379
+API_LISTEN ?= 127.0.0.1:6443
+KUBECONFIG_OUT ?= ./.capstan/kubeconfig
 
 .PHONY: up test build deps test-deps bench bench-deps fmt clippy clean
 
@@ -19,13 +21,16 @@ bench-deps:
 build: deps
 	$(CARGO) build --bin capstan
 
-## Start the embedded default cluster: for now a single-member store.
+## Start the embedded default cluster: a single-member store and the Kubernetes API in
+## one process.
 up: build
-	@echo "Starting a single-member Capstan store on $(LISTEN), data in $(DATA_DIR)."
-	@echo "Reach it with etcdctl, e.g.:  ETCDCTL_API=3 etcdctl --endpoints=$(LISTEN) put foo bar"
-	@echo "                              ETCDCTL_API=3 etcdctl --endpoints=$(LISTEN) get foo"
+	@echo "Starting a single-member Capstan store on $(LISTEN) and the Kubernetes API on $(API_LISTEN),"
+	@echo "data in $(DATA_DIR). Reach it with:"
+	@echo "  kubectl --kubeconfig $(KUBECONFIG_OUT) get ns"
+	@echo "  ETCDCTL_API=3 etcdctl --endpoints=$(LISTEN) get --prefix /registry/namespaces --keys-only"
 	@echo "Stop it with Ctrl-C."
-	./target/debug/capstan store --data-dir $(DATA_DIR) --listen-client $(LISTEN)
+	./target/debug/capstan store --data-dir $(DATA_DIR) --listen-client $(LISTEN) \
+		--apiserver-listen $(API_LISTEN) --write-kubeconfig $(KUBECONFIG_OUT)
 
 ## Build and run every test.
 test: test-deps

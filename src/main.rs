@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use capstan_apiserver::{Api, ApiConfig, Storage};
 use capstan_store::{server, Node, NodeConfig};
 use clap::{Parser, Subcommand};
 
@@ -23,10 +24,41 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 enum Command {
     /// Serve the key-value store over the etcd v3 gRPC API: one member of a 1-, 3- or
     /// 5-member cluster replicated with Raft.
     Store(StoreArgs),
+    /// Serve the Kubernetes API over a remote etcd (or Capstan store) cluster. To serve
+    /// it over a store member in the same process, give `capstan store --apiserver-listen`.
+    Apiserver(ApiserverArgs),
+}
+
+/// The Kubernetes API's own settings, shared by both ways of running it.
+#[derive(clap::Args)]
+struct ApiFlags {
+    /// The CIDR Service ClusterIPs are allocated from.
+    #[arg(long, default_value = "127.64.0.0/16")]
+    service_cluster_ip_range: String,
+    /// Write a kubeconfig for this API server to this file.
+    #[arg(long)]
+    write_kubeconfig: Option<PathBuf>,
+    /// Recent events each resource type's watch cache keeps: a watch from an older
+    /// resourceVersion gets 410 Expired and the client lists again.
+    #[arg(long, default_value_t = capstan_apiserver::cache::WINDOW_EVENTS_DEFAULT)]
+    watch_cache_window_events: usize,
+}
+
+#[derive(clap::Args)]
+struct ApiserverArgs {
+    /// Address to serve the Kubernetes API on (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// The etcd cluster's client URLs, comma separated.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    etcd_servers: String,
+    #[command(flatten)]
+    api: ApiFlags,
 }
 
 #[derive(clap::Args)]
@@ -70,6 +102,11 @@ struct StoreArgs {
     /// behind catches up by snapshot).
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
+    /// Also serve the Kubernetes API on this address (plain HTTP), over this member.
+    #[arg(long)]
+    apiserver_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    api: ApiFlags,
 }
 
 /// Parses `n1=http://a:2380,n2=http://b:2380`.
@@ -119,6 +156,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Store(args) => rt.block_on(run_store(args)),
+        Command::Apiserver(args) => rt.block_on(run_apiserver(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -192,6 +230,15 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
             }
         });
     }
+    if let Some(api_addr) = args.apiserver_listen {
+        let api = Api::new(Storage::local(node.clone()), api_config(&args.api)?);
+        let l = bind_api(api_addr, &args.api).await?;
+        tokio::spawn(async move {
+            if let Err(e) = capstan_apiserver::serve(l, api, std::future::pending()).await {
+                tracing::error!(error = %e, "the Kubernetes API stopped");
+            }
+        });
+    }
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = node.mvcc.revision(), "store serving the etcd v3 API");
     // The line tests and scripts wait for.
     println!("capstan store ready on {addr}");
@@ -212,4 +259,55 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     node.stop();
     Ok(())
+}
+
+fn api_config(flags: &ApiFlags) -> Result<ApiConfig, String> {
+    Ok(ApiConfig {
+        services: capstan_apiserver::alloc::ServiceRanges::parse_cidr(&flags.service_cluster_ip_range)
+            .map_err(|e| format!("--service-cluster-ip-range: {e}"))?,
+        watch_window_events: flags.watch_cache_window_events.max(1),
+    })
+}
+
+/// Binds the Kubernetes API's address and writes the kubeconfig if asked; prints the line
+/// tests and scripts wait for.
+async fn bind_api(addr: SocketAddr, flags: &ApiFlags) -> Result<tokio::net::TcpListener, String> {
+    let l = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let bound = l.local_addr().map_err(|e| e.to_string())?;
+    if let Some(path) = &flags.write_kubeconfig {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        std::fs::write(path, capstan_apiserver::kubeconfig(&format!("http://{bound}")))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    tracing::info!(addr = %bound, "serving the Kubernetes API");
+    println!("capstan apiserver ready on {bound}");
+    Ok(l)
+}
+
+async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
+    let endpoints: Vec<String> = args
+        .etcd_servers
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect();
+    let storage = Storage::etcd(&endpoints).await.map_err(|e| e.to_string())?;
+    let api = Api::new(storage, api_config(&args.api)?);
+    let l = bind_api(args.listen, &args.api).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    capstan_apiserver::serve(l, api, shutdown)
+        .await
+        .map_err(|e| e.to_string())
 }

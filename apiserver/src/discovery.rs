@@ -1,0 +1,173 @@
+//! Discovery: what kubectl and client libraries read first to learn which resources the
+//! server has. Legacy (plain JSON) discovery only, which every kubectl from 1.20 on
+//! understands.
+//!
+//! `/version` names 1.31. The kubectl dispatcher some machines have at /usr/bin/kubectl
+//! runs the kubectl whose minor version matches, and kubectl 1.32 and later send the
+//! objects of their `create <kind>` generators as protobuf, which this server does not
+//! decode yet (it answers 415); kubectl 1.31 sends JSON, as every kubectl does for
+//! `create -f`, `apply` and `patch`.
+
+use serde_json::{json, Value};
+
+use crate::resources::{ResourceType, Sub, GROUPS, RESOURCES, VERBS};
+
+/// The Kubernetes version this server presents.
+pub const MAJOR: &str = "1";
+pub const MINOR: &str = "31";
+pub const GIT_VERSION: &str = "v1.31.0-capstan";
+
+pub fn version() -> Value {
+    json!({
+        "major": MAJOR,
+        "minor": MINOR,
+        "gitVersion": GIT_VERSION,
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "2026-11-26T00:00:00Z",
+        "goVersion": "none (Rust)",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
+    })
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// `/api`.
+pub fn api_versions() -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}],
+    })
+}
+
+fn group_entry(group: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
+    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+/// `/apis`.
+pub fn api_groups() -> Value {
+    json!({
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": GROUPS.iter().map(|g| group_entry(g)).collect::<Vec<_>>(),
+    })
+}
+
+/// `/apis/<group>`, if served.
+pub fn api_group(group: &str) -> Option<Value> {
+    GROUPS.contains(&group).then(|| {
+        let mut g = group_entry(group);
+        g["kind"] = json!("APIGroup");
+        g["apiVersion"] = json!("v1");
+        g
+    })
+}
+
+fn sub_entry(r: &ResourceType, sub: Sub) -> Value {
+    let (verbs, kind, extra): (&[&str], &str, Option<(&str, &str)>) = match sub {
+        Sub::Status => (&["get", "patch", "update"], r.kind, None),
+        Sub::Scale => (&["get", "patch", "update"], "Scale", Some(("autoscaling", "v1"))),
+        Sub::Binding => (&["create"], "Binding", None),
+        Sub::Log => (&["get"], "Pod", None),
+        Sub::Eviction => (&["create"], "Eviction", Some(("policy", "v1"))),
+        Sub::Finalize => (&["update"], "Namespace", None),
+    };
+    let mut e = json!({
+        "name": format!("{}/{}", r.plural, sub.name()),
+        "singularName": "",
+        "namespaced": r.namespaced,
+        "kind": kind,
+        "verbs": verbs,
+    });
+    if let Some((group, version)) = extra {
+        e["group"] = json!(group);
+        e["version"] = json!(version);
+    }
+    e
+}
+
+/// `/api/v1` (group "") or `/apis/<group>/v1`, if served.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if version != "v1" || !(group.is_empty() || GROUPS.contains(&group)) {
+        return None;
+    }
+    let mut resources = Vec::new();
+    for r in RESOURCES.iter().filter(|r| r.group == group) {
+        let mut e = json!({
+            "name": r.plural,
+            "singularName": r.singular,
+            "namespaced": r.namespaced,
+            "kind": r.kind,
+            "verbs": VERBS,
+        });
+        if !r.short_names.is_empty() {
+            e["shortNames"] = json!(r.short_names);
+        }
+        if r.in_all {
+            e["categories"] = json!(["all"]);
+        }
+        resources.push(e);
+        for sub in r.subresources {
+            resources.push(sub_entry(r, *sub));
+        }
+    }
+    let group_version = if group.is_empty() {
+        "v1".to_string()
+    } else {
+        format!("{group}/v1")
+    };
+    Some(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": group_version,
+        "resources": resources,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_lists_every_resource_and_subresource() {
+        let core = resource_list("", "v1").expect("core");
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        for n in [
+            "pods",
+            "pods/log",
+            "pods/status",
+            "pods/binding",
+            "services",
+            "namespaces",
+            "nodes/status",
+        ] {
+            assert!(names.contains(&n), "{n} missing from {names:?}");
+        }
+        let apps = resource_list("apps", "v1").expect("apps");
+        let scale = apps["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .find(|r| r["name"] == "deployments/scale")
+            .expect("deployments/scale");
+        assert_eq!(scale["group"], "autoscaling");
+        assert_eq!(scale["kind"], "Scale");
+        assert!(resource_list("apps", "v2").is_none());
+        assert!(resource_list("batch", "v1").is_none());
+        assert_eq!(api_groups()["groups"][0]["preferredVersion"]["groupVersion"], "apps/v1");
+    }
+}

@@ -1,0 +1,216 @@
+//! Capstan's apiserver: the Kubernetes REST API over the store.
+//!
+//! kubectl, client-go style informers, the Python `kubernetes` client and kube-rs talk
+//! to it unchanged. Objects are JSON in the Kubernetes wire shape, stored under
+//! `/registry/<resource>/[<namespace>/]<name>`; an object's `resourceVersion` is the
+//! store's `mod_revision` of its key, so optimistic concurrency is a compare on it.
+//!
+//! Layers, each usable alone:
+//!
+//! - [`storage`]: the etcd v3 semantics the API needs, over the in-process store member
+//!   or a remote etcd.
+//! - [`resources`]: the served resource types (one table for discovery, routing, keys).
+//! - [`object`], [`validation`], [`patch`], [`selector`], [`table`], [`alloc`]: pure
+//!   pieces of the API's semantics (metadata, defaulting and validation, the three
+//!   patch formats, label and field selectors, kubectl's Table output, Service IPs).
+//! - [`handlers`] and [`watch`]: the verbs; [`discovery`]; [`http`]: routing and
+//!   content negotiation.
+//!
+//! - [`cache`]: the watch cache, one store watch per resource type serving every client
+//!   watch and unpaged list.
+//!
+//! Deliberately left out for now (see the issue notes): real OpenAPI documents, server-side apply, authentication and authorization (the API is
+//! served on loopback in plain HTTP), the garbage collector's propagation policies.
+//!
+//! The apiserver knows nothing of Raft or RocksDB: it sees only the store's etcd API.
+
+pub mod alloc;
+pub mod cache;
+pub mod discovery;
+pub mod error;
+pub mod handlers;
+pub mod http;
+pub mod object;
+pub mod patch;
+pub mod resources;
+pub mod selector;
+pub mod storage;
+pub mod table;
+pub mod validation;
+pub mod watch;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+
+pub use error::ApiError;
+pub use handlers::{Api, ApiConfig};
+pub use storage::Storage;
+
+use crate::http::{json_response, Params};
+
+/// Largest request body (upstream: 3 MiB).
+pub const REQUEST_BYTES_MAX: usize = 3 << 20;
+/// Every request but a watch ends within this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn ok_text() -> Response {
+    let mut r = Response::new(Body::from("ok"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn not_found_path() -> Response {
+    ApiError::NotFound {
+        what: error::GroupResource::new("", ""),
+        name: String::new(),
+    }
+    .into_response()
+}
+
+/// `/openapi/v2`: an empty protobuf document. Both kubectl 1.20 and 1.32 accept it and
+/// then validate nothing on the client; the server validates every object anyway.
+fn openapi_v2() -> Response {
+    let mut r = Response::new(Body::empty());
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+    );
+    r
+}
+
+async fn resource_request(
+    api: Arc<Api>,
+    method: Method,
+    group: &str,
+    version: &str,
+    rest: &str,
+    query: HashMap<String, String>,
+    req: Request,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, REQUEST_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::TooLarge(format!("Request entity too large: limit is {REQUEST_BYTES_MAX}"))
+                .into_response()
+        }
+    };
+    let params = Params::new(query);
+    let is_watch = params.flag("watch") || rest.starts_with("watch/");
+    let work = handlers::handle(api, method, group, version, rest, params, parts.headers, body);
+    if is_watch {
+        return work.await;
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
+        Ok(r) => r,
+        Err(_) => ApiError::Timeout("the request did not finish in time".into()).into_response(),
+    }
+}
+
+/// The HTTP router of the API.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route(
+            "/version",
+            get(|| async { json_response(StatusCode::OK, &discovery::version()) }),
+        )
+        .route("/healthz", get(|| async { ok_text() }))
+        .route("/livez", get(|| async { ok_text() }))
+        .route("/readyz", get(|| async { ok_text() }))
+        .route(
+            "/api",
+            get(|| async { json_response(StatusCode::OK, &discovery::api_versions()) }),
+        )
+        .route(
+            "/apis",
+            get(|| async { json_response(StatusCode::OK, &discovery::api_groups()) }),
+        )
+        .route(
+            "/api/v1",
+            get(|| async {
+                match discovery::resource_list("", "v1") {
+                    Some(v) => json_response(StatusCode::OK, &v),
+                    None => not_found_path(),
+                }
+            }),
+        )
+        .route(
+            "/apis/{group}",
+            get(|Path(group): Path<String>| async move {
+                match discovery::api_group(&group) {
+                    Some(v) => json_response(StatusCode::OK, &v),
+                    None => not_found_path(),
+                }
+            }),
+        )
+        .route(
+            "/apis/{group}/{version}",
+            get(|Path((group, version)): Path<(String, String)>| async move {
+                match discovery::resource_list(&group, &version) {
+                    Some(v) => json_response(StatusCode::OK, &v),
+                    None => not_found_path(),
+                }
+            }),
+        )
+        .route("/openapi/v2", get(|| async { openapi_v2() }))
+        .route(
+            "/api/v1/{*rest}",
+            any(
+                |State(api): State<Arc<Api>>,
+                 Path(rest): Path<String>,
+                 Query(q): Query<HashMap<String, String>>,
+                 req: Request| async move {
+                    let method = req.method().clone();
+                    resource_request(api, method, "", "v1", &rest, q, req).await
+                },
+            ),
+        )
+        .route(
+            "/apis/{group}/{version}/{*rest}",
+            any(
+                |State(api): State<Arc<Api>>,
+                 Path((group, version, rest)): Path<(String, String, String)>,
+                 Query(q): Query<HashMap<String, String>>,
+                 req: Request| async move {
+                    let method = req.method().clone();
+                    resource_request(api, method, &group, &version, &rest, q, req).await
+                },
+            ),
+        )
+        .fallback(|| async { not_found_path() })
+        .with_state(api)
+}
+
+/// Serves the API on `listener` until `shutdown` completes. Creates the namespaces
+/// every cluster has first.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    api: Arc<Api>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Err(e) = handlers::bootstrap(&api).await {
+        tracing::warn!(error = %e, "could not create the default namespaces yet");
+    }
+    axum::serve(listener, router(api))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A kubeconfig for `server` (plain HTTP, no credentials), as kubectl reads it.
+pub fn kubeconfig(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\ncontexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: capstan\n    namespace: default\ncurrent-context: capstan\nusers:\n- name: capstan\n  user: {{}}\n"
+    )
+}

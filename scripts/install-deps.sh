@@ -2,8 +2,10 @@
 # Installs what building and testing Capstan needs, when it is missing.
 #   scripts/install-deps.sh build   protoc (with its well-known types) and libclang (RocksDB
 #                                    bindings), a C++ compiler
-#   scripts/install-deps.sh test    the above, plus etcdctl (Debian etcd-client, for the
-#                                    interoperability tests)
+#   scripts/install-deps.sh test    the above, plus etcdctl and etcd (Debian etcd-client and
+#                                    etcd-server), kubectl 1.20 (Debian kubernetes-client,
+#                                    unpacked into .tools/) and the Python kubernetes client
+#                                    (PyPI, in a virtualenv under .tools/)
 #   scripts/install-deps.sh bench   the above, plus etcd (Debian etcd-server, the baseline)
 set -euo pipefail
 what=${1:-build}
@@ -29,22 +31,69 @@ have_cmd c++ || need+=(g++)
 have_cmd make || need+=(make)
 if [ "$what" = test ] || [ "$what" = bench ]; then
   have_cmd etcdctl || need+=(etcd-client)
+  # The apiserver is tested against a real etcd too.
+  have_cmd etcd || need+=(etcd-server)
+  python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 fi
 if [ "$what" = bench ]; then
   have_cmd etcd || need+=(etcd-server)
 fi
+# kubectl 1.20 (Debian's kubernetes-client), unpacked into .tools/ rather than installed:
+# installing it clashes with the package that may own /usr/bin/kubectl (a dispatcher that
+# picks kubectl 1.27-1.33 by the server's version). The kubectl tests run both.
+KUBECTL_120_DIR="$(cd "$(dirname "$0")/.." && pwd)/.tools/kubectl-1.20"
+fetch_kubectl_120() {
+  [ -x "$KUBECTL_120_DIR/usr/bin/kubectl" ] && return 0
+  if ! have_cmd apt-get || ! have_cmd dpkg; then
+    echo "install-deps: kubectl 1.20 comes from Debian's kubernetes-client; no apt-get here, so the" >&2
+    echo "install-deps: kubectl tests will use only the kubectl on PATH" >&2
+    return 0
+  fi
+  local tmp
+  tmp=$(mktemp -d)
+  echo "install-deps: fetching kubectl 1.20 (Debian kubernetes-client) into $KUBECTL_120_DIR"
+  if ! (cd "$tmp" && apt-get download -qq kubernetes-client >/dev/null 2>&1); then
+    $sudo apt-get update -qq
+    (cd "$tmp" && apt-get download -qq kubernetes-client >/dev/null 2>&1)
+  fi
+  mkdir -p "$KUBECTL_120_DIR"
+  dpkg -x "$tmp"/kubernetes-client_*.deb "$KUBECTL_120_DIR"
+  rm -rf "$tmp"
+}
+
+# The official Python Kubernetes client, in a virtualenv under .tools/ (the Python client
+# test runs it).
+PY_DIR="$(cd "$(dirname "$0")/.." && pwd)/.tools/py"
+PY_KUBERNETES_VERSION=37.0.2
+fetch_python_client() {
+  if [ -x "$PY_DIR/bin/python" ] && "$PY_DIR/bin/python" -c "import kubernetes" 2>/dev/null; then
+    return 0
+  fi
+  if ! python3 -m venv --help >/dev/null 2>&1; then
+    need+=(python3-venv)
+    return 0
+  fi
+  echo "install-deps: installing the Python kubernetes client $PY_KUBERNETES_VERSION into $PY_DIR"
+  python3 -m venv "$PY_DIR"
+  "$PY_DIR/bin/pip" install -q "kubernetes==$PY_KUBERNETES_VERSION"
+}
+
 if ! have_cmd cargo; then
   echo "install-deps: cargo is missing; install the Rust toolchain (https://rustup.rs) first" >&2
   exit 1
 fi
-[ ${#need[@]} -eq 0 ] && exit 0
+sudo=""
+if [ "$(id -u)" != 0 ] && have_cmd sudo; then sudo=sudo; fi
+if [ ${#need[@]} -eq 0 ]; then
+  if [ "$what" = test ] || [ "$what" = bench ]; then fetch_kubectl_120; fetch_python_client; fi
+  exit 0
+fi
 
 if ! have_cmd apt-get; then
   echo "install-deps: missing ${need[*]} (Debian package names); this machine has no apt-get," >&2
   echo "install-deps: so install the equivalents with your package manager and run again" >&2
   exit 1
 fi
-sudo=""
 if [ "$(id -u)" != 0 ]; then
   if have_cmd sudo; then sudo=sudo; else
     echo "install-deps: need root (or sudo) to apt-get install ${need[*]}" >&2; exit 1
@@ -54,3 +103,4 @@ echo "install-deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if [ "$what" = test ] || [ "$what" = bench ]; then fetch_kubectl_120; fetch_python_client; fi

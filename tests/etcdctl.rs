@@ -3,10 +3,9 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::Server;
 
@@ -26,24 +25,6 @@ fn require_etcdctl() {
     }
 }
 
-/// Kills the script's whole process group (the script and its etcdctl children) if the
-/// test ends before the script does.
-struct GroupGuard(Option<Child>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            if child.try_wait().ok().flatten().is_none() {
-                let _ = Command::new("kill")
-                    .args(["-KILL", "--", &format!("-{}", child.id())])
-                    .status();
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-    }
-}
-
 #[test]
 fn etcdctl_against_capstan_store() {
     require_etcdctl();
@@ -51,31 +32,8 @@ fn etcdctl_against_capstan_store() {
     let server = Server::start(&dir.path().join("data"), &dir.path().join("server.log"));
 
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/etcdctl.sh");
-    let out_path = dir.path().join("script.out");
-    let out = std::fs::File::create(&out_path).expect("script output file");
-    let child = Command::new("bash")
-        .arg(&script)
-        .arg(server.endpoint())
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("clone file"))
-        .stderr(out)
-        .process_group(0)
-        .spawn()
-        .expect("run bash tests/etcdctl.sh");
-    let mut guard = GroupGuard(Some(child));
-    let deadline = Instant::now() + SCRIPT_DEADLINE;
-    let status = loop {
-        let child = guard.0.as_mut().expect("child");
-        if let Some(status) = child.try_wait().expect("wait for the script") {
-            break Some(status);
-        }
-        if Instant::now() >= deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    drop(guard);
-    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let endpoint = server.endpoint();
+    let (status, output) = common::run_script(&script, &[&endpoint], &dir.path().join("script.out"), SCRIPT_DEADLINE);
     println!("{output}");
     // etcdctl 3.4 has no --count-only; count_only is checked through etcd-client (before
     // the script's verdict, so that both are checked in one run).
@@ -106,11 +64,7 @@ fn etcdctl_against_capstan_store() {
             s.success(),
             "tests/etcdctl.sh {} failed ({s}); the failed checks:\n{}",
             server.endpoint(),
-            output
-                .lines()
-                .filter(|l| !l.starts_with("ok "))
-                .collect::<Vec<_>>()
-                .join("\n")
+            common::failed_checks(&output)
         ),
     }
 }

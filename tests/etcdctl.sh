@@ -28,28 +28,8 @@ if ! command -v etcdctl >/dev/null 2>&1; then
   exit 2
 fi
 
-WORK=$(mktemp -d)
-BG_PIDS=()
-cleanup() {
-  local p
-  for p in "${BG_PIDS[@]}"; do
-    kill "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-  done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-FAILED=()
-CHECKS=0
-
-fail() { # name, details...
-  FAILED+=("$1")
-  echo "FAIL $1" >&2
-  shift
-  local line
-  for line in "$@"; do printf '%s\n' "$line" | sed 's/^/     /' >&2; done
-}
+# shellcheck source=tests/checks.sh
+source "$(dirname "$0")/checks.sh"
 
 # expect NAME EXPECTED ACTUAL: exact comparison.
 expect() {
@@ -553,10 +533,4 @@ if run snapshot save "$SNAP"; then
 fi
 
 # ---------------------------------------------------------------------------------------
-echo
-if [ ${#FAILED[@]} -gt 0 ]; then
-  echo "etcdctl.sh: ${#FAILED[@]} of $CHECKS checks FAILED:" >&2
-  for f in "${FAILED[@]}"; do echo "  - $f" >&2; done
-  exit 1
-fi
-echo "etcdctl.sh: all $CHECKS checks passed"
+finish etcdctl.sh

@@ -81,6 +81,9 @@ pub struct ClusterConfig {
     pub extra_args: Vec<String>,
     /// How long a member may take to print its ready line, on start and restart.
     pub start_deadline_ms: u64,
+    /// Each member also serves the Kubernetes API (`--apiserver-listen`), with a
+    /// kubeconfig for it at [`Cluster::kubeconfig`].
+    pub apiserver: bool,
 }
 
 impl ClusterConfig {
@@ -92,6 +95,7 @@ impl ClusterConfig {
             heartbeat_interval_ms: 100,
             extra_args: Vec::new(),
             start_deadline_ms: 60_000,
+            apiserver: false,
         }
     }
 }
@@ -112,6 +116,7 @@ struct Member {
     log_path: PathBuf,
     client_addr: SocketAddr,
     peer_addr: SocketAddr,
+    api_addr: SocketAddr,
     child: Option<Child>,
     state: MemberState,
     /// Times started, the first start included.
@@ -149,7 +154,7 @@ impl Cluster {
                 context: "creating the cluster's temp dir".into(),
                 source,
             })?;
-        let ports = free_loopback_ports(2 * config.members)?;
+        let ports = free_loopback_ports(3 * config.members)?;
         let members = (0..config.members)
             .map(|i| {
                 let name = format!("n{}", i + 1);
@@ -157,8 +162,9 @@ impl Cluster {
                     data_dir: dir.path().join(&name),
                     log_path: dir.path().join(format!("{name}.log")),
                     name,
-                    client_addr: ports[2 * i],
-                    peer_addr: ports[2 * i + 1],
+                    client_addr: ports[3 * i],
+                    peer_addr: ports[3 * i + 1],
+                    api_addr: ports[3 * i + 2],
                     child: None,
                     state: MemberState::Stopped,
                     starts: 0,
@@ -442,8 +448,21 @@ impl Cluster {
                 self.config.heartbeat_interval_ms.to_string(),
             ]);
         }
+        if self.config.apiserver {
+            args.extend([
+                "--apiserver-listen".to_string(),
+                self.members[i].api_addr.to_string(),
+                "--write-kubeconfig".to_string(),
+                self.kubeconfig(i).display().to_string(),
+            ]);
+        }
         args.extend(self.config.extra_args.iter().cloned());
         args
+    }
+
+    /// The kubeconfig of member `i`'s Kubernetes API (when [`ClusterConfig::apiserver`]).
+    pub fn kubeconfig(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("{}.kubeconfig", self.members[i].name))
     }
 
     /// Spawns member `i`'s process; returns the channel its ready address arrives on.

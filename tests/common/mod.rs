@@ -25,23 +25,48 @@ impl Server {
     /// Starts `capstan store` on `data_dir`, on a free port, and waits for its ready line.
     /// The server's stderr goes to `log` (appended, so restarts keep one log).
     pub fn start(data_dir: &Path, log: &Path) -> Server {
+        Server::start_with(data_dir, log, &[])
+    }
+
+    /// [`Server::start`] with more command-line arguments.
+    pub fn start_with(data_dir: &Path, log: &Path, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec!["store".into(), "--data-dir".into(), data_dir.display().to_string()];
+        args.extend(["--listen-client".into(), "127.0.0.1:0".into()]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::launch(&args, READY, log)
+    }
+
+    /// Starts `capstan apiserver` over the etcd at `etcd_url`, on a free port, writing
+    /// its kubeconfig to `kubeconfig`.
+    pub fn apiserver(etcd_url: &str, kubeconfig: &Path, log: &Path) -> Server {
+        let args: Vec<String> = vec![
+            "apiserver".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--etcd-servers".into(),
+            etcd_url.into(),
+            "--write-kubeconfig".into(),
+            kubeconfig.display().to_string(),
+        ];
+        Server::launch(&args, "capstan apiserver ready on ", log)
+    }
+
+    /// Runs `capstan <args>` and waits for the stdout line starting with `ready`, which
+    /// ends with the address it serves.
+    fn launch(args: &[String], ready: &'static str, log: &Path) -> Server {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("open the server log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
-            .arg("store")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--listen-client")
-            .arg("127.0.0.1:0")
+            .args(args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
             .spawn()
-            .expect("spawn capstan store");
+            .expect("spawn capstan");
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, rx) = mpsc::channel();
         // Reads stdout to its end (the pipe must stay drained), reporting the ready line.
@@ -49,7 +74,7 @@ impl Server {
             let mut tx = Some(tx);
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix(READY) {
+                if let Some(rest) = line.strip_prefix(ready) {
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(rest.trim().to_string());
                     }
@@ -70,8 +95,9 @@ impl Server {
             Err(_) => {
                 let status = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
                 panic!(
-                    "capstan store did not print its ready line within {START_DEADLINE:?} \
+                    "capstan {} did not print its ready line within {START_DEADLINE:?} \
                      (exit status: {status:?}); log:\n{}",
+                    args[0],
                     server.log_tail()
                 );
             }
@@ -118,4 +144,67 @@ impl Drop for Server {
             eprintln!("--- capstan store log (tail) ---\n{}", self.log_tail());
         }
     }
+}
+
+/// Kills a script's whole process group (the script and its children) if the test ends
+/// before the script does.
+struct GroupGuard(Option<Child>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{}", child.id())])
+                    .status();
+                let _ = child.kill();
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `bash script args...` in its own process group with output to `out_path`, for
+/// at most `deadline`. Returns its exit status (None: it did not finish in time; it was
+/// killed) and its output.
+pub fn run_script(
+    script: &Path,
+    args: &[&str],
+    out_path: &Path,
+    deadline: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::File::create(out_path).expect("script output file");
+    let child = Command::new("bash")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("clone file"))
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("run bash {}: {e}", script.display()));
+    let mut guard = GroupGuard(Some(child));
+    let until = std::time::Instant::now() + deadline;
+    let status = loop {
+        let child = guard.0.as_mut().expect("child");
+        if let Some(status) = child.try_wait().expect("wait for the script") {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= until {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    drop(guard);
+    (status, std::fs::read_to_string(out_path).unwrap_or_default())
+}
+
+/// The lines of a check script's output that are not passed checks.
+pub fn failed_checks(output: &str) -> String {
+    output
+        .lines()
+        .filter(|l| !l.starts_with("ok "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }

@@ -400,11 +400,10 @@ impl WatchCache {
 
     /// Waits until the cache is as fresh as a quorum read of the store now.
     pub async fn wait_fresh(&self, storage: &Storage) -> Result<()> {
-        let prefix = self.rt.prefix();
-        let page = storage
-            .list(prefix.as_bytes(), &prefix_end(prefix.as_bytes()), 1, 0, true)
-            .await?;
-        self.wait_for(page.revision).await
+        // A quorum read of one key (the prefix itself, which holds nothing) tells the
+        // store's revision; a range read would also count every key under the prefix.
+        let (_, rev) = storage.get(&self.rt.prefix(), true).await?;
+        self.wait_for(rev).await
     }
 
     /// The objects under `prefix` and the revision they are current at. `min_rev`: wait
@@ -419,6 +418,17 @@ impl WatchCache {
             .map(|(_, v)| v.clone())
             .collect();
         Ok((items, st.rev))
+    }
+
+    /// The cached object at `key`, if the cache has loaded and holds it. It may lag the
+    /// store: callers that write use it as a first guess and let the transaction's
+    /// revision compare catch a stale one.
+    pub fn get(&self, key: &[u8]) -> Option<Arc<Value>> {
+        let st = self.lock();
+        if st.rev == 0 {
+            return None;
+        }
+        st.objects.get(key).cloned()
     }
 
     /// Subscribes to changes under `prefix`: after `after` (replayed from the window if

@@ -187,6 +187,33 @@ async fn current(storage: &Storage, t: &Target, name: &str, consistent: bool) ->
     }
 }
 
+/// The object a write starts from, and its revision.
+struct Current {
+    obj: Value,
+    rev: i64,
+}
+
+/// Reads the object a write starts from: from the watch cache when `cached` (a first
+/// attempt: no store round trip, and a stale copy only makes the write's revision
+/// compare fail and the next attempt read the store), else from the store.
+async fn read_for_write(api: &Api, t: &Target, name: &str, cached: bool) -> Result<Current> {
+    if cached {
+        if let Some(obj) = api.caches.get(t.rt).get(key(t, name).as_bytes()) {
+            if let Some(rev) = meta_str(&obj, "resourceVersion").and_then(|r| r.parse::<i64>().ok()) {
+                return Ok(Current {
+                    obj: (*obj).clone(),
+                    rev,
+                });
+            }
+        }
+    }
+    let (kv, _) = current(&api.storage, t, name, true).await?;
+    Ok(Current {
+        obj: from_kv(&kv)?,
+        rev: kv.mod_revision,
+    })
+}
+
 fn include_object(params: &Params) -> IncludeObject {
     match params.get("includeObject") {
         Some("None") => IncludeObject::None,
@@ -731,17 +758,17 @@ async fn commit_update(
     api: &Api,
     t: &Target,
     name: &str,
-    old_kv: &Kv,
+    cur: &Current,
     mut new: Value,
     precondition: Option<i64>,
 ) -> Result<Option<Value>> {
     let rt = t.rt;
     if let Some(rv) = precondition {
-        if rv != old_kv.mod_revision {
+        if rv != cur.rev {
             return Err(conflict(rt, name));
         }
     }
-    let old = from_kv(old_kv)?;
+    let old = cur.obj.clone();
     check_type(rt, &mut new)?;
     let sent_name = object::name(&new).to_string();
     if !sent_name.is_empty() && sent_name != name {
@@ -801,13 +828,9 @@ async fn commit_update(
     let graceful_pod = rt.kind == "Pod" && new["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) > 0;
     if deleting && !finalizers_left && !graceful_pod {
         let also = alloc::release_keys(&api.config.services, rt, &old);
-        return Ok(api.storage.delete(&k, old_kv.mod_revision, &also).await?.map(|_| new));
+        return Ok(api.storage.delete(&k, cur.rev, &also).await?.map(|_| new));
     }
-    match api
-        .storage
-        .update(&k, to_stored(&new)?, old_kv.mod_revision, &[])
-        .await?
-    {
+    match api.storage.update(&k, to_stored(&new)?, cur.rev, &[]).await? {
         Some(rev) => {
             set_resource_version(&mut new, rev);
             Ok(Some(new))
@@ -825,7 +848,7 @@ async fn write_merged(
     t: &Target,
     name: &str,
     sub: Option<Sub>,
-    kv: &Kv,
+    cur: &Current,
     new: Value,
     precondition: Option<i64>,
     params: &Params,
@@ -834,7 +857,7 @@ async fn write_merged(
     if params.dry_run() {
         return Ok(Some(object_response(StatusCode::OK, t.rt, new, params, fmt)));
     }
-    Ok(commit_update(api, t, name, kv, new, precondition)
+    Ok(commit_update(api, t, name, cur, new, precondition)
         .await?
         .map(|obj| match sub {
             Some(Sub::Scale) => json_response(StatusCode::OK, &scale_of(&obj)),
@@ -853,11 +876,11 @@ async fn update(
 ) -> Result<Response> {
     let sent = parse_body(body)?;
     let precondition = client_rv(&sent)?;
-    for _ in 0..UPDATE_ATTEMPTS_MAX {
-        let (kv, _) = current(&api.storage, t, name, true).await?;
-        let old = from_kv(&kv)?;
-        let new = merge_for(t.rt, sub, &old, sent.clone());
-        if let Some(r) = write_merged(api, t, name, sub, &kv, new, precondition, params, fmt).await? {
+    for attempt in 0..UPDATE_ATTEMPTS_MAX {
+        // With a client's resourceVersion, a stale cached copy would be a false conflict.
+        let cur = read_for_write(api, t, name, attempt == 0 && precondition.is_none()).await?;
+        let new = merge_for(t.rt, sub, &cur.obj, sent.clone());
+        if let Some(r) = write_merged(api, t, name, sub, &cur, new, precondition, params, fmt).await? {
             return Ok(r);
         }
     }
@@ -910,11 +933,14 @@ async fn patch_object(
     let ctype = content_type(headers).to_string();
     let patch_doc: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("error decoding patch: {e}")))?;
-    for _ in 0..UPDATE_ATTEMPTS_MAX {
-        let (kv, _) = current(&api.storage, t, name, true).await?;
-        let old = from_kv(&kv)?;
+    // A JSON patch may `test` values, and a patch naming a resourceVersion is
+    // conditional: both start from the store, not from a possibly stale cached copy.
+    let cacheable = patch_doc.is_object() && patch_doc["metadata"]["resourceVersion"].is_null();
+    for attempt in 0..UPDATE_ATTEMPTS_MAX {
+        let cur = read_for_write(api, t, name, attempt == 0 && cacheable).await?;
+        let old = &cur.obj;
         let (base, kind) = match sub {
-            Some(Sub::Scale) => (scale_of(&old), "Scale"),
+            Some(Sub::Scale) => (scale_of(old), "Scale"),
             _ => (old.clone(), t.rt.kind),
         };
         let patched = apply_patch(&ctype, kind, &base, &patch_doc)?;
@@ -926,8 +952,8 @@ async fn patch_object(
             (Some(p), Some(b)) if p != b => Some(object::parse_rv(p)?),
             _ => None,
         };
-        let new = merge_for(t.rt, sub, &old, patched);
-        if let Some(r) = write_merged(api, t, name, sub, &kv, new, precondition, params, fmt).await? {
+        let new = merge_for(t.rt, sub, old, patched);
+        if let Some(r) = write_merged(api, t, name, sub, &cur, new, precondition, params, fmt).await? {
             return Ok(r);
         }
     }
@@ -966,9 +992,10 @@ fn delete_options(params: &Params, body: &Bytes) -> Result<DeleteOptions> {
 async fn delete(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes) -> Result<Value> {
     let opts = delete_options(params, body)?;
     let rt = t.rt;
-    for _ in 0..UPDATE_ATTEMPTS_MAX {
-        let (kv, _) = current(&api.storage, t, name, true).await?;
-        let mut obj = from_kv(&kv)?;
+    // Preconditions, and a namespace (whose contents go first), start from the store.
+    let cacheable = opts.uid.is_none() && opts.rv.is_none() && rt.kind != "Namespace";
+    for attempt in 0..UPDATE_ATTEMPTS_MAX {
+        let Current { mut obj, rev } = read_for_write(api, t, name, attempt == 0 && cacheable).await?;
         if let Some(uid) = &opts.uid {
             let have = meta_str(&obj, "uid").unwrap_or("");
             if have != uid {
@@ -980,13 +1007,13 @@ async fn delete(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes
             }
         }
         if let Some(rv) = opts.rv {
-            if rv != kv.mod_revision {
+            if rv != rev {
                 return Err(ApiError::Conflict {
                     what: rt.group_resource(),
                     name: name.to_string(),
                     reason: format!(
                         "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                        kv.mod_revision
+                        rev
                     ),
                 });
             }
@@ -995,7 +1022,7 @@ async fn delete(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes
             return Ok(obj);
         }
         if rt.kind == "Namespace" {
-            return delete_namespace(api, name, &kv, obj).await;
+            return delete_namespace(api, name, rev, obj).await;
         }
         let k = key(t, name);
         let has_finalizers = object::meta(&obj)
@@ -1028,7 +1055,7 @@ async fn delete(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes
             let m = meta_mut(&mut obj);
             m.insert("deletionTimestamp".into(), json!(object::rfc3339(now + grace)));
             m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            match api.storage.update(&k, to_stored(&obj)?, kv.mod_revision, &[]).await? {
+            match api.storage.update(&k, to_stored(&obj)?, rev, &[]).await? {
                 Some(rev) => {
                     set_resource_version(&mut obj, rev);
                     return Ok(obj);
@@ -1037,7 +1064,7 @@ async fn delete(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes
             }
         }
         let also = alloc::release_keys(&api.config.services, rt, &obj);
-        if api.storage.delete(&k, kv.mod_revision, &also).await?.is_some() {
+        if api.storage.delete(&k, rev, &also).await?.is_some() {
             return Ok(obj);
         }
     }
@@ -1047,7 +1074,7 @@ async fn delete(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes
 /// Deletes a namespace and everything in it. Upstream marks the namespace Terminating
 /// and lets its controller empty it; here the apiserver empties it at once and answers
 /// with the namespace as Terminating.
-async fn delete_namespace(api: &Api, name: &str, kv: &Kv, mut obj: Value) -> Result<Value> {
+async fn delete_namespace(api: &Api, name: &str, rev: i64, mut obj: Value) -> Result<Value> {
     for rt in RESOURCES.iter().filter(|r| r.namespaced) {
         let prefix = rt.namespace_prefix(name);
         let end = prefix_end(prefix.as_bytes());
@@ -1065,7 +1092,10 @@ async fn delete_namespace(api: &Api, name: &str, kv: &Kv, mut obj: Value) -> Res
         }
     }
     let nsrt = ResourceType::by_kind("Namespace").expect("namespaces are served");
-    api.storage.delete(&nsrt.key(None, name), kv.mod_revision, &[]).await?;
+    if api.storage.delete(&nsrt.key(None, name), rev, &[]).await?.is_none() {
+        // Changed while its contents went: the caller's next attempt reads it again.
+        return Err(conflict(nsrt, name));
+    }
     meta_mut(&mut obj).insert("deletionTimestamp".into(), json!(object::now()));
     obj["status"]["phase"] = json!("Terminating");
     Ok(obj)

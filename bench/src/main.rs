@@ -7,6 +7,7 @@
 //! - `status`: each member's Status and the agreed leader (optionally waiting for one).
 //! - `failover`: SIGKILL a cluster's leader under put load; time to the first
 //!   acknowledged put.
+//! - `kube`: create/get/update/list latency on a Kubernetes API server (over HTTP).
 //!
 //! Every run is bounded by a request or event count and by `--timeout-s`, and only
 //! loopback endpoints are accepted.
@@ -14,6 +15,7 @@
 mod cluster;
 mod common;
 mod failover;
+mod kube;
 mod kv;
 mod watch;
 
@@ -46,6 +48,8 @@ enum Command {
     Status(cluster::StatusArgs),
     /// Kill a cluster's leader (SIGKILL) under put load and time the recovery.
     Failover(failover::FailoverArgs),
+    /// Create/get/update/list load on a Kubernetes API server.
+    Kube(kube::KubeArgs),
 }
 
 #[derive(Subcommand)]
@@ -77,6 +81,7 @@ fn main() -> std::process::ExitCode {
             Command::WatchFanout(a) => watch::run(a).await,
             Command::Status(a) => cluster::run_status(a).await,
             Command::Failover(a) => failover::run(a).await,
+            Command::Kube(a) => kube::run(a).await,
         }
     });
     // Do not wait for tasks left blocked on a dead server.

@@ -203,6 +203,14 @@ pub async fn serve(
     if let Err(e) = handlers::bootstrap(&api).await {
         tracing::warn!(error = %e, "could not create the default namespaces yet");
     }
+    use axum::serve::ListenerExt;
+    // No Nagle: a watch event or a response written in pieces goes out at once instead
+    // of waiting for the client's delayed ACK (tens of milliseconds).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(api))
         .with_graceful_shutdown(shutdown)
         .await

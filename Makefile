@@ -40,7 +40,9 @@ test: test-deps
 ## Benchmarks: criterion in the release profile, then Capstan against etcd side by side.
 bench: bench-deps
 	$(CARGO) bench -p capstan-store --bench engine
+	$(CARGO) bench -p capstan-apiserver --bench watch_fanout
 	scripts/compare-etcd.sh
+	scripts/compare-apiserver.sh
 
 fmt:
 	$(CARGO) fmt --all

@@ -56,6 +56,28 @@ pub struct Event {
     /// The object before the change; None for a create.
     pub prev: Option<Arc<Value>>,
     pub deleted: bool,
+    /// The JSON watch line `{"type":...,"object":obj}` for ADDED, MODIFIED and DELETED,
+    /// encoded once for every watcher that sends it.
+    pub lines: [std::sync::OnceLock<Bytes>; 3],
+}
+
+impl Event {
+    /// The encoded watch line of this event as `kind` with its object.
+    pub fn line(&self, kind: &str) -> Bytes {
+        let slot = match kind {
+            "ADDED" => 0,
+            "MODIFIED" => 1,
+            _ => 2,
+        };
+        self.lines[slot]
+            .get_or_init(|| {
+                let mut line =
+                    serde_json::to_vec(&serde_json::json!({"type": kind, "object": &*self.obj})).unwrap_or_default();
+                line.push(b'\n');
+                Bytes::from(line)
+            })
+            .clone()
+    }
 }
 
 /// What a watcher receives.
@@ -224,6 +246,7 @@ impl WatchCache {
                                 obj,
                                 prev,
                                 deleted: false,
+                                lines: Default::default(),
                             },
                         );
                     }
@@ -243,6 +266,7 @@ impl WatchCache {
                                 obj: Arc::new(last),
                                 prev,
                                 deleted: true,
+                                lines: Default::default(),
                             },
                         );
                     }
@@ -342,6 +366,7 @@ impl WatchCache {
                         obj,
                         prev,
                         deleted: false,
+                        lines: Default::default(),
                     };
                     (ev, kv.mod_revision)
                 }
@@ -358,6 +383,7 @@ impl WatchCache {
                         obj: Arc::new(last),
                         prev: Some(prev),
                         deleted: true,
+                        lines: Default::default(),
                     };
                     (ev, revision)
                 }

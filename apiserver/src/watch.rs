@@ -72,6 +72,16 @@ impl Encoder {
         Bytes::from(line)
     }
 
+    /// The line for one change: shared with every other JSON watcher when it carries
+    /// the event's own object.
+    fn change(&mut self, ev: &Event, out: Out) -> Bytes {
+        match (out, self.fmt) {
+            (Out::Shared(kind), Format::Json) => ev.line(kind),
+            (Out::Shared(kind), Format::Table) => self.event(kind, (*ev.obj).clone()),
+            (Out::Owned(kind, obj), _) => self.event(kind, obj),
+        }
+    }
+
     fn bookmark(&mut self, rev: i64) -> Bytes {
         let obj = json!({"kind": self.rt.kind, "apiVersion": self.rt.api_version(),
             "metadata": {"resourceVersion": rev.to_string()}});
@@ -126,19 +136,21 @@ pub async fn serve(api: Arc<Api>, t: Target, params: Params, fmt: Format) -> Res
         };
         let mut last_rev = sub.rev;
         let initial = std::mem::replace(&mut sub.initial, Initial::Objects(Vec::new()));
-        let first: Vec<(&'static str, Value)> = match initial {
+        let first: Vec<Bytes> = match initial {
             Initial::Objects(objs) => objs
                 .into_iter()
                 .filter(|o| sel.matches(o))
-                .map(|o| ("ADDED", (*o).clone()))
+                .map(|o| enc.event("ADDED", (*o).clone()))
                 .collect(),
-            Initial::Events(evs) => evs.iter().filter_map(|e| event_for(e, &sel)).collect(),
-        };
-        for (kind, obj) in first {
-            if let Some(rv) = object::meta_str(&obj, "resourceVersion").and_then(|r| r.parse::<i64>().ok()) {
-                last_rev = last_rev.max(rv);
+            Initial::Events(evs) => {
+                last_rev = evs.iter().map(|e| e.rev).fold(last_rev, i64::max);
+                evs.iter()
+                    .filter_map(|e| event_for(e, &sel).map(|out| enc.change(e, out)))
+                    .collect()
             }
-            if tx.send(Ok(enc.event(kind, obj))).await.is_err() {
+        };
+        for line in first {
+            if tx.send(Ok(line)).await.is_err() {
                 return;
             }
         }
@@ -161,8 +173,8 @@ pub async fn serve(api: Arc<Api>, t: Target, params: Params, fmt: Format) -> Res
                 Some(Message::Progress(rev)) => last_rev = last_rev.max(rev),
                 Some(Message::Event(ev)) => {
                     last_rev = last_rev.max(ev.rev);
-                    if let Some((kind, obj)) = event_for(&ev, &sel) {
-                        if tx.send(Ok(enc.event(kind, obj))).await.is_err() {
+                    if let Some(out) = event_for(&ev, &sel) {
+                        if tx.send(Ok(enc.change(&ev, out))).await.is_err() {
                             return;
                         }
                     }
@@ -177,21 +189,27 @@ pub async fn serve(api: Arc<Api>, t: Target, params: Params, fmt: Format) -> Res
     Ok(r)
 }
 
-/// The event one change is for a watcher with these selectors, if any.
-fn event_for(ev: &Event, sel: &Selectors) -> Option<(&'static str, Value)> {
+/// What one change is for a watcher with these selectors: the event's own object
+/// (whose encoding all watchers share), another object, or nothing.
+enum Out {
+    Shared(&'static str),
+    Owned(&'static str, Value),
+}
+
+fn event_for(ev: &Event, sel: &Selectors) -> Option<Out> {
     let prev_ok = ev.prev.as_ref().is_some_and(|p| sel.matches(p));
     if ev.deleted {
-        return prev_ok.then(|| ("DELETED", (*ev.obj).clone()));
+        return prev_ok.then_some(Out::Shared("DELETED"));
     }
     let cur_ok = sel.matches(&ev.obj);
     match (prev_ok, cur_ok) {
-        (false, true) => Some(("ADDED", (*ev.obj).clone())),
-        (true, true) => Some(("MODIFIED", (*ev.obj).clone())),
+        (false, true) => Some(Out::Shared("ADDED")),
+        (true, true) => Some(Out::Shared("MODIFIED")),
         (true, false) => {
             // Leaves the selection: the watcher sees it deleted, at this revision.
             let mut p = ev.prev.as_deref().cloned().unwrap_or(Value::Null);
             set_resource_version(&mut p, ev.rev);
-            Some(("DELETED", p))
+            Some(Out::Owned("DELETED", p))
         }
         (false, false) => None,
     }

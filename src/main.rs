@@ -245,12 +245,10 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     // Serve until Ctrl-C or SIGTERM, or until the member stops on its own (removed from the
     // cluster, or its storage failed), as etcd exits then.
     let stopped = node.clone();
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let signal = shutdown_signal()?;
     let shutdown = async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = terminate.recv() => {}
+            _ = signal => {}
             _ = stopped.wait_stopped() => tracing::warn!("the member stopped; exiting"),
         }
     };
@@ -299,15 +297,19 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
     let storage = Storage::etcd(&endpoints).await.map_err(|e| e.to_string())?;
     let api = Api::new(storage, api_config(&args.api)?);
     let l = bind_api(args.listen, &args.api).await?;
+    capstan_apiserver::serve(l, api, shutdown_signal()?)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    let shutdown = async move {
+    Ok(async move {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = terminate.recv() => {}
         }
-    };
-    capstan_apiserver::serve(l, api, shutdown)
-        .await
-        .map_err(|e| e.to_string())
+    })
 }

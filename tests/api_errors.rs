@@ -44,10 +44,7 @@ fn status(what: &str, (code, v): &(u16, Value), want_code: u16, want_reason: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_kubernetes_statuses() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let _server = Server::start_with(
         &dir.path().join("data"),

@@ -19,13 +19,6 @@ use common::Server;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn configmap(name: &str) -> ConfigMap {
     serde_json::from_value(serde_json::json!({"metadata": {"name": name}, "data": {"k": name}})).expect("configmap")
 }
@@ -76,7 +69,7 @@ async fn wait_for_names(store: &reflector::Store<ConfigMap>, want: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_rs_reflector_stays_correct_across_api_restarts() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let port = free_port();
+    let port = common::free_port();
     let listen = format!("127.0.0.1:{port}");
     let args = ["--apiserver-listen", listen.as_str()];
     let data = dir.path().join("data");

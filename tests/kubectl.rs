@@ -102,15 +102,8 @@ impl Drop for Etcd {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn start_etcd(dir: &Path) -> Etcd {
-    let (client, peer) = (free_port(), free_port());
+    let (client, peer) = (common::free_port(), common::free_port());
     let log = std::fs::File::create(dir.join("etcd.log")).expect("etcd log");
     let child = Command::new("etcd")
         .arg("--data-dir")

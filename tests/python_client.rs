@@ -38,30 +38,13 @@ fn python_kubernetes_client_drives_the_api() {
         ],
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python_client.py");
-    let out_path = dir.path().join("script.out");
-    let out = std::fs::File::create(&out_path).expect("output file");
-    let mut child = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(kc)
-        .arg(WINDOW_EVENTS)
-        .stdin(std::process::Stdio::null())
-        .stdout(out.try_clone().expect("clone"))
-        .stderr(out)
-        .spawn()
-        .expect("run python");
-    let deadline = std::time::Instant::now() + SCRIPT_DEADLINE;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break Some(s);
-        }
-        if std::time::Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let output = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let (status, output) = common::run_script_with(
+        &python,
+        &script,
+        &[kc, WINDOW_EVENTS],
+        &dir.path().join("script.out"),
+        SCRIPT_DEADLINE,
+    );
     println!("{output}");
     match status {
         None => panic!("tests/python_client.py did not finish within {SCRIPT_DEADLINE:?}:\n{output}"),

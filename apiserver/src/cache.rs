@@ -62,6 +62,17 @@ pub struct Event {
 }
 
 impl Event {
+    fn new(rev: i64, key: Bytes, obj: Arc<Value>, prev: Option<Arc<Value>>, deleted: bool) -> Event {
+        Event {
+            rev,
+            key,
+            obj,
+            prev,
+            deleted,
+            lines: Default::default(),
+        }
+    }
+
     /// The encoded watch line of this event as `kind` with its object.
     pub fn line(&self, kind: &str) -> Bytes {
         let slot = match kind {
@@ -238,17 +249,7 @@ impl WatchCache {
                     Change::Put { kv, prev } if kv.mod_revision <= rev => {
                         let obj = Arc::new(from_kv(&kv)?);
                         let prev = prev.as_ref().map(from_kv).transpose()?.map(Arc::new);
-                        push_window(
-                            &mut st,
-                            Event {
-                                rev: kv.mod_revision,
-                                key: kv.key,
-                                obj,
-                                prev,
-                                deleted: false,
-                                lines: Default::default(),
-                            },
-                        );
+                        push_window(&mut st, Event::new(kv.mod_revision, kv.key, obj, prev, false));
                     }
                     Change::Delete {
                         key,
@@ -258,17 +259,7 @@ impl WatchCache {
                         let mut last = from_kv(&prev)?;
                         set_resource_version(&mut last, revision);
                         let prev = Some(Arc::new(from_kv(&prev)?));
-                        push_window(
-                            &mut st,
-                            Event {
-                                rev: revision,
-                                key,
-                                obj: Arc::new(last),
-                                prev,
-                                deleted: true,
-                                lines: Default::default(),
-                            },
-                        );
+                        push_window(&mut st, Event::new(revision, key, Arc::new(last), prev, true));
                     }
                     _ => {}
                 }
@@ -360,14 +351,7 @@ impl WatchCache {
                 Change::Put { kv, .. } => {
                     let obj = Arc::new(from_kv(&kv)?);
                     let prev = st.objects.insert(kv.key.clone(), obj.clone());
-                    let ev = Event {
-                        rev: kv.mod_revision,
-                        key: kv.key,
-                        obj,
-                        prev,
-                        deleted: false,
-                        lines: Default::default(),
-                    };
+                    let ev = Event::new(kv.mod_revision, kv.key, obj, prev, false);
                     (ev, kv.mod_revision)
                 }
                 Change::Delete { key, revision, .. } => {
@@ -377,14 +361,7 @@ impl WatchCache {
                     };
                     let mut last = (*prev).clone();
                     set_resource_version(&mut last, revision);
-                    let ev = Event {
-                        rev: revision,
-                        key,
-                        obj: Arc::new(last),
-                        prev: Some(prev),
-                        deleted: true,
-                        lines: Default::default(),
-                    };
+                    let ev = Event::new(revision, key, Arc::new(last), Some(prev), true);
                     (ev, revision)
                 }
             };

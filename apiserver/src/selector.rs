@@ -1420,29 +1420,8 @@ fn unescape_value(s: &str) -> Result<String, String> {
 // Go formatting helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Go's `%q` for a string (`strconv.Quote`), for the characters that occur in practice.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
-            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
+/// Go's `%q` for a string: the validation module's, one implementation for both.
+use crate::validation::go_quote;
 
 /// A string as Go's `encoding/json` writes it (HTML-safe escapes included).
 fn go_json_string(s: &str) -> String {

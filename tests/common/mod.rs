@@ -173,9 +173,20 @@ pub fn run_script(
     out_path: &Path,
     deadline: Duration,
 ) -> (Option<std::process::ExitStatus>, String) {
+    run_script_with(Path::new("bash"), script, args, out_path, deadline)
+}
+
+/// [`run_script`] with another interpreter.
+pub fn run_script_with(
+    interpreter: &Path,
+    script: &Path,
+    args: &[&str],
+    out_path: &Path,
+    deadline: Duration,
+) -> (Option<std::process::ExitStatus>, String) {
     use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(out_path).expect("script output file");
-    let child = Command::new("bash")
+    let child = Command::new(interpreter)
         .arg(script)
         .args(args)
         .stdin(Stdio::null())
@@ -183,7 +194,7 @@ pub fn run_script(
         .stderr(out)
         .process_group(0)
         .spawn()
-        .unwrap_or_else(|e| panic!("run bash {}: {e}", script.display()));
+        .unwrap_or_else(|e| panic!("run {} {}: {e}", interpreter.display(), script.display()));
     let mut guard = GroupGuard(Some(child));
     let until = std::time::Instant::now() + deadline;
     let status = loop {
@@ -207,4 +218,12 @@ pub fn failed_checks(output: &str) -> String {
         .filter(|l| !l.starts_with("ok "))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A loopback port free right now (another process may take it before it is used).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }

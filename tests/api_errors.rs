@@ -94,10 +94,12 @@ async fn bad_requests_get_kubernetes_statuses() {
         "POST",
         cms,
         "application/vnd.kubernetes.protobuf",
-        vec![0x6b, 0x38, 0x73, 0],
+        vec![0x6b, 0x38, 0x73, 0, 0x0a],
     )
     .await;
-    status("a protobuf body", &r, 415, "UnsupportedMediaType");
+    status("a truncated protobuf body", &r, 400, "BadRequest");
+    let r = send(&c, &base, "POST", cms, "text/plain", b"hello".to_vec()).await;
+    status("a body of an unknown type", &r, 415, "UnsupportedMediaType");
 
     let bad_deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
         "spec": {"selector": {"matchLabels": {"app": "a"}},

@@ -181,6 +181,24 @@ out=$(k replace -f "$WORK/cfg.json" 2>&1)
 check "replace with a stale resourceVersion: Conflict" "Error from server (Conflict)" "$out"
 check "replace: upstream's message" "the object has been modified; please apply your changes to the latest version and try again" "$out"
 
+# kubectl's generators (kubectl 1.32 and later send these objects as protobuf).
+out=$(k create deployment gen --image=nginx:1.27 --port=80 2>&1)
+check "create deployment (generator)" "deployment.apps/gen created" "$out"
+out=$(k get deploy gen -o jsonpath='{.spec.template.spec.containers[0].image} {.spec.template.spec.containers[0].ports[0].containerPort} {.spec.selector.matchLabels.app}' 2>&1)
+check_eq "the generated deployment" "nginx:1.27 80 gen" "$out"
+out=$(k create secret generic gen-secret --from-literal=k=v 2>&1)
+check "create secret generic" "secret/gen-secret created" "$out"
+out=$(k get secret gen-secret -o jsonpath='{.type} {.data.k}' 2>&1)
+check_eq "the generated secret" "Opaque dg==" "$out"
+out=$(k create service nodeport gen-np --tcp=80:8080 2>&1)
+check "create service nodeport" "service/gen-np created" "$out"
+out=$(k get svc gen-np -o jsonpath='{.spec.type} {.spec.ports[0].targetPort}' 2>&1)
+check_eq "the generated service" "NodePort 8080" "$out"
+out=$(k get svc gen-np -o jsonpath='{.spec.ports[0].nodePort}' 2>&1)
+check "the service got a NodePort" "3" "${out:0:1}"
+k delete deploy gen >/dev/null 2>&1
+k delete svc gen-np >/dev/null 2>&1
+
 out=$(k get deploy nope 2>&1)
 check "get a missing object: NotFound" 'Error from server (NotFound): deployments.apps "nope" not found' "$out"
 

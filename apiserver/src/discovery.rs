@@ -2,11 +2,8 @@
 //! server has. Legacy (plain JSON) discovery only, which every kubectl from 1.20 on
 //! understands.
 //!
-//! `/version` names 1.31. The kubectl dispatcher some machines have at /usr/bin/kubectl
-//! runs the kubectl whose minor version matches, and kubectl 1.32 and later send the
-//! objects of their `create <kind>` generators as protobuf, which this server does not
-//! decode yet (it answers 415); kubectl 1.31 sends JSON, as every kubectl does for
-//! `create -f`, `apply` and `patch`.
+//! `/version` names 1.32: the kubectl dispatcher some machines have at /usr/bin/kubectl
+//! runs the kubectl whose minor version matches.
 
 use serde_json::{json, Value};
 
@@ -14,8 +11,8 @@ use crate::resources::{ResourceType, Sub, GROUPS, RESOURCES, VERBS};
 
 /// The Kubernetes version this server presents.
 pub const MAJOR: &str = "1";
-pub const MINOR: &str = "31";
-pub const GIT_VERSION: &str = "v1.31.0-capstan";
+pub const MINOR: &str = "32";
+pub const GIT_VERSION: &str = "v1.32.0-capstan";
 
 pub fn version() -> Value {
     json!({

@@ -100,9 +100,16 @@ async fn dispatch(
 ) -> Result<Response> {
     let t = parse_target(group, version, rest)?;
     let fmt = format(&headers);
-    if matches!(method, Method::POST | Method::PUT) {
-        check_json_body(&headers)?;
-    }
+    // kubectl 1.32 and later send the objects of `kubectl create <kind>` as protobuf.
+    let body = if matches!(method, Method::POST | Method::PUT) && content_type(&headers) == PROTOBUF {
+        let obj = crate::protobuf::decode(&body).map_err(|e| ApiError::BadRequest(e.message))?;
+        Bytes::from(serde_json::to_vec(&obj).map_err(|e| ApiError::Internal(format!("encoding: {e}")))?)
+    } else {
+        if matches!(method, Method::POST | Method::PUT) {
+            check_json_body(&headers)?;
+        }
+        body
+    };
     let name = t.name.clone();
     match (method, name.as_deref(), t.sub) {
         (Method::GET, None, None) if t.watch_path || params.flag("watch") => watch::serve(api, t, params, fmt).await,
@@ -461,14 +468,15 @@ fn list_response(
     json_response(StatusCode::OK, &v)
 }
 
-/// Refuses a body that is not JSON with 415. Protobuf bodies (what kubectl 1.32 and later
-/// send for `kubectl create <kind>` generators) are not decoded yet.
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+/// Refuses a body that is neither JSON nor (decoded before this) protobuf with 415.
 fn check_json_body(headers: &HeaderMap) -> Result<()> {
     match content_type(headers) {
         "" | "application/json" | "application/yaml" => Ok(()),
         other => Err(ApiError::UnsupportedMediaType(format!(
             "the body of the request was in an unknown format - accepted media types include: application/json, \
-application/yaml (got {other:?})"
+application/yaml, application/vnd.kubernetes.protobuf (got {other:?})"
         ))),
     }
 }

@@ -10,7 +10,8 @@
 //! - [`storage`]: the etcd v3 semantics the API needs, over the in-process store member
 //!   or a remote etcd.
 //! - [`resources`]: the served resource types (one table for discovery, routing, keys).
-//! - [`object`], [`validation`], [`patch`], [`selector`], [`table`], [`alloc`]: pure
+//! - [`object`], [`validation`], [`patch`], [`selector`], [`table`], [`alloc`],
+//!   [`protobuf`] (request bodies kubectl 1.32+ sends as protobuf, decoded to JSON): pure
 //!   pieces of the API's semantics (metadata, defaulting and validation, the three
 //!   patch formats, label and field selectors, kubectl's Table output, Service IPs).
 //! - [`handlers`] and [`watch`]: the verbs; [`discovery`]; [`http`]: routing and
@@ -32,6 +33,7 @@ pub mod handlers;
 pub mod http;
 pub mod object;
 pub mod patch;
+pub mod protobuf;
 pub mod resources;
 pub mod selector;
 pub mod storage;

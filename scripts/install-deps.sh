@@ -33,7 +33,7 @@ if [ "$what" = test ] || [ "$what" = bench ]; then
   have_cmd etcdctl || need+=(etcd-client)
   # The apiserver is tested against a real etcd too.
   have_cmd etcd || need+=(etcd-server)
-  python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+  python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
 fi
 if [ "$what" = bench ]; then
   have_cmd etcd || need+=(etcd-server)
@@ -69,7 +69,7 @@ fetch_python_client() {
   if [ -x "$PY_DIR/bin/python" ] && "$PY_DIR/bin/python" -c "import kubernetes" 2>/dev/null; then
     return 0
   fi
-  if ! python3 -m venv --help >/dev/null 2>&1; then
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     need+=(python3-venv)
     return 0
   fi

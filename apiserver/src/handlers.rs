@@ -564,21 +564,24 @@ fn qos_class(pod: &Value) -> &'static str {
 
 /// Refuses writes into a namespace that does not exist or is being deleted
 /// (upstream's NamespaceLifecycle admission).
-async fn check_namespace(storage: &Storage, ns: &str) -> Result<()> {
+async fn check_namespace(api: &Api, ns: &str) -> Result<()> {
     let nsrt = ResourceType::by_kind("Namespace").expect("namespaces are served");
-    match storage.get(&nsrt.key(None, ns), false).await? {
-        (None, _) => Err(not_found(nsrt, ns)),
-        (Some(kv), _) => {
-            let obj = from_kv(&kv)?;
-            if meta_str(&obj, "deletionTimestamp").is_some() {
-                Err(ApiError::Forbidden(format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
-                )))
-            } else {
-                Ok(())
-            }
-        }
+    let key = nsrt.key(None, ns);
+    // The watch cache knows the namespaces; the store is asked only when it does not
+    // have this one (it may not have caught up with a namespace created just now).
+    let obj = match api.caches.get(nsrt).get(key.as_bytes()) {
+        Some(obj) => (*obj).clone(),
+        None => match api.storage.get(&key, true).await? {
+            (None, _) => return Err(not_found(nsrt, ns)),
+            (Some(kv), _) => from_kv(&kv)?,
+        },
+    };
+    if meta_str(&obj, "deletionTimestamp").is_some() {
+        return Err(ApiError::Forbidden(format!(
+            "unable to create new content in namespace {ns} because it is being terminated"
+        )));
     }
+    Ok(())
 }
 
 async fn create(api: &Api, t: &Target, params: &Params, body: &Bytes, fmt: Format) -> Result<Response> {
@@ -638,7 +641,7 @@ async fn create(api: &Api, t: &Target, params: &Params, body: &Bytes, fmt: Forma
     }
     if let Some(ns) = t.namespace.as_deref() {
         if rt.namespaced {
-            check_namespace(&api.storage, ns).await?;
+            check_namespace(api, ns).await?;
         }
     }
     let generate = meta_str(&obj, "generateName").map(str::to_string);

@@ -414,7 +414,7 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
     initial.push(format!("n4={peer_url}"));
     let dir = tempfile::tempdir().expect("tempdir");
     let log = std::fs::File::create(dir.path().join("n4.log")).expect("log");
-    let mut n4 = std::process::Command::new(binary())
+    let n4 = std::process::Command::new(binary())
         .args(["store", "--name", "n4", "--initial-cluster-state", "existing"])
         .arg("--data-dir")
         .arg(dir.path().join("n4"))
@@ -425,6 +425,8 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
         .stderr(log)
         .spawn()
         .expect("start n4");
+    // Killed however the test ends: a failed assertion must not leave it running.
+    let mut n4 = KillOnDrop(n4);
     // The learner catches up: it serves the data written before it joined.
     let n4_endpoint = format!("http://127.0.0.1:{client_port}");
     wait_until("the new learner has the data", &cluster, || {
@@ -469,7 +471,7 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
     assert!(String::from_utf8_lossy(&gone.stderr).contains("member not found"));
     // As etcd, the removed member's process exits.
     let deadline = Instant::now() + DEADLINE;
-    while n4.try_wait().expect("n4 status").is_none() {
+    while n4.0.try_wait().expect("n4 status").is_none() {
         assert!(Instant::now() < deadline, "the removed member did not exit");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -495,6 +497,14 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
         String::from_utf8_lossy(&refused.stderr)
     );
     ok(etcdctl(&["member", "remove", &id5]));
-    let _ = n4.kill();
-    let _ = n4.wait();
+}
+
+/// A child process killed (and reaped) when dropped.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

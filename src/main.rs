@@ -47,6 +47,9 @@ struct ApiFlags {
     /// resourceVersion gets 410 Expired and the client lists again.
     #[arg(long, default_value_t = capstan_apiserver::cache::WINDOW_EVENTS_DEFAULT)]
     watch_cache_window_events: usize,
+    /// How often, in milliseconds, a watch that asked for bookmarks gets one.
+    #[arg(long, default_value_t = 60_000)]
+    watch_bookmark_interval_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -264,6 +267,7 @@ fn api_config(flags: &ApiFlags) -> Result<ApiConfig, String> {
         services: capstan_apiserver::alloc::ServiceRanges::parse_cidr(&flags.service_cluster_ip_range)
             .map_err(|e| format!("--service-cluster-ip-range: {e}"))?,
         watch_window_events: flags.watch_cache_window_events.max(1),
+        bookmark_interval: std::time::Duration::from_millis(flags.watch_bookmark_interval_ms.max(10)),
     })
 }
 

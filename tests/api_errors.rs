@@ -219,3 +219,59 @@ async fn bad_requests_get_kubernetes_statuses() {
     let r = send(&c, &base, "GET", &format!("{cms}/ok"), json, vec![]).await;
     assert_eq!((r.0, &r.1["data"]["a"]), (200, &json!("1")), "{}", r.1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_get_bookmarks_when_they_ask() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let _server = Server::start_with(
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        &["--apiserver-listen", &listen, "--watch-bookmark-interval-ms", "200"],
+    );
+    let base = format!("http://{listen}");
+    let c: Http = Client::builder(TokioExecutor::new()).build_http();
+    let cms = "/api/v1/namespaces/default/configmaps";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let body = json!({"metadata": {"name": "marked"}}).to_string().into_bytes();
+        if send(&c, &base, "POST", cms, "application/json", body).await.0 == 201 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the API never took the ConfigMap");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, list) = send(&c, &base, "GET", cms, "application/json", vec![]).await;
+    let rv: i64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .expect("the list's resourceVersion");
+    let req = Request::builder()
+        .uri(format!(
+            "{base}{cms}?watch=true&allowWatchBookmarks=true&resourceVersion={rv}"
+        ))
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let mut body = c.request(req).await.expect("watch").into_body();
+    let mut seen = Vec::new();
+    let bookmark = loop {
+        let frame = tokio::time::timeout_at(deadline.into(), body.frame())
+            .await
+            .expect("a bookmark within the deadline")
+            .expect("the stream stays open")
+            .expect("a frame");
+        if let Some(data) = frame.data_ref() {
+            seen.extend_from_slice(data);
+        }
+        let text = String::from_utf8_lossy(&seen).to_string();
+        if let Some(line) = text.lines().find(|l| l.contains("\"BOOKMARK\"")) {
+            break serde_json::from_str::<Value>(line).expect("a JSON event");
+        }
+    };
+    assert_eq!(bookmark["object"]["kind"], "ConfigMap", "{bookmark}");
+    let at: i64 = bookmark["object"]["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .expect("the bookmark's resourceVersion");
+    assert!(at >= rv, "the bookmark ({at}) is not behind the watch's start ({rv})");
+}

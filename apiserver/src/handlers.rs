@@ -34,6 +34,8 @@ pub struct ApiConfig {
     pub services: alloc::ServiceRanges,
     /// Recent events each resource type's watch cache keeps for watches that resume.
     pub watch_window_events: usize,
+    /// How often a watch that asked for bookmarks gets one.
+    pub bookmark_interval: std::time::Duration,
 }
 
 impl Default for ApiConfig {
@@ -41,6 +43,7 @@ impl Default for ApiConfig {
         ApiConfig {
             services: alloc::ServiceRanges::default(),
             watch_window_events: crate::cache::WINDOW_EVENTS_DEFAULT,
+            bookmark_interval: crate::watch::BOOKMARK_INTERVAL_DEFAULT,
         }
     }
 }

@@ -36,7 +36,9 @@ use crate::table::{self, IncludeObject};
 
 const TIMEOUT_DEFAULT_S: i64 = 1800;
 const TIMEOUT_MAX_S: i64 = 3600;
-const BOOKMARK_INTERVAL: Duration = Duration::from_secs(60);
+/// How often a watch that asked for bookmarks gets one, by default (upstream: about a
+/// minute).
+pub const BOOKMARK_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 /// Encoded events buffered for a slow client before the watch waits for it (only this
 /// watch waits: the store parks it and it catches up later).
 const QUEUE_EVENTS_MAX: usize = 256;
@@ -154,7 +156,8 @@ pub async fn serve(api: Arc<Api>, t: Target, params: Params, fmt: Format) -> Res
                 return;
             }
         }
-        let mut bookmark = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_INTERVAL, BOOKMARK_INTERVAL);
+        let every = api.config.bookmark_interval.max(Duration::from_millis(10));
+        let mut bookmark = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             let msg = tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,

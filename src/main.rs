@@ -7,11 +7,6 @@ use capstan_apiserver::{Api, ApiConfig, Storage};
 use capstan_store::{server, Node, NodeConfig};
 use clap::{Parser, Subcommand};
 
-/// mimalloc serves the many small allocations of the request path (gRPC frames, protobuf
-/// messages, RocksDB write batches) with less CPU than the system allocator.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "capstan",

@@ -844,7 +844,7 @@ async fn commit_update(
         let also = alloc::release_keys(&api.config.services, rt, &old);
         return Ok(api.storage.delete(&k, cur.rev, &also).await?.map(|_| new));
     }
-    match api.storage.update(&k, to_stored(&new)?, cur.rev, &[]).await? {
+    match api.storage.update(&k, to_stored(&new)?, cur.rev).await? {
         Some(rev) => {
             set_resource_version(&mut new, rev);
             Ok(Some(new))
@@ -1069,7 +1069,7 @@ async fn delete(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes
             let m = meta_mut(&mut obj);
             m.insert("deletionTimestamp".into(), json!(object::rfc3339(now + grace)));
             m.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            match api.storage.update(&k, to_stored(&obj)?, rev, &[]).await? {
+            match api.storage.update(&k, to_stored(&obj)?, rev).await? {
                 Some(rev) => {
                     set_resource_version(&mut obj, rev);
                     return Ok(obj);
@@ -1185,7 +1185,7 @@ async fn bind(api: &Api, t: &Target, name: &str, body: &Bytes) -> Result<Respons
         meta_mut(&mut pod).remove("resourceVersion");
         if api
             .storage
-            .update(&key(t, name), to_stored(&pod)?, kv.mod_revision, &[])
+            .update(&key(t, name), to_stored(&pod)?, kv.mod_revision)
             .await?
             .is_some()
         {

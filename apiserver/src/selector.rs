@@ -572,23 +572,10 @@ const LABEL_NAME_MAX: usize = 63;
 const LABEL_VALUE_MAX: usize = 63;
 const DNS1123_SUBDOMAIN_MAX: usize = 253;
 
-/// Upstream's `RegexError`.
-fn regex_error(message: &str, re: &str, examples: &[&str]) -> String {
-    let mut out = format!("{message} (e.g. ");
-    for (i, example) in examples.iter().enumerate() {
-        if i > 0 {
-            out.push_str(" or ");
-        }
-        out.push('\'');
-        out.push_str(example);
-        out.push_str("', ");
-    }
-    out.push_str("regex used for validation is '");
-    out.push_str(re);
-    out.push_str("')");
-    out
-}
+// Upstream's `RegexError`: the validation module's.
+use crate::validation::regex_error;
 
+/// Upstream's `MaxLenError` as label validation words it (bytes, not characters).
 fn max_len_error(n: usize) -> String {
     format!("must be no more than {n} bytes")
 }

@@ -238,30 +238,27 @@ impl Storage {
         Ok(Err(key.to_string()))
     }
 
-    /// Replaces `key` if its mod_revision is still `expected`; deletes the keys of
-    /// `remove` in the same transaction. `Ok(None)`: it changed (or is gone).
-    pub async fn update(&self, key: &str, value: Bytes, expected: i64, remove: &[String]) -> Result<Option<i64>> {
-        let mut success = vec![put_op(key, value)];
-        success.extend(remove.iter().map(|k| delete_op(k)));
-        let r = self
-            .txn(pb::TxnRequest {
-                compare: vec![mod_is(key, expected)],
-                success,
-                failure: vec![],
-            })
-            .await?;
-        Ok(r.succeeded.then(|| r.header.map_or(0, |h| h.revision)))
+    /// Replaces `key` if its mod_revision is still `expected`. `Ok(None)`: it changed
+    /// (or is gone).
+    pub async fn update(&self, key: &str, value: Bytes, expected: i64) -> Result<Option<i64>> {
+        self.if_unchanged(key, expected, vec![put_op(key, value)]).await
     }
 
     /// Deletes `key` (and the keys of `also`) if its mod_revision is still `expected`.
     /// `Ok(None)`: it changed (or is gone).
     pub async fn delete(&self, key: &str, expected: i64, also: &[String]) -> Result<Option<i64>> {
-        let mut success = vec![delete_op(key)];
-        success.extend(also.iter().map(|k| delete_op(k)));
+        let mut ops = vec![delete_op(key)];
+        ops.extend(also.iter().map(|k| delete_op(k)));
+        self.if_unchanged(key, expected, ops).await
+    }
+
+    /// Runs `ops` in one transaction if `key`'s mod_revision is still `expected`;
+    /// returns the new revision, or None if it was not.
+    async fn if_unchanged(&self, key: &str, expected: i64, ops: Vec<pb::RequestOp>) -> Result<Option<i64>> {
         let r = self
             .txn(pb::TxnRequest {
                 compare: vec![mod_is(key, expected)],
-                success,
+                success: ops,
                 failure: vec![],
             })
             .await?;

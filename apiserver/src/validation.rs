@@ -584,7 +584,7 @@ const HTTP_HEADER_MSG: &str = "a valid HTTP header must consist of alphanumeric 
 const RELAXED_ENV_MSG: &str =
     "a valid environment variable name must consist only of printable ASCII characters other than '='";
 
-fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
+pub(crate) fn regex_error(msg: &str, fmt: &str, examples: &[&str]) -> String {
     if examples.is_empty() {
         return format!("{msg} (regex used for validation is '{fmt}')");
     }

@@ -34,7 +34,7 @@ async fn put(storage: &Storage, rt: &ResourceType, name: &str) -> i64 {
                 }
             }
             Some(kv) => {
-                if let Some(rev) = storage.update(&key, value, kv.mod_revision, &[]).await.expect("update") {
+                if let Some(rev) = storage.update(&key, value, kv.mod_revision).await.expect("update") {
                     return rev;
                 }
             }

@@ -129,10 +129,21 @@ fn parse_initial_cluster(s: &str) -> Result<Vec<(String, String)>, String> {
 /// core busy under load, so the runtime gets one worker fewer than there are cores (at
 /// least one): on 2 cores a second worker only added wake-ups and work stealing, about
 /// 15% more CPU per put (docs/BENCHMARKS.md). `TOKIO_WORKER_THREADS` overrides it.
+///
+/// Where that leaves one worker, the runtime is tokio's current-thread scheduler: the
+/// multi-thread one runs a task woken from a task next (its LIFO slot), so each answered
+/// request's connection task ran, and wrote to its socket, right after that one request:
+/// one `writev` per response. The current-thread scheduler queues the connection task
+/// behind the other answered requests, so a connection writes a batch's responses at
+/// once (the store answers from a task of the runtime: `deliver_answers` in its `node`).
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let configured = std::env::var_os("TOKIO_WORKER_THREADS").is_some();
+    if !configured && cores <= 2 {
+        return tokio::runtime::Builder::new_current_thread().enable_all().build();
+    }
     let mut b = tokio::runtime::Builder::new_multi_thread();
-    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if !configured {
         b.worker_threads(cores.saturating_sub(1).max(1));
     }
     b.enable_all().build()

@@ -238,6 +238,24 @@ impl Shared {
     }
 }
 
+/// The answers of one applied batch, on their way to the proposers.
+type Answers = Vec<(Reply, Result<CommandResponse>)>;
+
+/// Hands the answers of applied batches to their proposers from a task of the runtime
+/// that serves them. A wake from outside the runtime costs a syscall (an eventfd write)
+/// each time its thread sleeps, and the apply thread would wake every proposer of a
+/// batch on its own; this way it wakes one task per batch, and the proposers, woken from
+/// within, run one after the other before their connections write: a connection then
+/// sends the batch's responses in one write. Unbounded, but it holds only answers to
+/// proposals in flight, which `NodeConfig::queue_max` and the request timeout bound.
+async fn deliver_answers(mut rx: tokio::sync::mpsc::UnboundedReceiver<Answers>) {
+    while let Some(answers) = rx.recv().await {
+        for (tx, r) in answers {
+            let _ = tx.send(r);
+        }
+    }
+}
+
 /// A running store member.
 pub struct Node {
     pub config: NodeConfig,
@@ -410,6 +428,8 @@ impl Node {
                 .spawn(move || raft_loop.run())
                 .map_err(|e| StoreError::Storage(format!("spawning the raft thread: {e}")))?,
         );
+        let (answers_tx, answers_rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(deliver_answers(answers_rx));
         let apply_loop = ApplyLoop {
             mvcc,
             hub,
@@ -417,6 +437,7 @@ impl Node {
             epoch,
             my_id,
             shared,
+            answers: answers_tx,
             transport: node.transport.clone(),
             applied: applied_tx,
             stopped: stopped.clone(),
@@ -1200,6 +1221,8 @@ struct ApplyLoop {
     epoch: Instant,
     my_id: u64,
     shared: Arc<Shared>,
+    /// To [`deliver_answers`].
+    answers: tokio::sync::mpsc::UnboundedSender<Answers>,
     transport: Arc<Transport>,
     applied: watch::Sender<u64>,
     stopped: Arc<AtomicBool>,
@@ -1233,19 +1256,20 @@ impl ApplyLoop {
 
     fn apply(&self, list: Vec<Committed>) -> Result<()> {
         let results = apply_committed_all(&self.mvcc, &list)?;
+        let mut answers = Vec::new();
         for (c, result) in list.into_iter().zip(results) {
             let context = &c.entry.context;
             match result {
                 AppliedEntry::Command { cmd, applied } => {
                     self.after_apply(&cmd, &applied.response);
                     self.hub.notify(applied.revision, applied.events, applied.compacted);
-                    self.reply(context, applied.response);
+                    self.reply(&mut answers, context, applied.response);
                 }
-                AppliedEntry::Rejected(e) => self.reply(context, Err(e)),
+                AppliedEntry::Rejected(e) => self.reply(&mut answers, context, Err(e)),
                 AppliedEntry::Member => {
                     let members = self.mvcc.members()?;
                     self.transport.set_members(&members);
-                    self.reply(context, Ok(CommandResponse::Member));
+                    self.reply(&mut answers, context, Ok(CommandResponse::Member));
                     if matches!(&c.conf, Some((MemberChange::Remove(id), _)) if *id == self.my_id) {
                         // As etcd: a member removed from the cluster stops serving.
                         tracing::warn!("this member was removed from the cluster; it stops");
@@ -1255,11 +1279,20 @@ impl ApplyLoop {
                 AppliedEntry::Empty | AppliedEntry::Skipped => {}
             }
         }
+        if !answers.is_empty() {
+            if let Err(tokio::sync::mpsc::error::SendError(answers)) = self.answers.send(answers) {
+                // The runtime is gone (shutting down): answer from here.
+                for (tx, r) in answers {
+                    let _ = tx.send(r);
+                }
+            }
+        }
         Ok(())
     }
 
-    /// Answers the proposer if the entry was proposed by this member.
-    fn reply(&self, context: &[u8], r: Result<CommandResponse>) {
+    /// Queues the answer for the proposer if the entry was proposed by this member and
+    /// its proposer still waits.
+    fn reply(&self, answers: &mut Answers, context: &[u8], r: Result<CommandResponse>) {
         if context.len() != 16 {
             return;
         }
@@ -1268,7 +1301,10 @@ impl ApplyLoop {
             return;
         }
         let seq = u64::from_be_bytes(context[8..].try_into().expect("8 bytes"));
-        self.shared.answer(seq, r);
+        let reply = self.shared.proposals.lock().expect("proposals lock poisoned").remove(&seq);
+        if let Some(tx) = reply {
+            answers.push((tx, r));
+        }
     }
 
     fn after_apply(&self, cmd: &Command, response: &Result<CommandResponse>) {

@@ -48,6 +48,10 @@ pub struct RaftLog {
     cache_bytes: usize,
 }
 
+/// Write-ahead log files kept for reuse, and the memtable size that rotates them.
+const WAL_RECYCLE_FILES: usize = 4;
+const MEMTABLE_BYTES: usize = 2 << 20;
+
 /// Bounds of the in-memory tail of the log.
 const CACHE_ENTRIES_MAX: usize = 8192;
 const CACHE_BYTES_MAX: usize = 32 << 20;
@@ -86,6 +90,14 @@ impl RaftLog {
         opts.set_max_background_jobs(2);
         // Entries are read back rarely and deleted soon: not worth compressing.
         opts.set_compression_type(rocksdb::DBCompressionType::None);
+        // Every append is fsynced, and an fsync of a file that grew must also write its
+        // inode: a second disk round trip. A recycled write-ahead log file is overwritten
+        // in place, so its fsync writes the data only. Files are recycled once their
+        // memtable is flushed: small memtables let that start after a few MiB of log
+        // (the entries are deleted soon after anyway). Measured: raft thread CPU per put
+        // 15.0-15.7 us before, 11.5-12.7 us after (docs/BENCHMARKS.md, 2026-12-03).
+        opts.set_recycle_log_file_num(WAL_RECYCLE_FILES);
+        opts.set_write_buffer_size(MEMTABLE_BYTES);
         let db = Arc::new(DB::open(&opts, dir)?);
         let hard_state = match db.get(keys::RAFT_HARD_STATE)? {
             Some(v) => HardState::parse_from_bytes(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?,

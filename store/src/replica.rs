@@ -108,6 +108,9 @@ impl Replica {
             max_inflight_msgs: config.max_inflight_msgs,
             check_quorum: true,
             pre_vote: true,
+            // Appends to one follower made within one Ready go out as one message (one
+            // step, one persist and one response there) instead of one per proposal.
+            batch_append: true,
             // Proposals beyond this many bytes not yet committed are refused, which bounds
             // the leader's memory when followers are slow.
             max_uncommitted_size: 64 << 20,

@@ -30,8 +30,16 @@ use crate::replica::encode_message;
 
 /// Raft messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE_MAX: usize = 4096;
-/// Raft messages per batch on the wire.
+/// Raft messages per batch on the wire, and the bytes after which a batch takes no more.
+/// The receiver takes batches of up to [`crate::server::GRPC_MESSAGE_MAX_BYTES`] (8 MiB):
+/// one message is at most [`APPEND_BYTES_MAX`] plus one entry of at most
+/// [`crate::node::REQUEST_BYTES_MAX`] (1.5 MiB), and a batch at most this plus one message.
 const BATCH_MESSAGES_MAX: usize = 256;
+const BATCH_BYTES_MAX: usize = 1 << 20;
+/// Entry bytes after which an append is cut in two. raft-rs's `batch_append` merges
+/// every append to a follower made within one Ready into one message, whatever its size
+/// (a follower catching up gets up to `max_size_per_msg` per acknowledgement merged).
+pub const APPEND_BYTES_MAX: usize = 4 << 20;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 pub const SNAPSHOT_CHUNKS_QUEUED: usize = 4;
 /// Pause before reconnecting to a peer whose stream failed.
@@ -119,7 +127,7 @@ impl Transport {
             return;
         }
         let peers = self.peers.lock().expect("peers lock poisoned");
-        for m in messages {
+        for m in messages.into_iter().flat_map(|m| split_append(m, APPEND_BYTES_MAX)) {
             let Some(p) = peers.get(&m.to) else {
                 tracing::debug!(to = m.to, "a raft message for an unknown peer");
                 continue;
@@ -180,6 +188,39 @@ impl Transport {
     }
 }
 
+/// Cuts an append whose entries hold more than `bytes_max` bytes of data into
+/// consecutive appends, each the entries after the previous one's last (at least one
+/// entry each). A follower takes them one after the other as it would the whole, and
+/// answers each; the leader's progress of that follower moves on with every answer.
+pub fn split_append(mut m: Message, bytes_max: usize) -> Vec<Message> {
+    let size = |e: &raft::prelude::Entry| e.data.len() + e.context.len();
+    if m.get_msg_type() != MessageType::MsgAppend || m.entries.iter().map(size).sum::<usize>() <= bytes_max {
+        return vec![m];
+    }
+    let entries: Vec<raft::prelude::Entry> = m.take_entries().into();
+    let (mut index, mut log_term) = (m.index, m.log_term);
+    let mut out = Vec::new();
+    let mut part = Vec::new();
+    let mut part_bytes = 0;
+    for e in entries {
+        if !part.is_empty() && part_bytes + size(&e) > bytes_max {
+            let last: &raft::prelude::Entry = part.last().expect("a part has entries");
+            let (next_index, next_term) = (last.index, last.term);
+            let mut piece = m.clone();
+            (piece.index, piece.log_term) = (index, log_term);
+            piece.set_entries(std::mem::take(&mut part).into());
+            out.push(piece);
+            (index, log_term, part_bytes) = (next_index, next_term, 0);
+        }
+        part_bytes += size(&e);
+        part.push(e);
+    }
+    (m.index, m.log_term) = (index, log_term);
+    m.set_entries(part.into());
+    out.push(m);
+    out
+}
+
 fn forwarded_error(s: tonic::Status) -> StoreError {
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::FailedPrecondition => StoreError::LeaderChanged,
@@ -204,13 +245,17 @@ async fn peer_loop(id: u64, client: PeerClient<Channel>, mut rx: mpsc::Receiver<
                 m = rx.recv() => {
                     let Some(first) = m else { return };
                     let mut batch = RaftBatch { messages: Vec::new() };
+                    let mut bytes = 0;
                     let mut next = Some(first);
                     while let Some(m) = next.take() {
                         match encode_message(&m) {
-                            Ok(b) => batch.messages.push(b.into()),
+                            Ok(b) => {
+                                bytes += b.len();
+                                batch.messages.push(b.into());
+                            }
                             Err(e) => tracing::error!(error = %e, "encoding a raft message failed"),
                         }
-                        if batch.messages.len() < BATCH_MESSAGES_MAX {
+                        if batch.messages.len() < BATCH_MESSAGES_MAX && bytes < BATCH_BYTES_MAX {
                             next = rx.try_recv().ok();
                         }
                     }
@@ -286,5 +331,56 @@ impl std::io::Write for ChunkWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::prelude::Entry;
+
+    fn append(first: u64, sizes: &[usize]) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        (m.to, m.term, m.index, m.log_term, m.commit) = (2, 7, first - 1, 6, first + 1);
+        let entries: Vec<Entry> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| {
+                let mut e = Entry::default();
+                (e.index, e.term, e.data) = (first + i as u64, 7, vec![0u8; n].into());
+                e
+            })
+            .collect();
+        m.set_entries(entries.into());
+        m
+    }
+
+    #[test]
+    fn an_append_within_the_limit_goes_whole() {
+        let m = append(10, &[100, 100, 100]);
+        assert_eq!(split_append(m.clone(), 300), vec![m]);
+        let mut hb = Message::default();
+        hb.set_msg_type(MessageType::MsgHeartbeat);
+        assert_eq!(split_append(hb.clone(), 0), vec![hb]);
+    }
+
+    #[test]
+    fn a_large_append_is_cut_into_consecutive_appends() {
+        let m = append(10, &[100, 250, 100, 100, 400, 50]);
+        let parts = split_append(m.clone(), 300);
+        // Entries in order, each part at most 300 bytes unless it is one entry.
+        let sizes: Vec<Vec<usize>> = parts.iter().map(|p| p.entries.iter().map(|e| e.data.len()).collect()).collect();
+        assert_eq!(sizes, vec![vec![100], vec![250], vec![100, 100], vec![400], vec![50]]);
+        let (mut index, mut log_term) = (m.index, m.log_term);
+        for p in &parts {
+            // Each continues where the one before ended, as Raft's log-matching needs.
+            assert_eq!((p.index, p.log_term), (index, log_term));
+            assert_eq!((p.to, p.term, p.commit, p.get_msg_type()), (m.to, m.term, m.commit, MessageType::MsgAppend));
+            assert_eq!(p.entries[0].index, index + 1);
+            let last = p.entries.last().unwrap();
+            (index, log_term) = (last.index, last.term);
+        }
+        assert_eq!(index, 15);
     }
 }

@@ -5,9 +5,8 @@
 //! | prefix | key                                   | value                          |
 //! |--------|---------------------------------------|--------------------------------|
 //! | `m`    | meta name                             | big-endian integer             |
-//! | `l`    | user key                              | `mvccpb.KeyValue` (live only)  |
 //! | `r`    | revision (8 B) ‖ sub-revision (4 B)   | `mvccpb.Event` (no prev_kv)    |
-//! | `k`    | escaped user key ‖ !revision (8 B)     | kind (1 B) ‖ sub-revision (4 B)|
+//! | `k`    | escaped user key ‖ !revision (8 B)     | kind (1 B) ‖ sub-revision (4 B) ‖ `mvccpb.KeyValue` (puts) |
 //! | `e`    | lease ID (8 B, order-preserving)      | `LeaseRecord`                  |
 //! | `a`    | lease ID (8 B) ‖ user key             | empty (key attached to lease)  |
 //! | `m`    | `member` ‖ member ID (8 B)            | `Member` (cluster membership)  |
@@ -17,13 +16,21 @@
 //! The *state* (what a snapshot carries and replaces) is every prefix but `h` and `w`,
 //! which belong to this member's Raft log.
 //!
-//! `l` answers reads at the newest revision with one scan. `r` is the history in revision
-//! order, which watch replay and hashing read. `k` is the per-key history, newest first,
-//! which historical reads and compaction walk. Escaping keeps the user key followed by the
-//! revision order-preserving: `0x00` becomes `0x00 0xFF` and the key ends with `0x00 0x00`.
+//! `k` is the per-key history, newest first: a key's first entry is its newest version,
+//! which reads at the newest revision and the writer's lookups take, and older entries
+//! answer historical reads; compaction walks it. `r` is the history in revision order,
+//! which watch replay and hashing read. A put writes one entry of each (one revision,
+//! two records): the `KeyValue` is in both, so that neither kind of read needs the
+//! other. Escaping keeps the user key followed by the revision order-preserving: `0x00`
+//! becomes `0x00 0xFF` and the key ends with `0x00 0x00`.
+//!
+//! Older stores also kept every live key's newest version under `l` and `k` entries of
+//! kind and sub-revision only; opening such a store deletes the `l` records, and an
+//! index entry without a `KeyValue` is read through `r`.
 
 pub const META: u8 = b'm';
-pub const LATEST: u8 = b'l';
+/// Obsolete: the newest versions that older stores kept (deleted when such a store opens).
+pub const OBSOLETE_LATEST: u8 = b'l';
 pub const REVS: u8 = b'r';
 pub const KEYREVS: u8 = b'k';
 pub const LEASE: u8 = b'e';
@@ -70,13 +77,6 @@ pub const META_APPLIED: &[u8] = b"mapplied";
 pub const KIND_PUT: u8 = b'p';
 pub const KIND_DELETE: u8 = b'd';
 
-pub fn latest(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + key.len());
-    k.push(LATEST);
-    k.extend_from_slice(key);
-    k
-}
-
 pub fn rev(rev: i64, sub: u32) -> Vec<u8> {
     let mut k = Vec::with_capacity(13);
     k.push(REVS);
@@ -112,6 +112,15 @@ pub fn keyrev(key: &[u8], rev: i64) -> Vec<u8> {
 
 pub fn inv(rev: i64) -> [u8; 8] {
     (u64::MAX - rev as u64).to_be_bytes()
+}
+
+/// The revision of an index key, without decoding its user key.
+pub fn keyrev_revision(k: &[u8]) -> Option<i64> {
+    if k.len() < 11 || k[0] != KEYREVS {
+        return None;
+    }
+    let r: [u8; 8] = k[k.len() - 8..].try_into().ok()?;
+    Some((u64::MAX - u64::from_be_bytes(r)) as i64)
 }
 
 /// Splits an index key into (user key, revision).
@@ -216,6 +225,7 @@ mod tests {
             for rev in [3i64, 2, 1] {
                 let e = keyrev(k, rev);
                 assert_eq!(parse_keyrev(&e), Some((k.to_vec(), rev)));
+                assert_eq!(keyrev_revision(&e), Some(rev));
                 enc.push(e);
             }
             if i > 0 {
@@ -247,7 +257,7 @@ mod tests {
     fn state_spans_cover_every_state_prefix_and_no_raft_key() {
         let in_spans = |k: &[u8]| STATE_SPANS.iter().any(|(lo, hi)| k >= *lo && k < *hi);
         for k in [
-            latest(b"x"),
+            vec![OBSOLETE_LATEST, b'x'],
             rev(3, 0),
             keyrev(b"x", 3),
             lease(1),

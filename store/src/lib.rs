@@ -22,6 +22,7 @@
 pub mod error;
 pub mod header;
 pub mod keys;
+pub mod latest;
 pub mod lease;
 pub mod mvcc;
 pub mod node;

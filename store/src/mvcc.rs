@@ -9,12 +9,15 @@
 //! with apply on a RocksDB snapshot, so they never see half of a transaction.
 //!
 //! Memory does not grow with history: the only in-memory state is the current and
-//! compacted revision, the applied log index, and the table of leases.
+//! compacted revision, the applied log index, the table of leases, and the writer's
+//! bounded cache of recently written keys' newest versions (`latest`), which spares most
+//! puts a lookup in RocksDB.
 //!
 //! Deliberately left out here: quotas (NoSpace), auth, and the log itself (see `node`).
 //! Compaction runs in one write batch; a store with a very long uncompacted history makes
 //! that batch large (it holds only the deleted keys, not values).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -34,6 +37,7 @@ use rocksdb::{DBRawIterator, Direction, IteratorMode, Options, ReadOptions, Writ
 
 use crate::error::{Result, StoreError};
 use crate::keys;
+use crate::latest::{LatestCache, LATEST_CACHE_BYTES_MAX};
 
 /// etcd's default limit on operations in one transaction.
 pub const TXN_OPS_MAX: usize = 128;
@@ -116,6 +120,8 @@ impl KeyRange {
 struct View<'a> {
     db: &'a DB,
     snapshot: Option<rocksdb::Snapshot<'a>>,
+    /// The writer's cache of newest versions: only on the writer's live view.
+    cache: Option<&'a RefCell<LatestCache>>,
 }
 
 impl<'a> View<'a> {
@@ -156,14 +162,52 @@ impl<'a> View<'a> {
     }
 
     fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        match self.get(&keys::latest(key))? {
-            None => Ok(None),
-            Some(v) => Ok(Some(KeyValue::decode(v.as_slice())?)),
+        if let Some(cache) = self.cache {
+            if let Some(v) = cache.borrow().get(key) {
+                return Ok(v.clone());
+            }
+        }
+        let found = self.newest_version(key)?;
+        if let Some(cache) = self.cache {
+            cache.borrow_mut().insert(Bytes::copy_from_slice(key), found.clone());
+        }
+        Ok(found)
+    }
+
+    /// The key's newest version in the database: the first of its index entries.
+    fn newest_version(&self, key: &[u8]) -> Result<Option<KeyValue>> {
+        let prefix = keys::keyrev_prefix(key);
+        let mut upper = prefix.clone();
+        upper.extend_from_slice(&[0xFF; 9]);
+        let mut it = self.iter(upper);
+        it.seek(&prefix);
+        match (it.key(), it.value()) {
+            (Some(k), Some(v)) => self.version_of_entry(k, v),
+            _ => {
+                it.status()?;
+                Ok(None)
+            }
         }
     }
 
+    /// The version an index entry records: a put's `KeyValue`, None for a deletion.
+    /// Entries written before the index carried the value hold only the sub-revision;
+    /// their version is read from the history.
+    fn version_of_entry(&self, k: &[u8], v: &[u8]) -> Result<Option<KeyValue>> {
+        if v.first() != Some(&keys::KIND_PUT) {
+            return Ok(None);
+        }
+        if v.len() > INDEX_HEADER_BYTES {
+            return Ok(Some(KeyValue::decode(&v[INDEX_HEADER_BYTES..])?));
+        }
+        let rev = keys::keyrev_revision(k).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
+        Ok(Some(self.kv_at(rev, index_sub(v)?)?))
+    }
+
     /// Every live key in `r` at the newest revision, in key order, calling `f` for each;
-    /// `f` returns false to stop.
+    /// `f` returns false to stop. Walks the per-key index: the first entry of each key is
+    /// its newest version, and the older ones are stepped over (a few by `next`, a long
+    /// history not yet compacted by one seek).
     fn scan_latest(&self, r: &KeyRange, mut f: impl FnMut(KeyValue) -> bool) -> Result<()> {
         if r.single {
             if let Some(kv) = self.latest(&r.start)? {
@@ -175,17 +219,38 @@ impl<'a> View<'a> {
             return Ok(());
         }
         let upper = match &r.end {
-            Some(e) => keys::latest(e),
-            None => vec![keys::LATEST + 1],
+            Some(e) => keys::keyrev_prefix(e),
+            None => vec![keys::KEYREVS + 1],
         };
         let mut it = self.iter(upper);
-        it.seek(keys::latest(&r.start));
+        it.seek(keys::keyrev_prefix(&r.start));
         while it.valid() {
-            let Some(v) = it.value() else { break };
-            if !f(KeyValue::decode(v)?) {
-                return Ok(());
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if k.len() < 11 {
+                return Err(StoreError::Corrupt("index key".into()));
             }
+            // The key's escaped form, terminator included: no other key's entries start
+            // with it (the terminator cannot occur inside an escaped key).
+            let group = k[..k.len() - 8].to_vec();
+            if let Some(kv) = self.version_of_entry(k, v)? {
+                if !f(kv) {
+                    return Ok(());
+                }
+            }
+            let mut steps = 0;
             it.next();
+            while it.key().is_some_and(|k| k.starts_with(&group)) {
+                steps += 1;
+                if steps == OLDER_VERSIONS_STEPPED_MAX {
+                    let mut past = group;
+                    past.extend_from_slice(&[0xFF; 9]);
+                    it.seek(past);
+                    break;
+                }
+                it.next();
+            }
         }
         it.status()?;
         Ok(())
@@ -217,9 +282,7 @@ impl<'a> View<'a> {
                 it.seek(keys::keyrev(&ukey, rev));
                 continue;
             }
-            if v.first() == Some(&keys::KIND_PUT) {
-                let sub = index_sub(v)?;
-                let kv = self.kv_at(krev, sub)?;
+            if let Some(kv) = self.version_of_entry(k, v)? {
                 if !f(kv) {
                     return Ok(());
                 }
@@ -260,6 +323,23 @@ impl<'a> View<'a> {
         Ok(out)
     }
 }
+
+/// Records in the writer's cache the newest versions an applied entry (or run) wrote or
+/// looked up, once its batch is written: from then on they are the database's.
+fn remember(cache: &RefCell<LatestCache>, versions: BTreeMap<Bytes, Option<KeyValue>>) {
+    let mut cache = cache.borrow_mut();
+    for (key, v) in versions {
+        cache.insert(key, v);
+    }
+}
+
+/// An index entry's value starts with the kind (1 byte) and the sub-revision (4 bytes);
+/// a put's `KeyValue` follows.
+const INDEX_HEADER_BYTES: usize = 5;
+
+/// Older versions of a key that a scan of the newest ones steps over one by one before
+/// it seeks past them all (a seek costs about as much as a few steps).
+const OLDER_VERSIONS_STEPPED_MAX: usize = 4;
 
 fn index_sub(v: &[u8]) -> Result<u32> {
     let b: [u8; 4] = v
@@ -304,8 +384,9 @@ pub struct Mvcc {
     applied_index: AtomicU64,
     /// Lease ID -> granted TTL in seconds. Bounded by the number of granted leases.
     leases: Mutex<BTreeMap<i64, i64>>,
-    /// Serializes apply: the state machine has one writer.
-    apply_lock: Mutex<()>,
+    /// Serializes apply: the state machine has one writer, which alone uses the cache
+    /// of newest versions it guards.
+    apply_lock: Mutex<RefCell<LatestCache>>,
     interrupted_install: bool,
 }
 
@@ -341,7 +422,11 @@ fn apply_write_options() -> WriteOptions {
 }
 
 fn load_memory_state(db: &DB) -> Result<MemoryState> {
-    let view = View { db, snapshot: None };
+    let view = View {
+        db,
+        snapshot: None,
+        cache: None,
+    };
     // As etcd, a new store is at revision 1: its first write makes revision 2, and
     // revision 0 keeps meaning "newest" / "unset" everywhere in the API.
     let revision = view.revision()?;
@@ -365,6 +450,57 @@ fn load_memory_state(db: &DB) -> Result<MemoryState> {
     })
 }
 
+/// Deletes the newest-version records (`l`) an older store kept: nothing reads them, and
+/// nothing would keep them current.
+fn drop_obsolete_latest(db: &DB) -> Result<()> {
+    let lo = [keys::OBSOLETE_LATEST];
+    let hi = [keys::OBSOLETE_LATEST + 1];
+    let mut o = ReadOptions::default();
+    o.set_iterate_upper_bound(hi.to_vec());
+    let mut it = db.raw_iterator_opt(o);
+    it.seek(lo);
+    let found = it.valid();
+    it.status()?;
+    drop(it);
+    if found {
+        tracing::info!("dropping the newest-version records of an older store layout");
+        let mut wb = WriteBatch::default();
+        wb.delete_range(lo, hi);
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        db.write_opt(wb, &wo)?;
+    }
+    Ok(())
+}
+
+/// Fills the writer's cache with every live key's newest version, if they all fit: then
+/// it is complete (see `latest`), and writes of new keys need no lookup. Stops at the
+/// first entry that does not fit.
+fn fill_latest_cache(db: &DB, cache: &mut LatestCache) -> Result<()> {
+    cache.clear();
+    let view = View {
+        db,
+        snapshot: None,
+        cache: None,
+    };
+    let everything = KeyRange {
+        start: Bytes::new(),
+        end: None,
+        single: false,
+    };
+    view.scan_latest(&everything, |kv| {
+        cache.insert(kv.key.clone(), Some(kv));
+        !cache.dropped()
+    })?;
+    if !cache.mark_complete() {
+        tracing::info!(
+            cached_keys = cache.len(),
+            "the live keys do not fit the writer's cache; writes of keys it lacks look them up"
+        );
+    }
+    Ok(())
+}
+
 fn snapshot_point(view: &View<'_>) -> Result<SnapshotPoint> {
     Ok(SnapshotPoint {
         index: view.meta(keys::META_APPLIED)? as u64,
@@ -376,29 +512,31 @@ fn snapshot_point(view: &View<'_>) -> Result<SnapshotPoint> {
 impl Mvcc {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Mvcc> {
+        Mvcc::open_with_cache_bytes(dir, LATEST_CACHE_BYTES_MAX)
+    }
+
+    /// [`Mvcc::open`] with another bound on the writer's cache of newest versions (tests
+    /// use a tiny one to exercise its misses and evictions).
+    pub fn open_with_cache_bytes(dir: &Path, cache_bytes_max: usize) -> Result<Mvcc> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
         opts.set_max_background_jobs(2);
         opts.set_keep_log_file_num(4);
-        // Most lookups while applying are of keys the memtable does not hold: a Bloom
-        // filter over the memtable answers those without walking its skip list.
-        opts.set_memtable_prefix_bloom_ratio(0.02);
-        opts.set_memtable_whole_key_filtering(true);
-        // Every write first looks up the key's newest version, often a key not written
-        // before: a Bloom filter answers most of those without reading a block.
+        // No Bloom filters, in the memtable or the files: a key's newest version is found
+        // by a seek in the per-key index, which whole-key filters cannot answer, and the
+        // few point reads left (metadata, the history by revision) hit the memtable or
+        // recent files. A filter would cost hashing on every insert and at every flush.
         let mut table = rocksdb::BlockBasedOptions::default();
-        table.set_bloom_filter(10.0, false);
-        // Index and filter blocks live in the block cache, so memory stays bounded however
-        // large the history grows. Unpartitioned, one table's index and filter are each
-        // hundreds of KiB: bigger than a cache shard's share, so they were evicted by data
-        // blocks and read back (and decompressed) on every lookup, which made applying a
-        // put ~30x slower once the state outgrew the memtable. Partitioned, they are read
-        // in 4 KiB pieces that stay cached; the small top level of each is pinned.
+        // Index blocks live in the block cache, so memory stays bounded however large the
+        // history grows. Unpartitioned, one table's index is hundreds of KiB: bigger than
+        // a cache shard's share, so it was evicted by data blocks and read back (and
+        // decompressed) on every lookup, which made applying a put ~30x slower once the
+        // state outgrew the memtable. Partitioned, it is read in 4 KiB pieces that stay
+        // cached; the small top level of each is pinned.
         table.set_block_cache(&rocksdb::Cache::new_lru_cache_opts(&block_cache_options()));
         table.set_index_type(rocksdb::BlockBasedIndexType::TwoLevelIndexSearch);
-        table.set_partition_filters(true);
         table.set_metadata_block_size(4096);
         table.set_cache_index_and_filter_blocks(true);
         table.set_pin_top_level_index_and_filter(true);
@@ -418,7 +556,10 @@ impl Mvcc {
             wo.set_sync(true);
             db.write_opt(wb, &wo)?;
         }
+        drop_obsolete_latest(&db)?;
         let loaded = load_memory_state(&db)?;
+        let mut cache = LatestCache::new(cache_bytes_max);
+        fill_latest_cache(&db, &mut cache)?;
         Ok(Mvcc {
             db: Arc::new(db),
             install: RwLock::new(()),
@@ -426,7 +567,7 @@ impl Mvcc {
             compact_revision: AtomicI64::new(loaded.compact),
             applied_index: AtomicU64::new(loaded.applied),
             leases: Mutex::new(loaded.leases),
-            apply_lock: Mutex::new(()),
+            apply_lock: Mutex::new(RefCell::new(cache)),
             interrupted_install: interrupted,
         })
     }
@@ -456,13 +597,17 @@ impl Mvcc {
         View {
             db: &self.db,
             snapshot: Some(self.db.snapshot()),
+            cache: None,
         }
     }
 
-    fn live_view(&self) -> View<'_> {
+    /// The writer's view: the live database, with the cache of newest versions that the
+    /// apply lock guards.
+    fn writer_view<'a>(&'a self, cache: &'a RefCell<LatestCache>) -> View<'a> {
         View {
             db: &self.db,
             snapshot: None,
+            cache: Some(cache),
         }
     }
 
@@ -661,7 +806,9 @@ impl Mvcc {
     /// and a crash in the middle leaves a state marked incomplete, which
     /// [`Mvcc::open`] refuses (the member then needs a fresh snapshot).
     pub fn install(&self, mut next: impl FnMut() -> Result<Option<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
-        let _apply = self.apply_lock.lock().expect("apply lock poisoned");
+        let apply = self.apply_lock.lock().expect("apply lock poisoned");
+        // Whatever happens below, the cached versions are of the state being replaced.
+        apply.borrow_mut().clear();
         let _g = self.install.write().expect("install lock poisoned");
         let mut wb = WriteBatch::default();
         for (lo, hi) in keys::STATE_SPANS {
@@ -675,6 +822,10 @@ impl Mvcc {
             if !keys::is_state(&k) || k.as_slice() == keys::META_INSTALLING {
                 return Err(StoreError::Corrupt("a snapshot record outside the state".into()));
             }
+            if k.first() == Some(&keys::OBSOLETE_LATEST) {
+                // From a member of an older layout (see `keys`).
+                continue;
+            }
             batch_bytes += k.len() + v.len();
             wb.put(k, v);
             if batch_bytes >= 4 << 20 {
@@ -687,6 +838,7 @@ impl Mvcc {
         wo.set_sync(true);
         self.db.write_opt(wb, &wo)?;
         let loaded = load_memory_state(&self.db)?;
+        fill_latest_cache(&self.db, &mut apply.borrow_mut())?;
         self.revision.store(loaded.revision, Ordering::Release);
         self.compact_revision.store(loaded.compact, Ordering::Release);
         self.applied_index.store(loaded.applied, Ordering::Release);
@@ -707,11 +859,11 @@ impl Mvcc {
     /// response. An entry at or below the applied index was applied before (the applied
     /// index is written atomically with the state) and is skipped: `Ok(None)`.
     pub fn apply_entry(&self, index: u64, term: u64, cmd: &Command) -> Result<Option<Applied>> {
-        let _guard = self.apply_lock.lock().expect("apply lock poisoned");
+        let cache = self.apply_lock.lock().expect("apply lock poisoned");
         if index <= self.applied_index() {
             return Ok(None);
         }
-        let view = self.live_view();
+        let view = self.writer_view(&cache);
         let begin = self.revision();
         let mut tx = WriteTxn::new(&view, begin, self.compact_revision());
         let mut compacted = None;
@@ -748,13 +900,14 @@ impl Mvcc {
             Some(command::Op::MemberAttributes(a)) => member_attributes(&view, &mut tx, a),
         };
         // A rejected command writes nothing but still consumes its log index.
-        let (mut batch, events, revision) = match response {
+        let (mut batch, changed, events, revision) = match response {
             Ok(_) => tx.finish(),
-            Err(_) => (WriteBatch::default(), Vec::new(), begin),
+            Err(_) => (WriteBatch::default(), BTreeMap::new(), Vec::new(), begin),
         };
         batch.put(keys::META_APPLIED, (index as i64).to_be_bytes());
         batch.put(keys::META_APPLIED_TERM, (term as i64).to_be_bytes());
         self.db.write_opt(batch, &apply_write_options())?;
+        remember(&cache, changed);
         self.revision.store(revision, Ordering::Release);
         self.applied_index.store(index, Ordering::Release);
         if let Some(c) = compacted {
@@ -782,30 +935,18 @@ impl Mvcc {
     /// and the run costs one write instead of one per entry: under load most of what the
     /// log commits together is puts. Entries at or below the applied index give `None`.
     pub fn apply_puts(&self, entries: &[(u64, u64, &PutRequest)]) -> Result<Vec<Option<Applied>>> {
-        let _guard = self.apply_lock.lock().expect("apply lock poisoned");
+        let cache = self.apply_lock.lock().expect("apply lock poisoned");
         let applied_before = self.applied_index();
         let begin = self.revision();
         let compacted = self.compact_revision();
-        let view = self.live_view();
-        let mut wanted: Vec<&Bytes> = entries
-            .iter()
-            .filter(|(index, ..)| *index > applied_before)
-            .map(|(_, _, p)| &p.key)
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        // The overlay holds every key's newest version as the run goes: read once, then
-        // replaced by each put.
+        let view = self.writer_view(&cache);
+        // The overlay holds every key's newest version as the run goes: looked up once
+        // (most often in the writer's cache), then replaced by each put.
         let mut overlay = BTreeMap::new();
-        let found = self
-            .db
-            .multi_get_opt(wanted.iter().map(|k| keys::latest(k)), &view.opts());
-        for (key, v) in wanted.into_iter().zip(found) {
-            let kv = match v? {
-                None => None,
-                Some(v) => Some(KeyValue::decode(v.as_slice())?),
-            };
-            overlay.insert(key.clone(), kv);
+        for (_, _, p) in entries.iter().filter(|(index, ..)| *index > applied_before) {
+            if !overlay.contains_key(&p.key) {
+                overlay.insert(p.key.clone(), view.latest(&p.key)?);
+            }
         }
         let mut batch = WriteBatch::default();
         let mut revision = begin;
@@ -844,6 +985,7 @@ impl Mvcc {
         batch.put(keys::META_APPLIED, (index as i64).to_be_bytes());
         batch.put(keys::META_APPLIED_TERM, (term as i64).to_be_bytes());
         self.db.write_opt(batch, &apply_write_options())?;
+        remember(&cache, overlay);
         self.revision.store(revision, Ordering::Release);
         self.applied_index.store(index, Ordering::Release);
         Ok(out)
@@ -1372,15 +1514,16 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
             lease,
         };
         let sub = self.sub;
-        self.batch.put(keys::latest(&p.key), kv.encode_to_vec());
         let stored = Event {
             r#type: EventType::Put as i32,
             kv: Some(kv.clone()),
             prev_kv: None,
         };
         self.batch.put(keys::rev(rev, sub), stored.encode_to_vec());
-        let mut idx = vec![keys::KIND_PUT];
+        let mut idx = Vec::with_capacity(INDEX_HEADER_BYTES + kv.encoded_len());
+        idx.push(keys::KIND_PUT);
         idx.extend_from_slice(&sub.to_be_bytes());
+        kv.encode(&mut idx).expect("a Vec grows to hold the encoding");
         self.batch.put(keys::keyrev(&p.key, rev), idx);
         let prev_lease = prev.as_ref().map_or(0, |kv| kv.lease);
         if prev_lease != 0 && prev_lease != lease {
@@ -1409,7 +1552,6 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
         };
         let rev = self.rev();
         let sub = self.sub;
-        self.batch.delete(keys::latest(key));
         let tomb = KeyValue {
             key: key.clone(),
             mod_revision: rev,
@@ -1552,12 +1694,14 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
         (self.batch, self.overlay, self.events, rev)
     }
 
-    fn finish(mut self) -> (WriteBatch, Vec<Event>, i64) {
+    /// The batch to write, the newest versions of the keys it changed (or looked up),
+    /// the events and the revision after this transaction.
+    fn finish(mut self) -> (WriteBatch, BTreeMap<Bytes, Option<KeyValue>>, Vec<Event>, i64) {
         let rev = self.current_rev();
         if self.sub > 0 {
             self.batch.put(keys::META_REVISION, rev.to_be_bytes());
         }
-        (self.batch, self.events, rev)
+        (self.batch, self.overlay, self.events, rev)
     }
 }
 
@@ -1798,7 +1942,8 @@ mod tests {
         let one = tempfile::tempdir().expect("tempdir");
         let grouped = tempfile::tempdir().expect("tempdir");
         let a = Mvcc::open(one.path()).expect("open");
-        let b = Mvcc::open(grouped.path()).expect("open");
+        // A cache of a few entries: the grouped side also takes the paths of its misses.
+        let b = Mvcc::open_with_cache_bytes(grouped.path(), 1024).expect("open");
         let grant = Command {
             op: Some(command::Op::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 7 })),
         };
@@ -1875,5 +2020,147 @@ mod tests {
         drop(b);
         let b = Mvcc::open(grouped.path()).expect("reopen");
         assert_eq!(b.revision(), a.revision(), "the run's revision is durable");
+    }
+
+    #[test]
+    fn a_store_of_the_older_layout_reads_the_same() {
+        // Older stores kept `l` records and index entries without the KeyValue: opening
+        // one drops the former and reads the latter through the history.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        m.apply(1, &put("a", "1")).expect("apply");
+        m.apply(2, &put("a", "2")).expect("apply");
+        m.apply(3, &put("b", "1")).expect("apply");
+        let mut wb = WriteBatch::default();
+        for (key, rev) in [("a", 2), ("a", 3), ("b", 4)] {
+            wb.put(keys::keyrev(key.as_bytes(), rev), [keys::KIND_PUT, 0, 0, 0, 0]);
+        }
+        wb.put([keys::OBSOLETE_LATEST, b'a'], b"stale");
+        m.db.write(wb).expect("rewrite as the older layout");
+        drop(m);
+        let m = Mvcc::open(dir.path()).expect("reopen");
+        let mut it = m.db.raw_iterator();
+        it.seek([keys::OBSOLETE_LATEST]);
+        assert!(it.key().is_none_or(|k| k[0] != keys::OBSOLETE_LATEST), "l records left");
+        drop(it);
+        let r = get(&m, "a", 0).expect("get");
+        assert_eq!(
+            (r.kvs[0].value.as_ref(), r.kvs[0].version, r.kvs[0].create_revision),
+            (&b"2"[..], 2, 2)
+        );
+        assert_eq!(get(&m, "a", 2).expect("get").kvs[0].value.as_ref(), b"1");
+        let all = m
+            .range(&RangeRequest {
+                key: Bytes::from_static(b"a"),
+                range_end: Bytes::from_static(b"c"),
+                ..Default::default()
+            })
+            .expect("range");
+        assert_eq!(all.kvs.iter().map(|kv| kv.mod_revision).collect::<Vec<_>>(), vec![3, 4]);
+        let applied = m.apply(4, &put("a", "3")).expect("apply");
+        let kv = applied.events[0].kv.as_ref().expect("kv");
+        assert_eq!((kv.create_revision, kv.version), (2, 3));
+    }
+
+    #[test]
+    fn a_scan_steps_over_long_histories() {
+        // Keys with many versions (more than a scan steps over before seeking), keys whose
+        // escaped forms are prefixes of each other, deleted keys in between.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        let mut index = 0;
+        let mut apply = |cmd: Command| {
+            index += 1;
+            m.apply(index, &cmd).expect("apply").response.expect("accepted");
+        };
+        for i in 0..10 {
+            apply(put("a", &format!("a{i}")));
+            apply(put("a\0", &format!("z{i}")));
+        }
+        apply(put("a\0b", "x"));
+        apply(put("b", "1"));
+        apply(put("a\0\0", "y"));
+        apply(Command {
+            op: Some(command::Op::DeleteRange(DeleteRangeRequest {
+                key: Bytes::from_static(b"b"),
+                ..Default::default()
+            })),
+        });
+        apply(put("c", "1"));
+        apply(put("c", "2"));
+        let r = m
+            .range(&RangeRequest {
+                key: Bytes::from_static(b"\0"),
+                range_end: Bytes::from_static(b"\0"),
+                ..Default::default()
+            })
+            .expect("range");
+        let got: Vec<(&[u8], &[u8], i64)> = r
+            .kvs
+            .iter()
+            .map(|kv| (kv.key.as_ref(), kv.value.as_ref(), kv.version))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (&b"a"[..], &b"a9"[..], 10),
+                (&b"a\0"[..], &b"z9"[..], 10),
+                (&b"a\0\0"[..], &b"y"[..], 1),
+                (&b"a\0b"[..], &b"x"[..], 1),
+                (&b"c"[..], &b"2"[..], 2),
+            ]
+        );
+        assert_eq!(r.count, 5);
+    }
+
+    #[test]
+    fn the_writers_cache_never_answers_for_a_replaced_state() {
+        // The writer caches the newest versions it wrote; installing a snapshot replaces
+        // them all, so a put afterwards must build on the installed versions.
+        let here = tempfile::tempdir().expect("tempdir");
+        let there = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(here.path()).expect("open");
+        let other = Mvcc::open(there.path()).expect("open");
+        for i in 1..=3 {
+            m.apply(i, &put("a", &format!("here{i}"))).expect("apply");
+        }
+        m.apply(4, &put("b", "here")).expect("apply");
+        other.apply(1, &put("c", "there")).expect("apply");
+        other.apply(2, &put("a", "there")).expect("apply");
+        let mut records = Vec::new();
+        other
+            .export(|k, v| {
+                records.push((k.to_vec(), v.to_vec()));
+                true
+            })
+            .expect("export");
+        let mut records = records.into_iter();
+        m.install(|| Ok(records.next())).expect("install");
+        assert_eq!(m.revision(), 3);
+
+        // One put alone and a run of puts: both paths look the key up.
+        let applied = m.apply(3, &put("a", "after")).expect("apply");
+        let ev = &applied.events[0];
+        let kv = ev.kv.as_ref().expect("kv");
+        assert_eq!((kv.create_revision, kv.version), (3, 2), "built on a replaced version");
+        assert_eq!(ev.prev_kv.as_ref().map(|p| p.value.as_ref()), Some(&b"there"[..]));
+        let b = PutRequest {
+            key: Bytes::from_static(b"b"),
+            value: Bytes::from_static(b"after"),
+            prev_kv: true,
+            ..Default::default()
+        };
+        let a = PutRequest {
+            key: Bytes::from_static(b"a"),
+            value: Bytes::from_static(b"again"),
+            ..Default::default()
+        };
+        let got = m.apply_puts(&[(4, 1, &b), (5, 1, &a)]).expect("apply_puts");
+        let ev = &got[0].as_ref().expect("applied").events[0];
+        assert_eq!(ev.kv.as_ref().map(|kv| (kv.create_revision, kv.version)), Some((5, 1)));
+        assert_eq!(ev.prev_kv, None, "b does not exist in the installed state");
+        let ev = &got[1].as_ref().expect("applied").events[0];
+        assert_eq!(ev.kv.as_ref().map(|kv| (kv.create_revision, kv.version)), Some((3, 3)));
+        assert_eq!(get(&m, "a", 0).expect("get").kvs[0].version, 3);
     }
 }

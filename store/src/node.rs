@@ -1301,7 +1301,12 @@ impl ApplyLoop {
             return;
         }
         let seq = u64::from_be_bytes(context[8..].try_into().expect("8 bytes"));
-        let reply = self.shared.proposals.lock().expect("proposals lock poisoned").remove(&seq);
+        let reply = self
+            .shared
+            .proposals
+            .lock()
+            .expect("proposals lock poisoned")
+            .remove(&seq);
         if let Some(tx) = reply {
             answers.push((tx, r));
         }

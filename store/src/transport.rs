@@ -370,13 +370,19 @@ mod tests {
         let m = append(10, &[100, 250, 100, 100, 400, 50]);
         let parts = split_append(m.clone(), 300);
         // Entries in order, each part at most 300 bytes unless it is one entry.
-        let sizes: Vec<Vec<usize>> = parts.iter().map(|p| p.entries.iter().map(|e| e.data.len()).collect()).collect();
+        let sizes: Vec<Vec<usize>> = parts
+            .iter()
+            .map(|p| p.entries.iter().map(|e| e.data.len()).collect())
+            .collect();
         assert_eq!(sizes, vec![vec![100], vec![250], vec![100, 100], vec![400], vec![50]]);
         let (mut index, mut log_term) = (m.index, m.log_term);
         for p in &parts {
             // Each continues where the one before ended, as Raft's log-matching needs.
             assert_eq!((p.index, p.log_term), (index, log_term));
-            assert_eq!((p.to, p.term, p.commit, p.get_msg_type()), (m.to, m.term, m.commit, MessageType::MsgAppend));
+            assert_eq!(
+                (p.to, p.term, p.commit, p.get_msg_type()),
+                (m.to, m.term, m.commit, MessageType::MsgAppend)
+            );
             assert_eq!(p.entries[0].index, index + 1);
             let last = p.entries.last().unwrap();
             (index, log_term) = (last.index, last.term);

@@ -34,8 +34,12 @@ use capstan_proto::mvccpb::KeyValue;
 /// that it covers at least the keys written since the last flush.
 pub const LATEST_CACHE_BYTES_MAX: usize = 64 << 20;
 
-/// Charged per entry on top of its key and value: the map slot and the `KeyValue`.
-const ENTRY_OVERHEAD_BYTES: usize = 128;
+/// Charged per entry on top of its key and value: the map slot (key and `KeyValue`,
+/// about 140 bytes, at the map's load factor), the allocations' own headers and rounding.
+/// Measured: 100,000 puts of 256-byte values to 63,000 distinct 16-byte keys grew the
+/// server's RSS by about 36 MB more with the cache than without, ~570 bytes a key, of
+/// which 272 are key and value.
+const ENTRY_OVERHEAD_BYTES: usize = 256;
 
 pub struct LatestCache {
     map: HashMap<Bytes, Option<KeyValue>>,
@@ -194,7 +198,12 @@ mod tests {
         }
         let counted: usize = c.map.iter().map(|(k, v)| entry_bytes(k, v)).sum();
         assert_eq!(counted, c.bytes());
-        assert!(c.len() > 100, "shedding removed too much: {}", c.len());
+        // A shed halves the entries (their sizes vary, so not exactly the bytes).
+        assert!(
+            c.bytes() > max / 4,
+            "shedding removed too much: {} bytes left",
+            c.bytes()
+        );
     }
 
     #[test]

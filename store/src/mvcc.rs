@@ -1942,8 +1942,9 @@ mod tests {
         let one = tempfile::tempdir().expect("tempdir");
         let grouped = tempfile::tempdir().expect("tempdir");
         let a = Mvcc::open(one.path()).expect("open");
-        // A cache of a few entries: the grouped side also takes the paths of its misses.
-        let b = Mvcc::open_with_cache_bytes(grouped.path(), 1024).expect("open");
+        // A cache of about seven entries (of 40 keys): the grouped side also takes the
+        // paths of its misses and evictions.
+        let b = Mvcc::open_with_cache_bytes(grouped.path(), 2048).expect("open");
         let grant = Command {
             op: Some(command::Op::LeaseGrant(LeaseGrantRequest { ttl: 10, id: 7 })),
         };
@@ -2017,6 +2018,14 @@ mod tests {
             v
         };
         assert_eq!(all(&a), all(&b), "the stored state differs");
+        {
+            let cache = b.apply_lock.lock().expect("apply lock");
+            let cache = cache.borrow();
+            assert!(
+                !cache.is_empty() && !cache.is_complete(),
+                "the tiny cache held nothing, or everything"
+            );
+        }
         drop(b);
         let b = Mvcc::open(grouped.path()).expect("reopen");
         assert_eq!(b.revision(), a.revision(), "the run's revision is durable");

@@ -235,7 +235,9 @@ enum Cache {
 fn open(dir: &std::path::Path, cache: Cache) -> Mvcc {
     match cache {
         Cache::Default => Mvcc::open(dir),
-        Cache::Tiny => Mvcc::open_with_cache_bytes(dir, 1024),
+        // Room for about seven entries of these keys (~260 bytes each, counted), fewer
+        // than the keys: entries are cached, then shed.
+        Cache::Tiny => Mvcc::open_with_cache_bytes(dir, 2048),
     }
     .expect("open")
 }

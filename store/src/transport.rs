@@ -384,7 +384,7 @@ mod tests {
                 (m.to, m.term, m.commit, MessageType::MsgAppend)
             );
             assert_eq!(p.entries[0].index, index + 1);
-            let last = p.entries.last().unwrap();
+            let last = p.entries.last().expect("every part holds entries");
             (index, log_term) = (last.index, last.term);
         }
         assert_eq!(index, 15);

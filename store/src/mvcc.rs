@@ -338,7 +338,8 @@ fn remember(cache: &RefCell<LatestCache>, versions: BTreeMap<Bytes, Option<KeyVa
 const INDEX_HEADER_BYTES: usize = 5;
 
 /// Older versions of a key that a scan of the newest ones steps over one by one before
-/// it seeks past them all (a seek costs about as much as a few steps).
+/// it seeks past them all: a step is cheaper than a seek, but a long history not yet
+/// compacted must cost one seek, not a step per version.
 const OLDER_VERSIONS_STEPPED_MAX: usize = 4;
 
 fn index_sub(v: &[u8]) -> Result<u32> {

@@ -7,7 +7,10 @@
 # Workloads (each repeated REPEAT times, servers alternating; the table shows the median
 # and, in brackets, the smallest and largest run):
 #   - put, 1 client                  (capstan-bench kv put --clients 1)
-#   - put, 64 clients over 8 conns   (capstan-bench kv put --clients 64 --conns 8)
+#   - put, 64 clients over 8 conns   (capstan-bench kv put --clients 64 --conns 8); each
+#     run is PUT64_TOTAL puts, long enough (seconds) that memtable flushes and compactions
+#     fall inside the runs and a hiccup of the machine weighs little (20,000 puts, the
+#     default before 2026-12-04, took under a second)
 #   - watch fan-out: WATCHERS watchers of one key over STREAMS streams, EVENTS puts one at a
 #     time; delivery p99, deliveries/s, and server RSS growth per idle watcher. Every
 #     fan-out run uses freshly started servers, so memory freed by an earlier run cannot
@@ -15,7 +18,7 @@
 #   - memory only: MEM_WATCHERS watchers (one event), where the RSS growth is large
 #     enough to stand well above the noise of the allocator and the Go GC.
 #
-# Settings (environment): REPEAT (3), PUT1_TOTAL (2000), PUT64_TOTAL (20000),
+# Settings (environment): REPEAT (3), PUT1_TOTAL (2000), PUT64_TOTAL (100000),
 # WATCHERS (10000), STREAMS (100), EVENTS (100), MEM_WATCHERS (100000; 0 skips), KEY_SIZE (16), VAL_SIZE (256),
 # CAPSTAN_PORT (24379), ETCD_PORT (24479), ETCD_PEER_PORT (24480), ETCD (/usr/bin/etcd),
 # RESULTS (target/compare-etcd/results.jsonl: every run as one JSON line), KEEP_DATA (0).
@@ -27,7 +30,7 @@ root=$(pwd)
 
 REPEAT=${REPEAT:-3}
 PUT1_TOTAL=${PUT1_TOTAL:-2000}
-PUT64_TOTAL=${PUT64_TOTAL:-20000}
+PUT64_TOTAL=${PUT64_TOTAL:-100000}
 WATCHERS=${WATCHERS:-10000}
 STREAMS=${STREAMS:-100}
 EVENTS=${EVENTS:-100}

@@ -1,6 +1,7 @@
 //! How the store lays its data out in RocksDB's key space.
 //!
-//! Everything lives in the default column family, separated by a one-byte prefix:
+//! Keys are separated by a one-byte prefix. The history by revision (`r`) lives in a
+//! column family of its own (`history`, see `mvcc`), everything else in the default one:
 //!
 //! | prefix | key                                   | value                          |
 //! |--------|---------------------------------------|--------------------------------|
@@ -24,9 +25,10 @@
 //! other. Escaping keeps the user key followed by the revision order-preserving: `0x00`
 //! becomes `0x00 0xFF` and the key ends with `0x00 0x00`.
 //!
-//! Older stores also kept every live key's newest version under `l` and `k` entries of
-//! kind and sub-revision only; opening such a store deletes the `l` records, and an
-//! index entry without a `KeyValue` is read through `r`.
+//! Older stores also kept every live key's newest version under `l`, `k` entries of kind
+//! and sub-revision only, and `r` in the default column family; opening such a store
+//! deletes the `l` records and moves `r` into its family, and an index entry without a
+//! `KeyValue` is read through `r`.
 
 pub const META: u8 = b'm';
 /// Obsolete: the newest versions that older stores kept (deleted when such a store opens).

@@ -33,7 +33,10 @@ use capstan_proto::etcdserverpb::{
 use capstan_proto::mvccpb::{event::EventType, Event, KeyValue};
 use capstan_proto::store::{command, Command, LeaseRecord, Member, MemberAttributes};
 use prost::Message;
-use rocksdb::{DBRawIterator, Direction, IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBRawIterator, Direction, IteratorMode, Options, ReadOptions, WriteBatch,
+    WriteOptions, DB,
+};
 
 use crate::error::{Result, StoreError};
 use crate::keys;
@@ -141,6 +144,13 @@ impl<'a> View<'a> {
         let mut o = self.opts();
         o.set_iterate_upper_bound(upper);
         self.db.raw_iterator_opt(o)
+    }
+
+    /// An iterator over the history by revision (`r` keys, in their own column family).
+    fn history_iter(&self, upper: Vec<u8>) -> DBRawIterator<'a> {
+        let mut o = self.opts();
+        o.set_iterate_upper_bound(upper);
+        self.db.raw_iterator_cf_opt(history_cf(self.db), o)
     }
 
     /// The store revision; a new store is at 1, as in etcd.
@@ -297,7 +307,8 @@ impl<'a> View<'a> {
 
     fn event_at(&self, rev: i64, sub: u32) -> Result<Event> {
         let v = self
-            .get(&keys::rev(rev, sub))?
+            .db
+            .get_cf_opt(history_cf(self.db), keys::rev(rev, sub), &self.opts())?
             .ok_or_else(|| StoreError::Corrupt(format!("missing history entry {rev}.{sub}")))?;
         Ok(Event::decode(v.as_slice())?)
     }
@@ -451,6 +462,59 @@ fn load_memory_state(db: &DB) -> Result<MemoryState> {
     })
 }
 
+/// The column family of the history by revision (`r` keys).
+const HISTORY_CF: &str = "history";
+
+/// Memtable size of each of the two column families.
+const MEMTABLE_BYTES_PER_FAMILY: usize = 32 << 20;
+
+fn history_cf(db: &DB) -> &ColumnFamily {
+    db.cf_handle(HISTORY_CF)
+        .expect("the history column family is created when the store opens")
+}
+
+/// Stages the deletion of the whole state (both column families).
+fn clear_state(wb: &mut WriteBatch, history: &ColumnFamily) {
+    for (lo, hi) in keys::STATE_SPANS {
+        wb.delete_range(lo, hi);
+    }
+    wb.delete_range_cf(history, [keys::REVS], [keys::REVS + 1]);
+}
+
+/// Moves the history an older store kept in the default column family into its own,
+/// in batches; a crash in between repeats the copy (idempotent) before the deletion.
+fn move_history_out_of_default(db: &DB) -> Result<()> {
+    let history = history_cf(db);
+    let upper = vec![keys::REVS + 1];
+    let mut o = ReadOptions::default();
+    o.set_iterate_upper_bound(upper.clone());
+    let mut it = db.raw_iterator_opt(o);
+    it.seek([keys::REVS]);
+    if !it.valid() {
+        it.status()?;
+        return Ok(());
+    }
+    tracing::info!("moving the history of an older store layout into its own column family");
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
+    let mut wb = WriteBatch::default();
+    let mut batch_bytes = 0usize;
+    while let (Some(k), Some(v)) = (it.key(), it.value()) {
+        batch_bytes += k.len() + v.len();
+        wb.put_cf(history, k, v);
+        if batch_bytes >= 4 << 20 {
+            db.write_opt(std::mem::take(&mut wb), &wo)?;
+            batch_bytes = 0;
+        }
+        it.next();
+    }
+    it.status()?;
+    drop(it);
+    wb.delete_range([keys::REVS], [keys::REVS + 1]);
+    db.write_opt(wb, &wo)?;
+    Ok(())
+}
+
 /// Deletes the newest-version records (`l`) an older store kept: nothing reads them, and
 /// nothing would keep them current.
 fn drop_obsolete_latest(db: &DB) -> Result<()> {
@@ -543,21 +607,35 @@ impl Mvcc {
         table.set_pin_top_level_index_and_filter(true);
         table.set_pin_l0_filter_and_index_blocks_in_cache(true);
         opts.set_block_based_table_factory(&table);
-        let db = DB::open(&opts, dir)?;
+        // The history by revision lives in a column family of its own: its keys only
+        // ever grow, so its files never overlap and move down the levels without being
+        // rewritten, where mixed with the per-key index (random keys) every file was
+        // rewritten at every level. Applies skip the WAL, so the two must be flushed
+        // together: the applied index (in the default family) may only become durable
+        // with the history it covers.
+        opts.create_missing_column_families(true);
+        opts.set_atomic_flush(true);
+        // Half of RocksDB's default memtable each: the two fill together (a put adds to
+        // both), so they hold what one memtable of the default size held before.
+        opts.set_write_buffer_size(MEMTABLE_BYTES_PER_FAMILY);
+        let families = vec![
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
+            ColumnFamilyDescriptor::new(HISTORY_CF, opts.clone()),
+        ];
+        let db = DB::open_cf_descriptors(&opts, dir, families)?;
         let interrupted = db.get(keys::META_INSTALLING)?.is_some();
         if interrupted {
             // A snapshot install was cut off: what is there is neither the old state nor
             // the new one. Start empty; the Raft layer asks for a snapshot again.
             tracing::warn!("an interrupted snapshot install left the state incomplete; clearing it");
             let mut wb = WriteBatch::default();
-            for (lo, hi) in keys::STATE_SPANS {
-                wb.delete_range(lo, hi);
-            }
+            clear_state(&mut wb, history_cf(&db));
             let mut wo = WriteOptions::default();
             wo.set_sync(true);
             db.write_opt(wb, &wo)?;
         }
         drop_obsolete_latest(&db)?;
+        move_history_out_of_default(&db)?;
         let loaded = load_memory_state(&db)?;
         let mut cache = LatestCache::new(cache_bytes_max);
         fill_latest_cache(&db, &mut cache)?;
@@ -668,7 +746,7 @@ impl Mvcc {
         }
         let mut out: Vec<(i64, Vec<Event>)> = Vec::new();
         let mut count = 0usize;
-        let mut it = view.iter(keys::rev(to.saturating_add(1), 0));
+        let mut it = view.history_iter(keys::rev(to.saturating_add(1), 0));
         it.seek(keys::rev(from, 0));
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
@@ -710,7 +788,7 @@ impl Mvcc {
             return Err(StoreError::Compacted);
         }
         let mut h = crc32fast::Hasher::new();
-        let mut it = view.iter(keys::rev(rev.saturating_add(1), 0));
+        let mut it = view.history_iter(keys::rev(rev.saturating_add(1), 0));
         it.seek([keys::REVS]);
         while it.valid() {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
@@ -727,7 +805,7 @@ impl Mvcc {
     /// How many versions of keys the history holds (what compaction shrinks).
     pub fn history_entries(&self) -> Result<u64> {
         let view = self.snapshot_view();
-        let mut it = view.iter(vec![keys::REVS + 1]);
+        let mut it = view.history_iter(vec![keys::REVS + 1]);
         it.seek([keys::REVS]);
         let mut n = 0;
         while it.valid() {
@@ -740,7 +818,12 @@ impl Mvcc {
 
     /// Physical size of the database files, and the estimate of live data, in bytes.
     pub fn db_size(&self) -> (i64, i64) {
-        let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0) as i64;
+        let history = history_cf(&self.db);
+        let prop = |name: &str| {
+            let default = self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+            let history = self.db.property_int_value_cf(history, name).ok().flatten().unwrap_or(0);
+            (default + history) as i64
+        };
         let total = prop("rocksdb.total-sst-files-size") + prop("rocksdb.size-all-mem-tables");
         let live = prop("rocksdb.estimate-live-data-size") + prop("rocksdb.cur-size-all-mem-tables");
         (total, live)
@@ -749,6 +832,8 @@ impl Mvcc {
     /// Compacts RocksDB's files (etcd's Defragment).
     pub fn defragment(&self) {
         self.db.compact_range::<&[u8], &[u8]>(None, None);
+        self.db
+            .compact_range_cf::<&[u8], &[u8]>(history_cf(&self.db), None, None);
     }
 
     /// A consistent export of the state (everything but the log), as (key, value) records
@@ -763,12 +848,26 @@ impl Mvcc {
         let view = self.snapshot_view();
         let rev = view.revision()?;
         let point = snapshot_point(&view)?;
-        let mut o = view.opts();
-        o.fill_cache(false);
-        for item in self
+        // In key order: the default column family below the history's prefix, the
+        // history, then the rest of the default column family.
+        let reading = || {
+            let mut o = view.opts();
+            o.fill_cache(false);
+            o
+        };
+        let below = self
             .db
-            .iterator_opt(IteratorMode::From(&[keys::ATTACH], Direction::Forward), o)
-        {
+            .iterator_opt(IteratorMode::From(&[keys::ATTACH], Direction::Forward), reading())
+            .take_while(|item| item.as_ref().map_or(true, |(k, _)| k.first() < Some(&keys::REVS)));
+        let history = self.db.iterator_cf_opt(
+            history_cf(&self.db),
+            reading(),
+            IteratorMode::From(&[keys::REVS], Direction::Forward),
+        );
+        let above = self
+            .db
+            .iterator_opt(IteratorMode::From(&[keys::REVS + 1], Direction::Forward), reading());
+        for item in below.chain(history).chain(above) {
             let (k, v) = item?;
             if !keys::is_state(&k) {
                 continue;
@@ -811,10 +910,9 @@ impl Mvcc {
         // Whatever happens below, the cached versions are of the state being replaced.
         apply.borrow_mut().clear();
         let _g = self.install.write().expect("install lock poisoned");
+        let history = history_cf(&self.db);
         let mut wb = WriteBatch::default();
-        for (lo, hi) in keys::STATE_SPANS {
-            wb.delete_range(lo, hi);
-        }
+        clear_state(&mut wb, history);
         wb.put(keys::META_INSTALLING, [1]);
         self.db.write(wb)?;
         let mut wb = WriteBatch::default();
@@ -828,7 +926,11 @@ impl Mvcc {
                 continue;
             }
             batch_bytes += k.len() + v.len();
-            wb.put(k, v);
+            if k.first() == Some(&keys::REVS) {
+                wb.put_cf(history, k, v);
+            } else {
+                wb.put(k, v);
+            }
             if batch_bytes >= 4 << 20 {
                 self.db.write(std::mem::take(&mut wb))?;
                 batch_bytes = 0;
@@ -1037,7 +1139,7 @@ impl Mvcc {
     /// are what a restart replays.
     pub fn persist_applied(&self) -> Result<u64> {
         let applied = self.applied_index();
-        self.db.flush()?;
+        self.flush(true)?;
         Ok(applied)
     }
 
@@ -1046,10 +1148,20 @@ impl Mvcc {
     /// raft thread truncate the log without stalling on a memtable flush.
     pub fn start_persist_applied(&self) -> Result<u64> {
         let applied = self.applied_index();
-        let mut fo = rocksdb::FlushOptions::default();
-        fo.set_wait(false);
-        self.db.flush_opt(&fo)?;
+        self.flush(false)?;
         Ok(applied)
+    }
+
+    /// Flushes both column families' memtables together (atomic flush).
+    fn flush(&self, wait: bool) -> Result<()> {
+        let mut fo = rocksdb::FlushOptions::default();
+        fo.set_wait(wait);
+        let default = self
+            .db
+            .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .expect("the default column family always exists");
+        self.db.flush_cfs_opt(&[default, history_cf(&self.db)], &fo)?;
+        Ok(())
     }
 
     /// The applied index that is on disk: the one the last memtable flush carried.
@@ -1520,7 +1632,8 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
             kv: Some(kv.clone()),
             prev_kv: None,
         };
-        self.batch.put(keys::rev(rev, sub), stored.encode_to_vec());
+        self.batch
+            .put_cf(history_cf(self.view.db), keys::rev(rev, sub), stored.encode_to_vec());
         let mut idx = Vec::with_capacity(INDEX_HEADER_BYTES + kv.encoded_len());
         idx.push(keys::KIND_PUT);
         idx.extend_from_slice(&sub.to_be_bytes());
@@ -1563,7 +1676,8 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
             kv: Some(tomb.clone()),
             prev_kv: None,
         };
-        self.batch.put(keys::rev(rev, sub), stored.encode_to_vec());
+        self.batch
+            .put_cf(history_cf(self.view.db), keys::rev(rev, sub), stored.encode_to_vec());
         let mut idx = vec![keys::KIND_DELETE];
         idx.extend_from_slice(&sub.to_be_bytes());
         self.batch.put(keys::keyrev(key, rev), idx);
@@ -1660,7 +1774,7 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
                 kept_newest = true;
                 if !keep {
                     self.batch.delete(k);
-                    self.batch.delete(keys::rev(rev, sub));
+                    self.batch.delete_cf(history_cf(self.view.db), keys::rev(rev, sub));
                 }
             }
             it.next();
@@ -2046,6 +2160,19 @@ mod tests {
             wb.put(keys::keyrev(key.as_bytes(), rev), [keys::KIND_PUT, 0, 0, 0, 0]);
         }
         wb.put([keys::OBSOLETE_LATEST, b'a'], b"stale");
+        // Older stores also kept the history by revision in the default column family.
+        let history = history_cf(&m.db);
+        let mut it = m.db.raw_iterator_cf(history);
+        it.seek([keys::REVS]);
+        let mut moved = 0;
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            wb.put(k, v);
+            wb.delete_cf(history, k);
+            moved += 1;
+            it.next();
+        }
+        drop(it);
+        assert_eq!(moved, 3);
         m.db.write(wb).expect("rewrite as the older layout");
         drop(m);
         let m = Mvcc::open(dir.path()).expect("reopen");
@@ -2053,6 +2180,20 @@ mod tests {
         it.seek([keys::OBSOLETE_LATEST]);
         assert!(it.key().is_none_or(|k| k[0] != keys::OBSOLETE_LATEST), "l records left");
         drop(it);
+        assert_eq!(m.history_entries().expect("history"), 3, "the history was not moved");
+        let mut it = m.db.raw_iterator();
+        it.seek([keys::REVS]);
+        assert!(
+            it.key().is_none_or(|k| k[0] != keys::REVS),
+            "history left in the default family"
+        );
+        drop(it);
+        let evs = m.events(2, 4, true, 100).expect("events");
+        assert_eq!(evs.iter().map(|(r, _)| *r).collect::<Vec<_>>(), vec![2, 3, 4]);
+        assert_eq!(
+            evs[1].1[0].prev_kv.as_ref().map(|kv| kv.value.as_ref()),
+            Some(&b"1"[..])
+        );
         let r = get(&m, "a", 0).expect("get");
         assert_eq!(
             (r.kvs[0].value.as_ref(), r.kvs[0].version, r.kvs[0].create_revision),

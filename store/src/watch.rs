@@ -34,14 +34,16 @@ use capstan_proto::etcdserverpb::{watch_create_request::FilterType, WatchCreateR
 use capstan_proto::mvccpb::{event::EventType, Event};
 use prost::Message;
 use tokio::sync::mpsc;
-use tonic::Status;
 
 use crate::error::StoreError;
 use crate::header::HeaderSource;
-use crate::mvcc::{KeyRange, Mvcc};
+use crate::mvcc::Mvcc;
 
-pub type WatchTx = mpsc::Sender<Result<WatchResponse, Status>>;
-pub type WatchRx = mpsc::Receiver<Result<WatchResponse, Status>>;
+/// A stream's queue of responses. Boxed: tokio allocates a queue in blocks of 32 slots
+/// and keeps a few blocks after a burst (100 "created" answers, say), so an inline
+/// response (~200 B a slot) cost every stream tens of KiB for as long as it lived.
+pub type WatchTx = mpsc::Sender<Box<WatchResponse>>;
+pub type WatchRx = mpsc::Receiver<Box<WatchResponse>>;
 
 /// Limits and intervals of the hub.
 #[derive(Debug, Clone)]
@@ -81,11 +83,34 @@ struct RevEvents {
     bytes: usize,
 }
 
+/// What a watcher watches. One per watcher, so kept small: the key is shared with the
+/// hub's index (and so with every other watcher of that key) where the key is already
+/// watched, and an open range end costs no allocation.
+struct WatchRange {
+    start: Bytes,
+    /// None: the single key `start`. Some(empty): every key >= `start` (etcd's range end
+    /// "\0"). Otherwise the keys in [`start`, end).
+    end: Option<Box<[u8]>>,
+}
+
+impl WatchRange {
+    fn single(&self) -> bool {
+        self.end.is_none()
+    }
+
+    fn contains(&self, k: &[u8]) -> bool {
+        match &self.end {
+            None => k == self.start.as_ref(),
+            Some(end) => k >= self.start.as_ref() && (end.is_empty() || k < end.as_ref()),
+        }
+    }
+}
+
 struct Watcher {
     uid: u64,
     stream: StreamId,
     id: i64,
-    range: KeyRange,
+    range: WatchRange,
     next_rev: i64,
     prev_kv: bool,
     no_put: bool,
@@ -132,7 +157,7 @@ struct Stream {
     unsynced: usize,
     progress_pending: bool,
     /// Cancel notices that found the queue full.
-    pending: VecDeque<WatchResponse>,
+    pending: VecDeque<Box<WatchResponse>>,
 }
 
 struct Inner {
@@ -337,21 +362,10 @@ impl WatchHub {
         } else {
             created_rev + 1
         };
-        let w = Watcher {
-            uid: self.next_uid.fetch_add(1, Ordering::Relaxed),
-            stream,
-            id,
-            range: KeyRange::new(
-                &Bytes::copy_from_slice(&req.key),
-                &Bytes::copy_from_slice(&req.range_end),
-            ),
-            next_rev: start,
-            prev_kv: req.prev_kv,
-            no_put: req.filters.contains(&(FilterType::Noput as i32)),
-            no_delete: req.filters.contains(&(FilterType::Nodelete as i32)),
-            progress_notify: req.progress_notify,
-            synced: false,
-            key_pos: 0,
+        let end = match req.range_end.as_ref() {
+            [] => None,
+            [0] => Some(Box::default()),
+            end => Some(end.into()),
         };
         let mut g = self.lock();
         let Some(s) = g.streams.get_mut(&stream) else {
@@ -361,6 +375,23 @@ impl WatchHub {
             return;
         }
         s.unsynced += 1;
+        let start_key = match g.by_key.get_key_value(req.key.as_ref()) {
+            Some((key, _)) if end.is_none() => key.clone(),
+            _ => Bytes::copy_from_slice(&req.key),
+        };
+        let w = Watcher {
+            uid: self.next_uid.fetch_add(1, Ordering::Relaxed),
+            stream,
+            id,
+            range: WatchRange { start: start_key, end },
+            next_rev: start,
+            prev_kv: req.prev_kv,
+            no_put: req.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: req.filters.contains(&(FilterType::Nodelete as i32)),
+            progress_notify: req.progress_notify,
+            synced: false,
+            key_pos: 0,
+        };
         let slot = match g.free.pop() {
             Some(slot) => {
                 g.slots[slot as usize] = Some(w);
@@ -422,7 +453,7 @@ impl WatchHub {
                 watch_id: -1,
                 ..Default::default()
             };
-            if s.tx.try_send(Ok(resp)).is_ok() {
+            if s.tx.try_send(Box::new(resp)).is_ok() {
                 return;
             }
         }
@@ -525,7 +556,7 @@ impl WatchHub {
         let header = self.header.make(rev);
         for s in g.streams.values_mut() {
             while let Some(resp) = s.pending.pop_front() {
-                if let Err(mpsc::error::TrySendError::Full(Ok(resp))) = s.tx.try_send(Ok(resp)) {
+                if let Err(mpsc::error::TrySendError::Full(resp)) = s.tx.try_send(resp) {
                     s.pending.push_front(resp);
                     blocked = true;
                     break;
@@ -537,7 +568,7 @@ impl WatchHub {
                     watch_id: -1,
                     ..Default::default()
                 };
-                match s.tx.try_send(Ok(resp)) {
+                match s.tx.try_send(Box::new(resp)) {
                     Err(mpsc::error::TrySendError::Full(_)) => blocked = true,
                     _ => s.progress_pending = false,
                 }
@@ -630,7 +661,7 @@ impl WatchHub {
         for w in slots.iter().flatten() {
             if w.synced && w.progress_notify {
                 if let Some(s) = streams.get(&w.stream) {
-                    let _ = s.tx.try_send(Ok(WatchResponse {
+                    let _ = s.tx.try_send(Box::new(WatchResponse {
                         header: Some(header),
                         watch_id: w.id,
                         ..Default::default()
@@ -658,7 +689,7 @@ fn deliver(g: &mut Inner, header: &HeaderSource, slot: u32, batch: &RevEvents) -
         events,
         ..Default::default()
     };
-    match s.tx.try_send(Ok(resp)) {
+    match s.tx.try_send(Box::new(resp)) {
         Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => true,
         Err(mpsc::error::TrySendError::Full(_)) => false,
     }
@@ -677,7 +708,7 @@ fn unindex(g: &mut Inner, slot: u32) {
     let Some(w) = g.slots[slot as usize].as_ref() else {
         return;
     };
-    if !w.range.single {
+    if !w.range.single() {
         g.ranges.remove(&slot);
         return;
     }
@@ -722,7 +753,7 @@ fn mark_synced(g: &mut Inner, slot: u32) {
     }
     w.synced = true;
     let stream = w.stream;
-    if w.range.single {
+    if w.range.single() {
         let list = g.by_key.entry(w.range.start.clone()).or_default();
         w.key_pos = list.len() as u32;
         list.push(slot);
@@ -775,7 +806,7 @@ fn cancel_compacted(g: &mut Inner, header: &HeaderSource, slot: u32) {
         ..Default::default()
     };
     if let Some(s) = g.streams.get_mut(&stream) {
-        s.pending.push_back(resp);
+        s.pending.push_back(Box::new(resp));
     }
 }
 
@@ -821,12 +852,12 @@ mod tests {
             assert!(!list.is_empty(), "empty lists are removed");
             for (pos, slot) in list.iter().enumerate() {
                 let w = g.slots[*slot as usize].as_ref().expect("listed watchers exist");
-                assert!(w.synced && w.range.single && w.range.start == *key);
+                assert!(w.synced && w.range.single() && w.range.start == *key);
                 assert_eq!(w.key_pos as usize, pos);
                 listed += 1;
             }
         }
-        let single_synced = g.slots.iter().flatten().filter(|w| w.synced && w.range.single).count();
+        let single_synced = g.slots.iter().flatten().filter(|w| w.synced && w.range.single()).count();
         assert_eq!(listed, single_synced);
     }
 

@@ -15,7 +15,7 @@ use capstan_proto::etcdserverpb::lease_server::{Lease, LeaseServer};
 use capstan_proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
 use capstan_proto::etcdserverpb::watch_server::{Watch, WatchServer};
 use capstan_proto::store::{command, Command};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -184,7 +184,7 @@ impl Watch for EtcdServices {
                                 created: true,
                                 ..Default::default()
                             };
-                            if tx.send(Ok(created)).await.is_err() {
+                            if tx.send(Box::new(created)).await.is_err() {
                                 hub.unreserve(sid, id);
                                 break;
                             }
@@ -199,7 +199,7 @@ impl Watch for EtcdServices {
                                 cancel_reason: e.to_string(),
                                 ..Default::default()
                             };
-                            if tx.send(Ok(resp)).await.is_err() {
+                            if tx.send(Box::new(resp)).await.is_err() {
                                 break;
                             }
                         }
@@ -211,7 +211,7 @@ impl Watch for EtcdServices {
                             canceled: true,
                             ..Default::default()
                         };
-                        if tx.send(Ok(resp)).await.is_err() {
+                        if tx.send(Box::new(resp)).await.is_err() {
                             break;
                         }
                     }
@@ -222,7 +222,9 @@ impl Watch for EtcdServices {
             }
             hub.close_stream(sid);
         });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(Box::pin(
+            ReceiverStream::new(rx).map(|resp| Ok::<_, Status>(*resp)),
+        )))
     }
 }
 

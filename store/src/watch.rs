@@ -19,6 +19,10 @@
 //! watcher of the stream is synced, with the hub revision as the progress point) and
 //! periodically for watchers created with `progress_notify`.
 //!
+//! Memory: an idle watcher costs its slot in a table grown in fixed chunks (at most 96 B,
+//! asserted by a test), its entry in its stream's ID map and in its key's list, and a
+//! copy of its key only when no other synced watcher already holds that key.
+//!
 //! Bounds: queue length per stream, watchers per stream and in all, the ring's revisions
 //! and bytes, and the events read from disk per catch-up step.
 //!
@@ -39,9 +43,13 @@ use crate::error::StoreError;
 use crate::header::HeaderSource;
 use crate::mvcc::Mvcc;
 
-/// A stream's queue of responses. Boxed: tokio allocates a queue in blocks of 32 slots
-/// and keeps a few blocks after a burst (100 "created" answers, say), so an inline
-/// response (~200 B a slot) cost every stream tens of KiB for as long as it lived.
+/// A stream's queue of responses, boxed. tokio allocates a queue in blocks of 32 slots, and
+/// a client creating 100 watchers at once gets 100 "created" answers at once: with
+/// responses inline (112 B a slot) the blocks and their allocator pages outlived the
+/// burst often enough that, measured with `capstan-bench watch-fanout` (10,000 watchers,
+/// 100 streams, a fresh server each run), 9 of 39 runs showed ~450 B per idle watcher
+/// instead of ~240 B; boxed, none of 24 did. Boxing did not slow the engine's fan-out
+/// benchmark (`cargo bench -p capstan-store --bench engine -- watch_fanout`).
 pub type WatchTx = mpsc::Sender<Box<WatchResponse>>;
 pub type WatchRx = mpsc::Receiver<Box<WatchResponse>>;
 
@@ -150,6 +158,51 @@ impl Watcher {
     }
 }
 
+/// Watchers per chunk of [`Slots`] (96 KiB of `Option<Watcher>`).
+const SLOTS_PER_CHUNK: usize = 1024;
+
+/// The watchers by slot number, in chunks that are never moved: the table grows a chunk at
+/// a time instead of reallocating one large array (which copies it, and holds the old and
+/// the new copy for a moment). Slots are reused through `Inner::free`, never removed.
+#[derive(Default)]
+struct Slots {
+    chunks: Vec<Box<[Option<Watcher>]>>,
+    len: usize,
+}
+
+impl Slots {
+    /// Appends a watcher in a new slot and returns the slot.
+    fn push(&mut self, w: Watcher) -> u32 {
+        let slot = self.len;
+        if slot % SLOTS_PER_CHUNK == 0 {
+            self.chunks.push((0..SLOTS_PER_CHUNK).map(|_| None).collect());
+        }
+        self.len += 1;
+        self[slot] = Some(w);
+        u32::try_from(slot).expect("slots are bounded by watchers_max, far below u32::MAX")
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Option<Watcher>> {
+        self.chunks.iter().flat_map(|c| c.iter()).take(self.len)
+    }
+}
+
+impl std::ops::Index<usize> for Slots {
+    type Output = Option<Watcher>;
+
+    fn index(&self, slot: usize) -> &Option<Watcher> {
+        assert!(slot < self.len, "slot {slot} is allocated");
+        &self.chunks[slot / SLOTS_PER_CHUNK][slot % SLOTS_PER_CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Slots {
+    fn index_mut(&mut self, slot: usize) -> &mut Option<Watcher> {
+        assert!(slot < self.len, "slot {slot} is allocated");
+        &mut self.chunks[slot / SLOTS_PER_CHUNK][slot % SLOTS_PER_CHUNK]
+    }
+}
+
 struct Stream {
     tx: WatchTx,
     ids: HashMap<i64, u32>,
@@ -165,7 +218,7 @@ struct Inner {
     compacted: i64,
     recent: VecDeque<Arc<RevEvents>>,
     recent_bytes: usize,
-    slots: Vec<Option<Watcher>>,
+    slots: Slots,
     free: Vec<u32>,
     by_key: HashMap<Bytes, Vec<u32>>,
     ranges: HashSet<u32>,
@@ -212,7 +265,7 @@ impl WatchHub {
                 compacted,
                 recent: VecDeque::new(),
                 recent_bytes: 0,
-                slots: Vec::new(),
+                slots: Slots::default(),
                 free: Vec::new(),
                 by_key: HashMap::new(),
                 ranges: HashSet::new(),
@@ -397,10 +450,7 @@ impl WatchHub {
                 g.slots[slot as usize] = Some(w);
                 slot
             }
-            None => {
-                g.slots.push(Some(w));
-                (g.slots.len() - 1) as u32
-            }
+            None => g.slots.push(w),
         };
         g.watchers += 1;
         g.unsynced.insert(slot);
@@ -696,7 +746,7 @@ fn deliver(g: &mut Inner, header: &HeaderSource, slot: u32, batch: &RevEvents) -
 }
 
 /// Re-records every watcher's position in a key's list after the list was filtered.
-fn renumber(slots: &mut [Option<Watcher>], list: &[u32]) {
+fn renumber(slots: &mut Slots, list: &[u32]) {
     for (pos, slot) in list.iter().enumerate() {
         if let Some(w) = slots[*slot as usize].as_mut() {
             w.key_pos = pos as u32;
@@ -857,7 +907,12 @@ mod tests {
                 listed += 1;
             }
         }
-        let single_synced = g.slots.iter().flatten().filter(|w| w.synced && w.range.single()).count();
+        let single_synced = g
+            .slots
+            .iter()
+            .flatten()
+            .filter(|w| w.synced && w.range.single())
+            .count();
         assert_eq!(listed, single_synced);
     }
 
@@ -883,10 +938,11 @@ mod tests {
         };
         let hub = WatchHub::start(mvcc, Arc::new(HeaderSource::new(1, 1)), config);
         let mut streams = Vec::new();
-        for _ in 0..50 {
+        // 2,400 watchers: the slot table spans three chunks.
+        for _ in 0..60 {
             let (id, rx) = hub.open_stream();
             streams.push((id, rx));
-            for _ in 0..20 {
+            for _ in 0..40 {
                 let req = WatchCreateRequest {
                     key: Bytes::from_static(b"hot"),
                     ..Default::default()
@@ -906,7 +962,7 @@ mod tests {
             if n % 3 == 0 {
                 hub.close_stream(*id);
             } else {
-                for wid in (0..20).step_by(n % 4 + 1) {
+                for wid in (0..40).step_by(n % 4 + 1) {
                     hub.cancel(*id, wid);
                 }
             }
@@ -923,6 +979,90 @@ mod tests {
         }
         check_index(&g);
         drop(g);
+        hub.stop();
+    }
+
+    #[test]
+    fn a_watcher_slot_stays_small() {
+        // One per watcher: growing it grows every idle watcher's cost.
+        assert!(std::mem::size_of::<Option<Watcher>>() <= 96);
+    }
+
+    #[test]
+    fn watch_ranges_follow_etcd() {
+        let single = WatchRange {
+            start: Bytes::from_static(b"b"),
+            end: None,
+        };
+        assert!(single.single() && single.contains(b"b"));
+        assert!(!single.contains(b"a") && !single.contains(b"ba") && !single.contains(b""));
+        let from = WatchRange {
+            start: Bytes::from_static(b"b"),
+            end: Some(Box::default()),
+        };
+        assert!(!from.single() && from.contains(b"b") && from.contains(b"zzz"));
+        assert!(!from.contains(b"a") && !from.contains(b""));
+        let range = WatchRange {
+            start: Bytes::from_static(b"b"),
+            end: Some(b"d".as_slice().into()),
+        };
+        assert!(range.contains(b"b") && range.contains(b"c\xff") && !range.contains(b"d"));
+        assert!(!range.contains(b"a") && !range.contains(b"d0"));
+    }
+
+    #[test]
+    fn watchers_of_one_key_share_it_and_slots_are_reused_across_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mvcc = Arc::new(Mvcc::open(dir.path()).expect("open"));
+        let hub = WatchHub::start(mvcc, Arc::new(HeaderSource::new(1, 1)), HubConfig::default());
+        let (sid, mut rx) = hub.open_stream();
+        let create = |key: &'static [u8], range_end: &'static [u8]| {
+            let req = WatchCreateRequest {
+                key: Bytes::from_static(key),
+                range_end: Bytes::from_static(range_end),
+                ..Default::default()
+            };
+            let (wid, rev) = hub.reserve(sid, &req).expect("reserve");
+            hub.register(sid, wid, &req, rev);
+            wid
+        };
+        let hot: Vec<i64> = (0..2_500).map(|_| create(b"hot", b"")).collect();
+        let prefix: Vec<i64> = (0..10).map(|_| create(b"h", b"i")).collect();
+        {
+            let g = hub.lock();
+            check_index(&g);
+            assert_eq!(g.slots.len, 2_510);
+            assert_eq!(g.slots.chunks.len(), 3);
+            let ptrs: HashSet<*const u8> = g
+                .slots
+                .iter()
+                .flatten()
+                .filter(|w| w.range.single())
+                .map(|w| w.range.start.as_ptr())
+                .collect();
+            assert_eq!(ptrs.len(), 1, "every watcher of one key holds the same copy of it");
+        }
+        // Freed slots are taken again before the table grows.
+        for wid in hot.iter().step_by(10) {
+            assert!(hub.cancel(sid, *wid));
+        }
+        for _ in 0..250 {
+            create(b"hot", b"");
+        }
+        {
+            let g = hub.lock();
+            check_index(&g);
+            assert_eq!(g.slots.len, 2_510);
+            assert_eq!(g.watchers, 2_510);
+        }
+        hub.notify(2, put_event("hot", 2), None);
+        let mut got = HashSet::new();
+        while let Ok(resp) = rx.try_recv() {
+            assert_eq!(resp.events.len(), 1);
+            assert!(got.insert(resp.watch_id), "one response per watcher");
+        }
+        assert_eq!(got.len(), 2_510);
+        assert!(prefix.iter().all(|wid| got.contains(wid)));
         hub.stop();
     }
 }

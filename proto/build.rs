@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/rpc.proto",
         "capstan/store.proto",
         "capstan/peer.proto",
+        "openapi/openapiv2.proto",
     ];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
@@ -14,6 +15,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         // Bytes fields share buffers: one event fans out to many watchers without copies.
         .bytes(".")
-        .compile_protos(&protos, &["etcd", "capstan"])?;
+        .compile_protos(&protos, &["etcd", "capstan", "openapi"])?;
     Ok(())
 }

@@ -113,6 +113,30 @@ out=$(k create -f "$WORK/web.yaml" 2>&1)
 check "create -f again: AlreadyExists" 'Error from server (AlreadyExists)' "$out"
 check "create -f again: names the object" 'deployments.apps "web" already exists' "$out"
 
+# The OpenAPI document: kubectl explains fields from it and validates before it sends.
+out=$(k explain deployment.spec.replicas 2>&1)
+check "explain: the field" "replicas" "$out"
+check "explain: its type" "<integer>" "$out"
+out=$(k explain pods.spec.containers.image 2>&1)
+check "explain: a nested field" "image" "$out"
+check "explain: its type" "<string>" "$out"
+cat >"$WORK/bad.yaml" <<'EOF'
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: unvalidated
+data:
+  a: b
+bogus: 1
+EOF
+out=$(k create -f "$WORK/bad.yaml" 2>&1)
+check "create with an unknown field: refused" 'unknown field "bogus"' "$out"
+out=$(k get cm unvalidated 2>&1)
+check "create with an unknown field: nothing created" "(NotFound)" "$out"
+out=$(k create -f "$WORK/bad.yaml" --validate=false 2>&1)
+check "create --validate=false: created" "configmap/unvalidated created" "$out"
+k delete cm unvalidated >/dev/null 2>&1
+
 out=$(k get deploy web 2>&1)
 check "get deploy: columns" "NAME   READY   UP-TO-DATE   AVAILABLE   AGE" "$out"
 check "get deploy: row" "web    0/2     0            0" "$out"

@@ -14,13 +14,14 @@
 //!   [`protobuf`] (request bodies kubectl 1.32+ sends as protobuf, decoded to JSON): pure
 //!   pieces of the API's semantics (metadata, defaulting and validation, the three
 //!   patch formats, label and field selectors, kubectl's Table output, Service IPs).
-//! - [`handlers`] and [`watch`]: the verbs; [`discovery`]; [`http`]: routing and
-//!   content negotiation.
+//! - [`handlers`] and [`watch`]: the verbs; [`discovery`] and [`openapi`] (the schemas
+//!   kubectl validates with); [`http`]: routing and content negotiation.
 //!
 //! - [`cache`]: the watch cache, one store watch per resource type serving every client
 //!   watch and unpaged list.
 //!
-//! Deliberately left out for now (see the issue notes): real OpenAPI documents, server-side apply, authentication and authorization (the API is
+//! Deliberately left out for now (see the issue notes): OpenAPI v3 and operations in the
+//! OpenAPI document, server-side apply, authentication and authorization (the API is
 //! served on loopback in plain HTTP), the garbage collector's propagation policies.
 //!
 //! The apiserver knows nothing of Raft or RocksDB: it sees only the store's etcd API.
@@ -32,6 +33,7 @@ pub mod error;
 pub mod handlers;
 pub mod http;
 pub mod object;
+pub mod openapi;
 pub mod patch;
 pub mod protobuf;
 pub mod resources;
@@ -81,14 +83,23 @@ fn not_found_path() -> Response {
     .into_response()
 }
 
-/// `/openapi/v2`: an empty protobuf document. Both kubectl 1.20 and 1.32 accept it and
-/// then validate nothing on the client; the server validates every object anyway.
-fn openapi_v2() -> Response {
-    let mut r = Response::new(Body::empty());
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
-    );
+/// `/openapi/v2` (see [`openapi`]): protobuf when the client asks for it (kubectl does),
+/// JSON otherwise.
+fn openapi_v2(headers: &axum::http::HeaderMap) -> Response {
+    let doc = openapi::document();
+    let wants_protobuf = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("protobuf"));
+    let (body, content_type) = if wants_protobuf {
+        (doc.protobuf.clone(), openapi::PROTOBUF_CONTENT_TYPE)
+    } else {
+        (doc.json.clone(), "application/json")
+    };
+    let mut r = Response::new(Body::from(body));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
@@ -166,7 +177,10 @@ pub fn router(api: Arc<Api>) -> Router {
                 }
             }),
         )
-        .route("/openapi/v2", get(|| async { openapi_v2() }))
+        .route(
+            "/openapi/v2",
+            get(|headers: axum::http::HeaderMap| async move { openapi_v2(&headers) }),
+        )
         .route(
             "/api/v1/{*rest}",
             any(

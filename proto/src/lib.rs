@@ -5,6 +5,8 @@
 //! - [`store`]: Capstan's own log command format for the store's state machine.
 //! - [`peer`]: the service members of one cluster speak to each other (Raft messages,
 //!   snapshots, forwarded lease requests).
+//! - [`openapi_v2`]: the part of the OpenAPI v2 document model (gnostic's `openapi.v2`)
+//!   in which the Kubernetes API serves `/openapi/v2` to kubectl.
 //!
 //! The generated code is produced by `build.rs` at build time and never committed.
 #![allow(clippy::all, missing_docs)]
@@ -31,5 +33,13 @@ pub mod capstan {
     }
 }
 
+/// The OpenAPI v2 document model, as its protobuf package `openapi.v2`.
+pub mod openapi {
+    pub mod v2 {
+        tonic::include_proto!("openapi.v2");
+    }
+}
+
 pub use capstan::peer::v1 as peer;
 pub use capstan::store::v1 as store;
+pub use openapi::v2 as openapi_v2;

@@ -174,7 +174,7 @@ impl Slots {
     /// Appends a watcher in a new slot and returns the slot.
     fn push(&mut self, w: Watcher) -> u32 {
         let slot = self.len;
-        if slot % SLOTS_PER_CHUNK == 0 {
+        if slot.is_multiple_of(SLOTS_PER_CHUNK) {
             self.chunks.push((0..SLOTS_PER_CHUNK).map(|_| None).collect());
         }
         self.len += 1;

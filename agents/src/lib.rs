@@ -1,0 +1,18 @@
+//! Capstan's agents: everything that acts on watches of the Kubernetes API.
+//!
+//! Each component runs as several replicas of which one acts, chosen by a Lease
+//! ([`leader`]). They reach the API as any client does, over HTTP with kube-rs, whose
+//! runtime (watcher → reflector → controller with its work queue and per-key backoff) is
+//! the client runtime the control loops are built on; `tests/kube_rs.rs` in the root
+//! package checks that its reflector stays correct against Capstan's API across restarts
+//! and 410s.
+//!
+//! What exists so far: [`leader`] (leader election on `coordination.k8s.io/v1` Leases).
+//! Still to come: the scheduler, the controllers, the node agent and the node proxy.
+//!
+//! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
+
+pub mod error;
+pub mod leader;
+
+pub use error::{AgentError, Result};

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use capstan_apiserver::{Api, ApiConfig, Storage};
 use capstan_store::{server, Node, NodeConfig};
@@ -35,6 +36,53 @@ enum Command {
     /// Serve the Kubernetes API over a remote etcd (or Capstan store) cluster. To serve
     /// it over a store member in the same process, give `capstan store --apiserver-listen`.
     Apiserver(ApiserverArgs),
+    /// Run the controllers (so far: the ServiceAccount controller) against the Kubernetes
+    /// API at `--master`; of several replicas, the one holding the
+    /// `kube-system/kube-controller-manager` Lease acts.
+    ControllerManager(ControllerManagerArgs),
+}
+
+#[derive(clap::Args)]
+struct ControllerManagerArgs {
+    /// The Kubernetes API server's URL (plain HTTP).
+    #[arg(long)]
+    master: String,
+    /// Elect a leader among the replicas before acting (`--leader-elect=false` acts at once).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// How long the other replicas wait, from their last sight of a renewal, before they
+    /// take the lease (e.g. 15s, 1500ms).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_elect_lease_duration: Duration,
+    /// How long the leader keeps acting without renewing.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_elect_renew_deadline: Duration,
+    /// How often the leader renews, and the others try.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    leader_elect_retry_period: Duration,
+    #[arg(long, default_value = "kube-controller-manager")]
+    leader_elect_resource_name: String,
+    #[arg(long, default_value = "kube-system")]
+    leader_elect_resource_namespace: String,
+}
+
+/// A duration as upstream's flags write it: a number and a unit (`ms`, `s`, `m`, `h`).
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected a number and a unit, like 15s"))?;
+    let seconds = match unit {
+        "ms" => number / 1000.0,
+        "s" => number,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("invalid duration {text:?}: the unit must be ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
 /// The Kubernetes API's own settings, shared by both ways of running it.
@@ -174,6 +222,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Store(args) => rt.block_on(run_store(args)),
         Command::Apiserver(args) => rt.block_on(run_apiserver(args)),
+        Command::ControllerManager(args) => rt.block_on(run_controller_manager(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -318,6 +367,34 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
     capstan_apiserver::serve(l, api, shutdown_signal()?)
         .await
         .map_err(|e| e.to_string())
+}
+
+async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
+    use capstan_agents::controller_manager::{self, Options};
+    use capstan_agents::leader::LeaseTiming;
+    let url = args
+        .master
+        .parse()
+        .map_err(|e| format!("--master {:?}: {e}", args.master))?;
+    let client = kube::Client::try_from(kube::Config::new(url)).map_err(|e| format!("--master: {e}"))?;
+    let options = Options {
+        leader_elect: args.leader_elect,
+        timing: LeaseTiming {
+            lease_duration: args.leader_elect_lease_duration,
+            renew_deadline: args.leader_elect_renew_deadline,
+            retry_period: args.leader_elect_retry_period,
+        },
+        lease_namespace: args.leader_elect_resource_namespace,
+        lease_name: args.leader_elect_resource_name,
+        ..Options::default()
+    };
+    options.timing.check().map_err(|e| e.to_string())?;
+    println!("capstan controller-manager ready as {}", options.identity);
+    let shutdown = shutdown_signal()?;
+    tokio::select! {
+        r = controller_manager::run(client, options) => r.map_err(|e| e.to_string()),
+        () = shutdown => Ok(()),
+    }
 }
 
 /// Completes on Ctrl-C or SIGTERM.

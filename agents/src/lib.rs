@@ -7,12 +7,16 @@
 //! package checks that its reflector stays correct against Capstan's API across restarts
 //! and 410s.
 //!
-//! What exists so far: [`leader`] (leader election on `coordination.k8s.io/v1` Leases).
-//! Still to come: the scheduler, the controllers, the node agent and the node proxy.
+//! What exists so far: [`leader`] (leader election on `coordination.k8s.io/v1` Leases),
+//! [`controller_manager`] (the controllers under one Lease) with one controller,
+//! [`serviceaccount`]. Still to come: the other controllers, the scheduler, the node agent
+//! and the node proxy.
 //!
 //! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
 
+pub mod controller_manager;
 pub mod error;
 pub mod leader;
+pub mod serviceaccount;
 
 pub use error::{AgentError, Result};

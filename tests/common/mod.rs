@@ -54,6 +54,24 @@ impl Server {
     /// Runs `capstan <args>` and waits for the stdout line starting with `ready`, which
     /// ends with the address it serves.
     fn launch(args: &[String], ready: &'static str, log: &Path) -> Server {
+        let (mut server, addr) = Server::spawn_until_ready(args, ready, log);
+        server.addr = addr
+            .parse()
+            .unwrap_or_else(|e| panic!("bad address in the ready line {addr:?}: {e}"));
+        server
+    }
+
+    /// Starts `capstan controller-manager --master <master>` with `extra` arguments and
+    /// waits for its ready line; returns it with the identity it campaigns as.
+    pub fn controller_manager(master: &str, extra: &[&str], log: &Path) -> (Server, String) {
+        let mut args: Vec<String> = vec!["controller-manager".into(), "--master".into(), master.into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::spawn_until_ready(&args, "capstan controller-manager ready as ", log)
+    }
+
+    /// Runs `capstan <args>` and waits for the stdout line starting with `ready`; returns
+    /// the process and the rest of that line.
+    fn spawn_until_ready(args: &[String], ready: &'static str, log: &Path) -> (Server, String) {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -87,11 +105,7 @@ impl Server {
             log: log.to_path_buf(),
         };
         match rx.recv_timeout(START_DEADLINE) {
-            Ok(addr) => {
-                server.addr = addr
-                    .parse()
-                    .unwrap_or_else(|e| panic!("bad address in the ready line {addr:?}: {e}"));
-            }
+            Ok(rest) => (server, rest),
             Err(_) => {
                 let status = server.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
                 panic!(
@@ -102,7 +116,6 @@ impl Server {
                 );
             }
         }
-        server
     }
 
     pub fn endpoint(&self) -> String {

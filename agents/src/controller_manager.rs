@@ -1,0 +1,76 @@
+//! `capstan controller-manager`: the controllers, run by whichever replica holds the
+//! `kube-system/kube-controller-manager` Lease (as upstream's). The controllers run only
+//! while it leads; losing the Lease drops them, and it campaigns again.
+//!
+//! Controllers so far: [`serviceaccount`](crate::serviceaccount).
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use kube::Client;
+
+use crate::error::{AgentError, Result};
+use crate::leader::{LeaderElector, LeaseTiming};
+use crate::serviceaccount;
+
+/// Settings, named after upstream's `--leader-elect*` flags.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Elect a leader among the replicas (`--leader-elect`); without it this replica
+    /// always acts (run only one then).
+    pub leader_elect: bool,
+    pub timing: LeaseTiming,
+    pub lease_namespace: String,
+    pub lease_name: String,
+    /// This replica's identity in the Lease.
+    pub identity: String,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            leader_elect: true,
+            timing: LeaseTiming::default(),
+            lease_namespace: "kube-system".into(),
+            lease_name: "kube-controller-manager".into(),
+            identity: default_identity(),
+        }
+    }
+}
+
+/// `<hostname>_<pid>_<start time>`: unique among replicas, readable in the Lease.
+pub fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "capstan".into());
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_nanos();
+    format!("{host}_{}_{started:x}", std::process::id())
+}
+
+/// Every controller, concurrently, until dropped.
+async fn controllers(client: Client) {
+    serviceaccount::run(client).await;
+}
+
+/// Runs the controller-manager until its future is dropped.
+pub async fn run(client: Client, options: Options) -> Result<()> {
+    if !options.leader_elect {
+        controllers(client).await;
+        return Ok(());
+    }
+    if options.lease_name.is_empty() || options.lease_namespace.is_empty() {
+        return Err(AgentError::Config(
+            "the leader election lease needs a name and a namespace".into(),
+        ));
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &options.lease_namespace);
+    let mut elector = LeaderElector::new(leases, &options.lease_name, &options.identity, options.timing)?;
+    elector.run(|| controllers(client.clone())).await;
+    Ok(())
+}

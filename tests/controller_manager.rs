@@ -1,0 +1,144 @@
+//! `capstan controller-manager` as real processes: two replicas against a store with the
+//! Kubernetes API. The one holding the Lease keeps a `default` ServiceAccount in every
+//! namespace (also after the account is deleted); when it is killed (SIGKILL), the other
+//! takes the Lease over and goes on.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client, Config};
+
+use common::Server;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const TIMING: [&str; 6] = [
+    "--leader-elect-lease-duration",
+    "3s",
+    "--leader-elect-renew-deadline",
+    "2s",
+    "--leader-elect-retry-period",
+    "500ms",
+];
+
+/// Polls `f` every 100 ms until it returns `Some`, at most [`DEADLINE`].
+async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The uid of `namespace`'s default account, once it exists.
+async fn default_account(client: &Client, namespace: &str) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    eventually(&format!("the default account in {namespace}"), || {
+        let accounts = accounts.clone();
+        async move {
+            accounts
+                .get_opt("default")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|a| a.metadata.uid)
+        }
+    })
+    .await
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the namespace");
+}
+
+async fn lease_holder(client: &Client) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
+    leases
+        .get_opt("kube-controller-manager")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec)
+        .and_then(|s| s.holder_identity)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leading_replica_keeps_default_service_accounts_and_another_takes_over_when_it_dies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let _store = Server::start_with(
+        &dir.path().join("data"),
+        &dir.path().join("store.log"),
+        &["--apiserver-listen", listen.as_str()],
+    );
+    let master = format!("http://{listen}");
+    let client = Client::try_from(Config::new(master.parse().expect("url"))).expect("client");
+
+    let (first, first_id) = Server::controller_manager(&master, &TIMING, &dir.path().join("cm1.log"));
+    let (second, second_id) = Server::controller_manager(&master, &TIMING, &dir.path().join("cm2.log"));
+    assert_ne!(first_id, second_id);
+
+    // The namespaces the API creates at start, and a new one, get their account.
+    for ns in ["default", "kube-system", "kube-public"] {
+        default_account(&client, ns).await;
+    }
+    create_namespace(&client, "team-a").await;
+    let uid = default_account(&client, "team-a").await;
+
+    // Deleted, it comes back (a new object).
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "team-a");
+    accounts
+        .delete("default", &DeleteParams::default())
+        .await
+        .expect("delete the account");
+    let again = eventually("the account recreated", || {
+        let accounts = accounts.clone();
+        let uid = uid.clone();
+        async move {
+            accounts
+                .get_opt("default")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|a| a.metadata.uid)
+                .filter(|u| *u != uid)
+        }
+    })
+    .await;
+    assert_ne!(again, uid);
+
+    // Kill the replica that holds the Lease; the other takes over and goes on.
+    let holder = eventually("a lease holder", || lease_holder(&client)).await;
+    let (_survivor, survivor_id) = if holder == first_id {
+        first.kill();
+        (second, second_id)
+    } else {
+        assert_eq!(holder, second_id, "the holder is one of the two replicas");
+        second.kill();
+        (first, first_id)
+    };
+    create_namespace(&client, "team-b").await;
+    default_account(&client, "team-b").await;
+    let now_holding = eventually("the survivor holding the lease", || {
+        let client = client.clone();
+        let survivor_id = survivor_id.clone();
+        async move { lease_holder(&client).await.filter(|h| *h == survivor_id) }
+    })
+    .await;
+    assert_eq!(now_holding, survivor_id);
+}

@@ -2,7 +2,8 @@
 //! `kube-system/kube-controller-manager` Lease (as upstream's). The controllers run only
 //! while it leads; losing the Lease drops them, and it campaigns again.
 //!
-//! Controllers so far: [`serviceaccount`](crate::serviceaccount).
+//! Controllers so far: [`serviceaccount`](crate::serviceaccount) and
+//! [`replicaset`](crate::replicaset).
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use kube::Client;
 
 use crate::error::{AgentError, Result};
 use crate::leader::{LeaderElector, LeaseTiming};
-use crate::serviceaccount;
+use crate::{replicaset, serviceaccount};
 
 /// Settings, named after upstream's `--leader-elect*` flags.
 #[derive(Debug, Clone)]
@@ -55,7 +56,7 @@ pub fn default_identity() -> String {
 
 /// Every controller, concurrently, until dropped.
 async fn controllers(client: Client) {
-    serviceaccount::run(client).await;
+    tokio::join!(serviceaccount::run(client.clone()), replicaset::run(client));
 }
 
 /// Runs the controller-manager until its future is dropped.

@@ -8,15 +8,16 @@
 //! and 410s.
 //!
 //! What exists so far: [`leader`] (leader election on `coordination.k8s.io/v1` Leases),
-//! [`controller_manager`] (the controllers under one Lease) with one controller,
-//! [`serviceaccount`]. Still to come: the other controllers, the scheduler, the node agent
-//! and the node proxy.
+//! [`controller_manager`] (the controllers under one Lease) with the controllers
+//! [`serviceaccount`] and [`replicaset`]. Still to come: the other controllers, the
+//! scheduler, the node agent and the node proxy.
 //!
 //! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
 
 pub mod controller_manager;
 pub mod error;
 pub mod leader;
+pub mod replicaset;
 pub mod serviceaccount;
 
 pub use error::{AgentError, Result};

@@ -6,14 +6,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use capstan_agents::leader::{Attempt, LeaderElector, LeaseTiming};
-use capstan_apiserver::{Api as KubeApi, ApiConfig, Storage};
-use capstan_store::{Node, NodeConfig};
+use common::{start, Cluster, DEADLINE};
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::{Api, Client, Config};
+use kube::Api;
 use tokio::time::Instant;
 
-const DEADLINE: Duration = Duration::from_secs(60);
 const NAMESPACE: &str = "kube-system";
 const LOCK: &str = "test-controller";
 
@@ -23,34 +23,6 @@ fn timing() -> LeaseTiming {
         lease_duration: Duration::from_secs(3),
         renew_deadline: Duration::from_secs(2),
         retry_period: Duration::from_millis(500),
-    }
-}
-
-/// A store member and the Kubernetes API over it, on a free loopback port.
-struct Cluster {
-    _node: Arc<Node>,
-    _dir: tempfile::TempDir,
-    client: Client,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
-}
-
-async fn start() -> Cluster {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let node = Node::start(NodeConfig::new("leader-test", dir.path().to_path_buf())).expect("start the store");
-    let api = KubeApi::new(Storage::local(node.clone()), ApiConfig::default());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(capstan_apiserver::serve(listener, api, async move {
-        let _ = rx.await;
-    }));
-    let config = Config::new(format!("http://{addr}").parse().expect("url"));
-    let client = Client::try_from(config).expect("client");
-    Cluster {
-        _node: node,
-        _dir: dir,
-        client,
-        _shutdown: tx,
     }
 }
 

@@ -64,6 +64,16 @@ struct ControllerManagerArgs {
     leader_elect_resource_name: String,
     #[arg(long, default_value = "kube-system")]
     leader_elect_resource_namespace: String,
+    /// Give every node a pod CIDR (`spec.podCIDR`) from `--cluster-cidr`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    allocate_node_cidrs: bool,
+    /// The pods' addresses: each node gets a block of it (inside loopback by default, so
+    /// that one machine reaches them).
+    #[arg(long, default_value = capstan_agents::nodeipam::CLUSTER_CIDR_DEFAULT)]
+    cluster_cidr: String,
+    /// The prefix length of each node's block.
+    #[arg(long, default_value_t = capstan_agents::nodeipam::NODE_MASK_SIZE_DEFAULT)]
+    node_cidr_mask_size: u8,
 }
 
 /// A duration as upstream's flags write it: a number and a unit (`ms`, `s`, `m`, `h`).
@@ -372,6 +382,7 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
 async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
     use capstan_agents::controller_manager::{self, Options};
     use capstan_agents::leader::LeaseTiming;
+    use capstan_agents::nodeipam::Blocks;
     let url = args
         .master
         .parse()
@@ -386,6 +397,12 @@ async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), Strin
         },
         lease_namespace: args.leader_elect_resource_namespace,
         lease_name: args.leader_elect_resource_name,
+        node_cidrs: if args.allocate_node_cidrs {
+            let cidr = args.cluster_cidr.parse().map_err(|e| format!("--cluster-cidr: {e}"))?;
+            Some(Blocks::new(cidr, args.node_cidr_mask_size).map_err(|e| format!("--node-cidr-mask-size: {e}"))?)
+        } else {
+            None
+        },
         ..Options::default()
     };
     options.timing.check().map_err(|e| e.to_string())?;

@@ -2,8 +2,8 @@
 //! `kube-system/kube-controller-manager` Lease (as upstream's). The controllers run only
 //! while it leads; losing the Lease drops them, and it campaigns again.
 //!
-//! Controllers so far: [`serviceaccount`](crate::serviceaccount) and
-//! [`replicaset`](crate::replicaset).
+//! Controllers so far: [`serviceaccount`](crate::serviceaccount),
+//! [`replicaset`](crate::replicaset) and [`nodeipam`](crate::nodeipam).
 
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use kube::Client;
 
 use crate::error::{AgentError, Result};
 use crate::leader::{LeaderElector, LeaseTiming};
+use crate::nodeipam::{self, Blocks};
 use crate::{replicaset, serviceaccount};
 
 /// Settings, named after upstream's `--leader-elect*` flags.
@@ -26,6 +27,9 @@ pub struct Options {
     pub lease_name: String,
     /// This replica's identity in the Lease.
     pub identity: String,
+    /// Give nodes pod CIDRs from `cluster_cidr`, blocks of `/node_cidr_mask_size`
+    /// (`--allocate-node-cidrs`; None: do not).
+    pub node_cidrs: Option<Blocks>,
 }
 
 impl Default for Options {
@@ -36,6 +40,7 @@ impl Default for Options {
             lease_namespace: "kube-system".into(),
             lease_name: "kube-controller-manager".into(),
             identity: default_identity(),
+            node_cidrs: None,
         }
     }
 }
@@ -55,14 +60,23 @@ pub fn default_identity() -> String {
 }
 
 /// Every controller, concurrently, until dropped.
-async fn controllers(client: Client) {
-    tokio::join!(serviceaccount::run(client.clone()), replicaset::run(client));
+async fn controllers(client: Client, node_cidrs: Option<Blocks>) {
+    let ipam = async {
+        if let Some(blocks) = node_cidrs {
+            nodeipam::run(client.clone(), blocks).await;
+        }
+    };
+    tokio::join!(
+        serviceaccount::run(client.clone()),
+        replicaset::run(client.clone()),
+        ipam
+    );
 }
 
 /// Runs the controller-manager until its future is dropped.
 pub async fn run(client: Client, options: Options) -> Result<()> {
     if !options.leader_elect {
-        controllers(client).await;
+        controllers(client, options.node_cidrs).await;
         return Ok(());
     }
     if options.lease_name.is_empty() || options.lease_namespace.is_empty() {
@@ -72,6 +86,6 @@ pub async fn run(client: Client, options: Options) -> Result<()> {
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), &options.lease_namespace);
     let mut elector = LeaderElector::new(leases, &options.lease_name, &options.identity, options.timing)?;
-    elector.run(|| controllers(client.clone())).await;
+    elector.run(|| controllers(client.clone(), options.node_cidrs)).await;
     Ok(())
 }

@@ -17,6 +17,7 @@
 pub mod controller_manager;
 pub mod error;
 pub mod leader;
+pub mod nodeipam;
 pub mod replicaset;
 pub mod serviceaccount;
 

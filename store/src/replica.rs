@@ -93,6 +93,12 @@ pub struct Output {
 
 pub struct Replica {
     raw: RawNode<RaftLog>,
+    /// Ticks so far, and the tick at which each member was last heard from (a message
+    /// stepped from it): what "heard from lately" means for the reconfiguration check.
+    /// Only members of the configuration are recorded, so the map stays bounded.
+    ticks: u64,
+    heard: std::collections::HashMap<u64, u64>,
+    election_tick: u64,
 }
 
 impl Replica {
@@ -120,7 +126,12 @@ impl Replica {
             .map_err(|e| StoreError::InvalidRequest(format!("raft config: {e}")))?;
         let logger = slog::Logger::root(TracingDrain, slog::o!("raft_id" => config.id));
         let raw = RawNode::new(&cfg, log, &logger).map_err(|e| StoreError::Storage(format!("raft: {e}")))?;
-        Ok(Replica { raw })
+        Ok(Replica {
+            raw,
+            ticks: 0,
+            heard: std::collections::HashMap::new(),
+            election_tick: u64::try_from(config.election_tick).unwrap_or(u64::MAX),
+        })
     }
 
     pub fn id(&self) -> u64 {
@@ -128,12 +139,16 @@ impl Replica {
     }
 
     pub fn tick(&mut self) {
+        self.ticks += 1;
         self.raw.tick();
     }
 
     /// A message from a peer. Messages for another member or from an unknown term are
     /// Raft's to judge; a malformed one is dropped with an error.
     pub fn step(&mut self, m: Message) -> Result<()> {
+        if self.raw.raft.prs().get(m.from).is_some() {
+            self.heard.insert(m.from, self.ticks);
+        }
         self.raw
             .step(m)
             .map_err(|e| StoreError::InvalidRequest(format!("raft step: {e}")))
@@ -232,10 +247,18 @@ impl Replica {
                 voters.push(a);
             }
         }
+        // Heard from within the last election timeout. raft-rs's own `recent_active` is
+        // cleared at every check-quorum round (each election timeout) until the next
+        // heartbeat answer, so alone it refused a change that came in that window.
         let prs = self.raw.raft.prs();
+        let heard_lately = |v: u64| {
+            self.heard
+                .get(&v)
+                .is_some_and(|&t| self.ticks.saturating_sub(t) <= self.election_tick)
+        };
         let active = voters
             .iter()
-            .filter(|v| **v == me || prs.get(**v).is_some_and(|p| p.recent_active))
+            .filter(|v| **v == me || prs.get(**v).is_some_and(|p| p.recent_active) || heard_lately(**v))
             .count();
         active > voters.len() / 2
     }

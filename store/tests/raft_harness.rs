@@ -704,6 +704,26 @@ fn the_leader_refuses_changes_that_would_leave_no_quorum_of_live_voters() {
     }
 }
 
+/// raft-rs clears its "recently active" marks at every check-quorum round, until the
+/// next heartbeat answers come back; a membership change asked in that window must not
+/// be refused while every member is live (the cluster test's `member add` was).
+#[test]
+fn all_live_voters_count_as_live_at_every_tick() {
+    for seed in seeds() {
+        let mut c = Cluster::new(3, seed);
+        let l = c.elect();
+        for tick in 0..60 {
+            c.tick();
+            // Before this tick's messages are delivered.
+            assert!(
+                c.nodes[l].replica.as_ref().expect("up").quorum_after(None, None),
+                "seed {seed}, tick {tick}: three live voters"
+            );
+            c.settle();
+        }
+    }
+}
+
 #[test]
 fn a_snapshot_install_cut_off_midway_is_detected_and_the_log_reset() {
     let tmp = tempfile::tempdir().expect("tempdir");

@@ -40,20 +40,24 @@ where
     }
 }
 
-/// The uid of `namespace`'s default account, once it exists.
-async fn default_account(client: &Client, namespace: &str) -> String {
+/// The uid of `namespace`'s default account, once it exists (and is not `other_than`).
+async fn default_account(client: &Client, namespace: &str, other_than: Option<&str>) -> String {
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
-    eventually(&format!("the default account in {namespace}"), || {
-        let accounts = accounts.clone();
-        async move {
-            accounts
-                .get_opt("default")
-                .await
-                .ok()
-                .flatten()
-                .and_then(|a| a.metadata.uid)
-        }
-    })
+    eventually(
+        &format!("a default account in {namespace} other than {other_than:?}"),
+        || {
+            let accounts = accounts.clone();
+            async move {
+                accounts
+                    .get_opt("default")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|a| a.metadata.uid)
+                    .filter(|u| Some(u.as_str()) != other_than)
+            }
+        },
+    )
     .await
 }
 
@@ -95,10 +99,10 @@ async fn the_leading_replica_keeps_default_service_accounts_and_another_takes_ov
 
     // The namespaces the API creates at start, and a new one, get their account.
     for ns in ["default", "kube-system", "kube-public"] {
-        default_account(&client, ns).await;
+        default_account(&client, ns, None).await;
     }
     create_namespace(&client, "team-a").await;
-    let uid = default_account(&client, "team-a").await;
+    let uid = default_account(&client, "team-a", None).await;
 
     // Deleted, it comes back (a new object).
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "team-a");
@@ -106,20 +110,7 @@ async fn the_leading_replica_keeps_default_service_accounts_and_another_takes_ov
         .delete("default", &DeleteParams::default())
         .await
         .expect("delete the account");
-    let again = eventually("the account recreated", || {
-        let accounts = accounts.clone();
-        let uid = uid.clone();
-        async move {
-            accounts
-                .get_opt("default")
-                .await
-                .ok()
-                .flatten()
-                .and_then(|a| a.metadata.uid)
-                .filter(|u| *u != uid)
-        }
-    })
-    .await;
+    let again = default_account(&client, "team-a", Some(&uid)).await;
     assert_ne!(again, uid);
 
     // Kill the replica that holds the Lease; the other takes over and goes on.
@@ -133,7 +124,7 @@ async fn the_leading_replica_keeps_default_service_accounts_and_another_takes_ov
         (first, first_id)
     };
     create_namespace(&client, "team-b").await;
-    default_account(&client, "team-b").await;
+    default_account(&client, "team-b", None).await;
     let now_holding = eventually("the survivor holding the lease", || {
         let client = client.clone();
         let survivor_id = survivor_id.clone();

@@ -19,6 +19,7 @@ pub mod error;
 pub mod leader;
 pub mod nodeipam;
 pub mod replicaset;
+pub mod runtime;
 pub mod serviceaccount;
 
 pub use error::{AgentError, Result};

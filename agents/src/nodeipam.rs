@@ -17,7 +17,6 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -26,7 +25,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::error::{AgentError, Result};
-use crate::serviceaccount::Backoff;
+use crate::runtime::{self, retry_later, Backoff};
 
 pub const CLUSTER_CIDR_DEFAULT: &str = "127.128.0.0/9";
 pub const NODE_MASK_SIZE_DEFAULT: u8 = 24;
@@ -145,14 +144,8 @@ pub async fn run(client: Client, blocks: Blocks) {
         allocating: tokio::sync::Mutex::new(()),
         backoff: Backoff::default(),
     });
-    Controller::new(nodes, watcher::Config::default())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "node ipam");
-            }
-        })
-        .await;
+    let results = Controller::new(nodes, watcher::Config::default()).run(reconcile, error_policy, context);
+    runtime::drive("nodeipam", results).await;
 }
 
 fn pod_cidr(node: &Node) -> Option<&str> {
@@ -195,10 +188,7 @@ async fn reconcile(node: Arc<Node>, context: Arc<Context>) -> Result<Action> {
 }
 
 fn error_policy(node: Arc<Node>, error: &AgentError, context: Arc<Context>) -> Action {
-    let name = node.name_any();
-    let delay = context.backoff.failed(&name);
-    tracing::warn!(node = %name, %error, ?delay, "allocating a pod CIDR failed");
-    Action::requeue(delay)
+    retry_later(&context.backoff, "nodeipam", &node.name_any(), error)
 }
 
 #[cfg(test)]

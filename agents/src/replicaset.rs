@@ -27,7 +27,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -40,7 +39,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::error::AgentError;
-use crate::serviceaccount::Backoff;
+use crate::runtime::{self, retry_later, Backoff};
 
 /// Pods created or deleted by one reconcile at most (upstream's `burstReplicas`).
 pub const BURST_MAX: usize = 500;
@@ -62,7 +61,7 @@ pub async fn run(client: Client) {
     // Orphans: a pod without a controller triggers every ReplicaSet of its namespace
     // (few per namespace), found in the controller's own cache of them.
     let orphan_store = controller.store();
-    controller
+    let results = controller
         .watches(pods, watcher::Config::default(), move |pod: Pod| {
             let namespace = pod.namespace().unwrap_or_default();
             match controller_of(&pod.metadata) {
@@ -76,13 +75,8 @@ pub async fn run(client: Client) {
                     .collect(),
             }
         })
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "replicaset controller");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, context);
+    runtime::drive("replicaset", results).await;
 }
 
 fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
@@ -369,9 +363,7 @@ async fn reconcile_set(set: &ReplicaSet, namespace: &str, context: &Context) -> 
 
 fn error_policy(set: Arc<ReplicaSet>, error: &AgentError, context: Arc<Context>) -> Action {
     let key = format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any());
-    let delay = context.backoff.failed(&key);
-    tracing::warn!(replicaset = %key, %error, ?delay, "reconciling the replicaset failed");
-    Action::requeue(delay)
+    retry_later(&context.backoff, "replicaset", &key, error)
 }
 
 #[cfg(test)]

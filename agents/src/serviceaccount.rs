@@ -9,11 +9,8 @@
 //!
 //! Left out: the token Secrets that Kubernetes before 1.24 created for each account.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
@@ -23,48 +20,12 @@ use kube::runtime::{watcher, Controller};
 use kube::{Client, ResourceExt};
 
 use crate::error::AgentError;
+use crate::runtime::{self, retry_later};
+// The endpoints controller imports it from here for now.
+pub use crate::runtime::Backoff;
 
 /// The account every namespace gets.
 pub const DEFAULT_ACCOUNT: &str = "default";
-
-/// Per-key exponential backoff for failed reconciles, client-go's default item rate
-/// limiter: 5 ms doubled on each failure in a row, at most 1,000 s; a success forgets it.
-#[derive(Default)]
-pub struct Backoff {
-    failures: Mutex<HashMap<String, u32>>,
-}
-
-impl Backoff {
-    const BASE: Duration = Duration::from_millis(5);
-    const MAX: Duration = Duration::from_secs(1000);
-    /// Keys tracked at most; beyond it the oldest failures are not remembered (a key
-    /// then starts again from the base delay).
-    const KEYS_MAX: usize = 100_000;
-
-    /// The delay before `key` is tried again after one more failure.
-    pub fn failed(&self, key: &str) -> Duration {
-        let mut failures = self
-            .failures
-            .lock()
-            .expect("invariant: no panics while the lock is held");
-        if failures.len() >= Self::KEYS_MAX && !failures.contains_key(key) {
-            failures.clear();
-        }
-        let n = failures.entry(key.to_owned()).or_insert(0);
-        let delay = Self::BASE
-            .saturating_mul(1u32.checked_shl(*n).unwrap_or(u32::MAX))
-            .min(Self::MAX);
-        *n = n.saturating_add(1);
-        delay
-    }
-
-    pub fn succeeded(&self, key: &str) {
-        self.failures
-            .lock()
-            .expect("invariant: no panics while the lock is held")
-            .remove(key);
-    }
-}
 
 struct Context {
     client: Client,
@@ -79,19 +40,14 @@ pub async fn run(client: Client) {
         client,
         backoff: Backoff::default(),
     });
-    Controller::new(namespaces, watcher::Config::default())
+    let results = Controller::new(namespaces, watcher::Config::default())
         .watches(
             accounts,
             watcher::Config::default().fields(&format!("metadata.name={DEFAULT_ACCOUNT}")),
             |account| account.metadata.namespace.map(|ns| ObjectRef::new(&ns)),
         )
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "serviceaccount controller");
-            }
-        })
-        .await;
+        .run(reconcile, error_policy, context);
+    runtime::drive("serviceaccount", results).await;
 }
 
 async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<Action, AgentError> {
@@ -122,28 +78,5 @@ async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<A
 }
 
 fn error_policy(namespace: Arc<Namespace>, error: &AgentError, context: Arc<Context>) -> Action {
-    let name = namespace.name_any();
-    let delay = context.backoff.failed(&name);
-    tracing::warn!(namespace = %name, %error, ?delay, "reconciling the default service account failed");
-    Action::requeue(delay)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_per_key_up_to_its_cap_and_forgets_on_success() {
-        let b = Backoff::default();
-        assert_eq!(b.failed("a"), Duration::from_millis(5));
-        assert_eq!(b.failed("a"), Duration::from_millis(10));
-        assert_eq!(b.failed("a"), Duration::from_millis(20));
-        assert_eq!(b.failed("b"), Duration::from_millis(5), "keys are independent");
-        for _ in 0..40 {
-            b.failed("a");
-        }
-        assert_eq!(b.failed("a"), Duration::from_secs(1000));
-        b.succeeded("a");
-        assert_eq!(b.failed("a"), Duration::from_millis(5));
-    }
+    retry_later(&context.backoff, "serviceaccount", &namespace.name_any(), error)
 }

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ApiError, Result};
-use crate::resources::ResourceType;
+use crate::resources::{with_kind_type, KindType, ResourceType};
 use crate::storage::Kv;
 
 /// Largest object stored, as etcd's request limit (1.5 MiB).
@@ -147,22 +147,23 @@ fn via<T: DeserializeOwned + Serialize>(rt: &ResourceType, obj: Value) -> Result
 /// Decodes `obj` as its Kubernetes type and encodes it again: a field of the wrong type
 /// is a 400, unknown fields go, and the shape is the one clients' strict models expect.
 pub fn normalize(rt: &ResourceType, obj: Value) -> Result<Value> {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc};
-    match rt.kind {
-        "Namespace" => via::<core::Namespace>(rt, obj),
-        "Pod" => via::<core::Pod>(rt, obj),
-        "Service" => via::<core::Service>(rt, obj),
-        "Endpoints" => via::<core::Endpoints>(rt, obj),
-        "Node" => via::<core::Node>(rt, obj),
-        "Event" => via::<core::Event>(rt, obj),
-        "ConfigMap" => via::<core::ConfigMap>(rt, obj),
-        "Secret" => via::<core::Secret>(rt, obj),
-        "ServiceAccount" => via::<core::ServiceAccount>(rt, obj),
-        "Deployment" => via::<apps::Deployment>(rt, obj),
-        "ReplicaSet" => via::<apps::ReplicaSet>(rt, obj),
-        "Lease" => via::<coord::Lease>(rt, obj),
-        "EndpointSlice" => via::<disc::EndpointSlice>(rt, obj),
-        _ => Ok(obj),
+    struct Normalize<'a> {
+        rt: &'a ResourceType,
+        obj: Value,
+    }
+    impl KindType for Normalize<'_> {
+        type Output = Result<Value>;
+        fn with<T>(self) -> Result<Value>
+        where
+            T: DeserializeOwned + Serialize + k8s_openapi::schemars::JsonSchema,
+        {
+            via::<T>(self.rt, self.obj)
+        }
+    }
+    match with_kind_type(rt.kind, Normalize { rt, obj }) {
+        Ok(result) => result,
+        // A kind without a type passes as it is (nothing to check it against).
+        Err(unknown) => Ok(unknown.obj),
     }
 }
 

@@ -31,7 +31,7 @@ use prost::Message as _;
 use serde_json::{json, Map, Value};
 
 use crate::discovery::GIT_VERSION;
-use crate::resources::{ResourceType, RESOURCES};
+use crate::resources::{with_kind_type, KindType, ResourceType, RESOURCES};
 
 /// The content type of the protobuf form. kubectl asks with `…spec.v2@v1.0+protobuf`; the
 /// answer must not echo the `@` (Go's MIME parser refuses it in a Content-Type).
@@ -139,27 +139,18 @@ const PATCH_STRATEGIES: &[(&str, &str, &str, &str)] = &[
 
 /// The schema of a served kind, added to `generator`'s definitions; its definition name.
 fn add_kind(generator: &mut SchemaGenerator, rt: &ResourceType) -> Option<String> {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc};
-    fn add<T: JsonSchema>(generator: &mut SchemaGenerator) -> Option<String> {
-        generator.subschema_for::<T>();
-        Some(T::schema_name().into_owned())
+    struct AddSchema<'a>(&'a mut SchemaGenerator);
+    impl KindType for AddSchema<'_> {
+        type Output = String;
+        fn with<T>(self) -> String
+        where
+            T: serde::de::DeserializeOwned + serde::Serialize + JsonSchema,
+        {
+            self.0.subschema_for::<T>();
+            T::schema_name().into_owned()
+        }
     }
-    match rt.kind {
-        "Namespace" => add::<core::Namespace>(generator),
-        "Pod" => add::<core::Pod>(generator),
-        "Service" => add::<core::Service>(generator),
-        "Endpoints" => add::<core::Endpoints>(generator),
-        "Node" => add::<core::Node>(generator),
-        "Event" => add::<core::Event>(generator),
-        "ConfigMap" => add::<core::ConfigMap>(generator),
-        "Secret" => add::<core::Secret>(generator),
-        "ServiceAccount" => add::<core::ServiceAccount>(generator),
-        "Deployment" => add::<apps::Deployment>(generator),
-        "ReplicaSet" => add::<apps::ReplicaSet>(generator),
-        "Lease" => add::<coord::Lease>(generator),
-        "EndpointSlice" => add::<disc::EndpointSlice>(generator),
-        _ => None,
-    }
+    with_kind_type(rt.kind, AddSchema(generator)).ok()
 }
 
 /// The document as JSON: `swagger`, `info`, empty `paths`, and the definitions.

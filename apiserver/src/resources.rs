@@ -203,6 +203,37 @@ impl ResourceType {
     }
 }
 
+/// Something to do with the k8s-openapi type of a served kind (decode an object as it,
+/// describe its schema): see [`with_kind_type`].
+pub trait KindType {
+    type Output;
+    fn with<T>(self) -> Self::Output
+    where
+        T: serde::de::DeserializeOwned + serde::Serialize + k8s_openapi::schemars::JsonSchema;
+}
+
+/// Runs `f` with the k8s-openapi type of `kind`; gives `f` back for a kind without one.
+/// The one place that maps kinds to their Rust types.
+pub fn with_kind_type<F: KindType>(kind: &str, f: F) -> Result<F::Output, F> {
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc};
+    Ok(match kind {
+        "Namespace" => f.with::<core::Namespace>(),
+        "Pod" => f.with::<core::Pod>(),
+        "Service" => f.with::<core::Service>(),
+        "Endpoints" => f.with::<core::Endpoints>(),
+        "Node" => f.with::<core::Node>(),
+        "Event" => f.with::<core::Event>(),
+        "ConfigMap" => f.with::<core::ConfigMap>(),
+        "Secret" => f.with::<core::Secret>(),
+        "ServiceAccount" => f.with::<core::ServiceAccount>(),
+        "Deployment" => f.with::<apps::Deployment>(),
+        "ReplicaSet" => f.with::<apps::ReplicaSet>(),
+        "Lease" => f.with::<coord::Lease>(),
+        "EndpointSlice" => f.with::<disc::EndpointSlice>(),
+        _ => return Err(f),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

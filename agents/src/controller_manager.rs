@@ -3,7 +3,8 @@
 //! while it leads; losing the Lease drops them, and it campaigns again.
 //!
 //! Controllers so far: [`serviceaccount`](crate::serviceaccount),
-//! [`replicaset`](crate::replicaset) and [`nodeipam`](crate::nodeipam).
+//! [`replicaset`](crate::replicaset), [`deployment`](crate::deployment) and
+//! [`nodeipam`](crate::nodeipam).
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use kube::Client;
 use crate::error::{AgentError, Result};
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::nodeipam::{self, Blocks};
-use crate::{replicaset, serviceaccount};
+use crate::{deployment, replicaset, serviceaccount};
 
 /// Settings, named after upstream's `--leader-elect*` flags.
 #[derive(Debug, Clone)]
@@ -69,6 +70,7 @@ async fn controllers(client: Client, node_cidrs: Option<Blocks>) {
     tokio::join!(
         serviceaccount::run(client.clone()),
         replicaset::run(client.clone()),
+        deployment::run(client.clone()),
         ipam
     );
 }

@@ -3,8 +3,8 @@
 //! while it leads; losing the Lease drops them, and it campaigns again.
 //!
 //! Controllers so far: [`serviceaccount`](crate::serviceaccount),
-//! [`replicaset`](crate::replicaset), [`deployment`](crate::deployment) and
-//! [`nodeipam`](crate::nodeipam).
+//! [`replicaset`](crate::replicaset), [`deployment`](crate::deployment),
+//! [`nodeipam`](crate::nodeipam) and the garbage collector, [`gc`](crate::gc).
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use kube::Client;
 use crate::error::{AgentError, Result};
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::nodeipam::{self, Blocks};
-use crate::{deployment, replicaset, serviceaccount};
+use crate::{deployment, gc, replicaset, serviceaccount};
 
 /// Settings, named after upstream's `--leader-elect*` flags.
 #[derive(Debug, Clone)]
@@ -71,6 +71,7 @@ async fn controllers(client: Client, node_cidrs: Option<Blocks>) {
         serviceaccount::run(client.clone()),
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
+        gc::run(client.clone()),
         ipam
     );
 }

@@ -4,6 +4,7 @@
 //!
 //! Controllers so far: [`serviceaccount`](crate::serviceaccount),
 //! [`replicaset`](crate::replicaset), [`deployment`](crate::deployment),
+//! [`endpoints`](crate::endpoints) (Endpoints and EndpointSlices),
 //! [`nodeipam`](crate::nodeipam) and the garbage collector, [`gc`](crate::gc).
 
 use std::time::Duration;
@@ -15,7 +16,7 @@ use kube::Client;
 use crate::error::{AgentError, Result};
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::nodeipam::{self, Blocks};
-use crate::{deployment, gc, replicaset, serviceaccount};
+use crate::{deployment, endpoints, gc, replicaset, serviceaccount};
 
 /// Settings, named after upstream's `--leader-elect*` flags.
 #[derive(Debug, Clone)]
@@ -71,6 +72,7 @@ async fn controllers(client: Client, node_cidrs: Option<Blocks>) {
         serviceaccount::run(client.clone()),
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
+        endpoints::run(client.clone()),
         gc::run(client.clone()),
         ipam
     );

@@ -9,14 +9,15 @@
 //!
 //! What exists so far: [`leader`] (leader election on `coordination.k8s.io/v1` Leases),
 //! [`controller_manager`] (the controllers under one Lease) with the controllers
-//! [`serviceaccount`], [`replicaset`], [`deployment`], [`nodeipam`] and [`gc`] (the
-//! garbage collector), sharing [`runtime`]. Still to come: the other controllers, the scheduler, the node agent and
+//! [`serviceaccount`], [`replicaset`], [`deployment`], [`endpoints`], [`nodeipam`] and
+//! [`gc`] (the garbage collector), sharing [`runtime`]. Still to come: the other controllers, the scheduler, the node agent and
 //! the node proxy.
 //!
 //! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
 
 pub mod controller_manager;
 pub mod deployment;
+pub mod endpoints;
 pub mod error;
 pub mod gc;
 pub mod leader;

@@ -1320,8 +1320,18 @@ fn validate_ip(e: &mut Errs, path: &str, s: &str) -> Option<IpAddr> {
     }
 }
 
-/// `ValidateNonSpecialIP` / `ValidateEndpointIP`.
-fn validate_non_special_ip(e: &mut Errs, path: &str, s: &str) {
+/// Whether an address may be in the loopback range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loopback {
+    Refused,
+    Allowed,
+}
+
+/// `ValidateNonSpecialIP` / `ValidateEndpointIP`. Capstan deviates for endpoint
+/// addresses (`Loopback::Allowed`): its pods run as local processes with addresses from
+/// a cluster CIDR inside 127.0.0.0/8 (node IPAM's default), so Endpoints and
+/// EndpointSlices must be able to name them. Service external IPs keep upstream's rule.
+fn validate_non_special_ip(e: &mut Errs, path: &str, s: &str, loopback_rule: Loopback) {
     let Some(ip) = parse_ip_sloppy(s) else {
         e.invalid(path, bs(s), "must be a valid IP address");
         return;
@@ -1360,7 +1370,7 @@ fn validate_non_special_ip(e: &mut Errs, path: &str, s: &str) {
     if unspecified {
         e.invalid(path, bs(s), &format!("may not be unspecified ({s})"));
     }
-    if loopback {
+    if loopback && loopback_rule == Loopback::Refused {
         e.invalid(path, bs(s), "may not be in the loopback range (127.0.0.0/8, ::1/128)");
     }
     if link_local {
@@ -4330,7 +4340,7 @@ fn validate_service(e: &mut Errs, root: &At) {
     for (i, ip) in eips.str_list(e).unwrap_or_default().iter().enumerate() {
         let p = index(&eips.path, i);
         if validate_ip(e, &p, ip).is_some() {
-            validate_non_special_ip(e, &p, ip);
+            validate_non_special_ip(e, &p, ip, Loopback::Refused);
         }
     }
     let t_at = spec.get("type");
@@ -4957,7 +4967,7 @@ fn validate_endpoints(e: &mut Errs, root: &At) {
             if let Some(n) = nn.str_opt(e) {
                 e.msgs(&nn.path, n, dns1123_subdomain_errs(n));
             }
-            validate_non_special_ip(e, &ip.path, ipv);
+            validate_non_special_ip(e, &ip.path, ipv, Loopback::Allowed);
         }
         let ports = ss.get("ports");
         let require_name = ports.count() > 1;
@@ -5045,7 +5055,7 @@ fn validate_endpoint_slice(e: &mut Errs, root: &At) {
                             IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
                         };
                         match parse_ip_sloppy(address) {
-                            Some(ip) if is_v4(&ip) == (addr_type == "IPv4") => validate_non_special_ip(e, &p, address),
+                            Some(ip) if is_v4(&ip) == (addr_type == "IPv4") => validate_non_special_ip(e, &p, address, Loopback::Allowed),
                             _ => e.invalid(&p, bs(address), &format!("must be a valid {addr_type} address")),
                         }
                     }
@@ -7803,7 +7813,7 @@ is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
             "Endpoints",
             json!({"metadata": meta("svc"), "subsets": [
                 {"ports": [{"port": 80}]},
-                {"addresses": [{"ip": "127.0.0.1"}, {"ip": "nope", "hostname": "A"}], "ports": [{"port": 80}, {"name": "b", "port": 0}]}
+                {"addresses": [{"ip": "169.254.0.1"}, {"ip": "nope", "hostname": "A"}, {"ip": "127.128.0.5"}], "ports": [{"port": 80}, {"name": "b", "port": 0}]}
             ]}),
         );
         has(
@@ -7816,7 +7826,11 @@ is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
             &errs,
             R_INVALID,
             "subsets[1].addresses[0].ip",
-            "Invalid value: \"127.0.0.1\": may not be in the loopback range (127.0.0.0/8, ::1/128)",
+            "Invalid value: \"169.254.0.1\": may not be in the link-local range (169.254.0.0/16, fe80::/10)",
+        );
+        assert!(
+            !errs.iter().any(|e| e.field == "subsets[1].addresses[2].ip"),
+            "a pod address inside loopback is allowed (Capstan's pods live there): {errs:#?}"
         );
         has(
             &errs,

@@ -40,10 +40,14 @@ enum Command {
     /// API at `--master`; of several replicas, the one holding the
     /// `kube-system/kube-controller-manager` Lease acts.
     ControllerManager(ControllerManagerArgs),
+    /// Bind unscheduled pods to nodes; of several replicas, the one holding the
+    /// `kube-system/kube-scheduler` Lease acts.
+    Scheduler(SchedulerArgs),
 }
 
+/// How replicas of a component elect the one that acts (upstream's `--leader-elect*`).
 #[derive(clap::Args)]
-struct ControllerManagerArgs {
+struct LeaderElectFlags {
     /// The Kubernetes API server's URL (plain HTTP).
     #[arg(long)]
     master: String,
@@ -60,10 +64,43 @@ struct ControllerManagerArgs {
     /// How often the leader renews, and the others try.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     leader_elect_retry_period: Duration,
-    #[arg(long, default_value = "kube-controller-manager")]
-    leader_elect_resource_name: String,
+    /// The Lease's name (default: the component's upstream name).
+    #[arg(long)]
+    leader_elect_resource_name: Option<String>,
     #[arg(long, default_value = "kube-system")]
     leader_elect_resource_namespace: String,
+}
+
+impl LeaderElectFlags {
+    /// The API client and the election settings; `lease` names the default Lease.
+    fn election(&self, lease: &str) -> Result<(kube::Client, capstan_agents::controller_manager::Election), String> {
+        use capstan_agents::controller_manager::Election;
+        use capstan_agents::leader::LeaseTiming;
+        let url = self
+            .master
+            .parse()
+            .map_err(|e| format!("--master {:?}: {e}", self.master))?;
+        let client = kube::Client::try_from(kube::Config::new(url)).map_err(|e| format!("--master: {e}"))?;
+        let election = Election {
+            enabled: self.leader_elect,
+            timing: LeaseTiming {
+                lease_duration: self.leader_elect_lease_duration,
+                renew_deadline: self.leader_elect_renew_deadline,
+                retry_period: self.leader_elect_retry_period,
+            },
+            lease_namespace: self.leader_elect_resource_namespace.clone(),
+            lease_name: self.leader_elect_resource_name.clone().unwrap_or_else(|| lease.into()),
+            ..Election::default()
+        };
+        election.timing.check().map_err(|e| e.to_string())?;
+        Ok((client, election))
+    }
+}
+
+#[derive(clap::Args)]
+struct ControllerManagerArgs {
+    #[command(flatten)]
+    election: LeaderElectFlags,
     /// Give every node a pod CIDR (`spec.podCIDR`) from `--cluster-cidr`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     allocate_node_cidrs: bool,
@@ -74,6 +111,12 @@ struct ControllerManagerArgs {
     /// The prefix length of each node's block.
     #[arg(long, default_value_t = capstan_agents::nodeipam::NODE_MASK_SIZE_DEFAULT)]
     node_cidr_mask_size: u8,
+}
+
+#[derive(clap::Args)]
+struct SchedulerArgs {
+    #[command(flatten)]
+    election: LeaderElectFlags,
 }
 
 /// A duration as upstream's flags write it: a number and a unit (`ms`, `s`, `m`, `h`).
@@ -233,6 +276,7 @@ fn main() -> std::process::ExitCode {
         Command::Store(args) => rt.block_on(run_store(args)),
         Command::Apiserver(args) => rt.block_on(run_apiserver(args)),
         Command::ControllerManager(args) => rt.block_on(run_controller_manager(args)),
+        Command::Scheduler(args) => rt.block_on(run_scheduler(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -380,36 +424,32 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
 }
 
 async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
-    use capstan_agents::controller_manager::{self, Options};
-    use capstan_agents::leader::LeaseTiming;
+    use capstan_agents::controller_manager;
     use capstan_agents::nodeipam::Blocks;
-    let url = args
-        .master
-        .parse()
-        .map_err(|e| format!("--master {:?}: {e}", args.master))?;
-    let client = kube::Client::try_from(kube::Config::new(url)).map_err(|e| format!("--master: {e}"))?;
-    let options = Options {
-        leader_elect: args.leader_elect,
-        timing: LeaseTiming {
-            lease_duration: args.leader_elect_lease_duration,
-            renew_deadline: args.leader_elect_renew_deadline,
-            retry_period: args.leader_elect_retry_period,
-        },
-        lease_namespace: args.leader_elect_resource_namespace,
-        lease_name: args.leader_elect_resource_name,
-        node_cidrs: if args.allocate_node_cidrs {
-            let cidr = args.cluster_cidr.parse().map_err(|e| format!("--cluster-cidr: {e}"))?;
-            Some(Blocks::new(cidr, args.node_cidr_mask_size).map_err(|e| format!("--node-cidr-mask-size: {e}"))?)
-        } else {
-            None
-        },
-        ..Options::default()
+    let (client, election) = args.election.election("kube-controller-manager")?;
+    let node_cidrs = if args.allocate_node_cidrs {
+        let cidr = args.cluster_cidr.parse().map_err(|e| format!("--cluster-cidr: {e}"))?;
+        Some(Blocks::new(cidr, args.node_cidr_mask_size).map_err(|e| format!("--node-cidr-mask-size: {e}"))?)
+    } else {
+        None
     };
-    options.timing.check().map_err(|e| e.to_string())?;
-    println!("capstan controller-manager ready as {}", options.identity);
+    println!("capstan controller-manager ready as {}", election.identity);
     let shutdown = shutdown_signal()?;
     tokio::select! {
-        r = controller_manager::run(client, options) => r.map_err(|e| e.to_string()),
+        r = controller_manager::run(client, election, node_cidrs) => r.map_err(|e| e.to_string()),
+        () = shutdown => Ok(()),
+    }
+}
+
+async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
+    use capstan_agents::{controller_manager, scheduler};
+    let (client, election) = args.election.election("kube-scheduler")?;
+    println!("capstan scheduler ready as {}", election.identity);
+    let shutdown = shutdown_signal()?;
+    tokio::select! {
+        r = controller_manager::run_elected(client.clone(), &election, || scheduler::run(client.clone())) => {
+            r.map_err(|e| e.to_string())
+        }
         () = shutdown => Ok(()),
     }
 }

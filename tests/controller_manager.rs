@@ -1,7 +1,9 @@
-//! `capstan controller-manager` as real processes: two replicas against a store with the
-//! Kubernetes API. The one holding the Lease keeps a `default` ServiceAccount in every
-//! namespace (also after the account is deleted); when it is killed (SIGKILL), the other
-//! takes the Lease over and goes on.
+//! `capstan controller-manager` and `capstan scheduler` as real processes against a store
+//! with the Kubernetes API. Two controller-manager replicas: the one holding the Lease
+//! keeps a `default` ServiceAccount in every namespace (also after the account is
+//! deleted); when it is killed (SIGKILL), the other takes the Lease over and goes on. With
+//! a scheduler beside it, a Deployment's pods get created and bound to the node that has
+//! room.
 
 mod common;
 
@@ -93,8 +95,8 @@ async fn the_leading_replica_keeps_default_service_accounts_and_another_takes_ov
     let master = format!("http://{listen}");
     let client = Client::try_from(Config::new(master.parse().expect("url"))).expect("client");
 
-    let (first, first_id) = Server::controller_manager(&master, &TIMING, &dir.path().join("cm1.log"));
-    let (second, second_id) = Server::controller_manager(&master, &TIMING, &dir.path().join("cm2.log"));
+    let (first, first_id) = Server::component("controller-manager", &master, &TIMING, &dir.path().join("cm1.log"));
+    let (second, second_id) = Server::component("controller-manager", &master, &TIMING, &dir.path().join("cm2.log"));
     assert_ne!(first_id, second_id);
 
     // The namespaces the API creates at start, and a new one, get their account.
@@ -132,4 +134,68 @@ async fn the_leading_replica_keeps_default_service_accounts_and_another_takes_ov
     })
     .await;
     assert_eq!(now_holding, survivor_id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployments_pods_are_created_and_scheduled() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::ListParams;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let _store = Server::start_with(
+        &dir.path().join("data"),
+        &dir.path().join("store.log"),
+        &["--apiserver-listen", listen.as_str()],
+    );
+    let master = format!("http://{listen}");
+    let client = Client::try_from(Config::new(master.parse().expect("url"))).expect("client");
+    let (_cm, _) = Server::component("controller-manager", &master, &TIMING, &dir.path().join("cm.log"));
+    let (_scheduler, _) = Server::component("scheduler", &master, &TIMING, &dir.path().join("scheduler.log"));
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    for (name, cpu) in [("small", "100m"), ("big", "4")] {
+        let node: Node = serde_json::from_value(serde_json::json!({"metadata": {"name": name},
+            "status": {"allocatable": {"cpu": cpu, "memory": "8Gi", "pods": "110"}}}))
+        .expect("node");
+        eventually("create a node", || {
+            let (nodes, node) = (nodes.clone(), node.clone());
+            async move { nodes.create(&PostParams::default(), &node).await.ok() }
+        })
+        .await;
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let d: Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                              "spec": {"containers": [{"name": "c", "image": "nginx",
+                                  "resources": {"requests": {"cpu": "500m"}}}]}}}
+    }))
+    .expect("deployment");
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create the deployment");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let placed = eventually("two pods bound", || {
+        let pods = pods.clone();
+        async move {
+            let list = pods.list(&ListParams::default().labels("app=web")).await.ok()?.items;
+            let nodes: Vec<String> = list.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()).collect();
+            (list.len() == 2 && nodes.len() == 2).then_some(nodes)
+        }
+    })
+    .await;
+    assert_eq!(placed, ["big", "big"], "only the big node has room for 500m");
+    // Every node got a pod CIDR from the controller-manager's node IPAM.
+    for name in ["small", "big"] {
+        let cidr = eventually("a pod CIDR", || {
+            let nodes = nodes.clone();
+            async move { nodes.get(name).await.ok()?.spec?.pod_cidr }
+        })
+        .await;
+        assert!(cidr.starts_with("127.128."), "{cidr}");
+    }
 }

@@ -18,31 +18,28 @@ use crate::leader::{LeaderElector, LeaseTiming};
 use crate::nodeipam::{self, Blocks};
 use crate::{deployment, endpoints, gc, replicaset, serviceaccount};
 
-/// Settings, named after upstream's `--leader-elect*` flags.
+/// How the replicas of a component elect the one that acts, named after upstream's
+/// `--leader-elect*` flags.
 #[derive(Debug, Clone)]
-pub struct Options {
+pub struct Election {
     /// Elect a leader among the replicas (`--leader-elect`); without it this replica
     /// always acts (run only one then).
-    pub leader_elect: bool,
+    pub enabled: bool,
     pub timing: LeaseTiming,
     pub lease_namespace: String,
     pub lease_name: String,
     /// This replica's identity in the Lease.
     pub identity: String,
-    /// Give nodes pod CIDRs from `cluster_cidr`, blocks of `/node_cidr_mask_size`
-    /// (`--allocate-node-cidrs`; None: do not).
-    pub node_cidrs: Option<Blocks>,
 }
 
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            leader_elect: true,
+impl Default for Election {
+    fn default() -> Election {
+        Election {
+            enabled: true,
             timing: LeaseTiming::default(),
             lease_namespace: "kube-system".into(),
             lease_name: "kube-controller-manager".into(),
             identity: default_identity(),
-            node_cidrs: None,
         }
     }
 }
@@ -78,19 +75,31 @@ async fn controllers(client: Client, node_cidrs: Option<Blocks>) {
     );
 }
 
-/// Runs the controller-manager until its future is dropped.
-pub async fn run(client: Client, options: Options) -> Result<()> {
-    if !options.leader_elect {
-        controllers(client, options.node_cidrs).await;
+/// Runs `work()` whenever this replica leads (always, if election is off), until its
+/// future is dropped; `work()`'s future is dropped when the lead is lost.
+pub async fn run_elected<F, Fut>(client: Client, election: &Election, work: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut work = work;
+    if !election.enabled {
+        work().await;
         return Ok(());
     }
-    if options.lease_name.is_empty() || options.lease_namespace.is_empty() {
+    if election.lease_name.is_empty() || election.lease_namespace.is_empty() {
         return Err(AgentError::Config(
             "the leader election lease needs a name and a namespace".into(),
         ));
     }
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &options.lease_namespace);
-    let mut elector = LeaderElector::new(leases, &options.lease_name, &options.identity, options.timing)?;
-    elector.run(|| controllers(client.clone(), options.node_cidrs)).await;
+    let leases: Api<Lease> = Api::namespaced(client, &election.lease_namespace);
+    let mut elector = LeaderElector::new(leases, &election.lease_name, &election.identity, election.timing)?;
+    elector.run(work).await;
     Ok(())
+}
+
+/// Runs the controller-manager until its future is dropped; `node_cidrs` turns node IPAM
+/// on (`--allocate-node-cidrs`).
+pub async fn run(client: Client, election: Election, node_cidrs: Option<Blocks>) -> Result<()> {
+    run_elected(client.clone(), &election, || controllers(client.clone(), node_cidrs)).await
 }

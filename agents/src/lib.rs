@@ -7,11 +7,12 @@
 //! package checks that its reflector stays correct against Capstan's API across restarts
 //! and 410s.
 //!
-//! What exists so far: [`leader`] (leader election on `coordination.k8s.io/v1` Leases),
-//! [`controller_manager`] (the controllers under one Lease) with the controllers
+//! What exists so far: [`leader`] (leader election on `coordination.k8s.io/v1` Leases);
+//! [`controller_manager`] (components under one Lease) with the controllers
 //! [`serviceaccount`], [`replicaset`], [`deployment`], [`endpoints`], [`nodeipam`] and
-//! [`gc`] (the garbage collector), sharing [`runtime`]. Still to come: the other controllers, the scheduler, the node agent and
-//! the node proxy.
+//! [`gc`] (the garbage collector), sharing [`runtime`]; and the [`scheduler`] (with
+//! [`quantity`] for resource amounts). Still to come: the node lifecycle and namespace
+//! controllers, the node agent and the node proxy.
 //!
 //! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
 
@@ -22,8 +23,10 @@ pub mod error;
 pub mod gc;
 pub mod leader;
 pub mod nodeipam;
+pub mod quantity;
 pub mod replicaset;
 pub mod runtime;
+pub mod scheduler;
 pub mod serviceaccount;
 
 pub use error::{AgentError, Result};

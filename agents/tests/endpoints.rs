@@ -412,7 +412,11 @@ async fn endpoints_and_slices_follow_the_pods_a_service_selects() {
     wait_endpoints(
         &endpoints,
         "web",
-        vec![(strings(&["127.128.0.1", "127.128.0.2", "127.128.0.3"]), vec![], strings(&PORTS))],
+        vec![(
+            strings(&["127.128.0.1", "127.128.0.2", "127.128.0.3"]),
+            vec![],
+            strings(&PORTS),
+        )],
     )
     .await;
     relabel(&pods, "db-1", "db").await;

@@ -61,12 +61,17 @@ impl Server {
         server
     }
 
-    /// Starts `capstan controller-manager --master <master>` with `extra` arguments and
-    /// waits for its ready line; returns it with the identity it campaigns as.
-    pub fn controller_manager(master: &str, extra: &[&str], log: &Path) -> (Server, String) {
-        let mut args: Vec<String> = vec!["controller-manager".into(), "--master".into(), master.into()];
+    /// Starts `capstan <component> --master <master>` (controller-manager, scheduler) with
+    /// `extra` arguments and waits for its ready line; returns it with the identity it
+    /// campaigns as.
+    pub fn component(component: &'static str, master: &str, extra: &[&str], log: &Path) -> (Server, String) {
+        let mut args: Vec<String> = vec![component.into(), "--master".into(), master.into()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        Server::spawn_until_ready(&args, "capstan controller-manager ready as ", log)
+        let ready: &'static str = match component {
+            "scheduler" => "capstan scheduler ready as ",
+            _ => "capstan controller-manager ready as ",
+        };
+        Server::spawn_until_ready(&args, ready, log)
     }
 
     /// Runs `capstan <args>` and waits for the stdout line starting with `ready`; returns

@@ -5055,7 +5055,9 @@ fn validate_endpoint_slice(e: &mut Errs, root: &At) {
                             IpAddr::V6(v6) => v6.to_ipv4_mapped().is_some(),
                         };
                         match parse_ip_sloppy(address) {
-                            Some(ip) if is_v4(&ip) == (addr_type == "IPv4") => validate_non_special_ip(e, &p, address, Loopback::Allowed),
+                            Some(ip) if is_v4(&ip) == (addr_type == "IPv4") => {
+                                validate_non_special_ip(e, &p, address, Loopback::Allowed)
+                            }
                             _ => e.invalid(&p, bs(address), &format!("must be a valid {addr_type} address")),
                         }
                     }

@@ -83,17 +83,23 @@ async fn lease_holder(client: &Client) -> Option<String> {
         .and_then(|s| s.holder_identity)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_leading_replica_keeps_default_service_accounts_and_another_takes_over_when_it_dies() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// A store with the Kubernetes API in `dir`: the process, the API's URL, a client of it.
+fn store_with_api(dir: &std::path::Path) -> (Server, String, Client) {
     let listen = format!("127.0.0.1:{}", common::free_port());
-    let _store = Server::start_with(
-        &dir.path().join("data"),
-        &dir.path().join("store.log"),
+    let store = Server::start_with(
+        &dir.join("data"),
+        &dir.join("store.log"),
         &["--apiserver-listen", listen.as_str()],
     );
     let master = format!("http://{listen}");
     let client = Client::try_from(Config::new(master.parse().expect("url"))).expect("client");
+    (store, master, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leading_replica_keeps_default_service_accounts_and_another_takes_over_when_it_dies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (_store, master, client) = store_with_api(dir.path());
 
     let (first, first_id) = Server::component("controller-manager", &master, &TIMING, &dir.path().join("cm1.log"));
     let (second, second_id) = Server::component("controller-manager", &master, &TIMING, &dir.path().join("cm2.log"));
@@ -143,14 +149,7 @@ async fn a_deployments_pods_are_created_and_scheduled() {
     use kube::api::ListParams;
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let listen = format!("127.0.0.1:{}", common::free_port());
-    let _store = Server::start_with(
-        &dir.path().join("data"),
-        &dir.path().join("store.log"),
-        &["--apiserver-listen", listen.as_str()],
-    );
-    let master = format!("http://{listen}");
-    let client = Client::try_from(Config::new(master.parse().expect("url"))).expect("client");
+    let (_store, master, client) = store_with_api(dir.path());
     let (_cm, _) = Server::component("controller-manager", &master, &TIMING, &dir.path().join("cm.log"));
     let (_scheduler, _) = Server::component("scheduler", &master, &TIMING, &dir.path().join("scheduler.log"));
 

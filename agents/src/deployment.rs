@@ -31,7 +31,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -330,28 +330,29 @@ fn new_replica_set(d: &Deployment, name: &str, uid: &str, hash: &str, replicas: 
         "deployment.kubernetes.io/desired-replicas".to_string(),
         spec.replicas.unwrap_or(1).to_string(),
     );
-    serde_json::from_value(json!({
-        "metadata": {
-            "name": format!("{name}-{hash}"),
-            "labels": labels,
-            "annotations": annotations,
-            "ownerReferences": [OwnerReference {
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(format!("{name}-{hash}")),
+            labels: Some(labels),
+            annotations: Some(annotations),
+            owner_references: Some(vec![OwnerReference {
                 api_version: "apps/v1".into(),
                 kind: "Deployment".into(),
                 name: name.into(),
                 uid: uid.into(),
                 controller: Some(true),
                 block_owner_deletion: Some(true),
-            }],
+            }]),
+            ..ObjectMeta::default()
         },
-        "spec": {
-            "replicas": replicas,
-            "minReadySeconds": spec.min_ready_seconds.unwrap_or(0),
-            "selector": selector,
-            "template": template,
-        }
-    }))
-    .unwrap_or_default()
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(replicas),
+            min_ready_seconds: spec.min_ready_seconds,
+            selector,
+            template: Some(template),
+        }),
+        status: None,
+    }
 }
 
 fn condition(type_: &str, status: bool, reason: &str, message: String, now: &Time) -> DeploymentCondition {

@@ -11,6 +11,10 @@
 //! controller's cache): pods (owned by ReplicaSets), ReplicaSets (by Deployments) and
 //! EndpointSlices (by Services). Kinds beyond these are not collected yet.
 //!
+//! Cost: every change of an owner (a ReplicaSet's status, say) re-checks its dependents,
+//! one GET of the owner each, because a watch mapper cannot tell a deletion from an
+//! update; triggering on deletions only needs kube-runtime's (unstable) stream triggers.
+//!
 //! Left out: foreground and orphan propagation (`propagationPolicy: Foreground|Orphan`;
 //! the API server does not set their finalizers yet), and a cluster-wide graph of every
 //! kind, which upstream builds from discovery.

@@ -320,11 +320,15 @@ pub fn unschedulable_message(nodes: usize, reasons: &BTreeMap<String, usize>) ->
     }
 }
 
-/// A pod bound by this scheduler, counted until the pod cache shows it bound.
+/// A pod bound by this scheduler, counted until the pod cache shows it bound, or, if the
+/// cache never shows it (deleted meanwhile), for [`ASSUMED_TTL`] (upstream's 30 s).
 struct Assumed {
     node: String,
     pod: Pod,
+    at: std::time::Instant,
 }
+
+const ASSUMED_TTL: Duration = Duration::from_secs(30);
 
 struct State {
     assumed: HashMap<String, Assumed>,
@@ -430,10 +434,12 @@ fn decide(context: &Context, pod: &Pod) -> Result<String, String> {
             }
         }
     }
-    // Assumed pods count until the cache shows them bound (or gone).
-    state
-        .assumed
-        .retain(|uid, _| seen_bound.get(uid).is_none_or(|bound| !bound));
+    // Assumed pods count until the cache shows them bound; one the cache does not have
+    // (deleted before its binding showed) is dropped after the TTL, so the map stays bounded.
+    state.assumed.retain(|uid, a| match seen_bound.get(uid) {
+        Some(bound) => !bound,
+        None => a.at.elapsed() < ASSUMED_TTL,
+    });
     for a in state.assumed.values() {
         if let Some(info) = infos.get_mut(&a.node) {
             info.add_pod(&a.pod);
@@ -458,6 +464,7 @@ fn decide(context: &Context, pod: &Pod) -> Result<String, String> {
         Assumed {
             node: node.clone(),
             pod: pod.clone(),
+            at: std::time::Instant::now(),
         },
     );
     Ok(node)

@@ -20,9 +20,7 @@ use kube::runtime::{watcher, Controller};
 use kube::{Client, ResourceExt};
 
 use crate::error::AgentError;
-use crate::runtime::{self, retry_later};
-// The endpoints controller imports it from here for now.
-pub use crate::runtime::Backoff;
+use crate::runtime::{self, retry_later, Backoff};
 
 /// The account every namespace gets.
 pub const DEFAULT_ACCOUNT: &str = "default";

@@ -93,6 +93,29 @@ fn candidate(cluster: &Cluster, i: usize, actions: Actions) -> tokio::task::Join
     })
 }
 
+/// Waits until the Lease's renewTime has changed twice.
+async fn renewed_twice(leases: &Api<Lease>) {
+    let renew_time = || async {
+        leases
+            .get(LOCK)
+            .await
+            .ok()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.renew_time)
+            .map(|t| t.0)
+    };
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = vec![renew_time().await];
+    while seen.len() < 3 {
+        assert!(Instant::now() < deadline, "the lease was not renewed twice");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let now = renew_time().await;
+        if now.is_some() && seen.last() != Some(&now) {
+            seen.push(now);
+        }
+    }
+}
+
 fn last_actor(actions: &Actions) -> Option<usize> {
     actions.lock().expect("actions").last().map(|a| a.0)
 }
@@ -119,11 +142,8 @@ async fn when_the_leader_dies_another_takes_over_and_two_never_act_at_once() {
     let mut leader = next_actor(&actions, None).await;
     let mut takeovers = Vec::new();
     for _ in 0..2 {
-        // Let the holder renew a few times while the others keep trying.
-        let until = Instant::now() + timing().lease_duration;
-        while Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        // Let the holder renew twice while the others keep trying.
+        renewed_twice(&leases(&cluster)).await;
         // (On a slow machine the lease may have changed hands meanwhile: kill whoever acts.)
         leader = last_actor(&actions).unwrap_or(leader);
         let killed = Instant::now();

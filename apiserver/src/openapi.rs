@@ -37,9 +37,6 @@ use crate::resources::{with_kind_type, KindType, ResourceType, RESOURCES};
 /// answer must not echo the `@` (Go's MIME parser refuses it in a Content-Type).
 pub const PROTOBUF_CONTENT_TYPE: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
-/// Where a `$ref` points: `#/definitions/<name>`.
-const REF_PREFIX: &str = "#/definitions/";
-
 /// The document in both encodings, built on first use.
 pub struct OpenApiV2 {
     pub json: Bytes,
@@ -285,14 +282,14 @@ fn schema_to_protobuf(schema: &Value) -> pb::Schema {
     out
 }
 
-/// The definition a `$ref` names, if it is one of ours.
-pub fn ref_target(reference: &str) -> Option<&str> {
-    reference.strip_prefix(REF_PREFIX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The definition a `$ref` names (`#/definitions/<name>`), if it is one of ours.
+    fn ref_target(reference: &str) -> Option<&str> {
+        reference.strip_prefix("#/definitions/")
+    }
 
     fn definitions(doc: &Value) -> &Map<String, Value> {
         doc["definitions"].as_object().expect("definitions")

@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "etcd/rpc.proto",
         "capstan/store.proto",
         "capstan/peer.proto",
+        "capstan/mesh.proto",
         "openapi/openapiv2.proto",
     ];
     for p in protos {

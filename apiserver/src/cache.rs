@@ -59,10 +59,12 @@ pub struct Event {
     /// The JSON watch line `{"type":...,"object":obj}` for ADDED, MODIFIED and DELETED,
     /// encoded once for every watcher that sends it.
     pub lines: [std::sync::OnceLock<Bytes>; 3],
+    /// The object alone as JSON, encoded once for every mesh stream that sends it.
+    json: std::sync::OnceLock<Bytes>,
 }
 
 impl Event {
-    fn new(rev: i64, key: Bytes, obj: Arc<Value>, prev: Option<Arc<Value>>, deleted: bool) -> Event {
+    pub(crate) fn new(rev: i64, key: Bytes, obj: Arc<Value>, prev: Option<Arc<Value>>, deleted: bool) -> Event {
         Event {
             rev,
             key,
@@ -70,7 +72,16 @@ impl Event {
             prev,
             deleted,
             lines: Default::default(),
+            json: Default::default(),
         }
+    }
+
+    /// The object after the change as JSON (for a delete, its last version), encoded
+    /// once however many mesh streams send it.
+    pub fn object_json(&self) -> Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&*self.obj).unwrap_or_default()))
+            .clone()
     }
 
     /// The encoded watch line of this event as `kind` with its object.
@@ -399,6 +410,12 @@ impl WatchCache {
                 )));
             }
         }
+    }
+
+    /// The revision up to which the cache reflects every change (0 before its first
+    /// list).
+    pub fn revision(&self) -> i64 {
+        self.lock().rev
     }
 
     /// Waits until the cache is as fresh as a quorum read of the store now.

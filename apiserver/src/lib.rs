@@ -19,10 +19,13 @@
 //!
 //! - [`cache`]: the watch cache, one store watch per resource type serving every client
 //!   watch and unpaged list.
+//! - [`mesh`]: the gRPC mesh API for the cluster's own components (list, watch and
+//!   writes of any resource; node assignment and proxy configuration streams), on the
+//!   same listener as REST: requests with a gRPC content type go to it.
 //!
 //! Deliberately left out for now (see the issue notes): OpenAPI v3 and operations in the
 //! OpenAPI document, server-side apply, authentication and authorization (the API is
-//! served on loopback in plain HTTP), the garbage collector's propagation policies.
+//! served on loopback in plain HTTP).
 //!
 //! The apiserver knows nothing of Raft or RocksDB: it sees only the store's etcd API.
 
@@ -32,6 +35,7 @@ pub mod discovery;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod mesh;
 pub mod object;
 pub mod openapi;
 pub mod patch;
@@ -209,8 +213,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .with_state(api)
 }
 
-/// Serves the API on `listener` until `shutdown` completes. Creates the namespaces
-/// every cluster has first.
+/// Serves the API on `listener` until `shutdown` completes: REST, and the gRPC mesh
+/// API ([`mesh`]) for requests with a gRPC content type (HTTP/2 with prior knowledge).
+/// Creates the namespaces every cluster has first.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     api: Arc<Api>,
@@ -219,6 +224,17 @@ pub async fn serve(
     if let Err(e) = handlers::bootstrap(&api).await {
         tracing::warn!(error = %e, "could not create the default namespaces yet");
     }
+    // Mesh streams last as long as their clients: on shutdown they are told to end, so
+    // that the graceful shutdown below does not wait for them forever.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let app = router(api.clone()).layer(axum::middleware::from_fn_with_state(
+        mesh::routes(api, stop_rx),
+        mesh::serve_layer,
+    ));
     use axum::serve::ListenerExt;
     // No Nagle: a watch event or a response written in pieces goes out at once instead
     // of waiting for the client's delayed ACK (tens of milliseconds).
@@ -227,9 +243,7 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    axum::serve(listener, router(api))
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 /// A kubeconfig for `server` (plain HTTP, no credentials), as kubectl reads it.

@@ -5,6 +5,9 @@
 //! - [`store`]: Capstan's own log command format for the store's state machine.
 //! - [`peer`]: the service members of one cluster speak to each other (Raft messages,
 //!   snapshots, forwarded lease requests).
+//! - [`mesh`]: the gRPC API the cluster's own components (node agents, proxies) use
+//!   instead of REST: objects as JSON bytes, watches, node assignment and proxy
+//!   configuration streams; served by the apiserver.
 //! - [`openapi_v2`]: the part of the OpenAPI v2 document model (gnostic's `openapi.v2`)
 //!   in which the Kubernetes API serves `/openapi/v2` to kubectl.
 //!
@@ -31,6 +34,11 @@ pub mod capstan {
             tonic::include_proto!("capstan.peer.v1");
         }
     }
+    pub mod mesh {
+        pub mod v1 {
+            tonic::include_proto!("capstan.mesh.v1");
+        }
+    }
 }
 
 /// The OpenAPI v2 document model, as its protobuf package `openapi.v2`.
@@ -40,6 +48,7 @@ pub mod openapi {
     }
 }
 
+pub use capstan::mesh::v1 as mesh;
 pub use capstan::peer::v1 as peer;
 pub use capstan::store::v1 as store;
 pub use openapi::v2 as openapi_v2;

@@ -8,6 +8,8 @@
 //! - `failover`: SIGKILL a cluster's leader under put load; time to the first
 //!   acknowledged put.
 //! - `kube`: create/get/update/list latency on a Kubernetes API server (over HTTP).
+//! - `scheduler throughput` / `scheduler failover`: pods bound per second and scheduling
+//!   latency; time from killing the active scheduler to the next binding.
 //!
 //! Every run is bounded by a request or event count and by `--timeout-s`, and only
 //! loopback endpoints are accepted.
@@ -17,6 +19,7 @@ mod common;
 mod failover;
 mod kube;
 mod kv;
+mod scheduler;
 mod watch;
 
 use clap::{Parser, Subcommand};
@@ -56,6 +59,11 @@ enum Command {
     Failover(failover::FailoverArgs),
     /// Create/get/update/list load on a Kubernetes API server.
     Kube(kube::KubeArgs),
+    /// The scheduler through the Kubernetes API: throughput and latency, failover.
+    Scheduler {
+        #[command(subcommand)]
+        op: scheduler::SchedulerCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -88,6 +96,7 @@ fn main() -> std::process::ExitCode {
             Command::Status(a) => cluster::run_status(a).await,
             Command::Failover(a) => failover::run(a).await,
             Command::Kube(a) => kube::run(a).await,
+            Command::Scheduler { op } => scheduler::run(op).await,
         }
     });
     // Do not wait for tasks left blocked on a dead server.

@@ -86,7 +86,7 @@ start() {
     capstan-*)
       for i in $(seq "$n"); do
         local extra=()
-        [ "$i" = 1 ] && extra=(--apiserver-listen "127.0.0.1:$apiport")
+        [ "$i" = 1 ] && extra=(--apiserver-listen "127.0.0.1:$apiport" --no-controller-manager)
         local peers=()
         [ "$n" -gt 1 ] && peers=(--listen-peer "127.0.0.1:$((peer + i - 1))" \
           --initial-cluster "$(initial_cluster "$peer" "$n")")

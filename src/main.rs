@@ -111,6 +111,30 @@ struct ControllerManagerArgs {
     /// The prefix length of each node's block.
     #[arg(long, default_value_t = capstan_agents::nodeipam::NODE_MASK_SIZE_DEFAULT)]
     node_cidr_mask_size: u8,
+    /// How often the node lifecycle controller checks the nodes' heartbeats.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    node_monitor_period: Duration,
+    /// How long a node may go without a heartbeat (Lease renewal or status) before it is
+    /// marked Ready=Unknown and tainted unreachable.
+    #[arg(long, default_value = "40s", value_parser = parse_duration)]
+    node_monitor_grace_period: Duration,
+    /// The same for a node that never posted its status, counted from its creation.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    node_startup_grace_period: Duration,
+    /// Nodes per second, per zone, that may newly get a NoExecute taint (which evicts
+    /// their pods).
+    #[arg(long, default_value_t = 0.1)]
+    node_eviction_rate: f64,
+    /// The same in a zone of more than --large-cluster-size-threshold nodes that is
+    /// partly disrupted (a smaller one then evicts nothing).
+    #[arg(long, default_value_t = 0.01)]
+    secondary_node_eviction_rate: f64,
+    /// Above this many nodes a zone is large (see --secondary-node-eviction-rate).
+    #[arg(long, default_value_t = 50)]
+    large_cluster_size_threshold: usize,
+    /// The share of not-ready nodes (more than two) from which a zone is partly disrupted.
+    #[arg(long, default_value_t = 0.55)]
+    unhealthy_zone_threshold: f64,
 }
 
 #[derive(clap::Args)]
@@ -212,6 +236,13 @@ struct StoreArgs {
     /// Also serve the Kubernetes API on this address (plain HTTP), over this member.
     #[arg(long)]
     apiserver_listen: Option<SocketAddr>,
+    /// With --apiserver-listen: do not also run the controllers in this process. By
+    /// default they run as `capstan controller-manager` would with its default flags,
+    /// against this member's API and under the same Lease (so of several members, or of a
+    /// member and separate controller-managers, one acts); without any controller-manager a
+    /// deleted namespace stays Terminating and no dependents are collected.
+    #[arg(long)]
+    no_controller_manager: bool,
     #[command(flatten)]
     api: ApiFlags,
 }
@@ -353,11 +384,15 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     if let Some(api_addr) = args.apiserver_listen {
         let api = Api::new(Storage::local(node.clone()), api_config(&args.api)?);
         let l = bind_api(api_addr, &args.api).await?;
+        let api_url = format!("http://{}", l.local_addr().map_err(|e| e.to_string())?);
         tokio::spawn(async move {
             if let Err(e) = capstan_apiserver::serve(l, api, std::future::pending()).await {
                 tracing::error!(error = %e, "the Kubernetes API stopped");
             }
         });
+        if !args.no_controller_manager {
+            embedded_controller_manager(&api_url, &args.name)?;
+        }
     }
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = node.mvcc.revision(), "store serving the etcd v3 API");
     // The line tests and scripts wait for.
@@ -376,6 +411,33 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     node.stop();
+    Ok(())
+}
+
+/// Runs the controller-manager in this process against the API at `api_url`, with the
+/// defaults of `capstan controller-manager`: leader election on the usual Lease, as
+/// `<member>_<hostname>_<pid>_<start>`, so that members of one cluster (and separate
+/// controller-managers) never act at once.
+fn embedded_controller_manager(api_url: &str, member: &str) -> Result<(), String> {
+    use capstan_agents::controller_manager::{self, default_identity, Election};
+    use capstan_agents::nodeipam::{Blocks, CLUSTER_CIDR_DEFAULT, NODE_MASK_SIZE_DEFAULT};
+    let url = api_url.parse().map_err(|e| format!("the API's URL {api_url:?}: {e}"))?;
+    let client = kube::Client::try_from(kube::Config::new(url)).map_err(|e| format!("the API's client: {e}"))?;
+    let election = Election {
+        identity: format!("{member}_{}", default_identity()),
+        ..Election::default()
+    };
+    let cidr = CLUSTER_CIDR_DEFAULT
+        .parse()
+        .map_err(|e| format!("the default cluster CIDR: {e}"))?;
+    let blocks = Blocks::new(cidr, NODE_MASK_SIZE_DEFAULT).map_err(|e| format!("the default node CIDRs: {e}"))?;
+    let lifecycle = capstan_agents::nodelifecycle::Config::default();
+    tracing::info!(identity = %election.identity, "running the controller-manager in this process");
+    tokio::spawn(async move {
+        if let Err(e) = controller_manager::run(client, election, Some(blocks), lifecycle).await {
+            tracing::error!(error = %e, "the controller-manager stopped");
+        }
+    });
     Ok(())
 }
 
@@ -433,10 +495,21 @@ async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), Strin
     } else {
         None
     };
+    let lifecycle = capstan_agents::nodelifecycle::Config {
+        node_monitor_period: args.node_monitor_period,
+        node_monitor_grace_period: args.node_monitor_grace_period,
+        node_startup_grace_period: args.node_startup_grace_period,
+        node_evictions_per_s: args.node_eviction_rate,
+        secondary_node_evictions_per_s: args.secondary_node_eviction_rate,
+        large_cluster_size_threshold: args.large_cluster_size_threshold,
+        unhealthy_zone_threshold: args.unhealthy_zone_threshold,
+        ..capstan_agents::nodelifecycle::Config::default()
+    };
+    lifecycle.check().map_err(|e| e.to_string())?;
     println!("capstan controller-manager ready as {}", election.identity);
     let shutdown = shutdown_signal()?;
     tokio::select! {
-        r = controller_manager::run(client, election, node_cidrs) => r.map_err(|e| e.to_string()),
+        r = controller_manager::run(client, election, node_cidrs, lifecycle) => r.map_err(|e| e.to_string()),
         () = shutdown => Ok(()),
     }
 }

@@ -83,13 +83,15 @@ async fn lease_holder(client: &Client) -> Option<String> {
         .and_then(|s| s.holder_identity)
 }
 
-/// A store with the Kubernetes API in `dir`: the process, the API's URL, a client of it.
+/// A store with the Kubernetes API (and no controllers) in `dir`: the process, the API's
+/// URL, a client of it.
 fn store_with_api(dir: &std::path::Path) -> (Server, String, Client) {
     let listen = format!("127.0.0.1:{}", common::free_port());
     let store = Server::start_with(
         &dir.join("data"),
         &dir.join("store.log"),
-        &["--apiserver-listen", listen.as_str()],
+        // The components under test, not the store's own controller-manager, take the Lease.
+        &["--apiserver-listen", listen.as_str(), "--no-controller-manager"],
     );
     let master = format!("http://{listen}");
     let client = Client::try_from(Config::new(master.parse().expect("url"))).expect("client");

@@ -4,7 +4,8 @@
 //! dispatcher that runs the kubectl matching the server's version).
 //!
 //! - Over a single store member serving the API from the same process.
-//! - `capstan apiserver` over a real etcd (Debian's etcd-server).
+//! - `capstan apiserver` over a real etcd (Debian's etcd-server), with `capstan
+//!   controller-manager` beside it.
 //! - Three store members, each with its own API replica: a write through one replica is
 //!   seen by watches on the others, also after the Raft leader is killed.
 
@@ -151,6 +152,14 @@ fn kubectl_drives_the_api_over_a_real_etcd() {
         &format!("http://{}", etcd.client),
         &kubeconfig,
         &dir.path().join("apiserver.log"),
+    );
+    // The scenario expects controllers (the store runs them in its process; a separate
+    // apiserver, as upstream's, does not).
+    let (_controllers, _) = Server::component(
+        "controller-manager",
+        &server.url(),
+        &[],
+        &dir.path().join("controller-manager.log"),
     );
     // One kubectl is enough here: the wire is the same, the storage is what differs.
     run_scenario(&found[0], &kubeconfig, dir.path(), &server);

@@ -4,8 +4,9 @@
 #
 #   tests/kubectl.sh KUBECTL KUBECONFIG
 #
-# The API must be fresh (only the default namespaces). Run by `cargo test --test kubectl`
-# for each kubectl it finds (Debian's 1.20 under .tools/, the one on PATH).
+# The API must be fresh (only the default namespaces), with a controller-manager acting on
+# it (`capstan store --apiserver-listen` runs one in its process). Run by `cargo test
+# --test kubectl` for each kubectl it finds (Debian's 1.20 under .tools/, the one on PATH).
 #
 # Every check prints "ok" or "FAIL" with what was expected and what came back; a failed
 # check does not stop the run, but the script exits 1 at the end if any check failed.
@@ -65,6 +66,22 @@ wait_for() {
     sleep 0.1
   done
   fail "$1" "expected $2 to contain: $3" "got: $(cat "$2" 2>/dev/null)"
+}
+
+# wait_eq NAME EXPECTED CMD...: waits (30 s at most) until CMD prints exactly EXPECTED.
+wait_eq() {
+  CHECKS=$((CHECKS + 1))
+  local name=$1 want=$2 got i
+  shift 2
+  for i in $(seq 300); do
+    got=$("$@" 2>&1)
+    if [ "$got" = "$want" ]; then
+      echo "ok   $name"
+      return 0
+    fi
+    sleep 0.1
+  done
+  fail "$name" "expected: $want" "got: $got"
 }
 
 echo "kubectl: $("$KUBECTL_BIN" version --client 2>&1 | head -1)"
@@ -137,9 +154,12 @@ out=$(k create -f "$WORK/bad.yaml" --validate=false 2>&1)
 check "create --validate=false: created" "configmap/unvalidated created" "$out"
 k delete cm unvalidated >/dev/null 2>&1
 
+# The Deployment controller rolls it out (no node agent runs the pods: none gets ready).
+wait_eq "the deployment controller created the pods" "2" \
+  k get deploy web -o jsonpath='{.status.updatedReplicas}'
 out=$(k get deploy web 2>&1)
 check "get deploy: columns" "NAME   READY   UP-TO-DATE   AVAILABLE   AGE" "$out"
-check "get deploy: row" "web    0/2     0            0" "$out"
+check "get deploy: row" "web    0/2     2            0" "$out"
 out=$(k get deploy -o wide 2>&1)
 check "get -o wide: wide columns" "CONTAINERS   IMAGES       SELECTOR" "$out"
 check "get -o wide: values" "nginx:1.25   app=web" "$out"

@@ -9,6 +9,7 @@ the caller lists again. Exits non-zero on the first failed check.
 """
 
 import sys
+import time
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -144,6 +145,34 @@ except ApiException as e:
 relist = core.list_namespaced_config_map(NS)
 check("list again after 410", any(i.metadata.name == "settings" for i in relist.items))
 
-core.delete_namespace(NS)
-expect_status("the namespace is gone", 404, core.read_namespace, NS)
+# Deleting a namespace marks it Terminating; the namespace controller (the server runs the
+# controller-manager) empties it and then it goes.
+# A finalizer of ours holds the namespace in Terminating until it is removed below.
+core.create_namespaced_config_map(
+    NS, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="hold", finalizers=["example.com/hold"]))
+)
+# The client's API description types the answer as a Status, so it hands back the body
+# (the namespace, as upstream answers) undecoded.
+terminating = core.delete_namespace(NS)
+check(
+    "delete_namespace answers with the namespace, Terminating",
+    isinstance(terminating, dict)
+    and terminating.get("kind") == "Namespace"
+    and terminating.get("status", {}).get("phase") == "Terminating"
+    and terminating.get("metadata", {}).get("deletionTimestamp"),
+    terminating,
+)
+e = expect_status("create in a terminating namespace: 403", 403, core.create_namespaced_config_map, NS,
+                  client.V1ConfigMap(metadata=client.V1ObjectMeta(name="late")))
+check("403 reason is Forbidden", e is not None and '"reason":"Forbidden"' in e.body.replace(" ", ""), e and e.body)
+core.patch_namespaced_config_map("hold", NS, {"metadata": {"finalizers": None}})
+deadline = time.monotonic() + 60
+while True:
+    try:
+        core.read_namespace(NS)
+    except ApiException as e:
+        check("the namespace is gone", e.status == 404, f"status {e.status}: {e.body}")
+        break
+    check("the namespace goes within 60 s", time.monotonic() < deadline)
+    time.sleep(0.1)
 print(f"python_client.py: all {checks} checks passed")

@@ -5,7 +5,9 @@
 //! Controllers so far: [`serviceaccount`](crate::serviceaccount),
 //! [`replicaset`](crate::replicaset), [`deployment`](crate::deployment),
 //! [`endpoints`](crate::endpoints) (Endpoints and EndpointSlices),
-//! [`nodeipam`](crate::nodeipam) and the garbage collector, [`gc`](crate::gc).
+//! [`nodeipam`](crate::nodeipam), [`nodelifecycle`](crate::nodelifecycle) (node health,
+//! NoExecute taint eviction and the pods of deleted nodes) and the garbage collector,
+//! [`gc`](crate::gc).
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use kube::Client;
 use crate::error::{AgentError, Result};
 use crate::leader::{LeaderElector, LeaseTiming};
 use crate::nodeipam::{self, Blocks};
+use crate::nodelifecycle;
 use crate::{deployment, endpoints, gc, replicaset, serviceaccount};
 
 /// How the replicas of a component elect the one that acts, named after upstream's
@@ -59,7 +62,7 @@ pub fn default_identity() -> String {
 }
 
 /// Every controller, concurrently, until dropped.
-async fn controllers(client: Client, node_cidrs: Option<Blocks>) {
+async fn controllers(client: Client, node_cidrs: Option<Blocks>, lifecycle: nodelifecycle::Config) {
     let ipam = async {
         if let Some(blocks) = node_cidrs {
             nodeipam::run(client.clone(), blocks).await;
@@ -71,6 +74,8 @@ async fn controllers(client: Client, node_cidrs: Option<Blocks>) {
         deployment::run(client.clone()),
         endpoints::run(client.clone()),
         gc::run(client.clone()),
+        crate::namespace::run(client.clone()),
+        nodelifecycle::run(client.clone(), lifecycle),
         ipam
     );
 }
@@ -99,7 +104,16 @@ where
 }
 
 /// Runs the controller-manager until its future is dropped; `node_cidrs` turns node IPAM
-/// on (`--allocate-node-cidrs`).
-pub async fn run(client: Client, election: Election, node_cidrs: Option<Blocks>) -> Result<()> {
-    run_elected(client.clone(), &election, || controllers(client.clone(), node_cidrs)).await
+/// on (`--allocate-node-cidrs`); `lifecycle` configures the node lifecycle controller.
+pub async fn run(
+    client: Client,
+    election: Election,
+    node_cidrs: Option<Blocks>,
+    lifecycle: nodelifecycle::Config,
+) -> Result<()> {
+    lifecycle.check()?;
+    run_elected(client.clone(), &election, || {
+        controllers(client.clone(), node_cidrs, lifecycle)
+    })
+    .await
 }

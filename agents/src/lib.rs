@@ -9,10 +9,10 @@
 //!
 //! What exists so far: [`leader`] (leader election on `coordination.k8s.io/v1` Leases);
 //! [`controller_manager`] (components under one Lease) with the controllers
-//! [`serviceaccount`], [`replicaset`], [`deployment`], [`endpoints`], [`nodeipam`] and
-//! [`gc`] (the garbage collector), sharing [`runtime`]; and the [`scheduler`] (with
-//! [`quantity`] for resource amounts). Still to come: the node lifecycle and namespace
-//! controllers, the node agent and the node proxy.
+//! [`serviceaccount`], [`replicaset`], [`deployment`], [`endpoints`], [`nodeipam`],
+//! [`namespace`], [`nodelifecycle`] and [`gc`] (the garbage collector), sharing
+//! [`runtime`]; and the [`scheduler`] (with [`quantity`] for resource amounts). Still to
+//! come: the node agent and the node proxy.
 //!
 //! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
 
@@ -22,7 +22,9 @@ pub mod endpoints;
 pub mod error;
 pub mod gc;
 pub mod leader;
+pub mod namespace;
 pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod quantity;
 pub mod replicaset;
 pub mod runtime;

@@ -1,5 +1,13 @@
 //! The verbs: get, list, create, update, patch, delete, deletecollection, and the
-//! subresources (status, scale, binding, eviction, log). Watch is in [`crate::watch`].
+//! subresources (status, scale, binding, eviction, log, a namespace's finalize). Watch is
+//! in [`crate::watch`].
+//!
+//! Deletion follows upstream's registry: finalizers keep an object (with
+//! `deletionTimestamp`) until they are removed, and a delete's propagation policy adds the
+//! garbage collector's (`orphan`, `foregroundDeletion`); a namespace is only marked
+//! Terminating, emptied by the namespace controller and removed when its `kubernetes`
+//! finalizer goes through `finalize`; nothing new may be created in it meanwhile (the
+//! NamespaceLifecycle admission's 403).
 //!
 //! Every write is optimistic: read the object with its `mod_revision`, compute the new
 //! one, and write it in a transaction that holds only if the `mod_revision` is still the
@@ -18,7 +26,7 @@ use crate::cache::Caches;
 use crate::error::{ApiError, Cause, Result};
 use crate::http::{content_type, format, json_response, parse_target, Format, Params, Target};
 use crate::object::{self, from_kv, meta_mut, meta_str, normalize, set_resource_version, to_stored};
-use crate::resources::{ResourceType, Sub, RESOURCES};
+use crate::resources::{ResourceType, Sub};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::storage::{prefix_end, Kv, Storage};
 use crate::table::{self, IncludeObject};
@@ -129,6 +137,7 @@ async fn dispatch(
             delete(&api, &t, n, &params, &Bytes::new()).await?;
             Ok(success(StatusCode::CREATED))
         }
+        (Method::PUT, Some(n), Some(Sub::Finalize)) => finalize_namespace(&api, &t, n, &params, &body).await,
         (Method::PUT, Some(n), sub @ (None | Some(Sub::Status) | Some(Sub::Scale))) => {
             update(&api, &t, n, sub, &params, &body, fmt).await
         }
@@ -565,9 +574,12 @@ fn qos_class(pod: &Value) -> &'static str {
     }
 }
 
-/// Refuses writes into a namespace that does not exist or is being deleted
-/// (upstream's NamespaceLifecycle admission).
-async fn check_namespace(api: &Api, ns: &str) -> Result<()> {
+/// Refuses new objects in a namespace that does not exist (404, `namespaces "x" not
+/// found`) or is being deleted (upstream's NamespaceLifecycle admission). The latter is a
+/// 403 answered here as a response, since [`ApiError::Forbidden`] carries no details:
+/// `<resource> "<name>" is forbidden: unable to create new content in namespace <ns>
+/// because it is being terminated`, with the `NamespaceTerminating` cause.
+async fn check_namespace(api: &Api, rt: &ResourceType, ns: &str, name: &str) -> Result<Option<Response>> {
     let nsrt = ResourceType::by_kind("Namespace").expect("namespaces are served");
     let key = nsrt.key(None, ns);
     // The watch cache knows the namespaces; the store is asked only when it does not
@@ -579,12 +591,31 @@ async fn check_namespace(api: &Api, ns: &str) -> Result<()> {
             (Some(kv), _) => from_kv(&kv)?,
         },
     };
-    if meta_str(&obj, "deletionTimestamp").is_some() {
-        return Err(ApiError::Forbidden(format!(
-            "unable to create new content in namespace {ns} because it is being terminated"
-        )));
+    let terminating = obj["status"]["phase"] == "Terminating" || meta_str(&obj, "deletionTimestamp").is_some();
+    if !terminating {
+        return Ok(None);
     }
-    Ok(())
+    let what = rt.group_resource();
+    let reason = format!("unable to create new content in namespace {ns} because it is being terminated");
+    // As upstream's NewForbidden: the name only when there is one (not for generateName).
+    let message = if name.is_empty() {
+        format!("{what} is forbidden: {reason}")
+    } else {
+        format!("{what} \"{name}\" is forbidden: {reason}")
+    };
+    let mut details = json!({"kind": rt.plural, "causes": [{"reason": "NamespaceTerminating",
+        "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]});
+    if !name.is_empty() {
+        details["name"] = json!(name);
+    }
+    if !rt.group.is_empty() {
+        details["group"] = json!(rt.group);
+    }
+    Ok(Some(json_response(
+        StatusCode::FORBIDDEN,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": "Forbidden", "details": details, "code": 403}),
+    )))
 }
 
 async fn create(api: &Api, t: &Target, params: &Params, body: &Bytes, fmt: Format) -> Result<Response> {
@@ -644,7 +675,9 @@ async fn create(api: &Api, t: &Target, params: &Params, body: &Bytes, fmt: Forma
     }
     if let Some(ns) = t.namespace.as_deref() {
         if rt.namespaced {
-            check_namespace(api, ns).await?;
+            if let Some(refused) = check_namespace(api, rt, ns, object::name(&obj)).await? {
+                return Ok(refused);
+            }
         }
     }
     let generate = meta_str(&obj, "generateName").map(str::to_string);
@@ -840,7 +873,10 @@ async fn commit_update(
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
     let graceful_pod = rt.kind == "Pod" && new["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0) > 0;
-    if deleting && !finalizers_left && !graceful_pod {
+    // A namespace also waits for its `spec.finalizers` (the namespace controller's).
+    let namespace_finalizers_left =
+        rt.kind == "Namespace" && new["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+    if deleting && !finalizers_left && !graceful_pod && !namespace_finalizers_left {
         let also = alloc::release_keys(&api.config.services, rt, &old);
         return Ok(api.storage.delete(&k, cur.rev, &also).await?.map(|_| new));
     }
@@ -974,11 +1010,90 @@ async fn patch_object(
     Err(conflict(t.rt, name))
 }
 
-/// DeleteOptions from the body and the query.
+/// The garbage collector's finalizers: the owner waits while its dependents lose their
+/// references to it (`orphan`), or while they are deleted (`foregroundDeletion`).
+const FINALIZER_ORPHAN: &str = "orphan";
+const FINALIZER_FOREGROUND: &str = "foregroundDeletion";
+
+/// Namespaces that may not be deleted (upstream's NamespaceLifecycle admission).
+const IMMORTAL_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
+/// What happens to the dependents of a deleted object (`DeleteOptions.propagationPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Propagation {
+    /// The object goes once its dependents no longer name it (the `orphan` finalizer).
+    Orphan,
+    /// The object goes at once, its dependents after it (the garbage collector's default).
+    Background,
+    /// The object stays until its blocking dependents are gone (`foregroundDeletion`).
+    Foreground,
+}
+
+/// DeleteOptions from the body and the query (the query is what clients that send no
+/// body use, e.g. `?propagationPolicy=Orphan`; a field in the body wins).
 struct DeleteOptions {
     grace_s: Option<i64>,
     uid: Option<String>,
     rv: Option<i64>,
+    propagation: Option<Propagation>,
+    /// The deprecated `orphanDependents`.
+    orphan_dependents: Option<bool>,
+    /// Upstream's ValidateDeleteOptions errors, reported once the object is found (as
+    /// upstream, whose registry reads the object first).
+    invalid: Vec<validation::FieldError>,
+}
+
+impl DeleteOptions {
+    fn check(&self) -> Result<()> {
+        if self.invalid.is_empty() {
+            return Ok(());
+        }
+        let (kind, group) = ("DeleteOptions", "meta.k8s.io");
+        Err(ApiError::Invalid {
+            kind: kind.into(),
+            group: group.into(),
+            name: String::new(),
+            message: validation::invalid_message(kind, group, "", &self.invalid),
+            causes: self
+                .invalid
+                .iter()
+                .map(|e| Cause {
+                    reason: e.reason.to_string(),
+                    message: e.message.clone(),
+                    field: e.field.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Upstream's shouldOrphanDependents: the options, else the object's finalizers (every
+    /// type served here defaults to deleting dependents).
+    fn orphans(&self, finalizers: &[String]) -> bool {
+        if let Some(o) = self.orphan_dependents {
+            return o;
+        }
+        if let Some(p) = self.propagation {
+            return p == Propagation::Orphan;
+        }
+        finalizers
+            .iter()
+            .find(|f| *f == FINALIZER_ORPHAN || *f == FINALIZER_FOREGROUND)
+            .is_some_and(|f| f == FINALIZER_ORPHAN)
+    }
+
+    /// Upstream's shouldDeleteDependents.
+    fn deletes_in_foreground(&self, finalizers: &[String]) -> bool {
+        if self.orphan_dependents.is_some() {
+            return false;
+        }
+        if let Some(p) = self.propagation {
+            return p == Propagation::Foreground;
+        }
+        finalizers
+            .iter()
+            .find(|f| *f == FINALIZER_ORPHAN || *f == FINALIZER_FOREGROUND)
+            .is_some_and(|f| f == FINALIZER_FOREGROUND)
+    }
 }
 
 fn delete_options(params: &Params, body: &Bytes) -> Result<DeleteOptions> {
@@ -995,21 +1110,121 @@ fn delete_options(params: &Params, body: &Bytes) -> Result<DeleteOptions> {
         Some(rv) => Some(object::parse_rv(rv)?),
         None => None,
     };
+    let policy = match &b["propagationPolicy"] {
+        Value::Null => params.get("propagationPolicy").map(str::to_string),
+        Value::String(s) => Some(s.clone()),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid delete options: propagationPolicy must be a string, not {other}"
+            )))
+        }
+    };
+    let orphan_dependents = match &b["orphanDependents"] {
+        Value::Null => match params.get("orphanDependents") {
+            None => None,
+            // Go's strconv.ParseBool, which decodes query parameters upstream.
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Some(true),
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Some(false),
+            Some(v) => {
+                return Err(ApiError::BadRequest(format!(
+                    "invalid value for orphanDependents: {v:?}"
+                )))
+            }
+        },
+        Value::Bool(o) => Some(*o),
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "invalid delete options: orphanDependents must be a boolean, not {other}"
+            )))
+        }
+    };
+    // Upstream's ValidateDeleteOptions, with its messages.
+    let mut invalid = Vec::new();
+    let quoted = |s: &str| serde_json::to_string(s).unwrap_or_default();
+    if let (Some(_), Some(p)) = (orphan_dependents, &policy) {
+        invalid.push(validation::FieldError {
+            reason: "FieldValueInvalid",
+            field: "propagationPolicy".into(),
+            message: format!(
+                "Invalid value: {}: orphanDependents and deletionPropagation cannot be both set",
+                quoted(p)
+            ),
+        });
+    }
+    let propagation = match policy.as_deref() {
+        None => None,
+        Some("Orphan") => Some(Propagation::Orphan),
+        Some("Background") => Some(Propagation::Background),
+        Some("Foreground") => Some(Propagation::Foreground),
+        Some(other) => {
+            invalid.push(validation::FieldError {
+                reason: "FieldValueNotSupported",
+                field: "propagationPolicy".into(),
+                message: format!(
+                    "Unsupported value: {}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\"",
+                    quoted(other)
+                ),
+            });
+            None
+        }
+    };
     Ok(DeleteOptions {
         grace_s,
         uid: b["preconditions"]["uid"].as_str().map(str::to_string),
         rv,
+        propagation,
+        orphan_dependents,
+        invalid,
     })
 }
 
+fn finalizers_of(obj: &Value) -> Vec<String> {
+    object::meta(obj)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The finalizers an object keeps after a delete with `opts` (upstream's
+/// deletionFinalizersForGarbageCollection): `orphan` or `foregroundDeletion` as the options
+/// or, without a policy, the finalizers already there say; other finalizers are kept.
+/// `None` when that is the set it has.
+fn gc_finalizers(current: &[String], opts: &DeleteOptions) -> Option<Vec<String>> {
+    let mut new: Vec<String> = current
+        .iter()
+        .filter(|f| *f != FINALIZER_ORPHAN && *f != FINALIZER_FOREGROUND)
+        .cloned()
+        .collect();
+    if opts.orphans(current) {
+        new.push(FINALIZER_ORPHAN.into());
+    }
+    if opts.deletes_in_foreground(current) {
+        new.push(FINALIZER_FOREGROUND.into());
+    }
+    let as_set = |l: &[String]| l.iter().cloned().collect::<std::collections::BTreeSet<String>>();
+    (as_set(current) != as_set(&new)).then_some(new)
+}
+
 /// Deletes (or starts deleting) one object; returns it as last seen.
+///
+/// As upstream's registry: an object with finalizers (its own, or the `orphan` or
+/// `foregroundDeletion` that the propagation policy adds) gets `deletionTimestamp` and
+/// stays until they are removed; a scheduled pod stops gracefully; anything else is
+/// removed at once. A namespace is first marked Terminating (see [`delete_namespace`]).
 async fn delete(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes) -> Result<Value> {
     let opts = delete_options(params, body)?;
     let rt = t.rt;
-    // Preconditions, and a namespace (whose contents go first), start from the store.
-    let cacheable = opts.uid.is_none() && opts.rv.is_none() && rt.kind != "Namespace";
+    if rt.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name) {
+        return Err(ApiError::Forbidden(format!(
+            "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+        )));
+    }
+    // Preconditions start from the store, not from a possibly stale cached copy.
+    let cacheable = opts.uid.is_none() && opts.rv.is_none();
     for attempt in 0..UPDATE_ATTEMPTS_MAX {
         let Current { mut obj, rev } = read_for_write(api, t, name, attempt == 0 && cacheable).await?;
+        opts.check()?;
         if let Some(uid) = &opts.uid {
             let have = meta_str(&obj, "uid").unwrap_or("");
             if have != uid {
@@ -1035,16 +1250,25 @@ async fn delete(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes
         if params.dry_run() {
             return Ok(obj);
         }
-        if rt.kind == "Namespace" {
-            return delete_namespace(api, name, rev, obj).await;
-        }
         let k = key(t, name);
-        let has_finalizers = object::meta(&obj)
-            .and_then(|m| m.get("finalizers"))
-            .and_then(Value::as_array)
-            .is_some_and(|f| !f.is_empty());
+        let deleting = meta_str(&obj, "deletionTimestamp").is_some();
+        if rt.kind == "Namespace" {
+            if !deleting {
+                match delete_namespace(api, &k, rev, obj, &opts).await? {
+                    Some(obj) => return Ok(obj),
+                    None => continue,
+                }
+            }
+            // Its contents are still being removed: the namespace as it is.
+            let spec_finalizers = obj["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+            if spec_finalizers {
+                return Ok(obj);
+            }
+            // Finalized: removed as any object is, once its own finalizers are gone.
+        }
+        let current_grace = obj["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
         // A pod on a node stops gracefully: its node agent deletes it once stopped.
-        let grace = if rt.kind == "Pod" && obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
+        let mut grace = if rt.kind == "Pod" && obj["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
             let done = matches!(obj["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
             let g = opts
                 .grace_s
@@ -1058,17 +1282,42 @@ async fn delete(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes
         } else {
             0
         };
-        if has_finalizers || grace > 0 {
-            if meta_str(&obj, "deletionTimestamp").is_some() {
-                let current_grace = obj["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0);
-                if grace >= current_grace || has_finalizers {
-                    return Ok(obj);
+        // A graceful deletion under way may only be shortened; the finalizers are not
+        // touched then (upstream's BeforeDelete).
+        let shortened = if deleting && current_grace > 0 {
+            match opts.grace_s {
+                Some(g) if g.max(0) < current_grace => {
+                    grace = g.max(0);
+                    true
                 }
+                _ => return Ok(obj),
+            }
+        } else {
+            false
+        };
+        let new_finalizers = gc_finalizers(&finalizers_of(&obj), &opts);
+        let finalizers_left = match &new_finalizers {
+            Some(f) => !f.is_empty(),
+            None => !finalizers_of(&obj).is_empty(),
+        };
+        if finalizers_left || grace > 0 {
+            if deleting && !shortened && new_finalizers.is_none() {
+                return Ok(obj);
             }
             let now = object::now_unix_s();
+            let generation = obj["metadata"]["generation"].as_i64().unwrap_or(0);
             let m = meta_mut(&mut obj);
-            m.insert("deletionTimestamp".into(), json!(object::rfc3339(now + grace)));
-            m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            if let Some(f) = new_finalizers {
+                m.insert("finalizers".into(), json!(f));
+            }
+            if !deleting || shortened {
+                m.insert("deletionTimestamp".into(), json!(object::rfc3339(now + grace)));
+                m.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+            // Upstream bumps the generation of an object when its deletion starts.
+            if !deleting && generation > 0 {
+                m.insert("generation".into(), json!(generation + 1));
+            }
             match api.storage.update(&k, to_stored(&obj)?, rev).await? {
                 Some(rev) => {
                     set_resource_version(&mut obj, rev);
@@ -1085,34 +1334,106 @@ async fn delete(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes
     Err(conflict(rt, name))
 }
 
-/// Deletes a namespace and everything in it. Upstream marks the namespace Terminating
-/// and lets its controller empty it; here the apiserver empties it at once and answers
-/// with the namespace as Terminating.
-async fn delete_namespace(api: &Api, name: &str, rev: i64, mut obj: Value) -> Result<Value> {
-    for rt in RESOURCES.iter().filter(|r| r.namespaced) {
-        let prefix = rt.namespace_prefix(name);
-        let end = prefix_end(prefix.as_bytes());
-        loop {
-            let page = api.storage.list(prefix.as_bytes(), &end, 256, 0, true).await?;
-            for k in &page.kvs {
-                let o = from_kv(k)?;
-                let also = alloc::release_keys(&api.config.services, rt, &o);
-                let key = String::from_utf8_lossy(&k.key).into_owned();
-                api.storage.delete(&key, k.mod_revision, &also).await?;
+/// The first DELETE of a namespace (upstream's namespace registry): it gets
+/// `deletionTimestamp` and phase Terminating, and stays while `spec.finalizers` has
+/// entries: the namespace controller empties it and then removes its `kubernetes`
+/// finalizer through `finalize`, whose update removes the namespace (see
+/// [`finalize_namespace`]). `orphan` / `foregroundDeletion` go into `metadata.finalizers`
+/// as the options say. `None`: it changed meanwhile; read it again.
+async fn delete_namespace(api: &Api, k: &str, rev: i64, mut obj: Value, opts: &DeleteOptions) -> Result<Option<Value>> {
+    let current = finalizers_of(&obj);
+    // Upstream's shouldHaveOrphanFinalizer / shouldHaveDeleteDependentsFinalizer, which for
+    // namespaces read `orphanDependents: false` as foreground.
+    let orphan = match (opts.orphan_dependents, opts.propagation) {
+        (Some(o), _) => o,
+        (None, Some(p)) => p == Propagation::Orphan,
+        (None, None) => current.iter().any(|f| f == FINALIZER_ORPHAN),
+    };
+    let foreground = match (opts.orphan_dependents, opts.propagation) {
+        (Some(o), _) => !o,
+        (None, Some(p)) => p == Propagation::Foreground,
+        (None, None) => current.iter().any(|f| f == FINALIZER_FOREGROUND),
+    };
+    let mut finalizers: Vec<String> = current
+        .iter()
+        .filter(|f| *f != FINALIZER_ORPHAN && *f != FINALIZER_FOREGROUND)
+        .cloned()
+        .collect();
+    if orphan {
+        finalizers.push(FINALIZER_ORPHAN.into());
+    }
+    if foreground {
+        finalizers.push(FINALIZER_FOREGROUND.into());
+    }
+    let m = meta_mut(&mut obj);
+    m.insert("deletionTimestamp".into(), json!(object::now()));
+    if finalizers != current {
+        m.insert("finalizers".into(), json!(finalizers));
+    }
+    obj["status"]["phase"] = json!("Terminating");
+    Ok(match api.storage.update(k, to_stored(&obj)?, rev).await? {
+        Some(rev) => {
+            set_resource_version(&mut obj, rev);
+            Some(obj)
+        }
+        None => None,
+    })
+}
+
+/// `PUT namespaces/<name>/finalize`: replaces `spec.finalizers` only (the namespace
+/// controller removes its `kubernetes` there once the namespace is empty), under the
+/// resourceVersion the client sent. A namespace being deleted whose finalizers, both
+/// lists, are then empty is removed (upstream's ShouldDeleteNamespaceDuringUpdate).
+/// Other fields of the body are ignored (upstream also applies metadata changes there).
+async fn finalize_namespace(api: &Api, t: &Target, name: &str, params: &Params, body: &Bytes) -> Result<Response> {
+    let rt = t.rt;
+    let mut sent = parse_body(body)?;
+    check_type(rt, &mut sent)?;
+    let sent_name = object::name(&sent).to_string();
+    if !sent_name.is_empty() && sent_name != name {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({sent_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    let precondition = client_rv(&sent)?;
+    let finalizers = sent["spec"]["finalizers"].clone();
+    for attempt in 0..UPDATE_ATTEMPTS_MAX {
+        let cur = read_for_write(api, t, name, attempt == 0 && precondition.is_none()).await?;
+        if precondition.is_some_and(|rv| rv != cur.rev) {
+            return Err(conflict(rt, name));
+        }
+        let mut new = cur.obj.clone();
+        if finalizers.is_null() {
+            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.remove("finalizers");
             }
-            if page.kvs.is_empty() || !page.more {
-                break;
-            }
+        } else {
+            new["spec"]["finalizers"] = finalizers.clone();
+        }
+        let errs = validation::validate_create(rt.kind, &new);
+        if !errs.is_empty() {
+            return Err(invalid(rt, name, &errs));
+        }
+        if params.dry_run() || new == cur.obj {
+            return Ok(json_response(StatusCode::OK, &new));
+        }
+        let k = key(t, name);
+        let spec_left = new["spec"]["finalizers"].as_array().is_some_and(|f| !f.is_empty());
+        let removed = meta_str(&new, "deletionTimestamp").is_some() && !spec_left && finalizers_of(&new).is_empty();
+        let written = if removed {
+            api.storage.delete(&k, cur.rev, &[]).await?.map(|_| ())
+        } else {
+            api.storage.update(&k, to_stored(&new)?, cur.rev).await?.map(|rev| {
+                set_resource_version(&mut new, rev);
+            })
+        };
+        match written {
+            Some(()) => return Ok(json_response(StatusCode::OK, &new)),
+            None if precondition.is_some() => return Err(conflict(rt, name)),
+            None => continue,
         }
     }
-    let nsrt = ResourceType::by_kind("Namespace").expect("namespaces are served");
-    if api.storage.delete(&nsrt.key(None, name), rev, &[]).await?.is_none() {
-        // Changed while its contents went: the caller's next attempt reads it again.
-        return Err(conflict(nsrt, name));
-    }
-    meta_mut(&mut obj).insert("deletionTimestamp".into(), json!(object::now()));
-    obj["status"]["phase"] = json!("Terminating");
-    Ok(obj)
+    Err(conflict(rt, name))
 }
 
 async fn delete_collection(api: &Api, t: &Target, params: &Params, body: &Bytes) -> Result<Response> {
@@ -1256,6 +1577,60 @@ mod tests {
         );
         assert!(list_revision(&p(&[("resourceVersionMatch", "Exact")])).is_err());
         assert!(list_revision(&p(&[("resourceVersion", "x")])).is_err());
+    }
+
+    fn options(pairs: &[(&str, &str)], body: &str) -> DeleteOptions {
+        let params = Params::new(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        delete_options(&params, &Bytes::from(body.to_string())).expect("parsed")
+    }
+
+    #[test]
+    fn propagation_policies_set_the_garbage_collectors_finalizers() {
+        let fins = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let orphan = options(&[], r#"{"propagationPolicy":"Orphan"}"#);
+        assert_eq!(gc_finalizers(&fins(&["a/b"]), &orphan), Some(fins(&["a/b", "orphan"])));
+        // As kubectl --cascade=orphan sends it, or a client without a body.
+        let query = options(&[("propagationPolicy", "Orphan")], "");
+        assert_eq!(gc_finalizers(&[], &query), Some(fins(&["orphan"])));
+        let foreground = options(&[], r#"{"propagationPolicy":"Foreground"}"#);
+        assert_eq!(
+            gc_finalizers(&fins(&["orphan"]), &foreground),
+            Some(fins(&["foregroundDeletion"]))
+        );
+        // Background takes both away; no policy keeps what the object has.
+        let background = options(&[], r#"{"propagationPolicy":"Background"}"#);
+        assert_eq!(
+            gc_finalizers(&fins(&["foregroundDeletion"]), &background),
+            Some(Vec::new())
+        );
+        assert_eq!(gc_finalizers(&fins(&["orphan"]), &options(&[], "")), None);
+        assert_eq!(gc_finalizers(&[], &options(&[], "")), None);
+        // The deprecated orphanDependents.
+        let legacy = options(&[("orphanDependents", "true")], "");
+        assert_eq!(gc_finalizers(&[], &legacy), Some(fins(&["orphan"])));
+        let legacy = options(&[], r#"{"orphanDependents":false}"#);
+        assert_eq!(gc_finalizers(&fins(&["orphan"]), &legacy), Some(Vec::new()));
+    }
+
+    #[test]
+    fn invalid_delete_options_get_upstreams_messages() {
+        let both = options(&[], r#"{"propagationPolicy":"Orphan","orphanDependents":true}"#);
+        let e = both.check().expect_err("both set");
+        assert_eq!(
+            e.to_string(),
+            "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Invalid value: \"Orphan\": \
+orphanDependents and deletionPropagation cannot be both set"
+        );
+        assert_eq!(e.code(), StatusCode::UNPROCESSABLE_ENTITY);
+        let unknown = options(&[("propagationPolicy", "Sideways")], "");
+        assert_eq!(
+            unknown.check().expect_err("unknown policy").to_string(),
+            "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"Sideways\": \
+supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+        );
+        let params = Params::new([("orphanDependents".to_string(), "maybe".to_string())].into());
+        assert!(delete_options(&params, &Bytes::new()).is_err(), "not a boolean: 400");
+        assert!(options(&[], r#"{"propagationPolicy":"Background"}"#).check().is_ok());
     }
 
     #[test]

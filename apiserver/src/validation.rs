@@ -5537,11 +5537,41 @@ fn qos_class(spec: &Obj) -> &'static str {
     }
 }
 
+/// The `DefaultTolerationSeconds` admission plugin (on by default upstream): a new pod that does not
+/// tolerate `node.kubernetes.io/not-ready` or `node.kubernetes.io/unreachable` with effect NoExecute gets a
+/// toleration of each for 300 s, so that its pods leave a lost node after five minutes rather than at once.
+/// A toleration counts when its key is that key or empty and its effect NoExecute or empty, whatever its
+/// operator, value and seconds (upstream's test). A `tolerations` that is not a list is left to validation.
+fn default_toleration_seconds(spec: &mut Obj) {
+    const SECONDS: i64 = 300;
+    let tolerations = spec.entry("tolerations".to_string()).or_insert(Value::Null);
+    if tolerations.is_null() {
+        *tolerations = Value::Array(Vec::new());
+    }
+    let Some(list) = tolerations.as_array_mut() else { return };
+    let tolerates = |list: &[Value], key: &str| {
+        list.iter().filter_map(Value::as_object).any(|t| {
+            let k = get_str(t, "key");
+            let effect = get_str(t, "effect");
+            (k == key || k.is_empty()) && (effect == "NoExecute" || effect.is_empty())
+        })
+    };
+    for key in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        if !tolerates(list, key) {
+            list.push(
+                serde_json::json!({"key": key, "operator": "Exists", "effect": "NoExecute",
+                "tolerationSeconds": SECONDS}),
+            );
+        }
+    }
+}
+
 fn default_pod(root: &mut Obj, creating: bool) {
     let Some(spec) = ensure_obj(root, "spec") else { return };
     default_pod_spec(spec, true);
     let qos = qos_class(spec);
     if creating {
+        default_toleration_seconds(spec);
         if let Some(status) = ensure_obj(root, "status") {
             default_str(status, "phase", "Pending");
             default_str(status, "qosClass", qos);

@@ -23,9 +23,18 @@
 //!   conditions `kubectl rollout status` reads (`ProgressDeadlineExceeded` once
 //!   `progressDeadlineSeconds` pass without progress).
 //!
+//! Events (involved object the Deployment, source `deployment-controller`), as upstream's:
+//! `Normal ScalingReplicaSet` "Scaled up replica set <name> from <old> to <new>" (or
+//! "Scaled down …") for every change of a ReplicaSet's `spec.replicas`, including "from 0"
+//! when the new ReplicaSet is created with replicas; `Warning ReplicaSetCreateError`
+//! "Failed to create new replica set \"<name>\": <API error message>" when creating it is
+//! refused (none when the namespace is being deleted). They are queued on an
+//! [`events::Recorder`], so a reconcile never waits for their writes.
+//!
 //! Left out: proportional scaling of old ReplicaSets when `replicas` changes mid-rollout
-//! (the new one takes the change), adopting orphan ReplicaSets, and `collisionCount`
-//! (a hash collision between two templates is not handled).
+//! (the new one takes the change), adopting orphan ReplicaSets, `collisionCount`
+//! (a hash collision between two templates is not handled), and the `Progressing=False`
+//! condition (`ReplicaSetCreateError`) upstream writes with that event.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,14 +52,18 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::error::AgentError;
+use crate::events::{self, Recorder};
 use crate::runtime::{self, retry_later, Backoff};
 
 pub const HASH_LABEL: &str = "pod-template-hash";
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// The `source.component` of this controller's events (upstream's).
+pub const COMPONENT: &str = "deployment-controller";
 
 struct Context {
     client: Client,
     backoff: Backoff,
+    recorder: Recorder,
 }
 
 /// Runs the controller until its future is dropped.
@@ -58,6 +71,7 @@ pub async fn run(client: Client) {
     let deployments: Api<Deployment> = Api::all(client.clone());
     let sets: Api<ReplicaSet> = Api::all(client.clone());
     let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), COMPONENT),
         client,
         backoff: Backoff::default(),
     });
@@ -240,9 +254,29 @@ async fn reconcile_deployment(d: &Deployment, namespace: &str, context: &Context
             };
             let rs = new_replica_set(d, &name, &uid, &hash, initial, max_revision + 1);
             let created = match sets_api.create(&PostParams::default(), &rs).await {
-                Ok(created) => created,
+                Ok(created) => {
+                    if initial > 0 {
+                        scaled_event(d, &created, 0, initial, context);
+                    }
+                    created
+                }
                 Err(kube::Error::Api(s)) if s.code == 409 => sets_api.get(&format!("{name}-{hash}")).await?,
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    if !events::namespace_terminating(&e) {
+                        let message = format!(
+                            "Failed to create new replica set \"{}\": {}",
+                            rs.name_any(),
+                            events::error_message(&e)
+                        );
+                        context.recorder.record(
+                            events::reference(d),
+                            events::WARNING,
+                            "ReplicaSetCreateError",
+                            &message,
+                        );
+                    }
+                    return Err(e.into());
+                }
             };
             tracing::info!(deployment = %name, replicaset = %created.name_any(), "created a new replicaset");
             sets.push(created);
@@ -282,11 +316,13 @@ async fn reconcile_deployment(d: &Deployment, namespace: &str, context: &Context
         }
     }
     for (rs, target) in sets.iter_mut().zip(&targets) {
-        if spec_replicas(rs) != *target {
+        let old = spec_replicas(rs);
+        if old != *target {
             let patch = json!({"spec": {"replicas": target}});
             *rs = sets_api
                 .patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
+            scaled_event(d, rs, old, *target, context);
             tracing::info!(deployment = %name, replicaset = %rs.name_any(), replicas = target, "scaled");
         }
     }
@@ -308,6 +344,15 @@ async fn reconcile_deployment(d: &Deployment, namespace: &str, context: &Context
     }
 
     write_status(d, &name, namespace, &sets, new_index, replicas, context).await
+}
+
+/// Upstream's `ScalingReplicaSet` event (its wording since Kubernetes 1.28, with "from").
+fn scaled_event(d: &Deployment, rs: &ReplicaSet, old: i32, new: i32, context: &Context) {
+    let direction = if old < new { "up" } else { "down" };
+    let message = format!("Scaled {direction} replica set {} from {old} to {new}", rs.name_any());
+    context
+        .recorder
+        .record(events::reference(d), events::NORMAL, "ScalingReplicaSet", &message);
 }
 
 fn new_replica_set(d: &Deployment, name: &str, uid: &str, hash: &str, replicas: i32, revision: i64) -> ReplicaSet {

@@ -46,9 +46,24 @@
 //! `hostname` when the pod's `subdomain` is the Service; the `service.kubernetes.io/headless`
 //! label; one slice address type per IP family of the Service (`spec.ipFamilies`).
 //!
-//! Left out: topology (endpoint `zone` from the node, hints, `trafficDistribution`); the
+//! Events, as upstream's two controllers record them when a write fails (none when a
+//! create is refused because the namespace is gone or being deleted):
+//! - source `endpoint-controller`, involved object the Endpoints: `Warning
+//!   FailedToCreateEndpoint` "Failed to create endpoint for service <ns>/<name>: <API error
+//!   message>", `Warning FailedToUpdateEndpoint` "Failed to update endpoint <ns>/<name>:
+//!   <message>";
+//! - source `endpoint-slice-controller`, involved object the Service: `Warning
+//!   FailedToUpdateEndpointSlices` "Error updating Endpoint Slices for Service
+//!   <ns>/<name>: <error>", the error as upstream's reconciler words it ("failed to create
+//!   EndpointSlice for Service <ns>/<name>: <message>", "failed to update <slice>
+//!   EndpointSlice for Service …", "failed to delete <slice> EndpointSlice for Service …").
+//!
+//! They are queued on [`events::Recorder`]s, so a reconcile never waits for their writes.
+//!
+//! Left out: topology (endpoint `zone` from the node, hints, `trafficDistribution`, and
+//! the `TopologyAwareHintsDisabled` event); the
 //! `endpoints.kubernetes.io/last-change-trigger-time` annotation; skipping pods whose node
-//! does not exist; events; upstream's stale-informer tracking (reads here come from the API).
+//! does not exist; upstream's stale-informer tracking (reads here come from the API).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -69,6 +84,7 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Client, ResourceExt};
 
 use crate::error::AgentError;
+use crate::events::{self, Recorder};
 use crate::runtime::{self, retry_later, Backoff};
 
 /// The label naming a slice's Service.
@@ -93,6 +109,10 @@ pub const CONCURRENCY: u16 = 5;
 const LIST_PAGE: u32 = 500;
 /// Tries at removing a deleted Service's objects before leaving them to the next sweep.
 const CLEANUP_ATTEMPTS: u32 = 12;
+/// The `source.component` of the events about Endpoints (upstream's endpoints controller).
+pub const ENDPOINTS_COMPONENT: &str = "endpoint-controller";
+/// The `source.component` of the events about slices (upstream's EndpointSlice controller).
+pub const SLICES_COMPONENT: &str = "endpoint-slice-controller";
 
 // ---------------------------------------------------------------------------------------
 // Pure parts: what the objects should contain
@@ -964,6 +984,8 @@ struct Context {
     client: Client,
     backoff: Backoff,
     members: Arc<Members>,
+    endpoints_events: Recorder,
+    slices_events: Recorder,
 }
 
 /// Runs the controller until its future is dropped.
@@ -973,6 +995,8 @@ pub async fn run(client: Client) {
         client: client.clone(),
         backoff: Backoff::default(),
         members: members.clone(),
+        endpoints_events: Recorder::new(client.clone(), ENDPOINTS_COMPONENT),
+        slices_events: Recorder::new(client.clone(), SLICES_COMPONENT),
     });
     let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default())
         .with_config(controller::Config::default().concurrency(CONCURRENCY));
@@ -1070,8 +1094,8 @@ async fn sync_service(service: &Service, namespace: &str, name: &str, context: &
         .members
         .set(namespace, name, pods.iter().map(ResourceExt::name_any).collect());
 
-    let endpoints_result = sync_endpoints(service, &pods, namespace, name, client).await;
-    let slices_result = sync_slices(service, &pods, &existing, &slices).await;
+    let endpoints_result = sync_endpoints(service, &pods, namespace, name, context).await;
+    let slices_result = sync_slices(service, &pods, &existing, &slices, &context.slices_events).await;
     let created = endpoints_result? | slices_result?;
     if created {
         // Deleted meanwhile (after the cleanup of it ran)? Then what was just created is a leftover.
@@ -1089,9 +1113,9 @@ async fn sync_endpoints(
     pods: &[Pod],
     namespace: &str,
     name: &str,
-    client: &Client,
+    context: &Context,
 ) -> Result<bool, AgentError> {
-    let api: Api<Endpoints> = Api::namespaced(client.clone(), namespace);
+    let api: Api<Endpoints> = Api::namespaced(context.client.clone(), namespace);
     let current = api.get_opt(name).await?;
     let Some(next) = endpoints_update(service, pods, current.as_ref()) else {
         return Ok(false);
@@ -1102,16 +1126,36 @@ async fn sync_endpoints(
         .flatten()
         .map(|s| s.addresses.as_ref().map_or(0, Vec::len))
         .sum();
+    // Upstream's events name the Endpoints as written (no uid yet for a create).
+    let failed = |reason: &str, message: String| {
+        context
+            .endpoints_events
+            .record(events::reference(&next), events::WARNING, reason, &message);
+    };
     if current.is_none() {
         match api.create(&PostParams::default(), &next).await {
             Ok(_) => {}
             Err(e) if namespace_closed(&e) => return Ok(false),
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                let message = events::error_message(&e);
+                failed(
+                    "FailedToCreateEndpoint",
+                    format!("Failed to create endpoint for service {namespace}/{name}: {message}"),
+                );
+                return Err(e.into());
+            }
         }
         tracing::debug!(service = %format!("{namespace}/{name}"), ready = addresses, "created endpoints");
         Ok(true)
     } else {
-        api.replace(name, &PostParams::default(), &next).await?;
+        if let Err(e) = api.replace(name, &PostParams::default(), &next).await {
+            let message = events::error_message(&e);
+            failed(
+                "FailedToUpdateEndpoint",
+                format!("Failed to update endpoint {namespace}/{name}: {message}"),
+            );
+            return Err(e.into());
+        }
         tracing::debug!(service = %format!("{namespace}/{name}"), ready = addresses, "updated endpoints");
         Ok(false)
     }
@@ -1123,12 +1167,28 @@ async fn sync_slices(
     pods: &[Pod],
     existing: &[EndpointSlice],
     api: &Api<EndpointSlice>,
+    recorder: &Recorder,
 ) -> Result<bool, AgentError> {
     let plan = plan_slices(service, pods, existing);
     if plan.is_empty() {
         return Ok(false);
     }
     let key = format!("{}/{}", service.namespace().unwrap_or_default(), service.name_any());
+    // A failed write: the event (upstream's controller wording around its reconciler's
+    // error), then the error.
+    let failed = |what: String, e: kube::Error| -> AgentError {
+        let message = format!(
+            "Error updating Endpoint Slices for Service {key}: {what} EndpointSlice for Service {key}: {}",
+            events::error_message(&e)
+        );
+        recorder.record(
+            events::reference(service),
+            events::WARNING,
+            "FailedToUpdateEndpointSlices",
+            &message,
+        );
+        e.into()
+    };
     let mut created = false;
     for slice in &plan.create {
         match api.create(&PostParams::default(), slice).await {
@@ -1137,15 +1197,20 @@ async fn sync_slices(
                 tracing::debug!(service = %key, slice = %s.name_any(), "created endpoint slice");
             }
             Err(e) if namespace_closed(&e) => return Ok(created),
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(failed("failed to create".into(), e)),
         }
     }
     for slice in &plan.update {
-        api.replace(&slice.name_any(), &PostParams::default(), slice).await?;
-        tracing::debug!(service = %key, slice = %slice.name_any(), "updated endpoint slice");
+        let slice_name = slice.name_any();
+        if let Err(e) = api.replace(&slice_name, &PostParams::default(), slice).await {
+            return Err(failed(format!("failed to update {slice_name}"), e));
+        }
+        tracing::debug!(service = %key, slice = %slice_name, "updated endpoint slice");
     }
     for name in &plan.delete {
-        deleted(api.delete(name, &DeleteParams::default()).await)?;
+        if let Err(e) = deleted(api.delete(name, &DeleteParams::default()).await) {
+            return Err(failed(format!("failed to delete {name}"), e));
+        }
         tracing::debug!(service = %key, slice = %name, "deleted endpoint slice");
     }
     Ok(created)

@@ -20,6 +20,7 @@ pub mod controller_manager;
 pub mod deployment;
 pub mod endpoints;
 pub mod error;
+pub mod events;
 pub mod gc;
 pub mod leader;
 pub mod namespace;

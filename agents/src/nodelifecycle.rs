@@ -121,16 +121,17 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, EventSource, Node, NodeCondition, ObjectReference, Pod, Taint, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, ObjectReference, Pod, Taint, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher::{self, watcher};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::error::{AgentError, Result};
+use crate::events;
 
 /// Where node agents keep their heartbeat Leases (one per node, named after it).
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -1347,7 +1348,7 @@ impl Controller {
     }
 
     async fn record_event(&self, involved: ObjectReference, type_: &str, reason: &str, message: &str, component: &str) {
-        record_event(&self.client, involved, type_, reason, message, component).await;
+        events::record(&self.client, involved, type_, reason, message, component).await;
     }
 }
 
@@ -1369,47 +1370,6 @@ fn pod_reference(pod: &PodInfo) -> ObjectReference {
         namespace: Some(pod.namespace.clone()),
         uid: Some(pod.uid.clone()),
         ..ObjectReference::default()
-    }
-}
-
-/// Records an event, best effort (events are informational; a failure is logged).
-/// Events about cluster-scoped objects go to `default`, as upstream's recorder puts them.
-async fn record_event(
-    client: &Client,
-    involved: ObjectReference,
-    type_: &str,
-    reason: &str,
-    message: &str,
-    component: &str,
-) {
-    let namespace = involved
-        .namespace
-        .clone()
-        .filter(|n| !n.is_empty())
-        .unwrap_or_else(|| "default".into());
-    let now = Time(Timestamp::now());
-    let name = involved.name.clone().unwrap_or_default();
-    let event = Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{name}.")),
-            ..ObjectMeta::default()
-        },
-        involved_object: involved,
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(type_.into()),
-        source: Some(EventSource {
-            component: Some(component.into()),
-            host: None,
-        }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        ..Event::default()
-    };
-    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    if let Err(e) = events.create(&PostParams::default(), &event).await {
-        tracing::debug!(%reason, error = %e, "nodelifecycle: could not record an event");
     }
 }
 
@@ -1439,7 +1399,7 @@ async fn evict_pod(client: &Client, pod: &PodInfo, now: Timestamp) -> Result<()>
         }
     }
     let message = format!("Marking for deletion Pod {}", pod.key());
-    record_event(
+    events::record(
         client,
         pod_reference(pod),
         "Normal",

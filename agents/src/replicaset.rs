@@ -16,6 +16,14 @@
 //!    observedGeneration) through `/status` when it changed, and asks to be run again
 //!    when a ready pod will become available (`minReadySeconds`).
 //!
+//! Events (involved object the ReplicaSet, source `replicaset-controller`), as upstream's
+//! pod control records them: `Normal SuccessfulCreate` "Created pod: <pod>" for each pod
+//! created, `Warning FailedCreate` "Error creating: <API error message>" for each create
+//! refused (none when the namespace is being deleted), `Normal SuccessfulDelete` "Deleted
+//! pod: <pod>" for each pod deleted and `Warning FailedDelete` "Error deleting: <message>"
+//! (none when the pod was already gone). They go through an [`events::Recorder`]: a
+//! reconcile queues them and never waits for their writes.
+//!
 //! Triggers: the ReplicaSet itself; pods it controls (their ownerReference); any pod
 //! without a controller in a namespace (an orphan may need adopting). Failures are retried
 //! per ReplicaSet with client-go's backoff.
@@ -39,14 +47,19 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::error::AgentError;
+use crate::events::{self, Recorder};
 use crate::runtime::{self, retry_later, Backoff};
 
 /// Pods created or deleted by one reconcile at most (upstream's `burstReplicas`).
 pub const BURST_MAX: usize = 500;
 
+/// The `source.component` of this controller's events (upstream's).
+pub const COMPONENT: &str = "replicaset-controller";
+
 struct Context {
     client: Client,
     backoff: Backoff,
+    recorder: Recorder,
 }
 
 /// Runs the controller until its future is dropped.
@@ -54,6 +67,7 @@ pub async fn run(client: Client) {
     let sets: Api<ReplicaSet> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
     let context = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), COMPONENT),
         client,
         backoff: Backoff::default(),
     });
@@ -285,6 +299,23 @@ async fn reconcile_set(set: &ReplicaSet, namespace: &str, context: &Context) -> 
             let new_pod = pod_from_template(set, &owner);
             let params = PostParams::default();
             let results = futures::future::join_all((0..n).map(|_| pods.create(&params, &new_pod))).await;
+            for result in &results {
+                match result {
+                    Ok(pod) => context.recorder.record(
+                        events::reference(set),
+                        events::NORMAL,
+                        "SuccessfulCreate",
+                        &format!("Created pod: {}", pod.name_any()),
+                    ),
+                    Err(e) if !events::namespace_terminating(e) => context.recorder.record(
+                        events::reference(set),
+                        events::WARNING,
+                        "FailedCreate",
+                        &format!("Error creating: {}", events::error_message(e)),
+                    ),
+                    Err(_) => {}
+                }
+            }
             let failed = results.into_iter().filter_map(Result::err).next();
             created += n;
             if let Some(e) = failed {
@@ -297,10 +328,24 @@ async fn reconcile_set(set: &ReplicaSet, namespace: &str, context: &Context) -> 
         let mut surplus: Vec<&Pod> = active.clone();
         surplus.sort_by_key(|p| deletion_rank(p));
         for pod in surplus.iter().take((active.len() - want).min(BURST_MAX)) {
-            match pods.delete(&pod.name_any(), &DeleteParams::default()).await {
-                Ok(_) => {}
+            let pod_name = pod.name_any();
+            match pods.delete(&pod_name, &DeleteParams::default()).await {
+                Ok(_) => context.recorder.record(
+                    events::reference(set),
+                    events::NORMAL,
+                    "SuccessfulDelete",
+                    &format!("Deleted pod: {pod_name}"),
+                ),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    context.recorder.record(
+                        events::reference(set),
+                        events::WARNING,
+                        "FailedDelete",
+                        &format!("Error deleting: {}", events::error_message(&e)),
+                    );
+                    return Err(e.into());
+                }
             }
         }
         tracing::info!(replicaset = %owner.name, deleted = active.len() - want, "deleted surplus pods");

@@ -54,8 +54,8 @@ use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::{Future, StreamExt};
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -67,6 +67,7 @@ pub use algorithm::unschedulable_message;
 pub use model::{pod_requests, Resources};
 
 use crate::error::AgentError;
+use crate::events;
 use algorithm::{FitError, Rng};
 use cache::{Cache, PodChange, ASSUMED_TTL};
 use queue::{ClusterEvent, Queue};
@@ -494,35 +495,15 @@ async fn report_unschedulable(client: &Client, pod: &Pod, message: &str) -> Resu
     let patch = json!({"status": {"conditions": conditions}});
     pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    let event = Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{name}.")),
-            ..ObjectMeta::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(name.clone()),
-            namespace: Some(namespace.clone()),
-            uid: pod.uid(),
-            ..ObjectReference::default()
-        },
-        reason: Some("FailedScheduling".into()),
-        message: Some(message.into()),
-        type_: Some("Warning".into()),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some(SCHEDULER_NAME.into()),
-            host: None,
-        }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now.clone()),
-        count: Some(1),
-        ..Event::default()
-    };
-    if let Err(e) = events.create(&PostParams::default(), &event).await {
-        tracing::warn!(pod = %name, error = %e, "could not record the FailedScheduling event");
-    }
+    events::record(
+        client,
+        events::reference(pod),
+        events::WARNING,
+        "FailedScheduling",
+        message,
+        SCHEDULER_NAME,
+    )
+    .await;
     Ok(())
 }
 

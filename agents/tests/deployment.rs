@@ -3,7 +3,9 @@
 //! running and ready as soon as it appears. A rolling update of 4 replicas (maxSurge 1,
 //! maxUnavailable 1) never has fewer than 3 ready pods nor more than 5 pods, watched from
 //! the pods themselves; a rollback brings the first ReplicaSet back as the newest
-//! revision; Recreate empties the old ReplicaSet before the new one grows.
+//! revision; Recreate empties the old ReplicaSet before the new one grows. Scaling records
+//! upstream's `ScalingReplicaSet` events, and a ReplicaSet the API refuses a
+//! `ReplicaSetCreateError` warning.
 
 mod common;
 
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use common::{eventually, start};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -257,4 +259,138 @@ async fn rolling_update_rollback_and_recreate() {
     assert!(pods_now
         .iter()
         .all(|p| p.spec.as_ref().map(|s| s.containers[0].image.clone()) == Some(Some("nginx:1.27".into()))));
+}
+
+/// The messages of the `reason` events about the Deployment `uid`, oldest first, after
+/// checking that they are upstream's: the Deployment as involved object, `type_`, from
+/// `deployment-controller`.
+async fn deployment_events(events: &Api<Event>, uid: &str, reason: &str, type_: &str) -> Result<Vec<String>, String> {
+    let mut found: Vec<Event> = events
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.uid.as_deref() == Some(uid) && e.reason.as_deref() == Some(reason))
+        .collect();
+    found.sort_by_key(|e| e.metadata.resource_version.as_ref().and_then(|v| v.parse::<u64>().ok()));
+    for e in &found {
+        let r = &e.involved_object;
+        assert_eq!(
+            (r.api_version.as_deref(), r.kind.as_deref(), r.namespace.as_deref()),
+            (Some("apps/v1"), Some("Deployment"), Some(NS)),
+            "{e:?}"
+        );
+        assert_eq!(e.type_.as_deref(), Some(type_), "{e:?}");
+        let source = e.source.as_ref().and_then(|s| s.component.as_deref());
+        assert_eq!(source, Some("deployment-controller"), "{e:?}");
+    }
+    Ok(found.into_iter().map(|e| e.message.unwrap_or_default()).collect())
+}
+
+/// Waits until the `ScalingReplicaSet` events about `uid` are exactly `want`, in order.
+async fn wait_scaling(events: &Api<Event>, uid: &str, want: &[String]) {
+    eventually(&format!("ScalingReplicaSet events {want:?}"), || async {
+        let seen = deployment_events(events, uid, "ScalingReplicaSet", "Normal").await?;
+        if seen == want {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+}
+
+fn replicas_patch(replicas: i32) -> Patch<serde_json::Value> {
+    Patch::Merge(json!({"spec": {"replicas": replicas}}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_is_recorded_as_events_and_a_refused_replicaset_as_a_warning() {
+    let cluster = start().await;
+    let client = cluster.client.clone();
+    // The Deployment controller alone: its events do not depend on pods.
+    tokio::spawn(capstan_agents::deployment::run(client.clone()));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    let deployment = |name: &str, replicas: i32| -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                             "spec": {"containers": [{"name": "c", "image": "nginx"}]}}
+            }
+        }))
+        .expect("deployment")
+    };
+
+    // Created with 2: the new ReplicaSet is created with 2, "from 0".
+    let d = eventually("create the deployment", || async {
+        deployments
+            .create(&PostParams::default(), &deployment("web", 2))
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let uid = d.uid().expect("uid");
+    let rs = eventually("the deployment's replicaset", || async {
+        let found = replica_sets(&sets, &uid).await;
+        match found.as_slice() {
+            [rs] => Ok(rs.name_any()),
+            other => Err(format!("{} replicasets", other.len())),
+        }
+    })
+    .await;
+    let mut want = vec![format!("Scaled up replica set {rs} from 0 to 2")];
+    wait_scaling(&events, &uid, &want).await;
+
+    // Scaled up, then down: one event each, with both sizes.
+    deployments
+        .patch("web", &PatchParams::default(), &replicas_patch(5))
+        .await
+        .expect("scale up");
+    want.push(format!("Scaled up replica set {rs} from 2 to 5"));
+    wait_scaling(&events, &uid, &want).await;
+    deployments
+        .patch("web", &PatchParams::default(), &replicas_patch(1))
+        .await
+        .expect("scale down");
+    want.push(format!("Scaled down replica set {rs} from 5 to 1"));
+    wait_scaling(&events, &uid, &want).await;
+    let spec_replicas = sets.get(&rs).await.expect("replicaset").spec.and_then(|s| s.replicas);
+    assert_eq!(spec_replicas, Some(1), "the events follow the writes");
+
+    // A Deployment name the API accepts whose ReplicaSet name (name-hash) is too long.
+    let long = "a".repeat(250);
+    let d = deployments
+        .create(&PostParams::default(), &deployment(&long, 1))
+        .await
+        .expect("create the long-named deployment");
+    let uid = d.uid().expect("uid");
+    let hash = capstan_agents::deployment::template_hash(&d.spec.expect("spec").template);
+    let rs = format!("{long}-{hash}");
+    let messages = eventually("a ReplicaSetCreateError event", || async {
+        let seen = deployment_events(&events, &uid, "ReplicaSetCreateError", "Warning").await?;
+        if seen.is_empty() {
+            Err("none yet".into())
+        } else {
+            Ok(seen)
+        }
+    })
+    .await;
+    let prefix =
+        format!("Failed to create new replica set \"{rs}\": ReplicaSet.apps \"{rs}\" is invalid: metadata.name: ");
+    assert!(messages[0].starts_with(&prefix), "{}", messages[0]);
+    assert!(
+        messages[0].ends_with("must be no more than 253 characters"),
+        "{}",
+        messages[0]
+    );
+    assert!(
+        replica_sets(&sets, &uid).await.is_empty(),
+        "no replicaset for the long-named deployment"
+    );
 }

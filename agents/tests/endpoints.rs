@@ -2,7 +2,8 @@
 //! process, over real HTTP): a Service's Endpoints and slice list the matching pods with an
 //! IP (ready and not ready apart, named ports resolved per pod), follow readiness, labels
 //! and deletions with exactly one write per change, are repaired when deleted, and go with
-//! the Service; a Service without selector keeps the user's Endpoints.
+//! the Service; a Service without selector keeps the user's Endpoints. Writes the API
+//! refuses are recorded as upstream's warning events.
 //!
 //! Pods are not scheduled or run here: the test writes their status itself. Pod IPs are
 //! 127.128.0.x: pod addresses from node IPAM's default cluster CIDR, inside loopback
@@ -15,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use capstan_agents::endpoints::{endpoints_update, plan_slices};
 use common::{eventually, start};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
 use kube::ResourceExt;
@@ -541,5 +542,168 @@ async fn what_services_deleted_while_it_was_away_left_is_swept_at_start() {
         .get(&foreign.name_any())
         .await
         .expect("another manager's slice stays");
+    controller.abort();
+}
+
+/// The warning events of `reason` about the `kind` named `name`, from `component`.
+async fn warnings(
+    events: &Api<Event>,
+    kind: &str,
+    name: &str,
+    reason: &str,
+    component: &str,
+) -> Result<Vec<Event>, String> {
+    let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+    let found: Vec<Event> = list
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.involved_object.kind.as_deref() == Some(kind)
+                && e.involved_object.name.as_deref() == Some(name)
+                && e.reason.as_deref() == Some(reason)
+        })
+        .collect();
+    for e in &found {
+        assert_eq!(e.type_.as_deref(), Some("Warning"), "{e:?}");
+        let source = e.source.as_ref().and_then(|s| s.component.as_deref());
+        assert_eq!(source, Some(component), "{e:?}");
+        assert_eq!(e.involved_object.namespace.as_deref(), Some(NS), "{e:?}");
+        assert_eq!(e.involved_object.api_version.as_deref(), Some("v1"), "{e:?}");
+    }
+    if found.is_empty() {
+        Err(format!("no {reason} event about {kind} {name}"))
+    } else {
+        Ok(found)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_writes_are_recorded_as_upstreams_warnings() {
+    let cluster = start().await;
+    let client = cluster.client.clone();
+    let controller = tokio::spawn(capstan_agents::endpoints::run(client.clone()));
+    let services: Api<Service> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), NS);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    // A pod IP the API takes in a pod's status but refuses in Endpoints and slices.
+    const LINK_LOCAL: &str = "169.254.0.5";
+    let refused =
+        format!("Invalid value: \"{LINK_LOCAL}\": may not be in the link-local range (169.254.0.0/16, fe80::/10)");
+
+    // Updates: a Service whose objects exist, then a pod with a link-local IP.
+    let web: Service = create(
+        &services,
+        json!({"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    create(&pods, pod("web-1", "web", None)).await;
+    set_status(&pods, "web-1", "127.128.0.1", true).await;
+    wait_endpoints(
+        &endpoints,
+        "web",
+        vec![(strings(&["127.128.0.1"]), vec![], strings(&[":80/TCP"]))],
+    )
+    .await;
+    let slice = wait_slice(&slices, "web", vec![ep("127.128.0.1", true, true, false, "web-1")]).await;
+    create(&pods, pod("web-2", "web", None)).await;
+    set_status(&pods, "web-2", LINK_LOCAL, true).await;
+
+    let update = eventually("a FailedToUpdateEndpoint event", || async {
+        warnings(
+            &events,
+            "Endpoints",
+            "web",
+            "FailedToUpdateEndpoint",
+            "endpoint-controller",
+        )
+        .await
+    })
+    .await;
+    let message = update[0].message.clone().unwrap_or_default();
+    let prefix = "Failed to update endpoint default/web: Endpoints \"web\" is invalid: subsets[0].addresses[";
+    assert!(message.starts_with(prefix), "{message}");
+    assert!(message.ends_with(&format!("].ip: {refused}")), "{message}");
+    let current = endpoints.get("web").await.expect("endpoints");
+    assert_eq!(update[0].involved_object.uid, current.uid(), "the Endpoints written");
+
+    let update = eventually("a FailedToUpdateEndpointSlices event", || async {
+        warnings(
+            &events,
+            "Service",
+            "web",
+            "FailedToUpdateEndpointSlices",
+            "endpoint-slice-controller",
+        )
+        .await
+    })
+    .await;
+    let message = update[0].message.clone().unwrap_or_default();
+    let s = slice.name_any();
+    let prefix = format!(
+        "Error updating Endpoint Slices for Service default/web: failed to update {s} EndpointSlice for \
+         Service default/web: EndpointSlice.discovery.k8s.io \"{s}\" is invalid: endpoints["
+    );
+    assert!(message.starts_with(&prefix), "{message}");
+    assert!(message.ends_with(&format!("].addresses[0]: {refused}")), "{message}");
+    assert_eq!(update[0].involved_object.uid, web.uid(), "the Service");
+
+    // Creates: a new Service whose only pod already has a link-local IP (the pod first,
+    // so that the Service's first reconcile sees it).
+    create(&pods, pod("api-1", "api", None)).await;
+    set_status(&pods, "api-1", LINK_LOCAL, true).await;
+    let api: Service = create(
+        &services,
+        json!({"metadata": {"name": "api"}, "spec": {"selector": {"app": "api"}, "ports": [{"port": 80}]}}),
+    )
+    .await;
+    let create_warning = eventually("a FailedToCreateEndpoint event", || async {
+        warnings(
+            &events,
+            "Endpoints",
+            "api",
+            "FailedToCreateEndpoint",
+            "endpoint-controller",
+        )
+        .await
+    })
+    .await;
+    assert_eq!(
+        create_warning[0].involved_object.uid, None,
+        "Endpoints not created have no uid"
+    );
+    let message = create_warning[0].message.clone().unwrap_or_default();
+    assert_eq!(
+        message,
+        format!(
+            "Failed to create endpoint for service default/api: Endpoints \"api\" is invalid: \
+             subsets[0].addresses[0].ip: {refused}"
+        )
+    );
+    let create_warning = eventually("a FailedToUpdateEndpointSlices event for the create", || async {
+        warnings(
+            &events,
+            "Service",
+            "api",
+            "FailedToUpdateEndpointSlices",
+            "endpoint-slice-controller",
+        )
+        .await
+    })
+    .await;
+    let message = create_warning[0].message.clone().unwrap_or_default();
+    let prefix = "Error updating Endpoint Slices for Service default/api: failed to create EndpointSlice for \
+         Service default/api: EndpointSlice.discovery.k8s.io ";
+    assert!(message.starts_with(prefix), "{message}");
+    assert!(
+        message.ends_with(&format!(" is invalid: endpoints[0].addresses[0]: {refused}")),
+        "{message}"
+    );
+    assert_eq!(create_warning[0].involved_object.uid, api.uid(), "the Service");
+    assert!(
+        endpoints.get_opt("api").await.expect("get").is_none(),
+        "nothing was created"
+    );
     controller.abort();
 }

@@ -1,15 +1,16 @@
 //! The ReplicaSet controller against Capstan's Kubernetes API (in this process, over real
 //! HTTP): it creates the missing pods, deletes the surplus, adopts a matching orphan,
 //! releases a pod relabelled out of its selector and replaces it, and reports ready and
-//! available replicas in its status.
+//! available replicas in its status. It records `SuccessfulCreate` and `SuccessfulDelete`
+//! events naming the pods, and a `FailedCreate` warning when the API refuses a pod.
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use common::{eventually, start};
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
@@ -44,6 +45,50 @@ async fn wait_owned(pods: &Api<Pod>, uid: &str, n: usize) -> BTreeMap<String, Po
     .await
 }
 
+/// The events of the namespace about the object with `uid` and of `reason`.
+async fn events_about(events: &Api<Event>, uid: &str, reason: &str) -> Result<Vec<Event>, String> {
+    let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.uid.as_deref() == Some(uid) && e.reason.as_deref() == Some(reason))
+        .collect())
+}
+
+/// Waits until the `reason` events about the ReplicaSet `uid` carry exactly `messages`
+/// (one event each), and checks that they are upstream's: the ReplicaSet as involved
+/// object, `type_`, from `replicaset-controller`.
+async fn wait_events(events: &Api<Event>, uid: &str, reason: &str, type_: &str, messages: &BTreeSet<String>) {
+    let found = eventually(&format!("{reason} events {messages:?}"), || async {
+        let found = events_about(events, uid, reason).await?;
+        let seen: Vec<String> = found.iter().map(|e| e.message.clone().unwrap_or_default()).collect();
+        if seen.len() == messages.len() && seen.iter().cloned().collect::<BTreeSet<_>>() == *messages {
+            Ok(found)
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+    for e in &found {
+        let r = &e.involved_object;
+        assert_eq!(
+            (
+                r.api_version.as_deref(),
+                r.kind.as_deref(),
+                r.name.as_deref(),
+                r.namespace.as_deref()
+            ),
+            (Some("apps/v1"), Some("ReplicaSet"), Some("web"), Some(NS)),
+            "{e:?}"
+        );
+        assert_eq!(e.type_.as_deref(), Some(type_), "{e:?}");
+        let source = e.source.as_ref().and_then(|s| s.component.as_deref());
+        assert_eq!(source, Some("replicaset-controller"), "{e:?}");
+        assert_eq!(e.count, Some(1), "{e:?}");
+        assert_eq!(e.metadata.namespace.as_deref(), Some(NS), "{e:?}");
+    }
+}
+
 async fn scale(sets: &Api<ReplicaSet>, replicas: i32) {
     let patch = json!({"spec": {"replicas": replicas}});
     sets.patch("web", &PatchParams::default(), &Patch::Merge(&patch))
@@ -57,6 +102,7 @@ async fn the_replicaset_controller_keeps_the_count_claims_pods_and_reports_statu
     tokio::spawn(capstan_agents::replicaset::run(cluster.client.clone()));
     let sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), NS);
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), NS);
 
     let set: ReplicaSet = serde_json::from_value(json!({
         "metadata": {"name": "web"},
@@ -87,6 +133,9 @@ async fn the_replicaset_controller_keeps_the_count_claims_pods_and_reports_statu
         assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("ReplicaSet", "web"));
         assert_eq!(owner.block_owner_deletion, Some(true));
     }
+    // One SuccessfulCreate per pod, naming it.
+    let created: BTreeSet<String> = first.keys().map(|p| format!("Created pod: {p}")).collect();
+    wait_events(&events, &uid, "SuccessfulCreate", "Normal", &created).await;
     eventually("status: 3 replicas, generation observed", || async {
         let s = sets.get("web").await.map_err(|e| e.to_string())?;
         let status = s.status.clone().unwrap_or_default();
@@ -101,9 +150,28 @@ async fn the_replicaset_controller_keeps_the_count_claims_pods_and_reports_statu
     })
     .await;
 
-    // Scaled down: two deleted.
+    // Scaled down: two deleted, one SuccessfulDelete each, naming them.
     scale(&sets, 1).await;
-    wait_owned(&pods, &uid, 1).await;
+    let left = wait_owned(&pods, &uid, 1).await;
+    let gone: Vec<&String> = first.keys().filter(|p| !left.contains_key(*p)).collect();
+    assert_eq!(gone.len(), 2, "the one left is one of the first three: {left:?}");
+    for p in &gone {
+        let pod = pods.get_opt(p).await.expect("get");
+        assert!(
+            pod.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+            "{p} was deleted"
+        );
+    }
+    let deleted: BTreeSet<String> = gone.iter().map(|p| format!("Deleted pod: {p}")).collect();
+    wait_events(&events, &uid, "SuccessfulDelete", "Normal", &deleted).await;
+    assert_eq!(
+        events_about(&events, &uid, "SuccessfulCreate")
+            .await
+            .expect("events")
+            .len(),
+        3,
+        "no pod created by the scale-down"
+    );
 
     // A matching orphan is adopted, and then one of the two is surplus.
     let stray: Pod = serde_json::from_value(json!({
@@ -173,4 +241,67 @@ async fn the_replicaset_controller_keeps_the_count_claims_pods_and_reports_statu
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_the_api_refuses_is_a_failed_create_warning() {
+    let cluster = start().await;
+    tokio::spawn(capstan_agents::replicaset::run(cluster.client.clone()));
+    let sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
+    let events: Api<Event> = Api::namespaced(cluster.client.clone(), NS);
+
+    // As upstream, a template's finalizers are not validated but a pod's are: the
+    // ReplicaSet is accepted, every pod created from it refused.
+    let set: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}, "finalizers": ["cleanup"]},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]}
+            }
+        }
+    }))
+    .expect("replicaset");
+    let set = eventually("create the replicaset", || async {
+        sets.create(&PostParams::default(), &set)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
+    let uid = set.uid().expect("uid");
+
+    let warning = eventually("a FailedCreate event", || async {
+        let found = events_about(&events, &uid, "FailedCreate").await?;
+        found.into_iter().next().ok_or_else(|| "none yet".to_string())
+    })
+    .await;
+    let message = warning.message.clone().unwrap_or_default();
+    // The API's own message, after upstream's prefix; the pod's name is generated.
+    assert!(message.starts_with("Error creating: Pod \"web-"), "{message}");
+    assert!(
+        message.ends_with(
+            " is invalid: metadata.finalizers[0]: Invalid value: \"cleanup\": \
+             name is neither a standard finalizer name nor is it fully qualified"
+        ),
+        "{message}"
+    );
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let source = warning.source.as_ref().and_then(|s| s.component.as_deref());
+    assert_eq!(source, Some("replicaset-controller"));
+    let r = &warning.involved_object;
+    assert_eq!(
+        (r.kind.as_deref(), r.name.as_deref(), r.namespace.as_deref()),
+        (Some("ReplicaSet"), Some("web"), Some(NS))
+    );
+    assert!(owned(&pods, &uid).await.expect("list").is_empty(), "no pod was created");
+    assert!(
+        events_about(&events, &uid, "SuccessfulCreate")
+            .await
+            .expect("events")
+            .is_empty(),
+        "no SuccessfulCreate for a refused pod"
+    );
 }

@@ -291,6 +291,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
+        // Wall-clock time in UTC to the microsecond: the replicas' records of what they
+        // did (target `capstan::acted`) are put in one order by it.
+        .with_timer(tracing_subscriber::fmt::time::SystemTime)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG").unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -520,7 +523,8 @@ async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
     println!("capstan scheduler ready as {}", election.identity);
     let shutdown = shutdown_signal()?;
     tokio::select! {
-        r = controller_manager::run_elected(client.clone(), &election, || scheduler::run(client.clone())) => {
+        // The scheduler writes only through the fenced client it is handed.
+        r = controller_manager::run_elected(client, &election, scheduler::run) => {
             r.map_err(|e| e.to_string())
         }
         () = shutdown => Ok(()),

@@ -7,14 +7,14 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, PostParams};
-use kube::{Api, Client, Config};
+use kube::{Api, Client};
 
-use common::Server;
+use common::{store_with_api, Server};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const TIMING: [&str; 6] = [
@@ -27,19 +27,12 @@ const TIMING: [&str; 6] = [
 ];
 
 /// Polls `f` every 100 ms until it returns `Some`, at most [`DEADLINE`].
-async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    common::eventually(what, DEADLINE, f).await
 }
 
 /// The uid of `namespace`'s default account, once it exists (and is not `other_than`).
@@ -81,21 +74,6 @@ async fn lease_holder(client: &Client) -> Option<String> {
         .flatten()
         .and_then(|l| l.spec)
         .and_then(|s| s.holder_identity)
-}
-
-/// A store with the Kubernetes API (and no controllers) in `dir`: the process, the API's
-/// URL, a client of it.
-fn store_with_api(dir: &std::path::Path) -> (Server, String, Client) {
-    let listen = format!("127.0.0.1:{}", common::free_port());
-    let store = Server::start_with(
-        &dir.join("data"),
-        &dir.join("store.log"),
-        // The components under test, not the store's own controller-manager, take the Lease.
-        &["--apiserver-listen", listen.as_str(), "--no-controller-manager"],
-    );
-    let master = format!("http://{listen}");
-    let client = Client::try_from(Config::new(master.parse().expect("url"))).expect("client");
-    (store, master, client)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! `capstan controller-manager`: the controllers, run by whichever replica holds the
 //! `kube-system/kube-controller-manager` Lease (as upstream's). The controllers run only
-//! while it leads; losing the Lease drops them, and it campaigns again.
+//! while it leads, with a client fenced by the Lease ([`crate::leader`]); losing the
+//! Lease drops them, and it campaigns again.
 //!
 //! Controllers so far: [`serviceaccount`](crate::serviceaccount),
 //! [`replicaset`](crate::replicaset), [`deployment`](crate::deployment),
@@ -16,7 +17,7 @@ use kube::api::Api;
 use kube::Client;
 
 use crate::error::{AgentError, Result};
-use crate::leader::{LeaderElector, LeaseTiming};
+use crate::leader::{fenced_client, Fence, LeaderElector, LeaseTiming};
 use crate::nodeipam::{self, Blocks};
 use crate::nodelifecycle;
 use crate::{deployment, endpoints, gc, replicaset, serviceaccount};
@@ -80,16 +81,21 @@ async fn controllers(client: Client, node_cidrs: Option<Blocks>, lifecycle: node
     );
 }
 
-/// Runs `work()` whenever this replica leads (always, if election is off), until its
-/// future is dropped; `work()`'s future is dropped when the lead is lost.
+/// Runs `work(client)` whenever this replica leads (always, if election is off), until
+/// its future is dropped; `work`'s future is dropped when the lead is lost. `client`
+/// is `client` fenced for that term ([`crate::leader::fenced_client`]): its writes are
+/// refused, unsent, unless this replica renewed the Lease less than the renew deadline
+/// ago, and recorded (target `capstan::acted`). The Lease itself is kept with the plain
+/// `client`.
 pub async fn run_elected<F, Fut>(client: Client, election: &Election, work: F) -> Result<()>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(Client) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     let mut work = work;
     if !election.enabled {
-        work().await;
+        // Nothing to fence, but the writes are still recorded as this replica's.
+        work(fenced_client(client, Fence::open(&election.identity))).await;
         return Ok(());
     }
     if election.lease_name.is_empty() || election.lease_namespace.is_empty() {
@@ -97,9 +103,11 @@ where
             "the leader election lease needs a name and a namespace".into(),
         ));
     }
-    let leases: Api<Lease> = Api::namespaced(client, &election.lease_namespace);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &election.lease_namespace);
     let mut elector = LeaderElector::new(leases, &election.lease_name, &election.identity, election.timing)?;
-    elector.run(work).await;
+    elector
+        .lead(|fence| work(fenced_client(client.clone(), fence)))
+        .await;
     Ok(())
 }
 
@@ -112,8 +120,5 @@ pub async fn run(
     lifecycle: nodelifecycle::Config,
 ) -> Result<()> {
     lifecycle.check()?;
-    run_elected(client.clone(), &election, || {
-        controllers(client.clone(), node_cidrs, lifecycle)
-    })
-    .await
+    run_elected(client, &election, |fenced| controllers(fenced, node_cidrs, lifecycle)).await
 }

@@ -54,7 +54,7 @@ impl Server {
     /// Runs `capstan <args>` and waits for the stdout line starting with `ready`, which
     /// ends with the address it serves.
     fn launch(args: &[String], ready: &'static str, log: &Path) -> Server {
-        let (mut server, addr) = Server::spawn_until_ready(args, ready, log);
+        let (mut server, addr) = Server::spawn_until_ready(args, ready, &[], log);
         server.addr = addr
             .parse()
             .unwrap_or_else(|e| panic!("bad address in the ready line {addr:?}: {e}"));
@@ -65,18 +65,29 @@ impl Server {
     /// `extra` arguments and waits for its ready line; returns it with the identity it
     /// campaigns as.
     pub fn component(component: &'static str, master: &str, extra: &[&str], log: &Path) -> (Server, String) {
+        Server::component_with_env(component, master, extra, &[], log)
+    }
+
+    /// [`Server::component`] with environment variables set for it.
+    pub fn component_with_env(
+        component: &'static str,
+        master: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        log: &Path,
+    ) -> (Server, String) {
         let mut args: Vec<String> = vec![component.into(), "--master".into(), master.into()];
         args.extend(extra.iter().map(|s| s.to_string()));
         let ready: &'static str = match component {
             "scheduler" => "capstan scheduler ready as ",
             _ => "capstan controller-manager ready as ",
         };
-        Server::spawn_until_ready(&args, ready, log)
+        Server::spawn_until_ready(&args, ready, env, log)
     }
 
-    /// Runs `capstan <args>` and waits for the stdout line starting with `ready`; returns
-    /// the process and the rest of that line.
-    fn spawn_until_ready(args: &[String], ready: &'static str, log: &Path) -> (Server, String) {
+    /// Runs `capstan <args>` (with `env` set) and waits for the stdout line starting with
+    /// `ready`; returns the process and the rest of that line.
+    fn spawn_until_ready(args: &[String], ready: &'static str, env: &[(&str, &str)], log: &Path) -> (Server, String) {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -85,6 +96,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
             .args(args)
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))
@@ -138,6 +150,15 @@ impl Server {
     /// SIGKILL, then wait until the process is gone.
     pub fn kill(mut self) {
         self.kill_now();
+    }
+
+    /// Sends `signal` (a name `kill` knows: STOP, CONT, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {} failed: {status}", self.pid());
     }
 
     fn kill_now(&mut self) {
@@ -244,4 +265,35 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, at most `deadline`; panics naming
+/// `what` past it.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(std::time::Instant::now() < until, "{what}: not within {deadline:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A store with the Kubernetes API in `dir` and no controllers of its own (the components
+/// under test take the Leases): the process, the API's URL, a client of it.
+pub fn store_with_api(dir: &Path) -> (Server, String, kube::Client) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let store = Server::start_with(
+        &dir.join("data"),
+        &dir.join("store.log"),
+        &["--apiserver-listen", listen.as_str(), "--no-controller-manager"],
+    );
+    let master = format!("http://{listen}");
+    let client = kube::Client::try_from(kube::Config::new(master.parse().expect("url"))).expect("client");
+    (store, master, client)
 }

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{eventually, start};
+use common::{eventually, start, Cluster};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::core::v1::Pod;
@@ -41,9 +41,13 @@ fn pod_owned_by(name: &str, owners: serde_json::Value) -> Pod {
     .expect("pod")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dependents_go_with_their_owners() {
-    let cluster = start().await;
+/// Starts the ReplicaSet, Deployment and garbage collectors, creates Deployment `name`
+/// (pods labelled `app=<name>`) and waits for its ReplicaSet and `replicas` pods.
+async fn deployment_with_pods(
+    cluster: &Cluster,
+    name: &str,
+    replicas: usize,
+) -> (Api<Deployment>, Api<ReplicaSet>, Api<Pod>) {
     let client = cluster.client.clone();
     tokio::spawn(capstan_agents::replicaset::run(client.clone()));
     tokio::spawn(capstan_agents::deployment::run(client.clone()));
@@ -51,11 +55,10 @@ async fn dependents_go_with_their_owners() {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-
     let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}},
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}},
                               "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
     }))
     .expect("deployment");
@@ -66,13 +69,21 @@ async fn dependents_go_with_their_owners() {
             .map_err(|e| e.to_string())
     })
     .await;
-    eventually("a replicaset and 3 pods", || async {
-        match (count(&sets, "app=web").await?, count(&pods, "app=web").await?) {
-            (1, 3) => Ok(()),
+    let selector = format!("app={name}");
+    eventually(&format!("a replicaset and {replicas} pods"), || async {
+        match (count(&sets, &selector).await?, count(&pods, &selector).await?) {
+            (1, n) if n == replicas => Ok(()),
             other => Err(format!("{other:?}")),
         }
     })
     .await;
+    (deployments, sets, pods)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dependents_go_with_their_owners() {
+    let cluster = start().await;
+    let (deployments, sets, pods) = deployment_with_pods(&cluster, "web", 3).await;
 
     // A pod whose owner never existed, and one with a live owner beside a missing one.
     let live_owner = sets
@@ -264,34 +275,7 @@ async fn foreground_deletion_waits_for_blocking_dependents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreground_deletion_cascades_through_a_deployment() {
     let cluster = start().await;
-    let client = cluster.client.clone();
-    tokio::spawn(capstan_agents::replicaset::run(client.clone()));
-    tokio::spawn(capstan_agents::deployment::run(client.clone()));
-    tokio::spawn(capstan_agents::gc::run(client.clone()));
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let d: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "fg"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "fg"}},
-                 "template": {"metadata": {"labels": {"app": "fg"}},
-                              "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}
-    }))
-    .expect("deployment");
-    eventually("create the deployment", || async {
-        deployments
-            .create(&PostParams::default(), &d)
-            .await
-            .map_err(|e| e.to_string())
-    })
-    .await;
-    eventually("a replicaset and 2 pods", || async {
-        match (count(&sets, "app=fg").await?, count(&pods, "app=fg").await?) {
-            (1, 2) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    let (deployments, sets, pods) = deployment_with_pods(&cluster, "fg", 2).await;
     let answer = deployments
         .delete("fg", &DeleteParams::foreground())
         .await

@@ -1075,10 +1075,7 @@ impl DeleteOptions {
         if let Some(p) = self.propagation {
             return p == Propagation::Orphan;
         }
-        finalizers
-            .iter()
-            .find(|f| *f == FINALIZER_ORPHAN || *f == FINALIZER_FOREGROUND)
-            .is_some_and(|f| f == FINALIZER_ORPHAN)
+        first_policy_finalizer(finalizers) == Some(FINALIZER_ORPHAN)
     }
 
     /// Upstream's shouldDeleteDependents.
@@ -1089,11 +1086,17 @@ impl DeleteOptions {
         if let Some(p) = self.propagation {
             return p == Propagation::Foreground;
         }
-        finalizers
-            .iter()
-            .find(|f| *f == FINALIZER_ORPHAN || *f == FINALIZER_FOREGROUND)
-            .is_some_and(|f| f == FINALIZER_FOREGROUND)
+        first_policy_finalizer(finalizers) == Some(FINALIZER_FOREGROUND)
     }
+}
+
+/// The first of the `orphan` and `foregroundDeletion` finalizers on an object: the policy
+/// an earlier delete chose, which a delete without options keeps.
+fn first_policy_finalizer(finalizers: &[String]) -> Option<&str> {
+    finalizers
+        .iter()
+        .map(String::as_str)
+        .find(|f| *f == FINALIZER_ORPHAN || *f == FINALIZER_FOREGROUND)
 }
 
 fn delete_options(params: &Params, body: &Bytes) -> Result<DeleteOptions> {

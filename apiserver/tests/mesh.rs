@@ -150,6 +150,18 @@ async fn create(client: &mut MeshClient<Channel>, resource: &str, ns: &str, o: V
     rv(&r.resource_version)
 }
 
+/// Deletes `ns/name` with default options; panics on an error.
+async fn delete(client: &mut MeshClient<Channel>, resource: &str, ns: &str, name: &str) {
+    client
+        .delete(DeleteRequest {
+            resource: rr(resource, ns),
+            name: name.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("delete {resource} {name}: {e}"));
+}
+
 fn configmap(name: &str, data: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": data}})
 }
@@ -743,25 +755,13 @@ async fn proxy_config_sends_services_with_ready_endpoints_then_changes() {
         (t, svc.name.as_str(), svc.endpoints.len()),
         (proxy_update::Type::Upsert, "db", 0)
     );
-    c.delete(DeleteRequest {
-        resource: rr("endpointslices", "default"),
-        name: "web-abc".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("delete slice");
+    delete(c, "endpointslices", "default", "web-abc").await;
     let (t, svc) = next_update(&mut s, "slice gone").await;
     assert_eq!(
         (t, svc.name.as_str(), svc.endpoints.len()),
         (proxy_update::Type::Upsert, "web", 0)
     );
-    c.delete(DeleteRequest {
-        resource: rr("services", "default"),
-        name: "web".into(),
-        ..Default::default()
-    })
-    .await
-    .expect("delete service");
+    delete(c, "services", "default", "web").await;
     let (t, svc) = next_update(&mut s, "service gone").await;
     assert_eq!(
         (t, svc.namespace.as_str(), svc.name.as_str()),

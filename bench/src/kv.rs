@@ -6,6 +6,11 @@
 //! the end. Throughput is successful requests over the wall time from the first request
 //! to the last answer.
 //!
+//! `--client raw` (the default) drives the calls with the minimal HTTP/2 client of
+//! [`crate::rawgrpc`], which costs the machine far less CPU per call than tonic's
+//! `Channel` (`--client tonic`, the client of runs before 2026-12-05); the server under
+//! test then gets more of the shared cores, as it would with the load on other machines.
+//!
 //! With several endpoints (the members of one cluster), connection j goes to endpoint
 //! j mod endpoints, so `--conns` should be a multiple of the endpoint count for an even
 //! spread. `--target leader` or `--target followers` first asks every endpoint for its
@@ -17,11 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capstan_proto::etcdserverpb::kv_client::KvClient;
-use capstan_proto::etcdserverpb::{PutRequest, RangeRequest};
+use capstan_proto::etcdserverpb::{PutRequest, PutResponse, RangeRequest, RangeResponse};
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
 use crate::cluster::wait_leader;
+use crate::rawgrpc::{self, RawChannel, RawMethod};
 use crate::common::{
     connect_all, new_histogram, parse_endpoints, record_us, BenchResult, Deadline, Json, LatencySummary, Rng,
 };
@@ -60,6 +66,75 @@ pub struct KvArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The gRPC client that issues the calls: raw (a minimal HTTP/2 client, cheap on
+    /// CPU) or tonic (tonic's Channel, as before 2026-12-05).
+    #[arg(long, value_enum, default_value_t = ClientKind::Raw)]
+    pub client: ClientKind,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientKind {
+    Raw,
+    Tonic,
+}
+
+impl ClientKind {
+    fn name(self) -> &'static str {
+        match self {
+            ClientKind::Raw => "raw",
+            ClientKind::Tonic => "tonic",
+        }
+    }
+}
+
+/// The connections of a run, of the kind `--client` asked for.
+enum Conns {
+    Tonic(Vec<Channel>),
+    Raw(Vec<RawChannel>),
+}
+
+/// One client's handle on its connection.
+enum Caller {
+    Tonic(KvClient<Channel>),
+    Raw {
+        channel: RawChannel,
+        put: RawMethod,
+        range: RawMethod,
+    },
+}
+
+impl Conns {
+    fn caller(&self, c: usize) -> BenchResult<Caller> {
+        Ok(match self {
+            Conns::Tonic(channels) => {
+                Caller::Tonic(KvClient::new(channels[c % channels.len()].clone()).max_decoding_message_size(64 << 20))
+            }
+            Conns::Raw(channels) => {
+                let channel = channels[c % channels.len()].clone();
+                Caller::Raw {
+                    put: channel.method("/etcdserverpb.KV/Put")?,
+                    range: channel.method("/etcdserverpb.KV/Range")?,
+                    channel,
+                }
+            }
+        })
+    }
+}
+
+impl Caller {
+    async fn put(&mut self, req: PutRequest) -> Result<PutResponse, String> {
+        match self {
+            Caller::Tonic(client) => client.put(req).await.map(|r| r.into_inner()).map_err(|s| s.to_string()),
+            Caller::Raw { channel, put, .. } => channel.unary(put, &req).await,
+        }
+    }
+
+    async fn range(&mut self, req: RangeRequest) -> Result<RangeResponse, String> {
+        match self {
+            Caller::Tonic(client) => client.range(req).await.map(|r| r.into_inner()).map_err(|s| s.to_string()),
+            Caller::Raw { channel, range, .. } => channel.unary(range, &req).await,
+        }
+    }
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,8 +188,8 @@ impl Op {
 pub async fn run_put(a: KvArgs) -> BenchResult<()> {
     validate(&a)?;
     let deadline = Deadline::after(Duration::from_secs(a.timeout_s));
-    let (used, channels) = setup(&a, deadline).await?;
-    let r = drive(&a, a.clients, &channels, Op::Put, a.total, deadline, false).await?;
+    let (used, conns) = setup(&a, deadline).await?;
+    let r = drive(&a, a.clients, &conns, Op::Put, a.total, deadline, false).await?;
     report(&a, &used, Op::Put, &r, None);
     Ok(())
 }
@@ -136,12 +211,12 @@ pub async fn run_range(r: RangeArgs) -> BenchResult<()> {
         return Err("--preload-clients must be in 1..=10000".into());
     }
     let deadline = Deadline::after(Duration::from_secs(a.timeout_s));
-    let (used, channels) = setup(a, deadline).await?;
+    let (used, conns) = setup(a, deadline).await?;
     let preload = if r.no_preload {
         None
     } else {
         // Every key of the space once, in order, so every read finds its key.
-        let p = drive(a, preload_clients, &channels, Op::Put, a.key_space, deadline, true).await?;
+        let p = drive(a, preload_clients, &conns, Op::Put, a.key_space, deadline, true).await?;
         if p.ok < a.key_space {
             return Err(format!(
                 "preload wrote {} of {} keys ({} errors, timed out: {}){}",
@@ -158,7 +233,7 @@ pub async fn run_range(r: RangeArgs) -> BenchResult<()> {
         Some(p)
     };
     let op = Op::Range { serializable };
-    let res = drive(a, a.clients, &channels, op, a.total, deadline, false).await?;
+    let res = drive(a, a.clients, &conns, op, a.total, deadline, false).await?;
     report(a, &used, op, &res, preload.as_ref());
     Ok(())
 }
@@ -190,7 +265,7 @@ fn validate(a: &KvArgs) -> BenchResult<()> {
 }
 
 /// Resolves `--target` and opens the connections; returns the endpoints used.
-async fn setup(a: &KvArgs, deadline: Deadline) -> BenchResult<(Vec<SocketAddr>, Vec<Channel>)> {
+async fn setup(a: &KvArgs, deadline: Deadline) -> BenchResult<(Vec<SocketAddr>, Conns)> {
     let endpoints = parse_endpoints(&a.endpoints)?;
     let used = match a.target {
         Target::All => endpoints,
@@ -208,8 +283,18 @@ async fn setup(a: &KvArgs, deadline: Deadline) -> BenchResult<(Vec<SocketAddr>, 
             used
         }
     };
-    let channels = connect_all(&used, a.conns.min(a.clients), deadline).await?;
-    Ok((used, channels))
+    let n = a.conns.min(a.clients);
+    let conns = match a.client {
+        ClientKind::Tonic => Conns::Tonic(connect_all(&used, n, deadline).await?),
+        ClientKind::Raw => {
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                out.push(rawgrpc::connect(used[i % used.len()], deadline).await?);
+            }
+            Conns::Raw(out)
+        }
+    };
+    Ok((used, conns))
 }
 
 fn key(i: u64, size: usize) -> Vec<u8> {
@@ -232,7 +317,7 @@ struct RunResult {
 async fn drive(
     a: &KvArgs,
     clients: usize,
-    channels: &[Channel],
+    conns: &Conns,
     op: Op,
     count: u64,
     deadline: Deadline,
@@ -251,7 +336,7 @@ async fn drive(
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(clients);
     for c in 0..clients {
-        let mut client = KvClient::new(channels[c % channels.len()].clone()).max_decoding_message_size(64 << 20);
+        let mut client = conns.caller(c)?;
         let next = next.clone();
         let errors = errors.clone();
         let template = template.clone();
@@ -291,7 +376,7 @@ async fn drive(
                         };
                         tokio::time::timeout(deadline.remaining(), client.range(req))
                             .await
-                            .map(|r| r.map(|resp| !resp.into_inner().kvs.is_empty()))
+                            .map(|r| r.map(|resp| !resp.kvs.is_empty()))
                     }
                 };
                 match res {
@@ -304,7 +389,7 @@ async fn drive(
                     Ok(Err(status)) => {
                         errors.fetch_add(1, Ordering::Relaxed);
                         if first_error.is_none() {
-                            first_error = Some(format!("{status}"));
+                            first_error = Some(status);
                         }
                     }
                     Err(_) => {
@@ -352,6 +437,7 @@ fn report(a: &KvArgs, used: &[SocketAddr], op: Op, r: &RunResult, preload: Optio
         j.str("bench", &format!("kv-{}", op.name()))
             .str("endpoints", &a.endpoints)
             .str("target", a.target.name())
+            .str("client", a.client.name())
             .str("used_endpoints", &used_list)
             .int("clients", a.clients as i64)
             .int("conns", a.conns.min(a.clients) as i64)
@@ -382,8 +468,9 @@ fn report(a: &KvArgs, used: &[SocketAddr], op: Op, r: &RunResult, preload: Optio
         println!("preload: {} keys in {:.2} s", p.ok, p.elapsed.as_secs_f64());
     }
     println!(
-        "kv {}: {} clients over {} conns to {} ({}), key {} B, value {} B, key space {}",
+        "kv {} ({} gRPC client): {} clients over {} conns to {} ({}), key {} B, value {} B, key space {}",
         op.name(),
+        a.client.name(),
         a.clients,
         a.conns.min(a.clients),
         used_list,

@@ -19,6 +19,7 @@ mod common;
 mod failover;
 mod kube;
 mod kv;
+mod rawgrpc;
 mod scheduler;
 mod watch;
 

@@ -213,12 +213,16 @@ impl Api {
         if !status.is_success() {
             return Err(format!("reading the scheduler's Lease: {status}"));
         }
-        let v = json::parse(&String::from_utf8_lossy(&body))?;
-        Ok(v.path(&["spec", "holderIdentity"])
-            .and_then(json::Value::as_str)
+        let v = parse_json(&body)?;
+        Ok(v.pointer("/spec/holderIdentity")
+            .and_then(serde_json::Value::as_str)
             .filter(|h| !h.is_empty())
             .map(str::to_string))
     }
+}
+
+fn parse_json(bytes: &[u8]) -> BenchResult<serde_json::Value> {
+    serde_json::from_slice(bytes).map_err(|e| format!("an answer that is not JSON: {e}"))
 }
 
 fn check_loopback(server: &str) -> BenchResult<String> {
@@ -351,21 +355,21 @@ async fn watch_bindings(api: Arc<Api>, namespace: String, run: String, mut rv: S
             let now = Instant::now();
             while let Some(nl) = buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=nl).collect();
-                let Ok(event) = json::parse(&String::from_utf8_lossy(&line)) else {
+                let Ok(event) = parse_json(&line) else {
                     return fail("watch: an event that is not JSON".into());
                 };
-                if event.get("type").and_then(json::Value::as_str) == Some("ERROR") {
+                if event.get("type").and_then(serde_json::Value::as_str) == Some("ERROR") {
                     return fail(format!("watch: {}", String::from_utf8_lossy(&line)));
                 }
                 let Some(object) = event.get("object") else { continue };
                 if let Some(v) = object
-                    .path(&["metadata", "resourceVersion"])
-                    .and_then(json::Value::as_str)
+                    .pointer("/metadata/resourceVersion")
+                    .and_then(serde_json::Value::as_str)
                 {
                     rv = v.to_string();
                 }
-                let name = object.path(&["metadata", "name"]).and_then(json::Value::as_str);
-                let node = object.path(&["spec", "nodeName"]).and_then(json::Value::as_str);
+                let name = object.pointer("/metadata/name").and_then(serde_json::Value::as_str);
+                let node = object.pointer("/spec/nodeName").and_then(serde_json::Value::as_str);
                 if let (Some(name), Some(node)) = (name, node.filter(|n| !n.is_empty())) {
                     let _ = node;
                     let mut seen = bindings
@@ -396,9 +400,9 @@ async fn list_rv(api: &Api, namespace: &str, run: &str) -> BenchResult<String> {
     if !status.is_success() {
         return Err(format!("listing pods: {status}"));
     }
-    json::parse(&String::from_utf8_lossy(&body))?
-        .path(&["metadata", "resourceVersion"])
-        .and_then(json::Value::as_str)
+    parse_json(&body)?
+        .pointer("/metadata/resourceVersion")
+        .and_then(serde_json::Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| "the pod list has no resourceVersion".to_string())
 }
@@ -789,258 +793,6 @@ fn report_round(a: &FailoverArgs, r: usize, round: &Round) {
     }
 }
 
-/// Just enough JSON to read watch events and Leases: a recursive-descent parser into a
-/// small value tree, nesting bounded.
-mod json {
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum Value {
-        Null,
-        Bool(bool),
-        Num(f64),
-        Str(String),
-        Arr(Vec<Value>),
-        Obj(Vec<(String, Value)>),
-    }
-
-    impl Value {
-        pub fn get(&self, key: &str) -> Option<&Value> {
-            match self {
-                Value::Obj(fields) => fields.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-                _ => None,
-            }
-        }
-
-        pub fn path(&self, keys: &[&str]) -> Option<&Value> {
-            keys.iter().try_fold(self, |v, k| v.get(k))
-        }
-
-        pub fn as_str(&self) -> Option<&str> {
-            match self {
-                Value::Str(s) => Some(s),
-                _ => None,
-            }
-        }
-    }
-
-    const DEPTH_MAX: usize = 128;
-
-    pub fn parse(text: &str) -> Result<Value, String> {
-        let mut p = Parser {
-            b: text.as_bytes(),
-            i: 0,
-        };
-        let v = p.value(0)?;
-        p.ws();
-        if p.i != p.b.len() {
-            return Err(format!("JSON: trailing characters at {}", p.i));
-        }
-        Ok(v)
-    }
-
-    struct Parser<'a> {
-        b: &'a [u8],
-        i: usize,
-    }
-
-    impl Parser<'_> {
-        fn ws(&mut self) {
-            while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
-                self.i += 1;
-            }
-        }
-
-        fn err<T>(&self, what: &str) -> Result<T, String> {
-            Err(format!("JSON: {what} at {}", self.i))
-        }
-
-        fn eat(&mut self, c: u8) -> Result<(), String> {
-            self.ws();
-            if self.b.get(self.i) == Some(&c) {
-                self.i += 1;
-                Ok(())
-            } else {
-                self.err(&format!("expected {:?}", c as char))
-            }
-        }
-
-        fn literal(&mut self, word: &str, v: Value) -> Result<Value, String> {
-            if self.b[self.i..].starts_with(word.as_bytes()) {
-                self.i += word.len();
-                Ok(v)
-            } else {
-                self.err("unknown literal")
-            }
-        }
-
-        fn value(&mut self, depth: usize) -> Result<Value, String> {
-            if depth > DEPTH_MAX {
-                return self.err("nested too deep");
-            }
-            self.ws();
-            match self.b.get(self.i) {
-                Some(b'{') => {
-                    self.i += 1;
-                    let mut fields = Vec::new();
-                    self.ws();
-                    if self.b.get(self.i) == Some(&b'}') {
-                        self.i += 1;
-                        return Ok(Value::Obj(fields));
-                    }
-                    loop {
-                        self.ws();
-                        let k = self.string()?;
-                        self.eat(b':')?;
-                        let v = self.value(depth + 1)?;
-                        fields.push((k, v));
-                        self.ws();
-                        match self.b.get(self.i) {
-                            Some(b',') => self.i += 1,
-                            Some(b'}') => {
-                                self.i += 1;
-                                return Ok(Value::Obj(fields));
-                            }
-                            _ => return self.err("expected , or }"),
-                        }
-                    }
-                }
-                Some(b'[') => {
-                    self.i += 1;
-                    let mut items = Vec::new();
-                    self.ws();
-                    if self.b.get(self.i) == Some(&b']') {
-                        self.i += 1;
-                        return Ok(Value::Arr(items));
-                    }
-                    loop {
-                        items.push(self.value(depth + 1)?);
-                        self.ws();
-                        match self.b.get(self.i) {
-                            Some(b',') => self.i += 1,
-                            Some(b']') => {
-                                self.i += 1;
-                                return Ok(Value::Arr(items));
-                            }
-                            _ => return self.err("expected , or ]"),
-                        }
-                    }
-                }
-                Some(b'"') => Ok(Value::Str(self.string()?)),
-                Some(b't') => self.literal("true", Value::Bool(true)),
-                Some(b'f') => self.literal("false", Value::Bool(false)),
-                Some(b'n') => self.literal("null", Value::Null),
-                Some(c) if *c == b'-' || c.is_ascii_digit() => {
-                    let start = self.i;
-                    while self
-                        .b
-                        .get(self.i)
-                        .is_some_and(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
-                    {
-                        self.i += 1;
-                    }
-                    std::str::from_utf8(&self.b[start..self.i])
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .map(Value::Num)
-                        .map_or_else(|| self.err("bad number"), Ok)
-                }
-                _ => self.err("unexpected character"),
-            }
-        }
-
-        fn hex4(&mut self) -> Result<u32, String> {
-            let s = self
-                .b
-                .get(self.i..self.i + 4)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u32::from_str_radix(h, 16).ok());
-            match s {
-                Some(v) => {
-                    self.i += 4;
-                    Ok(v)
-                }
-                None => self.err("bad \\u escape"),
-            }
-        }
-
-        fn string(&mut self) -> Result<String, String> {
-            if self.b.get(self.i) != Some(&b'"') {
-                return self.err("expected a string");
-            }
-            self.i += 1;
-            let mut out: Vec<u8> = Vec::new();
-            loop {
-                let Some(&c) = self.b.get(self.i) else {
-                    return self.err("unterminated string");
-                };
-                self.i += 1;
-                match c {
-                    b'"' => return String::from_utf8(out).map_err(|e| format!("JSON: {e}")),
-                    b'\\' => {
-                        let Some(&e) = self.b.get(self.i) else {
-                            return self.err("unterminated escape");
-                        };
-                        self.i += 1;
-                        let ch = match e {
-                            b'"' => '"',
-                            b'\\' => '\\',
-                            b'/' => '/',
-                            b'b' => '\u{8}',
-                            b'f' => '\u{c}',
-                            b'n' => '\n',
-                            b'r' => '\r',
-                            b't' => '\t',
-                            b'u' => {
-                                let hi = self.hex4()?;
-                                let code = if (0xD800..0xDC00).contains(&hi) && self.b[self.i..].starts_with(b"\\u") {
-                                    self.i += 2;
-                                    let lo = self.hex4()?;
-                                    0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF)
-                                } else {
-                                    hi
-                                };
-                                char::from_u32(code).unwrap_or('\u{FFFD}')
-                            }
-                            _ => return self.err("bad escape"),
-                        };
-                        let mut buf = [0u8; 4];
-                        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                    }
-                    c => out.push(c),
-                }
-            }
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn parses_watch_events() {
-            let v = parse(
-                r#"{"type":"MODIFIED","object":{"metadata":{"name":"p\u00e9","resourceVersion":"12"},
-                "spec":{"nodeName":"n1","x":[1,-2.5e3,true,null,{}],"q":"a\"b\\c"}}}"#,
-            )
-            .expect("parses");
-            assert_eq!(v.get("type").and_then(Value::as_str), Some("MODIFIED"));
-            assert_eq!(
-                v.path(&["object", "metadata", "name"]).and_then(Value::as_str),
-                Some("pé")
-            );
-            assert_eq!(
-                v.path(&["object", "spec", "nodeName"]).and_then(Value::as_str),
-                Some("n1")
-            );
-            assert_eq!(
-                v.path(&["object", "spec", "q"]).and_then(Value::as_str),
-                Some("a\"b\\c")
-            );
-            assert!(parse("{\"a\":1} x").is_err());
-            assert!(parse("[".repeat(200).as_str()).is_err(), "nesting is bounded");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1057,15 +809,12 @@ mod tests {
 
     #[test]
     fn generated_objects_are_json() {
-        let n = json::parse(&node_json("n", "z", "r", "32", "256Gi", 110)).expect("node");
+        let n = parse_json(node_json("n", "z", "r", "32", "256Gi", 110).as_bytes()).expect("node");
         assert_eq!(
-            n.path(&["status", "allocatable", "pods"]).and_then(json::Value::as_str),
+            n.pointer("/status/allocatable/pods").and_then(serde_json::Value::as_str),
             Some("110")
         );
-        let p = json::parse(&pod_json("p", "r", "100m", "128Mi")).expect("pod");
-        assert_eq!(
-            p.path(&["metadata", "labels", RUN_LABEL]).and_then(json::Value::as_str),
-            Some("r")
-        );
+        let p = parse_json(pod_json("p", "r", "100m", "128Mi").as_bytes()).expect("pod");
+        assert_eq!(p["metadata"]["labels"][RUN_LABEL].as_str(), Some("r"));
     }
 }

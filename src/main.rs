@@ -36,8 +36,9 @@ enum Command {
     /// Serve the Kubernetes API over a remote etcd (or Capstan store) cluster. To serve
     /// it over a store member in the same process, give `capstan store --apiserver-listen`.
     Apiserver(ApiserverArgs),
-    /// Run the controllers (so far: the ServiceAccount controller) against the Kubernetes
-    /// API at `--master`; of several replicas, the one holding the
+    /// Run the controllers (ServiceAccount, ReplicaSet, Deployment, Endpoints, garbage
+    /// collector, namespace, node IPAM and node lifecycle) against the Kubernetes API at
+    /// `--master`; of several replicas, the one holding the
     /// `kube-system/kube-controller-manager` Lease acts.
     ControllerManager(ControllerManagerArgs),
     /// Bind unscheduled pods to nodes; of several replicas, the one holding the

@@ -14,17 +14,9 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
 
-use common::{store_with_api, Server};
+use common::{store_with_api, Server, TIMING};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-const TIMING: [&str; 6] = [
-    "--leader-elect-lease-duration",
-    "3s",
-    "--leader-elect-renew-deadline",
-    "2s",
-    "--leader-elect-retry-period",
-    "500ms",
-];
 
 /// Polls `f` every 100 ms until it returns `Some`, at most [`DEADLINE`].
 async fn eventually<T, F, Fut>(what: &str, f: F) -> T

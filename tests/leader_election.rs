@@ -31,20 +31,12 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::{Api, Client};
 
-use common::{eventually, store_with_api, Server};
+use common::{eventually, store_with_api, Server, TIMING};
 
 /// Every wait for a condition gives up after this.
 const DEADLINE: Duration = Duration::from_secs(60);
 const LEASE_DURATION: Duration = Duration::from_secs(3);
 const RETRY_PERIOD: Duration = Duration::from_millis(500);
-const TIMING: [&str; 6] = [
-    "--leader-elect-lease-duration",
-    "3s",
-    "--leader-elect-renew-deadline",
-    "2s",
-    "--leader-elect-retry-period",
-    "500ms",
-];
 /// The node never heartbeats: keep the node lifecycle controller from tainting it.
 const CONTROLLER_MANAGER_FLAGS: [&str; 4] = [
     "--node-monitor-grace-period",

@@ -62,7 +62,7 @@
 //! ## Deliberately left out
 //!
 //! * Rules that need cluster state or configuration: whether a referenced Secret, ServiceAccount, PriorityClass or
-//!   RuntimeClass exists, quota, admission plugins, IP and node-port allocation (the node-port range is checked;
+//!   RuntimeClass exists, quota, admission plugins other than DefaultTolerationSeconds (below), IP and node-port allocation (the node-port range is checked;
 //!   free ports are not), and feature gates (the 1.33 defaults are assumed: relaxed environment variable names,
 //!   zero-second sleep actions allowed, privileged containers allowed, pod-level resources off).
 //! * Less common pod corners: the dozens of legacy volume plugins beyond "exactly one source" (secret, configMap,

@@ -297,3 +297,14 @@ pub fn store_with_api(dir: &Path) -> (Server, String, kube::Client) {
     let client = kube::Client::try_from(kube::Config::new(master.parse().expect("url"))).expect("client");
     (store, master, client)
 }
+
+/// Short leader-election timings for tests with several replicas: lease 3 s, renew
+/// deadline 2 s, retry 500 ms (the flags of `capstan controller-manager` and `scheduler`).
+pub const TIMING: [&str; 6] = [
+    "--leader-elect-lease-duration",
+    "3s",
+    "--leader-elect-renew-deadline",
+    "2s",
+    "--leader-elect-retry-period",
+    "500ms",
+];

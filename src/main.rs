@@ -144,23 +144,45 @@ struct SchedulerArgs {
     election: LeaderElectFlags,
 }
 
-/// A duration as upstream's flags write it: a number and a unit (`ms`, `s`, `m`, `h`).
+/// A duration as upstream's flags write it (Go's `time.ParseDuration`): one or more
+/// numbers, each with a unit (`ns`, `us` or `µs`, `ms`, `s`, `m`, `h`), as `15s`, `1m30s`
+/// or `1.5h`; a bare `0` is zero. Negative durations are refused: no flag here takes one.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected a number and a unit, like 15s"))?;
-    let seconds = match unit {
-        "ms" => number / 1000.0,
-        "s" => number,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return Err(format!("invalid duration {text:?}: the unit must be ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
+    let invalid = |why: &str| format!("invalid duration {text:?}: {why}");
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err(invalid("expected numbers with units, like 15s or 1m30s"));
+    }
+    let mut rest = text;
+    let mut seconds = 0.0f64;
+    while !rest.is_empty() {
+        let number_len = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(rest.len());
+        let (number, after) = rest.split_at(number_len);
+        let number: f64 = number
+            .parse()
+            .map_err(|_| invalid("expected numbers with units, like 15s or 1m30s"))?;
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_len);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            "" => return Err(invalid("a number without a unit (ns, us, ms, s, m or h)")),
+            _ => return Err(invalid("the unit must be ns, us, ms, s, m or h")),
+        };
+        seconds += number * scale;
+        rest = after;
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| invalid(&e.to_string()))
 }
 
 /// The Kubernetes API's own settings, shared by both ways of running it.
@@ -542,4 +564,23 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, String> {
             _ = terminate.recv() => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h2m3s"), Ok(Duration::from_secs(3723)));
+        assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        for bad in ["", "15", "1m30", "s", "-1s", "1d", "1.2.3s", "ms5"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
 }

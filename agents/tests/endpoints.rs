@@ -221,15 +221,31 @@ impl Recorded {
     }
 }
 
+/// What the tests read and write, in namespace [`NS`].
+struct Apis {
+    services: Api<Service>,
+    pods: Api<Pod>,
+    endpoints: Api<Endpoints>,
+    slices: Api<EndpointSlice>,
+}
+
+impl Apis {
+    fn new(client: &kube::Client) -> Apis {
+        Apis {
+            services: Api::namespaced(client.clone(), NS),
+            pods: Api::namespaced(client.clone(), NS),
+            endpoints: Api::namespaced(client.clone(), NS),
+            slices: Api::namespaced(client.clone(), NS),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_and_slices_follow_the_pods_a_service_selects() {
     let cluster = start().await;
     let client = cluster.client.clone();
     let controller = tokio::spawn(capstan_agents::endpoints::run(client.clone()));
-    let services: Api<Service> = Api::namespaced(client.clone(), NS);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), NS);
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
+    let Apis { services, pods, endpoints, slices } = Apis::new(&client);
 
     // A Service without selector, with the user's Endpoints: left alone throughout.
     create(
@@ -582,10 +598,7 @@ async fn refused_writes_are_recorded_as_upstreams_warnings() {
     let cluster = start().await;
     let client = cluster.client.clone();
     let controller = tokio::spawn(capstan_agents::endpoints::run(client.clone()));
-    let services: Api<Service> = Api::namespaced(client.clone(), NS);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), NS);
-    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NS);
+    let Apis { services, pods, endpoints, slices } = Apis::new(&client);
     let events: Api<Event> = Api::namespaced(client.clone(), NS);
     // A pod IP the API takes in a pod's status but refuses in Endpoints and slices.
     const LINK_LOCAL: &str = "169.254.0.5";

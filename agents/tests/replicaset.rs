@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::{eventually, start};
+use common::{eventually, start, Cluster};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -96,13 +96,19 @@ async fn scale(sets: &Api<ReplicaSet>, replicas: i32) {
         .expect("scale");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_replicaset_controller_keeps_the_count_claims_pods_and_reports_status() {
+/// An API with the ReplicaSet controller running, and handles on what the tests read.
+async fn with_controller() -> (Cluster, Api<ReplicaSet>, Api<Pod>, Api<Event>) {
     let cluster = start().await;
     tokio::spawn(capstan_agents::replicaset::run(cluster.client.clone()));
-    let sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), NS);
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
-    let events: Api<Event> = Api::namespaced(cluster.client.clone(), NS);
+    let sets = Api::namespaced(cluster.client.clone(), NS);
+    let pods = Api::namespaced(cluster.client.clone(), NS);
+    let events = Api::namespaced(cluster.client.clone(), NS);
+    (cluster, sets, pods, events)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_replicaset_controller_keeps_the_count_claims_pods_and_reports_status() {
+    let (_cluster, sets, pods, events) = with_controller().await;
 
     let set: ReplicaSet = serde_json::from_value(json!({
         "metadata": {"name": "web"},
@@ -245,11 +251,7 @@ async fn the_replicaset_controller_keeps_the_count_claims_pods_and_reports_statu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_the_api_refuses_is_a_failed_create_warning() {
-    let cluster = start().await;
-    tokio::spawn(capstan_agents::replicaset::run(cluster.client.clone()));
-    let sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), NS);
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), NS);
-    let events: Api<Event> = Api::namespaced(cluster.client.clone(), NS);
+    let (_cluster, sets, pods, events) = with_controller().await;
 
     // As upstream, a template's finalizers are not validated but a pod's are: the
     // ReplicaSet is accepted, every pod created from it refused.

@@ -38,12 +38,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 const LEASE_DURATION: Duration = Duration::from_secs(3);
 const RETRY_PERIOD: Duration = Duration::from_millis(500);
 /// The node never heartbeats: keep the node lifecycle controller from tainting it.
-const CONTROLLER_MANAGER_FLAGS: [&str; 4] = [
-    "--node-monitor-grace-period",
-    "1h",
-    "--node-startup-grace-period",
-    "1h",
-];
+const CONTROLLER_MANAGER_FLAGS: [&str; 4] = ["--node-monitor-grace-period", "1h", "--node-startup-grace-period", "1h"];
 /// What a takeover may take beyond the election's own bound (see [`takeover_bound`]): the
 /// successor starts its controllers, which list and watch before their first write, in
 /// one of seven processes sharing the machine with the test (2 cores in CI).
@@ -129,14 +124,25 @@ fn parse(line: &str, replica: usize) -> Option<Record> {
 
 impl Component {
     /// Three replicas of `capstan <name>`, logging at info whatever the environment says.
-    fn start(name: &'static str, lease: &'static str, master: &str, dir: &std::path::Path, extra: &[&str]) -> Component {
+    fn start(
+        name: &'static str,
+        lease: &'static str,
+        master: &str,
+        dir: &std::path::Path,
+        extra: &[&str],
+    ) -> Component {
         let mut args: Vec<&str> = TIMING.to_vec();
         args.extend_from_slice(extra);
         let replicas = (0..3)
             .map(|i| {
                 let log = dir.join(format!("{name}-{i}.log"));
-                let (server, identity) =
-                    Server::component_with_env(name, master, &args, &[("CAPSTAN_LOG", "info,capstan::acted=debug")], &log);
+                let (server, identity) = Server::component_with_env(
+                    name,
+                    master,
+                    &args,
+                    &[("CAPSTAN_LOG", "info,capstan::acted=debug")],
+                    &log,
+                );
                 Replica {
                     server: Some(server),
                     identity,
@@ -232,7 +238,10 @@ async fn exercise(client: &Client, c: &mut Component) -> Vec<Takeover> {
         to_action: since(stopped, acted),
     });
     c.replicas[paused].server.as_ref().expect("live").signal("CONT");
-    let what = format!("{}: the resumed replica {paused} stepping down, then {next} acting", c.name);
+    let what = format!(
+        "{}: the resumed replica {paused} stepping down, then {next} acting",
+        c.name
+    );
     let view: &Component = c;
     eventually(&what, DEADLINE, move || async move {
         let records = view.records();
@@ -253,9 +262,7 @@ async fn exercise(client: &Client, c: &mut Component) -> Vec<Takeover> {
         let what = format!("{}: a live holder", c.name);
         let view: &Component = c;
         let holder = eventually(&what, DEADLINE, move || async move {
-            view.holder(client)
-                .await
-                .filter(|h| view.replicas[*h].server.is_some())
+            view.holder(client).await.filter(|h| view.replicas[*h].server.is_some())
         })
         .await;
         let killed = Timestamp::now();
@@ -314,8 +321,9 @@ fn generate_work(client: Client, stop: Arc<AtomicBool>) -> tokio::task::JoinHand
         let mut created = 0;
         while !stop.load(Ordering::SeqCst) {
             created += 1;
-            let ns: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": format!("load-{created}")}}))
-                .expect("namespace");
+            let ns: Namespace =
+                serde_json::from_value(serde_json::json!({"metadata": {"name": format!("load-{created}")}}))
+                    .expect("namespace");
             let pod: Pod = serde_json::from_value(serde_json::json!({
                 "metadata": {"name": format!("load-{created}")},
                 "spec": {"containers": [{"name": "c", "image": "nginx"}]}
@@ -383,7 +391,11 @@ async fn of_three_replicas_one_acts_and_another_takes_over_when_it_dies_or_pause
             .iter()
             .map(|(r, first, last, n)| format!("replica {r}: {n} writes {first} .. {last}"))
             .collect();
-        eprintln!("{}: {refused} writes refused; terms:\n  {}", c.name, summary.join("\n  "));
+        eprintln!(
+            "{}: {refused} writes refused; terms:\n  {}",
+            c.name,
+            summary.join("\n  ")
+        );
         assert!(
             terms.len() >= 4,
             "{}: four replicas' turns at least (first holder, after the pause, after each kill)",
@@ -411,12 +423,30 @@ async fn of_three_replicas_one_acts_and_another_takes_over_when_it_dies_or_pause
 #[should_panic(expected = "two replicas acted at once")]
 fn the_check_catches_a_replica_acting_after_another_took_over() {
     let lines = [
-        (0, "2026-12-05T21:59:34.000001Z  INFO capstan_agents::leader: became the leader lease=l identity=a"),
-        (0, "2026-12-05T21:59:34.100000Z  DEBUG capstan::acted: acted identity=a method=POST path=/x"),
-        (1, "2026-12-05T21:59:37.000000Z  INFO capstan_agents::leader: became the leader lease=l identity=b"),
-        (1, "2026-12-05T21:59:37.100000Z  DEBUG capstan::acted: acted identity=b method=POST path=/y"),
-        (0, "2026-12-05T21:59:38.000000Z  INFO capstan_agents::leader: became the leader lease=l identity=a"),
-        (0, "2026-12-05T21:59:38.100000Z  DEBUG capstan::acted: acted identity=a method=PUT path=/z"),
+        (
+            0,
+            "2026-12-05T21:59:34.000001Z  INFO capstan_agents::leader: became the leader lease=l identity=a",
+        ),
+        (
+            0,
+            "2026-12-05T21:59:34.100000Z  DEBUG capstan::acted: acted identity=a method=POST path=/x",
+        ),
+        (
+            1,
+            "2026-12-05T21:59:37.000000Z  INFO capstan_agents::leader: became the leader lease=l identity=b",
+        ),
+        (
+            1,
+            "2026-12-05T21:59:37.100000Z  DEBUG capstan::acted: acted identity=b method=POST path=/y",
+        ),
+        (
+            0,
+            "2026-12-05T21:59:38.000000Z  INFO capstan_agents::leader: became the leader lease=l identity=a",
+        ),
+        (
+            0,
+            "2026-12-05T21:59:38.100000Z  DEBUG capstan::acted: acted identity=a method=PUT path=/z",
+        ),
     ];
     let records: Vec<Record> = lines.iter().filter_map(|(i, l)| parse(l, *i)).collect();
     assert_eq!(records.len(), 6, "every line parsed");

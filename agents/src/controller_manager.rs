@@ -105,9 +105,7 @@ where
     }
     let leases: Api<Lease> = Api::namespaced(client.clone(), &election.lease_namespace);
     let mut elector = LeaderElector::new(leases, &election.lease_name, &election.identity, election.timing)?;
-    elector
-        .lead(|fence| work(fenced_client(client.clone(), fence)))
-        .await;
+    elector.lead(|fence| work(fenced_client(client.clone(), fence))).await;
     Ok(())
 }
 

@@ -288,9 +288,7 @@ impl tower_service::Service<Request<Body>> for Fenced {
         let (client, fence) = (self.client.clone(), self.fence.clone());
         // Checked when the caller first polls, that is as late as possible before sending.
         Box::pin(async move {
-            fence
-                .admit(&request)
-                .map_err(|e| kube::Error::Service(Box::new(e)))?;
+            fence.admit(&request).map_err(|e| kube::Error::Service(Box::new(e)))?;
             client.send(request).await
         })
     }
@@ -604,7 +602,10 @@ mod tests {
                 .body(Vec::new())
                 .expect("request")
         };
-        let _: serde_json::Value = client.request(request(Method::POST)).await.expect("a fresh holding writes");
+        let _: serde_json::Value = client
+            .request(request(Method::POST))
+            .await
+            .expect("a fresh holding writes");
         assert_eq!(sent.load(Ordering::SeqCst), 1);
 
         *fence.state() = FenceState::Renewed(ago(Duration::from_secs(3)));
@@ -664,7 +665,10 @@ mod tests {
                     if *method == Method::PUT && lease.as_ref().and_then(version) != version(&new) {
                         return status(409, "Conflict");
                     }
-                    let next = lease.as_ref().and_then(version).map_or(1, |v| v.parse::<u64>().expect("rv") + 1);
+                    let next = lease
+                        .as_ref()
+                        .and_then(version)
+                        .map_or(1, |v| v.parse::<u64>().expect("rv") + 1);
                     new["metadata"]["resourceVersion"] = next.to_string().into();
                     *lease = Some(new.clone());
                     reply(if *method == Method::POST { 201 } else { 200 }, &new)
@@ -751,7 +755,11 @@ mod tests {
         let refused = outcomes[1].1.as_ref().expect_err("the stalled holder's write");
         assert!(refused.contains("refused without sending"), "{refused}");
         assert_eq!(outcomes[2], (2, Ok(())), "a new term writes");
-        assert_eq!(api.writes.load(Ordering::SeqCst), 2, "the refused write never reached the API");
+        assert_eq!(
+            api.writes.load(Ordering::SeqCst),
+            2,
+            "the refused write never reached the API"
+        );
     }
 
     #[test]

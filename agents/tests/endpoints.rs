@@ -245,7 +245,12 @@ async fn endpoints_and_slices_follow_the_pods_a_service_selects() {
     let cluster = start().await;
     let client = cluster.client.clone();
     let controller = tokio::spawn(capstan_agents::endpoints::run(client.clone()));
-    let Apis { services, pods, endpoints, slices } = Apis::new(&client);
+    let Apis {
+        services,
+        pods,
+        endpoints,
+        slices,
+    } = Apis::new(&client);
 
     // A Service without selector, with the user's Endpoints: left alone throughout.
     create(
@@ -598,7 +603,12 @@ async fn refused_writes_are_recorded_as_upstreams_warnings() {
     let cluster = start().await;
     let client = cluster.client.clone();
     let controller = tokio::spawn(capstan_agents::endpoints::run(client.clone()));
-    let Apis { services, pods, endpoints, slices } = Apis::new(&client);
+    let Apis {
+        services,
+        pods,
+        endpoints,
+        slices,
+    } = Apis::new(&client);
     let events: Api<Event> = Api::namespaced(client.clone(), NS);
     // A pod IP the API takes in a pod's status but refuses in Endpoints and slices.
     const LINK_LOCAL: &str = "169.254.0.5";

@@ -27,10 +27,10 @@ use hdrhistogram::Histogram;
 use tonic::transport::Channel;
 
 use crate::cluster::wait_leader;
-use crate::rawgrpc::{self, RawChannel, RawMethod};
 use crate::common::{
     connect_all, new_histogram, parse_endpoints, record_us, BenchResult, Deadline, Json, LatencySummary, Rng,
 };
+use crate::rawgrpc::{self, RawChannel, RawMethod};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct KvArgs {
@@ -131,7 +131,11 @@ impl Caller {
 
     async fn range(&mut self, req: RangeRequest) -> Result<RangeResponse, String> {
         match self {
-            Caller::Tonic(client) => client.range(req).await.map(|r| r.into_inner()).map_err(|s| s.to_string()),
+            Caller::Tonic(client) => client
+                .range(req)
+                .await
+                .map(|r| r.into_inner())
+                .map_err(|s| s.to_string()),
             Caller::Raw { channel, range, .. } => channel.unary(range, &req).await,
         }
     }

@@ -35,7 +35,9 @@ pub struct RawChannel {
 pub async fn connect(addr: SocketAddr, deadline: Deadline) -> BenchResult<RawChannel> {
     let limit = deadline.min_after(std::time::Duration::from_secs(10));
     let open = async {
-        let tcp = TcpStream::connect(addr).await.map_err(|e| format!("connecting to {addr}: {e}"))?;
+        let tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connecting to {addr}: {e}"))?;
         tcp.set_nodelay(true).map_err(|e| format!("{addr}: TCP_NODELAY: {e}"))?;
         let (send, conn) = h2::client::Builder::new()
             // Room for many answers in flight without waiting for window updates.
@@ -97,8 +99,12 @@ impl RawChannel {
         std::future::poll_fn(|cx| self.send.poll_ready(cx))
             .await
             .map_err(|e| format!("connection: {e}"))?;
-        let (answer, mut body) = self.send.send_request(request, false).map_err(|e| format!("sending: {e}"))?;
-        body.send_data(frame.freeze(), true).map_err(|e| format!("sending: {e}"))?;
+        let (answer, mut body) = self
+            .send
+            .send_request(request, false)
+            .map_err(|e| format!("sending: {e}"))?;
+        body.send_data(frame.freeze(), true)
+            .map_err(|e| format!("sending: {e}"))?;
 
         let answer = answer.await.map_err(|e| format!("answer: {e}"))?;
         let (parts, mut recv) = answer.into_parts();
@@ -143,10 +149,7 @@ fn grpc_error(headers: &http::HeaderMap) -> Option<String> {
     if code == "0" {
         return None;
     }
-    let message = headers
-        .get("grpc-message")
-        .and_then(|m| m.to_str().ok())
-        .unwrap_or("");
+    let message = headers.get("grpc-message").and_then(|m| m.to_str().ok()).unwrap_or("");
     Some(format!("status: {code}, message: {message:?}"))
 }
 

@@ -811,7 +811,8 @@ mod tests {
     fn generated_objects_are_json() {
         let n = parse_json(node_json("n", "z", "r", "32", "256Gi", 110).as_bytes()).expect("node");
         assert_eq!(
-            n.pointer("/status/allocatable/pods").and_then(serde_json::Value::as_str),
+            n.pointer("/status/allocatable/pods")
+                .and_then(serde_json::Value::as_str),
             Some("110")
         );
         let p = parse_json(pod_json("p", "r", "100m", "128Mi").as_bytes()).expect("pod");

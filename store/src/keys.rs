@@ -15,7 +15,8 @@
 //! | `w`    | log index (8 B)                       | Raft `Entry` (the durable log) |
 //!
 //! The *state* (what a snapshot carries and replaces) is every prefix but `h` and `w`,
-//! which belong to this member's Raft log.
+//! which belong to this member's Raft log: they live in the log's own database, `w` in
+//! its default column family and `h` in its `raftstate` family (see `raftlog`).
 //!
 //! `k` is the per-key history, newest first: a key's first entry is its newest version,
 //! which reads at the newest revision and the writer's lookups take, and older entries

@@ -13,6 +13,17 @@
 //! its writes are all fsynced, the state's are not (see `mvcc`), and in one database the
 //! state's writes would queue behind the log's fsyncs in RocksDB's single write path.
 //!
+//! Inside it, the entries have the default column family to themselves and Raft's own
+//! records are in [`RAFT_STATE_CF`] (both share the write-ahead log, so one batch still
+//! writes both atomically). That keeps every file of entries a narrow, contiguous range
+//! of indexes: RocksDB moves such files down a level without rewriting them, and a
+//! truncation drops the files wholly below it ([`RaftLog::compact`]) instead of writing
+//! range deletions that compactions must merge. When the hard state, rewritten at every
+//! Ready, was in every file, every file's range spanned the whole log, so each
+//! compaction rewrote the whole log: the log's database wrote about ten times the bytes
+//! the state's did, and its compactions cost more CPU than applying (measured,
+//! docs/BENCHMARKS.md, 2026-12-06 (later)).
+//!
 //! Snapshots: the log does not hold the state. [`Storage::snapshot`] answers with the
 //! *position* of the state machine (applied index, its term and the conf state as of it,
 //! read from one consistent view of the state); the transport streams the state itself,
@@ -28,7 +39,7 @@ use prost::Message as _;
 use protobuf::Message as _;
 use raft::prelude::{ConfChange, ConfChangeType, ConfState, Entry, EntryType, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
-use rocksdb::{Options, WriteBatch, WriteOptions, DB};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 use crate::error::{Result, StoreError};
 use crate::keys;
@@ -51,6 +62,45 @@ pub struct RaftLog {
 /// Write-ahead log files kept for reuse, and the memtable size that rotates them.
 const WAL_RECYCLE_FILES: usize = 4;
 const MEMTABLE_BYTES: usize = 2 << 20;
+
+/// The column family of Raft's own records (the `h` keys: hard state, conf state,
+/// truncation point, identity, incarnation); the entries are in the default one.
+pub const RAFT_STATE_CF: &str = "raftstate";
+
+fn state_cf(db: &DB) -> &ColumnFamily {
+    db.cf_handle(RAFT_STATE_CF)
+        .expect("the raft state column family is created when the log opens")
+}
+
+/// Logs written before the column families split kept Raft's own records with the
+/// entries: move them (one synced batch, so a crash leaves them in one place or the
+/// other, and reading looks in the new place only once the move is durable).
+fn move_raft_records_out_of_entries(db: &DB) -> Result<()> {
+    let mut wb = WriteBatch::default();
+    let mut it = db.raw_iterator();
+    it.seek([keys::RAFT]);
+    while it.valid() {
+        let (Some(k), Some(v)) = (it.key(), it.value()) else {
+            break;
+        };
+        if k.first() != Some(&keys::RAFT) {
+            break;
+        }
+        wb.put_cf(state_cf(db), k, v);
+        it.next();
+    }
+    it.status()?;
+    if wb.is_empty() {
+        return Ok(());
+    }
+    tracing::info!(
+        records = wb.len(),
+        "moving the Raft records into their own column family"
+    );
+    wb.delete_range([keys::RAFT], [keys::RAFT + 1]);
+    db.write_opt(wb, &synced())?;
+    Ok(())
+}
 
 /// Bounds of the in-memory tail of the log.
 const CACHE_ENTRIES_MAX: usize = 8192;
@@ -98,16 +148,22 @@ impl RaftLog {
         // 15.0-15.7 us before, 11.5-12.7 us after (docs/BENCHMARKS.md, 2026-12-03).
         opts.set_recycle_log_file_num(WAL_RECYCLE_FILES);
         opts.set_write_buffer_size(MEMTABLE_BYTES);
-        let db = Arc::new(DB::open(&opts, dir)?);
-        let hard_state = match db.get(keys::RAFT_HARD_STATE)? {
+        opts.create_missing_column_families(true);
+        let families = vec![
+            ColumnFamilyDescriptor::new(rocksdb::DEFAULT_COLUMN_FAMILY_NAME, opts.clone()),
+            ColumnFamilyDescriptor::new(RAFT_STATE_CF, opts.clone()),
+        ];
+        let db = Arc::new(DB::open_cf_descriptors(&opts, dir, families)?);
+        move_raft_records_out_of_entries(&db)?;
+        let hard_state = match db.get_cf(state_cf(&db), keys::RAFT_HARD_STATE)? {
             Some(v) => HardState::parse_from_bytes(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => HardState::default(),
         };
-        let conf_state = match db.get(keys::RAFT_CONF_STATE)? {
+        let conf_state = match db.get_cf(state_cf(&db), keys::RAFT_CONF_STATE)? {
             Some(v) => ConfState::parse_from_bytes(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => ConfState::default(),
         };
-        let truncated = match db.get(keys::RAFT_TRUNCATED)? {
+        let truncated = match db.get_cf(state_cf(&db), keys::RAFT_TRUNCATED)? {
             Some(v) => decode_pair(&v)?,
             None => (0, 0),
         };
@@ -161,20 +217,22 @@ impl RaftLog {
         self.truncated = (0, 0);
         self.terms.clear();
         self.clear_cache();
-        wb.put(
+        wb.put_cf(
+            state_cf(&self.db),
             keys::RAFT_HARD_STATE,
             self.hard_state
                 .write_to_bytes()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         );
-        wb.put(keys::RAFT_TRUNCATED, encode_pair(0, 0));
+        wb.put_cf(state_cf(&self.db), keys::RAFT_TRUNCATED, encode_pair(0, 0));
         self.db.write_opt(wb, &synced())?;
+        self.drop_files_up_to(u64::MAX)?;
         Ok(())
     }
 
     /// (cluster ID, member ID), fixed when the member first started.
     pub fn identity(&self) -> Result<Option<(u64, u64)>> {
-        match self.db.get(keys::RAFT_IDENTITY)? {
+        match self.db.get_cf(state_cf(&self.db), keys::RAFT_IDENTITY)? {
             Some(v) => Ok(Some(decode_pair(&v)?)),
             None => Ok(None),
         }
@@ -182,7 +240,11 @@ impl RaftLog {
 
     pub fn set_identity(&mut self, cluster_id: u64, member_id: u64) -> Result<()> {
         let mut wb = WriteBatch::default();
-        wb.put(keys::RAFT_IDENTITY, encode_pair(cluster_id, member_id));
+        wb.put_cf(
+            state_cf(&self.db),
+            keys::RAFT_IDENTITY,
+            encode_pair(cluster_id, member_id),
+        );
         self.db.write_opt(wb, &synced())?;
         Ok(())
     }
@@ -191,7 +253,7 @@ impl RaftLog {
     /// entry proposed before a restart is never taken for one proposed after it when the
     /// log is replayed.
     pub fn next_incarnation(&mut self) -> Result<u64> {
-        let n = match self.db.get(keys::RAFT_INCARNATION)? {
+        let n = match self.db.get_cf(state_cf(&self.db), keys::RAFT_INCARNATION)? {
             Some(v) => u64::from_be_bytes(
                 v.as_slice()
                     .try_into()
@@ -200,7 +262,7 @@ impl RaftLog {
             None => 0,
         } + 1;
         let mut wb = WriteBatch::default();
-        wb.put(keys::RAFT_INCARNATION, n.to_be_bytes());
+        wb.put_cf(state_cf(&self.db), keys::RAFT_INCARNATION, n.to_be_bytes());
         self.db.write_opt(wb, &synced())?;
         Ok(n)
     }
@@ -293,7 +355,8 @@ impl RaftLog {
         }
         if let Some(hs) = hs {
             self.hard_state = hs.clone();
-            wb.put(
+            wb.put_cf(
+                state_cf(&self.db),
                 keys::RAFT_HARD_STATE,
                 hs.write_to_bytes().map_err(|e| StoreError::Corrupt(e.to_string()))?,
             );
@@ -312,7 +375,7 @@ impl RaftLog {
             .hard_state
             .write_to_bytes()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.db.put(keys::RAFT_HARD_STATE, v)?;
+        self.db.put_cf(state_cf(&self.db), keys::RAFT_HARD_STATE, v)?;
         Ok(())
     }
 
@@ -322,7 +385,7 @@ impl RaftLog {
         self.db.write_opt(
             {
                 let mut wb = WriteBatch::default();
-                wb.put(keys::RAFT_CONF_STATE, v);
+                wb.put_cf(state_cf(&self.db), keys::RAFT_CONF_STATE, v);
                 wb
             },
             &synced(),
@@ -341,25 +404,37 @@ impl RaftLog {
         self.hard_state.commit = self.hard_state.commit.max(meta.index);
         self.hard_state.term = self.hard_state.term.max(meta.term);
         self.conf_state = meta.get_conf_state().clone();
-        wb.put(keys::RAFT_TRUNCATED, encode_pair(meta.index, meta.term));
-        wb.put(
+        wb.put_cf(
+            state_cf(&self.db),
+            keys::RAFT_TRUNCATED,
+            encode_pair(meta.index, meta.term),
+        );
+        wb.put_cf(
+            state_cf(&self.db),
             keys::RAFT_HARD_STATE,
             self.hard_state
                 .write_to_bytes()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         );
-        wb.put(
+        wb.put_cf(
+            state_cf(&self.db),
             keys::RAFT_CONF_STATE,
             self.conf_state
                 .write_to_bytes()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         );
         self.db.write_opt(wb, &synced())?;
+        self.drop_files_up_to(u64::MAX)?;
         Ok(())
     }
 
-    /// Drops the entries before `index` (which must be applied). Not synced: losing a
-    /// truncation only keeps entries longer.
+    /// Drops the entries before `index` (which must be applied).
+    ///
+    /// No range deletion: nothing reads below the truncation point (opening starts at
+    /// it, [`Storage::entries`] answers `Compacted` below it), so the entries there only
+    /// take space until the files holding them go whole. The new truncation point is
+    /// synced before any file goes, so a restart never starts reading below it and finds
+    /// a gap.
     pub fn compact(&mut self, index: u64) -> Result<()> {
         if index <= self.truncated.0 + 1 {
             return Ok(());
@@ -369,9 +444,9 @@ impl RaftLog {
             .term_of(index - 1)
             .ok_or_else(|| StoreError::Corrupt("term of a logged entry".into()))?;
         let mut wb = WriteBatch::default();
-        wb.delete_range(keys::log(self.truncated.0 + 1), keys::log(index));
-        wb.put(keys::RAFT_TRUNCATED, encode_pair(index - 1, term));
-        self.db.write(wb)?;
+        wb.put_cf(state_cf(&self.db), keys::RAFT_TRUNCATED, encode_pair(index - 1, term));
+        self.db.write_opt(wb, &synced())?;
+        self.drop_files_up_to(index - 1)?;
         let drop = (index - 1 - self.truncated.0) as usize;
         self.terms.drain(..drop);
         self.truncated = (index - 1, term);
@@ -380,6 +455,14 @@ impl RaftLog {
                 self.cache_bytes -= e.data.len() + e.context.len();
             }
         }
+        Ok(())
+    }
+
+    /// Deletes the files of entries that hold nothing past `last` (an index at or below
+    /// the durable truncation point). RocksDB leaves level-0 files alone here; they
+    /// reach level 1 by trivial moves, since files of entries do not overlap.
+    fn drop_files_up_to(&self, last: u64) -> Result<()> {
+        self.db.delete_file_in_range(keys::log(0), keys::log(last))?;
         Ok(())
     }
 
@@ -489,5 +572,113 @@ impl Storage for RaftLog {
         let cs = ConfState::parse_from_bytes(&point.conf_state).map_err(storage_err)?;
         meta.set_conf_state(cs);
         Ok(snap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(index: u64, term: u64) -> Entry {
+        Entry {
+            index,
+            term,
+            data: vec![b'x'; 100].into(),
+            ..Default::default()
+        }
+    }
+
+    fn hard_state(term: u64, commit: u64) -> HardState {
+        HardState {
+            term,
+            vote: 1,
+            commit,
+            ..Default::default()
+        }
+    }
+
+    fn files_of_entries(db: &DB) -> usize {
+        let files = db.live_files().expect("live files");
+        files
+            .iter()
+            .filter(|f| f.column_family_name == rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .count()
+    }
+
+    /// Appends `first..=last` and writes them into a file of their own at level 1 or
+    /// below (as RocksDB's trivial moves put them).
+    fn append_as_a_file(log: &mut RaftLog, first: u64, last: u64) {
+        let entries: Vec<Entry> = (first..=last).map(|i| entry(i, 2)).collect();
+        log.append(&entries, Some(&hard_state(2, last))).expect("append");
+        log.db.flush().expect("flush");
+        log.db.compact_range(Some(keys::log(first)), Some(keys::log(last)));
+    }
+
+    #[test]
+    fn truncation_drops_the_files_wholly_below_it_and_a_restart_reads_from_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mvcc = Arc::new(Mvcc::open(&dir.path().join("db")).expect("mvcc"));
+        let mut log = RaftLog::open(mvcc.clone(), &dir.path().join("raft")).expect("open");
+        append_as_a_file(&mut log, 1, 100);
+        append_as_a_file(&mut log, 101, 200);
+        assert_eq!(files_of_entries(&log.db), 2);
+        // 1..=150 go: the first file holds nothing past 150, the second does.
+        log.compact(151).expect("compact");
+        assert_eq!(files_of_entries(&log.db), 1, "the file of 1..=100 is gone");
+        assert_eq!(log.first_index_(), 151);
+        drop(log);
+
+        let log = RaftLog::open(mvcc, &dir.path().join("raft")).expect("reopen");
+        assert_eq!((log.first_index_(), log.last_index_()), (151, 200));
+        assert_eq!(log.hard_state().commit, 200);
+        assert_eq!(log.term(150).expect("term at the truncation point"), 2);
+        assert!(matches!(
+            log.entries(150, 160, None, GetEntriesContext::empty(false)),
+            Err(raft::Error::Store(StorageError::Compacted))
+        ));
+        let read = log
+            .entries(151, 201, None, GetEntriesContext::empty(false))
+            .expect("entries");
+        assert_eq!(
+            read.iter().map(|e| e.index).collect::<Vec<_>>(),
+            (151..=200).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_log_with_its_records_among_the_entries_opens_with_them_moved() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mvcc = Arc::new(Mvcc::open(&dir.path().join("db")).expect("mvcc"));
+        let raft = dir.path().join("raft");
+        {
+            // As logs were written before the column families split.
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            let db = DB::open(&opts, &raft).expect("old log");
+            let mut wb = WriteBatch::default();
+            for i in 6..=9 {
+                wb.put(keys::log(i), entry(i, 3).write_to_bytes().expect("encode"));
+            }
+            let hs = hard_state(3, 9).write_to_bytes().expect("encode");
+            wb.put(keys::RAFT_HARD_STATE, hs);
+            wb.put(keys::RAFT_TRUNCATED, encode_pair(5, 3));
+            wb.put(keys::RAFT_IDENTITY, encode_pair(77, 1));
+            db.write_opt(wb, &synced()).expect("write");
+        }
+        let log = RaftLog::open(mvcc.clone(), &raft).expect("open");
+        assert_eq!(log.hard_state(), &hard_state(3, 9));
+        assert_eq!((log.first_index_(), log.last_index_()), (6, 9));
+        assert_eq!(log.identity().expect("identity"), Some((77, 1)));
+        let mut it = log.db.raw_iterator();
+        it.seek([keys::RAFT]);
+        assert!(
+            !it.valid() || it.key().is_some_and(|k| k.first() != Some(&keys::RAFT)),
+            "no Raft record is left among the entries"
+        );
+        drop(it);
+        drop(log);
+        let log = RaftLog::open(mvcc, &raft).expect("reopen");
+        assert_eq!(log.hard_state(), &hard_state(3, 9));
+        assert_eq!(log.identity().expect("identity"), Some((77, 1)));
     }
 }

@@ -14,8 +14,9 @@
 # then CPU and context switches per put by thread name (per member role, leader or
 # follower, with three members), the whole server(s), and the load tool (from
 # /usr/bin/time). The run fails if the leader changed during it. PERF=1 also records a
-# profile of the (first) server (`perf record -F 999 -g`) into
-# target/cpu-per-put/perf.data.
+# profile of the first server (`perf record -F 999 -g`) into
+# target/cpu-per-put/perf.data; PERF=leader or PERF=follower profiles the leader or a
+# follower instead; PERF_OPTS replaces `-g` (e.g. `--call-graph dwarf`).
 #
 # Settings (environment): MEMBERS (1 or 3), WARM (20000), TOTAL (60000), CLIENTS (64; 256
 # with three members), CONNS (8; 9 with three members), PORT (25379: client ports PORT..),
@@ -49,7 +50,7 @@ for i in $(seq "$MEMBERS"); do
   endpoints+="${endpoints:+,}127.0.0.1:$((PORT + i - 1))"
 done
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill "${pids[@]}" 2>/dev/null; wait "${pids[@]}" 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 for i in $(seq "$MEMBERS"); do
   cport=$((PORT + i - 1)) pport=$((PEER_PORT + i - 1))
   case "$server" in
@@ -94,7 +95,13 @@ leader() { "$BENCH" status --endpoints "$endpoints" --wait-leader --timeout-s 5 
 leader >"$work/leader.before"
 ticks >"$work/before"
 if [ -n "${PERF:-}" ]; then
-  perf record -F 999 -g -p "${pids[0]}" -o "$out/perf.data" 2>/dev/null &
+  leader_index=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["leader_index"])' "$work/leader.before")
+  case "$PERF" in
+    leader) perf_target=${pids[$leader_index]} ;;
+    follower) perf_target=${pids[$(((leader_index + 1) % MEMBERS))]} ;;
+    *) perf_target=${pids[0]} ;;
+  esac
+  perf record -F 999 ${PERF_OPTS:--g} -p "$perf_target" -o "$out/perf.data" 2>/dev/null &
   perf_pid=$!
 fi
 /usr/bin/time -f "%U %S" -o "$work/client" "${put[@]}" "$TOTAL" >"$work/result"

@@ -1060,10 +1060,7 @@ fn deleted<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
 /// A create refused because the namespace is gone or terminating: nothing to do (upstream
 /// drops these too).
 fn namespace_closed(e: &kube::Error) -> bool {
-    match e {
-        kube::Error::Api(s) => s.code == 404 || (s.code == 403 && s.message.contains("being terminated")),
-        _ => false,
-    }
+    matches!(e, kube::Error::Api(s) if s.code == 404) || events::namespace_terminating(e)
 }
 
 async fn sync_service(service: &Service, namespace: &str, name: &str, context: &Context) -> Result<(), AgentError> {

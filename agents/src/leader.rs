@@ -708,7 +708,9 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let outcomes: Arc<Mutex<Vec<(u32, std::result::Result<(), String>)>>> = Arc::default();
+        // (term, outcome of a write) in the order they were made.
+        type Outcomes = Arc<Mutex<Vec<(u32, std::result::Result<(), String>)>>>;
+        let outcomes: Outcomes = Arc::default();
         let api = FakeApi::default();
         runtime.block_on(async {
             let client = Client::new(api.clone(), "default");
@@ -734,13 +736,15 @@ mod tests {
                             .map(drop)
                             .map_err(|e| e.to_string())
                     };
-                    outcomes.lock().expect("outcomes").push((term, write().await));
+                    let outcome = write().await;
+                    outcomes.lock().expect("outcomes").push((term, outcome));
                     if term > 1 {
                         return;
                     }
                     // The stall; nothing else in this process runs meanwhile.
                     std::thread::sleep(Duration::from_millis(1200));
-                    outcomes.lock().expect("outcomes").push((term, write().await));
+                    let outcome = write().await;
+                    outcomes.lock().expect("outcomes").push((term, outcome));
                     std::future::pending::<()>().await;
                 }
             });

@@ -697,15 +697,37 @@ mod tests {
         }
     }
 
-    /// The case the fence is for: the process stalls (here its only runtime thread blocks,
-    /// as under SIGSTOP: the elector's timers cannot run) past the renew deadline, and on
-    /// resuming, the work runs first and writes what it had lined up. The write is
-    /// refused and never reaches the API; after the elector noticed and won the Lease
-    /// again, a new term writes.
+    async fn create_a_config_map(client: &Client) -> std::result::Result<(), String> {
+        let request = Request::post("/api/v1/namespaces/default/configmaps")
+            .body(Vec::new())
+            .expect("request");
+        client
+            .request::<serde_json::Value>(request)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    /// Moves the (paused) clock forward by `d` without yielding: to everything on this
+    /// runtime, the process was stopped for `d` in the middle of a poll.
+    fn stall(d: Duration) {
+        let mut advance = std::pin::pin!(tokio::time::advance(d));
+        // The first poll moves the clock, then yields once (ignored here).
+        let _ = advance
+            .as_mut()
+            .poll(&mut Context::from_waker(std::task::Waker::noop()));
+    }
+
+    /// The case the fence is for: the process stalls (as under SIGSTOP: the elector's
+    /// timers cannot run) past the renew deadline, and on resuming, the work runs first
+    /// and writes what it had lined up. The write is refused and never reaches the API;
+    /// after the elector noticed and won the Lease again, a new term writes. The clock
+    /// is tokio's paused one, so a busy machine cannot expire the Lease early.
     #[test]
     fn a_paused_holder_does_not_send_what_it_had_lined_up() {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
+            .start_paused(true)
             .build()
             .expect("runtime");
         // (term, outcome of a write) in the order they were made.
@@ -722,39 +744,42 @@ mod tests {
             let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-system");
             let mut elector = LeaderElector::new(leases, "test", "a", timing).expect("elector");
             let mut term = 0;
+            let stalled_write = Arc::new(Mutex::new(None));
             let lead = elector.lead(|fence| {
                 term += 1;
                 let (term, outcomes, client) = (term, outcomes.clone(), fenced_client(client.clone(), fence));
+                let stalled_write = stalled_write.clone();
                 async move {
-                    let write = || async {
-                        let request = Request::post("/api/v1/namespaces/default/configmaps")
-                            .body(Vec::new())
-                            .expect("request");
-                        client
-                            .request::<serde_json::Value>(request)
-                            .await
-                            .map(drop)
-                            .map_err(|e| e.to_string())
-                    };
-                    let outcome = write().await;
+                    let outcome = create_a_config_map(&client).await;
                     outcomes.lock().expect("outcomes").push((term, outcome));
                     if term > 1 {
                         return;
                     }
                     // The stall; nothing else in this process runs meanwhile.
-                    std::thread::sleep(Duration::from_millis(1200));
-                    let outcome = write().await;
-                    outcomes.lock().expect("outcomes").push((term, outcome));
+                    stall(Duration::from_millis(1200));
+                    // What the work had lined up goes out in a task of its own, so that it
+                    // is tried whether the work or the elector runs first on resuming.
+                    let task = tokio::spawn(async move {
+                        let outcome = create_a_config_map(&client).await;
+                        outcomes.lock().expect("outcomes").push((term, outcome));
+                    });
+                    *stalled_write.lock().expect("stalled write") = Some(task);
                     std::future::pending::<()>().await;
                 }
             });
             tokio::time::timeout(Duration::from_secs(20), lead)
                 .await
                 .expect("a second term that ends");
+            let task = stalled_write.lock().expect("stalled write").take();
+            task.expect("the first term stalled")
+                .await
+                .expect("the stalled write's task");
         });
-        let outcomes = outcomes.lock().expect("outcomes").clone();
+        let mut outcomes = outcomes.lock().expect("outcomes").clone();
         assert_eq!(outcomes.len(), 3, "{outcomes:?}");
         assert_eq!(outcomes[0], (1, Ok(())), "a fresh holding writes");
+        // The stalled write and the new term's may end in either order.
+        outcomes[1..].sort_by_key(|(term, _)| *term);
         assert_eq!(outcomes[1].0, 1);
         let refused = outcomes[1].1.as_ref().expect_err("the stalled holder's write");
         assert!(refused.contains("refused without sending"), "{refused}");

@@ -24,7 +24,8 @@
 #
 # Settings (environment): REPEAT (3), ONLY (both; or capstan, etcd), PUT1_TOTAL (1000),
 # PUT64_TOTAL (20000), PUT256_TOTAL (20000), RANGE_TOTAL (20000), RANGE_CLIENTS (64),
-# RANGE_KEYS (10000), FAILOVER (1; 0 skips), KEY_SIZE (16), VAL_SIZE (256),
+# RANGE_KEYS (10000), FAILOVER (1; 0 skips), KV (1; 0 skips the put and range workloads,
+# e.g. KV=0 REPEAT=10 for more failover samples), KEY_SIZE (16), VAL_SIZE (256),
 # ELECTION_MS (1000), HEARTBEAT_MS (100),
 # CAPSTAN_PORT (24400: client ports 24400-24402), CAPSTAN_PEER_PORT (24410: 24410-24412),
 # ETCD_PORT (24500), ETCD_PEER_PORT (24510), ETCD (/usr/bin/etcd),
@@ -46,6 +47,7 @@ RANGE_TOTAL=${RANGE_TOTAL:-20000}
 RANGE_CLIENTS=${RANGE_CLIENTS:-64}
 RANGE_KEYS=${RANGE_KEYS:-10000}
 FAILOVER=${FAILOVER:-1}
+KV=${KV:-1}
 KEY_SIZE=${KEY_SIZE:-16}
 VAL_SIZE=${VAL_SIZE:-256}
 ELECTION_MS=${ELECTION_MS:-1000}
@@ -295,10 +297,11 @@ log "data in $work; results in $RESULTS"
 } >"$out_dir/machine.txt"
 
 # Key-value workloads: both clusters up, runs alternating.
+kv_common=(--key-size "$KEY_SIZE" --val-size "$VAL_SIZE")
+if [ "$KV" = 1 ]; then
 for s in "${sides[@]}"; do
   start_cluster "$s" kv
 done
-kv_common=(--key-size "$KEY_SIZE" --val-size "$VAL_SIZE")
 for r in $(seq "$REPEAT"); do
   for s in $(order "$r"); do
     eps=$(endpoints_of "$s")
@@ -320,6 +323,7 @@ done
 for s in "${sides[@]}"; do
   stop_cluster "$s"
 done
+fi
 
 # Failover: a fresh cluster for every run.
 if [ "$FAILOVER" = 1 ]; then

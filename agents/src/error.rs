@@ -9,6 +9,9 @@ pub enum AgentError {
     /// A setting that cannot work (the message says which and why).
     #[error("configuration: {0}")]
     Config(String),
+    /// An operating-system operation failed; the string says what was being done.
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
 }
 
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;

@@ -11,8 +11,9 @@
 //! [`controller_manager`] (components under one Lease) with the controllers
 //! [`serviceaccount`], [`replicaset`], [`deployment`], [`endpoints`], [`nodeipam`],
 //! [`namespace`], [`nodelifecycle`] and [`gc`] (the garbage collector), sharing
-//! [`runtime`]; and the [`scheduler`] (with [`quantity`] for resource amounts). Still to
-//! come: the node agent and the node proxy.
+//! [`runtime`]; the [`scheduler`] (with [`quantity`] for resource amounts); and the
+//! first pieces of the node agent ([`node`]). Still to come: the rest of the node agent
+//! and the node proxy.
 //!
 //! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
 
@@ -25,6 +26,7 @@ pub mod gc;
 pub mod leader;
 pub mod namespace;
 pub mod nodeipam;
+pub mod node;
 pub mod nodelifecycle;
 pub mod quantity;
 pub mod replicaset;

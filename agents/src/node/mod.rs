@@ -1,0 +1,6 @@
+//! The node agent (the kubelet's job): runs the pods bound to its node and reports
+//! their status. Being built in pieces (issue 6); so far:
+//!
+//! - [`registration`]: the Node object, its Lease and its status.
+
+pub mod registration;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use capstan_agents::node::registration::{self, Capacity, Heartbeat, NodeIdentity, LEASE_DURATION_S, LEASE_NAMESPACE};
-use common::{eventually, start};
+use common::{eventually, node_condition, start};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -41,13 +41,7 @@ fn fast() -> Heartbeat {
 }
 
 fn condition(node: &Node, type_: &str) -> Option<(String, String)> {
-    let c = node
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)?;
+    let c = node_condition(node, type_)?;
     Some((c.status.clone(), c.reason.clone().unwrap_or_default()))
 }
 

@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use capstan_agents::nodelifecycle::{self, Config, TAINT_NOT_READY, TAINT_UNREACHABLE};
-use common::{eventually, start};
+use common::{eventually, node_condition, start};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Taint};
@@ -102,13 +102,7 @@ fn ready_of(node: &Node) -> Option<String> {
 
 /// A node condition's status, reason, message and last transition.
 fn condition_of(node: &Node, type_: &str) -> Option<(String, String, String, Option<Timestamp>)> {
-    let c = node
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)?;
+    let c = node_condition(node, type_)?;
     Some((
         c.status.clone(),
         c.reason.clone().unwrap_or_default(),

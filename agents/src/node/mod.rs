@@ -2,5 +2,7 @@
 //! their status. Being built in pieces (issue 6); so far:
 //!
 //! - [`registration`]: the Node object, its Lease and its status.
+//! - [`spec`]: a container's command line and environment from its pod's spec.
 
 pub mod registration;
+pub mod spec;

@@ -12,8 +12,8 @@
 //! [`serviceaccount`], [`replicaset`], [`deployment`], [`endpoints`], [`nodeipam`],
 //! [`namespace`], [`nodelifecycle`] and [`gc`] (the garbage collector), sharing
 //! [`runtime`]; the [`scheduler`] (with [`quantity`] for resource amounts); and the
-//! first pieces of the node agent ([`node`]). Still to come: the rest of the node agent
-//! and the node proxy.
+//! first pieces of the node agent ([`node`]) and of the node proxy ([`proxy`]: its
+//! forwarding core). Still to come: the rest of both.
 //!
 //! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
 
@@ -28,6 +28,7 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod node;
 pub mod nodelifecycle;
+pub mod proxy;
 pub mod quantity;
 pub mod replicaset;
 pub mod runtime;

@@ -3,5 +3,7 @@
 //!
 //! - [`forward`]: listeners and TCP/UDP forwarding to backends, kept in sync with a
 //!   desired table.
+//! - [`table`]: that table, from Services, EndpointSlices and manual Endpoints.
 
 pub mod forward;
+pub mod table;

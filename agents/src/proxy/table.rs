@@ -21,6 +21,7 @@
 //! Left out: `externalTrafficPolicy`/`internalTrafficPolicy` (one node: every endpoint
 //! is local), topology hints, `externalIPs` and load balancer ingress addresses.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -124,10 +125,16 @@ fn endpoints_backends(endpoints: &Endpoints, port: &ServicePort, proto: Protocol
 /// the node whose address is `node_ip`. Rules come out sorted by listen address and
 /// protocol; two Services can never claim one (the API allocates ClusterIPs and
 /// NodePorts uniquely), and if they did the first in that order would win.
-pub fn rules(services: &[Service], slices: &[EndpointSlice], endpoints: &[Endpoints], node_ip: IpAddr) -> Vec<Rule> {
+pub fn rules<S, E, P>(services: &[S], slices: &[E], endpoints: &[P], node_ip: IpAddr) -> Vec<Rule>
+where
+    S: Borrow<Service>,
+    E: Borrow<EndpointSlice>,
+    P: Borrow<Endpoints>,
+{
     // Slices and Endpoints by (namespace, service name).
     let mut slices_of: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices {
+        let slice = slice.borrow();
         let (Some(ns), Some(service)) = (
             slice.metadata.namespace.as_deref(),
             slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)),
@@ -138,10 +145,12 @@ pub fn rules(services: &[Service], slices: &[EndpointSlice], endpoints: &[Endpoi
     }
     let endpoints_of: BTreeMap<(&str, &str), &Endpoints> = endpoints
         .iter()
+        .map(Borrow::borrow)
         .filter_map(|e| Some(((e.metadata.namespace.as_deref()?, e.metadata.name.as_deref()?), e)))
         .collect();
     let mut table: BTreeMap<(SocketAddr, Protocol), Rule> = BTreeMap::new();
     for service in services {
+        let service = service.borrow();
         let (Some(ns), Some(name), Some(spec)) = (
             service.metadata.namespace.as_deref(),
             service.metadata.name.as_deref(),
@@ -219,6 +228,8 @@ mod tests {
     }
 
     const NODE: &str = "127.0.0.1";
+    const NO_SLICES: &[EndpointSlice] = &[];
+    const NO_ENDPOINTS: &[Endpoints] = &[];
 
     fn node_ip() -> IpAddr {
         NODE.parse().expect("ip")
@@ -240,7 +251,7 @@ mod tests {
                 {"addresses": ["127.128.0.4"], "conditions": {"ready": false}},
             ]),
         );
-        let rules = rules(&[web], &[s], &[], node_ip());
+        let rules = rules(&[web], &[s], NO_ENDPOINTS, node_ip());
         let http = vec![addr("127.128.0.2:8080"), addr("127.128.0.3:8080")];
         assert_eq!(
             rules,
@@ -279,10 +290,10 @@ mod tests {
             ports.clone(),
             json!([terminating.clone(), {"addresses": ["127.128.0.2"]}]),
         );
-        let r = rules(std::slice::from_ref(&web), &[with_ready], &[], node_ip());
+        let r = rules(std::slice::from_ref(&web), &[with_ready], NO_ENDPOINTS, node_ip());
         assert_eq!(r[0].backends, [addr("127.128.0.2:8080")]);
         let without_ready = slice("web", ports, json!([terminating]));
-        let r = rules(&[web], &[without_ready], &[], node_ip());
+        let r = rules(&[web], &[without_ready], NO_ENDPOINTS, node_ip());
         assert_eq!(r[0].backends, [addr("127.128.0.9:8080")]);
     }
 
@@ -297,7 +308,7 @@ mod tests {
                 "spec": {"clusterIP": "127.64.0.12", "ports": [{"port": 80, "protocol": "SCTP"}]}})),
             service(json!({"metadata": {"name": "n", "namespace": "default"}, "spec": {"ports": [{"port": 80}]}})),
         ];
-        assert_eq!(rules(&services, &[], &[], node_ip()), Vec::<Rule>::new());
+        assert_eq!(rules(&services, NO_SLICES, NO_ENDPOINTS, node_ip()), Vec::<Rule>::new());
     }
 
     #[test]
@@ -308,7 +319,7 @@ mod tests {
             "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "notReadyAddresses": [{"ip": "127.0.0.2"}],
                          "ports": [{"name": "pg", "port": 15432}]}]}))
         .expect("endpoints");
-        let r = rules(&[db], &[], &[endpoints], node_ip());
+        let r = rules(&[db], NO_SLICES, &[endpoints], node_ip());
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].backends, [addr("127.0.0.1:15432")]);
     }
@@ -322,12 +333,12 @@ mod tests {
         };
         let r = rules(
             &[with(json!({"clientIP": {"timeoutSeconds": 60}}))],
-            &[],
-            &[],
+            NO_SLICES,
+            NO_ENDPOINTS,
             node_ip(),
         );
         assert_eq!(r[0].session_affinity, Some(Duration::from_secs(60)));
-        let r = rules(&[with(json!({}))], &[], &[], node_ip());
+        let r = rules(&[with(json!({}))], NO_SLICES, NO_ENDPOINTS, node_ip());
         assert_eq!(
             r[0].session_affinity,
             Some(Duration::from_secs(AFFINITY_TIMEOUT_DEFAULT_S))
@@ -342,7 +353,7 @@ mod tests {
         let mut elsewhere = slice("web", json!([{"port": 8080}]), json!([{"addresses": ["127.128.0.2"]}]));
         elsewhere.metadata.namespace = Some("other".into());
         let other_service = slice("api", json!([{"port": 8080}]), json!([{"addresses": ["127.128.0.3"]}]));
-        let r = rules(&[web], &[elsewhere, other_service], &[], node_ip());
+        let r = rules(&[web], &[elsewhere, other_service], NO_ENDPOINTS, node_ip());
         assert_eq!(r.len(), 1);
         assert!(r[0].backends.is_empty(), "{:?}", r[0].backends);
     }

@@ -44,6 +44,10 @@ enum Command {
     /// Bind unscheduled pods to nodes; of several replicas, the one holding the
     /// `kube-system/kube-scheduler` Lease acts.
     Scheduler(SchedulerArgs),
+    /// Make Services reachable on this machine (kube-proxy's job): listen on every
+    /// ClusterIP (and, for NodePort Services, `--node-ip` and the nodePort) and forward
+    /// TCP and UDP to the ready endpoints.
+    Proxy(ProxyArgs),
 }
 
 /// How replicas of a component elect the one that acts (upstream's `--leader-elect*`).
@@ -136,6 +140,19 @@ struct ControllerManagerArgs {
     /// The share of not-ready nodes (more than two) from which a zone is partly disrupted.
     #[arg(long, default_value_t = 0.55)]
     unhealthy_zone_threshold: f64,
+}
+
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// The Kubernetes API server's URL (plain HTTP).
+    #[arg(long)]
+    master: String,
+    /// The node this proxy runs on (for its logs; every node serves every Service).
+    #[arg(long)]
+    node_name: String,
+    /// The node's address: NodePort Services listen on it.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: std::net::IpAddr,
 }
 
 #[derive(clap::Args)]
@@ -334,6 +351,7 @@ fn main() -> std::process::ExitCode {
         Command::Apiserver(args) => rt.block_on(run_apiserver(args)),
         Command::ControllerManager(args) => rt.block_on(run_controller_manager(args)),
         Command::Scheduler(args) => rt.block_on(run_scheduler(args)),
+        Command::Proxy(args) => rt.block_on(run_proxy(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -550,6 +568,22 @@ async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
         r = controller_manager::run_elected(client, &election, scheduler::run) => {
             r.map_err(|e| e.to_string())
         }
+        () = shutdown => Ok(()),
+    }
+}
+
+async fn run_proxy(args: ProxyArgs) -> Result<(), String> {
+    use capstan_agents::proxy::{self, forward};
+    let url = args
+        .master
+        .parse()
+        .map_err(|e| format!("--master {:?}: {e}", args.master))?;
+    let client = kube::Client::try_from(kube::Config::new(url)).map_err(|e| format!("--master: {e}"))?;
+    let forwarder = forward::Forwarder::new(forward::Limits::default());
+    println!("capstan proxy ready on node {} ({})", args.node_name, args.node_ip);
+    let shutdown = shutdown_signal()?;
+    tokio::select! {
+        () = proxy::run(client, args.node_ip, &forwarder) => Err("the proxy's watches ended".into()),
         () = shutdown => Ok(()),
     }
 }

@@ -61,7 +61,7 @@ impl Server {
         server
     }
 
-    /// Starts `capstan <component> --master <master>` (controller-manager, scheduler) with
+    /// Starts `capstan <component> --master <master>` (controller-manager, scheduler, proxy) with
     /// `extra` arguments and waits for its ready line; returns it with the identity it
     /// campaigns as.
     pub fn component(component: &'static str, master: &str, extra: &[&str], log: &Path) -> (Server, String) {
@@ -80,6 +80,7 @@ impl Server {
         args.extend(extra.iter().map(|s| s.to_string()));
         let ready: &'static str = match component {
             "scheduler" => "capstan scheduler ready as ",
+            "proxy" => "capstan proxy ready on node ",
             _ => "capstan controller-manager ready as ",
         };
         Server::spawn_until_ready(&args, ready, env, log)

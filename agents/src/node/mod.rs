@@ -3,6 +3,8 @@
 //!
 //! - [`registration`]: the Node object, its Lease and its status.
 //! - [`spec`]: a container's command line and environment from its pod's spec.
+//! - [`volumes`]: a pod's emptyDir, configMap and secret volumes as directories.
 
 pub mod registration;
 pub mod spec;
+pub mod volumes;

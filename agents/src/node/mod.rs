@@ -4,7 +4,9 @@
 //! - [`registration`]: the Node object, its Lease and its status.
 //! - [`spec`]: a container's command line and environment from its pod's spec.
 //! - [`volumes`]: a pod's emptyDir, configMap and secret volumes as directories.
+//! - [`process`]: the default container runtime, each container a local OS process.
 
+pub mod process;
 pub mod registration;
 pub mod spec;
 pub mod volumes;

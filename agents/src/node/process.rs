@@ -1,0 +1,1629 @@
+//! The process runtime: the node agent's default container runtime, which runs each
+//! container of a pod as a local OS process.
+//!
+//! # Layout
+//!
+//! Everything lives under one root directory, one directory per container:
+//!
+//! ```text
+//! <root>/<pod uid>/<container>/current.log      stdout and stderr of the current run
+//!                              current.log.1 …  rotated copies, newest first
+//!                              previous.log     the previous run's current.log
+//!                              state.json       pid, /proc start time, restart count, …
+//!                              work/            the default working directory
+//! ```
+//!
+//! # Files, not pipes
+//!
+//! A container's stdout and stderr are one file opened with `O_APPEND` and handed to the
+//! process as its fds 1 and 2; nothing of the output passes through the agent. A pipe
+//! would tie the container to the agent: if the agent died, the container would get
+//! `SIGPIPE` (or block on a full pipe) at its next write, and a restarted agent could not
+//! reopen the other end. With a file the container keeps running and logging while the
+//! agent is down, and the agent only ever reads the file (as `kubectl logs` wants).
+//!
+//! # Process groups
+//!
+//! Each container starts in a process group of its own (`setpgid(0, 0)`, its pgid is its
+//! pid), so that a stop reaches everything the container forked: `SIGTERM` to the group,
+//! up to the grace period, then `SIGKILL` to the group. When the container's main process
+//! ends, on its own or stopped, what is left of its group is killed, as the end of a
+//! container's pid namespace would. A process that leaves the group (`setsid`, a shell's
+//! job control) escapes this; with a memory cgroup (below) it is still killed through
+//! `cgroup.kill` when the cgroup is removed.
+//!
+//! # Adoption, and PIDs that are reused
+//!
+//! A container outlives the agent. On start the runtime writes `state.json` with the pid
+//! and the process's start time (field 22 of `/proc/<pid>/stat`, clock ticks since boot);
+//! [`ProcessRuntime::adopt`] takes back every container whose pid is alive, still leads
+//! its own process group and still has that start time. A pid the kernel has given to
+//! another process since has another start time, so a reused pid is never taken for the
+//! container. An adopted process is no longer this process's child: its exit status
+//! cannot be had, [`Container::wait`] sees its end by polling `/proc` and returns
+//! [`Exit::Unknown`]. (Between the last check of `/proc` and a signal a pid could in
+//! theory be reused; that takes the pid space wrapping around within microseconds.)
+//!
+//! # Log rotation: copytruncate
+//!
+//! [`ProcessRuntime::rotate_logs`] copies a `current.log` larger than
+//! [`LogLimits::file_bytes_max`] to `current.log.1` (after shifting the older copies up
+//! and deleting the oldest, so at most [`LogLimits::files_max`] files including
+//! `current.log`) and truncates `current.log`. The file cannot be renamed away as logrotate
+//! would, since the container holds it open and cannot be told to reopen it; because it
+//! writes with `O_APPEND`, each write after the truncation lands at the new end. **What the
+//! container writes between the end of the copy and the truncation is lost** (usually
+//! nothing, at most what it writes in that moment).
+//!
+//! # Memory limits: cgroup v2 when available
+//!
+//! When cgroup v2 is mounted at `/sys/fs/cgroup`, the `memory` controller is enabled in
+//! the `cgroup.subtree_control` of this process's own cgroup (from `/proc/self/cgroup`)
+//! and a child cgroup can be created there, a container with a memory limit gets a cgroup
+//! `capstan-<pod uid>-<container>` with `memory.max` set (and `memory.oom.group`, so an
+//! OOM kill takes the whole container, as the kubelet does). The process is moved into it
+//! right after it is spawned: **for that moment it runs without the limit**. Otherwise
+//! the runtime says once, at warn level, why limits are not enforced,
+//! [`ProcessRuntime::memory_limits_enforced`] is false, and containers start anyway. A
+//! cgroup problem never fails a start. (cgroup v2 lets a cgroup other than the root hand
+//! controllers to children only if it has no processes of its own, so outside the root
+//! cgroup the agent must be run in a layout that allows this.)
+//!
+//! # Left out, on purpose
+//!
+//! - Mount namespaces: the container sees the host's filesystem. Volumes and image
+//!   filesystems are the node agent's business; an empty `command` (which would need the
+//!   image's entrypoint) is refused.
+//! - User switching: the container runs as the agent's user.
+//! - Network namespaces: pods share the host network; each pod binds its own 127.x
+//!   address.
+//! - PID and IPC namespaces, CPU limits, seccomp and capabilities.
+//! - The exit status of an adopted container (it would take a small monitor process per
+//!   container, as conmon is, to keep it across an agent restart).
+//!
+//! All methods do blocking filesystem work; [`ProcessRuntime::start`] must be called
+//! within a tokio runtime (it registers the child with tokio's process driver), and
+//! [`ProcessRuntime::rotate_logs`], which copies files of up to
+//! [`LogLimits::file_bytes_max`], is best called from `spawn_blocking`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustix::io::Errno;
+use rustix::process::{kill_process_group, Pid, Signal};
+use serde::{Deserialize, Serialize};
+
+use crate::{AgentError, Result};
+
+/// The `PATH` a container gets when its spec sets none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The command and its arguments together, counting a terminating NUL for each.
+pub const COMMAND_BYTES_MAX: usize = 64 * 1024;
+/// The environment, counting `NAME=value` and a NUL for each variable. (Linux allows
+/// about 2 MiB for arguments and environment together.)
+pub const ENV_BYTES_MAX: usize = 1024 * 1024;
+/// A pod uid (a UUID has 36 bytes); it names a directory and part of a cgroup.
+pub const POD_UID_BYTES_MAX: usize = 128;
+/// A container name (a DNS label in Kubernetes); it names a directory and part of a cgroup.
+pub const CONTAINER_NAME_BYTES_MAX: usize = 63;
+/// A namespace or pod name (DNS subdomains), kept in the state file.
+pub const OBJECT_NAME_BYTES_MAX: usize = 253;
+/// The root directory: leaves room under Linux's 4,096-byte paths for what goes below it.
+pub const ROOT_PATH_BYTES_MAX: usize = 3072;
+/// A working directory given in a spec.
+pub const WORKING_DIR_BYTES_MAX: usize = 4095;
+/// Log files per container, `current.log` included.
+pub const LOG_FILES_MAX: usize = 100;
+/// A state file larger than this is not ours (ours are a few hundred bytes).
+const STATE_FILE_BYTES_MAX: u64 = 64 * 1024;
+/// `/proc/<pid>/stat` is a few hundred bytes; a long `comm` cannot make it longer than this.
+const PROC_STAT_BYTES_MAX: u64 = 4096;
+/// Longest wait for a process to go after `SIGKILL` (only a process stuck in the kernel
+/// takes more than a moment).
+const KILL_WAIT_MAX: Duration = Duration::from_secs(10);
+/// First and longest pause between two looks at `/proc` for the end of an adopted process.
+const ADOPTED_POLL_FIRST: Duration = Duration::from_millis(10);
+const ADOPTED_POLL_MAX: Duration = Duration::from_secs(1);
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const CURRENT_LOG: &str = "current.log";
+const PREVIOUS_LOG: &str = "previous.log";
+const STATE_FILE: &str = "state.json";
+const WORK_DIR: &str = "work";
+
+/// How much log a container keeps (the kubelet's `containerLogMaxSize` and
+/// `containerLogMaxFiles`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// `current.log` is rotated once it is larger than this.
+    pub file_bytes_max: u64,
+    /// Files kept per container, `current.log` included (at least 2).
+    pub files_max: usize,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits {
+            file_bytes_max: 10 * 1024 * 1024,
+            files_max: 5,
+        }
+    }
+}
+
+/// What to run for one container of a pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub pod_uid: String,
+    pub namespace: String,
+    pub pod_name: String,
+    pub container: String,
+    /// `command` followed by `args`, already resolved (`$(VAR)` expanded); the first is
+    /// looked up in the container's `PATH` when it has no `/`.
+    pub command: Vec<String>,
+    /// The whole environment; later entries win over earlier ones of the same name.
+    pub env: Vec<(String, String)>,
+    /// An absolute path that exists; default: `work/` in the container's directory.
+    pub working_dir: Option<PathBuf>,
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// How a container's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Exit {
+    /// It exited with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+    /// It ended, but how cannot be known (an adopted process: not this process's child).
+    Unknown,
+}
+
+impl Exit {
+    /// The exit code Kubernetes reports: the code, or 128 + the signal (137 for `SIGKILL`).
+    pub fn exit_code(self) -> Option<i32> {
+        match self {
+            Exit::Code(code) => Some(code),
+            Exit::Signal(signal) => Some(128 + signal),
+            Exit::Unknown => None,
+        }
+    }
+
+    fn from_status(status: ExitStatus) -> Exit {
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            (None, None) => Exit::Unknown,
+        }
+    }
+}
+
+/// What `state.json` holds about a container's latest run (or attempt at one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub namespace: String,
+    pub pod_name: String,
+    /// 0 when the process could not be started (see `start_error`).
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat`: clock ticks from boot to the process's start.
+    pub start_time_ticks: u64,
+    /// Starts of this container before this one.
+    pub restart_count: u32,
+    /// RFC 3339, seconds.
+    pub started_at: String,
+    /// Why the process could not be started, if it could not.
+    #[serde(default)]
+    pub start_error: Option<String>,
+    /// How it ended, when the runtime saw it end.
+    #[serde(default)]
+    pub exit: Option<Exit>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// The memory cgroup it was put in.
+    #[serde(default)]
+    pub memory_cgroup: Option<PathBuf>,
+}
+
+/// The process runtime (see the module doc).
+#[derive(Debug)]
+pub struct ProcessRuntime {
+    root: PathBuf,
+    log_limits: LogLimits,
+    /// The cgroup under which containers get theirs, when memory limits can be enforced.
+    cgroup_parent: Option<PathBuf>,
+    /// Serialises changes to the directory layout (start, rotation, removal, adoption,
+    /// recording an exit), so that e.g. a rotation never copies a log a start is moving.
+    layout: Arc<Mutex<()>>,
+}
+
+/// A handle on a running (or ended) container. Dropping it leaves the process running
+/// (a later [`ProcessRuntime::adopt`] takes it back).
+#[derive(Debug)]
+pub struct Container {
+    id: String,
+    pod_uid: String,
+    name: String,
+    pid: u32,
+    start_time_ticks: u64,
+    restart_count: u32,
+    dir: PathBuf,
+    memory_cgroup: Option<PathBuf>,
+    /// `None` for an adopted process.
+    child: Option<tokio::process::Child>,
+    /// Set once the end has been seen (and cleaned up after).
+    exit: Option<Exit>,
+    layout: Arc<Mutex<()>>,
+}
+
+impl Container {
+    /// Unique per run: `process://<pod uid>/<container>/<restart count>` (the form of a
+    /// pod status's `containerID`).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn pod_uid(&self) -> &str {
+        &self.pod_uid
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The main process, which leads the container's process group.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn restart_count(&self) -> u32 {
+        self.restart_count
+    }
+
+    /// Whether this handle came from [`ProcessRuntime::adopt`] (its exit will be
+    /// [`Exit::Unknown`]).
+    pub fn adopted(&self) -> bool {
+        self.child.is_none()
+    }
+
+    /// Waits for the main process to end, then kills what is left of its process group,
+    /// removes its cgroup and records the exit in `state.json`. Cancel-safe; once ended,
+    /// returns the same exit at once.
+    pub async fn wait(&mut self) -> Exit {
+        if let Some(exit) = self.exit {
+            return exit;
+        }
+        let exit = match self.child.as_mut() {
+            Some(child) => match child.wait().await {
+                Ok(status) => Exit::from_status(status),
+                Err(e) => {
+                    tracing::warn!(container = %self.id, error = %e, "waiting for a container process failed");
+                    Exit::Unknown
+                }
+            },
+            None => {
+                let mut pause = ADOPTED_POLL_FIRST;
+                while process_is(self.pid, self.start_time_ticks) {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(ADOPTED_POLL_MAX);
+                }
+                Exit::Unknown
+            }
+        };
+        // Nothing awaits from here on, so a cancelled wait never loses the exit.
+        self.finish(exit);
+        exit
+    }
+
+    /// The end without waiting: `Some` once the main process has ended.
+    fn try_exit(&mut self) -> Option<Exit> {
+        if let Some(exit) = self.exit {
+            return Some(exit);
+        }
+        let exit = match self.child.as_mut() {
+            Some(child) => match child.try_wait() {
+                Ok(Some(status)) => Exit::from_status(status),
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::warn!(container = %self.id, error = %e, "checking on a container process failed");
+                    return None;
+                }
+            },
+            None if process_is(self.pid, self.start_time_ticks) => return None,
+            None => Exit::Unknown,
+        };
+        self.finish(exit);
+        Some(exit)
+    }
+
+    /// What follows the end of the main process (see [`Container::wait`]); best effort.
+    fn finish(&mut self, exit: Exit) {
+        self.exit = Some(exit);
+        // Only leftovers of this container (ESRCH when there are none; see signal_group).
+        match signal_group(self.pid, Some(self.start_time_ticks), Signal::KILL) {
+            Ok(()) => tracing::debug!(container = %self.id, "killed what was left of the container's process group"),
+            Err(e) if e.raw_os_error() == Some(Errno::SRCH.raw_os_error()) => {}
+            Err(e) => {
+                tracing::warn!(container = %self.id, error = %e, "killing the rest of a container's process group failed")
+            }
+        }
+        if let Some(cgroup) = self.memory_cgroup.take() {
+            remove_cgroup(&cgroup);
+        }
+        let _layout = lock(&self.layout);
+        let path = self.dir.join(STATE_FILE);
+        match read_state(&path) {
+            // Only this run's state: the container may have been started again since.
+            Ok(Some(mut state)) if state.pid == self.pid && state.start_time_ticks == self.start_time_ticks => {
+                state.exit = Some(exit);
+                state.finished_at = Some(rfc3339_now());
+                if let Err(e) = write_state(&path, &state) {
+                    tracing::warn!(container = %self.id, error = %e, "recording a container's exit failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(container = %self.id, error = %e, "recording a container's exit failed"),
+        }
+        tracing::info!(container = %self.id, pid = self.pid, ?exit, "container ended");
+    }
+}
+
+impl ProcessRuntime {
+    /// A runtime keeping its containers' directories under `root` (created if missing).
+    pub fn new(root: PathBuf, log_limits: LogLimits) -> Result<ProcessRuntime> {
+        if log_limits.file_bytes_max == 0 {
+            return Err(AgentError::Config("log file_bytes_max must be positive".into()));
+        }
+        if !(2..=LOG_FILES_MAX).contains(&log_limits.files_max) {
+            return Err(AgentError::Config(format!(
+                "log files_max must be between 2 and {LOG_FILES_MAX} (current.log included), not {}",
+                log_limits.files_max
+            )));
+        }
+        fs::create_dir_all(&root).map_err(|e| io_error(format!("creating the runtime root {}", root.display()), e))?;
+        // Absolute from here on: paths are handed to children and kept in state files.
+        let root = fs::canonicalize(&root)
+            .map_err(|e| io_error(format!("resolving the runtime root {}", root.display()), e))?;
+        if root.as_os_str().len() > ROOT_PATH_BYTES_MAX {
+            return Err(AgentError::Config(format!(
+                "the runtime root {} is longer than {ROOT_PATH_BYTES_MAX} bytes",
+                root.display()
+            )));
+        }
+        // Adoption and stopping adopted processes depend on /proc.
+        read_proc_stat(std::process::id())
+            .map_err(|e| io_error("reading /proc/self/stat (the process runtime needs /proc)".into(), e))?;
+        let cgroup_parent = match memory_cgroup_parent() {
+            Ok(parent) => {
+                tracing::info!(cgroup = %parent.display(), "container memory limits are enforced with cgroup v2");
+                Some(parent)
+            }
+            Err(why) => {
+                tracing::warn!("container memory limits are not enforced: {why}");
+                None
+            }
+        };
+        Ok(ProcessRuntime {
+            root,
+            log_limits,
+            cgroup_parent,
+            layout: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// The (absolute) root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether a container's `memory_limit_bytes` is enforced (see the module doc).
+    pub fn memory_limits_enforced(&self) -> bool {
+        self.cgroup_parent.is_some()
+    }
+
+    /// Starts a container's process (see the module doc). Refused (`Config`) when the spec
+    /// is unreasonable or the container's previous run is still alive; a failure to spawn
+    /// counts as a run (restart count, `start_error` in the state) as it does in
+    /// Kubernetes.
+    pub fn start(&self, spec: &ContainerSpec) -> Result<Container> {
+        validate_spec(spec)?;
+        let _layout = lock(&self.layout);
+        let dir = self.container_dir(&spec.pod_uid, &spec.container);
+        fs::create_dir_all(&dir).map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
+        let state_path = dir.join(STATE_FILE);
+        let previous = match read_state(&state_path) {
+            Ok(previous) => previous,
+            Err(e) => {
+                // The count starts again rather than the container never starting.
+                tracing::warn!(path = %state_path.display(), error = %e, "ignoring an unreadable container state");
+                None
+            }
+        };
+        if let Some(previous) = &previous {
+            if previous.pid != 0 && process_is(previous.pid, previous.start_time_ticks) {
+                return Err(AgentError::Config(format!(
+                    "container {} of pod {} is already running (pid {})",
+                    spec.container, spec.pod_uid, previous.pid
+                )));
+            }
+        }
+        let working_dir = match &spec.working_dir {
+            Some(working_dir) => {
+                let meta = fs::metadata(working_dir).map_err(|e| {
+                    io_error(
+                        format!(
+                            "working directory {} of container {}",
+                            working_dir.display(),
+                            spec.container
+                        ),
+                        e,
+                    )
+                })?;
+                if !meta.is_dir() {
+                    return Err(AgentError::Config(format!(
+                        "working directory {} of container {} is not a directory",
+                        working_dir.display(),
+                        spec.container
+                    )));
+                }
+                working_dir.clone()
+            }
+            None => {
+                let work = dir.join(WORK_DIR);
+                fs::create_dir_all(&work).map_err(|e| io_error(format!("creating {}", work.display()), e))?;
+                work
+            }
+        };
+        let restart_count = previous.map_or(0, |previous| previous.restart_count.saturating_add(1));
+        let mut state = ContainerState {
+            namespace: spec.namespace.clone(),
+            pod_name: spec.pod_name.clone(),
+            pid: 0,
+            start_time_ticks: 0,
+            restart_count,
+            started_at: rfc3339_now(),
+            start_error: None,
+            exit: None,
+            finished_at: None,
+            memory_cgroup: None,
+        };
+        let id = format!("process://{}/{}/{restart_count}", spec.pod_uid, spec.container);
+
+        let spawned = self.spawn(spec, &dir, &working_dir, &id);
+        let (child, pid, start_time_ticks, memory_cgroup) = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                state.start_error = Some(e.to_string());
+                state.finished_at = Some(rfc3339_now());
+                if let Err(write_error) = write_state(&state_path, &state) {
+                    tracing::warn!(container = %id, error = %write_error, "recording a failed start failed");
+                }
+                return Err(e);
+            }
+        };
+        state.pid = pid;
+        state.start_time_ticks = start_time_ticks;
+        state.memory_cgroup = memory_cgroup.clone();
+        if let Err(e) = write_state(&state_path, &state) {
+            // Unrecorded, the process could neither be adopted nor told from a reused pid
+            // after an agent restart: better not to run it.
+            abandon(pid, child, memory_cgroup.as_deref());
+            return Err(e);
+        }
+        tracing::info!(container = %id, pid, restart_count, "container started");
+        Ok(Container {
+            id,
+            pod_uid: spec.pod_uid.clone(),
+            name: spec.container.clone(),
+            pid,
+            start_time_ticks,
+            restart_count,
+            dir,
+            memory_cgroup,
+            child: Some(child),
+            exit: None,
+            layout: Arc::clone(&self.layout),
+        })
+    }
+
+    /// Moves the logs along, spawns the process and puts it in its cgroup.
+    fn spawn(
+        &self,
+        spec: &ContainerSpec,
+        dir: &Path,
+        working_dir: &Path,
+        id: &str,
+    ) -> Result<(tokio::process::Child, u32, u64, Option<PathBuf>)> {
+        let current = dir.join(CURRENT_LOG);
+        match fs::rename(&current, dir.join(PREVIOUS_LOG)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(format!("keeping {} as {PREVIOUS_LOG}", current.display()), e)),
+        }
+        // The previous run's rotated copies go: previous.log is its latest output.
+        remove_rotated_logs(dir, 1)?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&current)
+            .map_err(|e| io_error(format!("opening {}", current.display()), e))?;
+        let log_for_stderr = log
+            .try_clone()
+            .map_err(|e| io_error(format!("duplicating {}", current.display()), e))?;
+
+        let memory_cgroup = match (&self.cgroup_parent, spec.memory_limit_bytes) {
+            (Some(parent), Some(limit)) => prepare_cgroup(parent, spec, limit),
+            _ => None,
+        };
+
+        let mut env = spec.env.clone();
+        if !env.iter().any(|(name, _)| name == "PATH") {
+            env.push(("PATH".into(), DEFAULT_PATH.into()));
+        }
+        let mut command = tokio::process::Command::new(&spec.command[0]);
+        command
+            .args(&spec.command[1..])
+            .env_clear()
+            .envs(env)
+            .current_dir(working_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_for_stderr))
+            .process_group(0)
+            // The container must outlive its handle and the agent.
+            .kill_on_drop(false);
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                if let Some(cgroup) = &memory_cgroup {
+                    remove_cgroup(cgroup);
+                }
+                return Err(io_error(
+                    format!("starting container {id}: running {:?}", spec.command[0]),
+                    e,
+                ));
+            }
+        };
+        let Some(pid) = child.id() else {
+            // tokio forgets the pid only once the child has been waited for, which it has not.
+            abandon(0, child, memory_cgroup.as_deref());
+            return Err(AgentError::Config(format!("container {id}: its process has no pid")));
+        };
+        let memory_cgroup = memory_cgroup.and_then(|cgroup| match fs::write(cgroup.join("cgroup.procs"), pid.to_string()) {
+            Ok(()) => Some(cgroup),
+            Err(e) => {
+                tracing::warn!(container = %id, cgroup = %cgroup.display(), error = %e, "could not put the container in its memory cgroup; it runs without a memory limit");
+                remove_cgroup(&cgroup);
+                None
+            }
+        });
+        // Readable even if it has ended already: unreaped, it stays in /proc.
+        match read_proc_stat(pid) {
+            Ok(stat) => Ok((child, pid, stat.start_time_ticks, memory_cgroup)),
+            Err(e) => {
+                abandon(pid, child, memory_cgroup.as_deref());
+                Err(io_error(format!("reading /proc/{pid}/stat of container {id}"), e))
+            }
+        }
+    }
+
+    /// Stops a container: `SIGTERM` to its process group, up to `grace` for it to end,
+    /// then `SIGKILL` to the group. Returns how the main process ended, at once if it
+    /// already had.
+    pub async fn stop(&self, container: &mut Container, grace: Duration) -> Result<Exit> {
+        if let Some(exit) = container.try_exit() {
+            return Ok(exit);
+        }
+        tracing::info!(container = %container.id, pid = container.pid, ?grace, "stopping container");
+        if let Err(e) = signal_group(container.pid, Some(container.start_time_ticks), Signal::TERM) {
+            // Gone meanwhile (ESRCH): the wait below returns at once.
+            if e.raw_os_error() != Some(Errno::SRCH.raw_os_error()) {
+                return Err(io_error(format!("sending SIGTERM to container {}", container.id), e));
+            }
+        }
+        if let Ok(exit) = tokio::time::timeout(grace, container.wait()).await {
+            return Ok(exit);
+        }
+        tracing::info!(container = %container.id, pid = container.pid, "container outlived its grace period; killing it");
+        if let Err(e) = signal_group(container.pid, Some(container.start_time_ticks), Signal::KILL) {
+            if e.raw_os_error() != Some(Errno::SRCH.raw_os_error()) {
+                return Err(io_error(format!("sending SIGKILL to container {}", container.id), e));
+            }
+        }
+        tokio::time::timeout(KILL_WAIT_MAX, container.wait())
+            .await
+            .map_err(|_| {
+                io_error(
+                    format!(
+                        "container {} (pid {}) did not end within {KILL_WAIT_MAX:?} of SIGKILL",
+                        container.id, container.pid
+                    ),
+                    io::Error::from(io::ErrorKind::TimedOut),
+                )
+            })
+    }
+
+    /// Takes back the containers whose processes outlived a previous runtime on the same
+    /// root: every state file whose pid is alive, leads its own process group and has the
+    /// recorded start time. The state of the others stays for the agent to read
+    /// ([`ProcessRuntime::state`]) and report as exited.
+    pub fn adopt(&self) -> Result<Vec<Container>> {
+        let _layout = lock(&self.layout);
+        let mut adopted = Vec::new();
+        let own_pid = std::process::id();
+        for (pod_uid, name, dir) in self.container_dirs()? {
+            let path = dir.join(STATE_FILE);
+            let state = match read_state(&path) {
+                Ok(Some(state)) => state,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "skipping an unreadable container state");
+                    continue;
+                }
+            };
+            if state.pid <= 1 || state.pid == own_pid || state.exit.is_some() || state.start_error.is_some() {
+                continue;
+            }
+            match read_proc_stat(state.pid) {
+                Ok(stat)
+                    if stat.running()
+                        && stat.start_time_ticks == state.start_time_ticks
+                        && stat.process_group == state.pid => {}
+                _ => continue,
+            }
+            let memory_cgroup = state.memory_cgroup.filter(|cgroup| is_our_cgroup(cgroup));
+            let id = format!("process://{pod_uid}/{name}/{}", state.restart_count);
+            tracing::info!(container = %id, pid = state.pid, "adopted a running container");
+            adopted.push(Container {
+                id,
+                pod_uid,
+                name,
+                pid: state.pid,
+                start_time_ticks: state.start_time_ticks,
+                restart_count: state.restart_count,
+                dir,
+                memory_cgroup,
+                child: None,
+                exit: None,
+                layout: Arc::clone(&self.layout),
+            });
+        }
+        Ok(adopted)
+    }
+
+    /// The state file of a container, if it has one.
+    pub fn state(&self, pod_uid: &str, container: &str) -> Result<Option<ContainerState>> {
+        validate_names(pod_uid, container)?;
+        read_state(&self.container_dir(pod_uid, container).join(STATE_FILE))
+    }
+
+    /// The log of a container's current run, or of its previous one. The names are not
+    /// checked here: they must be ones [`ProcessRuntime::start`] accepted.
+    pub fn log_path(&self, pod_uid: &str, container: &str, previous: bool) -> PathBuf {
+        self.container_dir(pod_uid, container)
+            .join(if previous { PREVIOUS_LOG } else { CURRENT_LOG })
+    }
+
+    /// Rotates every `current.log` larger than [`LogLimits::file_bytes_max`] (copytruncate,
+    /// see the module doc). A failure for one container does not stop the others; the
+    /// first is returned.
+    pub fn rotate_logs(&self) -> Result<()> {
+        let mut first_error = None;
+        for (_, _, dir) in self.container_dirs()? {
+            // One container at a time, so that a pass over many large logs does not hold
+            // up starts and waits for its whole length.
+            let rotated = {
+                let _layout = lock(&self.layout);
+                self.rotate(&dir)
+            };
+            if let Err(e) = rotated {
+                tracing::warn!(dir = %dir.display(), error = %e, "rotating a container log failed");
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn rotate(&self, dir: &Path) -> Result<()> {
+        let current = dir.join(CURRENT_LOG);
+        let len = match fs::metadata(&current) {
+            Ok(meta) => meta.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(format!("reading the size of {}", current.display()), e)),
+        };
+        if len <= self.log_limits.file_bytes_max {
+            return Ok(());
+        }
+        let oldest = self.log_limits.files_max - 1;
+        // The oldest copy, and any left from a larger files_max, make room.
+        remove_rotated_logs(dir, oldest)?;
+        for n in (1..oldest).rev() {
+            let from = rotated_log(dir, n);
+            match fs::rename(&from, rotated_log(dir, n + 1)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error(format!("shifting {}", from.display()), e)),
+            }
+        }
+        let first = rotated_log(dir, 1);
+        let mut source = File::open(&current).map_err(|e| io_error(format!("opening {}", current.display()), e))?;
+        let mut copy = File::create(&first).map_err(|e| io_error(format!("creating {}", first.display()), e))?;
+        // What was written meanwhile is copied too, up to a bound, so that a fast writer
+        // cannot keep the copy going.
+        io::copy(
+            &mut (&mut source).take(len.saturating_add(self.log_limits.file_bytes_max)),
+            &mut copy,
+        )
+        .map_err(|e| io_error(format!("copying {} to {}", current.display(), first.display()), e))?;
+        OpenOptions::new()
+            .write(true)
+            .open(&current)
+            .and_then(|file| file.set_len(0))
+            .map_err(|e| io_error(format!("truncating {}", current.display()), e))?;
+        tracing::debug!(log = %current.display(), bytes = len, "rotated a container log");
+        Ok(())
+    }
+
+    /// Deletes a pod's directory (logs, state, default working directories) and what is
+    /// left of its containers' cgroups. Refused while one of its containers runs.
+    pub fn remove_pod(&self, pod_uid: &str) -> Result<()> {
+        validate_path_name("pod uid", pod_uid, POD_UID_BYTES_MAX)?;
+        let _layout = lock(&self.layout);
+        let pod_dir = self.root.join(pod_uid);
+        let containers = match fs::read_dir(&pod_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(format!("listing {}", pod_dir.display()), e)),
+        };
+        let mut cgroups = Vec::new();
+        for entry in containers {
+            let entry = entry.map_err(|e| io_error(format!("listing {}", pod_dir.display()), e))?;
+            let Ok(Some(state)) = read_state(&entry.path().join(STATE_FILE)) else {
+                continue;
+            };
+            if state.pid > 1 && process_is(state.pid, state.start_time_ticks) {
+                return Err(AgentError::Config(format!(
+                    "container {} of pod {pod_uid} is still running (pid {})",
+                    entry.file_name().to_string_lossy(),
+                    state.pid
+                )));
+            }
+            cgroups.extend(state.memory_cgroup.filter(|cgroup| is_our_cgroup(cgroup)));
+        }
+        for cgroup in &cgroups {
+            remove_cgroup(cgroup);
+        }
+        fs::remove_dir_all(&pod_dir).map_err(|e| io_error(format!("removing {}", pod_dir.display()), e))?;
+        tracing::debug!(pod = pod_uid, "removed the pod's directory");
+        Ok(())
+    }
+
+    fn container_dir(&self, pod_uid: &str, container: &str) -> PathBuf {
+        self.root.join(pod_uid).join(container)
+    }
+
+    /// Every `<root>/<pod uid>/<container>` directory with valid names.
+    fn container_dirs(&self) -> Result<Vec<(String, String, PathBuf)>> {
+        let mut dirs = Vec::new();
+        let list = |dir: &Path| fs::read_dir(dir).map_err(|e| io_error(format!("listing {}", dir.display()), e));
+        for pod in list(&self.root)? {
+            let pod = pod.map_err(|e| io_error(format!("listing {}", self.root.display()), e))?;
+            let Ok(pod_uid) = pod.file_name().into_string() else {
+                continue;
+            };
+            if validate_path_name("pod uid", &pod_uid, POD_UID_BYTES_MAX).is_err() || !pod.path().is_dir() {
+                continue;
+            }
+            for container in list(&pod.path())? {
+                let container = container.map_err(|e| io_error(format!("listing {}", pod.path().display()), e))?;
+                let Ok(name) = container.file_name().into_string() else {
+                    continue;
+                };
+                if validate_path_name("container name", &name, CONTAINER_NAME_BYTES_MAX).is_err()
+                    || !container.path().is_dir()
+                {
+                    continue;
+                }
+                dirs.push((pod_uid.clone(), name, container.path()));
+            }
+        }
+        Ok(dirs)
+    }
+}
+
+fn io_error(what: String, e: io::Error) -> AgentError {
+    AgentError::Io(what, e)
+}
+
+/// The lock guards no data, so a panic while it was held leaves nothing inconsistent.
+fn lock(layout: &Mutex<()>) -> MutexGuard<'_, ()> {
+    layout.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn validate_spec(spec: &ContainerSpec) -> Result<()> {
+    validate_names(&spec.pod_uid, &spec.container)?;
+    for (what, name) in [("namespace", &spec.namespace), ("pod name", &spec.pod_name)] {
+        if name.len() > OBJECT_NAME_BYTES_MAX || name.contains('\0') {
+            return Err(AgentError::Config(format!(
+                "{what} {name:?} is longer than {OBJECT_NAME_BYTES_MAX} bytes or holds a NUL"
+            )));
+        }
+    }
+    if spec.command.is_empty() {
+        return Err(AgentError::Config(format!(
+            "container {} has no command: the process runtime cannot use an image's entrypoint, so the container must set `command`",
+            spec.container
+        )));
+    }
+    let command_bytes: usize = spec.command.iter().map(|arg| arg.len() + 1).sum();
+    if command_bytes > COMMAND_BYTES_MAX {
+        return Err(AgentError::Config(format!(
+            "the command of container {} takes {command_bytes} bytes, more than {COMMAND_BYTES_MAX}",
+            spec.container
+        )));
+    }
+    if spec.command[0].is_empty() || spec.command.iter().any(|arg| arg.contains('\0')) {
+        return Err(AgentError::Config(format!(
+            "the command of container {} has an empty program or an argument with a NUL",
+            spec.container
+        )));
+    }
+    let mut env_bytes = 0;
+    for (name, value) in &spec.env {
+        if name.is_empty() || name.contains('=') || name.contains('\0') || value.contains('\0') {
+            return Err(AgentError::Config(format!(
+                "container {}: environment variable {name:?} has an empty name, or a name with '=' or a NUL, or a value with a NUL",
+                spec.container
+            )));
+        }
+        env_bytes += name.len() + value.len() + 2;
+    }
+    if env_bytes > ENV_BYTES_MAX {
+        return Err(AgentError::Config(format!(
+            "the environment of container {} takes {env_bytes} bytes, more than {ENV_BYTES_MAX}",
+            spec.container
+        )));
+    }
+    if let Some(working_dir) = &spec.working_dir {
+        if !working_dir.is_absolute() || working_dir.as_os_str().len() > WORKING_DIR_BYTES_MAX {
+            return Err(AgentError::Config(format!(
+                "the working directory {} of container {} is not an absolute path of at most {WORKING_DIR_BYTES_MAX} bytes",
+                working_dir.display(),
+                spec.container
+            )));
+        }
+    }
+    if spec.memory_limit_bytes == Some(0) {
+        return Err(AgentError::Config(format!(
+            "the memory limit of container {} is 0",
+            spec.container
+        )));
+    }
+    Ok(())
+}
+
+fn validate_names(pod_uid: &str, container: &str) -> Result<()> {
+    validate_path_name("pod uid", pod_uid, POD_UID_BYTES_MAX)?;
+    validate_path_name("container name", container, CONTAINER_NAME_BYTES_MAX)
+}
+
+/// A name that becomes one path component (and part of a cgroup's name): letters, digits,
+/// `-`, `_` and `.`, not starting with `.` (so never `.` or `..`).
+fn validate_path_name(what: &str, name: &str, bytes_max: usize) -> Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= bytes_max
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if valid {
+        Ok(())
+    } else {
+        Err(AgentError::Config(format!(
+            "{what} {name:?} must be 1 to {bytes_max} letters, digits, '-', '_' or '.', not starting with '.'"
+        )))
+    }
+}
+
+fn rotated_log(dir: &Path, n: usize) -> PathBuf {
+    dir.join(format!("{CURRENT_LOG}.{n}"))
+}
+
+/// Removes the rotated logs `current.log.<n>` with `n >= from`.
+fn remove_rotated_logs(dir: &Path, from: usize) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| io_error(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let Some(n) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix(CURRENT_LOG))
+            .and_then(|n| n.strip_prefix('.'))
+        else {
+            continue;
+        };
+        if n.parse::<usize>().is_ok_and(|n| n >= from) {
+            fs::remove_file(entry.path()).map_err(|e| io_error(format!("removing {}", entry.path().display()), e))?;
+        }
+    }
+    Ok(())
+}
+
+fn read_bounded(path: &Path, bytes_max: u64) -> io::Result<String> {
+    let mut text = String::new();
+    File::open(path)?.take(bytes_max).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+fn read_state(path: &Path) -> Result<Option<ContainerState>> {
+    let text = match read_bounded(path, STATE_FILE_BYTES_MAX) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_error(format!("reading {}", path.display()), e)),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        io_error(
+            format!("parsing {}", path.display()),
+            io::Error::new(io::ErrorKind::InvalidData, e),
+        )
+    })
+}
+
+/// Written to a temporary file and renamed over the old one, so that a reader (a restarted
+/// agent) sees the old state or the new, never half of one. Not synced: after a power
+/// loss the processes it describes are gone anyway.
+fn write_state(path: &Path, state: &ContainerState) -> Result<()> {
+    let text = serde_json::to_string_pretty(state).expect("a ContainerState serialises to JSON");
+    let temporary = path.with_extension("json.tmp");
+    let mut file = File::create(&temporary).map_err(|e| io_error(format!("creating {}", temporary.display()), e))?;
+    file.write_all(text.as_bytes())
+        .map_err(|e| io_error(format!("writing {}", temporary.display()), e))?;
+    fs::rename(&temporary, path)
+        .map_err(|e| io_error(format!("renaming {} to {}", temporary.display(), path.display()), e))
+}
+
+/// What the runtime reads from `/proc/<pid>/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcStat {
+    /// Field 3: `R`, `S`, `D`, `Z` (ended, not reaped), …
+    state: char,
+    /// Field 5.
+    process_group: u32,
+    /// Field 22: clock ticks from boot to the start.
+    start_time_ticks: u64,
+}
+
+impl ProcStat {
+    /// Not ended (a zombie has ended; only its exit status waits to be collected).
+    fn running(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+fn read_proc_stat(pid: u32) -> io::Result<ProcStat> {
+    let text = read_bounded(Path::new(&format!("/proc/{pid}/stat")), PROC_STAT_BYTES_MAX)?;
+    parse_proc_stat(&text).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("unexpected /proc/{pid}/stat: {text:?}"),
+        )
+    })
+}
+
+fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    // Field 2, the command name, is in parentheses and may itself hold spaces and
+    // parentheses: the fields from 3 on follow the last ')'.
+    let after_name = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // fields[0] is field 3.
+    let state = fields.first()?.chars().next()?;
+    let process_group = fields.get(5 - 3)?.parse().ok()?;
+    let start_time_ticks = fields.get(22 - 3)?.parse().ok()?;
+    Some(ProcStat {
+        state,
+        process_group,
+        start_time_ticks,
+    })
+}
+
+/// Whether `pid` is still the (not ended) process that started at `start_time_ticks`.
+fn process_is(pid: u32, start_time_ticks: u64) -> bool {
+    read_proc_stat(pid).is_ok_and(|stat| stat.running() && stat.start_time_ticks == start_time_ticks)
+}
+
+/// Sends `signal` to the process group led by `pid`, the container's main process, which
+/// started at `start_time_ticks` if known. Never to pid 0 or 1 (`kill(-1)` would reach
+/// every process) nor to this process's own group.
+///
+/// The group's id is the leader's pid. While the leader lives, or is a zombie not yet
+/// reaped, the pid is its own; once the leader is gone, the kernel keeps the id from new
+/// processes while any member of the group lives. So when `/proc/<pid>` shows another
+/// start time, the pid went to a new process, no member of the container's group is left,
+/// and nothing is sent (`ESRCH`, as for a group that is gone).
+fn signal_group(pid: u32, start_time_ticks: Option<u64>, signal: Signal) -> io::Result<()> {
+    if let Some(start_time_ticks) = start_time_ticks {
+        if read_proc_stat(pid).is_ok_and(|stat| stat.start_time_ticks != start_time_ticks) {
+            return Err(io::Error::from_raw_os_error(Errno::SRCH.raw_os_error()));
+        }
+    }
+    let own = std::process::id();
+    let target = i32::try_from(pid)
+        .ok()
+        .filter(|&pid| pid > 1 && pid as u32 != own)
+        .and_then(Pid::from_raw);
+    let Some(target) = target else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal process group {pid}"),
+        ));
+    };
+    kill_process_group(target, signal).map_err(io::Error::from)
+}
+
+/// Kills a process that must not run after all (its start could not be completed).
+fn abandon(pid: u32, child: tokio::process::Child, memory_cgroup: Option<&Path>) {
+    if pid != 0 {
+        // Not reaped yet, so the pid is still this process's.
+        if let Err(e) = signal_group(pid, None, Signal::KILL) {
+            tracing::warn!(pid, error = %e, "killing a container process that could not be recorded failed");
+        }
+    }
+    // Dropped, tokio reaps it in the background.
+    drop(child);
+    if let Some(cgroup) = memory_cgroup {
+        remove_cgroup(cgroup);
+    }
+}
+
+/// The unified-hierarchy (`0::`) path in `/proc/self/cgroup`.
+fn unified_cgroup_path(proc_self_cgroup: &str) -> Option<&str> {
+    proc_self_cgroup.lines().find_map(|line| line.strip_prefix("0::"))
+}
+
+/// This process's cgroup, if containers can get memory cgroups under it; otherwise why not.
+fn memory_cgroup_parent() -> Result<PathBuf, String> {
+    let root = Path::new(CGROUP_ROOT);
+    if !root.join("cgroup.controllers").exists() {
+        return Err(format!(
+            "cgroup v2 is not mounted at {CGROUP_ROOT} (cgroup v1 or hybrid)"
+        ));
+    }
+    let own = read_bounded(Path::new("/proc/self/cgroup"), 64 * 1024)
+        .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+    let own = unified_cgroup_path(&own).ok_or("/proc/self/cgroup has no cgroup v2 entry")?;
+    let parent = root.join(own.trim().trim_start_matches('/'));
+    let control = parent.join("cgroup.subtree_control");
+    let enabled = read_bounded(&control, 4096).map_err(|e| format!("reading {}: {e}", control.display()))?;
+    if !enabled.split_whitespace().any(|controller| controller == "memory") {
+        return Err(format!(
+            "the memory controller is not enabled in {} (cgroup v2 enables it there only for a cgroup without processes of its own, or the root)",
+            control.display()
+        ));
+    }
+    let probe = parent.join(format!("capstan-probe-{}", std::process::id()));
+    fs::create_dir(&probe).map_err(|e| format!("cannot create a cgroup under {}: {e}", parent.display()))?;
+    let has_memory_max = probe.join("memory.max").exists();
+    if let Err(e) = fs::remove_dir(&probe) {
+        tracing::warn!(cgroup = %probe.display(), error = %e, "removing a probe cgroup failed");
+    }
+    if !has_memory_max {
+        return Err(format!("a cgroup created under {} has no memory.max", parent.display()));
+    }
+    Ok(parent)
+}
+
+/// Creates (or reuses, after an unclean end) the container's cgroup and sets its limit.
+/// `None`, said at warn level, when that fails: the container then runs without a limit.
+fn prepare_cgroup(parent: &Path, spec: &ContainerSpec, limit_bytes: u64) -> Option<PathBuf> {
+    let cgroup = parent.join(format!("capstan-{}-{}", spec.pod_uid, spec.container));
+    let prepared = match fs::create_dir(&cgroup) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+    .and_then(|()| fs::write(cgroup.join("memory.max"), limit_bytes.to_string()));
+    match prepared {
+        Ok(()) => {
+            // Best effort: an OOM kill takes the whole container (the kubelet's default).
+            if let Err(e) = fs::write(cgroup.join("memory.oom.group"), "1") {
+                tracing::debug!(cgroup = %cgroup.display(), error = %e, "could not set memory.oom.group");
+            }
+            Some(cgroup)
+        }
+        Err(e) => {
+            tracing::warn!(cgroup = %cgroup.display(), error = %e, "could not prepare a memory cgroup; the container runs without a memory limit");
+            remove_cgroup(&cgroup);
+            None
+        }
+    }
+}
+
+/// Only cgroups this runtime names are ever removed (the path comes from a state file).
+fn is_our_cgroup(cgroup: &Path) -> bool {
+    cgroup.starts_with(CGROUP_ROOT)
+        && cgroup
+            .file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(|name| name.starts_with("capstan-"))
+        && !cgroup
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
+/// Removes a container's cgroup; processes still in it (that left the process group) are
+/// killed first with `cgroup.kill` (Linux 5.14), and a cgroup they keep busy a moment
+/// longer is left for [`ProcessRuntime::remove_pod`].
+fn remove_cgroup(cgroup: &Path) {
+    match fs::remove_dir(cgroup) {
+        Ok(()) => return,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(_) => {}
+    }
+    if let Err(e) = fs::write(cgroup.join("cgroup.kill"), "1") {
+        tracing::debug!(cgroup = %cgroup.display(), error = %e, "could not write cgroup.kill");
+    }
+    if let Err(e) = fs::remove_dir(cgroup) {
+        tracing::warn!(cgroup = %cgroup.display(), error = %e, "removing a container's cgroup failed (it still has processes?)");
+    }
+}
+
+fn rfc3339_now() -> String {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    rfc3339(seconds)
+}
+
+/// Seconds since the epoch as Kubernetes writes times: `2006-01-02T15:04:05Z`.
+fn rfc3339(seconds: u64) -> String {
+    i64::try_from(seconds)
+        .ok()
+        .and_then(|seconds| k8s_openapi::jiff::Timestamp::from_second(seconds).ok())
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::time::Instant;
+
+    /// Long enough for a loaded 2-core machine; nothing waits for it unless a test fails.
+    const DEADLINE: Duration = Duration::from_secs(10);
+
+    fn spec(pod_uid: &str, container: &str, script: &str) -> ContainerSpec {
+        ContainerSpec {
+            pod_uid: pod_uid.into(),
+            namespace: "default".into(),
+            pod_name: format!("pod-{pod_uid}"),
+            container: container.into(),
+            command: vec!["/bin/sh".into(), "-c".into(), script.into()],
+            ..ContainerSpec::default()
+        }
+    }
+
+    fn runtime(root: &Path) -> ProcessRuntime {
+        ProcessRuntime::new(root.to_path_buf(), LogLimits::default()).expect("runtime")
+    }
+
+    /// Polls `condition` until it holds; fails the test when `DEADLINE` passes first.
+    async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        while !condition() {
+            assert!(Instant::now() < deadline, "timed out waiting until {what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+        tokio::time::timeout(DEADLINE, future)
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+    }
+
+    fn read(path: &Path) -> String {
+        fs::read_to_string(path).unwrap_or_default()
+    }
+
+    fn alive(pid: u32) -> bool {
+        read_proc_stat(pid).is_ok_and(|stat| stat.running())
+    }
+
+    #[tokio::test]
+    async fn output_env_and_working_dir_go_to_the_log() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let runtime = runtime(root.path());
+        // A variable of the test process that the shell would not set itself: it must
+        // not reach the container.
+        let leaked = std::env::vars()
+            .map(|(name, _)| name)
+            .find(|name| {
+                ![
+                    "PATH", "PWD", "OLDPWD", "SHLVL", "_", "IFS", "PS1", "PS2", "PS4", "OPTIND",
+                ]
+                .contains(&name.as_str())
+            })
+            .expect("the test process has some environment");
+
+        let mut given = spec(
+            "pod-a",
+            "main",
+            "echo to-stdout; echo to-stderr >&2; echo \"FOO=$FOO\"; echo \"cwd=$(pwd)\"; env; exit 3",
+        );
+        given.env = vec![("FOO".into(), "first".into()), ("FOO".into(), "bar".into())];
+        let working_dir = fs::canonicalize(elsewhere.path()).expect("canonical path");
+        given.working_dir = Some(working_dir.clone());
+        let mut container = runtime.start(&given).expect("start");
+        assert_eq!(within("the exit", container.wait()).await, Exit::Code(3));
+
+        let log = read(&runtime.log_path("pod-a", "main", false));
+        assert!(log.contains("to-stdout\n"), "{log}");
+        assert!(log.contains("to-stderr\n"), "{log}");
+        assert!(log.contains("FOO=bar\n"), "{log}");
+        assert!(log.contains(&format!("cwd={}\n", working_dir.display())), "{log}");
+        assert!(log.contains(&format!("PATH={DEFAULT_PATH}\n")), "{log}");
+        assert!(
+            !log.lines().any(|line| line.starts_with(&format!("{leaked}="))),
+            "{leaked} leaked into {log}"
+        );
+        let state = runtime.state("pod-a", "main").expect("state").expect("a state");
+        assert_eq!(state.exit, Some(Exit::Code(3)));
+        assert_eq!(state.pid, container.pid());
+
+        // Without a working dir: the container's own, and a PATH the spec sets is kept.
+        let mut given = spec("pod-a", "second", "echo \"cwd=$(pwd)\"; echo \"PATH=$PATH\"");
+        given.env = vec![("PATH".into(), "/bin:/usr/bin".into())];
+        let mut container = runtime.start(&given).expect("start");
+        assert_eq!(within("the exit", container.wait()).await, Exit::Code(0));
+        let log = read(&runtime.log_path("pod-a", "second", false));
+        let default_dir = runtime.root().join("pod-a/second/work");
+        assert!(log.contains(&format!("cwd={}\n", default_dir.display())), "{log}");
+        assert!(log.contains("PATH=/bin:/usr/bin\n"), "{log}");
+    }
+
+    #[tokio::test]
+    async fn unreasonable_specs_are_refused() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let runtime = runtime(root.path());
+        let mut empty = spec("pod-b", "main", "");
+        empty.command.clear();
+        match runtime.start(&empty) {
+            Err(AgentError::Config(message)) => {
+                assert!(
+                    message.contains("entrypoint") && message.contains("must set `command`"),
+                    "{message}"
+                )
+            }
+            other => panic!("an empty command was not refused: {other:?}"),
+        }
+        let long = spec("pod-b", "main", &"x".repeat(COMMAND_BYTES_MAX));
+        assert!(matches!(runtime.start(&long), Err(AgentError::Config(_))));
+        for pod_uid in ["../escape", "a/b", ".", ""] {
+            assert!(
+                matches!(
+                    runtime.start(&spec(pod_uid, "main", "true")),
+                    Err(AgentError::Config(_))
+                ),
+                "{pod_uid:?}"
+            );
+        }
+        let mut relative = spec("pod-b", "main", "true");
+        relative.working_dir = Some("relative".into());
+        assert!(matches!(runtime.start(&relative), Err(AgentError::Config(_))));
+        // Nothing refused left anything behind.
+        assert!(!runtime.root().join("pod-b").exists());
+        assert!(matches!(
+            ProcessRuntime::new(
+                root.path().into(),
+                LogLimits {
+                    file_bytes_max: 1,
+                    files_max: 1
+                }
+            ),
+            Err(AgentError::Config(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_failed_spawn_counts_as_a_run() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let runtime = runtime(root.path());
+        let mut missing = spec("pod-c", "main", "");
+        missing.command = vec!["/nonexistent/program".into()];
+        assert!(matches!(runtime.start(&missing), Err(AgentError::Io(..))));
+        let state = runtime.state("pod-c", "main").expect("state").expect("a state");
+        assert!(state.start_error.is_some());
+        assert_eq!(state.restart_count, 0);
+        let mut container = runtime.start(&spec("pod-c", "main", "true")).expect("start");
+        assert_eq!(container.restart_count(), 1);
+        assert_eq!(within("the exit", container.wait()).await, Exit::Code(0));
+    }
+
+    #[tokio::test]
+    async fn stop_terminates_within_the_grace() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let runtime = runtime(root.path());
+        let mut container = runtime
+            .start(&spec("pod-d", "main", "echo up; sleep 30"))
+            .expect("start");
+        let log = runtime.log_path("pod-d", "main", false);
+        eventually("the container is up", || read(&log).contains("up")).await;
+        let exit = within("the stop", runtime.stop(&mut container, DEADLINE))
+            .await
+            .expect("stop");
+        // SIGTERM did it: a SIGKILL would have been Signal(9).
+        assert_eq!(exit, Exit::Signal(15));
+        assert_eq!(exit.exit_code(), Some(143));
+        // Stopping an ended container returns its exit at once.
+        assert_eq!(
+            runtime.stop(&mut container, DEADLINE).await.expect("stop"),
+            Exit::Signal(15)
+        );
+        assert_eq!(
+            runtime.state("pod-d", "main").expect("state").expect("a state").exit,
+            Some(Exit::Signal(15))
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_kills_a_group_that_ignores_sigterm() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let runtime = runtime(root.path());
+        // The ignored SIGTERM is inherited by the background child as well. (Every script
+        // here ends by itself within about 30 s, should a failing test leave it behind.)
+        let script =
+            "trap '' TERM; sleep 30 & echo $! > child.pid; n=0; while [ $n -lt 30 ]; do sleep 1; n=$((n+1)); done";
+        let mut container = runtime.start(&spec("pod-e", "main", script)).expect("start");
+        let child_pid_file = runtime.root().join("pod-e/main/work/child.pid");
+        eventually("the background child is up", || {
+            read(&child_pid_file).trim().parse::<u32>().is_ok()
+        })
+        .await;
+        let child: u32 = read(&child_pid_file).trim().parse().expect("a pid");
+        assert!(alive(child));
+
+        let exit = within("the stop", runtime.stop(&mut container, Duration::from_millis(200)))
+            .await
+            .expect("stop");
+        assert_eq!(exit, Exit::Signal(9));
+        assert!(!alive(container.pid()));
+        eventually("the background child is dead", || !alive(child)).await;
+    }
+
+    #[tokio::test]
+    async fn a_new_runtime_adopts_running_containers() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (pid, start_time_ticks) = {
+            let runtime = runtime(root.path());
+            let container = runtime
+                .start(&spec("pod-f", "main", "echo up; exec sleep 30"))
+                .expect("start");
+            let log = runtime.log_path("pod-f", "main", false);
+            eventually("the container is up", || read(&log).contains("up")).await;
+            (
+                container.pid(),
+                read_proc_stat(container.pid()).expect("/proc stat").start_time_ticks,
+            )
+            // The runtime and the handle go: the process stays.
+        };
+        assert!(alive(pid));
+
+        let runtime = runtime(root.path());
+        let mut adopted = runtime.adopt().expect("adopt");
+        assert_eq!(adopted.len(), 1);
+        let mut container = adopted.pop().expect("one adopted");
+        assert_eq!(
+            (container.pid(), container.pod_uid(), container.name()),
+            (pid, "pod-f", "main")
+        );
+        assert!(container.adopted());
+        assert_eq!(container.start_time_ticks, start_time_ticks);
+        // Starting it again while it runs is refused.
+        assert!(matches!(
+            runtime.start(&spec("pod-f", "main", "true")),
+            Err(AgentError::Config(_))
+        ));
+
+        let exit = within("the stop", runtime.stop(&mut container, DEADLINE))
+            .await
+            .expect("stop");
+        assert_eq!(exit, Exit::Unknown);
+        assert!(!alive(pid));
+        // An ended container is not adopted again.
+        assert!(runtime.adopt().expect("adopt").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pid_with_another_start_time_is_not_adopted() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let runtime = runtime(root.path());
+        let state_for = |pid: u32, start_time_ticks: u64| ContainerState {
+            namespace: "default".into(),
+            pod_name: "pod-g".into(),
+            pid,
+            start_time_ticks,
+            restart_count: 0,
+            started_at: rfc3339_now(),
+            start_error: None,
+            exit: None,
+            finished_at: None,
+            memory_cgroup: None,
+        };
+        let write = |container: &str, state: &ContainerState| {
+            let dir = runtime.root().join("pod-g").join(container);
+            fs::create_dir_all(&dir).expect("mkdir");
+            write_state(&dir.join(STATE_FILE), state).expect("write state");
+        };
+
+        // This test process: alive, but not with that start time.
+        let own = std::process::id();
+        write(
+            "own",
+            &state_for(own, read_proc_stat(own).expect("/proc stat").start_time_ticks + 1),
+        );
+        // A process that leads its own group, as a container does: adopted with its start
+        // time, not with another, so the start time is what decides.
+        let mut leader = tokio::process::Command::new("/bin/sh")
+            .args(["-c", "sleep 30"])
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn");
+        let leader_pid = leader.id().expect("a pid");
+        let leader_start = read_proc_stat(leader_pid).expect("/proc stat").start_time_ticks;
+        write("leader", &state_for(leader_pid, leader_start + 1));
+        assert!(runtime.adopt().expect("adopt").is_empty());
+
+        write("leader", &state_for(leader_pid, leader_start));
+        let adopted = runtime.adopt().expect("adopt");
+        assert_eq!(
+            adopted.iter().map(|c| (c.name(), c.pid())).collect::<Vec<_>>(),
+            vec![("leader", leader_pid)]
+        );
+        leader.kill().await.expect("kill");
+    }
+
+    #[tokio::test]
+    async fn a_second_start_counts_a_restart_and_keeps_the_previous_log() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let runtime = runtime(root.path());
+        let mut first = runtime
+            .start(&spec("pod-h", "main", "echo run-one; exit 1"))
+            .expect("start");
+        assert_eq!(first.restart_count(), 0);
+        // Ended but not waited for: its handle will see the end only after the next run.
+        let first_pid = first.pid();
+        eventually("the first run ends", || !alive(first_pid)).await;
+        let mut second = runtime.start(&spec("pod-h", "main", "echo run-two")).expect("start");
+        assert_eq!(second.restart_count(), 1);
+        assert_ne!(first.id(), second.id());
+        assert_eq!(within("the exit", second.wait()).await, Exit::Code(0));
+
+        assert_eq!(read(&runtime.log_path("pod-h", "main", true)), "run-one\n");
+        assert_eq!(read(&runtime.log_path("pod-h", "main", false)), "run-two\n");
+        // The first handle's late wait records nothing in the second run's state.
+        assert_eq!(within("the exit", first.wait()).await, Exit::Code(1));
+        let state = runtime.state("pod-h", "main").expect("state").expect("a state");
+        assert_eq!(
+            (state.restart_count, state.pid, state.exit),
+            (1, second.pid(), Some(Exit::Code(0)))
+        );
+
+        runtime.remove_pod("pod-h").expect("remove");
+        assert!(!runtime.root().join("pod-h").exists());
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_files_max_files_and_truncates() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let limits = LogLimits {
+            file_bytes_max: 100,
+            files_max: 3,
+        };
+        let runtime = ProcessRuntime::new(root.path().into(), limits).expect("runtime");
+        // Writes 150 bytes for each go-<i> file the test creates, then says so with done-<i>.
+        let script = "i=1; while [ $i -le 6 ]; do \
+                        n=0; while [ ! -e go-$i ] && [ $n -lt 3000 ]; do sleep 0.01; n=$((n+1)); done; \
+                        if [ $i -le 5 ]; then printf 'line-%s-%0142d\\n' $i 0; else echo tail; fi; \
+                        touch done-$i; i=$((i+1)); \
+                      done; sleep 30";
+        let mut container = runtime.start(&spec("pod-i", "main", script)).expect("start");
+        let work = runtime.root().join("pod-i/main/work");
+        let dir = runtime.root().join("pod-i/main");
+        for i in 1..=5 {
+            fs::write(work.join(format!("go-{i}")), "").expect("write");
+            eventually(&format!("line {i} is written"), || {
+                work.join(format!("done-{i}")).exists()
+            })
+            .await;
+            runtime.rotate_logs().expect("rotate");
+            assert_eq!(
+                fs::metadata(dir.join(CURRENT_LOG)).expect("metadata").len(),
+                0,
+                "after line {i}"
+            );
+        }
+        assert!(read(&rotated_log(&dir, 1)).starts_with("line-5-"));
+        assert!(read(&rotated_log(&dir, 2)).starts_with("line-4-"));
+        assert!(!rotated_log(&dir, 3).exists());
+        let logs = fs::read_dir(&dir)
+            .expect("list")
+            .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with(CURRENT_LOG))
+            .count();
+        assert_eq!(logs, 3);
+
+        // The process goes on writing at the new end of the truncated file (O_APPEND): no
+        // hole of zeros before its next line.
+        fs::write(work.join("go-6"), "").expect("write");
+        eventually("the tail is written", || work.join("done-6").exists()).await;
+        assert_eq!(read(&dir.join(CURRENT_LOG)), "tail\n");
+        // Under the limit, nothing moves.
+        runtime.rotate_logs().expect("rotate");
+        assert_eq!(read(&dir.join(CURRENT_LOG)), "tail\n");
+        within("the stop", runtime.stop(&mut container, DEADLINE))
+            .await
+            .expect("stop");
+    }
+
+    #[tokio::test]
+    async fn memory_limits_never_fail_a_start() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let runtime = runtime(root.path());
+        let mut limited = spec("pod-j", "main", "cat /proc/self/cgroup");
+        limited.memory_limit_bytes = Some(64 * 1024 * 1024);
+        let mut container = runtime.start(&limited).expect("start");
+        assert_eq!(within("the exit", container.wait()).await, Exit::Code(0));
+        let log = read(&runtime.log_path("pod-j", "main", false));
+        let cgroup = runtime
+            .state("pod-j", "main")
+            .expect("state")
+            .expect("a state")
+            .memory_cgroup;
+        if runtime.memory_limits_enforced() {
+            assert!(log.contains("/capstan-pod-j-main"), "{log}");
+            let cgroup = cgroup.expect("a cgroup");
+            assert!(!cgroup.exists(), "{} is left", cgroup.display());
+        } else {
+            assert_eq!(cgroup, None);
+        }
+    }
+
+    #[test]
+    fn proc_files_are_parsed() {
+        let stat = "1234 (a (weird) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 98765 1000 200";
+        assert_eq!(
+            parse_proc_stat(stat),
+            Some(ProcStat {
+                state: 'S',
+                process_group: 1234,
+                start_time_ticks: 98765
+            })
+        );
+        assert_eq!(parse_proc_stat("1234 (x) Z 1"), None);
+        assert_eq!(
+            unified_cgroup_path("4:memory:/a\n0::/system.slice/capstan.service\n"),
+            Some("/system.slice/capstan.service")
+        );
+        assert_eq!(unified_cgroup_path("4:memory:/a\n"), None);
+        assert!(is_our_cgroup(Path::new("/sys/fs/cgroup/x/capstan-a-b")));
+        assert!(!is_our_cgroup(Path::new("/sys/fs/cgroup/x/other")));
+        assert!(!is_our_cgroup(Path::new("/sys/fs/cgroup/../../etc/capstan-a")));
+        assert!(!is_our_cgroup(Path::new("/home/capstan-a")));
+    }
+
+    #[test]
+    fn times_are_rfc3339_seconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+    }
+}

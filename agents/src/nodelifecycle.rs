@@ -250,7 +250,8 @@ fn plus(t: Timestamp, d: Duration) -> Timestamp {
     t.saturating_add(d).unwrap_or(Timestamp::MAX)
 }
 
-fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
+/// A node's condition of one type, if it has one.
+pub fn node_condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
     node.status
         .as_ref()?
         .conditions
@@ -261,7 +262,7 @@ fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
 
 /// The status of the node's Ready condition, if it has one.
 pub fn ready_status(node: &Node) -> Option<&str> {
-    condition(node, "Ready").map(|c| c.status.as_str())
+    node_condition(node, "Ready").map(|c| c.status.as_str())
 }
 
 /// What the controller remembers of one node between passes: upstream's
@@ -283,7 +284,7 @@ pub struct Health {
 /// (and the renew time of its Lease, outer None when it has none) at `now`.
 pub fn observe(prev: Option<&Health>, node: &Node, lease_renew: Option<Option<Timestamp>>, now: Timestamp) -> Health {
     let uid = node.metadata.uid.clone().unwrap_or_default();
-    let heartbeat = condition(node, "Ready").map(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
+    let heartbeat = node_condition(node, "Ready").map(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
     let mut health = match prev.filter(|p| p.uid == uid) {
         None => Health {
             uid,
@@ -322,7 +323,7 @@ pub fn observe(prev: Option<&Health>, node: &Node, lease_renew: Option<Option<Ti
 
 /// The grace period `node` is entitled to.
 pub fn grace_period(node: &Node, config: &Config) -> Duration {
-    if condition(node, "Ready").is_some() {
+    if node_condition(node, "Ready").is_some() {
         config.node_monitor_grace_period
     } else {
         config.node_startup_grace_period
@@ -988,7 +989,7 @@ impl Controller {
             .current
             .iter()
             .map(|(name, e)| {
-                let since = condition(&e.node, "Ready").and_then(|c| c.last_transition_time.as_ref().map(|t| t.0));
+                let since = node_condition(&e.node, "Ready").and_then(|c| c.last_transition_time.as_ref().map(|t| t.0));
                 (since, name.clone())
             })
             .collect();
@@ -1041,7 +1042,7 @@ impl Controller {
                     tracing::info!(node = %name, ?grace, "nodelifecycle: node not heard from; its status is now Unknown");
                     // Our own write is no heartbeat.
                     health.ready_heartbeat =
-                        condition(&written, "Ready").map(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
+                        node_condition(&written, "Ready").map(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
                     if ready_status(&node) == Some("True") {
                         health.mark_pods = true;
                         let message = format!("Node {name} status is now: NodeNotReady");

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use capstan_agents::node::registration::{self, Capacity, Heartbeat, NodeIdentity, LEASE_DURATION_S, LEASE_NAMESPACE};
-use common::{eventually, node_condition, start};
+use capstan_agents::nodelifecycle::node_condition;
+use common::{eventually, start};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams, PostParams};

@@ -21,8 +21,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use capstan_agents::nodelifecycle::node_condition;
 use capstan_agents::nodelifecycle::{self, Config, TAINT_NOT_READY, TAINT_UNREACHABLE};
-use common::{eventually, node_condition, start};
+use common::{eventually, start};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node, Pod, Taint};

@@ -94,6 +94,25 @@ fn files(
     Ok(out)
 }
 
+/// The files of a configMap or secret volume whose object holds `data` (None: the
+/// object is missing); an optional volume with a missing object or key is empty.
+fn object_files(
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    optional: bool,
+    (items, default_mode): (Option<&Vec<KeyToPath>>, Option<i32>),
+    what: &str,
+    not_found: impl FnOnce() -> String,
+) -> Result<BTreeMap<PathBuf, (Vec<u8>, u32)>> {
+    match data {
+        Some(d) => match files(&d, items, default_mode, what) {
+            Err(_) if optional => Ok(BTreeMap::new()),
+            r => r,
+        },
+        None if optional => Ok(BTreeMap::new()),
+        None => Err(AgentError::Config(not_found())),
+    }
+}
+
 /// Shows `files` in `dir` through a fresh timestamped directory and the `..data` link;
 /// does nothing when they are what is shown already.
 fn write_atomically(dir: &Path, files: &BTreeMap<PathBuf, (Vec<u8>, u32)>, now: &str) -> Result<()> {
@@ -205,49 +224,42 @@ pub fn materialize(pod: &Pod, sources: &Sources, pod_dir: &Path) -> Result<Vec<(
         if v.empty_dir.is_some() {
             std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         } else if let Some(cm) = &v.config_map {
-            let what = format!("configMap volume {:?}", v.name);
-            let data: Option<BTreeMap<String, Vec<u8>>> = sources.config_maps.get(&cm.name).map(|o| {
-                let mut d: BTreeMap<String, Vec<u8>> = o
+            let data = sources.config_maps.get(&cm.name).map(|o| {
+                let text = o
                     .data
                     .iter()
                     .flatten()
-                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
-                    .collect();
-                d.extend(o.binary_data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())));
-                d
+                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()));
+                let binary = o.binary_data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone()));
+                text.chain(binary).collect()
             });
-            let files = match (data, cm.optional == Some(true)) {
-                (Some(d), optional) => match files(&d, cm.items.as_ref(), cm.default_mode, &what) {
-                    Ok(f) => f,
-                    Err(_) if optional => BTreeMap::new(),
-                    Err(e) => return Err(e),
-                },
-                (None, true) => BTreeMap::new(),
-                (None, false) => return Err(AgentError::Config(format!("configmap \"{}\" not found", cm.name))),
-            };
+            let files = object_files(
+                data,
+                cm.optional == Some(true),
+                (cm.items.as_ref(), cm.default_mode),
+                &format!("configMap volume {:?}", v.name),
+                || format!("configmap \"{}\" not found", cm.name),
+            )?;
             write_atomically(&dir, &files, &now)?;
         } else if let Some(secret) = &v.secret {
             let secret_name = secret.secret_name.clone().unwrap_or_default();
-            let what = format!("secret volume {:?}", v.name);
-            let data: Option<BTreeMap<String, Vec<u8>>> = sources.secrets.get(&secret_name).map(|o| {
-                let mut d: BTreeMap<String, Vec<u8>> = o
+            let data = sources.secrets.get(&secret_name).map(|o| {
+                // data wins over stringData, as the API merges them.
+                let text = o
                     .string_data
                     .iter()
                     .flatten()
-                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()))
-                    .collect();
-                d.extend(o.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())));
-                d
+                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()));
+                let binary = o.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone()));
+                text.chain(binary).collect()
             });
-            let files = match (data, secret.optional == Some(true)) {
-                (Some(d), optional) => match files(&d, secret.items.as_ref(), secret.default_mode, &what) {
-                    Ok(f) => f,
-                    Err(_) if optional => BTreeMap::new(),
-                    Err(e) => return Err(e),
-                },
-                (None, true) => BTreeMap::new(),
-                (None, false) => return Err(AgentError::Config(format!("secret \"{secret_name}\" not found"))),
-            };
+            let files = object_files(
+                data,
+                secret.optional == Some(true),
+                (secret.items.as_ref(), secret.default_mode),
+                &format!("secret volume {:?}", v.name),
+                || format!("secret \"{secret_name}\" not found"),
+            )?;
             write_atomically(&dir, &files, &now)?;
         } else {
             return Err(AgentError::Config(format!(

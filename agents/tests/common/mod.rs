@@ -59,16 +59,3 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
-/// A node's condition of one type, if it has one.
-pub fn node_condition<'n>(
-    node: &'n k8s_openapi::api::core::v1::Node,
-    type_: &str,
-) -> Option<&'n k8s_openapi::api::core::v1::NodeCondition> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == type_)
-}

@@ -232,6 +232,26 @@ fn resource_value(
     }
 }
 
+/// A configMapKeyRef's or secretKeyRef's value: `found` is None without the object and
+/// Some(None) without the key. Ok(None): an optional reference that sets nothing.
+fn keyed(
+    found: Option<Option<String>>,
+    optional: bool,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    key: &str,
+) -> Result<Option<String>, SpecError> {
+    match found {
+        Some(Some(v)) => Ok(Some(v)),
+        _ if optional => Ok(None),
+        Some(None) => Err(config_error(format!(
+            "couldn't find key {key} in {kind} {namespace}/{name}"
+        ))),
+        None => Err(config_error(format!("{} \"{name}\" not found", kind.to_lowercase()))),
+    }
+}
+
 /// The container's environment, in the kubelet's order.
 pub fn environment(
     pod: &Pod,
@@ -296,36 +316,16 @@ pub fn environment(
                     };
                     resource_value(target, &r.resource, r.divisor.as_ref().map(|d| d.0.as_str()), sources)?
                 } else if let Some(r) = &from.config_map_key_ref {
-                    let optional = r.optional == Some(true);
-                    match sources.config_maps.get(&r.name) {
-                        Some(cm) => match config_map_value(cm, &r.key) {
-                            Some(v) => v,
-                            None if optional => continue,
-                            None => {
-                                return Err(config_error(format!(
-                                    "couldn't find key {} in ConfigMap {namespace}/{}",
-                                    r.key, r.name
-                                )))
-                            }
-                        },
-                        None if optional => continue,
-                        None => return Err(config_error(format!("configmap \"{}\" not found", r.name))),
+                    let found = sources.config_maps.get(&r.name).map(|cm| config_map_value(cm, &r.key));
+                    match keyed(found, r.optional == Some(true), "ConfigMap", namespace, &r.name, &r.key)? {
+                        Some(v) => v,
+                        None => continue,
                     }
                 } else if let Some(r) = &from.secret_key_ref {
-                    let optional = r.optional == Some(true);
-                    match sources.secrets.get(&r.name) {
-                        Some(secret) => match secret_value(secret, &r.key) {
-                            Some(v) => v,
-                            None if optional => continue,
-                            None => {
-                                return Err(config_error(format!(
-                                    "couldn't find key {} in Secret {namespace}/{}",
-                                    r.key, r.name
-                                )))
-                            }
-                        },
-                        None if optional => continue,
-                        None => return Err(config_error(format!("secret \"{}\" not found", r.name))),
+                    let found = sources.secrets.get(&r.name).map(|s| secret_value(s, &r.key));
+                    match keyed(found, r.optional == Some(true), "Secret", namespace, &r.name, &r.key)? {
+                        Some(v) => v,
+                        None => continue,
                     }
                 } else {
                     return Err(config_error(format!("env {}: valueFrom names no source", e.name)));

@@ -5,7 +5,9 @@
 //! - [`spec`]: a container's command line and environment from its pod's spec.
 //! - [`volumes`]: a pod's emptyDir, configMap and secret volumes as directories.
 //! - [`process`]: the default container runtime, each container a local OS process.
+//! - [`probe`]: liveness, readiness and startup probes: one try, and the thresholds.
 
+pub mod probe;
 pub mod process;
 pub mod registration;
 pub mod spec;

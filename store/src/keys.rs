@@ -66,6 +66,16 @@ pub const RAFT_IDENTITY: &[u8] = b"hidentity";
 /// How many times this member has started.
 pub const RAFT_INCARNATION: &[u8] = b"hincarnation";
 
+/// Members removed from the cluster (empty values): their messages are refused, so a
+/// removed member that missed its own removal learns of it, as etcd's peers tell it.
+pub const REMOVED_PREFIX: &[u8] = b"mremoved/";
+
+pub fn removed(id: u64) -> Vec<u8> {
+    let mut k = REMOVED_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
 pub fn member(id: u64) -> Vec<u8> {
     let mut k = MEMBER_PREFIX.to_vec();
     k.extend_from_slice(&id.to_be_bytes());

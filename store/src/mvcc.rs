@@ -886,6 +886,11 @@ impl Mvcc {
     }
 
     /// The members of the cluster, in ID order.
+    /// Whether `id` was a member and was removed from the cluster.
+    pub fn is_removed(&self, id: u64) -> Result<bool> {
+        Ok(self.db.get(keys::removed(id))?.is_some())
+    }
+
     pub fn members(&self) -> Result<Vec<Member>> {
         let _g = self.read_guard();
         let view = self.snapshot_view();
@@ -1121,8 +1126,12 @@ impl Mvcc {
                         }
                     }
                     wb.put(keys::member(m.id), m.encode_to_vec());
+                    wb.delete(keys::removed(m.id));
                 }
-                MemberChange::Remove(id) => wb.delete(keys::member(*id)),
+                MemberChange::Remove(id) => {
+                    wb.delete(keys::member(*id));
+                    wb.put(keys::removed(*id), b"");
+                }
             }
             wb.put(keys::META_CONF_STATE, conf_state);
         }
@@ -1840,6 +1849,29 @@ mod tests {
             revision: rev,
             ..Default::default()
         })
+    }
+
+    #[test]
+    fn removed_members_are_remembered_until_added_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        let member = Member {
+            id: 7,
+            name: "n7".into(),
+            peer_urls: vec!["http://127.0.0.1:1".into()],
+            ..Default::default()
+        };
+        m.apply_meta(1, 1, Some((&MemberChange::Add(member.clone()), b"")))
+            .expect("add");
+        assert!(!m.is_removed(7).expect("read"));
+        m.apply_meta(2, 1, Some((&MemberChange::Remove(7), b"")))
+            .expect("remove");
+        assert!(m.is_removed(7).expect("read"), "a removed member is remembered");
+        assert!(m.members().expect("members").is_empty());
+        assert!(!m.is_removed(8).expect("read"), "one never seen is not removed");
+        m.apply_meta(3, 1, Some((&MemberChange::Add(member), b"")))
+            .expect("add again");
+        assert!(!m.is_removed(7).expect("read"));
     }
 
     #[test]

@@ -186,6 +186,8 @@ enum Input {
         ok: bool,
     },
     Unreachable(u64),
+    /// A peer refused this member's messages: it was removed from the cluster.
+    Removed,
     TransferLeader(u64),
     ConfChange {
         seq: u64,
@@ -818,6 +820,12 @@ impl Node {
     }
 
     /// A Raft message from a peer. Dropped when the raft thread is behind (Raft resends).
+    /// Whether messages from `from` must be refused: a removed member (one this member
+    /// does not send to, looked up only then).
+    pub fn refuses(&self, from: u64) -> bool {
+        !self.transport.is_peer(from) && self.mvcc.is_removed(from).unwrap_or(false)
+    }
+
     pub fn step(&self, m: Message) {
         let _ = self.inputs.try_send(Input::Step(Box::new(m)));
     }
@@ -840,6 +848,7 @@ fn input_sender(tx: &SyncSender<Input>) -> crate::transport::Reporter {
         let input = match report {
             crate::transport::Report::Unreachable(id) => Input::Unreachable(id),
             crate::transport::Report::SnapshotSent { to, ok } => Input::SnapshotSent { to, ok },
+            crate::transport::Report::Removed => Input::Removed,
         };
         let _ = tx.try_send(input);
     })
@@ -991,6 +1000,12 @@ impl RaftLoop {
             }
             Input::SnapshotSent { to, ok } => self.replica.report_snapshot(to, ok),
             Input::Unreachable(id) => self.replica.report_unreachable(id),
+            Input::Removed => {
+                // As etcd: a member removed from the cluster stops serving, also when it
+                // missed the entry that removed it.
+                tracing::warn!("this member was removed from the cluster; it stops");
+                self.stopped.store(true, Ordering::Release);
+            }
             Input::TransferLeader(to) => self.replica.transfer_leader(to),
             Input::ConfChange { seq, cc } => {
                 let promotion = cc.get_change_type() == ConfChangeType::AddNode && self.replica.is_learner(cc.node_id);

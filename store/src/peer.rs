@@ -47,10 +47,18 @@ fn io(e: std::io::Error) -> Status {
 impl Peer for PeerService {
     async fn raft(&self, req: Request<Streaming<RaftBatch>>) -> Result<Response<PeerAck>, Status> {
         let mut inbound = req.into_inner();
+        // One stream carries one peer's messages: its sender is checked once.
+        let mut admitted = None;
         while let Some(batch) = inbound.message().await? {
             for b in batch.messages {
                 match decode_message(&b) {
-                    Ok(m) if m.get_msg_type() != MessageType::MsgSnapshot => self.node.step(m),
+                    Ok(m) if admitted != Some(m.from) && self.node.refuses(m.from) => {
+                        return Err(Status::failed_precondition(crate::transport::MEMBER_REMOVED))
+                    }
+                    Ok(m) if m.get_msg_type() != MessageType::MsgSnapshot => {
+                        admitted = Some(m.from);
+                        self.node.step(m)
+                    }
                     Ok(_) => tracing::warn!("a snapshot message outside a snapshot stream is dropped"),
                     Err(e) => return Err(Status::invalid_argument(e.to_string())),
                 }

@@ -48,8 +48,16 @@ const RECONNECT_PAUSE: Duration = Duration::from_millis(100);
 /// What the transport tells the raft thread.
 pub enum Report {
     Unreachable(u64),
-    SnapshotSent { to: u64, ok: bool },
+    SnapshotSent {
+        to: u64,
+        ok: bool,
+    },
+    /// A peer refused this member's messages: it was removed from the cluster.
+    Removed,
 }
+
+/// The status message peers answer a removed member's messages with (etcd's words).
+pub const MEMBER_REMOVED: &str = "the member has been permanently removed from the cluster";
 
 pub type Reporter = Box<dyn Fn(Report) + Send + Sync>;
 
@@ -80,6 +88,11 @@ impl Transport {
     }
 
     /// Makes the peer set match the members (their first peer URL each).
+    /// Whether `id` is one of the members this member sends to.
+    pub fn is_peer(&self, id: u64) -> bool {
+        self.peers.lock().expect("peers lock poisoned").contains_key(&id)
+    }
+
     pub fn set_members(&self, members: &[Member]) {
         let mut peers = self.peers.lock().expect("peers lock poisoned");
         peers.retain(|id, p| {
@@ -238,6 +251,11 @@ async fn peer_loop(id: u64, client: PeerClient<Channel>, mut rx: mpsc::Receiver<
             tokio::select! {
                 r = &mut call => {
                     if let Err(e) = r {
+                        if e.code() == tonic::Code::FailedPrecondition && e.message() == MEMBER_REMOVED {
+                            tracing::warn!(peer = id, "the peer says this member was removed from the cluster");
+                            report(Report::Removed);
+                            return;
+                        }
                         tracing::debug!(peer = id, error = %e, "raft stream to peer ended");
                     }
                     break true;

@@ -11,6 +11,7 @@
 //! | `e`    | lease ID (8 B, order-preserving)      | `LeaseRecord`                  |
 //! | `a`    | lease ID (8 B) ‖ user key             | empty (key attached to lease)  |
 //! | `m`    | `member` ‖ member ID (8 B)            | `Member` (cluster membership)  |
+//! | `m`    | `removed/` ‖ member ID (8 B)          | empty (a member removed)       |
 //! | `h`    | Raft's own name                       | hard state, conf state, ...    |
 //! | `w`    | log index (8 B)                       | Raft `Entry` (the durable log) |
 //!

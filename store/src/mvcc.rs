@@ -885,12 +885,12 @@ impl Mvcc {
         snapshot_point(&self.snapshot_view())
     }
 
-    /// The members of the cluster, in ID order.
     /// Whether `id` was a member and was removed from the cluster.
     pub fn is_removed(&self, id: u64) -> Result<bool> {
         Ok(self.db.get(keys::removed(id))?.is_some())
     }
 
+    /// The members of the cluster, in ID order.
     pub fn members(&self) -> Result<Vec<Member>> {
         let _g = self.read_guard();
         let view = self.snapshot_view();

@@ -819,13 +819,20 @@ impl Node {
         Ok(())
     }
 
-    /// A Raft message from a peer. Dropped when the raft thread is behind (Raft resends).
     /// Whether messages from `from` must be refused: a removed member (one this member
-    /// does not send to, looked up only then).
+    /// does not send to, looked up only then). A failed lookup admits them: Raft ignores
+    /// a stranger's messages anyway; refusing would stop a member that may belong.
     pub fn refuses(&self, from: u64) -> bool {
-        !self.transport.is_peer(from) && self.mvcc.is_removed(from).unwrap_or(false)
+        if self.transport.is_peer(from) {
+            return false;
+        }
+        self.mvcc.is_removed(from).unwrap_or_else(|e| {
+            tracing::warn!(peer = from, error = %e, "could not read whether a peer was removed");
+            false
+        })
     }
 
+    /// A Raft message from a peer. Dropped when the raft thread is behind (Raft resends).
     pub fn step(&self, m: Message) {
         let _ = self.inputs.try_send(Input::Step(Box::new(m)));
     }

@@ -87,12 +87,12 @@ impl Transport {
         })
     }
 
-    /// Makes the peer set match the members (their first peer URL each).
     /// Whether `id` is one of the members this member sends to.
     pub fn is_peer(&self, id: u64) -> bool {
         self.peers.lock().expect("peers lock poisoned").contains_key(&id)
     }
 
+    /// Makes the peer set match the members (their first peer URL each).
     pub fn set_members(&self, members: &[Member]) {
         let mut peers = self.peers.lock().expect("peers lock poisoned");
         peers.retain(|id, p| {
@@ -252,11 +252,13 @@ async fn peer_loop(id: u64, client: PeerClient<Channel>, mut rx: mpsc::Receiver<
                 r = &mut call => {
                     if let Err(e) = r {
                         if e.code() == tonic::Code::FailedPrecondition && e.message() == MEMBER_REMOVED {
+                            // Reported at every refusal (the report may be dropped when
+                            // the raft thread is behind), one reconnect pause apart.
                             tracing::warn!(peer = id, "the peer says this member was removed from the cluster");
                             report(Report::Removed);
-                            return;
+                        } else {
+                            tracing::debug!(peer = id, error = %e, "raft stream to peer ended");
                         }
-                        tracing::debug!(peer = id, error = %e, "raft stream to peer ended");
                     }
                     break true;
                 }

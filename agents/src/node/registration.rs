@@ -308,7 +308,7 @@ pub async fn register(client: &Client, identity: &NodeIdentity) -> Result<Node> 
             tracing::info!(node = %identity.name, "registered the node");
             // Posted again through the status subresource, as every later post is; if
             // that fails the heartbeat posts it at its first check.
-            return match post_status(&nodes, identity).await {
+            return match post_status(&nodes, identity, Some(node.clone())).await {
                 Ok((node, _)) => Ok(node),
                 Err(e) => {
                     tracing::warn!(node = %identity.name, error = %e, "posting the first node status failed");
@@ -338,14 +338,14 @@ pub async fn register(client: &Client, identity: &NodeIdentity) -> Result<Node> 
             }
         }
         if changed {
-            match nodes.replace(&identity.name, &PostParams::default(), &node).await {
-                Ok(_) => {}
+            node = match nodes.replace(&identity.name, &PostParams::default(), &node).await {
+                Ok(written) => written,
                 Err(e) if is_status(&e, 409) => continue,
                 Err(e) => return Err(e.into()),
-            }
+            };
         }
         tracing::info!(node = %identity.name, "the node was registered before; took it over");
-        return post_status(&nodes, identity).await.map(|(node, _)| node);
+        return post_status(&nodes, identity, Some(node)).await.map(|(node, _)| node);
     }
     Err(AgentError::Config(format!(
         "node {}: its labels could not be updated in {STATUS_UPDATE_TRIES} tries (conflicts)",
@@ -353,12 +353,16 @@ pub async fn register(client: &Client, identity: &NodeIdentity) -> Result<Node> 
     )))
 }
 
-/// Reads the Node and replaces its status with the agent's, retrying on conflicts.
-/// Returns the Node written and whether a condition changed.
-async fn post_status(nodes: &Api<Node>, identity: &NodeIdentity) -> Result<(Node, bool)> {
+/// Replaces the Node's status with the agent's, starting from `read` (the Node as just
+/// read, if the caller has it) and reading it again after each conflict. Returns the
+/// Node written and whether a condition changed.
+async fn post_status(nodes: &Api<Node>, identity: &NodeIdentity, mut read: Option<Node>) -> Result<(Node, bool)> {
     let mut last = None;
     for _ in 0..STATUS_UPDATE_TRIES {
-        let mut node = nodes.get(&identity.name).await?;
+        let mut node = match read.take() {
+            Some(node) => node,
+            None => nodes.get(&identity.name).await?,
+        };
         let (status, changed) = status_now(node.status.as_ref(), identity, Timestamp::now());
         node.status = Some(status);
         match nodes
@@ -449,7 +453,7 @@ pub async fn keep_heartbeating(client: Client, identity: NodeIdentity, node: Nod
             if !(due || changed) {
                 continue;
             }
-            match post_status(&nodes, &identity).await {
+            match post_status(&nodes, &identity, Some(current)).await {
                 Ok(_) => last_post = tokio::time::Instant::now(),
                 Err(e) => tracing::warn!(node = %identity.name, error = %e, "posting the node status failed"),
             }

@@ -37,7 +37,8 @@ where
         while let Some(event) = events.next().await {
             match event {
                 Ok(_) => changed.notify_one(),
-                Err(e) => tracing::debug!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
+                // Retried with backoff (default_backoff): the store keeps what it had.
+                Err(e) => tracing::warn!(kind = %K::kind(&()), error = %e, "watch failed; retrying"),
             }
         }
     });

@@ -11,6 +11,7 @@
 //!                              previous.log     the previous run's current.log
 //!                              state.json       pid, /proc start time, restart count, …
 //!                              work/            the default working directory
+//!                              mount-targets    mount targets container-init created
 //! ```
 //!
 //! # Files, not pipes
@@ -69,11 +70,29 @@
 //! controllers to children only if it has no processes of its own, so outside the root
 //! cgroup the agent must be run in a layout that allows this.)
 //!
+//! # Mounts: container-init
+//!
+//! A container without mounts sees the host's filesystem as the agent does. A container
+//! with [`ContainerSpec::mounts`] is started through the init program
+//! ([`ProcessRuntime::with_init_program`], the `capstan` binary): the runtime spawns
+//! `<init program> container-init <args>` (see [`super::init`]) in place of the command,
+//! with everything else the same; container-init makes a mount namespace of its own with
+//! the bind mounts, changes to the working directory (after mounting, so that it may be
+//! inside a mount) and `exec`s the command. The pid and start time recorded are then the
+//! command's, so adoption is unchanged. A failure there (a missing source) ends the
+//! container with exit code [`super::init::EXIT_CODE`] and the reason in its log. Without
+//! an init program, a container with mounts is refused.
+//!
+//! Targets that container-init had to create on the host are listed in `mount-targets`;
+//! [`ProcessRuntime::remove_pod`] removes those still empty, except where a container of
+//! another pod still on this root has a mount target at or below them: on the host the
+//! path is just an empty directory, but removing it would detach the other container's
+//! mount in its namespace.
+//!
 //! # Left out, on purpose
 //!
-//! - Mount namespaces: the container sees the host's filesystem. Volumes and image
-//!   filesystems are the node agent's business; an empty `command` (which would need the
-//!   image's entrypoint) is refused.
+//! - An image's root filesystem: a container sees the host's filesystem, with its mounts
+//!   on top; an empty `command` (which would need the image's entrypoint) is refused.
 //! - User switching: the container runs as the agent's user.
 //! - Network namespaces: pods share the host network; each pod binds its own 127.x
 //!   address.
@@ -86,6 +105,7 @@
 //! [`ProcessRuntime::rotate_logs`], which copies files of up to
 //! [`LogLimits::file_bytes_max`], is best called from `spawn_blocking`.
 
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -99,6 +119,7 @@ use rustix::io::Errno;
 use rustix::process::{kill_process_group, Pid, Signal};
 use serde::{Deserialize, Serialize};
 
+use super::init;
 use crate::{AgentError, Result};
 
 /// The `PATH` a container gets when its spec sets none.
@@ -137,6 +158,7 @@ const CURRENT_LOG: &str = "current.log";
 const PREVIOUS_LOG: &str = "previous.log";
 const STATE_FILE: &str = "state.json";
 const WORK_DIR: &str = "work";
+const MOUNT_TARGETS: &str = "mount-targets";
 
 /// How much log a container keeps (the kubelet's `containerLogMaxSize` and
 /// `containerLogMaxFiles`).
@@ -172,6 +194,9 @@ pub struct ContainerSpec {
     /// An absolute path that exists; default: `work/` in the container's directory.
     pub working_dir: Option<PathBuf>,
     pub memory_limit_bytes: Option<u64>,
+    /// Bind mounts (volumes, `/etc/resolv.conf`): these need an init program (see the
+    /// module doc). At most [`init::MOUNTS_MAX`].
+    pub mounts: Vec<init::Mount>,
 }
 
 /// How a container's main process ended.
@@ -228,6 +253,10 @@ pub struct ContainerState {
     /// The memory cgroup it was put in.
     #[serde(default)]
     pub memory_cgroup: Option<PathBuf>,
+    /// Where its mounts are, as the container sees them (kept so that removing another
+    /// pod leaves alone the targets this one uses).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_targets: Vec<PathBuf>,
 }
 
 /// The process runtime (see the module doc).
@@ -237,6 +266,8 @@ pub struct ProcessRuntime {
     log_limits: LogLimits,
     /// The cgroup under which containers get theirs, when memory limits can be enforced.
     cgroup_parent: Option<PathBuf>,
+    /// The program that runs `container-init`, for containers with mounts.
+    init_program: Option<PathBuf>,
     /// Serialises changes to the directory layout (start, rotation, removal, adoption,
     /// recording an exit), so that e.g. a rotation never copies a log a start is moving.
     layout: Arc<Mutex<()>>,
@@ -412,8 +443,16 @@ impl ProcessRuntime {
             root,
             log_limits,
             cgroup_parent,
+            init_program: None,
             layout: Arc::new(Mutex::new(())),
         })
+    }
+
+    /// The program containers with mounts are started through, as `<path> container-init
+    /// <args>` (the `capstan` binary: `std::env::current_exe()`). An absolute path.
+    pub fn with_init_program(mut self, path: PathBuf) -> Self {
+        self.init_program = Some(path);
+        self
     }
 
     /// The (absolute) root directory.
@@ -432,8 +471,9 @@ impl ProcessRuntime {
     /// Kubernetes.
     pub fn start(&self, spec: &ContainerSpec) -> Result<Container> {
         validate_spec(spec)?;
-        let _layout = lock(&self.layout);
         let dir = self.container_dir(&spec.pod_uid, &spec.container);
+        let init = self.init_command(spec, &dir)?;
+        let _layout = lock(&self.layout);
         fs::create_dir_all(&dir).map_err(|e| io_error(format!("creating {}", dir.display()), e))?;
         let state_path = dir.join(STATE_FILE);
         let previous = match read_state(&state_path) {
@@ -453,6 +493,10 @@ impl ProcessRuntime {
             }
         }
         let working_dir = match &spec.working_dir {
+            // container-init changes to it after mounting, and says so if it cannot.
+            Some(working_dir) if spec.mounts.iter().any(|mount| working_dir.starts_with(&mount.target)) => {
+                working_dir.clone()
+            }
             Some(working_dir) => {
                 let meta = fs::metadata(working_dir).map_err(|e| {
                     io_error(
@@ -491,10 +535,11 @@ impl ProcessRuntime {
             exit: None,
             finished_at: None,
             memory_cgroup: None,
+            mount_targets: spec.mounts.iter().map(|mount| mount.target.clone()).collect(),
         };
         let id = format!("process://{}/{}/{restart_count}", spec.pod_uid, spec.container);
 
-        let spawned = self.spawn(spec, &dir, &working_dir, &id);
+        let spawned = self.spawn(spec, &dir, &working_dir, init.as_ref(), &id);
         let (child, pid, start_time_ticks, memory_cgroup) = match spawned {
             Ok(spawned) => spawned,
             Err(e) => {
@@ -531,12 +576,46 @@ impl ProcessRuntime {
         })
     }
 
-    /// Moves the logs along, spawns the process and puts it in its cgroup.
+    /// For a container with mounts, the init program and the arguments of
+    /// `container-init`; refused (`Config`) without an init program or when they would be
+    /// too long.
+    fn init_command(&self, spec: &ContainerSpec, dir: &Path) -> Result<Option<(PathBuf, Vec<OsString>)>> {
+        if spec.mounts.is_empty() {
+            return Ok(None);
+        }
+        let Some(init_program) = &self.init_program else {
+            return Err(AgentError::Config(format!(
+                "container {} of pod {} has volume mounts, which need an init program (container-init), and the process runtime was given none",
+                spec.container, spec.pod_uid
+            )));
+        };
+        if !init_program.is_absolute() {
+            return Err(AgentError::Config(format!(
+                "the init program {} is not an absolute path",
+                init_program.display()
+            )));
+        }
+        let working_dir = spec.working_dir.clone().unwrap_or_else(|| dir.join(WORK_DIR));
+        let args = init::init_args(&spec.mounts, &dir.join(MOUNT_TARGETS), &working_dir, &spec.command);
+        let bytes = init::args_bytes(&args);
+        if bytes > init::ARGS_BYTES_MAX {
+            return Err(AgentError::Config(format!(
+                "the command and mounts of container {} take {bytes} bytes as container-init's arguments, more than {}",
+                spec.container,
+                init::ARGS_BYTES_MAX
+            )));
+        }
+        Ok(Some((init_program.clone(), args)))
+    }
+
+    /// Moves the logs along, spawns the process (through container-init when `init_args`
+    /// are given) and puts it in its cgroup.
     fn spawn(
         &self,
         spec: &ContainerSpec,
         dir: &Path,
         working_dir: &Path,
+        init: Option<&(PathBuf, Vec<OsString>)>,
         id: &str,
     ) -> Result<(tokio::process::Child, u32, u64, Option<PathBuf>)> {
         let current = dir.join(CURRENT_LOG);
@@ -566,12 +645,22 @@ impl ProcessRuntime {
         if !env.iter().any(|(name, _)| name == "PATH") {
             env.push(("PATH".into(), DEFAULT_PATH.into()));
         }
-        let mut command = tokio::process::Command::new(&spec.command[0]);
+        let (mut command, program) = match init {
+            Some((init_program, init_args)) => {
+                let mut command = tokio::process::Command::new(init_program);
+                // container-init changes to the working directory itself, after mounting.
+                command.arg("container-init").args(init_args).current_dir("/");
+                (command, init_program.as_os_str())
+            }
+            None => {
+                let mut command = tokio::process::Command::new(&spec.command[0]);
+                command.args(&spec.command[1..]).current_dir(working_dir);
+                (command, std::ffi::OsStr::new(&spec.command[0]))
+            }
+        };
         command
-            .args(&spec.command[1..])
             .env_clear()
             .envs(env)
-            .current_dir(working_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_for_stderr))
@@ -584,10 +673,7 @@ impl ProcessRuntime {
                 if let Some(cgroup) = &memory_cgroup {
                     remove_cgroup(cgroup);
                 }
-                return Err(io_error(
-                    format!("starting container {id}: running {:?}", spec.command[0]),
-                    e,
-                ));
+                return Err(io_error(format!("starting container {id}: running {program:?}"), e));
             }
         };
         let Some(pid) = child.id() else {
@@ -770,8 +856,10 @@ impl ProcessRuntime {
         Ok(())
     }
 
-    /// Deletes a pod's directory (logs, state, default working directories) and what is
-    /// left of its containers' cgroups. Refused while one of its containers runs.
+    /// Deletes a pod's directory (logs, state, default working directories), what is left
+    /// of its containers' cgroups, and the mount targets created for it that are still
+    /// empty and used by no other pod (see the module doc). Refused while one of its
+    /// containers runs.
     pub fn remove_pod(&self, pod_uid: &str) -> Result<()> {
         validate_path_name("pod uid", pod_uid, POD_UID_BYTES_MAX)?;
         let _layout = lock(&self.layout);
@@ -782,8 +870,16 @@ impl ProcessRuntime {
             Err(e) => return Err(io_error(format!("listing {}", pod_dir.display()), e)),
         };
         let mut cgroups = Vec::new();
+        let mut created_targets = Vec::new();
         for entry in containers {
             let entry = entry.map_err(|e| io_error(format!("listing {}", pod_dir.display()), e))?;
+            let record = entry.path().join(MOUNT_TARGETS);
+            match init::read_created_targets(&record) {
+                Ok(created) => created_targets.push(created),
+                Err(e) => {
+                    tracing::warn!(path = %record.display(), error = %e, "reading created mount targets failed; they stay")
+                }
+            }
             let Ok(Some(state)) = read_state(&entry.path().join(STATE_FILE)) else {
                 continue;
             };
@@ -799,9 +895,40 @@ impl ProcessRuntime {
         for cgroup in &cgroups {
             remove_cgroup(cgroup);
         }
+        if created_targets.iter().any(|created| !created.is_empty()) {
+            let in_use = self.mount_targets_of_others(pod_uid);
+            for created in &created_targets {
+                // The deepest first, so that a created parent is empty when its turn comes.
+                for path in created.iter().rev() {
+                    if in_use.iter().any(|target| target.starts_with(path)) {
+                        tracing::debug!(path = %path.display(), "keeping a created mount target another pod uses");
+                        continue;
+                    }
+                    remove_if_empty(path);
+                }
+            }
+        }
         fs::remove_dir_all(&pod_dir).map_err(|e| io_error(format!("removing {}", pod_dir.display()), e))?;
         tracing::debug!(pod = pod_uid, "removed the pod's directory");
         Ok(())
+    }
+
+    /// The mount targets of the containers of every pod but `pod_uid` (from their state
+    /// files; an unreadable one counts as none).
+    fn mount_targets_of_others(&self, pod_uid: &str) -> Vec<PathBuf> {
+        let dirs = match self.container_dirs() {
+            Ok(dirs) => dirs,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing containers failed; mount targets other pods may use are kept");
+                // Every path counts as used: nothing is removed.
+                return vec![PathBuf::from("/")];
+            }
+        };
+        dirs.into_iter()
+            .filter(|(other, _, _)| other != pod_uid)
+            .filter_map(|(_, _, dir)| read_state(&dir.join(STATE_FILE)).ok().flatten())
+            .flat_map(|state| state.mount_targets)
+            .collect()
     }
 
     fn container_dir(&self, pod_uid: &str, container: &str) -> PathBuf {
@@ -899,6 +1026,8 @@ fn validate_spec(spec: &ContainerSpec) -> Result<()> {
             )));
         }
     }
+    init::validate_mounts(&spec.mounts)
+        .map_err(|why| AgentError::Config(format!("container {}: {why}", spec.container)))?;
     if spec.memory_limit_bytes == Some(0) {
         return Err(AgentError::Config(format!(
             "the memory limit of container {} is 0",
@@ -928,6 +1057,24 @@ fn validate_path_name(what: &str, name: &str, bytes_max: usize) -> Result<()> {
         Err(AgentError::Config(format!(
             "{what} {name:?} must be 1 to {bytes_max} letters, digits, '-', '_' or '.', not starting with '.'"
         )))
+    }
+}
+
+/// Removes a created mount target if it is an empty directory or an empty regular file
+/// (not following a symlink); anything else stays. Best effort.
+fn remove_if_empty(path: &Path) {
+    let removed = match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => fs::remove_dir(path),
+        Ok(meta) if meta.is_file() && meta.len() == 0 => fs::remove_file(path),
+        Ok(_) => return,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+        Err(e) => Err(e),
+    };
+    match removed {
+        Ok(()) => tracing::debug!(path = %path.display(), "removed a created mount target"),
+        // Something was put in it since: it is no longer only ours.
+        Err(e) if e.raw_os_error() == Some(Errno::NOTEMPTY.raw_os_error()) => {}
+        Err(e) => tracing::warn!(path = %path.display(), error = %e, "removing a created mount target failed"),
     }
 }
 
@@ -1333,6 +1480,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn mounts_need_an_init_program() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut mounted = spec("pod-m", "main", "true");
+        mounted.mounts = vec![init::Mount {
+            source: "/tmp".into(),
+            target: "/mnt/data".into(),
+            read_only: true,
+        }];
+        match runtime(root.path()).start(&mounted) {
+            Err(AgentError::Config(message)) => {
+                assert!(
+                    message.contains("init program") && message.contains("mounts"),
+                    "{message}"
+                )
+            }
+            other => panic!("mounts without an init program were not refused: {other:?}"),
+        }
+        let runtime = runtime(root.path()).with_init_program("/bin/true".into());
+        let mut relative = mounted.clone();
+        relative.mounts[0].target = "mnt/data".into();
+        assert!(matches!(runtime.start(&relative), Err(AgentError::Config(_))));
+        let mut too_many = mounted.clone();
+        too_many.mounts = vec![mounted.mounts[0].clone(); init::MOUNTS_MAX + 1];
+        assert!(matches!(runtime.start(&too_many), Err(AgentError::Config(_))));
+        // Each mount is within bounds; all of them together are too long an argument list.
+        let mut too_long = mounted.clone();
+        too_long.mounts = vec![
+            init::Mount {
+                source: PathBuf::from(format!("/{}", "s".repeat(init::PATH_BYTES_MAX - 1))),
+                target: PathBuf::from(format!("/{}", "t".repeat(init::PATH_BYTES_MAX - 1))),
+                read_only: false,
+            };
+            init::MOUNTS_MAX
+        ];
+        match runtime.start(&too_long) {
+            Err(AgentError::Config(message)) => assert!(message.contains("container-init's arguments"), "{message}"),
+            other => panic!("too long arguments were not refused: {other:?}"),
+        }
+        // Nothing refused left anything behind.
+        assert!(!runtime.root().join("pod-m").exists());
+    }
+
+    #[tokio::test]
     async fn a_failed_spawn_counts_as_a_run() {
         let root = tempfile::tempdir().expect("tempdir");
         let runtime = runtime(root.path());
@@ -1456,6 +1646,7 @@ mod tests {
             exit: None,
             finished_at: None,
             memory_cgroup: None,
+            mount_targets: Vec::new(),
         };
         let write = |container: &str, state: &ContainerState| {
             let dir = runtime.root().join("pod-g").join(container);

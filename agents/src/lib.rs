@@ -13,12 +13,13 @@
 //! [`namespace`], [`nodelifecycle`] and [`gc`] (the garbage collector), sharing
 //! [`runtime`]; the [`scheduler`] (with [`quantity`] for resource amounts); and the
 //! first pieces of the node agent ([`node`]) and of the node proxy ([`proxy`]: its
-//! forwarding core). Still to come: the rest of both.
+//! forwarding core), the rest of both still to come; and the cluster DNS ([`dns`]).
 //!
 //! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
 
 pub mod controller_manager;
 pub mod deployment;
+pub mod dns;
 pub mod endpoints;
 pub mod error;
 pub mod events;

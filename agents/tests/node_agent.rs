@@ -30,6 +30,7 @@ fn identity(name: &str) -> NodeIdentity {
             memory_bytes: 8 << 30,
             pods: 110,
         },
+        agent_port: 10250,
     }
 }
 
@@ -73,6 +74,16 @@ async fn a_new_node_registers_with_its_labels_taints_capacity_and_conditions_and
     assert_eq!(capacity["memory"].0, "8Gi");
     assert_eq!(capacity["pods"].0, "110");
     assert_eq!(status.allocatable, Some(capacity));
+    let agent_port = status
+        .daemon_endpoints
+        .as_ref()
+        .and_then(|d| d.kubelet_endpoint.as_ref())
+        .map(|e| e.port);
+    assert_eq!(
+        agent_port,
+        Some(10250),
+        "the agent's port is where the API server finds it"
+    );
     assert_eq!(condition(&read, "Ready"), Some(("True".into(), "KubeletReady".into())));
     for (type_, reason) in [
         ("MemoryPressure", "KubeletHasSufficientMemory"),

@@ -130,7 +130,7 @@ async fn dispatch(
             let (kv, _) = current(&api.storage, &t, n, true).await?;
             Ok(json_response(StatusCode::OK, &scale_of(&from_kv(&kv)?)))
         }
-        (Method::GET, Some(n), Some(Sub::Log)) => logs(&api, &t, n).await,
+        (Method::GET, Some(n), Some(Sub::Log)) => logs(&api, &t, n, &params).await,
         (Method::POST, None, None) => create(&api, &t, &params, &body, fmt).await,
         (Method::POST, Some(n), Some(Sub::Binding)) => bind(&api, &t, n, &body).await,
         (Method::POST, Some(n), Some(Sub::Eviction)) => {
@@ -1519,18 +1519,9 @@ async fn bind(api: &Api, t: &Target, name: &str, body: &Bytes) -> Result<Respons
     Err(conflict(t.rt, name))
 }
 
-/// `GET pods/<name>/log`: the node agent serves logs (a later part of the system).
-async fn logs(api: &Api, t: &Target, name: &str) -> Result<Response> {
-    let (kv, _) = current(&api.storage, t, name, true).await?;
-    let pod = from_kv(&kv)?;
-    match pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-        None => Err(ApiError::BadRequest(format!(
-            "pod {name} does not have a host assigned"
-        ))),
-        Some(node) => Err(ApiError::Unavailable(format!(
-            "the logs of pod {name} are kept by the agent of node {node}, which this server cannot reach"
-        ))),
-    }
+/// `GET pods/<name>/log`: streamed from the agent of the pod's node (see [`crate::podlog`]).
+async fn logs(api: &Api, t: &Target, name: &str, params: &Params) -> Result<Response> {
+    crate::podlog::serve(api, t, name, params).await
 }
 
 /// Creates the namespaces every cluster has, if missing.

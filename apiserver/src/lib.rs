@@ -39,6 +39,7 @@ pub mod mesh;
 pub mod object;
 pub mod openapi;
 pub mod patch;
+pub mod podlog;
 pub mod protobuf;
 pub mod resources;
 pub mod selector;

@@ -27,15 +27,21 @@
 //! does not evict pods, so it never reports pressure; the conditions are there because
 //! clients and the scheduler read them.
 //!
-//! Left out: node status images and volumes, `daemonEndpoints` (no kubelet port yet),
-//! extended resources, and the kubelet's node status `ephemeral-storage`.
+//! The agent's own HTTP port (the kubelet's 10250 role: `kubectl logs` goes there through
+//! the API server, see [`super::logs`]) is published as `daemonEndpoints.kubeletEndpoint`
+//! when [`NodeIdentity::agent_port`] is set.
+//!
+//! Left out: node status images and volumes, extended resources, and the kubelet's node
+//! status `ephemeral-storage`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo, Taint};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus, NodeSystemInfo, Taint,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -123,6 +129,9 @@ pub struct NodeIdentity {
     /// Taints the node registers with (`--register-with-taints`).
     pub taints: Vec<Taint>,
     pub capacity: Capacity,
+    /// The port of the agent's HTTP server (logs), published as
+    /// `status.daemonEndpoints.kubeletEndpoint.Port`; 0: none (nothing is published).
+    pub agent_port: u16,
 }
 
 /// How often the agent heartbeats.
@@ -273,6 +282,15 @@ fn status_now(old: Option<&NodeStatus>, identity: &NodeIdentity, now: Timestamp)
         },
     ]);
     status.node_info = Some(node_info());
+    // Without a port the field is left as it was: another agent version, or someone,
+    // may have set it, and an empty endpoint would tell the API server nothing.
+    if identity.agent_port != 0 {
+        status.daemon_endpoints = Some(NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(identity.agent_port),
+            }),
+        });
+    }
     (status, changed)
 }
 
@@ -477,6 +495,7 @@ mod tests {
                 memory_bytes: 4 << 30,
                 pods: 110,
             },
+            agent_port: 10250,
         }
     }
 
@@ -532,6 +551,28 @@ mod tests {
         assert!(changed);
         assert_eq!(ready(&third).last_transition_time, Some(Time(t1)));
         assert_eq!(ready(&third).status, "True");
+    }
+
+    #[test]
+    fn the_agent_port_is_published_as_the_kubelet_endpoint() {
+        let (status, _) = status_now(None, &identity(), Timestamp::UNIX_EPOCH);
+        let port = |s: &NodeStatus| {
+            s.daemon_endpoints
+                .as_ref()
+                .and_then(|d| d.kubelet_endpoint.as_ref())
+                .map(|e| e.port)
+        };
+        assert_eq!(port(&status), Some(10250));
+        let none = NodeIdentity {
+            agent_port: 0,
+            ..identity()
+        };
+        assert_eq!(port(&status_now(None, &none, Timestamp::UNIX_EPOCH).0), None);
+        // No port of its own: what the status had stays.
+        assert_eq!(
+            port(&status_now(Some(&status), &none, Timestamp::UNIX_EPOCH).0),
+            Some(10250)
+        );
     }
 
     #[test]

@@ -48,6 +48,13 @@ enum Command {
     /// ClusterIP (and, for NodePort Services, `--node-ip` and the nodePort) and forward
     /// TCP and UDP to the ready endpoints.
     Proxy(ProxyArgs),
+    /// Run the pods bound to this node (the kubelet's job): register the Node, heartbeat
+    /// through its Lease, run each container as a local process and report pod status.
+    Agent(AgentArgs),
+    /// Answer DNS for the cluster (CoreDNS's job): `<service>.<namespace>.svc.cluster.local`
+    /// and the rest of the Kubernetes DNS specification; other names go to this host's
+    /// nameservers.
+    Dns(DnsArgs),
 }
 
 /// How replicas of a component elect the one that acts (upstream's `--leader-elect*`).
@@ -153,6 +160,76 @@ struct ProxyArgs {
     /// The node's address: NodePort Services listen on it.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: std::net::IpAddr,
+}
+
+#[derive(clap::Args)]
+struct DnsArgs {
+    /// The Kubernetes API server's URL (plain HTTP).
+    #[arg(long)]
+    master: String,
+    /// Where to answer, UDP and TCP.
+    #[arg(long, default_value = "127.0.0.1:10053")]
+    listen: SocketAddr,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = capstan_agents::dns::ZONE_DEFAULT)]
+    cluster_domain: String,
+    /// Also publish the `kube-system/kube-dns` Service with this ClusterIP, pointing at
+    /// --listen (pods then use it as their nameserver, through the node proxies).
+    #[arg(long)]
+    service_ip: Option<std::net::IpAddr>,
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// The Kubernetes API server's URL (plain HTTP; its mesh API is on the same port).
+    #[arg(long)]
+    master: String,
+    /// The node's name (default: this machine's hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The node's address (its `InternalIP`).
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: std::net::IpAddr,
+    /// The agent's HTTP port on --node-ip (container logs for `kubectl logs`); 0 picks a
+    /// free one.
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
+    /// Where the agent keeps its pods' files and containers' logs (default:
+    /// `.capstan/nodes/<node name>`).
+    #[arg(long)]
+    root_dir: Option<PathBuf>,
+    /// The pods' addresses (default: the node's `spec.podCIDR`, given by the
+    /// controller-manager).
+    #[arg(long)]
+    pod_cidr: Option<String>,
+    /// Labels the node registers with, as `key=value,key2=value2`.
+    #[arg(long, default_value = "")]
+    node_labels: String,
+    /// Taints the node registers with, as `key=value:Effect,key2:Effect`.
+    #[arg(long, default_value = "")]
+    register_with_taints: String,
+    /// CPU the node offers, in millicores (default: this machine's CPUs).
+    #[arg(long)]
+    cpu_millis: Option<u64>,
+    /// Memory the node offers, in bytes (default: this machine's).
+    #[arg(long)]
+    memory_bytes: Option<u64>,
+    /// Pods the node takes at most.
+    #[arg(long, default_value_t = 110)]
+    max_pods: u32,
+    /// The cluster DNS server's address, given to pods as their nameserver (upstream's
+    /// `--cluster-dns`).
+    #[arg(long)]
+    cluster_dns: Option<std::net::IpAddr>,
+    /// The cluster's DNS domain.
+    #[arg(long, default_value = capstan_agents::dns::ZONE_DEFAULT)]
+    cluster_domain: String,
+    /// A container's log is rotated once larger than this many bytes.
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    container_log_max_bytes: u64,
+    /// Log files kept per container, the current one included.
+    #[arg(long, default_value_t = 5)]
+    container_log_max_files: usize,
 }
 
 #[derive(clap::Args)]
@@ -283,6 +360,24 @@ struct StoreArgs {
     /// deleted namespace stays Terminating and no dependents are collected.
     #[arg(long)]
     no_controller_manager: bool,
+    /// With --apiserver-listen: also run the scheduler in this process (with leader
+    /// election, as `capstan scheduler`).
+    #[arg(long)]
+    scheduler: bool,
+    /// With --apiserver-listen: also run a node in this process under this name: its node
+    /// agent (data in `<data-dir>/node`) and its node proxy.
+    #[arg(long)]
+    node_name: Option<String>,
+    /// With --node-name: the node's address.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: std::net::IpAddr,
+    /// With --node-name: the node agent's HTTP port (0 picks a free one).
+    #[arg(long, default_value_t = 10250)]
+    agent_port: u16,
+    /// With --node-name: where the cluster DNS listens (its `kube-dns` Service forwards
+    /// there).
+    #[arg(long, default_value = "127.0.0.1:10053")]
+    dns_listen: SocketAddr,
     #[command(flatten)]
     api: ApiFlags,
 }
@@ -330,6 +425,14 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 }
 
 fn main() -> std::process::ExitCode {
+    // A container's first step (see capstan_agents::node::init): before anything else, so
+    // that no thread is started and nothing is logged into the container's log.
+    let mut argv = std::env::args_os();
+    if argv.nth(1).is_some_and(|a| a == "container-init") {
+        let e = capstan_agents::node::init::run(argv.collect());
+        eprintln!("{e}");
+        std::process::exit(capstan_agents::node::init::EXIT_CODE);
+    }
     tracing_subscriber::fmt()
         // Wall-clock time in UTC to the microsecond: the replicas' records of what they
         // did (target `capstan::acted`) are put in one order by it.
@@ -352,6 +455,8 @@ fn main() -> std::process::ExitCode {
         Command::ControllerManager(args) => rt.block_on(run_controller_manager(args)),
         Command::Scheduler(args) => rt.block_on(run_scheduler(args)),
         Command::Proxy(args) => rt.block_on(run_proxy(args)),
+        Command::Agent(args) => rt.block_on(run_agent(args)),
+        Command::Dns(args) => rt.block_on(run_dns(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -437,6 +542,41 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
         if !args.no_controller_manager {
             embedded_controller_manager(&api_url, &args.name)?;
         }
+        if args.scheduler {
+            embedded_scheduler(&api_url, &args.name)?;
+        }
+        if let Some(node) = &args.node_name {
+            // The cluster DNS's Service takes the tenth address of the Service range, as
+            // kubeadm's kube-dns does.
+            let range: capstan_agents::nodeipam::Cidr = args
+                .api
+                .service_cluster_ip_range
+                .parse()
+                .map_err(|e| format!("--service-cluster-ip-range: {e}"))?;
+            let dns_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(range.base + 10));
+            let client = api_client(&api_url)?;
+            let dns = start_dns(
+                &client,
+                args.dns_listen,
+                capstan_agents::dns::ZONE_DEFAULT,
+                Some(dns_ip),
+            )
+            .await?;
+            tokio::spawn(async move {
+                if let Err(e) = dns.run(client).await {
+                    tracing::error!(error = %e, "the cluster DNS stopped");
+                }
+            });
+            embedded_node(
+                &api_url,
+                node,
+                args.node_ip,
+                args.agent_port,
+                &args.data_dir.join("node"),
+                dns_ip,
+            )
+            .await?;
+        }
     }
     tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = node.mvcc.revision(), "store serving the etcd v3 API");
     // The line tests and scripts wait for.
@@ -483,6 +623,65 @@ fn embedded_controller_manager(api_url: &str, member: &str) -> Result<(), String
         }
     });
     Ok(())
+}
+
+/// Runs the scheduler in this process against the API at `api_url`, elected as
+/// `capstan scheduler` is.
+fn embedded_scheduler(api_url: &str, member: &str) -> Result<(), String> {
+    use capstan_agents::controller_manager::{self, default_identity, Election};
+    use capstan_agents::scheduler;
+    let client = api_client(api_url)?;
+    let election = Election {
+        identity: format!("{member}_{}", default_identity()),
+        lease_name: "kube-scheduler".into(),
+        ..Election::default()
+    };
+    tracing::info!(identity = %election.identity, "running the scheduler in this process");
+    tokio::spawn(async move {
+        if let Err(e) = controller_manager::run_elected(client, &election, scheduler::run).await {
+            tracing::error!(error = %e, "the scheduler stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Runs node `name` in this process: its agent and its proxy.
+async fn embedded_node(
+    api_url: &str,
+    name: &str,
+    node_ip: std::net::IpAddr,
+    port: u16,
+    root_dir: &std::path::Path,
+    dns_ip: std::net::IpAddr,
+) -> Result<(), String> {
+    use capstan_agents::node::agent;
+    use capstan_agents::proxy::{self, forward};
+    let client = api_client(api_url)?;
+    let mesh = agent::mesh_client(api_url).map_err(|e| e.to_string())?;
+    let resources = AgentResources {
+        dns: Some(pod_dns(dns_ip, capstan_agents::dns::ZONE_DEFAULT)),
+        ..AgentResources::default()
+    };
+    let config = agent_config(name, node_ip, port, root_dir.to_path_buf(), resources).await?;
+    tracing::info!(node = name, "running a node agent and a node proxy in this process");
+    let agent_client = client.clone();
+    tokio::spawn(async move {
+        if let Err(e) = agent::run(agent_client, mesh, config, |_| {}).await {
+            tracing::error!(error = %e, "the node agent stopped");
+        }
+    });
+    tokio::spawn(async move {
+        let forwarder = forward::Forwarder::new(forward::Limits::default());
+        proxy::run(client, node_ip, &forwarder).await;
+        tracing::error!("the node proxy's watches ended");
+    });
+    Ok(())
+}
+
+/// A client of the Kubernetes API at `api_url` (plain HTTP).
+fn api_client(api_url: &str) -> Result<kube::Client, String> {
+    let url = api_url.parse().map_err(|e| format!("the API's URL {api_url:?}: {e}"))?;
+    kube::Client::try_from(kube::Config::new(url)).map_err(|e| format!("the API's client: {e}"))
 }
 
 fn api_config(flags: &ApiFlags) -> Result<ApiConfig, String> {
@@ -586,6 +785,202 @@ async fn run_proxy(args: ProxyArgs) -> Result<(), String> {
         () = proxy::run(client, args.node_ip, &forwarder) => Err("the proxy's watches ended".into()),
         () = shutdown => Ok(()),
     }
+}
+
+async fn run_agent(args: AgentArgs) -> Result<(), String> {
+    use capstan_agents::node::agent;
+    use capstan_agents::node::process::LogLimits;
+    let client = api_client(&args.master).map_err(|e| format!("--master: {e}"))?;
+    let mesh = agent::mesh_client(&args.master).map_err(|e| format!("--master: {e}"))?;
+    let name = match args.node_name {
+        Some(n) => n,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_lowercase())
+            .map_err(|e| format!("cannot read the hostname (give --node-name): {e}"))?,
+    };
+    if args.container_log_max_files < 2 {
+        return Err("--container-log-max-files must be at least 2".into());
+    }
+    let resources = AgentResources {
+        labels: parse_labels(&args.node_labels)?,
+        taints: parse_taints(&args.register_with_taints)?,
+        cpu_millis: args.cpu_millis,
+        memory_bytes: args.memory_bytes,
+        max_pods: args.max_pods,
+        pod_cidr: args
+            .pod_cidr
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| format!("--pod-cidr: {e}"))?,
+        log_limits: LogLimits {
+            file_bytes_max: args.container_log_max_bytes,
+            files_max: args.container_log_max_files,
+        },
+        dns: args.cluster_dns.map(|ip| pod_dns(ip, &args.cluster_domain)),
+    };
+    let root_dir = args
+        .root_dir
+        .unwrap_or_else(|| PathBuf::from(".capstan/nodes").join(&name));
+    let config = agent_config(&name, args.node_ip, args.port, root_dir, resources).await?;
+    let shutdown = shutdown_signal()?;
+    let run = agent::run(client, mesh, config, |_| println!("capstan agent ready on node {name}"));
+    tokio::select! {
+        r = run => r.map_err(|e| e.to_string()),
+        // The containers go on; a restarted agent adopts them.
+        () = shutdown => Ok(()),
+    }
+}
+
+/// What a node offers and how it keeps logs, beyond its name and address.
+#[derive(Default)]
+struct AgentResources {
+    labels: std::collections::BTreeMap<String, String>,
+    taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    cpu_millis: Option<u64>,
+    memory_bytes: Option<u64>,
+    /// 0: the kubelet's default of 110.
+    max_pods: u32,
+    pod_cidr: Option<capstan_agents::nodeipam::Cidr>,
+    log_limits: capstan_agents::node::process::LogLimits,
+    dns: Option<capstan_agents::node::pods::Dns>,
+}
+
+/// A node agent's settings; binds its HTTP port on `node_ip`.
+async fn agent_config(
+    name: &str,
+    node_ip: std::net::IpAddr,
+    port: u16,
+    data_dir: PathBuf,
+    resources: AgentResources,
+) -> Result<capstan_agents::node::agent::Config, String> {
+    use capstan_agents::node::pods;
+    use capstan_agents::node::registration::{Capacity, Heartbeat, NodeIdentity};
+    let listener = tokio::net::TcpListener::bind((node_ip, port))
+        .await
+        .map_err(|e| format!("cannot listen on {node_ip}:{port}: {e}"))?;
+    let agent_port = listener.local_addr().map_err(|e| e.to_string())?.port();
+    let mut capacity = Capacity::of_this_machine().map_err(|e| e.to_string())?;
+    capacity.cpu_millis = resources.cpu_millis.unwrap_or(capacity.cpu_millis);
+    capacity.memory_bytes = resources.memory_bytes.unwrap_or(capacity.memory_bytes);
+    if resources.max_pods > 0 {
+        capacity.pods = resources.max_pods;
+    }
+    Ok(capstan_agents::node::agent::Config {
+        identity: NodeIdentity {
+            name: name.to_owned(),
+            address: node_ip,
+            labels: resources.labels,
+            taints: resources.taints,
+            capacity,
+            agent_port,
+        },
+        heartbeat: Heartbeat::default(),
+        data_dir,
+        pod_cidr: resources.pod_cidr,
+        log_limits: resources.log_limits,
+        backoff_initial: pods::BACKOFF_INITIAL,
+        backoff_max: pods::BACKOFF_MAX,
+        listener: Some(listener),
+        // Containers' mounts go through this binary's `container-init`.
+        init_program: std::env::current_exe().ok(),
+        dns: resources.dns,
+    })
+}
+
+/// Cluster DNS at `nameserver` for the pods, with this host's search domains after the
+/// cluster's, as the kubelet appends them.
+fn pod_dns(nameserver: std::net::IpAddr, zone: &str) -> capstan_agents::node::pods::Dns {
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let host_search = host
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("search"))
+        .flat_map(|rest| rest.split_whitespace().map(str::to_owned))
+        .collect();
+    capstan_agents::node::pods::Dns {
+        nameserver,
+        zone: zone.to_owned(),
+        host_search,
+    }
+}
+
+/// `key=value,key2=value2` (upstream's `--node-labels`).
+fn parse_labels(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| format!("--node-labels: {p:?} is not key=value"))
+        })
+        .collect()
+}
+
+/// `key=value:Effect,key2:Effect` (upstream's `--register-with-taints`).
+fn parse_taints(text: &str) -> Result<Vec<k8s_openapi::api::core::v1::Taint>, String> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (kv, effect) = p
+                .rsplit_once(':')
+                .ok_or_else(|| format!("--register-with-taints: {p:?} is not key[=value]:Effect"))?;
+            if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
+                return Err(format!("--register-with-taints: unknown effect {effect:?}"));
+            }
+            let (key, value) = match kv.split_once('=') {
+                Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                None => (kv.to_owned(), None),
+            };
+            Ok(k8s_openapi::api::core::v1::Taint {
+                key,
+                value,
+                effect: effect.to_owned(),
+                time_added: None,
+            })
+        })
+        .collect()
+}
+
+async fn run_dns(args: DnsArgs) -> Result<(), String> {
+    let client = api_client(&args.master).map_err(|e| format!("--master: {e}"))?;
+    let server = start_dns(&client, args.listen, &args.cluster_domain, args.service_ip).await?;
+    println!("capstan dns ready on {}", server.local_addr());
+    let shutdown = shutdown_signal()?;
+    tokio::select! {
+        r = server.run(client) => r.map_err(|e| e.to_string()),
+        () = shutdown => Ok(()),
+    }
+}
+
+/// Binds the cluster DNS (forwarding to this host's nameservers) and publishes its
+/// Service if given a ClusterIP for it.
+async fn start_dns(
+    client: &kube::Client,
+    listen: SocketAddr,
+    zone: &str,
+    service_ip: Option<std::net::IpAddr>,
+) -> Result<capstan_agents::dns::Server, String> {
+    use capstan_agents::dns;
+    let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut config = dns::Config::new(listen, dns::upstreams_from_resolv_conf(&resolv));
+    config.zone = zone.to_owned();
+    let server = dns::Server::bind(config)
+        .await
+        .map_err(|e| format!("cannot serve DNS on {listen}: {e}"))?;
+    if let Some(ip) = service_ip {
+        let (client, bound) = (client.clone(), server.local_addr());
+        // In the background: the API may not be up yet.
+        tokio::spawn(async move {
+            let mut retry = Duration::from_millis(200);
+            while let Err(e) = dns::publish_service(&client, ip, bound).await {
+                tracing::warn!(error = %e, "publishing the kube-dns Service failed; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(7));
+            }
+            tracing::info!(cluster_ip = %ip, server = %bound, "published the kube-dns Service");
+        });
+    }
+    Ok(server)
 }
 
 /// Completes on Ctrl-C or SIGTERM.

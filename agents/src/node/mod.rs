@@ -5,8 +5,14 @@
 //! - [`spec`]: a container's command line and environment from its pod's spec.
 //! - [`volumes`]: a pod's emptyDir, configMap and secret volumes as directories.
 //! - [`process`]: the default container runtime, each container a local OS process.
+//! - [`init`]: `container-init`, which gives a container its mounts and `exec`s its command.
 //! - [`probe`]: liveness, readiness and startup probes: one try, and the thresholds.
+//! - [`logs`]: the agent's HTTP port for container logs (the kubelet's `containerLogs`).
 
+pub mod agent;
+pub mod init;
+pub mod logs;
+pub mod pods;
 pub mod probe;
 pub mod process;
 pub mod registration;

@@ -17,6 +17,8 @@ pub struct Cluster {
     _node: Arc<Node>,
     _dir: tempfile::TempDir,
     pub client: Client,
+    /// The API's URL (REST and the mesh API).
+    pub url: String,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -36,6 +38,7 @@ pub async fn start() -> Cluster {
         _node: node,
         _dir: dir,
         client,
+        url: format!("http://{addr}"),
         _shutdown: tx,
     }
 }

@@ -1,0 +1,458 @@
+//! The node agent's main loop (`capstan agent`): registers the node, heartbeats, follows
+//! the node's pod assignments and keeps one [`Worker`] per pod.
+//!
+//! - **Assignments** come over the mesh API's `NodeAssignments` stream: a snapshot of the
+//!   node's pods, then changes, resumable from the last `resource_version` (a position
+//!   the watch cache no longer has gives `OUT_OF_RANGE`, and the agent starts again with
+//!   a snapshot). When a snapshot ends, every worker whose pod was not in it stops its
+//!   pod (it was deleted while the stream was down), and containers the runtime adopted
+//!   for pods that are gone are stopped and their files removed.
+//! - **Status reports** go over the mesh API's `ReportPodStatus`.
+//! - **The API unreachable**: the stream is retried with back-off (200 ms doubling to
+//!   7 s); workers and their containers go on as they were, status reports wait and
+//!   retry. Nothing is stopped for want of the API.
+//! - **Agent restarts**: the runtime adopts the containers that outlived the previous
+//!   agent before the first snapshot, and each pod's worker takes its own back.
+//! - **Pod addresses** come from the node's `spec.podCIDR` (set by the controller
+//!   manager's node IPAM), or from `--pod-cidr`.
+//!
+//! Left out: static pods, the node's own status about images and volumes, eviction.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use capstan_proto::mesh::assignment::Type as AssignmentType;
+use capstan_proto::mesh::mesh_client::MeshClient;
+use capstan_proto::mesh::{NodeAssignmentsRequest, PodStatusReport};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::Api;
+use kube::Client;
+use tokio::sync::watch;
+use tonic::transport::Channel;
+
+use super::logs::{self, ContainerLog, PodLogs};
+use super::pods::{self, Context, IpPool, StatusSink, Worker};
+use super::process::{self, LogLimits, ProcessRuntime};
+use super::registration::{self, Heartbeat, NodeIdentity};
+use crate::nodeipam::Cidr;
+use crate::{AgentError, Result};
+
+/// Retries of the assignment stream and of registration: first and longest pause.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(7);
+/// How often the containers' logs are checked for rotation.
+const LOG_ROTATION_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the node is read while waiting for its `podCIDR`.
+const POD_CIDR_POLL: Duration = Duration::from_millis(500);
+/// Uids of pods the agent has finished with, remembered so that a late assignment of
+/// one does not start it again; forgotten beyond this many.
+const DONE_UIDS_MAX: usize = 10_000;
+/// The grace period of an adopted container whose pod is gone.
+const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+
+/// How to run one node agent.
+pub struct Config {
+    pub identity: NodeIdentity,
+    pub heartbeat: Heartbeat,
+    /// Everything the agent keeps: `containers/` (the runtime's) and `pods/`.
+    pub data_dir: PathBuf,
+    /// The pods' addresses, if not the node's `spec.podCIDR`.
+    pub pod_cidr: Option<Cidr>,
+    pub log_limits: LogLimits,
+    /// The crash back-off's first delay and cap.
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    /// Where the agent's HTTP port (container logs, for the API's `pods/log`) listens;
+    /// its port should be `identity.agent_port`.
+    pub listener: Option<tokio::net::TcpListener>,
+    /// The program containers with mounts start through (`capstan`, for its
+    /// `container-init`); without it containers get no mounts.
+    pub init_program: Option<PathBuf>,
+    /// Cluster DNS for the pods' resolv.conf.
+    pub dns: Option<pods::Dns>,
+}
+
+/// Status reports over the mesh API.
+struct MeshStatus(MeshClient<Channel>);
+
+impl StatusSink for MeshStatus {
+    fn report(
+        &self,
+        namespace: String,
+        name: String,
+        status: serde_json::Value,
+    ) -> futures::future::BoxFuture<'static, std::result::Result<bool, String>> {
+        let mut client = self.0.clone();
+        Box::pin(async move {
+            let status = serde_json::to_vec(&status).map_err(|e| e.to_string())?.into();
+            let report = PodStatusReport {
+                namespace,
+                name,
+                status,
+                resource_version: String::new(),
+            };
+            match client.report_pod_status(report).await {
+                Ok(_) => Ok(true),
+                Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+                Err(s) => Err(format!("{}: {}", s.code(), s.message())),
+            }
+        })
+    }
+}
+
+/// The running agent: what `run` built, for the log server and tests.
+pub struct Agent {
+    pub context: Arc<Context>,
+}
+
+/// Registers the node and runs its pods until the future is dropped. `client` reaches the
+/// Kubernetes API over REST, `mesh` the same server's mesh API.
+pub async fn run(
+    client: Client,
+    mesh: MeshClient<Channel>,
+    config: Config,
+    started: impl FnOnce(&Agent),
+) -> Result<()> {
+    let mut runtime = ProcessRuntime::new(config.data_dir.join("containers"), config.log_limits)?;
+    // Mount namespaces need root (CAP_SYS_ADMIN); without it volumeMounts fail clearly.
+    let mounts = config.init_program.is_some() && rustix::process::geteuid().is_root();
+    if let Some(program) = config.init_program.clone().filter(|_| mounts) {
+        runtime = runtime.with_init_program(program);
+    } else {
+        tracing::warn!(
+            "containers get no mounts (volumeMounts, resolv.conf, hosts): the agent needs root and an init program"
+        );
+    }
+    let runtime = Arc::new(runtime);
+    let pods_dir = config.data_dir.join("pods");
+    std::fs::create_dir_all(&pods_dir).map_err(|e| AgentError::Io(format!("creating {}", pods_dir.display()), e))?;
+    // Before anything else: the containers a previous agent left running.
+    let mut adopted: HashMap<String, Vec<process::Container>> = HashMap::new();
+    for c in runtime.adopt()? {
+        adopted.entry(c.pod_uid().to_owned()).or_default().push(c);
+    }
+    let node = register(&client, &config.identity).await;
+    let heartbeat = tokio::spawn(registration::keep_heartbeating(
+        client.clone(),
+        config.identity.clone(),
+        node,
+        config.heartbeat.clone(),
+    ));
+    let _heartbeat = AbortOnDrop(heartbeat);
+    let cidr = match config.pod_cidr {
+        Some(c) => c,
+        None => wait_for_pod_cidr(&client, &config.identity.name).await,
+    };
+    tracing::info!(node = %config.identity.name, pod_cidr = %cidr, "the node's pods get addresses from its pod CIDR");
+    let context = Arc::new(Context {
+        runtime: runtime.clone(),
+        client: client.clone(),
+        status: Arc::new(MeshStatus(mesh.clone())),
+        node_name: config.identity.name.clone(),
+        host_ip: config.identity.address,
+        pods_dir,
+        ips: Mutex::new(IpPool::new(cidr)),
+        node_cpu_millis: config.identity.capacity.cpu_millis,
+        node_memory_bytes: config.identity.capacity.memory_bytes,
+        backoff_initial: config.backoff_initial,
+        backoff_max: config.backoff_max,
+        dns: config.dns.clone(),
+        mounts,
+        running: Mutex::new(BTreeMap::new()),
+    });
+    let rotation = tokio::spawn({
+        let runtime = runtime.clone();
+        async move {
+            loop {
+                tokio::time::sleep(LOG_ROTATION_INTERVAL).await;
+                let r = runtime.clone();
+                match tokio::task::spawn_blocking(move || r.rotate_logs()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "rotating container logs failed"),
+                    Err(e) => tracing::warn!(error = %e, "rotating container logs panicked"),
+                }
+            }
+        }
+    });
+    let _rotation = AbortOnDrop(rotation);
+    let _server = config.listener.map(|listener| {
+        let router = logs::router(Arc::new(Logs(context.clone())));
+        AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the agent's HTTP port stopped");
+            }
+        }))
+    });
+    started(&Agent {
+        context: context.clone(),
+    });
+    follow_assignments(context, mesh, &config.identity.name, adopted).await;
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The log server's view of the pods: their containers' log files and running state.
+struct Logs(Arc<Context>);
+
+impl PodLogs for Logs {
+    fn containers(&self, namespace: &str, name: &str) -> Option<Vec<ContainerLog>> {
+        let runs = self
+            .0
+            .running
+            .lock()
+            .expect("invariant: no panics while the lock is held")
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()?;
+        let runtime = &self.0.runtime;
+        Some(
+            runs.containers
+                .iter()
+                .map(|(container, (init, running))| {
+                    let previous = runtime.log_path(&runs.uid, container, true);
+                    ContainerLog {
+                        name: container.clone(),
+                        init: *init,
+                        current: runtime.log_path(&runs.uid, container, false),
+                        previous: previous.exists().then_some(previous),
+                        running: running.subscribe(),
+                    }
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Registers the node, retrying until the API answers.
+async fn register(client: &Client, identity: &NodeIdentity) -> Node {
+    let mut retry = RETRY_FIRST;
+    loop {
+        match registration::register(client, identity).await {
+            Ok(node) => return node,
+            Err(e) => {
+                tracing::warn!(node = %identity.name, error = %e, "registering the node failed; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Waits until the node has a `spec.podCIDR` it can use.
+async fn wait_for_pod_cidr(client: &Client, node: &str) -> Cidr {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut waited = 0u32;
+    loop {
+        match nodes.get(node).await {
+            Ok(n) => {
+                if let Some(text) = n.spec.and_then(|s| s.pod_cidr) {
+                    match text.parse::<Cidr>() {
+                        Ok(c) => return c,
+                        Err(e) => {
+                            tracing::error!(node, pod_cidr = %text, error = %e, "the node's pod CIDR is not usable")
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(node, error = %e, "reading the node failed"),
+        }
+        waited += 1;
+        if waited % 20 == 0 {
+            tracing::warn!(node, "still waiting for the node's pod CIDR (is the controller-manager's node IPAM running? --pod-cidr sets one)");
+        }
+        tokio::time::sleep(POD_CIDR_POLL).await;
+    }
+}
+
+/// One worker's handle: its pod's channel and its task.
+struct Handle {
+    desired: watch::Sender<Option<Arc<Pod>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Follows the node's assignments, for as long as it runs.
+async fn follow_assignments(
+    ctx: Arc<Context>,
+    mut mesh: MeshClient<Channel>,
+    node: &str,
+    mut adopted: HashMap<String, Vec<process::Container>>,
+) {
+    let mut workers: HashMap<String, Handle> = HashMap::new();
+    let mut done: HashSet<String> = HashSet::new();
+    let mut resource_version = String::new();
+    let mut retry = RETRY_FIRST;
+    loop {
+        let request = NodeAssignmentsRequest {
+            node_name: node.to_owned(),
+            resource_version: resource_version.clone(),
+        };
+        let mut stream = match mesh.node_assignments(request).await {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                if s.code() == tonic::Code::OutOfRange {
+                    tracing::info!(
+                        node,
+                        "the assignment position is too old; starting again from a snapshot"
+                    );
+                    resource_version.clear();
+                    continue;
+                }
+                tracing::warn!(node, code = ?s.code(), message = s.message(), "the assignment stream failed; retrying");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(RETRY_MAX);
+                continue;
+            }
+        };
+        let mut snapshot: Option<HashSet<String>> = resource_version.is_empty().then(HashSet::new);
+        loop {
+            let message = match stream.message().await {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    tracing::info!(node, "the assignment stream ended; reconnecting");
+                    break;
+                }
+                Err(s) => {
+                    if s.code() == tonic::Code::OutOfRange {
+                        resource_version.clear();
+                    }
+                    tracing::warn!(node, code = ?s.code(), message = s.message(), "the assignment stream failed; reconnecting");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(RETRY_MAX);
+                    break;
+                }
+            };
+            retry = RETRY_FIRST;
+            workers.retain(|_, h| !h.task.is_finished());
+            match AssignmentType::try_from(message.r#type) {
+                Ok(AssignmentType::Upsert) => {
+                    let pod: Pod = match serde_json::from_slice(&message.pod) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::error!(node, error = %e, "an assigned pod could not be decoded; skipping it");
+                            continue;
+                        }
+                    };
+                    let Some(uid) = pod.metadata.uid.clone() else { continue };
+                    if let Some(seen) = snapshot.as_mut() {
+                        seen.insert(uid.clone());
+                    }
+                    if done.contains(&uid) {
+                        continue;
+                    }
+                    let pod = Arc::new(pod);
+                    match workers.get(&uid) {
+                        Some(h) => {
+                            h.desired.send_replace(Some(pod));
+                        }
+                        None => {
+                            let (tx, rx) = watch::channel(Some(pod.clone()));
+                            let worker = Worker::new(ctx.clone(), pod, adopted.remove(&uid).unwrap_or_default());
+                            let task = tokio::spawn(worker.run(rx));
+                            workers.insert(uid.clone(), Handle { desired: tx, task });
+                            if done.len() >= DONE_UIDS_MAX {
+                                done.clear();
+                            }
+                        }
+                    }
+                }
+                Ok(AssignmentType::Delete) => {
+                    let uid = serde_json::from_slice::<Pod>(&message.pod)
+                        .ok()
+                        .and_then(|p| p.metadata.uid);
+                    if let Some(uid) = uid {
+                        if let Some(h) = workers.remove(&uid) {
+                            h.desired.send_replace(None);
+                            // The task goes on stopping the pod; it is not awaited here.
+                        }
+                        done.insert(uid);
+                    }
+                }
+                Ok(AssignmentType::SnapshotEnd) => {
+                    if let Some(seen) = snapshot.take() {
+                        let gone: Vec<String> = workers.keys().filter(|u| !seen.contains(*u)).cloned().collect();
+                        for uid in gone {
+                            if let Some(h) = workers.remove(&uid) {
+                                tracing::info!(node, pod_uid = %uid, "a pod was removed while the stream was down; stopping it");
+                                h.desired.send_replace(None);
+                            }
+                        }
+                        stop_orphans(&ctx, std::mem::take(&mut adopted), &seen);
+                    }
+                }
+                Ok(AssignmentType::Bookmark) | Ok(AssignmentType::Unspecified) | Err(_) => {}
+            }
+            if !message.resource_version.is_empty() {
+                resource_version = message.resource_version;
+            }
+        }
+    }
+}
+
+/// Stops the adopted containers of pods that are no longer assigned here and removes
+/// their files; removes the files of pods with nothing running too.
+fn stop_orphans(ctx: &Arc<Context>, adopted: HashMap<String, Vec<process::Container>>, assigned: &HashSet<String>) {
+    for (uid, containers) in adopted {
+        if assigned.contains(&uid) {
+            continue;
+        }
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            for mut c in containers {
+                tracing::info!(pod_uid = %uid, container = c.name(), "stopping a container whose pod is gone");
+                if let Err(e) = ctx.runtime.stop(&mut c, ORPHAN_GRACE).await {
+                    tracing::warn!(pod_uid = %uid, error = %e, "stopping an orphaned container failed");
+                }
+            }
+            remove_pod_files(&ctx, &uid);
+        });
+    }
+    // Pods whose containers all ended while no agent ran, and which are gone.
+    for dir in [ctx.pods_dir.clone(), ctx.runtime.root().to_path_buf()] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let uid = entry.file_name().to_string_lossy().into_owned();
+            if !assigned.contains(&uid) && is_stale(ctx, &uid) {
+                remove_pod_files(ctx, &uid);
+            }
+        }
+    }
+}
+
+/// Whether nothing of pod `uid` runs (no worker has it either: the caller checked it is
+/// not assigned).
+fn is_stale(ctx: &Context, uid: &str) -> bool {
+    !ctx.running
+        .lock()
+        .expect("invariant: no panics while the lock is held")
+        .values()
+        .any(|r| r.uid == uid)
+}
+
+fn remove_pod_files(ctx: &Context, uid: &str) {
+    if let Err(e) = ctx.runtime.remove_pod(uid) {
+        tracing::warn!(pod_uid = %uid, error = %e, "removing an old pod's container files failed");
+    }
+    let dir = ctx.pods_dir.join(uid);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "removing an old pod's directory failed"),
+    }
+}
+
+/// A mesh API client for the API server at `url` (plain HTTP/2), connecting on first use.
+/// Must be called within a tokio runtime.
+pub fn mesh_client(url: &str) -> Result<MeshClient<Channel>> {
+    let channel = Channel::from_shared(url.to_owned())
+        .map_err(|e| AgentError::Config(format!("the API's URL {url:?}: {e}")))?
+        .connect_lazy();
+    Ok(MeshClient::new(channel))
+}

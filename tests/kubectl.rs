@@ -23,31 +23,6 @@ const SCRIPT_DEADLINE: Duration = Duration::from_secs(300);
 /// The longest any condition is waited for before the test fails.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn works(kubectl: &Path) -> bool {
-    Command::new(kubectl)
-        .args(["version", "--client"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Every kubectl to test with.
-fn kubectls() -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let debian = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/kubectl-1.20/usr/bin/kubectl");
-    if works(&debian) {
-        found.push(debian);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        if let Some(k) = std::env::split_paths(&path)
-            .map(|d| d.join("kubectl"))
-            .find(|k| works(k))
-        {
-            found.push(k);
-        }
-    }
-    found
-}
-
 /// Runs tests/kubectl.sh with `kubectl` against the API of `kubeconfig`.
 fn run_scenario(kubectl: &Path, kubeconfig: &Path, work: &Path, server: &Server) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubectl.sh");
@@ -66,18 +41,9 @@ fn run_scenario(kubectl: &Path, kubeconfig: &Path, work: &Path, server: &Server)
     }
 }
 
-fn kubectls_or_fail() -> Vec<PathBuf> {
-    let found = kubectls();
-    assert!(
-        !found.is_empty(),
-        "no kubectl found: run scripts/install-deps.sh test (it unpacks Debian's kubectl 1.20 into .tools/)"
-    );
-    found
-}
-
 #[test]
 fn kubectl_drives_the_kubernetes_api() {
-    for k in &kubectls_or_fail() {
+    for k in &common::kubectls_or_fail() {
         let dir = tempfile::tempdir().expect("temp dir");
         let kubeconfig = dir.path().join("kubeconfig");
         let kc = kubeconfig.to_str().expect("utf-8 path");
@@ -144,7 +110,7 @@ fn start_etcd(dir: &Path) -> Etcd {
 
 #[test]
 fn kubectl_drives_the_api_over_a_real_etcd() {
-    let found = kubectls_or_fail();
+    let found = common::kubectls_or_fail();
     let dir = tempfile::tempdir().expect("temp dir");
     let etcd = start_etcd(dir.path());
     let kubeconfig = dir.path().join("kubeconfig");
@@ -240,7 +206,7 @@ fn create_configmap(kubectl: &Path, kubeconfig: &Path, work: &Path, name: &str) 
 
 #[test]
 fn api_replicas_over_a_three_member_store_see_each_others_writes() {
-    let kubectl = kubectls_or_fail().remove(0);
+    let kubectl = common::kubectls_or_fail().remove(0);
     let mut config = ClusterConfig::new(3, PathBuf::from(env!("CARGO_BIN_EXE_capstan")));
     config.apiserver = true;
     let mut cluster = Cluster::start(config).expect("start the cluster");

@@ -24,66 +24,6 @@ source "$(dirname "$0")/checks.sh"
 # A fresh discovery cache: a stale one hides resources.
 k() { "$KUBECTL_BIN" --kubeconfig "$KC" --cache-dir "$WORK/cache" --request-timeout 30s "$@"; }
 
-# check NAME EXPECTED-SUBSTRING OUTPUT: OUTPUT must contain the substring.
-check() {
-  CHECKS=$((CHECKS + 1))
-  if [[ "$3" == *"$2"* ]]; then
-    echo "ok   $1"
-  else
-    fail "$1" "expected to contain: $2" "got: $3"
-  fi
-}
-
-# check_not NAME UNEXPECTED-SUBSTRING OUTPUT
-check_not() {
-  CHECKS=$((CHECKS + 1))
-  if [[ "$3" != *"$2"* ]]; then
-    echo "ok   $1"
-  else
-    fail "$1" "expected not to contain: $2" "got: $3"
-  fi
-}
-
-# check_eq NAME EXPECTED OUTPUT
-check_eq() {
-  CHECKS=$((CHECKS + 1))
-  if [ "$3" = "$2" ]; then
-    echo "ok   $1"
-  else
-    fail "$1" "expected: $2" "got: $3"
-  fi
-}
-
-# wait_for NAME FILE SUBSTRING: waits (30 s at most) until FILE contains SUBSTRING.
-wait_for() {
-  CHECKS=$((CHECKS + 1))
-  local i
-  for i in $(seq 300); do
-    if grep -qF -- "$3" "$2" 2>/dev/null; then
-      echo "ok   $1"
-      return 0
-    fi
-    sleep 0.1
-  done
-  fail "$1" "expected $2 to contain: $3" "got: $(cat "$2" 2>/dev/null)"
-}
-
-# wait_eq NAME EXPECTED CMD...: waits (30 s at most) until CMD prints exactly EXPECTED.
-wait_eq() {
-  CHECKS=$((CHECKS + 1))
-  local name=$1 want=$2 got i
-  shift 2
-  for i in $(seq 300); do
-    got=$("$@" 2>&1)
-    if [ "$got" = "$want" ]; then
-      echo "ok   $name"
-      return 0
-    fi
-    sleep 0.1
-  done
-  fail "$name" "expected: $want" "got: $got"
-}
-
 echo "kubectl: $("$KUBECTL_BIN" version --client 2>&1 | head -1)"
 
 out=$(k get ns 2>&1)

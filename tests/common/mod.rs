@@ -81,6 +81,7 @@ impl Server {
         let ready: &'static str = match component {
             "scheduler" => "capstan scheduler ready as ",
             "proxy" => "capstan proxy ready on node ",
+            "agent" => "capstan agent ready on node ",
             _ => "capstan controller-manager ready as ",
         };
         Server::spawn_until_ready(&args, ready, env, log)
@@ -309,3 +310,37 @@ pub const TIMING: [&str; 6] = [
     "--leader-elect-retry-period",
     "500ms",
 ];
+
+fn works(kubectl: &Path) -> bool {
+    Command::new(kubectl)
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Every kubectl to test with.
+pub fn kubectls() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let debian = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/kubectl-1.20/usr/bin/kubectl");
+    if works(&debian) {
+        found.push(debian);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        if let Some(k) = std::env::split_paths(&path)
+            .map(|d| d.join("kubectl"))
+            .find(|k| works(k))
+        {
+            found.push(k);
+        }
+    }
+    found
+}
+
+pub fn kubectls_or_fail() -> Vec<PathBuf> {
+    let found = kubectls();
+    assert!(
+        !found.is_empty(),
+        "no kubectl found: run scripts/install-deps.sh test (it unpacks Debian's kubectl 1.20 into .tools/)"
+    );
+    found
+}

@@ -349,10 +349,25 @@ pub async fn publish_service(client: &Client, cluster_ip: IpAddr, server: Socket
             {"name": "dns-tcp", "port": server.port(), "protocol": "TCP"},
         ]}],
     });
-    let params = PatchParams::apply("capstan-dns").force();
-    let services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
-    services.patch("kube-dns", &params, &Patch::Apply(&service)).await?;
-    let eps: Api<Endpoints> = Api::namespaced(client.clone(), "kube-system");
-    eps.patch("kube-dns", &params, &Patch::Apply(&endpoints)).await?;
+    // Created when missing, else merged into (the API has no server-side apply yet).
+    async fn put<K>(api: Api<K>, object: serde_json::Value) -> Result<()>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + serde::Serialize,
+    {
+        match api.get_opt("kube-dns").await? {
+            Some(_) => {
+                api.patch("kube-dns", &PatchParams::default(), &Patch::Merge(&object))
+                    .await?;
+            }
+            None => {
+                let typed: K = serde_json::from_value(object)
+                    .map_err(|e| AgentError::Config(format!("the kube-dns object: {e}")))?;
+                api.create(&kube::api::PostParams::default(), &typed).await?;
+            }
+        }
+        Ok(())
+    }
+    put(Api::<Service>::namespaced(client.clone(), "kube-system"), service).await?;
+    put(Api::<Endpoints>::namespaced(client.clone(), "kube-system"), endpoints).await?;
     Ok(())
 }

@@ -1,0 +1,59 @@
+//! The README's walk-through with kubectl and curl (tests/walkthrough.sh) against the
+//! whole single-node cluster in one process, as `make up` starts it: store, API,
+//! controller-manager, scheduler, node agent, node proxy and cluster DNS.
+
+mod common;
+
+use std::time::Duration;
+
+use common::Server;
+
+/// Rollouts start real processes; this only bounds a hang.
+const SCRIPT_DEADLINE: Duration = Duration::from_secs(600);
+
+#[test]
+fn the_walkthrough_runs_a_deployment_behind_a_service() {
+    let kubectl = common::kubectls_or_fail().remove(0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let kc = kubeconfig.to_str().expect("utf-8 path");
+    let server = Server::start_with(
+        &dir.path().join("data"),
+        &dir.path().join("server.log"),
+        &[
+            "--apiserver-listen",
+            "127.0.0.1:0",
+            "--write-kubeconfig",
+            kc,
+            "--scheduler",
+            "--node-name",
+            "walkthrough",
+            "--agent-port",
+            "0",
+            "--dns-listen",
+            "127.0.0.1:0",
+            // Not the default range: a cluster started by hand (`make up`) on this
+            // machine has its ClusterIPs (and the kube-dns one) there.
+            "--service-cluster-ip-range",
+            "127.66.0.0/16",
+        ],
+    );
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/walkthrough.sh");
+    let bin = kubectl.to_str().expect("utf-8 path");
+    let (status, output) = common::run_script(
+        &script,
+        &[bin, kc, "127.0.0.1"],
+        &dir.path().join("script.out"),
+        SCRIPT_DEADLINE,
+    );
+    println!("{output}");
+    match status {
+        None => panic!("tests/walkthrough.sh did not finish within {SCRIPT_DEADLINE:?}:\n{output}"),
+        Some(s) => assert!(
+            s.success(),
+            "tests/walkthrough.sh with {bin} failed ({s}); the failed checks:\n{}\n--- server log ---\n{}",
+            common::failed_checks(&output),
+            server.log_tail()
+        ),
+    }
+}

@@ -15,6 +15,8 @@ const SCRIPT_DEADLINE: Duration = Duration::from_secs(600);
 fn the_walkthrough_runs_a_deployment_behind_a_service() {
     let kubectl = common::kubectls_or_fail().remove(0);
     let dir = tempfile::tempdir().expect("temp dir");
+    // Declared after `dir`, so dropped before it: the containers go first.
+    let _reaper = common::Reaper(dir.path().join("data/node"));
     let kubeconfig = dir.path().join("kubeconfig");
     let kc = kubeconfig.to_str().expect("utf-8 path");
     let server = Server::start_with(

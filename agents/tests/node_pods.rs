@@ -69,6 +69,19 @@ async fn agent(
     (task, ctx)
 }
 
+/// Kills what the test's agents left running under `dir` (containers outlive agents).
+struct Reaper(std::path::PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        for root in [self.0.join("containers"), self.0.join("agent/containers")] {
+            if let Ok(runtime) = capstan_agents::node::process::ProcessRuntime::new(root, LogLimits::default()) {
+                runtime.kill_all();
+            }
+        }
+    }
+}
+
 async fn create(pods: &Api<Pod>, pod: Value) -> Pod {
     let pod: Pod = serde_json::from_value(pod).expect("a pod");
     pods.create(&PostParams::default(), &pod).await.expect("create the pod")
@@ -126,6 +139,7 @@ fn merge(into: &mut Value, from: Value) {
 async fn a_pod_runs_with_its_address_and_environment_and_stops_gracefully_in_order() {
     let cluster = start().await;
     let dir = tempfile::tempdir().expect("dir");
+    let _reaper = Reaper(dir.path().to_path_buf());
     let (_agent, ctx) = agent(
         &cluster,
         &dir.path().join("agent"),
@@ -212,6 +226,7 @@ async fn a_pod_runs_with_its_address_and_environment_and_stops_gracefully_in_ord
 async fn restart_policies_decide_the_phase_and_crashes_back_off() {
     let cluster = start().await;
     let dir = tempfile::tempdir().expect("dir");
+    let _reaper = Reaper(dir.path().to_path_buf());
     let (_agent, _ctx) = agent(&cluster, dir.path(), "n2", "127.202.0.0/24", Duration::from_secs(1)).await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     create(
@@ -295,6 +310,7 @@ async fn restart_policies_decide_the_phase_and_crashes_back_off() {
 async fn init_containers_run_in_order_before_the_containers() {
     let cluster = start().await;
     let dir = tempfile::tempdir().expect("dir");
+    let _reaper = Reaper(dir.path().to_path_buf());
     let (_agent, _ctx) = agent(&cluster, dir.path(), "n3", "127.203.0.0/24", Duration::from_secs(1)).await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     let out = dir.path().join("order");
@@ -354,6 +370,7 @@ async fn init_containers_run_in_order_before_the_containers() {
 async fn probes_decide_readiness_and_restart_an_unhealthy_container() {
     let cluster = start().await;
     let dir = tempfile::tempdir().expect("dir");
+    let _reaper = Reaper(dir.path().to_path_buf());
     let (_agent, _ctx) = agent(&cluster, dir.path(), "n4", "127.204.0.0/24", Duration::from_secs(1)).await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     let ready = dir.path().join("ready");
@@ -421,6 +438,7 @@ async fn probes_decide_readiness_and_restart_an_unhealthy_container() {
 async fn a_restarted_agent_adopts_its_running_containers() {
     let cluster = start().await;
     let dir = tempfile::tempdir().expect("dir");
+    let _reaper = Reaper(dir.path().to_path_buf());
     let (first, ctx) = agent(&cluster, dir.path(), "n5", "127.205.0.0/24", Duration::from_secs(1)).await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     let pod = create(&pods, shell("n5", "long", "while :; do sleep 0.05; done", json!({}))).await;

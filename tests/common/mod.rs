@@ -344,3 +344,16 @@ pub fn kubectls_or_fail() -> Vec<PathBuf> {
     );
     found
 }
+
+/// Kills every container still running under a node agent's root directory when dropped:
+/// containers outlive their agent by design, and a test must not leave processes behind.
+pub struct Reaper(pub PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        use capstan_agents::node::process::{LogLimits, ProcessRuntime};
+        if let Ok(runtime) = ProcessRuntime::new(self.0.join("containers"), LogLimits::default()) {
+            runtime.kill_all();
+        }
+    }
+}

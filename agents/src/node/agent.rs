@@ -115,7 +115,12 @@ pub async fn run(
     config: Config,
     started: impl FnOnce(&Agent),
 ) -> Result<()> {
-    let mut runtime = ProcessRuntime::new(config.data_dir.join("containers"), config.log_limits)?;
+    // Absolute: paths under it are handed to containers (mount sources, working dirs).
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| AgentError::Io(format!("creating {}", config.data_dir.display()), e))?;
+    let data_dir = std::fs::canonicalize(&config.data_dir)
+        .map_err(|e| AgentError::Io(format!("resolving {}", config.data_dir.display()), e))?;
+    let mut runtime = ProcessRuntime::new(data_dir.join("containers"), config.log_limits)?;
     // Mount namespaces need root (CAP_SYS_ADMIN); without it volumeMounts fail clearly.
     let mounts = config.init_program.is_some() && rustix::process::geteuid().is_root();
     if let Some(program) = config.init_program.clone().filter(|_| mounts) {
@@ -126,7 +131,7 @@ pub async fn run(
         );
     }
     let runtime = Arc::new(runtime);
-    let pods_dir = config.data_dir.join("pods");
+    let pods_dir = data_dir.join("pods");
     std::fs::create_dir_all(&pods_dir).map_err(|e| AgentError::Io(format!("creating {}", pods_dir.display()), e))?;
     // Before anything else: the containers a previous agent left running.
     let mut adopted: HashMap<String, Vec<process::Container>> = HashMap::new();

@@ -289,7 +289,7 @@ impl Ended {
     fn state(&self) -> ContainerState {
         ContainerState {
             terminated: Some(ContainerStateTerminated {
-                container_id: Some(self.id.clone()),
+                container_id: (!self.id.is_empty()).then(|| self.id.clone()),
                 exit_code: self.exit_code,
                 signal: self.signal,
                 reason: Some(self.reason.clone()),

@@ -783,6 +783,26 @@ impl ProcessRuntime {
         Ok(adopted)
     }
 
+    /// Kills (`SIGKILL` to its process group) every container still running under the
+    /// root; returns how many. Containers outlive the agent by design: this is for tearing
+    /// a node down for good, and for tests, which must not leave processes behind.
+    pub fn kill_all(&self) -> usize {
+        let Ok(dirs) = self.container_dirs() else { return 0 };
+        let mut killed = 0;
+        for (_, _, dir) in dirs {
+            let Ok(Some(state)) = read_state(&dir.join(STATE_FILE)) else {
+                continue;
+            };
+            if state.pid > 1
+                && process_is(state.pid, state.start_time_ticks)
+                && signal_group(state.pid, Some(state.start_time_ticks), Signal::KILL).is_ok()
+            {
+                killed += 1;
+            }
+        }
+        killed
+    }
+
     /// The state file of a container, if it has one.
     pub fn state(&self, pod_uid: &str, container: &str) -> Result<Option<ContainerState>> {
         validate_names(pod_uid, container)?;

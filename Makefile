@@ -6,6 +6,7 @@ DATA_DIR ?= ./.capstan/default
 LISTEN ?= 127.0.0.1:2379
 API_LISTEN ?= 127.0.0.1:6443
 KUBECONFIG_OUT ?= ./.capstan/kubeconfig
+NODE_NAME ?= node1
 
 .PHONY: up test build deps test-deps bench bench-deps fmt clippy clean
 
@@ -21,16 +22,17 @@ bench-deps:
 build: deps
 	$(CARGO) build --bin capstan
 
-## Start the embedded default cluster: a single-member store and the Kubernetes API in
-## one process.
+## Start the embedded default cluster in one process: a single-member store, the
+## Kubernetes API, the controller-manager, the scheduler, and one node (agent, proxy, DNS).
 up: build
-	@echo "Starting a single-member Capstan store on $(LISTEN) and the Kubernetes API on $(API_LISTEN),"
-	@echo "data in $(DATA_DIR). Reach it with:"
-	@echo "  kubectl --kubeconfig $(KUBECONFIG_OUT) get ns"
+	@echo "Starting a single-member Capstan store on $(LISTEN), the Kubernetes API on $(API_LISTEN)"
+	@echo "and node $(NODE_NAME), data in $(DATA_DIR). Reach it with:"
+	@echo "  kubectl --kubeconfig $(KUBECONFIG_OUT) get nodes"
 	@echo "  ETCDCTL_API=3 etcdctl --endpoints=$(LISTEN) get --prefix /registry/namespaces --keys-only"
 	@echo "Stop it with Ctrl-C."
 	./target/debug/capstan store --data-dir $(DATA_DIR) --listen-client $(LISTEN) \
-		--apiserver-listen $(API_LISTEN) --write-kubeconfig $(KUBECONFIG_OUT)
+		--apiserver-listen $(API_LISTEN) --write-kubeconfig $(KUBECONFIG_OUT) \
+		--scheduler --node-name $(NODE_NAME)
 
 ## Build and run every test.
 test: test-deps

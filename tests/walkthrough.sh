@@ -110,6 +110,13 @@ check "logs --tail=1 -c web: the last line" "GET /" "$out"
 out=$(k logs "$pod" --previous 2>&1)
 check "logs --previous: none yet" "previous terminated container \"web\" in pod \"$pod\" not found" "$out"
 
+# logs -f follows a container to its end.
+out=$(k run counter --image=busybox --restart=Never --command -- sh -c 'for i in 1 2 3; do echo line-$i; sleep 0.5; done' 2>&1)
+check "run a pod that counts" "pod/counter created" "$out"
+wait_eq "it starts" "true" sh -c "\"$KUBECTL_BIN\" --kubeconfig \"$KC\" get pod counter -o jsonpath='{.status.containerStatuses[0].started}{.status.containerStatuses[0].state.terminated.reason}' | sed 's/^falseCompleted$/true/'"
+out=$(timeout 60 "$KUBECTL_BIN" --kubeconfig "$KC" logs -f counter 2>&1)
+check_eq "logs -f: every line, then the end" "$(printf 'line-1\nline-2\nline-3')" "$out"
+
 # A pod resolves the Service by name through the cluster DNS.
 out=$(k run dns-check --image=python:3 --restart=Never --command -- \
   python3 -c "import socket; print(socket.gethostbyname('web.default.svc.cluster.local'))" 2>&1)

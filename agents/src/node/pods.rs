@@ -1052,14 +1052,7 @@ impl Worker {
         if lasted >= BACKOFF_RESET {
             s.crashes = 0;
         }
-        let delay = if s.crashes == 0 {
-            Duration::ZERO
-        } else {
-            self.ctx
-                .backoff_initial
-                .saturating_mul(1u32.checked_shl(s.crashes - 1).unwrap_or(u32::MAX))
-                .min(self.ctx.backoff_max)
-        };
+        let delay = backoff_delay(s.crashes, self.ctx.backoff_initial, self.ctx.backoff_max);
         s.crashes = s.crashes.saturating_add(1);
         s.restart_at = Some((Instant::now() + delay, delay));
         if !delay.is_zero() {
@@ -1415,6 +1408,17 @@ fn ended_of(
     }
 }
 
+/// The wait before restarting a container that has crashed `crashes` times before this
+/// crash since its last long run: none the first time, then `initial` doubling up to `max`.
+fn backoff_delay(crashes: u32, initial: Duration, max: Duration) -> Duration {
+    if crashes == 0 {
+        return Duration::ZERO;
+    }
+    initial
+        .saturating_mul(1u32.checked_shl(crashes - 1).unwrap_or(u32::MAX))
+        .min(max)
+}
+
 /// A duration as Go prints it (`10s`, `1m20s`, `5m0s`), for the back-off message.
 fn go_duration(d: Duration) -> String {
     let s = d.as_secs();
@@ -1630,6 +1634,15 @@ mod tests {
         assert!(!pool.restore(Ipv4Addr::new(127, 128, 0, 2), "c"), "taken");
         assert!(!pool.restore(Ipv4Addr::new(127, 128, 0, 1), "c"), "the gateway's");
         assert_eq!(pool.used(), 1);
+    }
+
+    #[test]
+    fn crash_back_off_is_the_kubelets() {
+        let delays: Vec<u64> = (0..9)
+            .map(|n| backoff_delay(n, BACKOFF_INITIAL, BACKOFF_MAX).as_secs())
+            .collect();
+        assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300, 300, 300]);
+        assert_eq!(backoff_delay(u32::MAX, BACKOFF_INITIAL, BACKOFF_MAX), BACKOFF_MAX);
     }
 
     #[test]

@@ -418,6 +418,8 @@ pub struct Worker {
     status_tx: watch::Sender<Option<serde_json::Value>>,
     /// The pod had reached Succeeded or Failed before this worker took it.
     already_terminal: bool,
+    /// The ConfigMaps and Secrets as last read, for restarts while the API is away.
+    last_sources: Option<Sources>,
 }
 
 impl Worker {
@@ -467,6 +469,7 @@ impl Worker {
             events,
             status_tx,
             already_terminal,
+            last_sources: None,
         };
         worker.resume(adopted);
         worker.publish_runs();
@@ -796,9 +799,18 @@ impl Worker {
 
     /// Starts container `i` (its command line and environment resolved now).
     async fn start(&mut self, i: usize) {
-        let sources = match self.sources().await {
-            Ok(s) => s,
-            Err(e) => {
+        let sources = match (self.sources().await, &self.last_sources) {
+            (Ok(s), _) => {
+                self.last_sources = Some(s.clone());
+                s
+            }
+            // The API is away (an outage): restart with what was read last, as the
+            // kubelet's cached ConfigMaps and Secrets let it.
+            (Err(e), Some(last)) => {
+                tracing::debug!(pod = %self.key(), error = %e, "reading the pod's ConfigMaps and Secrets failed; using the last read");
+                last.clone()
+            }
+            (Err(e), None) => {
                 self.slots[i].waiting = Some(("CreateContainerConfigError".into(), e.to_string()));
                 self.slots[i].restart_at = Some((Instant::now() + SETUP_RETRY, Duration::ZERO));
                 return;

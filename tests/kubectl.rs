@@ -28,17 +28,8 @@ fn run_scenario(kubectl: &Path, kubeconfig: &Path, work: &Path, server: &Server)
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubectl.sh");
     let bin = kubectl.to_str().expect("utf-8 path");
     let kc = kubeconfig.to_str().expect("utf-8 path");
-    let (status, output) = common::run_script(&script, &[bin, kc], &work.join("script.out"), SCRIPT_DEADLINE);
-    println!("{output}");
-    match status {
-        None => panic!("tests/kubectl.sh with {bin} did not finish within {SCRIPT_DEADLINE:?}:\n{output}"),
-        Some(s) => assert!(
-            s.success(),
-            "tests/kubectl.sh with {bin} failed ({s}); the failed checks:\n{}\n--- server log ---\n{}",
-            common::failed_checks(&output),
-            server.log_tail()
-        ),
-    }
+    let result = common::run_script(&script, &[bin, kc], &work.join("script.out"), SCRIPT_DEADLINE);
+    common::assert_script(&format!("tests/kubectl.sh with {bin}"), result, SCRIPT_DEADLINE, server);
 }
 
 #[test]

@@ -38,20 +38,12 @@ fn python_kubernetes_client_drives_the_api() {
         ],
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python_client.py");
-    let (status, output) = common::run_script_with(
+    let result = common::run_script_with(
         &python,
         &script,
         &[kc, WINDOW_EVENTS],
         &dir.path().join("script.out"),
         SCRIPT_DEADLINE,
     );
-    println!("{output}");
-    match status {
-        None => panic!("tests/python_client.py did not finish within {SCRIPT_DEADLINE:?}:\n{output}"),
-        Some(s) => assert!(
-            s.success(),
-            "tests/python_client.py failed ({s}):\n{output}\n--- server log ---\n{}",
-            server.log_tail()
-        ),
-    }
+    common::assert_script("tests/python_client.py", result, SCRIPT_DEADLINE, &server);
 }

@@ -42,20 +42,16 @@ fn the_walkthrough_runs_a_deployment_behind_a_service() {
     );
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/walkthrough.sh");
     let bin = kubectl.to_str().expect("utf-8 path");
-    let (status, output) = common::run_script(
+    let result = common::run_script(
         &script,
         &[bin, kc, "127.0.0.1"],
         &dir.path().join("script.out"),
         SCRIPT_DEADLINE,
     );
-    println!("{output}");
-    match status {
-        None => panic!("tests/walkthrough.sh did not finish within {SCRIPT_DEADLINE:?}:\n{output}"),
-        Some(s) => assert!(
-            s.success(),
-            "tests/walkthrough.sh with {bin} failed ({s}); the failed checks:\n{}\n--- server log ---\n{}",
-            common::failed_checks(&output),
-            server.log_tail()
-        ),
-    }
+    common::assert_script(
+        &format!("tests/walkthrough.sh with {bin}"),
+        result,
+        SCRIPT_DEADLINE,
+        &server,
+    );
 }

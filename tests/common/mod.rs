@@ -252,6 +252,26 @@ pub fn run_script_with(
     (status, std::fs::read_to_string(out_path).unwrap_or_default())
 }
 
+/// Prints a check script's output and fails the test unless it finished in time and
+/// passed, showing its failed checks and the tail of `server`'s log.
+pub fn assert_script(
+    what: &str,
+    (status, output): (Option<std::process::ExitStatus>, String),
+    deadline: Duration,
+    server: &Server,
+) {
+    println!("{output}");
+    match status {
+        None => panic!("{what} did not finish within {deadline:?}:\n{output}"),
+        Some(s) => assert!(
+            s.success(),
+            "{what} failed ({s}); the failed checks:\n{}\n--- server log ---\n{}",
+            failed_checks(&output),
+            server.log_tail()
+        ),
+    }
+}
+
 /// The lines of a check script's output that are not passed checks.
 pub fn failed_checks(output: &str) -> String {
     output

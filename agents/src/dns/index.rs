@@ -47,8 +47,7 @@ use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-/// The label that ties an EndpointSlice to its Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub use crate::endpoints::SERVICE_NAME_LABEL;
 /// The schema version in the `dns-version.<zone>` TXT record.
 pub const SCHEMA_VERSION: &str = "1.1.0";
 /// In-zone CNAME steps followed for one answer (ExternalName Services pointing at each

@@ -22,8 +22,10 @@
 //!   agents connect, the store sees one watch per resource type. A node's assignment
 //!   stream is a watch of all pods filtered by `spec.nodeName` (selection changes
 //!   become UPSERT/DELETE as a selector's do for REST watches). ProxyConfig streams are
-//!   fed by one shared [`proxy::ProxyHub`], which follows the Service and EndpointSlice
-//!   caches once, joins them, and fans finished per-Service messages out.
+//!   fed by one shared [`proxy::ProxyHub`], which follows the Service, EndpointSlice and
+//!   Endpoints caches once, joins them (a selectorless Service's manual Endpoints; the
+//!   serving terminating endpoints of a port without a ready one), and fans finished
+//!   per-Service messages out.
 //! - **Slow readers.** A stream's task forwards from its cache subscription into a
 //!   small queue that tonic drains as HTTP/2 flow control allows. A client that stops
 //!   reading stalls only its own task; its cache subscription then fills and is dropped
@@ -46,8 +48,8 @@
 //! now), an index of pod watchers by node name (each pod change is offered to every
 //! assignment stream, which filters it: O(streams) per pod change, as a REST watch with
 //! a field selector costs; upstream's cache indexes this), resuming ProxyConfig streams
-//! (a proxy that reconnects gets a new snapshot), terminating/serving endpoints and
-//! topology hints in the proxy configuration, patch verbs, and a Binding verb (the
+//! (a proxy that reconnects gets a new snapshot), topology hints in the proxy
+//! configuration, patch verbs, and a Binding verb (the
 //! scheduler binds over REST).
 
 pub mod proxy;

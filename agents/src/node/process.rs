@@ -30,8 +30,8 @@
 //! up to the grace period, then `SIGKILL` to the group. When the container's main process
 //! ends, on its own or stopped, what is left of its group is killed, as the end of a
 //! container's pid namespace would. A process that leaves the group (`setsid`, a shell's
-//! job control) escapes this; with a memory cgroup (below) it is still killed through
-//! `cgroup.kill` when the cgroup is removed.
+//! job control) escapes this; with a memory cgroup (below) it is still killed when the
+//! cgroup is removed.
 //!
 //! # Adoption, and PIDs that are reused
 //!
@@ -56,19 +56,65 @@
 //! container writes between the end of the copy and the truncation is lost** (usually
 //! nothing, at most what it writes in that moment).
 //!
-//! # Memory limits: cgroup v2 when available
+//! # Memory limits: cgroup v2, else the cgroup v1 memory controller
 //!
-//! When cgroup v2 is mounted at `/sys/fs/cgroup`, the `memory` controller is enabled in
-//! the `cgroup.subtree_control` of this process's own cgroup (from `/proc/self/cgroup`)
-//! and a child cgroup can be created there, a container with a memory limit gets a cgroup
-//! `capstan-<pod uid>-<container>` with `memory.max` set (and `memory.oom.group`, so an
-//! OOM kill takes the whole container, as the kubelet does). The process is moved into it
-//! right after it is spawned: **for that moment it runs without the limit**. Otherwise
-//! the runtime says once, at warn level, why limits are not enforced,
-//! [`ProcessRuntime::memory_limits_enforced`] is false, and containers start anyway. A
-//! cgroup problem never fails a start. (cgroup v2 lets a cgroup other than the root hand
-//! controllers to children only if it has no processes of its own, so outside the root
-//! cgroup the agent must be run in a layout that allows this.)
+//! A container with a memory limit gets a cgroup of its own, `capstan-<pod uid>-<container>`,
+//! under this process's own cgroup (from `/proc/self/cgroup`), in the first of these that
+//! works (a probe cgroup is created and removed when the runtime starts, to find out):
+//!
+//! - **cgroup v2** mounted at `/sys/fs/cgroup`, with the `memory` controller enabled in the
+//!   `cgroup.subtree_control` of this process's cgroup: `memory.max` is set, and
+//!   `memory.oom.group`, so that an OOM kill takes the whole container, as the kubelet
+//!   does. (cgroup v2 lets a cgroup other than the root hand controllers to children only
+//!   if it has no processes of its own, so outside the root cgroup the agent must be run
+//!   in a layout that allows this.)
+//! - **the cgroup v1 memory controller** (a v1 or hybrid host), wherever it is mounted:
+//!   the mount is found in `/proc/self/mountinfo` (a `cgroup` mount with the `memory`
+//!   option whose root holds this process's memory cgroup). `memory.limit_in_bytes` is
+//!   set, and `memory.memsw.limit_in_bytes` to the same value where that file exists (swap
+//!   accounting on), so that swapping out does not dodge the limit; without it the limit
+//!   holds for RAM only. v1 allows children under a cgroup with processes of its own, so
+//!   this works from whatever cgroup the agent runs in. v1 has no `memory.oom.group`: an
+//!   OOM kill takes the one process the kernel picks (the largest), which ends the
+//!   container only when that is its main process (the rest of the group then goes as on
+//!   any end).
+//!
+//! The process is moved into its cgroup right after it is spawned: **for that moment it
+//! runs without the limit** (a process it forks in that moment stays outside, and on v1
+//! what it allocated by then stays charged to the agent's cgroup). When neither hierarchy is usable the runtime says once, at warn level,
+//! why, [`ProcessRuntime::memory_limits_enforced`] is false, and containers start anyway.
+//! A cgroup problem never fails a start: that container runs without a limit, said at
+//! warn level.
+//!
+//! When the container ends, what is left in its cgroup (processes that left the process
+//! group) is killed, with `cgroup.kill` on v2 (Linux 5.14), else with `SIGKILL` to every
+//! process in `cgroup.procs`, again and again (one may fork meanwhile) until the cgroup can
+//! be removed, for up to [`CGROUP_EMPTY_WAIT_MAX`]; one still busy then is left for
+//! [`ProcessRuntime::remove_pod`]. A handle whose container has been started again before
+//! it saw the end leaves the cgroup alone: it has the same name and holds the new run. A
+//! cgroup of the same name left from an unclean end is removed (what is in it killed)
+//! before a start creates it anew, so that its counters start at zero. An adopted
+//! container keeps its cgroup (`memory_cgroup` in `state.json`; only a `capstan-…`
+//! directory on a cgroup filesystem, v1 or v2, is ever taken from there).
+//!
+//! ## OOM kills
+//!
+//! At the end of a container, before its cgroup goes (with its counters), the runtime
+//! reads whether the kernel's OOM killer killed a process in it during the run:
+//! [`Container::oom_killed`], kept as `oom_killed` in `state.json`, which the agent
+//! reports as the reason `OOMKilled`.
+//!
+//! - v2: `oom_kill` in `memory.events` is above 0.
+//! - v1: `oom_kill` in `memory.oom_control` is above 0 (Linux 4.13 on). Older kernels
+//!   count no kills; there the run counts as OOM-killed when its main process was killed
+//!   by `SIGKILL` and `memory.failcnt` (or `memory.memsw.failcnt`) is above 0, i.e. the
+//!   cgroup hit its limit at some point: a guess, wrong when something else sent that
+//!   `SIGKILL`, and never yes for an adopted container (its exit is unknown).
+//!
+//! The kill of a process other than the main one (on v1, or on v2 where
+//! `memory.oom.group` could not be set) counts too, even when the main process then exits
+//! on its own. A container without a cgroup is never reported OOM-killed: a host-wide OOM
+//! kill looks like any other `SIGKILL`.
 //!
 //! # Mounts: container-init
 //!
@@ -97,26 +143,35 @@
 //! - Network namespaces: pods share the host network; each pod binds its own 127.x
 //!   address.
 //! - PID and IPC namespaces, CPU limits, seccomp and capabilities.
+//! - cgroup v2 mounted anywhere but `/sys/fs/cgroup`, and a v1 memory controller whose
+//!   every mount leaves out this process's memory cgroup (a cgroup namespace, a bind mount
+//!   of another subtree): memory limits are then not enforced. A container without
+//!   `memory_limit_bytes` gets no cgroup (nor an OOM report), and a pod as a whole has
+//!   no cgroup or limit.
 //! - The exit status of an adopted container (it would take a small monitor process per
 //!   container, as conmon is, to keep it across an agent restart).
 //!
 //! All methods do blocking filesystem work; [`ProcessRuntime::start`] must be called
 //! within a tokio runtime (it registers the child with tokio's process driver), and
 //! [`ProcessRuntime::rotate_logs`], which copies files of up to
-//! [`LogLimits::file_bytes_max`], is best called from `spawn_blocking`.
+//! [`LogLimits::file_bytes_max`], is best called from `spawn_blocking`. The end of a
+//! container whose cgroup still holds processes blocks for up to
+//! [`CGROUP_EMPTY_WAIT_MAX`] while they go.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use rustix::fs::FsWord;
 use rustix::io::Errno;
-use rustix::process::{kill_process_group, Pid, Signal};
+use rustix::process::{kill_process, kill_process_group, Pid, Signal};
 use serde::{Deserialize, Serialize};
 
 use super::init;
@@ -153,6 +208,23 @@ const KILL_WAIT_MAX: Duration = Duration::from_secs(10);
 const ADOPTED_POLL_FIRST: Duration = Duration::from_millis(10);
 const ADOPTED_POLL_MAX: Duration = Duration::from_secs(1);
 
+/// Longest wait for a container's cgroup to empty after its processes were killed (a
+/// moment, unless one is stuck in the kernel); the cgroup is then left for
+/// [`ProcessRuntime::remove_pod`].
+pub const CGROUP_EMPTY_WAIT_MAX: Duration = Duration::from_secs(1);
+/// `/proc/self/cgroup`: a line per hierarchy.
+const PROC_CGROUP_BYTES_MAX: u64 = 64 * 1024;
+/// `/proc/self/mountinfo`: about 100 bytes a mount, so thousands of mounts.
+const MOUNTINFO_BYTES_MAX: u64 = 1024 * 1024;
+/// A cgroup's counter files (`memory.events`, `memory.oom_control`, `memory.failcnt`).
+const CGROUP_FILE_BYTES_MAX: u64 = 4096;
+/// `cgroup.procs` of a container's cgroup: a line per process, so ~100,000 processes.
+const CGROUP_PROCS_BYTES_MAX: u64 = 1024 * 1024;
+/// `statfs`'s `f_type` of the cgroup v1 and v2 filesystems (linux/magic.h).
+const CGROUP_SUPER_MAGIC: FsWord = 0x0027_e0eb;
+const CGROUP2_SUPER_MAGIC: FsWord = 0x6367_7270;
+
+/// Where cgroup v2 is looked for.
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CURRENT_LOG: &str = "current.log";
 const PREVIOUS_LOG: &str = "previous.log";
@@ -250,6 +322,10 @@ pub struct ContainerState {
     pub exit: Option<Exit>,
     #[serde(default)]
     pub finished_at: Option<String>,
+    /// Whether the kernel's OOM killer killed a process in the container's memory cgroup
+    /// during the run (see the module doc); recorded with the exit.
+    #[serde(default)]
+    pub oom_killed: bool,
     /// The memory cgroup it was put in.
     #[serde(default)]
     pub memory_cgroup: Option<PathBuf>,
@@ -265,7 +341,7 @@ pub struct ProcessRuntime {
     root: PathBuf,
     log_limits: LogLimits,
     /// The cgroup under which containers get theirs, when memory limits can be enforced.
-    cgroup_parent: Option<PathBuf>,
+    cgroup_parent: Option<CgroupParent>,
     /// The program that runs `container-init`, for containers with mounts.
     init_program: Option<PathBuf>,
     /// Serialises changes to the directory layout (start, rotation, removal, adoption,
@@ -289,7 +365,32 @@ pub struct Container {
     child: Option<tokio::process::Child>,
     /// Set once the end has been seen (and cleaned up after).
     exit: Option<Exit>,
+    /// Read from the cgroup at the end.
+    oom_killed: bool,
     layout: Arc<Mutex<()>>,
+}
+
+/// The cgroup hierarchy that containers' memory cgroups are made in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CgroupVersion {
+    V1,
+    V2,
+}
+
+impl CgroupVersion {
+    fn describe(self) -> &'static str {
+        match self {
+            CgroupVersion::V1 => "the cgroup v1 memory controller",
+            CgroupVersion::V2 => "cgroup v2",
+        }
+    }
+}
+
+/// The cgroup under which containers get theirs (this process's own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CgroupParent {
+    path: PathBuf,
+    version: CgroupVersion,
 }
 
 impl Container {
@@ -320,6 +421,15 @@ impl Container {
     /// [`Exit::Unknown`]).
     pub fn adopted(&self) -> bool {
         self.child.is_none()
+    }
+
+    /// Whether the kernel's OOM killer killed a process in the container's memory cgroup
+    /// during this run (see the module doc). Valid once [`Container::wait`] (or
+    /// [`ProcessRuntime::stop`]) has returned; false before, for a container without a
+    /// memory cgroup, and for a handle whose container was started again before it saw
+    /// the end.
+    pub fn oom_killed(&self) -> bool {
+        self.oom_killed
     }
 
     /// Waits for the main process to end, then kills what is left of its process group,
@@ -383,16 +493,31 @@ impl Container {
                 tracing::warn!(container = %self.id, error = %e, "killing the rest of a container's process group failed")
             }
         }
-        if let Some(cgroup) = self.memory_cgroup.take() {
-            remove_cgroup(&cgroup);
-        }
+        // Held through the cgroup's removal too, so that no start of the container can
+        // come between the check below and the removal.
         let _layout = lock(&self.layout);
         let path = self.dir.join(STATE_FILE);
-        match read_state(&path) {
-            // Only this run's state: the container may have been started again since.
-            Ok(Some(mut state)) if state.pid == self.pid && state.start_time_ticks == self.start_time_ticks => {
+        let state = read_state(&path);
+        // Whether this run is still the container's latest: it may have been started again
+        // since, in a cgroup of the same name, which must then be left alone. When the state
+        // cannot be read that is not known either, and the cgroup stays for remove_pod.
+        let latest = match &state {
+            Ok(Some(state)) => state.pid == self.pid && state.start_time_ticks == self.start_time_ticks,
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if let Some(cgroup) = self.memory_cgroup.take() {
+            if latest {
+                // Before the removal, which takes the counters with it.
+                self.oom_killed = oom_killed_in(&cgroup, exit);
+                remove_cgroup(&cgroup);
+            }
+        }
+        match state {
+            Ok(Some(mut state)) if latest => {
                 state.exit = Some(exit);
                 state.finished_at = Some(rfc3339_now());
+                state.oom_killed = self.oom_killed;
                 if let Err(e) = write_state(&path, &state) {
                     tracing::warn!(container = %self.id, error = %e, "recording a container's exit failed");
                 }
@@ -400,7 +525,7 @@ impl Container {
             Ok(_) => {}
             Err(e) => tracing::warn!(container = %self.id, error = %e, "recording a container's exit failed"),
         }
-        tracing::info!(container = %self.id, pid = self.pid, ?exit, "container ended");
+        tracing::info!(container = %self.id, pid = self.pid, ?exit, oom_killed = self.oom_killed, "container ended");
     }
 }
 
@@ -431,7 +556,11 @@ impl ProcessRuntime {
             .map_err(|e| io_error("reading /proc/self/stat (the process runtime needs /proc)".into(), e))?;
         let cgroup_parent = match memory_cgroup_parent() {
             Ok(parent) => {
-                tracing::info!(cgroup = %parent.display(), "container memory limits are enforced with cgroup v2");
+                tracing::info!(
+                    cgroup = %parent.path.display(),
+                    "container memory limits are enforced with {}",
+                    parent.version.describe()
+                );
                 Some(parent)
             }
             Err(why) => {
@@ -534,6 +663,7 @@ impl ProcessRuntime {
             start_error: None,
             exit: None,
             finished_at: None,
+            oom_killed: false,
             memory_cgroup: None,
             mount_targets: spec.mounts.iter().map(|mount| mount.target.clone()).collect(),
         };
@@ -572,6 +702,7 @@ impl ProcessRuntime {
             memory_cgroup,
             child: Some(child),
             exit: None,
+            oom_killed: false,
             layout: Arc::clone(&self.layout),
         })
     }
@@ -777,6 +908,7 @@ impl ProcessRuntime {
                 memory_cgroup,
                 child: None,
                 exit: None,
+                oom_killed: false,
                 layout: Arc::clone(&self.layout),
             });
         }
@@ -1253,15 +1385,98 @@ fn unified_cgroup_path(proc_self_cgroup: &str) -> Option<&str> {
     proc_self_cgroup.lines().find_map(|line| line.strip_prefix("0::"))
 }
 
-/// This process's cgroup, if containers can get memory cgroups under it; otherwise why not.
-fn memory_cgroup_parent() -> Result<PathBuf, String> {
+/// The path of the cgroup v1 memory hierarchy's line (`4:memory:/a/b`; a hierarchy may
+/// carry more controllers than one: `4:cpu,memory:/a`) in `/proc/self/cgroup`.
+fn v1_memory_cgroup_path(proc_self_cgroup: &str) -> Option<&str> {
+    proc_self_cgroup.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|controller| controller == "memory")
+            .then_some(path)
+    })
+}
+
+/// The directory of the cgroup `own` (a path in the v1 memory hierarchy) on the first
+/// mount of that hierarchy in `mountinfo` whose root holds it.
+fn v1_memory_cgroup_dir(mountinfo: &str, own: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        // `36 25 0:32 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory`:
+        // the optional fields before " - " vary in number; paths have spaces escaped.
+        let (mount, filesystem) = line.split_once(" - ")?;
+        let mut filesystem = filesystem.split_whitespace();
+        let (fs_type, _source, options) = (filesystem.next()?, filesystem.next()?, filesystem.next()?);
+        if fs_type != "cgroup" || !options.split(',').any(|option| option == "memory") {
+            return None;
+        }
+        let mut mount = mount.split_whitespace().skip(3);
+        let (root, mount_point) = (unescape_mountinfo(mount.next()?), unescape_mountinfo(mount.next()?));
+        let below = Path::new(own.trim()).strip_prefix(&root).ok()?;
+        Some(if below.as_os_str().is_empty() {
+            mount_point
+        } else {
+            mount_point.join(below)
+        })
+    })
+}
+
+/// Undoes mountinfo's escapes of space, tab, newline and backslash (`\040` and the like).
+fn unescape_mountinfo(field: &str) -> PathBuf {
+    let bytes = field.as_bytes();
+    let mut path = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|digits| bytes[i] == b'\\' && digits.iter().all(|d| (b'0'..=b'7').contains(d)))
+            .and_then(|digits| u8::from_str_radix(std::str::from_utf8(digits).ok()?, 8).ok());
+        match octal {
+            Some(byte) => {
+                path.push(byte);
+                i += 4;
+            }
+            None => {
+                path.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    PathBuf::from(OsString::from_vec(path))
+}
+
+/// This process's cgroup, if containers can get memory cgroups under it: cgroup v2 first,
+/// else the v1 memory controller; otherwise why not.
+fn memory_cgroup_parent() -> Result<CgroupParent, String> {
+    let v2_why = match v2_memory_cgroup_parent() {
+        Ok(path) => {
+            return Ok(CgroupParent {
+                path,
+                version: CgroupVersion::V2,
+            })
+        }
+        Err(why) => why,
+    };
+    match v1_memory_cgroup_parent() {
+        Ok(path) => {
+            tracing::debug!("cgroup v2 is not used: {v2_why}");
+            Ok(CgroupParent {
+                path,
+                version: CgroupVersion::V1,
+            })
+        }
+        Err(v1_why) => Err(format!("{v2_why}; and {v1_why}")),
+    }
+}
+
+fn v2_memory_cgroup_parent() -> Result<PathBuf, String> {
     let root = Path::new(CGROUP_ROOT);
     if !root.join("cgroup.controllers").exists() {
         return Err(format!(
             "cgroup v2 is not mounted at {CGROUP_ROOT} (cgroup v1 or hybrid)"
         ));
     }
-    let own = read_bounded(Path::new("/proc/self/cgroup"), 64 * 1024)
+    let own = read_bounded(Path::new("/proc/self/cgroup"), PROC_CGROUP_BYTES_MAX)
         .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
     let own = unified_cgroup_path(&own).ok_or("/proc/self/cgroup has no cgroup v2 entry")?;
     let parent = root.join(own.trim().trim_start_matches('/'));
@@ -1273,36 +1488,83 @@ fn memory_cgroup_parent() -> Result<PathBuf, String> {
             control.display()
         ));
     }
-    let probe = parent.join(format!("capstan-probe-{}", std::process::id()));
-    fs::create_dir(&probe).map_err(|e| format!("cannot create a cgroup under {}: {e}", parent.display()))?;
-    let has_memory_max = probe.join("memory.max").exists();
-    if let Err(e) = fs::remove_dir(&probe) {
-        tracing::warn!(cgroup = %probe.display(), error = %e, "removing a probe cgroup failed");
-    }
-    if !has_memory_max {
-        return Err(format!("a cgroup created under {} has no memory.max", parent.display()));
-    }
+    probe_cgroup(&parent, "memory.max")?;
     Ok(parent)
 }
 
-/// Creates (or reuses, after an unclean end) the container's cgroup and sets its limit.
-/// `None`, said at warn level, when that fails: the container then runs without a limit.
-fn prepare_cgroup(parent: &Path, spec: &ContainerSpec, limit_bytes: u64) -> Option<PathBuf> {
-    let cgroup = parent.join(format!("capstan-{}-{}", spec.pod_uid, spec.container));
-    let prepared = match fs::create_dir(&cgroup) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(e),
+fn v1_memory_cgroup_parent() -> Result<PathBuf, String> {
+    let own = read_bounded(Path::new("/proc/self/cgroup"), PROC_CGROUP_BYTES_MAX)
+        .map_err(|e| format!("reading /proc/self/cgroup: {e}"))?;
+    let own = v1_memory_cgroup_path(&own)
+        .ok_or("/proc/self/cgroup has no cgroup v1 memory entry (the v1 memory controller is not mounted)")?;
+    let mountinfo = read_bounded(Path::new("/proc/self/mountinfo"), MOUNTINFO_BYTES_MAX)
+        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    let parent = v1_memory_cgroup_dir(&mountinfo, own).ok_or_else(|| {
+        format!("no cgroup v1 memory mount in /proc/self/mountinfo holds this process's memory cgroup {own}")
+    })?;
+    probe_cgroup(&parent, "memory.limit_in_bytes")?;
+    Ok(parent)
+}
+
+/// Whether a child cgroup with the file `limit_file` can be created under `parent`.
+fn probe_cgroup(parent: &Path, limit_file: &str) -> Result<(), String> {
+    let probe = parent.join(format!("capstan-probe-{}", std::process::id()));
+    match fs::create_dir(&probe) {
+        Ok(()) => {}
+        // Left by an earlier process with this pid (a removal failed): good as new.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(format!("cannot create a cgroup under {}: {e}", parent.display())),
     }
-    .and_then(|()| fs::write(cgroup.join("memory.max"), limit_bytes.to_string()));
-    match prepared {
-        Ok(()) => {
+    let has_limit_file = probe.join(limit_file).exists();
+    if let Err(e) = fs::remove_dir(&probe) {
+        tracing::warn!(cgroup = %probe.display(), error = %e, "removing a probe cgroup failed");
+    }
+    if !has_limit_file {
+        return Err(format!(
+            "a cgroup created under {} has no {limit_file}",
+            parent.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the container's cgroup and sets its limit (see the module doc). `None`, said at
+/// warn level, when that fails: the container then runs without a limit.
+fn prepare_cgroup(parent: &CgroupParent, spec: &ContainerSpec, limit_bytes: u64) -> Option<PathBuf> {
+    let cgroup = parent.path.join(format!("capstan-{}-{}", spec.pod_uid, spec.container));
+    let limit = limit_bytes.to_string();
+    let prepared = create_cgroup(&cgroup).and_then(|()| match parent.version {
+        CgroupVersion::V2 => {
+            fs::write(cgroup.join("memory.max"), &limit)?;
             // Best effort: an OOM kill takes the whole container (the kubelet's default).
             if let Err(e) = fs::write(cgroup.join("memory.oom.group"), "1") {
                 tracing::debug!(cgroup = %cgroup.display(), error = %e, "could not set memory.oom.group");
             }
-            Some(cgroup)
+            Ok(())
         }
+        CgroupVersion::V1 => {
+            let memsw = cgroup.join("memory.memsw.limit_in_bytes");
+            // Present only with swap accounting. The kernel keeps memsw >= the memory
+            // limit: lifted first, a reused cgroup's lower old value cannot refuse the new
+            // limit.
+            let swap_accounted = memsw.exists();
+            if swap_accounted {
+                if let Err(e) = fs::write(&memsw, "-1") {
+                    tracing::debug!(cgroup = %cgroup.display(), error = %e, "could not lift memory.memsw.limit_in_bytes");
+                }
+            }
+            fs::write(cgroup.join("memory.limit_in_bytes"), &limit)?;
+            // Best effort (see the module doc): without it, swap can hold more.
+            if swap_accounted {
+                if let Err(e) = fs::write(&memsw, &limit) {
+                    tracing::debug!(cgroup = %cgroup.display(), error = %e, "could not set memory.memsw.limit_in_bytes");
+                }
+            }
+            Ok(())
+        }
+    });
+    match prepared {
+        Ok(()) => Some(cgroup),
         Err(e) => {
             tracing::warn!(cgroup = %cgroup.display(), error = %e, "could not prepare a memory cgroup; the container runs without a memory limit");
             remove_cgroup(&cgroup);
@@ -1311,9 +1573,68 @@ fn prepare_cgroup(parent: &Path, spec: &ContainerSpec, limit_bytes: u64) -> Opti
     }
 }
 
-/// Only cgroups this runtime names are ever removed (the path comes from a state file).
+/// Creates a container's cgroup. One of the same name is left from an unclean end (the
+/// agent died between the container's end and the removal, or the removal failed): it is
+/// removed first, what is in it killed, so that the new run's counters start at zero;
+/// failing that, it is reused.
+fn create_cgroup(cgroup: &Path) -> io::Result<()> {
+    match fs::create_dir(cgroup) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            remove_cgroup(cgroup);
+            match fs::create_dir(cgroup) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    tracing::warn!(cgroup = %cgroup.display(), "reusing a container's cgroup left from an earlier run; its OOM counters carry over");
+                    Ok(())
+                }
+                created => created,
+            }
+        }
+        created => created,
+    }
+}
+
+/// Whether the kernel's OOM killer killed a process in `cgroup`, read at the end of a run
+/// that ended with `exit` (see the module doc).
+fn oom_killed_in(cgroup: &Path, exit: Exit) -> bool {
+    let read = |file: &str| read_bounded(&cgroup.join(file), CGROUP_FILE_BYTES_MAX).ok();
+    if let Some(events) = read("memory.events") {
+        return counter(&events, "oom_kill").is_some_and(|kills| kills > 0);
+    }
+    if let Some(kills) = read("memory.oom_control").and_then(|control| counter(&control, "oom_kill")) {
+        return kills > 0;
+    }
+    // v1 before Linux 4.13: the limit was hit, and the main process was killed by SIGKILL.
+    exit == Exit::Signal(Signal::KILL.as_raw())
+        && ["memory.failcnt", "memory.memsw.failcnt"].iter().any(|file| {
+            read(file)
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .is_some_and(|failures| failures > 0)
+        })
+}
+
+/// The value of `name` in a cgroup file of `name value` lines.
+fn counter(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (key, value) = line.split_once(' ')?;
+        if key == name {
+            value.trim().parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Only cgroups this runtime names are ever emptied and removed (the path comes from a
+/// state file): a `capstan-…` directory on a cgroup filesystem (v1 or v2, wherever it is
+/// mounted), named without `..`. One that no longer exists is none.
 fn is_our_cgroup(cgroup: &Path) -> bool {
-    cgroup.starts_with(CGROUP_ROOT)
+    has_our_cgroup_name(cgroup)
+        && rustix::fs::statfs(cgroup)
+            .is_ok_and(|filesystem| filesystem.f_type == CGROUP_SUPER_MAGIC || filesystem.f_type == CGROUP2_SUPER_MAGIC)
+}
+
+fn has_our_cgroup_name(cgroup: &Path) -> bool {
+    cgroup.is_absolute()
         && cgroup
             .file_name()
             .and_then(|name| name.to_str())
@@ -1323,20 +1644,69 @@ fn is_our_cgroup(cgroup: &Path) -> bool {
             .any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
-/// Removes a container's cgroup; processes still in it (that left the process group) are
-/// killed first with `cgroup.kill` (Linux 5.14), and a cgroup they keep busy a moment
-/// longer is left for [`ProcessRuntime::remove_pod`].
+/// Removes a container's cgroup. Processes still in it (that left the process group) are
+/// killed first: with `cgroup.kill` (cgroup v2, Linux 5.14), else with `SIGKILL` to each
+/// process in `cgroup.procs`, again on every try; a cgroup still busy after
+/// [`CGROUP_EMPTY_WAIT_MAX`] is left for [`ProcessRuntime::remove_pod`].
 fn remove_cgroup(cgroup: &Path) {
+    let busy = |e: &io::Error| e.raw_os_error() == Some(Errno::BUSY.raw_os_error());
     match fs::remove_dir(cgroup) {
         Ok(()) => return,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return,
-        Err(_) => {}
+        Err(e) if busy(&e) => {}
+        Err(e) => {
+            tracing::warn!(cgroup = %cgroup.display(), error = %e, "removing a container's cgroup failed");
+            return;
+        }
     }
-    if let Err(e) = fs::write(cgroup.join("cgroup.kill"), "1") {
-        tracing::debug!(cgroup = %cgroup.display(), error = %e, "could not write cgroup.kill");
+    let killed_at_once = fs::write(cgroup.join("cgroup.kill"), "1").is_ok();
+    let deadline = Instant::now() + CGROUP_EMPTY_WAIT_MAX;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if !killed_at_once {
+            kill_cgroup_procs(cgroup);
+        }
+        match fs::remove_dir(cgroup) {
+            Ok(()) => return,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return,
+            Err(e) if busy(&e) && Instant::now() < deadline => {}
+            Err(e) => {
+                tracing::warn!(cgroup = %cgroup.display(), error = %e, "removing a container's cgroup failed (it still has processes?)");
+                return;
+            }
+        }
+        // Killed processes take a moment to exit.
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
-    if let Err(e) = fs::remove_dir(cgroup) {
-        tracing::warn!(cgroup = %cgroup.display(), error = %e, "removing a container's cgroup failed (it still has processes?)");
+}
+
+/// `SIGKILL` to every process in a cgroup (v1 has no `cgroup.kill`). Never to pid 0 or 1
+/// nor to this process.
+fn kill_cgroup_procs(cgroup: &Path) {
+    let procs = match read_bounded(&cgroup.join("cgroup.procs"), CGROUP_PROCS_BYTES_MAX) {
+        Ok(procs) => procs,
+        Err(e) => {
+            tracing::debug!(cgroup = %cgroup.display(), error = %e, "could not read cgroup.procs");
+            return;
+        }
+    };
+    let own = std::process::id();
+    for pid in procs.lines().filter_map(|line| line.trim().parse::<u32>().ok()) {
+        let Some(target) = i32::try_from(pid)
+            .ok()
+            .filter(|&pid| pid > 1 && pid as u32 != own)
+            .and_then(Pid::from_raw)
+        else {
+            continue;
+        };
+        match kill_process(target, Signal::KILL) {
+            Ok(()) => tracing::debug!(cgroup = %cgroup.display(), pid, "killed a process left in a container's cgroup"),
+            Err(Errno::SRCH) => {}
+            Err(e) => {
+                tracing::debug!(cgroup = %cgroup.display(), pid, error = %e, "killing a process in a container's cgroup failed")
+            }
+        }
     }
 }
 
@@ -1665,6 +2035,7 @@ mod tests {
             start_error: None,
             exit: None,
             finished_at: None,
+            oom_killed: false,
             memory_cgroup: None,
             mount_targets: Vec::new(),
         };
@@ -1789,10 +2160,16 @@ mod tests {
     async fn memory_limits_never_fail_a_start() {
         let root = tempfile::tempdir().expect("tempdir");
         let runtime = runtime(root.path());
-        let mut limited = spec("pod-j", "main", "cat /proc/self/cgroup");
+        // It looks only once the test says so: start() returns after the move into the
+        // cgroup, which the process may beat (see the module doc).
+        let script =
+            "n=0; while [ ! -e go ] && [ $n -lt 3000 ]; do sleep 0.01; n=$((n+1)); done; cat /proc/self/cgroup";
+        let mut limited = spec("pod-j", "main", script);
         limited.memory_limit_bytes = Some(64 * 1024 * 1024);
         let mut container = runtime.start(&limited).expect("start");
+        fs::write(runtime.root().join("pod-j/main/work/go"), "").expect("write");
         assert_eq!(within("the exit", container.wait()).await, Exit::Code(0));
+        assert!(!container.oom_killed());
         let log = read(&runtime.log_path("pod-j", "main", false));
         let cgroup = runtime
             .state("pod-j", "main")
@@ -1825,10 +2202,73 @@ mod tests {
             Some("/system.slice/capstan.service")
         );
         assert_eq!(unified_cgroup_path("4:memory:/a\n"), None);
-        assert!(is_our_cgroup(Path::new("/sys/fs/cgroup/x/capstan-a-b")));
-        assert!(!is_our_cgroup(Path::new("/sys/fs/cgroup/x/other")));
-        assert!(!is_our_cgroup(Path::new("/sys/fs/cgroup/../../etc/capstan-a")));
-        assert!(!is_our_cgroup(Path::new("/home/capstan-a")));
+        assert_eq!(
+            v1_memory_cgroup_path("5:devices:/\n4:memory:/process_api/ab12\n0::/\n"),
+            Some("/process_api/ab12")
+        );
+        assert_eq!(v1_memory_cgroup_path("3:cpu,memory:/a/b\n"), Some("/a/b"));
+        assert_eq!(v1_memory_cgroup_path("3:memory_x:/a\n0::/\n"), None);
+        assert_eq!(
+            counter(
+                "low 0\nhigh 3\nmax 2\noom 1\noom_kill 1\noom_group_kill 0\n",
+                "oom_kill"
+            ),
+            Some(1)
+        );
+        assert_eq!(counter("oom_kill_disable 0\nunder_oom 0\n", "oom_kill"), None);
+    }
+
+    #[test]
+    fn the_v1_memory_mount_is_found_in_mountinfo() {
+        let mountinfo = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+34 31 0:31 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+        assert_eq!(
+            v1_memory_cgroup_dir(mountinfo, "/process_api/ab12"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/process_api/ab12"))
+        );
+        assert_eq!(
+            v1_memory_cgroup_dir(mountinfo, "/"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory"))
+        );
+        // A mount of a subtree (a container's view), at an escaped path, with the memory
+        // controller among others: only a cgroup inside the subtree is on it.
+        let subtree = "50 40 0:32 /kubepods/pod1 /run/my\\040cgroups rw - cgroup cgroup rw,cpu,memory\n";
+        assert_eq!(
+            v1_memory_cgroup_dir(subtree, "/kubepods/pod1/agent"),
+            Some(PathBuf::from("/run/my cgroups/agent"))
+        );
+        assert_eq!(v1_memory_cgroup_dir(subtree, "/kubepods/pod2"), None);
+        assert_eq!(
+            v1_memory_cgroup_dir("41 31 0:38 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n", "/"),
+            None
+        );
+    }
+
+    #[test]
+    fn only_capstan_directories_on_a_cgroup_filesystem_are_our_cgroups() {
+        assert!(has_our_cgroup_name(Path::new("/sys/fs/cgroup/x/capstan-a-b")));
+        assert!(has_our_cgroup_name(Path::new("/sys/fs/cgroup/memory/x/capstan-a-b")));
+        assert!(!has_our_cgroup_name(Path::new("/sys/fs/cgroup/x/other")));
+        assert!(!has_our_cgroup_name(Path::new("/sys/fs/cgroup/../../etc/capstan-a")));
+        assert!(!has_our_cgroup_name(Path::new("capstan-a")));
+        // The right name, on another filesystem.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let named = dir.path().join("capstan-a-b");
+        fs::create_dir(&named).expect("mkdir");
+        assert!(!is_our_cgroup(&named));
+        // A real cgroup of ours (v1 or v2), when this runtime can make them.
+        if let Ok(parent) = memory_cgroup_parent() {
+            let cgroup = parent.path.join(format!("capstan-test-{}", std::process::id()));
+            fs::create_dir(&cgroup).expect("a cgroup");
+            assert!(is_our_cgroup(&cgroup));
+            remove_cgroup(&cgroup);
+            assert!(!cgroup.exists());
+            assert!(!is_our_cgroup(&cgroup));
+        }
     }
 
     #[test]

@@ -230,6 +230,17 @@ struct AgentArgs {
     /// Log files kept per container, the current one included.
     #[arg(long, default_value_t = 5)]
     container_log_max_files: usize,
+    /// The container runtime: `process` (each container a local process) or `simulated`
+    /// (hollow nodes for scale tests: containers run nothing, are Running and Ready at
+    /// once, and the node is labelled capstan.io/simulated=true).
+    #[arg(long, default_value = "process")]
+    runtime: capstan_agents::node::runtime::RuntimeKind,
+    /// With --runtime simulated: how many hollow nodes this process runs (at most 1,000),
+    /// named `<node name>-0`, `<node name>-1` … when more than one, each with its data in
+    /// `<root dir>/<node name>` (root dir default: `.capstan/nodes`), all sharing the
+    /// --node-ip and one log port (--port).
+    #[arg(long, default_value_t = 1)]
+    nodes: usize,
 }
 
 #[derive(clap::Args)]
@@ -664,16 +675,17 @@ async fn embedded_node(
     };
     let config = agent_config(name, node_ip, port, root_dir.to_path_buf(), resources).await?;
     tracing::info!(node = name, "running a node agent and a node proxy in this process");
-    let agent_client = client.clone();
+    let proxy_mesh = mesh.clone();
     tokio::spawn(async move {
-        if let Err(e) = agent::run(agent_client, mesh, config, |_| {}).await {
+        if let Err(e) = agent::run(client, mesh, config, |_| {}).await {
             tracing::error!(error = %e, "the node agent stopped");
         }
     });
+    let node = name.to_owned();
     tokio::spawn(async move {
         let forwarder = forward::Forwarder::new(forward::Limits::default());
-        proxy::run(client, node_ip, &forwarder).await;
-        tracing::error!("the node proxy's watches ended");
+        proxy::run_mesh(proxy_mesh, &node, node_ip, &forwarder).await;
+        tracing::error!("the node proxy's stream ended");
     });
     Ok(())
 }
@@ -773,16 +785,12 @@ async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
 
 async fn run_proxy(args: ProxyArgs) -> Result<(), String> {
     use capstan_agents::proxy::{self, forward};
-    let url = args
-        .master
-        .parse()
-        .map_err(|e| format!("--master {:?}: {e}", args.master))?;
-    let client = kube::Client::try_from(kube::Config::new(url)).map_err(|e| format!("--master: {e}"))?;
+    let mesh = capstan_agents::node::agent::mesh_client(&args.master).map_err(|e| format!("--master: {e}"))?;
     let forwarder = forward::Forwarder::new(forward::Limits::default());
     println!("capstan proxy ready on node {} ({})", args.node_name, args.node_ip);
     let shutdown = shutdown_signal()?;
     tokio::select! {
-        () = proxy::run(client, args.node_ip, &forwarder) => Err("the proxy's watches ended".into()),
+        () = proxy::run_mesh(mesh, &args.node_name, args.node_ip, &forwarder) => Err("the proxy's stream ended".into()),
         () = shutdown => Ok(()),
     }
 }
@@ -790,8 +798,8 @@ async fn run_proxy(args: ProxyArgs) -> Result<(), String> {
 async fn run_agent(args: AgentArgs) -> Result<(), String> {
     use capstan_agents::node::agent;
     use capstan_agents::node::process::LogLimits;
+    use capstan_agents::node::runtime::RuntimeKind;
     let client = api_client(&args.master).map_err(|e| format!("--master: {e}"))?;
-    let mesh = agent::mesh_client(&args.master).map_err(|e| format!("--master: {e}"))?;
     let name = match args.node_name {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -819,6 +827,28 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
         },
         dns: args.cluster_dns.map(|ip| pod_dns(ip, &args.cluster_domain)),
     };
+    if args.runtime == RuntimeKind::Simulated {
+        if args.nodes == 0 || args.nodes > agent::HOLLOW_NODES_MAX {
+            return Err(format!("--nodes: 1 to {}, not {}", agent::HOLLOW_NODES_MAX, args.nodes));
+        }
+        // The nodes' directories go under the root, each named after its node.
+        let root_dir = args.root_dir.unwrap_or_else(|| PathBuf::from(".capstan/nodes"));
+        // The template's listener is the one log port all the hollow nodes share.
+        let template = agent_config(&name, args.node_ip, args.port, root_dir, resources).await?;
+        let shutdown = shutdown_signal()?;
+        let run = agent::run_hollow(client, &args.master, template, args.nodes, |a| {
+            println!("capstan agent ready on node {}", a.context.node_name)
+        });
+        return tokio::select! {
+            r = run => r.map_err(|e| e.to_string()),
+            // Simulated containers end with the process; nothing is left to adopt.
+            () = shutdown => Ok(()),
+        };
+    }
+    if args.nodes != 1 {
+        return Err("--nodes is for --runtime simulated: a process node is one node".into());
+    }
+    let mesh = agent::mesh_client(&args.master).map_err(|e| format!("--master: {e}"))?;
     let root_dir = args
         .root_dir
         .unwrap_or_else(|| PathBuf::from(".capstan/nodes").join(&name));
@@ -885,6 +915,7 @@ async fn agent_config(
         // Containers' mounts go through this binary's `container-init`.
         init_program: std::env::current_exe().ok(),
         dns: resources.dns,
+        runtime: capstan_agents::node::runtime::RuntimeKind::Process,
     })
 }
 

@@ -49,6 +49,7 @@ async fn agent(
         listener: None,
         init_program: None,
         dns: None,
+        runtime: capstan_agents::node::runtime::RuntimeKind::Process,
     };
     let mesh = agent::mesh_client(&cluster.url).expect("mesh client");
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -477,4 +478,43 @@ async fn a_restarted_agent_adopts_its_running_containers() {
             || std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z ")),
         "the process is gone"
     );
+}
+
+#[tokio::test]
+async fn a_container_over_its_memory_limit_is_oom_killed() {
+    let cluster = start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let (_agent, ctx) = agent(&cluster, dir.path(), "n6", "127.206.0.0/24", Duration::from_secs(1)).await;
+    if !ctx.runtime.memory_limits_enforced() {
+        println!("skipped: memory limits are not enforced on this machine (see the process runtime's docs)");
+        return;
+    }
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let hog = "import time; b = bytearray(200 * 1024 * 1024); time.sleep(30)";
+    create(
+        &pods,
+        json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hog"},
+            "spec": {"nodeName": "n6", "restartPolicy": "Never", "containers": [{
+                "name": "hog", "image": "python:3", "command": ["python3", "-c", hog],
+                "resources": {"limits": {"memory": "32Mi"}},
+            }]},
+        }),
+    )
+    .await;
+    let s = eventually("the pod fails", || async {
+        let s = status(&pods, "hog").await?;
+        (s.phase.as_deref() == Some("Failed"))
+            .then_some(s.clone())
+            .ok_or(format!("{s:?}"))
+    })
+    .await;
+    let c = container(&s, "hog").expect("status");
+    let t = c
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .expect("terminated");
+    assert_eq!((t.exit_code, t.reason.as_deref()), (137, Some("OOMKilled")), "{t:?}");
 }

@@ -16,6 +16,22 @@
 //! - **Pod addresses** come from the node's `spec.podCIDR` (set by the controller
 //!   manager's node IPAM), or from `--pod-cidr`.
 //!
+//! - **The runtime** ([`Config::runtime`]): the process runtime, or the simulated one
+//!   (hollow nodes, see [`super::simulated`]): a simulated node is labelled
+//!   `capstan.io/simulated=true`, reports `capstan-simulated://…` as its container
+//!   runtime, and has no log rotation task.
+//!
+//! # Hollow nodes: many in one process
+//!
+//! [`run_hollow`] runs up to [`HOLLOW_NODES_MAX`] simulated nodes in one process, for
+//! scale tests. Each is a whole agent as above (its own registration, heartbeat,
+//! assignment stream, data directory), and what can be shared is: one `kube::Client`
+//! (one HTTP/1.1 connection pool), one mesh API connection per
+//! [`HOLLOW_NODES_PER_CONNECTION`] nodes (the API server allows 200 concurrent HTTP/2
+//! streams per connection, hyper's default; each node keeps one open for its
+//! assignments), and one log port for all of them (`kubectl logs` reaches every hollow
+//! node at the same address and port, and the port finds the pod among the nodes).
+//!
 //! Left out: static pods, the node's own status about images and volumes, eviction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -34,8 +50,10 @@ use tonic::transport::Channel;
 
 use super::logs::{self, ContainerLog, PodLogs};
 use super::pods::{self, Context, IpPool, StatusSink, Worker};
-use super::process::{self, LogLimits, ProcessRuntime};
+use super::process::{LogLimits, ProcessRuntime};
 use super::registration::{self, Heartbeat, NodeIdentity};
+use super::runtime::{self, Runtime, RuntimeKind};
+use super::simulated::SimulatedRuntime;
 use crate::nodeipam::Cidr;
 use crate::{AgentError, Result};
 
@@ -51,6 +69,18 @@ const POD_CIDR_POLL: Duration = Duration::from_millis(500);
 const DONE_UIDS_MAX: usize = 10_000;
 /// The grace period of an adopted container whose pod is gone.
 const ORPHAN_GRACE: Duration = Duration::from_secs(10);
+/// The most hollow nodes one process runs ([`run_hollow`]). Each renews its Lease every
+/// 10 s and checks its status as often, and holds an assignment stream and a few tasks:
+/// at 1,000 that is 100 Lease writes a second from one process, and on the 2 cores
+/// Capstan targets, more nodes would measure this process rather than the control plane;
+/// run several processes for more.
+pub const HOLLOW_NODES_MAX: usize = 1_000;
+/// Hollow nodes whose mesh API calls share one HTTP/2 connection. The API server allows
+/// 200 concurrent streams on a connection (hyper's default; see the apiserver's `mesh`
+/// module): each node keeps one open for its assignments, and 50 nodes leave 150 for
+/// their status reports in flight (a report beyond that waits for a stream, it does not
+/// fail).
+pub const HOLLOW_NODES_PER_CONNECTION: usize = 50;
 
 /// How to run one node agent.
 pub struct Config {
@@ -72,6 +102,8 @@ pub struct Config {
     pub init_program: Option<PathBuf>,
     /// Cluster DNS for the pods' resolv.conf.
     pub dns: Option<pods::Dns>,
+    /// The container runtime: processes, or simulated containers (a hollow node).
+    pub runtime: RuntimeKind,
 }
 
 /// Status reports over the mesh API.
@@ -120,21 +152,38 @@ pub async fn run(
         .map_err(|e| AgentError::Io(format!("creating {}", config.data_dir.display()), e))?;
     let data_dir = std::fs::canonicalize(&config.data_dir)
         .map_err(|e| AgentError::Io(format!("resolving {}", config.data_dir.display()), e))?;
-    let mut runtime = ProcessRuntime::new(data_dir.join("containers"), config.log_limits)?;
-    // Mount namespaces need root (CAP_SYS_ADMIN); without it volumeMounts fail clearly.
-    let mounts = config.init_program.is_some() && rustix::process::geteuid().is_root();
-    if let Some(program) = config.init_program.clone().filter(|_| mounts) {
-        runtime = runtime.with_init_program(program);
-    } else {
-        tracing::warn!(
-            "containers get no mounts (volumeMounts, resolv.conf, hosts): the agent needs root and an init program"
-        );
-    }
+    let mut config = config;
+    let (runtime, mounts) = match config.runtime {
+        RuntimeKind::Process => {
+            let mut runtime = ProcessRuntime::new(data_dir.join("containers"), config.log_limits)?;
+            // Mount namespaces need root (CAP_SYS_ADMIN); without it volumeMounts fail clearly.
+            let mounts = config.init_program.is_some() && rustix::process::geteuid().is_root();
+            if let Some(program) = config.init_program.clone().filter(|_| mounts) {
+                runtime = runtime.with_init_program(program);
+            } else {
+                tracing::warn!(
+                    "containers get no mounts (volumeMounts, resolv.conf, hosts): the agent needs root and an init program"
+                );
+            }
+            (Runtime::Process(runtime), mounts)
+        }
+        RuntimeKind::Simulated => {
+            // Users see which nodes run nothing; registration reports the runtime by it.
+            config
+                .identity
+                .labels
+                .insert(registration::SIMULATED_LABEL.to_owned(), "true".to_owned());
+            (
+                Runtime::Simulated(SimulatedRuntime::new(data_dir.join("containers"))?),
+                false,
+            )
+        }
+    };
     let runtime = Arc::new(runtime);
     let pods_dir = data_dir.join("pods");
     std::fs::create_dir_all(&pods_dir).map_err(|e| AgentError::Io(format!("creating {}", pods_dir.display()), e))?;
     // Before anything else: the containers a previous agent left running.
-    let mut adopted: HashMap<String, Vec<process::Container>> = HashMap::new();
+    let mut adopted: HashMap<String, Vec<runtime::Container>> = HashMap::new();
     for c in runtime.adopt()? {
         adopted.entry(c.pod_uid().to_owned()).or_default().push(c);
     }
@@ -167,9 +216,10 @@ pub async fn run(
         mounts,
         running: Mutex::new(BTreeMap::new()),
     });
-    let rotation = tokio::spawn({
+    // Simulated containers write one line each: nothing to rotate, no task per node.
+    let rotation = (!runtime.is_simulated()).then(|| {
         let runtime = runtime.clone();
-        async move {
+        tokio::spawn(async move {
             loop {
                 tokio::time::sleep(LOG_ROTATION_INTERVAL).await;
                 let r = runtime.clone();
@@ -179,10 +229,10 @@ pub async fn run(
                     Err(e) => tracing::warn!(error = %e, "rotating container logs panicked"),
                 }
             }
-        }
+        })
     });
-    let _rotation = AbortOnDrop(rotation);
-    let _server = config.listener.map(|listener| {
+    let _rotation = rotation.map(AbortOnDrop);
+    let _server = config.listener.take().map(|listener| {
         let router = logs::router(Arc::new(Logs(context.clone())));
         AbortOnDrop(tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
@@ -210,30 +260,50 @@ struct Logs(Arc<Context>);
 
 impl PodLogs for Logs {
     fn containers(&self, namespace: &str, name: &str) -> Option<Vec<ContainerLog>> {
-        let runs = self
-            .0
-            .running
+        pod_logs(&self.0, namespace, name)
+    }
+}
+
+/// The pods of several agents of this process behind one log port (hollow nodes): at
+/// most [`HOLLOW_NODES_MAX`] agents, searched in turn (pod names are unique in their
+/// namespace, so at most one has the pod).
+#[derive(Default)]
+struct SharedLogs(Mutex<Vec<Arc<Context>>>);
+
+impl PodLogs for SharedLogs {
+    fn containers(&self, namespace: &str, name: &str) -> Option<Vec<ContainerLog>> {
+        self.0
             .lock()
             .expect("invariant: no panics while the lock is held")
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()?;
-        let runtime = &self.0.runtime;
-        Some(
-            runs.containers
-                .iter()
-                .map(|(container, (init, running))| {
-                    let previous = runtime.log_path(&runs.uid, container, true);
-                    ContainerLog {
-                        name: container.clone(),
-                        init: *init,
-                        current: runtime.log_path(&runs.uid, container, false),
-                        previous: previous.exists().then_some(previous),
-                        running: running.subscribe(),
-                    }
-                })
-                .collect(),
-        )
+            .iter()
+            .find_map(|ctx| pod_logs(ctx, namespace, name))
     }
+}
+
+/// The log files and running state of pod `namespace/name`'s containers on one node.
+fn pod_logs(ctx: &Context, namespace: &str, name: &str) -> Option<Vec<ContainerLog>> {
+    let runs = ctx
+        .running
+        .lock()
+        .expect("invariant: no panics while the lock is held")
+        .get(&(namespace.to_owned(), name.to_owned()))
+        .cloned()?;
+    let runtime = &ctx.runtime;
+    Some(
+        runs.containers
+            .iter()
+            .map(|(container, (init, running))| {
+                let previous = runtime.log_path(&runs.uid, container, true);
+                ContainerLog {
+                    name: container.clone(),
+                    init: *init,
+                    current: runtime.log_path(&runs.uid, container, false),
+                    previous: previous.exists().then_some(previous),
+                    running: running.subscribe(),
+                }
+            })
+            .collect(),
+    )
 }
 
 /// Registers the node, retrying until the API answers.
@@ -270,7 +340,7 @@ async fn wait_for_pod_cidr(client: &Client, node: &str) -> Cidr {
             Err(e) => tracing::warn!(node, error = %e, "reading the node failed"),
         }
         waited += 1;
-        if waited % 20 == 0 {
+        if waited.is_multiple_of(20) {
             tracing::warn!(node, "still waiting for the node's pod CIDR (is the controller-manager's node IPAM running? --pod-cidr sets one)");
         }
         tokio::time::sleep(POD_CIDR_POLL).await;
@@ -288,7 +358,7 @@ async fn follow_assignments(
     ctx: Arc<Context>,
     mut mesh: MeshClient<Channel>,
     node: &str,
-    mut adopted: HashMap<String, Vec<process::Container>>,
+    mut adopted: HashMap<String, Vec<runtime::Container>>,
 ) {
     let mut workers: HashMap<String, Handle> = HashMap::new();
     let mut done: HashSet<String> = HashSet::new();
@@ -403,7 +473,7 @@ async fn follow_assignments(
 
 /// Stops the adopted containers of pods that are no longer assigned here and removes
 /// their files; removes the files of pods with nothing running too.
-fn stop_orphans(ctx: &Arc<Context>, adopted: HashMap<String, Vec<process::Container>>, assigned: &HashSet<String>) {
+fn stop_orphans(ctx: &Arc<Context>, adopted: HashMap<String, Vec<runtime::Container>>, assigned: &HashSet<String>) {
     for (uid, containers) in adopted {
         if assigned.contains(&uid) {
             continue;
@@ -460,4 +530,105 @@ pub fn mesh_client(url: &str) -> Result<MeshClient<Channel>> {
         .map_err(|e| AgentError::Config(format!("the API's URL {url:?}: {e}")))?
         .connect_lazy();
     Ok(MeshClient::new(channel))
+}
+
+/// Runs `count` hollow nodes (the simulated runtime) in this process until the future is
+/// dropped or one of them fails (its error is returned; the others stop with it). See the
+/// module doc.
+///
+/// `template` describes them all: node `i` is named `<template name>-<i>` (the template's
+/// name itself when `count` is 1) and keeps its files in `<template data_dir>/<node name>`;
+/// its runtime is the simulated one, whatever the template says, and it has no init
+/// program. The template's `listener`, if any, becomes the one log port of all the nodes
+/// (each publishes `template.identity.agent_port`, which should be its port); without one,
+/// they publish none. A `pod_cidr` is only taken with `count` 1: shared, it would give
+/// pods of different nodes the same addresses (leave it to the controller manager's node
+/// IPAM). Mesh API connections to `api_url` are made here, one per
+/// [`HOLLOW_NODES_PER_CONNECTION`] nodes; `client` is shared by all. `started` is called
+/// once per node as it starts (it is `run`'s callback).
+pub async fn run_hollow<F>(client: Client, api_url: &str, template: Config, count: usize, started: F) -> Result<()>
+where
+    F: Fn(&Agent) + Send + Sync + 'static,
+{
+    if count == 0 || count > HOLLOW_NODES_MAX {
+        return Err(AgentError::Config(format!(
+            "hollow nodes per process: 1 to {HOLLOW_NODES_MAX}, not {count}"
+        )));
+    }
+    if count > 1 && template.pod_cidr.is_some() {
+        return Err(AgentError::Config(
+            "one pod CIDR for several hollow nodes would give their pods the same addresses; leave it to node IPAM"
+                .into(),
+        ));
+    }
+    let shared = Arc::new(SharedLogs::default());
+    let agent_port = if template.listener.is_some() {
+        template.identity.agent_port
+    } else {
+        0
+    };
+    let _server = template.listener.map(|listener| {
+        let router = logs::router(shared.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "the hollow nodes' HTTP port stopped");
+            }
+        }))
+    });
+    let connections = (0..count.div_ceil(HOLLOW_NODES_PER_CONNECTION))
+        .map(|_| mesh_client(api_url))
+        .collect::<Result<Vec<_>>>()?;
+    let started = Arc::new(started);
+    let mut nodes = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let name = if count == 1 {
+            template.identity.name.clone()
+        } else {
+            format!("{}-{i}", template.identity.name)
+        };
+        let config = Config {
+            identity: NodeIdentity {
+                name: name.clone(),
+                agent_port,
+                ..template.identity.clone()
+            },
+            heartbeat: template.heartbeat.clone(),
+            data_dir: template.data_dir.join(&name),
+            pod_cidr: template.pod_cidr,
+            log_limits: template.log_limits,
+            backoff_initial: template.backoff_initial,
+            backoff_max: template.backoff_max,
+            listener: None,
+            init_program: None,
+            dns: template.dns.clone(),
+            runtime: RuntimeKind::Simulated,
+        };
+        let mesh = connections[i / HOLLOW_NODES_PER_CONNECTION].clone();
+        let (client, shared, started) = (client.clone(), shared.clone(), started.clone());
+        nodes.spawn(async move {
+            let result = run(client, mesh, config, move |agent| {
+                shared
+                    .0
+                    .lock()
+                    .expect("invariant: no panics while the lock is held")
+                    .push(agent.context.clone());
+                started(agent);
+            })
+            .await;
+            (name, result)
+        });
+    }
+    while let Some(joined) = nodes.join_next().await {
+        match joined {
+            Ok((_, Ok(()))) => {}
+            Ok((name, Err(e))) => {
+                tracing::error!(node = %name, error = %e, "a hollow node stopped; stopping them all");
+                return Err(e);
+            }
+            Err(e) => {
+                return Err(AgentError::Config(format!("a hollow node's task ended: {e}")));
+            }
+        }
+    }
+    Ok(())
 }

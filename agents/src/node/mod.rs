@@ -5,6 +5,8 @@
 //! - [`spec`]: a container's command line and environment from its pod's spec.
 //! - [`volumes`]: a pod's emptyDir, configMap and secret volumes as directories.
 //! - [`process`]: the default container runtime, each container a local OS process.
+//! - [`simulated`]: containers that run nothing, for hollow nodes in scale tests.
+//! - [`runtime`]: either of the two, as the pod workers use it.
 //! - [`init`]: `container-init`, which gives a container its mounts and `exec`s its command.
 //! - [`probe`]: liveness, readiness and startup probes: one try, and the thresholds.
 //! - [`logs`]: the agent's HTTP port for container logs (the kubelet's `containerLogs`).
@@ -16,5 +18,7 @@ pub mod pods;
 pub mod probe;
 pub mod process;
 pub mod registration;
+pub mod runtime;
+pub mod simulated;
 pub mod spec;
 pub mod volumes;

@@ -58,6 +58,13 @@
 //! keeps its address (kept in `<pods dir>/<uid>/ip`) and its restart counts. A pod that
 //! ran before (any container has a state) does not run its init containers again.
 //!
+//! # The simulated runtime
+//!
+//! On a hollow node ([`super::simulated`]) the workers are the same, with four
+//! differences: containers are not probed (reported started and ready once running), no
+//! `preStop` hook runs, a container needs no command, and volumeMounts are not mounted
+//! (so they need no root).
+//!
 //! Left out: ephemeral containers, sidecar init containers (`restartPolicy: Always` on
 //! an init container: run as a plain init container here), `postStart` hooks,
 //! `activeDeadlineSeconds`, readiness gates other than the agent's own conditions, pod
@@ -82,7 +89,8 @@ use tokio::time::Instant;
 
 use super::init;
 use super::probe::{self, Kind, Timing, Tracker};
-use super::process::{self, ContainerSpec, Exit, ProcessRuntime};
+use super::process::{ContainerSpec, Exit};
+use super::runtime::{self, Runtime};
 use super::spec::{self, Sources};
 use super::volumes;
 use crate::nodeipam::Cidr;
@@ -128,7 +136,7 @@ pub trait StatusSink: Send + Sync + 'static {
 
 /// What every worker of one node shares.
 pub struct Context {
-    pub runtime: Arc<ProcessRuntime>,
+    pub runtime: Arc<Runtime>,
     /// The Kubernetes API: ConfigMaps and Secrets the pods use, and the final deletes.
     pub client: Client,
     pub status: Arc<dyn StatusSink>,
@@ -233,6 +241,8 @@ enum Event {
         name: String,
         run: u64,
         exit: Exit,
+        /// The kernel killed a process of it for want of memory (its memory limit).
+        oom_killed: bool,
         finished_at: Timestamp,
     },
     Started {
@@ -424,7 +434,7 @@ pub struct Worker {
 
 impl Worker {
     /// A worker for `pod`, taking over the `adopted` containers of it.
-    pub fn new(ctx: Arc<Context>, pod: Arc<Pod>, adopted: Vec<process::Container>) -> Worker {
+    pub fn new(ctx: Arc<Context>, pod: Arc<Pod>, adopted: Vec<runtime::Container>) -> Worker {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
@@ -477,7 +487,7 @@ impl Worker {
     }
 
     /// Takes over adopted containers, and what the runtime remembers of earlier runs.
-    fn resume(&mut self, adopted: Vec<process::Container>) {
+    fn resume(&mut self, adopted: Vec<runtime::Container>) {
         let ran_before = self
             .slots
             .iter()
@@ -492,13 +502,16 @@ impl Worker {
                         .as_deref()
                         .and_then(|t| t.parse().ok())
                         .unwrap_or_else(Timestamp::now);
-                    let ended = ended_of(
+                    let mut ended = ended_of(
                         format!("process://{}/{}/{}", self.uid, name, state.restart_count),
                         exit,
                         state.started_at.parse().ok(),
                         finished_at,
                         None,
                     );
+                    if state.oom_killed {
+                        oom(&mut ended);
+                    }
                     // As if it had just ended: the restart policy decides.
                     self.ended(i, ended, Duration::ZERO);
                 }
@@ -819,8 +832,16 @@ impl Worker {
         let pod_ip = self.pod_ip.map(|ip| ip.to_string()).unwrap_or_default();
         let host_ip = self.ctx.host_ip.to_string();
         let container = self.slots[i].spec.clone();
-        let resolved = spec::environment(&self.pod, &container, &pod_ip, &host_ip, &sources)
-            .and_then(|env| spec::command_line(&container, &env).map(|cmd| (env, cmd)));
+        let simulated = self.ctx.runtime.is_simulated();
+        let resolved = spec::environment(&self.pod, &container, &pod_ip, &host_ip, &sources).and_then(|env| {
+            match spec::command_line(&container, &env) {
+                Ok(cmd) => Ok((env, cmd)),
+                // A simulated container runs nothing: it needs no command (pods that rely
+                // on their image's entrypoint run on hollow nodes too).
+                Err(_) if simulated => Ok((env, Vec::new())),
+                Err(e) => Err(e),
+            }
+        });
         let (env, command) = match resolved {
             Ok(r) => r,
             Err(e) => {
@@ -838,7 +859,9 @@ impl Worker {
             .and_then(|q| crate::quantity::value(&q.0))
             .and_then(|v| u64::try_from(v).ok());
         let working_dir = container.working_dir.as_ref().map(PathBuf::from);
-        let mounts = match self.mounts(i) {
+        // A simulated container mounts nothing, so its volumeMounts need no root either.
+        let mounts = if simulated { Ok(Vec::new()) } else { self.mounts(i) };
+        let mounts = match mounts {
             Ok(m) => m,
             Err(message) => {
                 self.slots[i].waiting = Some(("CreateContainerConfigError".into(), message));
@@ -856,21 +879,25 @@ impl Worker {
             env,
             working_dir,
             memory_limit_bytes,
-            ..ContainerSpec::default()
         };
-        let runtime = self.ctx.runtime.clone();
-        let started = tokio::task::spawn_blocking(move || {
-            // Registering the child with tokio's process driver needs the runtime's context.
-            runtime.start(&spec)
-        })
-        .await;
-        let started = match started {
-            Ok(r) => r,
-            Err(e) => Err(AgentError::Config(format!("starting the container: {e}"))),
+        // As a container runtime fails `exec` of a missing file at start, rather than
+        // showing the container running until its init step exits 127.
+        let missing = match simulated {
+            true => None,
+            false => missing_executable(&spec.command[0], &spec.env, &spec.mounts),
+        };
+        let started = match missing {
+            Some(message) => Err(message),
+            None => self
+                .ctx
+                .runtime
+                .start(spec, self.slots[i].init)
+                .await
+                .map_err(|e| e.to_string()),
         };
         match started {
             Ok(c) => {
-                tracing::info!(pod = %self.key(), container = %container.name, pid = c.pid(), "started container");
+                tracing::info!(pod = %self.key(), container = %container.name, pid = ?c.pid(), "started container");
                 self.slots[i].restart_count = c.restart_count();
                 self.slots[i].waiting = None;
                 self.slots[i].restart_at = None;
@@ -885,7 +912,7 @@ impl Worker {
                     exit_code: 128,
                     signal: None,
                     reason: "StartError".into(),
-                    message: Some(e.to_string()),
+                    message: Some(e),
                     started_at: None,
                     finished_at: now,
                 };
@@ -895,7 +922,7 @@ impl Worker {
     }
 
     /// Hands a running container to a supervisor and a prober.
-    fn supervise(&mut self, i: usize, mut c: process::Container, started_at: Timestamp) {
+    fn supervise(&mut self, i: usize, mut c: runtime::Container, started_at: Timestamp) {
         self.next_run += 1;
         let number = self.next_run;
         let name = self.slots[i].spec.name.clone();
@@ -925,11 +952,15 @@ impl Worker {
                     name: sup_name,
                     run: number,
                     exit,
+                    oom_killed: c.oom_killed(),
                     finished_at: Timestamp::now(),
                 })
                 .await;
         });
-        let prober = (!self.slots[i].init).then(|| {
+        // Simulated containers are not probed (there is nothing to probe): started and
+        // ready as soon as they run.
+        let simulated = self.ctx.runtime.is_simulated() && !self.slots[i].init;
+        let prober = (!self.slots[i].init && !simulated).then(|| {
             let env = self.probe_env(i);
             tokio::spawn(probe_container(
                 self.slots[i].spec.clone(),
@@ -947,8 +978,8 @@ impl Worker {
             since: Instant::now(),
             stop: Some(stop_tx),
             prober,
-            started: false,
-            ready: false,
+            started: simulated,
+            ready: simulated,
         });
         self.slots[i].running_tx.send_replace(true);
     }
@@ -986,6 +1017,7 @@ impl Worker {
                 name,
                 run,
                 exit,
+                oom_killed,
                 finished_at,
             } => {
                 let Some(i) = self.slot_of(&name, run) else { return };
@@ -993,7 +1025,10 @@ impl Worker {
                 self.slots[i].running_tx.send_replace(false);
                 let lasted = r.since.elapsed();
                 let killed_for = self.slots[i].killing.take();
-                let ended = ended_of(r.id.clone(), exit, Some(r.started_at), finished_at, killed_for);
+                let mut ended = ended_of(r.id.clone(), exit, Some(r.started_at), finished_at, killed_for);
+                if oom_killed {
+                    oom(&mut ended);
+                }
                 tracing::info!(pod = %self.key(), container = %name, exit_code = ended.exit_code, reason = %ended.reason, "container ended");
                 self.ended(i, ended, lasted);
             }
@@ -1106,7 +1141,8 @@ impl Worker {
                 .lifecycle
                 .as_ref()
                 .and_then(|l| l.pre_stop.clone())
-                .filter(|_| !self.slots[i].init);
+                // A simulated container's hook would run on the host, not in it: none run.
+                .filter(|_| !self.slots[i].init && !self.ctx.runtime.is_simulated());
             let pod_ip = self.pod_ip.unwrap_or(self.ctx.host_ip);
             let env = self.probe_env(i);
             let container = self.slots[i].spec.clone();
@@ -1420,6 +1456,15 @@ fn ended_of(
     }
 }
 
+/// A run the kernel ended for want of memory reads as the kubelet reports it: reason
+/// `OOMKilled`, exit code 137 when the end itself was not seen (an adopted container).
+fn oom(ended: &mut Ended) {
+    ended.reason = "OOMKilled".to_owned();
+    if ended.signal.is_none() && ended.exit_code == 137 {
+        ended.message = None;
+    }
+}
+
 /// The wait before restarting a container that has crashed `crashes` times before this
 /// crash since its last long run: none the first time, then `initial` doubling up to `max`.
 fn backoff_delay(crashes: u32, initial: Duration, max: Duration) -> Duration {
@@ -1429,6 +1474,34 @@ fn backoff_delay(crashes: u32, initial: Duration, max: Duration) -> Duration {
     initial
         .saturating_mul(1u32.checked_shl(crashes - 1).unwrap_or(u32::MAX))
         .min(max)
+}
+
+/// Why `program` cannot be executed, as runc words it, if it surely cannot: a name without
+/// `/` found in none of the `PATH` directories (the container's, else the default), or an
+/// absolute path that is not an executable file. Paths inside the container's mounts, and
+/// relative ones, are left to the start itself.
+fn missing_executable(program: &str, env: &[(String, String)], mounts: &[init::Mount]) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        let path = Path::new(program);
+        if !path.is_absolute() || mounts.iter().any(|m| path.starts_with(&m.target)) || executable(path) {
+            return None;
+        }
+        return Some(format!(
+            "exec: \"{program}\": stat {program}: no such file or directory (or not executable)"
+        ));
+    }
+    let path = env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map_or(super::process::DEFAULT_PATH, |(_, v)| v.as_str());
+    let found = path.split(':').filter(|d| !d.is_empty()).any(|dir| {
+        let dir = Path::new(dir);
+        mounts.iter().any(|m| dir.starts_with(&m.target)) || executable(&dir.join(program))
+    });
+    (!found).then(|| format!("exec: \"{program}\": executable file not found in $PATH"))
 }
 
 /// A duration as Go prints it (`10s`, `1m20s`, `5m0s`), for the back-off message.
@@ -1655,6 +1728,29 @@ mod tests {
             .collect();
         assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300, 300, 300]);
         assert_eq!(backoff_delay(u32::MAX, BACKOFF_INITIAL, BACKOFF_MAX), BACKOFF_MAX);
+    }
+
+    #[test]
+    fn missing_executables_are_found_before_the_start() {
+        let env = vec![("PATH".to_owned(), "/nonexistent:/bin:/usr/bin".to_owned())];
+        assert_eq!(missing_executable("sh", &env, &[]), None);
+        assert_eq!(missing_executable("/bin/sh", &env, &[]), None);
+        assert_eq!(
+            missing_executable("no-such-program", &env, &[]).as_deref(),
+            Some("exec: \"no-such-program\": executable file not found in $PATH")
+        );
+        assert!(missing_executable("/no/such/program", &env, &[]).is_some());
+        assert_eq!(missing_executable("./relative", &env, &[]), None, "left to the start");
+        let mount = init::Mount {
+            source: PathBuf::from("/tmp"),
+            target: PathBuf::from("/opt/tools"),
+            read_only: true,
+        };
+        assert_eq!(
+            missing_executable("/opt/tools/run", &env, &[mount]),
+            None,
+            "inside a mount"
+        );
     }
 
     #[test]

@@ -62,6 +62,12 @@ const LEASE_RETRY_FIRST: Duration = Duration::from_millis(200);
 const LEASE_RETRY_MAX: Duration = Duration::from_secs(7);
 /// What the runtime reports itself as in `nodeInfo.containerRuntimeVersion`.
 pub const RUNTIME_VERSION: &str = concat!("capstan-process://", env!("CARGO_PKG_VERSION"));
+/// The same for a hollow node (the simulated runtime, see [`super::simulated`]).
+pub const SIMULATED_RUNTIME_VERSION: &str = concat!("capstan-simulated://", env!("CARGO_PKG_VERSION"));
+/// The label that marks a hollow node (value `true`), so users see which nodes run
+/// nothing. The agent adds it to its identity's labels; a node carrying it reports
+/// [`SIMULATED_RUNTIME_VERSION`].
+pub const SIMULATED_LABEL: &str = "capstan.io/simulated";
 /// `nodeInfo.kubeletVersion`: the version the API server reports.
 pub const AGENT_VERSION: &str = "v1.32.0-capstan";
 
@@ -182,11 +188,17 @@ fn os_image() -> String {
         .unwrap_or_else(|| "Linux".to_owned())
 }
 
-fn node_info() -> NodeSystemInfo {
+fn node_info(identity: &NodeIdentity) -> NodeSystemInfo {
+    let simulated = identity.labels.get(SIMULATED_LABEL).is_some_and(|v| v == "true");
     NodeSystemInfo {
         architecture: go_arch().to_owned(),
         boot_id: read_trimmed("/proc/sys/kernel/random/boot_id"),
-        container_runtime_version: RUNTIME_VERSION.to_owned(),
+        container_runtime_version: if simulated {
+            SIMULATED_RUNTIME_VERSION
+        } else {
+            RUNTIME_VERSION
+        }
+        .to_owned(),
         kernel_version: read_trimmed("/proc/sys/kernel/osrelease"),
         kube_proxy_version: AGENT_VERSION.to_owned(),
         kubelet_version: AGENT_VERSION.to_owned(),
@@ -281,7 +293,7 @@ fn status_now(old: Option<&NodeStatus>, identity: &NodeIdentity, now: Timestamp)
             address: identity.name.clone(),
         },
     ]);
-    status.node_info = Some(node_info());
+    status.node_info = Some(node_info(identity));
     // Without a port the field is left as it was: another agent version, or someone,
     // may have set it, and an empty endpoint would tell the API server nothing.
     if identity.agent_port != 0 {

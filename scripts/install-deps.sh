@@ -6,7 +6,8 @@
 #                                    etcd-server), kubectl 1.20 (Debian kubernetes-client,
 #                                    unpacked into .tools/) and the Python kubernetes client
 #                                    (PyPI, in a virtualenv under .tools/)
-#   scripts/install-deps.sh bench   the above, plus etcd (Debian etcd-server, the baseline)
+#   scripts/install-deps.sh bench   the above, plus etcd (Debian etcd-server, the baseline) and
+#                                    wrk (HTTP load, for scripts/bench-proxy.sh)
 set -euo pipefail
 what=${1:-build}
 
@@ -37,6 +38,8 @@ if [ "$what" = test ] || [ "$what" = bench ]; then
 fi
 if [ "$what" = bench ]; then
   have_cmd etcd || need+=(etcd-server)
+  # The HTTP load generator of scripts/bench-proxy.sh.
+  have_cmd wrk || need+=(wrk)
 fi
 # kubectl 1.20 (Debian's kubernetes-client), unpacked into .tools/ rather than installed:
 # installing it clashes with the package that may own /usr/bin/kubectl (a dispatcher that

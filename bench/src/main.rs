@@ -10,6 +10,10 @@
 //! - `kube`: create/get/update/list latency on a Kubernetes API server (over HTTP).
 //! - `scheduler throughput` / `scheduler failover`: pods bound per second and scheduling
 //!   latency; time from killing the active scheduler to the next binding.
+//! - `pods`: pod startup latency through the whole cluster (create → scheduled → running
+//!   and ready, seen in a watch), pods per second, then the deletion.
+//! - `http-echo`: a small fast HTTP server answering `200 ok`, the pods behind a Service
+//!   when the node proxy's overhead is measured (it serves; it generates no load).
 //!
 //! Every run is bounded by a request or event count and by `--timeout-s`, and only
 //! loopback endpoints are accepted.
@@ -17,8 +21,10 @@
 mod cluster;
 mod common;
 mod failover;
+mod http_echo;
 mod kube;
 mod kv;
+mod pods;
 mod rawgrpc;
 mod scheduler;
 mod watch;
@@ -65,6 +71,10 @@ enum Command {
         #[command(subcommand)]
         op: scheduler::SchedulerCommand,
     },
+    /// Pod startup latency: create pods, time them to scheduled and to running and ready.
+    Pods(pods::PodsArgs),
+    /// Serve `200 ok` to every HTTP request (a fast pod for the proxy benchmark).
+    HttpEcho(http_echo::HttpEchoArgs),
 }
 
 #[derive(Subcommand)]
@@ -98,6 +108,8 @@ fn main() -> std::process::ExitCode {
             Command::Failover(a) => failover::run(a).await,
             Command::Kube(a) => kube::run(a).await,
             Command::Scheduler { op } => scheduler::run(op).await,
+            Command::Pods(a) => pods::run(a).await,
+            Command::HttpEcho(a) => http_echo::run(a).await,
         }
     });
     // Do not wait for tasks left blocked on a dead server.

@@ -17,7 +17,8 @@
 #   BUILD=0 PROFILE=debug REAL=1 PODS=5 REPEAT=1 scripts/bench-pods.sh   # a smoke test
 #
 # Settings (environment): REAL (0), PODS (50 real, 1000 hollow; at most 100000),
-# HOLLOW_NODES (100), CONCURRENCY (16 creates in flight), REPEAT (3), MAX_PODS (the real
+# HOLLOW_NODES (100), CONCURRENCY (16 creates in flight), RATE (creates started per second
+# at most, evenly spaced, as Kubernetes' SLO tests pace them; 0: unpaced), REPEAT (3), MAX_PODS (the real
 # node's --max-pods; 110, or PODS when larger), COMMAND (the container's command, a JSON
 # array; '["sh","-c","exec sleep 1000000"]'), TIMEOUT_S (600: each run, cluster start to
 # every pod ready), PROFILE (release; debug for checks), BUILD (1: build PROFILE first; 0
@@ -36,6 +37,7 @@ REAL=${REAL:-0}
 if [ "$REAL" = 1 ]; then PODS=${PODS:-50}; else PODS=${PODS:-1000}; fi
 HOLLOW_NODES=${HOLLOW_NODES:-100}
 CONCURRENCY=${CONCURRENCY:-16}
+RATE=${RATE:-0}
 REPEAT=${REPEAT:-3}
 MAX_PODS=${MAX_PODS:-$((PODS > 110 ? PODS : 110))}
 COMMAND=${COMMAND:-'["sh","-c","exec sleep 1000000"]'}
@@ -211,15 +213,15 @@ load() { cut -d' ' -f1 /proc/loadavg; }
 for r in $(seq "$REPEAT"); do
   dir="$work/run-$r"
   if [ "$REAL" = 1 ]; then
-    log "run $r: $PODS pods on one real node, $CONCURRENCY creates in flight"
+    log "run $r: $PODS pods on one real node, $CONCURRENCY creates in flight (RATE=$RATE)"
   else
-    log "run $r: $PODS pods on $HOLLOW_NODES hollow nodes, $CONCURRENCY creates in flight"
+    log "run $r: $PODS pods on $HOLLOW_NODES hollow nodes, $CONCURRENCY creates in flight (RATE=$RATE)"
   fi
   start_cluster "$dir"
   before=$(load)
   status=0
   line=$(timeout $((TIMEOUT_S + DELETE_TIMEOUT_S + 60)) "$bench" pods --api "$api" --pods "$PODS" \
-    --concurrency "$CONCURRENCY" --min-ready-nodes "$min_nodes" --command "$COMMAND" \
+    --concurrency "$CONCURRENCY" --creates-per-second "$RATE" --min-ready-nodes "$min_nodes" --command "$COMMAND" \
     --rss "store=$store_pid" --rss "agent=$agent_pid" --timeout-s "$TIMEOUT_S" \
     --delete-timeout-s "$DELETE_TIMEOUT_S" --json 2>"$dir/bench.err") || status=$?
   rss_end="{\"store\":$(rss_kb "$store_pid"),\"agent\":$(rss_kb "$agent_pid")}"
@@ -244,7 +246,8 @@ lines = [json.loads(l) for l in open(path) if l.strip()][-n:]
 rs = [l["result"] for l in lines]
 r0, l0 = rs[0], lines[0]
 where = "one real node" if l0["mode"] == "real" else f"{l0['hollow_nodes']} hollow nodes"
-print(f"pod startup: {r0['pods']} pods on {where}, {r0['concurrency']} creates in flight, "
+pace = f" at most {r0['creates_per_second_max']}/s" if r0.get("creates_per_second_max") else ""
+print(f"pod startup: {r0['pods']} pods on {where}, {r0['concurrency']} creates in flight{pace}, "
       f"{l0['profile']} build; median [min..max] over {len(rs)} run(s)")
 sec = lambda us: f"{us / 1e6:.3f} s" if us >= 1e6 else f"{us / 1000:.1f} ms"
 mib = lambda b: f"{b / 1048576:.1f} MiB"

@@ -109,6 +109,10 @@ pub struct PodsArgs {
     /// Creates (and, at the end, deletes) in flight at once.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    /// Creates started per second at most, evenly spaced, as load generators of
+    /// Kubernetes' own SLO tests pace them (0: as fast as `--concurrency` allows).
+    #[arg(long, default_value_t = 0)]
+    pub creates_per_second: u32,
     /// Namespace of the pods (created if missing, never deleted).
     #[arg(long, default_value = "pod-bench")]
     pub namespace: String,
@@ -715,7 +719,16 @@ async fn create_all(
     a: &PodsArgs,
 ) -> BenchResult<()> {
     let path = Arc::new(format!("/api/v1/namespaces/{}/pods", a.namespace));
-    let mut creates = futures::stream::iter(0..a.pods)
+    let start = tokio::time::Instant::now();
+    let per_second = a.creates_per_second;
+    let creates = futures::stream::iter(0..a.pods)
+        .then(move |i| async move {
+            if per_second > 0 {
+                let due = Duration::from_secs_f64(i as f64 / f64::from(per_second));
+                tokio::time::sleep_until(start + due).await;
+            }
+            i
+        })
         .map(|i| {
             let (api, tracker, template, path) = (api.clone(), tracker.clone(), template.clone(), path.clone());
             async move {
@@ -734,6 +747,7 @@ async fn create_all(
             }
         })
         .buffer_unordered(a.concurrency);
+    let mut creates = std::pin::pin!(creates);
     while let Some(r) = creates.next().await {
         r?;
     }
@@ -956,6 +970,7 @@ fn print_report(
             .int("ready_nodes", ready_nodes as i64)
             .int("pods", a.pods as i64)
             .int("concurrency", a.concurrency as i64)
+            .int("creates_per_second_max", i64::from(a.creates_per_second))
             .bool("complete", complete)
             .int("created", r.created as i64)
             .int("scheduled", r.scheduled as i64)
@@ -985,8 +1000,12 @@ fn print_report(
         println!("{}", j.render());
         return;
     }
+    let pacing = match a.creates_per_second {
+        0 => String::new(),
+        n => format!(" at most {n}/s"),
+    };
     println!(
-        "pods: {} pods, {} creates in flight, {ready_nodes} ready node(s), scheduler {scheduler}{}",
+        "pods: {} pods, {} creates in flight{pacing}, {ready_nodes} ready node(s), scheduler {scheduler}{}",
         a.pods,
         a.concurrency,
         if complete { "" } else { " (INCOMPLETE)" }

@@ -559,7 +559,7 @@ impl Worker {
             let Some(pod) = pod else {
                 // Gone from the API (deleted for good, or no longer bound here).
                 self.terminate(None).await;
-                self.clean_up();
+                self.clean_up().await;
                 return;
             };
             self.pod = pod;
@@ -573,7 +573,7 @@ impl Worker {
                     .max(0);
                 self.terminate(Some(Duration::from_secs(grace as u64))).await;
                 self.publish_status();
-                self.clean_up();
+                self.clean_up().await;
                 self.delete_from_api().await;
                 return;
             }
@@ -660,11 +660,20 @@ impl Worker {
             self.pod_ip = Some(if host_network {
                 self.ctx.host_ip
             } else {
-                let ip = self
-                    .address(&pod_dir)
+                // Off the async workers: a file create can wait behind another process's
+                // fsync (the journal), and would stall every pod of the agent meanwhile.
+                let (ctx, uid, dir) = (self.ctx.clone(), self.uid.clone(), pod_dir.clone());
+                let simulated = self.ctx.runtime.is_simulated();
+                let ip = tokio::task::spawn_blocking(move || address(&ctx, &uid, &dir, !simulated))
+                    .await
+                    .map_err(|e| ("ContainerCreating", format!("allocating the address: {e}")))?
                     .map_err(|e| ("ContainerCreating", e.to_string()))?;
                 IpAddr::V4(ip)
             });
+        }
+        if self.ctx.runtime.is_simulated() {
+            // Nothing reads a simulated pod's files: hollow nodes write none.
+            return Ok(());
         }
         let sources = self
             .sources()
@@ -762,29 +771,6 @@ impl Worker {
             }
         }
         Ok(mounts)
-    }
-
-    /// The pod's address: the one in its address file, or a new one (written there).
-    fn address(&self, pod_dir: &Path) -> Result<Ipv4Addr> {
-        let file = pod_dir.join(IP_FILE);
-        let mut pool = self
-            .ctx
-            .ips
-            .lock()
-            .expect("invariant: no panics while the lock is held");
-        if let Ok(text) = std::fs::read_to_string(&file) {
-            if let Ok(ip) = text.trim().parse::<Ipv4Addr>() {
-                if pool.restore(ip, &self.uid) {
-                    return Ok(ip);
-                }
-            }
-        }
-        let ip = pool
-            .allocate(&self.uid)
-            .ok_or_else(|| AgentError::Config(format!("no pod address free in {}", pool.cidr)))?;
-        std::fs::create_dir_all(pod_dir).map_err(|e| AgentError::Io(format!("creating {}", pod_dir.display()), e))?;
-        std::fs::write(&file, ip.to_string()).map_err(|e| AgentError::Io(format!("writing {}", file.display()), e))?;
-        Ok(ip)
     }
 
     /// The ConfigMaps and Secrets the pod refers to (volumes, envFrom, env), read now.
@@ -1191,15 +1177,22 @@ impl Worker {
     }
 
     /// Removes the pod's directories and gives its address back.
-    fn clean_up(&mut self) {
-        if let Err(e) = self.ctx.runtime.remove_pod(&self.uid) {
-            tracing::warn!(pod = %self.key(), error = %e, "removing the pod's containers' files failed");
-        }
-        let dir = self.ctx.pods_dir.join(&self.uid);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(pod = %self.key(), dir = %dir.display(), error = %e, "removing the pod's directory failed");
+    async fn clean_up(&mut self) {
+        let (ctx, uid, key) = (self.ctx.clone(), self.uid.clone(), self.key());
+        let removed = tokio::task::spawn_blocking(move || {
+            if let Err(e) = ctx.runtime.remove_pod(&uid) {
+                tracing::warn!(pod = %key, error = %e, "removing the pod's containers' files failed");
             }
+            let dir = ctx.pods_dir.join(&uid);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(pod = %key, dir = %dir.display(), error = %e, "removing the pod's directory failed");
+                }
+            }
+        })
+        .await;
+        if let Err(e) = removed {
+            tracing::warn!(pod = %self.key(), error = %e, "removing the pod's files panicked");
         }
         self.ctx
             .ips
@@ -1424,6 +1417,28 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// The pod's address: the one in its address file, or a new one (written there when
+/// `keep`, so that it survives an agent restart). Blocking.
+fn address(ctx: &Context, uid: &str, pod_dir: &Path, keep: bool) -> Result<Ipv4Addr> {
+    let file = pod_dir.join(IP_FILE);
+    let mut pool = ctx.ips.lock().expect("invariant: no panics while the lock is held");
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        if let Ok(ip) = text.trim().parse::<Ipv4Addr>() {
+            if pool.restore(ip, uid) {
+                return Ok(ip);
+            }
+        }
+    }
+    let ip = pool
+        .allocate(uid)
+        .ok_or_else(|| AgentError::Config(format!("no pod address free in {}", pool.cidr)))?;
+    if keep {
+        std::fs::create_dir_all(pod_dir).map_err(|e| AgentError::Io(format!("creating {}", pod_dir.display()), e))?;
+        std::fs::write(&file, ip.to_string()).map_err(|e| AgentError::Io(format!("writing {}", file.display()), e))?;
+    }
+    Ok(ip)
 }
 
 /// How a run ended, in the API's terms.

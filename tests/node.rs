@@ -12,8 +12,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,19 +24,9 @@ use serde_json::json;
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// GET / at `to`: the body, or what went wrong.
+/// GET / at `to`: the body without its line end, or what went wrong.
 fn get(to: SocketAddr) -> Result<String, String> {
-    let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
-    match response.split_once("\r\n\r\n") {
-        Some((_, body)) => Ok(body.trim().to_owned()),
-        None => Err(format!("not an HTTP response: {response:?}")),
-    }
+    common::http_get(to).map(|b| b.trim().to_owned())
 }
 
 async fn eventually<T, F, Fut>(what: &str, f: F) -> T

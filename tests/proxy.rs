@@ -8,7 +8,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
@@ -37,17 +37,7 @@ fn pod_server() -> u16 {
 
 /// GET / at `to`: the body, or what went wrong.
 fn get(to: SocketAddr) -> Result<String, String> {
-    let mut stream = TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| e.to_string())?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
-    match response.split_once("\r\n\r\n") {
-        Some((_, body)) => Ok(body.to_owned()),
-        None => Err(format!("not an HTTP response: {response:?}")),
-    }
+    common::http_get(to)
 }
 
 async fn eventually<T, F, Fut>(what: &str, f: F) -> T

@@ -23,6 +23,7 @@ mod common;
 mod failover;
 mod http_echo;
 mod kube;
+mod kubeapi;
 mod kv;
 mod pods;
 mod rawgrpc;

@@ -41,7 +41,7 @@
 //! # Bounds
 //!
 //! At most [`PODS_MAX`] pods and [`CONCURRENCY_MAX`] creates in flight; answers are read
-//! up to [`BODY_MAX_BYTES`], watch events up to [`LINE_MAX_BYTES`]; the container's command
+//! up to [`crate::kubeapi::BODY_MAX_BYTES`], watch events up to [`LINE_MAX_BYTES`]; the container's command
 //! is at most [`COMMAND_ARGS_MAX`] arguments; the whole run is bounded by `--timeout-s`
 //! and the deletion by `--delete-timeout-s`. Only loopback API servers are accepted.
 //!
@@ -54,18 +54,15 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
+use hyper::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::Notify;
 
 use crate::common::{fmt_us, new_histogram, record_us, rss_bytes, BenchResult, Deadline, Json, LatencySummary};
+use crate::kubeapi::{parse_json, run_id, Api};
 
 /// The most pods one run creates.
 pub const PODS_MAX: usize = 100_000;
@@ -76,8 +73,6 @@ pub const COMMAND_ARGS_MAX: usize = 256;
 const COMMAND_BYTES_MAX: usize = 64 << 10;
 /// `--rss` processes at most.
 const RSS_PIDS_MAX: usize = 16;
-/// Answers are read whole up to this size (a page of pods or all nodes stays far below).
-pub const BODY_MAX_BYTES: usize = 64 << 20;
 /// A watch line (one event) longer than this ends the run.
 pub const LINE_MAX_BYTES: usize = 16 << 20;
 /// Pods per page when the watch has to list again.
@@ -150,88 +145,6 @@ pub struct PodsArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-}
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// The Kubernetes API over plain HTTP/1.1 keep-alive connections.
-struct Api {
-    client: HttpClient,
-    base: String,
-}
-
-impl Api {
-    fn new(server: &str, connections: usize) -> BenchResult<Api> {
-        let base = check_loopback(server)?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        Ok(Api {
-            client: Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(connections.max(1))
-                .build(connector),
-            base,
-        })
-    }
-
-    fn request(&self, method: Method, path: &str, body: Option<String>) -> BenchResult<Request<Full<Bytes>>> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("accept", "application/json");
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        req.body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| format!("request: {e}"))
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<String>) -> BenchResult<(StatusCode, Bytes)> {
-        let resp = self
-            .client
-            .request(self.request(method, path, body)?)
-            .await
-            .map_err(|e| format!("{path}: {e}"))?;
-        let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), BODY_MAX_BYTES)
-            .collect()
-            .await
-            .map_err(|e| format!("{path}: reading the answer: {e}"))?
-            .to_bytes();
-        Ok((status, body))
-    }
-
-    /// GET that must succeed, as JSON.
-    async fn get_json(&self, path: &str) -> BenchResult<Value> {
-        let (status, body) = self.call(Method::GET, path, None).await?;
-        if !status.is_success() {
-            return Err(format!("GET {path}: {status}: {}", String::from_utf8_lossy(&body)));
-        }
-        parse_json(&body)
-    }
-}
-
-fn parse_json(bytes: &[u8]) -> BenchResult<Value> {
-    serde_json::from_slice(bytes).map_err(|e| format!("an answer that is not JSON: {e}"))
-}
-
-fn check_loopback(server: &str) -> BenchResult<String> {
-    let rest = server
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--api {server:?}: only http:// is supported"))?;
-    let rest = rest.trim_end_matches('/');
-    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
-    if !(host == "127.0.0.1" || host == "localhost" || host == "[::1]") {
-        return Err(format!("--api {server:?}: only loopback servers are measured"));
-    }
-    Ok(format!("http://{rest}"))
-}
-
-/// A run id for labels and names: distinct per run, short, a valid label value.
-fn run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{:x}", (nanos as u64 ^ u64::from(std::process::id())) & 0xff_ffff_ffff)
 }
 
 /// `--command`: a non-empty JSON array of strings, within the bounds.
@@ -1089,11 +1002,6 @@ mod tests {
         assert!(parse_rss(&["store".into()]).is_err());
         assert!(parse_rss(&["store=x".into()]).is_err());
         assert!(parse_rss(&["=1".into()]).is_err());
-        assert!(check_loopback("http://10.1.1.1:6443").is_err());
-        assert_eq!(
-            check_loopback("http://127.0.0.1:1/").as_deref(),
-            Ok("http://127.0.0.1:1")
-        );
     }
 
     #[test]

@@ -27,18 +27,15 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
+use hyper::{Method, StatusCode};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 
 use crate::common::{fmt_us, new_histogram, record_us, BenchResult, Deadline, Json, LatencySummary};
+use crate::kubeapi::{parse_json, run_id, Api};
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum SchedulerCommand {
@@ -136,58 +133,10 @@ pub async fn run(command: SchedulerCommand) -> BenchResult<()> {
     }
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-/// Answers are read whole up to this size (a list of all bench pods stays far below).
-const BODY_MAX_BYTES: usize = 64 << 20;
 /// A watch line (one event) longer than this ends the run.
 const LINE_MAX_BYTES: usize = 16 << 20;
 
-struct Api {
-    client: HttpClient,
-    base: String,
-}
-
 impl Api {
-    fn new(server: &str, connections: usize) -> BenchResult<Api> {
-        let base = check_loopback(server)?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        Ok(Api {
-            client: Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(connections.max(1))
-                .build(connector),
-            base,
-        })
-    }
-
-    fn request(&self, method: Method, path: &str, body: Option<String>) -> BenchResult<Request<Full<Bytes>>> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("accept", "application/json");
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        req.body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| format!("request: {e}"))
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<String>) -> BenchResult<(StatusCode, Bytes)> {
-        let resp = self
-            .client
-            .request(self.request(method, path, body)?)
-            .await
-            .map_err(|e| format!("{path}: {e}"))?;
-        let status = resp.status();
-        let body = http_body_util::Limited::new(resp.into_body(), BODY_MAX_BYTES)
-            .collect()
-            .await
-            .map_err(|e| format!("{path}: reading the answer: {e}"))?
-            .to_bytes();
-        Ok((status, body))
-    }
-
     /// POST that may find the object there already.
     async fn create(&self, path: &str, body: String) -> BenchResult<()> {
         let (status, answer) = self.call(Method::POST, path, Some(body)).await?;
@@ -219,30 +168,6 @@ impl Api {
             .filter(|h| !h.is_empty())
             .map(str::to_string))
     }
-}
-
-fn parse_json(bytes: &[u8]) -> BenchResult<serde_json::Value> {
-    serde_json::from_slice(bytes).map_err(|e| format!("an answer that is not JSON: {e}"))
-}
-
-fn check_loopback(server: &str) -> BenchResult<String> {
-    let rest = server
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--api {server:?}: only http:// is supported"))?;
-    let rest = rest.trim_end_matches('/');
-    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
-    if !(host == "127.0.0.1" || host == "localhost" || host == "[::1]") {
-        return Err(format!("--api {server:?}: only loopback servers are measured"));
-    }
-    Ok(format!("http://{rest}"))
-}
-
-/// A run id for labels and names: distinct per run, short.
-fn run_id() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{:x}", (nanos as u64 ^ u64::from(std::process::id())) & 0xff_ffff_ffff)
 }
 
 const RUN_LABEL: &str = "capstan-bench-run";
@@ -796,16 +721,6 @@ fn report_round(a: &FailoverArgs, r: usize, round: &Round) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_loopback_apis() {
-        assert_eq!(
-            check_loopback("http://127.0.0.1:6443/").as_deref(),
-            Ok("http://127.0.0.1:6443")
-        );
-        assert!(check_loopback("http://10.0.0.1:6443").is_err());
-        assert!(check_loopback("https://127.0.0.1:6443").is_err());
-    }
 
     #[test]
     fn generated_objects_are_json() {

@@ -1,0 +1,52 @@
+# Shared by the scripts that start clusters with nodes (bench-pods.sh, bench-proxy.sh);
+# sourced, not run. Expects `log MESSAGE` from the script.
+
+# port_free PORT: nothing listens on 127.0.0.1:PORT.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Stops one process we started: TERM, then KILL if it has not exited within 10 s.
+stop_pid() {
+  local pid=$1
+  [ -n "$pid" ] || return 0
+  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+  kill -TERM "$pid" 2>/dev/null || true
+  local deadline=$((SECONDS + 10))
+  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    log "pid $pid did not stop on TERM; killing it"
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+# kill_leftover_containers NODE_DIR: kills the containers a stopped agent left behind
+# (containers outlive their agent by design): each one's process group, by the pid in its
+# state.json, only if that pid still has the recorded start time (field 22 of
+# /proc/<pid>/stat) and leads its group, so a reused pid is never hit.
+kill_leftover_containers() {
+  local dir=$1
+  [ -n "$dir" ] && [ -d "$dir" ] || return 0
+  python3 - "$dir" <<'EOF'
+import glob, json, os, signal, sys
+killed = 0
+for path in glob.glob(os.path.join(sys.argv[1], "**", "state.json"), recursive=True):
+    try:
+        with open(path) as f:
+            st = json.load(f)
+        pid, ticks = int(st.get("pid", 0)), int(st.get("start_time_ticks", 0))
+        if pid <= 1:
+            continue
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[22 - 3]) == ticks and os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+            killed += 1
+    except (OSError, ValueError, KeyError, IndexError, AttributeError):
+        pass
+if killed:
+    print(f"killed {killed} container(s) left running", file=sys.stderr)
+EOF
+}

@@ -1189,14 +1189,14 @@ fn validate_spec(spec: &ContainerSpec) -> Result<()> {
     Ok(())
 }
 
-fn validate_names(pod_uid: &str, container: &str) -> Result<()> {
+pub(crate) fn validate_names(pod_uid: &str, container: &str) -> Result<()> {
     validate_path_name("pod uid", pod_uid, POD_UID_BYTES_MAX)?;
     validate_path_name("container name", container, CONTAINER_NAME_BYTES_MAX)
 }
 
 /// A name that becomes one path component (and part of a cgroup's name): letters, digits,
 /// `-`, `_` and `.`, not starting with `.` (so never `.` or `..`).
-fn validate_path_name(what: &str, name: &str, bytes_max: usize) -> Result<()> {
+pub(crate) fn validate_path_name(what: &str, name: &str, bytes_max: usize) -> Result<()> {
     let valid = !name.is_empty()
         && name.len() <= bytes_max
         && !name.starts_with('.')

@@ -64,7 +64,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use super::process::{ContainerSpec, ContainerState, Exit, CONTAINER_NAME_BYTES_MAX, POD_UID_BYTES_MAX};
+use super::process::{validate_names, validate_path_name, ContainerSpec, ContainerState, Exit, POD_UID_BYTES_MAX};
 use crate::{AgentError, Result};
 
 /// `SIGTERM`: how a stop ends a simulated container (exit code 143).
@@ -215,7 +215,7 @@ impl SimulatedRuntime {
 
     /// Deletes a pod's directory and forgets its containers' restart counts.
     pub fn remove_pod(&self, pod_uid: &str) -> Result<()> {
-        validate_name("pod uid", pod_uid, POD_UID_BYTES_MAX)?;
+        validate_path_name("pod uid", pod_uid, POD_UID_BYTES_MAX)?;
         self.starts
             .lock()
             .expect("invariant: no panics while the lock is held")
@@ -235,29 +235,6 @@ impl SimulatedRuntime {
 
 fn io_error(what: String, e: io::Error) -> AgentError {
     AgentError::Io(what, e)
-}
-
-fn validate_names(pod_uid: &str, container: &str) -> Result<()> {
-    validate_name("pod uid", pod_uid, POD_UID_BYTES_MAX)?;
-    validate_name("container name", container, CONTAINER_NAME_BYTES_MAX)
-}
-
-/// A name that becomes one path component: letters, digits, `-`, `_` and `.`, not
-/// starting with `.` (so never `.` or `..`), as the process runtime requires.
-fn validate_name(what: &str, name: &str, bytes_max: usize) -> Result<()> {
-    let valid = !name.is_empty()
-        && name.len() <= bytes_max
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if valid {
-        Ok(())
-    } else {
-        Err(AgentError::Config(format!(
-            "{what} {name:?} must be 1 to {bytes_max} letters, digits, '-', '_' or '.', not starting with '.'"
-        )))
-    }
 }
 
 #[cfg(test)]

@@ -7,16 +7,17 @@
 //! package checks that its reflector stays correct against Capstan's API across restarts
 //! and 410s.
 //!
-//! What exists so far: [`leader`] (leader election on `coordination.k8s.io/v1` Leases);
+//! The parts: [`leader`] (leader election on `coordination.k8s.io/v1` Leases);
 //! [`controller_manager`] (components under one Lease) with the controllers
 //! [`serviceaccount`], [`replicaset`], [`deployment`], [`endpoints`], [`nodeipam`],
 //! [`namespace`], [`nodelifecycle`] and [`gc`] (the garbage collector), sharing
-//! [`runtime`]; the [`scheduler`] (with [`quantity`] for resource amounts); and the
-//! first pieces of the node agent ([`node`]) and of the node proxy ([`proxy`]: its
-//! forwarding core), the rest of both still to come; and the cluster DNS ([`dns`]).
+//! [`runtime`]; the [`scheduler`] (with [`quantity`] for resource amounts); the node agent
+//! ([`node`]), the node proxy ([`proxy`]) and the cluster DNS ([`dns`]); and [`client`],
+//! the clients of a component given several API servers, which fail over between them.
 //!
 //! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
 
+pub mod client;
 pub mod controller_manager;
 pub mod deployment;
 pub mod dns;

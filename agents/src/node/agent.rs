@@ -523,13 +523,11 @@ fn remove_pod_files(ctx: &Context, uid: &str) {
     }
 }
 
-/// A mesh API client for the API server at `url` (plain HTTP/2), connecting on first use.
+/// A mesh API client for the API servers at `url` (one URL, or several comma separated,
+/// failed over as [`crate::client`] describes; plain HTTP/2), connecting on first use.
 /// Must be called within a tokio runtime.
 pub fn mesh_client(url: &str) -> Result<MeshClient<Channel>> {
-    let channel = Channel::from_shared(url.to_owned())
-        .map_err(|e| AgentError::Config(format!("the API's URL {url:?}: {e}")))?
-        .connect_lazy();
-    Ok(MeshClient::new(channel))
+    Ok(MeshClient::new(crate::client::mesh_channel(url)?))
 }
 
 /// Runs `count` hollow nodes (the simulated runtime) in this process until the future is

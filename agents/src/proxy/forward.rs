@@ -341,14 +341,24 @@ fn bind_tcp(listen: SocketAddr) -> io::Result<TcpListener> {
     // (they outlive its removal); without SO_REUSEADDR they would keep the port from being
     // bound again.
     socket.set_reuseaddr(true)?;
+    // Every node's proxy serves every ClusterIP. Nodes that share one machine (`capstan
+    // up --nodes 2`, hollow nodes) would otherwise fight over the address; with
+    // SO_REUSEPORT they share it, the kernel spreads new connections over them, and the
+    // others go on serving when one proxy dies.
+    socket.set_reuseport(true)?;
     socket.bind(listen)?;
     socket.listen(TCP_LISTEN_BACKLOG)
 }
 
 fn bind_udp(listen: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind(listen)?;
+    use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(IpProtocol::UDP))?;
+    // As for TCP (see bind_tcp): a client's datagrams keep going to one of the proxies
+    // sharing the address, chosen by the kernel from its address and port.
+    socket.set_reuse_port(true)?;
+    socket.bind(&listen.into())?;
     socket.set_nonblocking(true)?;
-    UdpSocket::from_std(socket)
+    UdpSocket::from_std(socket.into())
 }
 
 /// A rule's backends as of one `apply`; replaced whole, never changed.

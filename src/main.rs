@@ -8,6 +8,9 @@ use capstan_apiserver::{Api, ApiConfig, Storage};
 use capstan_store::{server, Node, NodeConfig};
 use clap::{Parser, Subcommand};
 
+mod status;
+mod up;
+
 /// mimalloc instead of glibc's malloc for the Rust side (RocksDB's C++ keeps glibc's):
 /// the request path allocates and frees many small buffers across threads, and glibc's
 /// malloc, free and consolidation were about 11 % of the server's CPU samples at 64
@@ -33,6 +36,19 @@ enum Command {
     /// Serve the key-value store over the etcd v3 gRPC API: one member of a 1-, 3- or
     /// 5-member cluster replicated with Raft.
     Store(StoreArgs),
+    /// Run a master: a store member, the Kubernetes API over it, and replicas of the
+    /// controller-manager and the scheduler (of all masters' replicas, the one holding each
+    /// Lease acts). An HA cluster is three or five of these, on separate machines
+    /// (docs/operations.md) or started together by `capstan up`.
+    Master(MasterArgs),
+    /// Start a whole cluster on this machine as separate processes: masters, and nodes
+    /// (agent and proxy each) on loopback addresses; restarts the one in --data-dir if
+    /// there is one. Stops on Ctrl-C.
+    Up(up::UpArgs),
+    /// Show the cluster's health: the store's members (leader, term, index, size, or why
+    /// one cannot be reached) and quorum, the active scheduler and controller-manager, and
+    /// the nodes. Exits with 1 when there is no quorum or no leader.
+    Status(status::StatusArgs),
     /// Serve the Kubernetes API over a remote etcd (or Capstan store) cluster. To serve
     /// it over a store member in the same process, give `capstan store --apiserver-listen`.
     Apiserver(ApiserverArgs),
@@ -60,7 +76,8 @@ enum Command {
 /// How replicas of a component elect the one that acts (upstream's `--leader-elect*`).
 #[derive(clap::Args)]
 struct LeaderElectFlags {
-    /// The Kubernetes API server's URL (plain HTTP).
+    /// The Kubernetes API server's URL (plain HTTP), or several, comma separated, to fail
+    /// over between.
     #[arg(long)]
     master: String,
     /// Elect a leader among the replicas before acting (`--leader-elect=false` acts at once).
@@ -88,11 +105,7 @@ impl LeaderElectFlags {
     fn election(&self, lease: &str) -> Result<(kube::Client, capstan_agents::controller_manager::Election), String> {
         use capstan_agents::controller_manager::Election;
         use capstan_agents::leader::LeaseTiming;
-        let url = self
-            .master
-            .parse()
-            .map_err(|e| format!("--master {:?}: {e}", self.master))?;
-        let client = kube::Client::try_from(kube::Config::new(url)).map_err(|e| format!("--master: {e}"))?;
+        let client = api_client(&self.master).map_err(|e| format!("--master: {e}"))?;
         let election = Election {
             enabled: self.leader_elect,
             timing: LeaseTiming {
@@ -151,7 +164,8 @@ struct ControllerManagerArgs {
 
 #[derive(clap::Args)]
 struct ProxyArgs {
-    /// The Kubernetes API server's URL (plain HTTP).
+    /// The Kubernetes API server's URL (plain HTTP), or several, comma separated, to fail
+    /// over between.
     #[arg(long)]
     master: String,
     /// The node this proxy runs on (for its logs; every node serves every Service).
@@ -164,7 +178,8 @@ struct ProxyArgs {
 
 #[derive(clap::Args)]
 struct DnsArgs {
-    /// The Kubernetes API server's URL (plain HTTP).
+    /// The Kubernetes API server's URL (plain HTTP), or several, comma separated, to fail
+    /// over between.
     #[arg(long)]
     master: String,
     /// Where to answer, UDP and TCP.
@@ -181,7 +196,8 @@ struct DnsArgs {
 
 #[derive(clap::Args)]
 struct AgentArgs {
-    /// The Kubernetes API server's URL (plain HTTP; its mesh API is on the same port).
+    /// The Kubernetes API server's URL (plain HTTP; its mesh API is on the same port), or
+    /// several, comma separated, to fail over between.
     #[arg(long)]
     master: String,
     /// The node's name (default: this machine's hostname).
@@ -320,8 +336,9 @@ struct ApiserverArgs {
     api: ApiFlags,
 }
 
+/// One store member's flags (etcd's names), shared by `capstan store` and `capstan master`.
 #[derive(clap::Args)]
-struct StoreArgs {
+struct MemberFlags {
     /// Member name; also seeds the member and cluster IDs.
     #[arg(long, default_value = "default")]
     name: String,
@@ -361,6 +378,12 @@ struct StoreArgs {
     /// behind catches up by snapshot).
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    #[command(flatten)]
+    member: MemberFlags,
     /// Also serve the Kubernetes API on this address (plain HTTP), over this member.
     #[arg(long)]
     apiserver_listen: Option<SocketAddr>,
@@ -391,6 +414,40 @@ struct StoreArgs {
     dns_listen: SocketAddr,
     #[command(flatten)]
     api: ApiFlags,
+}
+
+#[derive(clap::Args)]
+struct MasterArgs {
+    #[command(flatten)]
+    member: MemberFlags,
+    /// Address to serve the Kubernetes API (and the mesh API) on (plain HTTP).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    apiserver_listen: SocketAddr,
+    /// Run no scheduler replica here (run `capstan scheduler` elsewhere).
+    #[arg(long)]
+    no_scheduler: bool,
+    /// Run no controller-manager replica here (run `capstan controller-manager` elsewhere).
+    #[arg(long)]
+    no_controller_manager: bool,
+    #[command(flatten)]
+    api: ApiFlags,
+}
+
+/// A master is a store member serving the API, with the controller-manager and the
+/// scheduler: `capstan store` with those on.
+async fn run_master(args: MasterArgs) -> Result<(), String> {
+    run_store(StoreArgs {
+        member: args.member,
+        apiserver_listen: Some(args.apiserver_listen),
+        no_controller_manager: args.no_controller_manager,
+        scheduler: !args.no_scheduler,
+        node_name: None,
+        node_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+        agent_port: 0,
+        dns_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        api: args.api,
+    })
+    .await
 }
 
 /// Parses `n1=http://a:2380,n2=http://b:2380`.
@@ -444,15 +501,22 @@ fn main() -> std::process::ExitCode {
         eprintln!("{e}");
         std::process::exit(capstan_agents::node::init::EXIT_CODE);
     }
+    let cli = Cli::parse();
+    // The commands a person runs and reads get warnings only; servers log what they do.
+    let default_log = match cli.command {
+        Command::Up(_) | Command::Status(_) => "warn",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         // Wall-clock time in UTC to the microsecond: the replicas' records of what they
         // did (target `capstan::acted`) are put in one order by it.
         .with_timer(tracing_subscriber::fmt::time::SystemTime)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CAPSTAN_LOG").unwrap_or_else(|_| default_log.into()),
+        )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
@@ -462,6 +526,10 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Store(args) => rt.block_on(run_store(args)),
+        Command::Master(args) => rt.block_on(run_master(args)),
+        // Healthy or not: the exit status says which.
+        Command::Status(args) => return exit(rt.block_on(status::run(args))),
+        Command::Up(args) => rt.block_on(async move { up::run(args, shutdown_signal()?).await }),
         Command::Apiserver(args) => rt.block_on(run_apiserver(args)),
         Command::ControllerManager(args) => rt.block_on(run_controller_manager(args)),
         Command::Scheduler(args) => rt.block_on(run_scheduler(args)),
@@ -469,8 +537,14 @@ fn main() -> std::process::ExitCode {
         Command::Agent(args) => rt.block_on(run_agent(args)),
         Command::Dns(args) => rt.block_on(run_dns(args)),
     };
+    exit(result.map(|()| true))
+}
+
+/// Success for `Ok(true)`; failure, with the error printed, otherwise.
+fn exit(result: Result<bool, String>) -> std::process::ExitCode {
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
         Err(e) => {
             eprintln!("capstan: {e}");
             std::process::ExitCode::FAILURE
@@ -479,29 +553,30 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run_store(args: StoreArgs) -> Result<(), String> {
-    let listener = tokio::net::TcpListener::bind(args.listen_client)
+    let m = args.member;
+    let listener = tokio::net::TcpListener::bind(m.listen_client)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen_client))?;
+        .map_err(|e| format!("cannot listen on {}: {e}", m.listen_client))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let mut config = NodeConfig::new(&args.name, args.data_dir.clone());
-    config.client_url = args.advertise_client.unwrap_or_else(|| format!("http://{addr}"));
-    config.initial_cluster = parse_initial_cluster(&args.initial_cluster)?;
-    config.initial_cluster_token = args.initial_cluster_token.clone();
-    if args.heartbeat_interval == 0 || args.election_timeout < 2 * args.heartbeat_interval {
+    let mut config = NodeConfig::new(&m.name, m.data_dir.clone());
+    config.client_url = m.advertise_client.unwrap_or_else(|| format!("http://{addr}"));
+    config.initial_cluster = parse_initial_cluster(&m.initial_cluster)?;
+    config.initial_cluster_token = m.initial_cluster_token.clone();
+    if m.heartbeat_interval == 0 || m.election_timeout < 2 * m.heartbeat_interval {
         return Err("--election-timeout must be at least twice --heartbeat-interval (and both above 0)".into());
     }
-    config.tick = std::time::Duration::from_millis(args.heartbeat_interval);
-    config.log_keep_entries = args.snapshot_count.max(1);
-    config.election_ticks = (args.election_timeout / args.heartbeat_interval) as usize;
+    config.tick = std::time::Duration::from_millis(m.heartbeat_interval);
+    config.log_keep_entries = m.snapshot_count.max(1);
+    config.election_ticks = (m.election_timeout / m.heartbeat_interval) as usize;
     // etcd: a lease lives at least 1.5 election timeouts.
-    config.lease_ttl_min_s = ((args.election_timeout * 3 / 2).div_ceil(1000) as i64).max(1);
-    let peer_listener = match args.listen_peer {
+    config.lease_ttl_min_s = ((m.election_timeout * 3 / 2).div_ceil(1000) as i64).max(1);
+    let peer_listener = match m.listen_peer {
         Some(peer) => {
             let l = tokio::net::TcpListener::bind(peer)
                 .await
                 .map_err(|e| format!("cannot listen on {peer}: {e}"))?;
             let bound = l.local_addr().map_err(|e| e.to_string())?;
-            config.peer_url = args
+            config.peer_url = m
                 .initial_advertise_peer_urls
                 .clone()
                 .unwrap_or_else(|| format!("http://{bound}"));
@@ -517,10 +592,10 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
             None
         }
     };
-    if !config.initial_cluster.is_empty() && !config.initial_cluster.iter().any(|(n, _)| *n == args.name) {
-        return Err(format!("--initial-cluster does not name this member ({})", args.name));
+    if !config.initial_cluster.is_empty() && !config.initial_cluster.iter().any(|(n, _)| *n == m.name) {
+        return Err(format!("--initial-cluster does not name this member ({})", m.name));
     }
-    if args.initial_cluster_state == "existing" && !args.data_dir.join("db").exists() {
+    if m.initial_cluster_state == "existing" && !m.data_dir.join("db").exists() {
         // A member added with `member add`: the running members know its ID.
         let peers: Vec<String> = config.initial_cluster.iter().map(|(_, u)| u.clone()).collect();
         tracing::info!(?peers, "joining a running cluster");
@@ -532,7 +607,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
                 })?,
         );
     }
-    let node = Node::start(config).map_err(|e| format!("cannot open the store in {}: {e}", args.data_dir.display()))?;
+    let node = Node::start(config).map_err(|e| format!("cannot open the store in {}: {e}", m.data_dir.display()))?;
     if let Some(l) = peer_listener {
         let n = node.clone();
         tokio::spawn(async move {
@@ -551,10 +626,10 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
             }
         });
         if !args.no_controller_manager {
-            embedded_controller_manager(&api_url, &args.name)?;
+            embedded_controller_manager(&api_url, &m.name)?;
         }
         if args.scheduler {
-            embedded_scheduler(&api_url, &args.name)?;
+            embedded_scheduler(&api_url, &m.name)?;
         }
         if let Some(node) = &args.node_name {
             // The cluster DNS's Service takes the tenth address of the Service range, as
@@ -583,13 +658,13 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
                 node,
                 args.node_ip,
                 args.agent_port,
-                &args.data_dir.join("node"),
+                &m.data_dir.join("node"),
                 dns_ip,
             )
             .await?;
         }
     }
-    tracing::info!(%addr, data_dir = %args.data_dir.display(), revision = node.mvcc.revision(), "store serving the etcd v3 API");
+    tracing::info!(%addr, data_dir = %m.data_dir.display(), revision = node.mvcc.revision(), "store serving the etcd v3 API");
     // The line tests and scripts wait for.
     println!("capstan store ready on {addr}");
     // Serve until Ctrl-C or SIGTERM, or until the member stops on its own (removed from the
@@ -616,8 +691,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
 fn embedded_controller_manager(api_url: &str, member: &str) -> Result<(), String> {
     use capstan_agents::controller_manager::{self, default_identity, Election};
     use capstan_agents::nodeipam::{Blocks, CLUSTER_CIDR_DEFAULT, NODE_MASK_SIZE_DEFAULT};
-    let url = api_url.parse().map_err(|e| format!("the API's URL {api_url:?}: {e}"))?;
-    let client = kube::Client::try_from(kube::Config::new(url)).map_err(|e| format!("the API's client: {e}"))?;
+    let client = api_client(api_url)?;
     let election = Election {
         identity: format!("{member}_{}", default_identity()),
         ..Election::default()
@@ -690,10 +764,10 @@ async fn embedded_node(
     Ok(())
 }
 
-/// A client of the Kubernetes API at `api_url` (plain HTTP).
+/// A client of the Kubernetes API at `api_url` (plain HTTP; several URLs, comma
+/// separated, are failed over as `capstan_agents::client` describes).
 fn api_client(api_url: &str) -> Result<kube::Client, String> {
-    let url = api_url.parse().map_err(|e| format!("the API's URL {api_url:?}: {e}"))?;
-    kube::Client::try_from(kube::Config::new(url)).map_err(|e| format!("the API's client: {e}"))
+    capstan_agents::client::api_client(api_url).map_err(|e| e.to_string())
 }
 
 fn api_config(flags: &ApiFlags) -> Result<ApiConfig, String> {

@@ -16,11 +16,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Reaper, Server};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use kube::api::{Api, ListParams, PostParams};
-use serde_json::json;
+use common::{ready_pods, web, Reaper, Server};
+use k8s_openapi::api::core::v1::{Endpoints, Pod};
+use kube::api::Api;
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -72,61 +70,6 @@ fn agent(master: &str, node: &str, pod_cidr: &str, root: &Path, log: &Path) -> S
         log,
     )
     .0
-}
-
-/// A Deployment of `replicas` HTTP servers answering their pod's name, each ready while
-/// the file `ready` exists in its working directory, behind a ClusterIP Service.
-async fn web(client: &kube::Client, replicas: i32) -> SocketAddr {
-    let script = "echo $POD_NAME > index.html && touch ready && exec python3 -m http.server 8080 --bind $POD_IP";
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
-                "terminationGracePeriodSeconds": 5,
-                "containers": [{"name": "web", "image": "python:3", "command": ["sh", "-c", script],
-                    "env": [
-                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                    ],
-                    "ports": [{"name": "http", "containerPort": 8080}],
-                    "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1}}]}}},
-    }))
-    .expect("deployment");
-    Api::<Deployment>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &deployment)
-        .await
-        .expect("create the deployment");
-    let service: Service = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
-    }))
-    .expect("service");
-    let service = Api::<Service>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &service)
-        .await
-        .expect("create the service");
-    let ip = service.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
-    format!("{ip}:80").parse().expect("address")
-}
-
-/// The pods of the Deployment that are Running and Ready.
-async fn ready_pods(client: &kube::Client) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let Ok(list) = pods.list(&ListParams::default().labels("app=web")).await else {
-        return Vec::new();
-    };
-    list.items
-        .into_iter()
-        .filter(|p| {
-            p.status.as_ref().is_some_and(|s| {
-                s.phase.as_deref() == Some("Running")
-                    && s.conditions
-                        .iter()
-                        .flatten()
-                        .any(|c| c.type_ == "Ready" && c.status == "True")
-            })
-        })
-        .collect()
 }
 
 fn uid(pod: &Pod) -> String {

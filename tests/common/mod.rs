@@ -394,3 +394,58 @@ pub fn http_get(to: SocketAddr) -> Result<String, String> {
         None => Err(format!("not an HTTP response: {response:?}")),
     }
 }
+
+/// A Deployment of `replicas` HTTP servers answering their pod's name, each ready while
+/// the file `ready` exists in its working directory, behind a ClusterIP Service.
+pub async fn web(client: &kube::Client, replicas: i32) -> SocketAddr {
+    let script = "echo $POD_NAME > index.html && touch ready && exec python3 -m http.server 8080 --bind $POD_IP";
+    let deployment: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                "terminationGracePeriodSeconds": 5,
+                "containers": [{"name": "web", "image": "python:3", "command": ["sh", "-c", script],
+                    "env": [
+                        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    ],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 1}}]}}},
+    }))
+    .expect("deployment");
+    kube::Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), "default")
+        .create(&kube::api::PostParams::default(), &deployment)
+        .await
+        .expect("create the deployment");
+    let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": "http"}]},
+    }))
+    .expect("service");
+    let service = kube::Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), "default")
+        .create(&kube::api::PostParams::default(), &service)
+        .await
+        .expect("create the service");
+    let ip = service.spec.and_then(|s| s.cluster_ip).expect("a ClusterIP");
+    format!("{ip}:80").parse().expect("address")
+}
+
+/// The pods of the Deployment that are Running and Ready.
+pub async fn ready_pods(client: &kube::Client) -> Vec<k8s_openapi::api::core::v1::Pod> {
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client.clone(), "default");
+    let Ok(list) = pods.list(&kube::api::ListParams::default().labels("app=web")).await else {
+        return Vec::new();
+    };
+    list.items
+        .into_iter()
+        .filter(|p| {
+            p.status.as_ref().is_some_and(|s| {
+                s.phase.as_deref() == Some("Running")
+                    && s.conditions
+                        .iter()
+                        .flatten()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+        })
+        .collect()
+}

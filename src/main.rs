@@ -8,6 +8,7 @@ use capstan_apiserver::{Api, ApiConfig, Storage};
 use capstan_store::{server, Node, NodeConfig};
 use clap::{Parser, Subcommand};
 
+mod snapshot;
 mod status;
 mod up;
 
@@ -45,6 +46,9 @@ enum Command {
     /// (agent and proxy each) on loopback addresses; restarts the one in --data-dir if
     /// there is one. Stops on Ctrl-C.
     Up(up::UpArgs),
+    /// Save a running cluster's state to a file, or rebuild a member's data directory
+    /// from one (as etcdctl's `snapshot save` and `snapshot restore`).
+    Snapshot(snapshot::SnapshotArgs),
     /// Show the cluster's health: the store's members (leader, term, index, size, or why
     /// one cannot be reached) and quorum, the active scheduler and controller-manager, and
     /// the nodes. Exits with 1 when there is no quorum or no leader.
@@ -504,7 +508,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The commands a person runs and reads get warnings only; servers log what they do.
     let default_log = match cli.command {
-        Command::Up(_) | Command::Status(_) => "warn",
+        Command::Up(_) | Command::Status(_) | Command::Snapshot(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -527,6 +531,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Store(args) => rt.block_on(run_store(args)),
         Command::Master(args) => rt.block_on(run_master(args)),
+        Command::Snapshot(args) => rt.block_on(snapshot::run(args)),
         // Healthy or not: the exit status says which.
         Command::Status(args) => return exit(rt.block_on(status::run(args))),
         Command::Up(args) => rt.block_on(async move { up::run(args, shutdown_signal()?).await }),

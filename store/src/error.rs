@@ -65,6 +65,11 @@ pub enum StoreError {
     Storage(String),
     #[error("corrupt store data: {0}")]
     Corrupt(String),
+    /// A snapshot file refused (not a snapshot, truncated, corrupt) or a restore refused
+    /// (its data directory in the way), by `capstan snapshot`; the message names the file
+    /// or directory and says why.
+    #[error("{0}")]
+    Snapshot(String),
 }
 
 impl StoreError {
@@ -88,7 +93,8 @@ impl StoreError {
             | StoreError::PeerUrlExists
             | StoreError::MemberNotLearner
             | StoreError::LearnerNotReady
-            | StoreError::NotEnoughStartedMembers => Code::FailedPrecondition,
+            | StoreError::NotEnoughStartedMembers
+            | StoreError::Snapshot(_) => Code::FailedPrecondition,
             StoreError::MemberNotFound => Code::NotFound,
             StoreError::NoLeader | StoreError::LeaderChanged => Code::Unavailable,
             StoreError::NoSpace | StoreError::TooManyRequests => Code::ResourceExhausted,

@@ -16,6 +16,8 @@
 //!   lease clock, linearizable reads.
 //! - [`transport`] and [`peer`]: the peer service members speak to each other.
 //! - [`server`] and [`snapshot`]: the etcd v3 gRPC services.
+//! - [`restore`]: a new member's data directory from a snapshot file (`capstan snapshot
+//!   restore`), and what a snapshot file holds.
 //!
 //! `store` knows nothing about Kubernetes.
 
@@ -29,6 +31,7 @@ pub mod node;
 pub mod peer;
 pub mod raftlog;
 pub mod replica;
+pub mod restore;
 pub mod server;
 pub mod snapshot;
 pub mod transport;

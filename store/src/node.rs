@@ -139,8 +139,9 @@ impl NodeConfig {
         }
     }
 
-    /// The initial members, in the order given (this member alone by default).
-    fn initial_members(&self) -> Vec<(String, String)> {
+    /// The initial members, in the order given (this member alone, at `peer_url`, by
+    /// default).
+    pub fn initial_members(&self) -> Vec<(String, String)> {
         if self.initial_cluster.is_empty() {
             vec![(self.name.clone(), self.peer_url.clone())]
         } else {
@@ -162,6 +163,49 @@ pub struct Join {
 /// "nobody").
 pub fn member_id(name: &str, peer_url: &str, token: &str) -> u64 {
     id_from_name(&format!("{token}/{name}/{peer_url}")).max(1)
+}
+
+/// What a member of a new cluster is, computed from its flags alone (the same on every
+/// initial member, and for `capstan snapshot restore`, which must bootstrap a log that a
+/// member started with the same flags would have written).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMember {
+    pub cluster_id: u64,
+    pub member_id: u64,
+    /// Every initial member, in the order given (the order of the bootstrap entries).
+    pub members: Vec<Member>,
+}
+
+/// The IDs of member `name` of a new cluster of `initial` (name, peer URL) members started
+/// with `token`: member IDs from name, peer URL and token ([`member_id`]), the cluster ID
+/// from the token and the sorted member list. Fails when `initial` does not name `name`.
+pub fn new_member(name: &str, initial: &[(String, String)], token: &str) -> Result<NewMember> {
+    let members: Vec<Member> = initial
+        .iter()
+        .map(|(name, url)| Member {
+            id: member_id(name, url, token),
+            name: name.clone(),
+            peer_urls: vec![url.clone()],
+            client_urls: Vec::new(),
+            is_learner: false,
+        })
+        .collect();
+    let me = members
+        .iter()
+        .find(|m| m.name == name)
+        .ok_or_else(|| StoreError::InvalidRequest(format!("the initial cluster does not name this member ({name})")))?
+        .id;
+    let mut names: Vec<String> = members
+        .iter()
+        .map(|m| format!("{}={}", m.name, m.peer_urls[0]))
+        .collect();
+    names.sort();
+    let cluster_id = id_from_name(&format!("{token}/{}", names.join(",")));
+    Ok(NewMember {
+        cluster_id,
+        member_id: me,
+        members,
+    })
 }
 
 /// Work for the raft thread.
@@ -301,33 +345,11 @@ impl Node {
                         config.data_dir.display()
                     )));
                 }
-                let members: Vec<Member> = config
-                    .initial_members()
-                    .iter()
-                    .map(|(name, url)| Member {
-                        id: member_id(name, url, token),
-                        name: name.clone(),
-                        peer_urls: vec![url.clone()],
-                        client_urls: Vec::new(),
-                        is_learner: false,
-                    })
-                    .collect();
-                let me = members
-                    .iter()
-                    .find(|m| m.name == config.name)
-                    .ok_or_else(|| {
-                        StoreError::InvalidRequest(format!(
-                            "the initial cluster does not name this member ({})",
-                            config.name
-                        ))
-                    })?
-                    .id;
-                let mut names: Vec<String> = members
-                    .iter()
-                    .map(|m| format!("{}={}", m.name, m.peer_urls[0]))
-                    .collect();
-                names.sort();
-                let cluster_id = id_from_name(&format!("{token}/{}", names.join(",")));
+                let NewMember {
+                    cluster_id,
+                    member_id: me,
+                    members,
+                } = new_member(&config.name, &config.initial_members(), token)?;
                 log.set_identity(cluster_id, me)?;
                 if !log.initialized() {
                     log.bootstrap(&members)?;

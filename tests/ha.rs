@@ -33,8 +33,10 @@ use serde_json::json;
 
 /// The longest any one condition is waited for.
 const DEADLINE: Duration = Duration::from_secs(120);
-/// The loopback net of this test's cluster (127.9.0.0/16): no other test uses it.
-const NET: u8 = 9;
+/// The loopback nets of this file's clusters (127.9.0.0/16, 127.10.0.0/16): no other
+/// test uses them.
+const NET_KILLS: u8 = 9;
+const NET_DRILL: u8 = 10;
 const MASTERS: usize = 3;
 const NODES: usize = 2;
 /// The processes `capstan up` runs for this shape.
@@ -57,10 +59,10 @@ struct Up {
 }
 
 impl Up {
-    fn start(dir: &Path, api: SocketAddr) -> Up {
+    fn start(dir: &Path, api: SocketAddr, net: u8) -> Up {
         let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
             .args(["up", "--masters", &MASTERS.to_string(), "--nodes", &NODES.to_string()])
-            .args(["--loopback-net", &NET.to_string(), "--api-listen", &api.to_string()])
+            .args(["--loopback-net", &net.to_string(), "--api-listen", &api.to_string()])
             .arg("--data-dir")
             .arg(dir)
             .env("NO_COLOR", "1")
@@ -144,8 +146,13 @@ impl Drop for Up {
     }
 }
 
-fn master_api(i: usize) -> String {
-    format!("http://127.{NET}.1.{i}:6443")
+fn master_api(net: u8, i: usize) -> String {
+    format!("http://127.{net}.1.{i}:6443")
+}
+
+/// Every master's API URL, comma separated (what agents are given).
+fn all_masters(net: u8) -> String {
+    (1..=MASTERS).map(|i| master_api(net, i)).collect::<Vec<_>>().join(",")
 }
 
 /// A client of one URL only (no failover).
@@ -169,8 +176,8 @@ fn master_of(identity: &str) -> usize {
 }
 
 /// Reads that go through master `i`'s own store member: it answers once it has rejoined.
-async fn master_serves(i: usize) -> bool {
-    let namespaces: Api<Namespace> = Api::all(client_of(&master_api(i)));
+async fn master_serves(net: u8, i: usize) -> bool {
+    let namespaces: Api<Namespace> = Api::all(client_of(&master_api(net, i)));
     namespaces.get("default").await.is_ok()
 }
 
@@ -256,12 +263,12 @@ async fn three_masters_survive_each_being_killed_in_turn() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("up");
     let front_door: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let mut up = Up::start(&dir, front_door);
+    let mut up = Up::start(&dir, front_door, NET_KILLS);
     let out = up.output();
     assert!(out.contains("The cluster is up"), "{out}");
     for i in 1..=MASTERS {
         assert!(
-            out.contains(&format!("m{i} ready: etcd http://127.{NET}.1.{i}:2379")),
+            out.contains(&format!("m{i} ready: etcd http://127.{NET_KILLS}.1.{i}:2379")),
             "{out}"
         );
     }
@@ -287,8 +294,7 @@ async fn three_masters_survive_each_being_killed_in_turn() {
 
     // kubectl's way in (the front door) and the agents' (every master, failing over).
     let client = client_of(&format!("http://{front_door}"));
-    let all_masters = (1..=MASTERS).map(master_api).collect::<Vec<_>>().join(",");
-    let failover = capstan_agents::client::api_client(&all_masters).expect("failover client");
+    let failover = capstan_agents::client::api_client(&all_masters(NET_KILLS)).expect("failover client");
 
     let service = web(&client, 2).await;
     eventually("2 replicas serving", || async {
@@ -357,7 +363,7 @@ async fn three_masters_survive_each_being_killed_in_turn() {
         })
         .await;
         eventually(&format!("m{victim} rejoined"), || async {
-            master_serves(victim).await.then_some(())
+            master_serves(NET_KILLS, victim).await.then_some(())
         })
         .await;
         eprintln!("m{victim} rejoined {:?} after the kill", killed.elapsed());
@@ -421,4 +427,115 @@ fn text(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Each pod's uid with its container's restart count and start time.
+async fn pod_runs(client: &kube::Client) -> Vec<(String, i32, String)> {
+    let mut runs: Vec<(String, i32, String)> = ready_pods(client)
+        .await
+        .into_iter()
+        .map(|p| {
+            let uid = p.metadata.uid.clone().expect("uid");
+            let c = p
+                .status
+                .and_then(|s| s.container_statuses)
+                .and_then(|cs| cs.into_iter().next())
+                .expect("a container status");
+            let started = c
+                .state
+                .and_then(|s| s.running)
+                .and_then(|r| r.started_at)
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            (uid, c.restart_count, started)
+        })
+        .collect();
+    runs.sort();
+    runs
+}
+
+/// The seeds' fire drill with every master: all of them killed at once (and kept down:
+/// `capstan up` is paused so that it cannot start them again). The pods keep serving
+/// through the node proxies; once the masters are back, the cluster converges without
+/// restarting a healthy pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_keep_serving_while_every_master_is_down_and_are_not_restarted_after() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("up");
+    let front_door: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let up = Up::start(&dir, front_door, NET_DRILL);
+    let client = capstan_agents::client::api_client(&all_masters(NET_DRILL)).expect("failover client");
+    let service = web(&client, 2).await;
+    eventually("2 replicas serving", || async {
+        converged(&client, 2).await.then_some(())
+    })
+    .await;
+    eventually("the Service answering through the proxies", || async {
+        http_get(service).ok()
+    })
+    .await;
+    let before = pod_runs(&client).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // Every master down, and kept down.
+    let up_pid = up.child.as_ref().expect("up runs").id();
+    Up::signal(up_pid, "STOP");
+    let pids: Vec<u32> = (1..=MASTERS)
+        .map(|i| up.pid(&format!("m{i}")).expect("a master's pid file"))
+        .collect();
+    for &pid in &pids {
+        Up::signal(pid, "KILL");
+    }
+    for i in 1..=MASTERS {
+        let gone = eventually(&format!("m{i} down"), || async {
+            (!master_serves(NET_DRILL, i).await).then_some(true)
+        })
+        .await;
+        assert!(gone);
+    }
+    // Requests keep being answered by the pods through the proxies.
+    let mut answered = 0;
+    for n in 0..100 {
+        match http_get(service) {
+            Ok(body) if body.trim().starts_with("web-") => answered += 1,
+            other => panic!("request {n} through the proxy with every master down: {other:?}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(answered, 100);
+    // The masters are still down (nothing brought them back behind the test's back).
+    assert!(!master_serves(NET_DRILL, 1).await, "m1 answered while up was paused");
+
+    // Back: up starts the masters again, and the cluster converges.
+    Up::signal(up_pid, "CONT");
+    for i in 1..=MASTERS {
+        eventually(&format!("m{i} back"), || async {
+            master_serves(NET_DRILL, i).await.then_some(())
+        })
+        .await;
+    }
+    eventually("2 replicas serving again", || async {
+        converged(&client, 2).await.then_some(())
+    })
+    .await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    eventually("both nodes Ready", || async {
+        let list = nodes.list(&Default::default()).await.ok()?;
+        let ready = list
+            .items
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .count();
+        (ready == NODES).then_some(())
+    })
+    .await;
+    let after = pod_runs(&client).await;
+    assert_eq!(after, before, "the pods were restarted or replaced after the outage");
+    assert!(after.iter().all(|(_, restarts, _)| *restarts == 0), "{after:?}");
+    http_get(service).expect("the Service answers after the drill");
 }

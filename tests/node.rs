@@ -229,4 +229,19 @@ async fn pods_serve_through_an_api_outage_and_an_agent_restart() {
     assert!(log.contains("adopted a running container"), "{log}");
     assert_eq!(pid(&state_file), running, "the container was not started again");
     assert_eq!(get(to).as_deref(), Ok(pod_name.as_str()));
+    // The new agent probes the adopted container at the pod's address: readiness
+    // follows the container (the status above may still be the first agent's).
+    let ready_is = |want: bool| {
+        let pods = pods.clone();
+        let pod_name = pod_name.clone();
+        async move {
+            let p = pods.get(&pod_name).await.ok()?;
+            let c = p.status?.container_statuses?.into_iter().next()?;
+            (c.ready == want).then_some(())
+        }
+    };
+    std::fs::remove_file(ready_file(&root, &pod)).expect("remove the ready file");
+    eventually("the adopted container turns unready", || ready_is(false)).await;
+    std::fs::write(ready_file(&root, &pod), "").expect("ready again");
+    eventually("the adopted container is ready again", || ready_is(true)).await;
 }

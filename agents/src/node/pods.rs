@@ -617,7 +617,13 @@ impl Worker {
     async fn step(&mut self) {
         if !self.sandbox_ready {
             match self.set_up_sandbox().await {
-                Ok(()) => self.sandbox_ready = true,
+                Ok(()) => {
+                    self.sandbox_ready = true;
+                    // Adopted containers' probes waited for the address.
+                    for i in 0..self.slots.len() {
+                        self.start_prober(i);
+                    }
+                }
                 Err((reason, message)) => {
                     for s in self.slots.iter_mut().filter(|s| s.run.is_none() && !s.finished) {
                         s.waiting = Some((reason.to_owned(), message.clone()));
@@ -946,28 +952,44 @@ impl Worker {
         // Simulated containers are not probed (there is nothing to probe): started and
         // ready as soon as they run.
         let simulated = self.ctx.runtime.is_simulated() && !self.slots[i].init;
-        let prober = (!self.slots[i].init && !simulated).then(|| {
-            let env = self.probe_env(i);
-            tokio::spawn(probe_container(
-                self.slots[i].spec.clone(),
-                self.pod_ip.unwrap_or(self.ctx.host_ip),
-                env,
-                name.clone(),
-                number,
-                self.events_tx.clone(),
-            ))
-        });
         self.slots[i].run = Some(Run {
             number,
             id,
             started_at,
             since: Instant::now(),
             stop: Some(stop_tx),
-            prober,
+            prober: None,
             started: simulated,
             ready: simulated,
         });
         self.slots[i].running_tx.send_replace(true);
+        self.start_prober(i);
+    }
+
+    /// Starts the probes of slot `i`'s run once the pod's address is known: a container
+    /// adopted after an agent restart is supervised before the sandbox is set up again,
+    /// and probing the node's address instead of the pod's would fail its probes (the
+    /// sandbox step calls this again).
+    fn start_prober(&mut self, i: usize) {
+        let simulated = self.ctx.runtime.is_simulated();
+        let host_network = self.pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        let Some(pod_ip) = self.pod_ip.or(host_network.then_some(self.ctx.host_ip)) else {
+            return;
+        };
+        if self.slots[i].init || simulated {
+            return;
+        }
+        let env = self.probe_env(i);
+        let (spec, events) = (self.slots[i].spec.clone(), self.events_tx.clone());
+        let name = self.slots[i].spec.name.clone();
+        let Some(run) = self.slots[i].run.as_mut() else {
+            return;
+        };
+        if run.prober.is_none() {
+            run.prober = Some(tokio::spawn(probe_container(
+                spec, pod_ip, env, name, run.number, events,
+            )));
+        }
     }
 
     /// The environment exec probes and hooks run with: the container's, as far as it

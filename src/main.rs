@@ -398,6 +398,10 @@ struct StoreArgs {
     /// deleted namespace stays Terminating and no dependents are collected.
     #[arg(long)]
     no_controller_manager: bool,
+    /// The controllers' `--cluster-cidr`: the pods' addresses, of which each node gets a
+    /// block (inside loopback by default, so that one machine reaches them).
+    #[arg(long, default_value = capstan_agents::nodeipam::CLUSTER_CIDR_DEFAULT)]
+    cluster_cidr: String,
     /// With --apiserver-listen: also run the scheduler in this process (with leader
     /// election, as `capstan scheduler`).
     #[arg(long)]
@@ -433,6 +437,10 @@ struct MasterArgs {
     /// Run no controller-manager replica here (run `capstan controller-manager` elsewhere).
     #[arg(long)]
     no_controller_manager: bool,
+    /// The controllers' `--cluster-cidr`: the pods' addresses, of which each node gets a
+    /// block.
+    #[arg(long, default_value = capstan_agents::nodeipam::CLUSTER_CIDR_DEFAULT)]
+    cluster_cidr: String,
     #[command(flatten)]
     api: ApiFlags,
 }
@@ -444,6 +452,7 @@ async fn run_master(args: MasterArgs) -> Result<(), String> {
         member: args.member,
         apiserver_listen: Some(args.apiserver_listen),
         no_controller_manager: args.no_controller_manager,
+        cluster_cidr: args.cluster_cidr,
         scheduler: !args.no_scheduler,
         node_name: None,
         node_ip: std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
@@ -631,7 +640,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
             }
         });
         if !args.no_controller_manager {
-            embedded_controller_manager(&api_url, &m.name)?;
+            embedded_controller_manager(&api_url, &m.name, &args.cluster_cidr)?;
         }
         if args.scheduler {
             embedded_scheduler(&api_url, &m.name)?;
@@ -693,17 +702,15 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
 /// defaults of `capstan controller-manager`: leader election on the usual Lease, as
 /// `<member>_<hostname>_<pid>_<start>`, so that members of one cluster (and separate
 /// controller-managers) never act at once.
-fn embedded_controller_manager(api_url: &str, member: &str) -> Result<(), String> {
+fn embedded_controller_manager(api_url: &str, member: &str, cluster_cidr: &str) -> Result<(), String> {
     use capstan_agents::controller_manager::{self, default_identity, Election};
-    use capstan_agents::nodeipam::{Blocks, CLUSTER_CIDR_DEFAULT, NODE_MASK_SIZE_DEFAULT};
+    use capstan_agents::nodeipam::{Blocks, NODE_MASK_SIZE_DEFAULT};
     let client = api_client(api_url)?;
     let election = Election {
         identity: format!("{member}_{}", default_identity()),
         ..Election::default()
     };
-    let cidr = CLUSTER_CIDR_DEFAULT
-        .parse()
-        .map_err(|e| format!("the default cluster CIDR: {e}"))?;
+    let cidr = cluster_cidr.parse().map_err(|e| format!("--cluster-cidr: {e}"))?;
     let blocks = Blocks::new(cidr, NODE_MASK_SIZE_DEFAULT).map_err(|e| format!("the default node CIDRs: {e}"))?;
     let lifecycle = capstan_agents::nodelifecycle::Config::default();
     tracing::info!(identity = %election.identity, "running the controller-manager in this process");

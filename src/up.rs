@@ -9,9 +9,11 @@
 //! separate machines: master `m<i>` listens on `127.<net>.1.<i>` (etcd API 2379, peers
 //! 2380, Kubernetes API 6443), node `node<j>` on `127.<net>.2.<j>` (agent 10250, its
 //! NodePorts). Linux routes all of 127.0.0.0/8 to the loopback interface, so nothing has
-//! to be set up. `--loopback-net` picks `<net>` (1 by default), so that two clusters can
-//! run side by side; it stays clear of the Service range (127.64.0.0/16) and the pods'
-//! range (127.128.0.0/9).
+//! to be set up. The Services' ClusterIPs are in 127.<64 + net>.0.0/16 and the pods'
+//! addresses in 127.<128 + net>.0.0/16 (a /24 per node). `--loopback-net` picks `<net>`
+//! (1 by default), so that two clusters can run side by side: every node proxy serves
+//! every ClusterIP of its cluster on the shared loopback, so two clusters must not share
+//! a Service range, nor pods an address.
 //!
 //! kubectl reaches the cluster at `--api-listen` (127.0.0.1:6443), where this process
 //! forwards each connection to one of the masters' APIs, the next one when a master does
@@ -111,6 +113,16 @@ impl Shape {
 
     fn node_ip(&self, j: usize) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(127, self.loopback_net, 2, j as u8))
+    }
+
+    /// The Services' ClusterIPs: 127.<64 + net>.0.0/16, apart from other clusters'.
+    fn service_cidr(&self) -> String {
+        format!("127.{}.0.0/16", 64 + self.loopback_net)
+    }
+
+    /// The pods' addresses: 127.<128 + net>.0.0/16, a /24 per node.
+    fn pod_cidr(&self) -> String {
+        format!("127.{}.0.0/16", 128 + self.loopback_net)
     }
 
     fn api_urls(&self) -> String {
@@ -252,6 +264,10 @@ fn specs(shape: &Shape, dir: &Path) -> Vec<Spec> {
                 shape.token.clone(),
                 "--apiserver-listen".into(),
                 SocketAddr::new(ip, API_PORT).to_string(),
+                "--service-cluster-ip-range".into(),
+                shape.service_cidr(),
+                "--cluster-cidr".into(),
+                shape.pod_cidr(),
             ],
             log: dir.join(format!("{name}.log")),
             name,
@@ -690,6 +706,8 @@ mod tests {
         assert!(m2.contains("--listen-client 127.7.1.2:2379"), "{m2}");
         assert!(m2.contains("--listen-peer 127.7.1.2:2380"), "{m2}");
         assert!(m2.contains("--apiserver-listen 127.7.1.2:6443"), "{m2}");
+        assert!(m2.contains("--service-cluster-ip-range 127.71.0.0/16"), "{m2}");
+        assert!(m2.contains("--cluster-cidr 127.135.0.0/16"), "{m2}");
         assert!(
             m2.contains("--initial-cluster m1=http://127.7.1.1:2380,m2=http://127.7.1.2:2380,m3=http://127.7.1.3:2380"),
             "{m2}"

@@ -10,7 +10,9 @@
 //! - the pods keep serving through the node proxies throughout (not one request fails);
 //! - the killed master is started again by `capstan up` and rejoins (its own API answers
 //!   reads, which need its store member to reach the leader);
-//! - Ctrl-C (SIGINT to `capstan up`) stops the whole cluster and `up` exits cleanly;
+//! - Ctrl-C (SIGINT to `capstan up`) stops the whole cluster and `up` exits cleanly, and
+//!   `capstan up` on the same directory starts the same cluster again, adopting the
+//!   containers that ran on;
 //! - `capstan status` shows the members, the leader, the active replicas and the nodes
 //!   while the cluster is up, and fails once it is down.
 
@@ -55,6 +57,9 @@ const PROCESSES: [&str; 7] = [
 struct Up {
     child: Option<Child>,
     dir: PathBuf,
+    /// Whether dropping it kills the nodes' containers (not when the cluster is to be
+    /// started again and adopt them).
+    reap: bool,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
@@ -87,6 +92,7 @@ impl Up {
         let mut up = Up {
             child: Some(child),
             dir: dir.to_path_buf(),
+            reap: true,
             lines,
         };
         if rx.recv_timeout(Duration::from_secs(180)).is_err() {
@@ -129,7 +135,7 @@ impl Drop for Up {
                 let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
             }
         }
-        for j in 1..=NODES {
+        for j in (1..=NODES).filter(|_| self.reap) {
             drop(Reaper(self.dir.join("nodes").join(format!("node{j}"))));
         }
         if std::thread::panicking() {
@@ -411,6 +417,25 @@ async fn three_masters_survive_each_being_killed_in_turn() {
         text(&status)
     );
     assert!(text(&status).contains("No member answered"), "{}", text(&status));
+
+    // Started again on the same directory: the same cluster, its pods adopted (the
+    // containers ran on while it was stopped).
+    let before = pod_runs(&failover).await;
+    assert!(before.is_empty(), "the API answered while the cluster was stopped");
+    up.reap = false;
+    drop(up);
+    let up = Up::start(&dir, front_door, NET_KILLS);
+    assert!(up.output().contains("Restarting a cluster of 3 masters and 2 nodes"), "{}", up.output());
+    eventually(&format!("{replicas} replicas serving after the restart"), || async {
+        converged(&client, replicas).await.then_some(())
+    })
+    .await;
+    let runs = pod_runs(&client).await;
+    assert!(
+        runs.iter().all(|(_, restarts, _)| *restarts == 0),
+        "containers were restarted instead of adopted: {runs:?}"
+    );
+    http_get(service).expect("the Service answers after the restart");
 }
 
 fn capstan_status(dir: &Path) -> std::process::Output {

@@ -242,7 +242,7 @@ fn print_members(out: &mut String, views: &[MemberView]) -> bool {
             ),
         }
     }
-    if voters.len() % 2 == 0 {
+    if voters.len().is_multiple_of(2) {
         say!(
             out,
             "  Note: {} voting members is an even number: it tolerates no more failures than {} \

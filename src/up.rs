@@ -138,7 +138,7 @@ fn check_counts(masters: usize, nodes: usize) -> Result<(), String> {
     if masters == 0 || masters > MASTERS_MAX {
         return Err(format!("--masters: 1 to {MASTERS_MAX}, not {masters}"));
     }
-    if masters % 2 == 0 {
+    if masters.is_multiple_of(2) {
         return Err(format!(
             "--masters {masters}: an even number of masters tolerates no more failures than {} \
              (a quorum of {masters} is {}, so {} may fail, as with {}) and adds one more member \

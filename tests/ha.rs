@@ -425,7 +425,11 @@ async fn three_masters_survive_each_being_killed_in_turn() {
     up.reap = false;
     drop(up);
     let up = Up::start(&dir, front_door, NET_KILLS);
-    assert!(up.output().contains("Restarting a cluster of 3 masters and 2 nodes"), "{}", up.output());
+    assert!(
+        up.output().contains("Restarting a cluster of 3 masters and 2 nodes"),
+        "{}",
+        up.output()
+    );
     eventually(&format!("{replicas} replicas serving after the restart"), || async {
         converged(&client, replicas).await.then_some(())
     })

@@ -385,13 +385,7 @@ async fn print_control_plane(out: &mut String, server: &str) {
 
 /// `Ready`, `NotReady` or `Unknown`, as kubectl shows a node's Ready condition.
 fn node_ready(n: &Node) -> &'static str {
-    let status = n
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-        .map(|c| c.status.as_str());
-    match status {
+    match capstan_agents::nodelifecycle::ready_status(n) {
         Some("True") => "Ready",
         Some("False") => "NotReady",
         _ => "Unknown",

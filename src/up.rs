@@ -609,12 +609,7 @@ async fn ready_nodes(client: &kube::Client) -> Vec<String> {
     let mut names: Vec<String> = list
         .items
         .into_iter()
-        .filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
+        .filter(|n| capstan_agents::nodelifecycle::ready_status(n) == Some("True"))
         .filter_map(|n| n.metadata.name)
         .collect();
     names.sort();

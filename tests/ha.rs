@@ -207,6 +207,21 @@ async fn scale(client: &kube::Client, replicas: i32) {
     .await;
 }
 
+/// The web Deployment with 2 replicas behind its Service, once both serve through the
+/// proxies: the Service's address.
+async fn serve_web(client: &kube::Client) -> SocketAddr {
+    let service = web(client, 2).await;
+    eventually("2 replicas serving", || async {
+        converged(client, 2).await.then_some(())
+    })
+    .await;
+    eventually("the Service answering through the proxies", || async {
+        http_get(service).ok()
+    })
+    .await;
+    service
+}
+
 async fn converged(client: &kube::Client, replicas: i32) -> bool {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let Ok(d) = deployments.get("web").await else {
@@ -302,15 +317,7 @@ async fn three_masters_survive_each_being_killed_in_turn() {
     let client = client_of(&format!("http://{front_door}"));
     let failover = capstan_agents::client::api_client(&all_masters(NET_KILLS)).expect("failover client");
 
-    let service = web(&client, 2).await;
-    eventually("2 replicas serving", || async {
-        converged(&client, 2).await.then_some(())
-    })
-    .await;
-    eventually("the Service answering through the proxies", || async {
-        http_get(service).ok()
-    })
-    .await;
+    let service = serve_web(&client).await;
     let traffic = Traffic::start(service);
 
     // The scheduler's master first, so that its Lease has to move.
@@ -494,15 +501,7 @@ async fn pods_keep_serving_while_every_master_is_down_and_are_not_restarted_afte
     let front_door: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let up = Up::start(&dir, front_door, NET_DRILL);
     let client = capstan_agents::client::api_client(&all_masters(NET_DRILL)).expect("failover client");
-    let service = web(&client, 2).await;
-    eventually("2 replicas serving", || async {
-        converged(&client, 2).await.then_some(())
-    })
-    .await;
-    eventually("the Service answering through the proxies", || async {
-        http_get(service).ok()
-    })
-    .await;
+    let service = serve_web(&client).await;
     let before = pod_runs(&client).await;
     assert_eq!(before.len(), 2, "{before:?}");
 
@@ -553,12 +552,7 @@ async fn pods_keep_serving_while_every_master_is_down_and_are_not_restarted_afte
         let ready = list
             .items
             .iter()
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
+            .filter(|n| capstan_agents::nodelifecycle::ready_status(n) == Some("True"))
             .count();
         (ready == NODES).then_some(())
     })

@@ -107,6 +107,20 @@ async fn all_keys(c: &mut Client, revision: i64) -> Result<(Vec<Kv>, i64), etcd_
     Ok((kvs, r.header().map_or(0, |h| h.revision())))
 }
 
+/// A first write to a restored cluster: it gets the snapshot's revision + 1 (the
+/// revision it returns).
+async fn put_after_restore(c: &mut Client, snapshot_revision: i64) -> i64 {
+    let rev = c
+        .put("k/new", "after", None)
+        .await
+        .expect("put")
+        .header()
+        .expect("header")
+        .revision();
+    assert_eq!(rev, snapshot_revision + 1, "writes continue from the old revision");
+    rev
+}
+
 async fn connect(endpoints: &[String]) -> Client {
     eventually("connect", DEADLINE, || async {
         Client::connect(endpoints.to_vec(), None).await.ok()
@@ -317,14 +331,7 @@ async fn snapshot_save_and_restore_round_trip() {
     let member = Server::start_with(&solo, &d.join("solo.log"), &["--name", "solo"]);
     check_restored(&[member.url()], &expected, &["solo"]).await;
     let mut c = connect(&[member.url()]).await;
-    let rev = c
-        .put("k/new", "n", None)
-        .await
-        .expect("put")
-        .header()
-        .expect("header")
-        .revision();
-    assert_eq!(rev, expected.revision + 1, "writes continue from the old revision");
+    put_after_restore(&mut c, expected.revision).await;
     drop(c);
     drop(member);
 
@@ -382,14 +389,7 @@ async fn snapshot_save_and_restore_round_trip() {
     }
     assert!(!listed.contains(OLD_MEMBER), "the old member is gone: {listed}");
     let mut c = connect(&urls).await;
-    let rev = c
-        .put("k/new", "3", None)
-        .await
-        .expect("put")
-        .header()
-        .expect("header")
-        .revision();
-    assert_eq!(rev, expected.revision + 1, "writes continue from the old revision");
+    let rev = put_after_restore(&mut c, expected.revision).await;
     let (keys, _) = all_keys(&mut c, 0).await.expect("read");
     check_each_member(&urls, &keys, rev).await;
 }

@@ -78,8 +78,8 @@ else
     die "this capstan agent has no --runtime (the hollow runtime); run with REAL=1"
 fi
 
-# shellcheck source=scripts/node_common.sh
-source "$root/scripts/node_common.sh"
+# shellcheck source=scripts/common.sh
+source "$root/scripts/common.sh"
 for p in "$BASE_PORT" "$((BASE_PORT + 1))"; do
   port_free "$p" || die "127.0.0.1:$p is already in use; set BASE_PORT"
 done
@@ -113,24 +113,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# Polls a command every 100 ms until it succeeds, the process dies, or READY_TIMEOUT_S.
-wait_ready() {
-  local name=$1 pid=$2 logfile=$3
-  shift 3
-  local deadline=$((SECONDS + READY_TIMEOUT_S))
-  until "$@" >/dev/null 2>&1; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 20 "$logfile" >&2 || true
-      die "$name exited before it was ready (log above)"
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      tail -n 20 "$logfile" >&2 || true
-      die "$name was not ready within ${READY_TIMEOUT_S}s"
-    fi
-    sleep 0.1
-  done
-}
 
 # start_cluster <dir>: a fresh store with the API, controllers and scheduler, and the agent.
 start_cluster() {

@@ -79,8 +79,8 @@ bench=${BENCH:-$root/target/$PROFILE/capstan-bench}
 # The pods run it from wherever the agent's working directory is.
 bench=$(realpath "$bench")
 
-# shellcheck source=scripts/node_common.sh
-source "$root/scripts/node_common.sh"
+# shellcheck source=scripts/common.sh
+source "$root/scripts/common.sh"
 for p in "$BASE_PORT" "$((BASE_PORT + 1))"; do
   port_free "$p" || die "127.0.0.1:$p is already in use; set BASE_PORT"
 done
@@ -139,22 +139,11 @@ else:
 EOF
 q() { python3 "$work/q.py" "$api" "$@"; }
 
-# Polls a command every 200 ms until it succeeds, the store dies, or READY_TIMEOUT_S.
+# wait_for WHAT COMMAND...: wait_ready (common.sh) while the store runs.
 wait_for() {
   local what=$1
   shift
-  local deadline=$((SECONDS + READY_TIMEOUT_S))
-  until "$@" >/dev/null 2>&1; do
-    if ! kill -0 "$store_pid" 2>/dev/null; then
-      tail -n 20 "$work/store.log" >&2 || true
-      die "the store exited while waiting for $what (log above)"
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      tail -n 20 "$work/store.log" >&2 || true
-      die "$what: not within ${READY_TIMEOUT_S}s"
-    fi
-    sleep 0.2
-  done
+  wait_ready "$what" "$store_pid" "$work/store.log" "$@"
 }
 
 # api_send <method> <path> <JSON body>: must succeed.

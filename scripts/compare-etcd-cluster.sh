@@ -96,7 +96,8 @@ if has_side capstan; then
     || die "$capstan store has no --initial-cluster (no cluster mode in this build); ONLY=etcd runs etcd alone"
 fi
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=scripts/common.sh
+source "$root/scripts/common.sh"
 member_ports() { # <base> -> the three ports
   echo "$1" "$(($1 + 1))" "$(($1 + 2))"
 }

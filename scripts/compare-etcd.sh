@@ -58,7 +58,8 @@ cargo build --release -p capstan -p capstan-bench
 capstan="$root/target/release/capstan"
 bench="$root/target/release/capstan-bench"
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=scripts/common.sh
+source "$root/scripts/common.sh"
 for p in "$CAPSTAN_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT"; do
   port_free "$p" || die "127.0.0.1:$p is already in use; set CAPSTAN_PORT/ETCD_PORT/ETCD_PEER_PORT"
 done
@@ -68,23 +69,6 @@ mkdir -p "$(dirname "$RESULTS")"
 : >"$RESULTS"
 capstan_pid=""
 etcd_pid=""
-
-# Stops one server we started: TERM, then KILL if it has not exited within 10 s.
-stop_pid() {
-  local pid=$1
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + 10))
-  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "pid $pid did not stop on TERM; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
   local rc=$?
@@ -102,24 +86,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-# Polls `check` every 100 ms until it succeeds, the process dies, or the deadline passes.
-wait_ready() {
-  local name=$1 pid=$2 logfile=$3
-  shift 3
-  local deadline=$((SECONDS + READY_TIMEOUT_S))
-  until "$@" >/dev/null 2>&1; do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 20 "$logfile" >&2 || true
-      die "$name exited before it was ready (log above)"
-    fi
-    if [ "$SECONDS" -ge "$deadline" ]; then
-      tail -n 20 "$logfile" >&2 || true
-      die "$name was not ready within ${READY_TIMEOUT_S}s"
-    fi
-    sleep 0.1
-  done
-}
 
 start_capstan() {
   local dir="$work/capstan-$1"

@@ -66,6 +66,9 @@ const RESTART_BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 const RESTART_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A process that ran this long is restarted without back-off.
 const RESTART_BACKOFF_RESET: Duration = Duration::from_secs(60);
+/// Reports from the supervisors waiting for the main task, at most (a supervisor waits
+/// beyond it; each process reports at most once per start).
+const REPORTS_MAX: usize = 64;
 /// Interval between two looks at the nodes while waiting for them to be Ready.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -359,7 +362,7 @@ async fn supervise(
     restart: bool,
     pids: Pids,
     stopping: Arc<AtomicBool>,
-    reports: mpsc::UnboundedSender<Report>,
+    reports: mpsc::Sender<Report>,
 ) {
     let mut backoff = RESTART_BACKOFF_INITIAL;
     loop {
@@ -367,7 +370,7 @@ async fn supervise(
         let mut child = match spawn(&binary, &spec) {
             Ok(c) => c,
             Err(e) => {
-                let _ = reports.send(Report::Exited(index, e));
+                let _ = reports.send(Report::Exited(index, e)).await;
                 return;
             }
         };
@@ -386,7 +389,7 @@ async fn supervise(
                 let mut log = std::fs::OpenOptions::new().append(true).open(log).ok();
                 while let Ok(Some(line)) = lines.next_line().await {
                     if line.starts_with(prefix) {
-                        let _ = reports.send(Report::Ready(index));
+                        let _ = reports.send(Report::Ready(index)).await;
                     }
                     if let Some(f) = log.as_mut() {
                         let _ = writeln!(f, "{line}");
@@ -405,7 +408,7 @@ async fn supervise(
             Ok(s) => describe_exit(s),
             Err(e) => format!("cannot be waited for: {e}"),
         };
-        let _ = reports.send(Report::Exited(index, how));
+        let _ = reports.send(Report::Exited(index, how)).await;
         if !restart {
             return;
         }
@@ -504,7 +507,7 @@ pub async fn run(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) 
     let specs: Vec<Arc<Spec>> = specs(&shape, &dir).into_iter().map(Arc::new).collect();
     let pids: Pids = Arc::new(Mutex::new(vec![None; specs.len()]));
     let stopping = Arc::new(AtomicBool::new(false));
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, mut rx) = mpsc::channel(REPORTS_MAX);
     // Every master before any wait: a member of a new cluster serves only once a quorum
     // of its peers is up.
     for (i, spec) in specs.iter().enumerate() {

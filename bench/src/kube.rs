@@ -10,15 +10,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper::{Method, StatusCode};
 
 use crate::common::{new_histogram, record_us, BenchResult, Deadline, Json, LatencySummary, Rng};
+use crate::kubeapi::Api;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct KubeArgs {
@@ -45,62 +41,14 @@ pub struct KubeArgs {
     pub json: bool,
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
 const VERBS: [&str; 4] = ["create", "get", "update", "list"];
 
-struct Api {
-    client: HttpClient,
-    base: String,
-}
-
-impl Api {
-    async fn call(&self, method: Method, path: &str, body: Option<String>) -> BenchResult<StatusCode> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("accept", "application/json");
-        if body.is_some() {
-            req = req.header("content-type", "application/json");
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| format!("request: {e}"))?;
-        let resp = self.client.request(req).await.map_err(|e| format!("{path}: {e}"))?;
-        let status = resp.status();
-        // Read the whole answer: its cost is part of the request's.
-        resp.into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("{path}: reading the answer: {e}"))?;
-        Ok(status)
-    }
-}
-
-fn check_loopback(server: &str) -> BenchResult<String> {
-    let rest = server
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("--server {server:?}: only http:// is supported"))?;
-    let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
-    if !(host == "127.0.0.1" || host == "localhost" || host == "[::1]") {
-        return Err(format!("--server {server:?}: only loopback servers are measured"));
-    }
-    Ok(server.trim_end_matches('/').to_string())
-}
-
 pub async fn run(a: KubeArgs) -> BenchResult<()> {
-    let base = check_loopback(&a.server)?;
     let deadline = Deadline::after(std::time::Duration::from_secs(a.timeout_s));
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let api = Arc::new(Api {
-        client: Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(a.clients.max(1))
-            .build(connector),
-        base,
-    });
+    // Answers are read whole: their cost is part of the request's.
+    let api = Arc::new(Api::new(&a.server, a.clients)?);
     let ns = a.namespace.clone();
-    let created = api
+    let (created, _) = api
         .call(
             Method::POST,
             "/api/v1/namespaces",
@@ -145,7 +93,7 @@ pub async fn run(a: KubeArgs) -> BenchResult<()> {
                 for (v, (method, path, body, want)) in steps.into_iter().enumerate() {
                     let t = Instant::now();
                     match api.call(method, &path, body).await {
-                        Ok(s) if s == want => record_us(&mut hists[v], t.elapsed()),
+                        Ok((s, _)) if s == want => record_us(&mut hists[v], t.elapsed()),
                         _ => errors += 1,
                     }
                 }

@@ -1,4 +1,4 @@
-//! The Kubernetes API client the cluster-level tools share (`pods`, `scheduler`): plain
+//! The Kubernetes API client the Kubernetes load tools share (`kube`, `pods`, `scheduler`): plain
 //! HTTP/1.1 keep-alive connections to a loopback server, answers read whole up to
 //! [`BODY_MAX_BYTES`].
 
@@ -80,11 +80,11 @@ pub fn parse_json(bytes: &[u8]) -> BenchResult<Value> {
 pub fn check_loopback(server: &str) -> BenchResult<String> {
     let rest = server
         .strip_prefix("http://")
-        .ok_or_else(|| format!("--api {server:?}: only http:// is supported"))?;
+        .ok_or_else(|| format!("the API server {server:?}: only http:// is supported"))?;
     let rest = rest.trim_end_matches('/');
     let host = rest.rsplit_once(':').map_or(rest, |(h, _)| h);
     if !(host == "127.0.0.1" || host == "localhost" || host == "[::1]") {
-        return Err(format!("--api {server:?}: only loopback servers are measured"));
+        return Err(format!("the API server {server:?}: only loopback servers are measured"));
     }
     Ok(format!("http://{rest}"))
 }

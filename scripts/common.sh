@@ -1,8 +1,28 @@
-# Shared by the scripts that start clusters with nodes (bench-pods.sh, bench-proxy.sh);
-# sourced, not run. Expects `log MESSAGE` from the script.
+# Shared by the scripts that start servers (bench-pods.sh, bench-proxy.sh,
+# compare-etcd.sh, compare-etcd-cluster.sh); sourced, not run. Expects `log MESSAGE`,
+# `die MESSAGE` and READY_TIMEOUT_S from the script.
 
 # port_free PORT: nothing listens on 127.0.0.1:PORT.
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# wait_ready WHAT PID LOG COMMAND...: polls COMMAND every 100 ms until it succeeds; dies
+# (with the tail of LOG) if PID exits first or READY_TIMEOUT_S passes.
+wait_ready() {
+  local what=$1 pid=$2 logfile=$3
+  shift 3
+  local deadline=$((SECONDS + READY_TIMEOUT_S))
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 20 "$logfile" >&2 || true
+      die "waiting for $what: pid $pid exited (its log above)"
+    fi
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 20 "$logfile" >&2 || true
+      die "$what: not within ${READY_TIMEOUT_S}s"
+    fi
+    sleep 0.1
+  done
+}
 
 # Stops one process we started: TERM, then KILL if it has not exited within 10 s.
 stop_pid() {

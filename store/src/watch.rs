@@ -727,6 +727,11 @@ fn deliver(g: &mut Inner, header: &HeaderSource, slot: u32, batch: &RevEvents) -
     let Some(w) = g.slots[slot as usize].as_ref() else {
         return true;
     };
+    // A watcher that asked for a revision ahead of the hub's is synced at once, but
+    // gets nothing before its start revision.
+    if batch.rev < w.next_rev {
+        return true;
+    }
     let Some(events) = w.select(&batch.events) else {
         return true;
     };

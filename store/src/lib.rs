@@ -22,6 +22,7 @@
 //! `store` knows nothing about Kubernetes.
 
 pub mod error;
+pub mod failpoint;
 pub mod header;
 pub mod keys;
 pub mod latest;

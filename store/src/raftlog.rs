@@ -29,6 +29,10 @@
 //! read from one consistent view of the state); the transport streams the state itself,
 //! which may by then be a little newer. That is safe because applying is idempotent: a
 //! member that installs a state at index J > I skips the entries up to J.
+//!
+//! Every synced write goes through `RaftLog::write_synced`, where the slow-fsync
+//! failpoint of test builds sits ([`crate::failpoint`]: read from the environment when
+//! the log opens; it sleeps before the write, on the raft thread that writes the log).
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -42,6 +46,7 @@ use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOptions, DB};
 
 use crate::error::{Result, StoreError};
+use crate::failpoint::FsyncDelay;
 use crate::keys;
 use crate::mvcc::Mvcc;
 
@@ -57,6 +62,8 @@ pub struct RaftLog {
     /// The newest entries, ending at `last_index` (a contiguous tail).
     cache: VecDeque<Entry>,
     cache_bytes: usize,
+    /// The slow-fsync failpoint (off, and compiled out of release builds).
+    fsync_delay: FsyncDelay,
 }
 
 /// Write-ahead log files kept for reuse, and the memtable size that rotates them.
@@ -75,7 +82,7 @@ fn state_cf(db: &DB) -> &ColumnFamily {
 /// Logs written before the column families split kept Raft's own records with the
 /// entries: move them (one synced batch, so a crash leaves them in one place or the
 /// other, and reading looks in the new place only once the move is durable).
-fn move_raft_records_out_of_entries(db: &DB) -> Result<()> {
+fn move_raft_records_out_of_entries(db: &DB, fsync_delay: &mut FsyncDelay) -> Result<()> {
     let mut wb = WriteBatch::default();
     let mut it = db.raw_iterator();
     it.seek([keys::RAFT]);
@@ -98,6 +105,7 @@ fn move_raft_records_out_of_entries(db: &DB) -> Result<()> {
         "moving the Raft records into their own column family"
     );
     wb.delete_range([keys::RAFT], [keys::RAFT + 1]);
+    fsync_delay.before_synced_write();
     db.write_opt(wb, &synced())?;
     Ok(())
 }
@@ -132,8 +140,13 @@ fn synced() -> WriteOptions {
 }
 
 impl RaftLog {
-    /// Opens (or creates) the log in `dir` of the member whose state is `mvcc`.
+    /// Opens (or creates) the log in `dir` of the member whose state is `mvcc`, with the
+    /// failpoints the environment sets (an invalid setting is an error).
     pub fn open(mvcc: Arc<Mvcc>, dir: &Path) -> Result<RaftLog> {
+        RaftLog::open_with(mvcc, dir, FsyncDelay::from_env()?)
+    }
+
+    fn open_with(mvcc: Arc<Mvcc>, dir: &Path, mut fsync_delay: FsyncDelay) -> Result<RaftLog> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_keep_log_file_num(4);
@@ -154,7 +167,7 @@ impl RaftLog {
             ColumnFamilyDescriptor::new(RAFT_STATE_CF, opts.clone()),
         ];
         let db = Arc::new(DB::open_cf_descriptors(&opts, dir, families)?);
-        move_raft_records_out_of_entries(&db)?;
+        move_raft_records_out_of_entries(&db, &mut fsync_delay)?;
         let hard_state = match db.get_cf(state_cf(&db), keys::RAFT_HARD_STATE)? {
             Some(v) => HardState::parse_from_bytes(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             None => HardState::default(),
@@ -176,6 +189,7 @@ impl RaftLog {
             terms: VecDeque::new(),
             cache: VecDeque::new(),
             cache_bytes: 0,
+            fsync_delay,
         };
         {
             let db = log.db.clone();
@@ -225,7 +239,7 @@ impl RaftLog {
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         );
         wb.put_cf(state_cf(&self.db), keys::RAFT_TRUNCATED, encode_pair(0, 0));
-        self.db.write_opt(wb, &synced())?;
+        self.write_synced(wb)?;
         self.drop_files_up_to(u64::MAX)?;
         Ok(())
     }
@@ -245,7 +259,7 @@ impl RaftLog {
             keys::RAFT_IDENTITY,
             encode_pair(cluster_id, member_id),
         );
-        self.db.write_opt(wb, &synced())?;
+        self.write_synced(wb)?;
         Ok(())
     }
 
@@ -263,7 +277,7 @@ impl RaftLog {
         } + 1;
         let mut wb = WriteBatch::default();
         wb.put_cf(state_cf(&self.db), keys::RAFT_INCARNATION, n.to_be_bytes());
-        self.db.write_opt(wb, &synced())?;
+        self.write_synced(wb)?;
         Ok(n)
     }
 
@@ -364,7 +378,7 @@ impl RaftLog {
         if wb.is_empty() {
             return Ok(());
         }
-        self.db.write_opt(wb, &synced())?;
+        self.write_synced(wb)?;
         Ok(())
     }
 
@@ -382,14 +396,16 @@ impl RaftLog {
     pub fn set_conf_state(&mut self, cs: ConfState) -> Result<()> {
         let v = cs.write_to_bytes().map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conf_state = cs;
-        self.db.write_opt(
-            {
-                let mut wb = WriteBatch::default();
-                wb.put_cf(state_cf(&self.db), keys::RAFT_CONF_STATE, v);
-                wb
-            },
-            &synced(),
-        )?;
+        let mut wb = WriteBatch::default();
+        wb.put_cf(state_cf(&self.db), keys::RAFT_CONF_STATE, v);
+        self.write_synced(wb)
+    }
+
+    /// Writes `wb` fsynced: every synced write of the log comes here, behind the
+    /// slow-fsync failpoint.
+    fn write_synced(&mut self, wb: WriteBatch) -> Result<()> {
+        self.fsync_delay.before_synced_write();
+        self.db.write_opt(wb, &synced())?;
         Ok(())
     }
 
@@ -423,7 +439,7 @@ impl RaftLog {
                 .write_to_bytes()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
         );
-        self.db.write_opt(wb, &synced())?;
+        self.write_synced(wb)?;
         self.drop_files_up_to(u64::MAX)?;
         Ok(())
     }
@@ -445,7 +461,7 @@ impl RaftLog {
             .ok_or_else(|| StoreError::Corrupt("term of a logged entry".into()))?;
         let mut wb = WriteBatch::default();
         wb.put_cf(state_cf(&self.db), keys::RAFT_TRUNCATED, encode_pair(index - 1, term));
-        self.db.write_opt(wb, &synced())?;
+        self.write_synced(wb)?;
         self.drop_files_up_to(index - 1)?;
         let drop = (index - 1 - self.truncated.0) as usize;
         self.terms.drain(..drop);
@@ -643,6 +659,27 @@ mod tests {
             read.iter().map(|e| e.index).collect::<Vec<_>>(),
             (151..=200).collect::<Vec<_>>()
         );
+    }
+
+    /// The slow-fsync failpoint: each synced write takes at least the delay (a lower
+    /// bound: it says the sleep is on the path, whatever the machine's speed).
+    #[cfg(debug_assertions)]
+    #[test]
+    fn synced_writes_wait_for_the_fsync_delay_failpoint() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mvcc = Arc::new(Mvcc::open(&dir.path().join("db")).expect("mvcc"));
+        let delay = FsyncDelay::from_settings(Some("40".into()), None).expect("a valid delay");
+        let mut log = RaftLog::open_with(mvcc, &dir.path().join("raft"), delay).expect("open");
+        for i in 1..=3 {
+            let start = std::time::Instant::now();
+            log.append(&[entry(i, 2)], Some(&hard_state(2, i))).expect("append");
+            let took = start.elapsed();
+            assert!(took >= std::time::Duration::from_millis(40), "append {i} took {took:?}");
+        }
+        let start = std::time::Instant::now();
+        log.set_identity(7, 1).expect("identity");
+        assert!(start.elapsed() >= std::time::Duration::from_millis(40));
+        assert_eq!(log.last_index_(), 3);
     }
 
     #[test]

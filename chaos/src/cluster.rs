@@ -23,9 +23,11 @@
 //! One member: `capstan store --name n1 --data-dir D --listen-client 127.0.0.1:P`. More:
 //! also `--listen-peer`, `--initial-cluster n1=http://127.0.0.1:P1,...`,
 //! `--initial-cluster-state new` (`existing` on restart), `--election-timeout` and
-//! `--heartbeat-interval` (milliseconds). Then `extra_args`. A member is ready when it
-//! prints `capstan store ready on <addr>` on stdout; a thread per process drains stdout to
-//! its end (a full pipe would block the member) and reports that line.
+//! `--heartbeat-interval` (milliseconds); with network faults, also
+//! `--initial-advertise-peer-urls` and `--peer-source-ip` (below). Then `extra_args`. A
+//! member is ready when it prints `capstan store ready on <addr>` on stdout; a thread per
+//! process drains stdout to its end (a full pipe would block the member) and reports that
+//! line.
 //!
 //! # Waiting
 //!
@@ -38,8 +40,22 @@
 //! speaks gRPC. Signals other than SIGKILL go through the `kill` command: the workspace
 //! forbids `unsafe`, and libc would need it.
 //!
-//! Left out: network partitions and message delays (they need iptables/tc as root, or a
-//! proxy per peer link), disk faults, membership changes, clock skew.
+//! # Network faults
+//!
+//! With [`ClusterConfig::network_faults`] (and more than one member) the members talk to
+//! each other through a [`NetProxy`] owned by the cluster, no root needed: member i's
+//! peer URL, in everyone's `--initial-cluster` and its own `--initial-advertise-peer-urls`,
+//! is the proxy's listener for it, which forwards to the member's real `--listen-peer`;
+//! member i dials its peers from its own loopback address, `--peer-source-ip 127.0.1.(i+1)`,
+//! so that the proxy knows each connection's directed link. [`Cluster::set_link`],
+//! [`Cluster::partition`], [`Cluster::isolate`] and [`Cluster::heal`] set the links' faults
+//! (down, delayed, lossy: see [`crate::netproxy`]); [`Cluster::link_stats`] and
+//! [`Cluster::network_report`] read the proxy's counters. The proxy lives as long as the
+//! cluster, so a restarted member keeps its peer URL and its links' faults. Clients reach
+//! the members directly: only peer traffic is faulted. [`Cluster::leader_among`] finds the
+//! leader of one side of a partition.
+//!
+//! Left out: faults on the client ports, disk faults, membership changes, clock skew.
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::net::{SocketAddr, TcpListener};
@@ -51,6 +67,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, ConnectOptions};
 use tempfile::TempDir;
 
+use crate::netproxy::{self, LinkFault, LinkStats, NetProxy, NetProxyConfig};
 use crate::{ChaosError, Result};
 
 /// Members in one cluster, at most.
@@ -84,6 +101,13 @@ pub struct ClusterConfig {
     /// Each member also serves the Kubernetes API (`--apiserver-listen`), with a
     /// kubeconfig for it at [`Cluster::kubeconfig`].
     pub apiserver: bool,
+    /// Environment variables set in every member's process (failpoints, log filters).
+    pub env: Vec<(String, String)>,
+    /// Members talk through a fault-injecting proxy (see the module doc); without it the
+    /// network fault methods fail. Ignored for one member.
+    pub network_faults: bool,
+    /// Seeds the proxy's random draws (`Lossy` links).
+    pub network_seed: u64,
 }
 
 impl ClusterConfig {
@@ -96,6 +120,9 @@ impl ClusterConfig {
             extra_args: Vec::new(),
             start_deadline_ms: 60_000,
             apiserver: false,
+            env: Vec::new(),
+            network_faults: false,
+            network_seed: 0,
         }
     }
 }
@@ -126,6 +153,8 @@ struct Member {
 pub struct Cluster {
     config: ClusterConfig,
     members: Vec<Member>,
+    /// The peer links' proxy, with network faults on.
+    proxy: Option<NetProxy>,
     /// Declared last: dropped after the members' processes are gone.
     dir: TempDir,
 }
@@ -155,7 +184,7 @@ impl Cluster {
                 source,
             })?;
         let ports = free_loopback_ports(3 * config.members)?;
-        let members = (0..config.members)
+        let members: Vec<Member> = (0..config.members)
             .map(|i| {
                 let name = format!("n{}", i + 1);
                 Member {
@@ -171,7 +200,19 @@ impl Cluster {
                 }
             })
             .collect();
-        let mut cluster = Cluster { config, members, dir };
+        let proxy = if config.network_faults && config.members > 1 {
+            let mut proxy_config = NetProxyConfig::new(members.iter().map(|m| m.peer_addr).collect());
+            proxy_config.seed = config.network_seed;
+            Some(NetProxy::start(proxy_config)?)
+        } else {
+            None
+        };
+        let mut cluster = Cluster {
+            config,
+            members,
+            proxy,
+            dir,
+        };
         let mut ready = Vec::with_capacity(cluster.members.len());
         for i in 0..cluster.members.len() {
             ready.push(cluster.spawn(i)?);
@@ -300,11 +341,21 @@ impl Cluster {
     /// among those that answered. Polls until then or until `deadline_ms` passes.
     /// Paused and stopped members are not asked.
     pub async fn leader(&self, deadline_ms: u64) -> Result<usize> {
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        self.leader_among(&all, deadline_ms).await
+    }
+
+    /// [`Cluster::leader`] asking only `members` (those of them running): the leader of
+    /// one side of a partition, whatever the members on the other side believe.
+    pub async fn leader_among(&self, members: &[usize], deadline_ms: u64) -> Result<usize> {
+        for &i in members {
+            self.check_index(i)?;
+        }
         let deadline = Instant::now() + Duration::from_millis(deadline_ms);
         loop {
             let mut polls = tokio::task::JoinSet::new();
             for (i, member) in self.members.iter().enumerate() {
-                if member.state == MemberState::Running {
+                if member.state == MemberState::Running && members.contains(&i) {
                     let endpoint = self.endpoint(i);
                     polls.spawn(async move { (i, status(endpoint).await) });
                 }
@@ -342,6 +393,75 @@ impl Cluster {
             let pause = Duration::from_millis(POLL_INTERVAL_MS).min(deadline.saturating_duration_since(Instant::now()));
             tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Whether the members talk through the fault-injecting proxy.
+    pub fn network_faults(&self) -> bool {
+        self.proxy.is_some()
+    }
+
+    /// Member `i`'s peer URL, as every member knows it (the proxy's listener for it, with
+    /// network faults on).
+    pub fn peer_url(&self, i: usize) -> String {
+        match &self.proxy {
+            Some(proxy) => format!("http://{}", proxy.listen_addr(i)),
+            None => format!("http://{}", self.members[i].peer_addr),
+        }
+    }
+
+    fn proxy(&self) -> Result<&NetProxy> {
+        self.proxy.as_ref().ok_or_else(|| {
+            ChaosError::NetworkFaultsOff(if self.members.len() > 1 {
+                "start it with ClusterConfig::network_faults".into()
+            } else {
+                "one member has no peer links".into()
+            })
+        })
+    }
+
+    /// Sets the fault of the link from member `from` to member `to`: what `from` sends to
+    /// `to` and the answers on the same connections (see [`crate::netproxy`]).
+    pub fn set_link(&self, from: usize, to: usize, fault: LinkFault) -> Result<()> {
+        self.proxy()?.set_link(from, to, fault)
+    }
+
+    /// Sets every link between two members to `fault`.
+    pub fn set_all_links(&self, fault: LinkFault) -> Result<()> {
+        self.proxy()?.set_all_links(fault)
+    }
+
+    /// The fault of the link from member `from` to member `to`.
+    pub fn link_fault(&self, from: usize, to: usize) -> Result<LinkFault> {
+        self.proxy()?.link_fault(from, to)
+    }
+
+    /// Members in different groups cannot reach each other (both directions down), members
+    /// of one group can (those links up); members named in no group form one more group.
+    /// Replaces every link's fault.
+    pub fn partition(&self, groups: &[&[usize]]) -> Result<()> {
+        self.proxy()?.partition(groups)
+    }
+
+    /// Cuts member `i` off from every other member, both ways; the others still reach each
+    /// other.
+    pub fn isolate(&self, i: usize) -> Result<()> {
+        self.proxy()?.isolate(i)
+    }
+
+    /// Every link up again.
+    pub fn heal(&self) -> Result<()> {
+        self.proxy()?.heal();
+        Ok(())
+    }
+
+    /// The proxy's counters for the link from member `from` to member `to`.
+    pub fn link_stats(&self, from: usize, to: usize) -> Result<LinkStats> {
+        self.proxy()?.stats(from, to)
+    }
+
+    /// Every link's fault and counters, one line each.
+    pub fn network_report(&self) -> Result<String> {
+        Ok(self.proxy()?.report())
     }
 
     /// The last `lines_max` lines of member `i`'s log (all its runs).
@@ -429,10 +549,8 @@ impl Cluster {
             member.client_addr.to_string(),
         ];
         if self.members.len() > 1 {
-            let initial_cluster: Vec<String> = self
-                .members
-                .iter()
-                .map(|m| format!("{}=http://{}", m.name, m.peer_addr))
+            let initial_cluster: Vec<String> = (0..self.members.len())
+                .map(|j| format!("{}={}", self.members[j].name, self.peer_url(j)))
                 .collect();
             let state = if member.starts == 0 { "new" } else { "existing" };
             args.extend([
@@ -446,6 +564,14 @@ impl Cluster {
                 self.config.election_timeout_ms.to_string(),
                 "--heartbeat-interval".to_string(),
                 self.config.heartbeat_interval_ms.to_string(),
+            ]);
+        }
+        if self.proxy.is_some() {
+            args.extend([
+                "--initial-advertise-peer-urls".to_string(),
+                self.peer_url(i),
+                "--peer-source-ip".to_string(),
+                netproxy::source_ip(i).to_string(),
             ]);
         }
         if self.config.apiserver {
@@ -491,6 +617,7 @@ impl Cluster {
         let mut child = Command::new(&self.config.binary)
             .args(&args)
             .env("NO_COLOR", "1")
+            .envs(self.config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -576,6 +703,9 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             eprintln!("{}", self.log_tails(PANIC_LOG_LINES));
+            if let Some(proxy) = &self.proxy {
+                eprintln!("--- network links ---\n{}", proxy.report());
+            }
         }
     }
 }

@@ -1,31 +1,55 @@
 //! Capstan's fault injection harness: the pieces a Jepsen-style test is made of.
 //!
 //! - [`cluster`]: runs N members of the real `capstan store` binary as OS processes on
-//!   loopback, and kills, restarts, pauses and resumes them; finds the leader.
+//!   loopback, and kills, restarts, pauses and resumes them; finds the leader. With
+//!   `network_faults`, every peer port sits behind a link proxy ([`netproxy`]) that can
+//!   partition, isolate, delay and break links between members.
 //! - [`workload`]: concurrent etcd clients doing random puts, linearizable gets and
 //!   compare-and-sets on a few keys, recording a [`History`] of what each client asked
 //!   for, when, and what it learned.
 //! - [`linearizability`]: decides whether such a history could have come from one
 //!   register per key that took each operation atomically at some instant between its
 //!   call and its return.
+//! - [`watch`]: watchers on every member that reconnect and resume through faults, a
+//!   multi-key transaction writer, and a checker of etcd's watch guarantees (ordered,
+//!   unique, atomic, reliable, resumable, valid) against the final event log, and of
+//!   acknowledged writes against it.
+//! - [`nemesis`]: a fault schedule drawn from a seed (kills, pauses, partitions, lossy
+//!   and slow links), applied one fault at a time, with the election and recovery time
+//!   of each.
+//! - [`run`]: all of the above as one run (`capstan chaos`), and [`report`]: its
+//!   verdicts, recovery figures and timeline as text, JSON and SVG.
 //!
-//! A test composes them: start a cluster, run the workload while injecting faults,
-//! check the history. The crate depends on no other Capstan crate: it talks to the store
-//! only over the etcd API and the command line, as an operator would, so the same tests
-//! can run against etcd itself.
+//! The crate depends on no other Capstan crate: it talks to the store only over the etcd
+//! API and the command line, as an operator would, so the same tests can run against
+//! etcd itself.
 //!
-//! Left out, for now: network partitions (these need either root for iptables or a
-//! proxy in front of every peer connection), clock skew, disk faults, and a nemesis that
-//! schedules faults; the tests that use this crate drive faults themselves.
+//! Left out, for now: the Kubernetes and Service workloads (Deployments scaled during
+//! faults, traffic through node proxies), clock skew, membership changes, and disk
+//! faults beyond the store's slow-fsync failpoint (`CAPSTAN_FAILPOINT_FSYNC_DELAY_MS`,
+//! test builds only), which is set per process at start.
 
 pub mod cluster;
 pub mod linearizability;
+pub mod nemesis;
+pub mod netproxy;
+pub mod report;
+pub mod run;
+pub mod watch;
 pub mod workload;
 
 use std::path::PathBuf;
 
 pub use cluster::{Cluster, ClusterConfig, MemberState};
 pub use linearizability::{check, CheckResult, History, Limits, Op, Operation, Outcome, Output};
+pub use nemesis::{FaultKind, FaultRecord, NemesisConfig};
+pub use netproxy::{LinkFault, LinkStats, NetProxy, NetProxyConfig};
+pub use report::{RunReport, Verdict};
+pub use run::{run, RunConfig};
+pub use watch::{
+    check_acknowledged, check_watches, read_event_log, run_txn_writer, run_watchers, AckVerdict, Guarantee, RunControl,
+    RunSignal, TxnHistory, TxnWriterConfig, WatchConfig, WatchHistory, WatchVerdict,
+};
 pub use workload::{run_register_workload, Connect, WorkloadConfig};
 
 /// Everything that can go wrong in this crate. A history that is not linearizable is not
@@ -59,9 +83,19 @@ pub enum ChaosError {
     /// A condition did not hold before its deadline.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// A network fault was asked of a cluster started without
+    /// [`ClusterConfig::network_faults`] (or of one member, which has no peer links).
+    #[error("network faults are off for this cluster: {0}")]
+    NetworkFaultsOff(String),
     /// A workload task panicked or was cancelled.
     #[error("workload task failed: {0}")]
     Task(String),
+    /// A watch ended or was canceled where it had to go on (reading the final log).
+    #[error("watch failed: {0}")]
+    Watch(String),
+    /// A watch needed a revision that is compacted.
+    #[error("revision {revision} is compacted (compact revision {compact_revision})")]
+    Compacted { revision: i64, compact_revision: i64 },
 }
 
 pub type Result<T> = std::result::Result<T, ChaosError>;

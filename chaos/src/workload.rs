@@ -15,7 +15,9 @@
 //! Each request has a deadline (`op_timeout_ms`, enforced both by the client's own
 //! timeout and by dropping the future). A write or CAS that errs or times out is recorded
 //! with an unknown outcome: the request may have been applied. A read that fails is
-//! dropped: it changed nothing and told nothing. Times are nanoseconds from one
+//! dropped: it changed nothing and told nothing; so is a write whose connection was
+//! refused (the request never left the client). After a failure the client pauses
+//! briefly before its next request, as real clients back off. Times are nanoseconds from one
 //! `Instant` taken before the first request, taken just before sending and just after
 //! the answer arrives, so every recorded interval contains the real one.
 //!
@@ -23,6 +25,12 @@
 //! prefix (before any client starts; an error there fails the run). Choices are seeded
 //! (one generator per client, from `seed` and the client's index); timing, and so the
 //! interleaving, is not reproducible.
+//!
+//! For runs under faults: `stop` ends the clients when the run says so (rather than
+//! after a fixed number of operations), `origin` puts their times on the run's clock,
+//! and `key_rotate_ms` moves them to fresh keys now and then so that each key's history
+//! stays short. Each acknowledged write records the revision it created, so the run can
+//! look for it in the store's final log.
 //!
 //! Left out: deletes, multi-key transactions, leases and watches (the checker's model is
 //! a register per key), and rate limiting (clients are closed-loop).
@@ -42,6 +50,8 @@ pub const CLIENTS_MAX: usize = 1024;
 pub const OPS_PER_CLIENT_MAX: usize = 1_000_000;
 /// Keys, at most.
 pub const KEYS_MAX: usize = 1024;
+/// Pause of a client after a failed request.
+const ERROR_BACKOFF_MS: u64 = 50;
 /// Recently written values remembered per key for choosing CAS expectations.
 const RECENT_VALUES_MAX: usize = 8;
 
@@ -69,6 +79,17 @@ pub struct WorkloadConfig {
     pub get_percent: u64,
     pub cas_percent: u64,
     pub connect: Connect,
+    /// When set, clients stop (each after its operation in flight) once it reads true;
+    /// `ops_per_client` stays an upper bound.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
+    /// The instant operation times count from; `None`: just before the first operation.
+    /// A run that also records faults passes its own, so both share one clock.
+    pub origin: Option<Instant>,
+    /// Clients move to fresh keys every this many milliseconds (0: never): key `k` of
+    /// generation `g` is `{key_prefix}{g}-{k}`. Each key's history then stays short,
+    /// with few unknown outcomes, which keeps the linearizability search cheap on long
+    /// runs with many faults (the search is exponential in concurrent unknowns per key).
+    pub key_rotate_ms: u64,
 }
 
 impl Default for WorkloadConfig {
@@ -83,6 +104,9 @@ impl Default for WorkloadConfig {
             get_percent: 40,
             cas_percent: 30,
             connect: Connect::AllEndpoints,
+            stop: None,
+            origin: None,
+            key_rotate_ms: 0,
         }
     }
 }
@@ -120,8 +144,13 @@ impl WorkloadConfig {
         Ok(())
     }
 
-    fn key(&self, k: usize) -> String {
-        format!("{}{k}", self.key_prefix)
+    /// Key `k` of generation `generation` (see [`WorkloadConfig::key_rotate_ms`]).
+    fn key(&self, generation: u64, k: usize) -> String {
+        if self.key_rotate_ms == 0 {
+            format!("{}{k}", self.key_prefix)
+        } else {
+            format!("{}{generation}-{k}", self.key_prefix)
+        }
     }
 }
 
@@ -151,8 +180,8 @@ pub async fn run_register_workload(endpoints: Vec<String>, config: WorkloadConfi
         }
     }
 
-    let origin = Instant::now();
-    let recent: Arc<Mutex<Vec<VecDeque<Vec<u8>>>>> = Arc::new(Mutex::new(vec![VecDeque::new(); config.keys]));
+    let origin = config.origin.unwrap_or_else(Instant::now);
+    let recent: Arc<Mutex<Vec<Recent>>> = Arc::new(Mutex::new(vec![Recent::default(); config.keys]));
     let mut tasks = tokio::task::JoinSet::new();
     for client_id in 0..config.clients {
         let client_endpoints = match config.connect {
@@ -170,6 +199,7 @@ pub async fn run_register_workload(endpoints: Vec<String>, config: WorkloadConfi
             origin,
             timeout,
             last_seen: vec![None; config.keys],
+            generation: 0,
             recent: recent.clone(),
         };
         tasks.spawn(worker.run());
@@ -198,10 +228,20 @@ struct Worker {
     rng: SplitMix64,
     origin: Instant,
     timeout: Duration,
-    /// The last value this client saw per key (`None`: absent, or nothing seen yet).
+    /// The last value this client saw per key of the current generation (`None`:
+    /// absent, or nothing seen yet).
     last_seen: Vec<Option<Vec<u8>>>,
-    /// Values recently written (attempted) per key, by any client.
-    recent: Arc<Mutex<Vec<VecDeque<Vec<u8>>>>>,
+    /// The key generation this client is on (see [`WorkloadConfig::key_rotate_ms`]).
+    generation: u64,
+    /// Values recently written (attempted) per key index, by any client.
+    recent: Arc<Mutex<Vec<Recent>>>,
+}
+
+/// Values recently written to key index k, all of one generation.
+#[derive(Clone, Debug, Default)]
+struct Recent {
+    generation: u64,
+    values: VecDeque<Vec<u8>>,
 }
 
 impl Worker {
@@ -214,7 +254,16 @@ impl Worker {
             .recent
             .lock()
             .expect("a workload task panicked while holding the recent values");
-        let values = &mut recent[k];
+        let entry = &mut recent[k];
+        if entry.generation != self.generation {
+            if entry.generation > self.generation {
+                // Another client moved on already; this value is of a retired key.
+                return;
+            }
+            entry.generation = self.generation;
+            entry.values.clear();
+        }
+        let values = &mut entry.values;
         if values.len() == RECENT_VALUES_MAX {
             values.pop_front();
         }
@@ -226,18 +275,29 @@ impl Worker {
             .recent
             .lock()
             .expect("a workload task panicked while holding the recent values");
-        let values = &recent[k];
-        if values.is_empty() {
+        let entry = &recent[k];
+        if entry.generation != self.generation || entry.values.is_empty() {
             return None;
         }
+        let values = &entry.values;
         values.get(self.rng.below(values.len() as u64) as usize).cloned()
     }
 
     async fn run(mut self) -> Vec<Operation> {
         let mut ops = Vec::with_capacity(self.config.ops_per_client);
         for n in 0..self.config.ops_per_client {
+            if self.config.stop.as_ref().is_some_and(|stop| *stop.borrow()) {
+                break;
+            }
+            // No rotation when key_rotate_ms is 0.
+            if let Some(generation) = (self.now_ns() / 1_000_000).checked_div(self.config.key_rotate_ms) {
+                if generation != self.generation {
+                    self.generation = generation;
+                    self.last_seen.iter_mut().for_each(|v| *v = None);
+                }
+            }
             let k = self.rng.below(self.config.keys as u64) as usize;
-            let key = self.config.key(k);
+            let key = self.config.key(self.generation, k);
             let roll = self.rng.below(100);
             let op = if roll < self.config.get_percent {
                 Op::Get
@@ -266,22 +326,27 @@ impl Worker {
     /// Issues one operation and records it; `None` for a failed get.
     async fn execute(&mut self, key: String, k: usize, op: Op) -> Option<Operation> {
         let call_ns = self.now_ns();
-        let result: std::result::Result<Output, String> = match &op {
+        // The revision an acknowledged write created.
+        let mut revision = None;
+        let result: std::result::Result<Output, Failure> = match &op {
             Op::Get => {
                 let request = self.client.get(key.as_str(), None);
                 match tokio::time::timeout(self.timeout, request).await {
                     Ok(Ok(response)) => Ok(Output::Get(response.kvs().first().map(|kv| kv.value().to_vec()))),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".into()),
+                    Ok(Err(e)) => Err(Failure::of(&e)),
+                    Err(_) => Err(Failure::timed_out()),
                 }
             }
             Op::Put { value } => {
                 self.remember(k, value);
                 let request = self.client.put(key.as_str(), value.clone(), None);
                 match tokio::time::timeout(self.timeout, request).await {
-                    Ok(Ok(_)) => Ok(Output::Put),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".into()),
+                    Ok(Ok(response)) => {
+                        revision = response.header().map(|h| h.revision());
+                        Ok(Output::Put)
+                    }
+                    Ok(Err(e)) => Err(Failure::of(&e)),
+                    Err(_) => Err(Failure::timed_out()),
                 }
             }
             Op::Cas { expected, new } => {
@@ -295,9 +360,14 @@ impl Worker {
                     .and_then(vec![TxnOp::put(key.as_str(), new.clone(), None)]);
                 let request = self.client.txn(txn);
                 match tokio::time::timeout(self.timeout, request).await {
-                    Ok(Ok(response)) => Ok(Output::Cas(response.succeeded())),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".into()),
+                    Ok(Ok(response)) => {
+                        if response.succeeded() {
+                            revision = response.header().map(|h| h.revision());
+                        }
+                        Ok(Output::Cas(response.succeeded()))
+                    }
+                    Ok(Err(e)) => Err(Failure::of(&e)),
+                    Err(_) => Err(Failure::timed_out()),
                 }
             }
         };
@@ -312,15 +382,21 @@ impl Worker {
                 }
                 Outcome::Ok(output)
             }
-            Err(error) => {
+            Err(failure) => {
                 tracing::debug!(
                     client = self.client_id,
                     key,
                     ?op,
-                    error,
-                    "operation failed; outcome unknown"
+                    error = failure.message,
+                    never_sent = failure.never_sent,
+                    "operation failed"
                 );
-                if op == Op::Get {
+                // Don't hammer a member that is down: real clients back off too, and
+                // every failed write would be one more unknown outcome to check.
+                tokio::time::sleep(Duration::from_millis(ERROR_BACKOFF_MS)).await;
+                // A read that failed, or a request that never left this machine,
+                // changed nothing and told nothing.
+                if op == Op::Get || failure.never_sent {
                     return None;
                 }
                 Outcome::Unknown
@@ -333,6 +409,48 @@ impl Worker {
             call_ns,
             return_ns,
             outcome,
+            revision,
         })
+    }
+}
+
+/// Why a request failed.
+struct Failure {
+    message: String,
+    /// The connection was refused: the request never reached a server, so it certainly
+    /// was not applied.
+    never_sent: bool,
+}
+
+impl Failure {
+    fn of(error: &etcd_client::Error) -> Failure {
+        // The cause chain of the gRPC status ends, for a refused connection, in the
+        // io::Error of the connect call (under tonic's and hyper's wrappers).
+        // etcd-client's own error does not link to its status as a source.
+        let mut never_sent = false;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = match error {
+            etcd_client::Error::GRpcStatus(status) => Some(status),
+            other => Some(other),
+        };
+        while let Some(e) = cause {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+            {
+                never_sent = true;
+                break;
+            }
+            cause = e.source();
+        }
+        Failure {
+            message: error.to_string(),
+            never_sent,
+        }
+    }
+
+    fn timed_out() -> Failure {
+        Failure {
+            message: "timed out".into(),
+            never_sent: false,
+        }
     }
 }

@@ -115,6 +115,10 @@ pub struct NodeConfig {
     /// cluster (`--initial-cluster-state existing`): it starts with no log and learns
     /// everything from the leader.
     pub join: Option<Join>,
+    /// The local address this member's connections to its peers leave from (etcd has no
+    /// such flag); `None` lets the system choose. The chaos harness gives each member its
+    /// own loopback address so that a proxy in front of the peer ports can tell who dials.
+    pub peer_source_ip: Option<std::net::IpAddr>,
 }
 
 impl NodeConfig {
@@ -136,6 +140,7 @@ impl NodeConfig {
             log_keep_entries: 100_000,
             hub: HubConfig::default(),
             join: None,
+            peer_source_ip: None,
         }
     }
 
@@ -397,7 +402,7 @@ impl Node {
             next_seq: AtomicU64::new(incarnation << 40),
             reads: Mutex::new(Reads::default()),
         });
-        let transport = Transport::new(my_id, mvcc.clone(), input_sender(&input_tx));
+        let transport = Transport::new(my_id, mvcc.clone(), input_sender(&input_tx), config.peer_source_ip);
         let known = mvcc.members()?;
         match &config.join {
             // Until its state holds the membership, a joining member talks to the members

@@ -11,8 +11,15 @@
 //! RocksDB view on a blocking thread, in chunks of [`SNAPSHOT_CHUNK_BYTES`] through a
 //! queue of [`SNAPSHOT_CHUNKS_QUEUED`] (back-pressure: the export waits for the network),
 //! and reports the outcome to Raft.
+//!
+//! Every connection to a peer may leave from one chosen local address
+//! (`NodeConfig::peer_source_ip`, `--peer-source-ip`): tonic's `Endpoint::local_address`
+//! binds the socket before it connects. Nothing else changes; the chaos harness uses it
+//! to give each member its own loopback address, from which a fault-injecting proxy in
+//! front of the peer ports learns which member a connection comes from.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,17 +80,21 @@ pub struct Transport {
     report: Arc<Reporter>,
     peers: Mutex<HashMap<u64, Peer>>,
     runtime: tokio::runtime::Handle,
+    /// The local address connections to peers are bound to (`None`: the system's choice).
+    source_ip: Option<IpAddr>,
 }
 
 impl Transport {
-    /// Must be called inside a tokio runtime, where the peer tasks will run.
-    pub fn new(my_id: u64, mvcc: Arc<Mvcc>, report: Reporter) -> Arc<Transport> {
+    /// Must be called inside a tokio runtime, where the peer tasks will run. Connections
+    /// to peers leave from `source_ip` when it is given.
+    pub fn new(my_id: u64, mvcc: Arc<Mvcc>, report: Reporter, source_ip: Option<IpAddr>) -> Arc<Transport> {
         Arc::new(Transport {
             my_id,
             mvcc,
             report: Arc::new(report),
             peers: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
+            source_ip,
         })
     }
 
@@ -119,6 +130,7 @@ impl Transport {
             .map_err(|e| StoreError::InvalidRequest(format!("peer URL {url}: {e}")))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true)
+            .local_address(self.source_ip)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         let _guard = self.runtime.enter();

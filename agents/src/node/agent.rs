@@ -200,6 +200,15 @@ pub async fn run(
         None => wait_for_pod_cidr(&client, &config.identity.name).await,
     };
     tracing::info!(node = %config.identity.name, pod_cidr = %cidr, "the node's pods get addresses from its pod CIDR");
+    // The adopted containers' pods keep their addresses, reserved before any worker
+    // starts: otherwise a new pod's worker, running first, could take an address an
+    // adopted container still listens on (found by the chaos Kubernetes workload).
+    let mut ips = IpPool::new(cidr);
+    for uid in adopted.keys() {
+        // None: a pod on the host's network (no address of its own), or an address
+        // taken already; its worker sorts that out as on a first start.
+        let _ = pods::restore_recorded(&mut ips, uid, &pods_dir.join(uid));
+    }
     let context = Arc::new(Context {
         runtime: runtime.clone(),
         client: client.clone(),
@@ -207,7 +216,7 @@ pub async fn run(
         node_name: config.identity.name.clone(),
         host_ip: config.identity.address,
         pods_dir,
-        ips: Mutex::new(IpPool::new(cidr)),
+        ips: Mutex::new(ips),
         node_cpu_millis: config.identity.capacity.cpu_millis,
         node_memory_bytes: config.identity.capacity.memory_bytes,
         backoff_initial: config.backoff_initial,

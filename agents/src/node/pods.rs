@@ -1446,12 +1446,8 @@ async fn sleep_until(at: Option<Instant>) {
 fn address(ctx: &Context, uid: &str, pod_dir: &Path, keep: bool) -> Result<Ipv4Addr> {
     let file = pod_dir.join(IP_FILE);
     let mut pool = ctx.ips.lock().expect("invariant: no panics while the lock is held");
-    if let Ok(text) = std::fs::read_to_string(&file) {
-        if let Ok(ip) = text.trim().parse::<Ipv4Addr>() {
-            if pool.restore(ip, uid) {
-                return Ok(ip);
-            }
-        }
+    if let Some(ip) = restore_recorded(&mut pool, uid, pod_dir) {
+        return Ok(ip);
     }
     let ip = pool
         .allocate(uid)
@@ -1461,6 +1457,16 @@ fn address(ctx: &Context, uid: &str, pod_dir: &Path, keep: bool) -> Result<Ipv4A
         std::fs::write(&file, ip.to_string()).map_err(|e| AgentError::Io(format!("writing {}", file.display()), e))?;
     }
     Ok(ip)
+}
+
+/// The address recorded in a pod's directory, reserved for the pod in `pool` if it is
+/// free there (or the pod's already). An agent that adopts containers calls this for
+/// their pods before any pod is given an address: a new pod must not get an address an
+/// adopted container still listens on.
+pub fn restore_recorded(pool: &mut IpPool, uid: &str, pod_dir: &Path) -> Option<Ipv4Addr> {
+    let text = std::fs::read_to_string(pod_dir.join(IP_FILE)).ok()?;
+    let ip = text.trim().parse::<Ipv4Addr>().ok()?;
+    pool.restore(ip, uid).then_some(ip)
 }
 
 /// How a run ended, in the API's terms.
@@ -1756,6 +1762,29 @@ mod tests {
         assert!(!pool.restore(Ipv4Addr::new(127, 128, 0, 2), "c"), "taken");
         assert!(!pool.restore(Ipv4Addr::new(127, 128, 0, 1), "c"), "the gateway's");
         assert_eq!(pool.used(), 1);
+    }
+
+    #[test]
+    fn recorded_addresses_are_reserved_for_their_pods() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut pool = IpPool::new("127.128.0.0/29".parse().expect("cidr"));
+        let adopted = dir.path().join("adopted-uid");
+        std::fs::create_dir_all(&adopted).expect("pod dir");
+        std::fs::write(adopted.join(IP_FILE), "127.128.0.2\n").expect("ip file");
+        assert_eq!(
+            restore_recorded(&mut pool, "adopted-uid", &adopted),
+            Some(Ipv4Addr::new(127, 128, 0, 2))
+        );
+        // A new pod allocated after the adopted one was restored gets another address
+        // (before the fix, the first free one: the adopted pod's).
+        assert_eq!(pool.allocate("new-uid"), Some(Ipv4Addr::new(127, 128, 0, 3)));
+        // Another pod's directory naming a taken address is not given it; no file, no
+        // address.
+        let other = dir.path().join("other-uid");
+        std::fs::create_dir_all(&other).expect("pod dir");
+        std::fs::write(other.join(IP_FILE), "127.128.0.3").expect("ip file");
+        assert_eq!(restore_recorded(&mut pool, "other-uid", &other), None);
+        assert_eq!(restore_recorded(&mut pool, "none", &dir.path().join("none")), None);
     }
 
     #[test]

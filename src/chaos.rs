@@ -1,6 +1,7 @@
 //! `capstan chaos`: start a cluster of real processes on this machine, run workloads
-//! against it while killing and pausing its masters on a schedule drawn from a seed, check
-//! the histories, and report (the harness is the `capstan-chaos` crate; this is its
+//! against it while killing, pausing and cutting off its masters (and, with nodes,
+//! killing agents and proxies) on a schedule drawn from a seed, check the histories, and
+//! report (the harness is the `capstan-chaos` crate; this is its
 //! command line).
 //!
 //! Progress (each fault as it happens) goes to stderr, the summary to stdout; with
@@ -18,6 +19,11 @@ pub struct ChaosArgs {
     /// Store members (masters) in the cluster under test.
     #[arg(long, default_value_t = 3)]
     masters: usize,
+    /// Nodes (an agent and a proxy each). With nodes, the masters also run the Kubernetes
+    /// API, controller-manager and scheduler, Deployments are scaled and rolled and a
+    /// Service is called through the node proxies during the faults.
+    #[arg(long, default_value_t = 0)]
+    nodes: usize,
     /// How long faults are injected (as 60s, 5m, 1h30m); the run takes a few seconds
     /// more to start, heal and check.
     #[arg(long, default_value = "60s", value_parser = super::parse_duration)]
@@ -26,7 +32,9 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
     /// Faults to draw from, comma-separated: kill-leader, kill-member, kill-minority,
-    /// pause-leader, pause-member, or the groups kills, pauses, all.
+    /// pause-leader, pause-member, partition, isolate-leader, lossy-links, slow-links,
+    /// and with nodes kill-lease-holder, kill-agent, kill-proxy; or the groups kills,
+    /// pauses, network, nodes, all (without nodes, `all` leaves out what needs them).
     #[arg(long, default_value = "all")]
     faults: String,
     /// How long each fault holds before it is healed (default: twice the election
@@ -57,7 +65,11 @@ pub async fn run(args: ChaosArgs) -> Result<bool, String> {
     config.masters = args.masters;
     config.duration_ms = millis(args.duration);
     config.seed = args.seed;
+    config.nodes = args.nodes;
     config.faults = FaultKind::parse_list(&args.faults).map_err(|e| e.to_string())?;
+    if args.nodes == 0 && args.faults.split(',').any(|w| w.trim() == "all") {
+        config.faults.retain(|k| !k.needs_kubernetes());
+    }
     config.hold_ms = args.hold.map(millis);
     config.quiet_ms = millis(args.quiet);
     config.clients = args.clients;

@@ -1,6 +1,7 @@
-//! `capstan chaos` as a user runs it: a short run against three masters with kills and
-//! pauses must pass every check and write its report; bad arguments are refused with
-//! exit status 2 before anything starts.
+//! `capstan chaos` as a user runs it: a short run against three masters with every kind
+//! of fault must pass every check and write its report, and so must one with two nodes
+//! (Deployments and a Service) while agents, proxies and the leader are killed; bad
+//! arguments are refused with exit status 2 before anything starts.
 //!
 //! The run is a process group of its own (it starts the members as its children), so
 //! that a test that fails or times out takes the whole group down with it.
@@ -9,6 +10,9 @@ use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// One chaos run at a time: each starts a whole cluster on a 2-core machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Kills a process group when dropped: the chaos run and the members it started.
 struct GroupKiller(u32);
@@ -57,6 +61,7 @@ fn capstan_chaos(dir: &Path, args: &[&str], deadline: Duration) -> (Option<i32>,
 
 #[test]
 fn a_short_chaos_run_passes_and_reports() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().expect("temp dir");
     let out_dir = dir.path().join("report");
     let out_arg = out_dir.display().to_string();
@@ -68,7 +73,7 @@ fn a_short_chaos_run_passes_and_reports() {
         "--seed",
         "7",
         "--faults",
-        "kills,pauses",
+        "all",
         "--out",
         &out_arg,
     ];
@@ -126,6 +131,48 @@ fn a_short_chaos_run_passes_and_reports() {
     );
 }
 
+/// With nodes: Deployments and a Service through the node proxies while the leader, an
+/// agent and a proxy are killed; the Kubernetes check passes and the Service's figures
+/// are reported.
+#[test]
+fn a_short_chaos_run_with_nodes_passes() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out_dir = dir.path().join("report");
+    let out_arg = out_dir.display().to_string();
+    let args = [
+        "--masters",
+        "3",
+        "--nodes",
+        "2",
+        "--duration",
+        "15s",
+        "--seed",
+        "9",
+        "--faults",
+        "kill-leader,kill-agent,kill-proxy",
+        "--out",
+        &out_arg,
+    ];
+    let (code, stdout, stderr) = capstan_chaos(dir.path(), &args, Duration::from_secs(400));
+    let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(code, Some(0), "the run failed\n{context}");
+    let json = std::fs::read_to_string(out_dir.join("report.json")).expect("report.json");
+    let report: serde_json::Value = serde_json::from_str(&json).expect("report.json is JSON");
+    let checks = report["checks"].as_array().expect("checks");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["name"] == "kubernetes" && c["verdict"] == "pass"),
+        "{checks:#?}"
+    );
+    assert!(checks.iter().all(|c| c["verdict"] == "pass"), "{checks:#?}");
+    let service = &report["recovery"]["service"];
+    assert!(service["requests"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert!(service["successes"].as_u64().unwrap_or(0) > 0, "{json}");
+    assert!(stdout.contains("Service through the node proxies"), "{context}");
+}
+
 #[test]
 fn bad_arguments_are_refused_before_anything_starts() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -135,4 +182,7 @@ fn bad_arguments_are_refused_before_anything_starts() {
     let (code, _, stderr) = capstan_chaos(dir.path(), &["--masters", "0"], Duration::from_secs(30));
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("masters must be"), "{stderr}");
+    let (code, _, stderr) = capstan_chaos(dir.path(), &["--faults", "kill-agent"], Duration::from_secs(30));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("the fault kill-agent needs nodes"), "{stderr}");
 }

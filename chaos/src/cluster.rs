@@ -55,12 +55,49 @@
 //! the members directly: only peer traffic is faulted. [`Cluster::leader_among`] finds the
 //! leader of one side of a partition.
 //!
-//! Left out: faults on the client ports, disk faults, membership changes, clock skew.
+//! # Masters and nodes (the Kubernetes mode)
+//!
+//! With [`ClusterConfig::kubernetes`] the members run `capstan master` instead of
+//! `capstan store`: each is a store member, the Kubernetes API (on its third port,
+//! 127.0.0.1 like the others, so that the link proxies and `--peer-source-ip` work as
+//! above) and a replica of the controller-manager and of the scheduler, elected through
+//! the Leases `kube-system/kube-controller-manager` and `kube-system/kube-scheduler`
+//! ([`Cluster::member_of_identity`] maps a Lease holder back to its member). Beside them
+//! run [`KubernetesConfig::nodes`] nodes, each two processes started as `capstan up`
+//! starts them (`src/up.rs`): `capstan agent` (files under `nodes/node<j>/`) and
+//! `capstan proxy`, both given every master's API URL (`--master a,b,c`), and both
+//! killed, restarted, paused and resumed like members ([`Cluster::kill_node_process`]
+//! and the others, with [`NodeProcess`]). Logs: `node<j>-agent.log`, `node<j>-proxy.log`.
+//!
+//! Addresses, with `<net>` = [`KubernetesConfig::loopback_net`] (default
+//! [`KUBE_LOOPBACK_NET_DEFAULT`], 40): node j (1-based) is `127.<net>.2.<j>` (its agent's
+//! port 10250 and its NodePorts), Services get ClusterIPs in `127.<64+net>.0.0/16`
+//! (`--service-cluster-ip-range`) and pods addresses in `127.<128+net>.0.0/16`
+//! (`--cluster-cidr`, a /24 per node). `capstan up` uses net 1 by default, tests/ha.rs
+//! nets 9 and 10, the tests of the root package 127.64–69.x and 127.128–129.x, so 40 is
+//! apart from all of them. Every node proxy listens on every ClusterIP of its cluster on
+//! the machine's shared loopback (with `SO_REUSEPORT`), so **two clusters in the
+//! Kubernetes mode must not run at once on one machine with the same net**: their proxies
+//! would share listeners and their agents' ports would clash. Give each its own net.
+//!
+//! Containers outlive their agent, as the kubelet's do: a killed agent leaves its pods
+//! running and the restarted one adopts them (`agents/src/node/process.rs`). That is the
+//! behaviour under test, so [`Cluster::kill_node_process`] leaves them alone;
+//! [`Cluster::reap_node_containers`] kills a node's containers (a machine that died).
+//! When the cluster is dropped, the nodes' processes are killed first, then every
+//! container under any node's directory (the process groups named by the runtime's
+//! `state.json` files, and any process whose working directory is under a node's
+//! directory, which catches one whose agent died before it wrote the state file), then the
+//! members: nothing started during a run outlives the [`Cluster`].
+//!
+//! Left out: faults on the client ports, disk faults, membership changes, clock skew;
+//! network faults between nodes and masters (the agents and proxies reach the APIs
+//! directly), the cluster DNS.
 
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -72,8 +109,16 @@ use crate::{ChaosError, Result};
 
 /// Members in one cluster, at most.
 pub const MEMBERS_MAX: usize = 9;
+/// Nodes in one cluster, at most (each is two processes, and its pods).
+pub const NODES_MAX: usize = 20;
 /// What a member prints on stdout once it serves.
 pub const READY_PREFIX: &str = "capstan store ready on ";
+/// What a node agent prints on stdout once it runs pods (then its node's name).
+pub const AGENT_READY_PREFIX: &str = "capstan agent ready on node ";
+/// What a node proxy prints on stdout once it forwards (then its node's name).
+pub const PROXY_READY_PREFIX: &str = "capstan proxy ready on node ";
+/// The default `<net>` of the Kubernetes mode's loopback addresses (see the module doc).
+pub const KUBE_LOOPBACK_NET_DEFAULT: u8 = 40;
 /// Interval between two looks at a condition.
 const POLL_INTERVAL_MS: u64 = 20;
 /// Deadline of one Status request while looking for the leader.
@@ -85,6 +130,11 @@ const EXIT_DEADLINE_MS: u64 = 10_000;
 pub const START_MARKER: &str = "=== capstan-chaos: starting";
 /// Log lines printed per member when a cluster is dropped during a panic.
 const PANIC_LOG_LINES: usize = 40;
+/// A container's `state.json` larger than this is not the runtime's (its are a few
+/// hundred bytes).
+const STATE_FILE_BYTES_MAX: u64 = 64 * 1024;
+/// Directories walked under one node's `containers/`, at most (pods times containers).
+const CONTAINER_DIRS_MAX: usize = 100_000;
 
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -101,13 +151,17 @@ pub struct ClusterConfig {
     /// Each member also serves the Kubernetes API (`--apiserver-listen`), with a
     /// kubeconfig for it at [`Cluster::kubeconfig`].
     pub apiserver: bool,
-    /// Environment variables set in every member's process (failpoints, log filters).
+    /// Environment variables set in every member's process (failpoints, log filters),
+    /// and in every node process.
     pub env: Vec<(String, String)>,
     /// Members talk through a fault-injecting proxy (see the module doc); without it the
     /// network fault methods fail. Ignored for one member.
     pub network_faults: bool,
     /// Seeds the proxy's random draws (`Lossy` links).
     pub network_seed: u64,
+    /// Masters and nodes: members run `capstan master` (the API is implied, whatever
+    /// [`ClusterConfig::apiserver`] says) and nodes run beside them (see the module doc).
+    pub kubernetes: Option<KubernetesConfig>,
 }
 
 impl ClusterConfig {
@@ -123,7 +177,42 @@ impl ClusterConfig {
             env: Vec::new(),
             network_faults: false,
             network_seed: 0,
+            kubernetes: None,
         }
+    }
+}
+
+/// The Kubernetes mode's shape (see the module doc).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubernetesConfig {
+    /// Nodes, 0..=[`NODES_MAX`], each a `capstan agent` and a `capstan proxy` process.
+    pub nodes: usize,
+    /// `<net>` of the addresses: nodes on `127.<net>.2.<j>`, Services in
+    /// `127.<64+net>.0.0/16`, pods in `127.<128+net>.0.0/16`; 1..=63.
+    pub loopback_net: u8,
+}
+
+impl KubernetesConfig {
+    pub fn new(nodes: usize) -> KubernetesConfig {
+        KubernetesConfig {
+            nodes,
+            loopback_net: KUBE_LOOPBACK_NET_DEFAULT,
+        }
+    }
+
+    /// Node `j`'s (0-based) address, `127.<net>.2.<j+1>`.
+    pub fn node_ip(&self, j: usize) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.loopback_net, 2, (j + 1) as u8)
+    }
+
+    /// The Services' ClusterIPs, `127.<64+net>.0.0/16`.
+    pub fn service_cidr(&self) -> String {
+        format!("127.{}.0.0/16", 64 + u16::from(self.loopback_net))
+    }
+
+    /// The pods' addresses, `127.<128+net>.0.0/16`.
+    pub fn pod_cidr(&self) -> String {
+        format!("127.{}.0.0/16", 128 + u16::from(self.loopback_net))
     }
 }
 
@@ -135,6 +224,66 @@ pub enum MemberState {
     Paused,
     /// Killed (or exited on its own, if [`Cluster::poll_exits`] noticed).
     Stopped,
+}
+
+/// One of a node's two processes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeProcess {
+    /// `capstan agent`: registers the node, runs its pods.
+    Agent,
+    /// `capstan proxy`: forwards the Services' ClusterIPs to their endpoints.
+    Proxy,
+}
+
+impl NodeProcess {
+    pub const ALL: [NodeProcess; 2] = [NodeProcess::Agent, NodeProcess::Proxy];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeProcess::Agent => "agent",
+            NodeProcess::Proxy => "proxy",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            NodeProcess::Agent => 0,
+            NodeProcess::Proxy => 1,
+        }
+    }
+
+    fn ready_prefix(self) -> &'static str {
+        match self {
+            NodeProcess::Agent => AGENT_READY_PREFIX,
+            NodeProcess::Proxy => PROXY_READY_PREFIX,
+        }
+    }
+}
+
+impl std::fmt::Display for NodeProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A node's name and the directory its agent keeps its pods' files in (the containers'
+/// `state.json` under `containers/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRoot {
+    pub node: String,
+    pub root: PathBuf,
+}
+
+/// A container process that runs now under a node's directory, from its `state.json`
+/// (see `agents/src/node/process.rs`): the pod it belongs to, as the agent recorded it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeContainer {
+    pub node: String,
+    pub pod_uid: String,
+    pub namespace: String,
+    pub pod_name: String,
+    pub container: String,
+    pub pid: u32,
 }
 
 struct Member {
@@ -150,9 +299,29 @@ struct Member {
     starts: u32,
 }
 
+/// One node process (agent or proxy) as the harness runs it.
+struct NodeProc {
+    log_path: PathBuf,
+    child: Option<Child>,
+    state: MemberState,
+    starts: u32,
+}
+
+struct Node {
+    /// `node<j+1>`.
+    name: String,
+    ip: Ipv4Addr,
+    /// The agent's `--root-dir`.
+    root: PathBuf,
+    /// By [`NodeProcess::index`].
+    procs: [NodeProc; 2],
+}
+
 pub struct Cluster {
     config: ClusterConfig,
     members: Vec<Member>,
+    /// Empty unless in the Kubernetes mode.
+    nodes: Vec<Node>,
     /// The peer links' proxy, with network faults on.
     proxy: Option<NetProxy>,
     /// Declared last: dropped after the members' processes are gone.
@@ -162,13 +331,29 @@ pub struct Cluster {
 impl Cluster {
     /// Starts every member and waits until each prints its ready line. All processes are
     /// spawned before any wait, since a member of a new cluster may not serve until it
-    /// has heard from a quorum.
+    /// has heard from a quorum. In the Kubernetes mode the nodes' processes start once
+    /// every master is ready, and are waited for as well (an agent is ready once its Node
+    /// is registered and has its pod CIDR).
     pub fn start(config: ClusterConfig) -> Result<Cluster> {
         if config.members == 0 || config.members > MEMBERS_MAX {
             return Err(ChaosError::InvalidConfig(format!(
                 "members must be 1..={MEMBERS_MAX}, not {}",
                 config.members
             )));
+        }
+        if let Some(kube) = &config.kubernetes {
+            if kube.nodes > NODES_MAX {
+                return Err(ChaosError::InvalidConfig(format!(
+                    "nodes must be 0..={NODES_MAX}, not {}",
+                    kube.nodes
+                )));
+            }
+            if !(1..=63).contains(&kube.loopback_net) {
+                return Err(ChaosError::InvalidConfig(format!(
+                    "loopback_net must be 1..=63, not {}",
+                    kube.loopback_net
+                )));
+            }
         }
         if !config.binary.is_file() {
             return Err(ChaosError::BinaryMissing {
@@ -200,6 +385,26 @@ impl Cluster {
                 }
             })
             .collect();
+        let nodes: Vec<Node> = match &config.kubernetes {
+            None => Vec::new(),
+            Some(kube) => (0..kube.nodes)
+                .map(|j| {
+                    let name = format!("node{}", j + 1);
+                    let proc = |p: NodeProcess| NodeProc {
+                        log_path: dir.path().join(format!("{name}-{p}.log")),
+                        child: None,
+                        state: MemberState::Stopped,
+                        starts: 0,
+                    };
+                    Node {
+                        ip: kube.node_ip(j),
+                        root: dir.path().join("nodes").join(&name),
+                        procs: [proc(NodeProcess::Agent), proc(NodeProcess::Proxy)],
+                        name,
+                    }
+                })
+                .collect(),
+        };
         let proxy = if config.network_faults && config.members > 1 {
             let mut proxy_config = NetProxyConfig::new(members.iter().map(|m| m.peer_addr).collect());
             proxy_config.seed = config.network_seed;
@@ -210,6 +415,7 @@ impl Cluster {
         let mut cluster = Cluster {
             config,
             members,
+            nodes,
             proxy,
             dir,
         };
@@ -220,6 +426,16 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_millis(cluster.config.start_deadline_ms);
         for (i, ready) in ready.into_iter().enumerate() {
             cluster.wait_ready(i, ready, deadline)?;
+        }
+        let mut ready = Vec::with_capacity(2 * cluster.nodes.len());
+        for j in 0..cluster.nodes.len() {
+            for p in NodeProcess::ALL {
+                ready.push((j, p, cluster.spawn_node_process(j, p)?));
+            }
+        }
+        let deadline = Instant::now() + Duration::from_millis(cluster.config.start_deadline_ms);
+        for (j, p, ready) in ready {
+            cluster.wait_node_ready(j, p, ready, deadline)?;
         }
         Ok(cluster)
     }
@@ -247,6 +463,23 @@ impl Cluster {
         format!("http://{}", self.members[i].client_addr)
     }
 
+    /// Whether the members serve the Kubernetes API (with [`ClusterConfig::apiserver`] or
+    /// in the Kubernetes mode).
+    pub fn serves_api(&self) -> bool {
+        self.config.apiserver || self.config.kubernetes.is_some()
+    }
+
+    /// Member `i`'s Kubernetes API URL, `http://127.0.0.1:P` (served only when
+    /// [`Cluster::serves_api`]).
+    pub fn api_url(&self, i: usize) -> String {
+        format!("http://{}", self.members[i].api_addr)
+    }
+
+    /// Every member's Kubernetes API URL, in member order, whatever their state.
+    pub fn api_urls(&self) -> Vec<String> {
+        (0..self.members.len()).map(|i| self.api_url(i)).collect()
+    }
+
     pub fn state(&self, i: usize) -> MemberState {
         self.members[i].state
     }
@@ -259,6 +492,16 @@ impl Cluster {
     /// Process id of member `i`, when it has a process.
     pub fn pid(&self, i: usize) -> Option<u32> {
         self.members[i].child.as_ref().map(Child::id)
+    }
+
+    /// The member a controller-manager or scheduler replica identity belongs to: masters
+    /// campaign as `<member name>_<host>_<pid>_<start>` (`src/main.rs`), so the Lease
+    /// holders name their master. `None` for an identity of no member of this cluster.
+    /// The identity may be of an earlier process of that member (a Lease outlives its
+    /// holder until it expires): compare its pid with [`Cluster::pid`] to tell.
+    pub fn member_of_identity(&self, identity: &str) -> Option<usize> {
+        let name = identity.split('_').next()?;
+        self.members.iter().position(|m| m.name == name)
     }
 
     /// Marks as stopped the members whose process exited on its own (a crash), and
@@ -281,39 +524,11 @@ impl Cluster {
     pub fn kill(&mut self, i: usize) -> Result<()> {
         self.check_index(i)?;
         let member = &mut self.members[i];
-        let Some(mut child) = member.child.take() else {
-            member.state = MemberState::Stopped;
+        member.state = MemberState::Stopped;
+        let Some(child) = member.child.take() else {
             return Ok(());
         };
-        member.state = MemberState::Stopped;
-        if let Err(source) = child.kill() {
-            // Already exited (and so not reaped yet) is the only expected failure.
-            if child.try_wait().ok().flatten().is_none() {
-                return Err(ChaosError::Io {
-                    context: format!("SIGKILL to member {i}"),
-                    source,
-                });
-            }
-        }
-        let deadline = Instant::now() + Duration::from_millis(EXIT_DEADLINE_MS);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => return Ok(()),
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS)),
-                Ok(None) => {
-                    return Err(ChaosError::Member {
-                        member: i,
-                        message: format!("still running {EXIT_DEADLINE_MS} ms after SIGKILL"),
-                    })
-                }
-                Err(source) => {
-                    return Err(ChaosError::Io {
-                        context: format!("waiting for member {i}"),
-                        source,
-                    })
-                }
-            }
-        }
+        kill_and_reap(child).map_err(|message| ChaosError::Member { member: i, message })
     }
 
     /// Starts member `i` again on the same data directory and ports (killing it first if
@@ -334,7 +549,6 @@ impl Cluster {
     pub fn resume(&mut self, i: usize) -> Result<()> {
         self.signal(i, "CONT", MemberState::Paused, MemberState::Running)
     }
-
     /// Finds the leader: asks every running member for its Maintenance.Status and
     /// returns the index of the member whose ID is the leader they report, once every
     /// running member that answers names the same, non-zero leader and that leader is
@@ -469,16 +683,11 @@ impl Cluster {
         let Some(member) = self.members.get(i) else {
             return format!("(no member {i})");
         };
-        match std::fs::read_to_string(&member.log_path) {
-            Ok(text) => {
-                let lines: Vec<&str> = text.lines().collect();
-                lines[lines.len().saturating_sub(lines_max)..].join("\n")
-            }
-            Err(e) => format!("(cannot read {}: {e})", member.log_path.display()),
-        }
+        log_tail(&member.log_path, lines_max)
     }
 
-    /// Every member's log tail, headed by its name and state: for failure messages.
+    /// Every member's log tail, headed by its name and state, then every node process's:
+    /// for failure messages.
     pub fn log_tails(&self, lines_max: usize) -> String {
         let mut out = String::new();
         for (i, member) in self.members.iter().enumerate() {
@@ -490,8 +699,238 @@ impl Cluster {
                 self.member_log_tail(i, lines_max)
             ));
         }
+        for (j, node) in self.nodes.iter().enumerate() {
+            for p in NodeProcess::ALL {
+                out.push_str(&format!(
+                    "--- node {j} {p} ({}, {:?}) log tail ---\n{}\n",
+                    node.name,
+                    node.procs[p.index()].state,
+                    self.node_log_tail(j, p, lines_max)
+                ));
+            }
+        }
         out
     }
+
+    // ---- Nodes (the Kubernetes mode) ----
+
+    /// Nodes (0 outside the Kubernetes mode).
+    pub fn nodes(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// The Kubernetes mode's shape, if on.
+    pub fn kubernetes(&self) -> Option<&KubernetesConfig> {
+        self.config.kubernetes.as_ref()
+    }
+
+    /// Node `j`'s name, `node{j+1}` (its Node object's name).
+    pub fn node_name(&self, j: usize) -> &str {
+        &self.nodes[j].name
+    }
+
+    /// Node `j`'s address, `127.<net>.2.<j+1>`.
+    pub fn node_ip(&self, j: usize) -> Ipv4Addr {
+        self.nodes[j].ip
+    }
+
+    /// Every node's name and agent directory, for reading which containers run where
+    /// ([`live_containers`]).
+    pub fn node_roots(&self) -> Vec<NodeRoot> {
+        self.nodes
+            .iter()
+            .map(|n| NodeRoot {
+                node: n.name.clone(),
+                root: n.root.clone(),
+            })
+            .collect()
+    }
+
+    pub fn node_state(&self, j: usize, p: NodeProcess) -> MemberState {
+        self.nodes[j].procs[p.index()].state
+    }
+
+    /// Process id of node `j`'s process `p`, when it has one.
+    pub fn node_pid(&self, j: usize, p: NodeProcess) -> Option<u32> {
+        self.nodes[j].procs[p.index()].child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILLs node `j`'s process `p` and waits until it is gone; a no-op on a stopped
+    /// one. An agent's containers keep running (see the module doc).
+    pub fn kill_node_process(&mut self, j: usize, p: NodeProcess) -> Result<()> {
+        self.check_node(j)?;
+        let proc = &mut self.nodes[j].procs[p.index()];
+        proc.state = MemberState::Stopped;
+        let Some(child) = proc.child.take() else {
+            return Ok(());
+        };
+        kill_and_reap(child).map_err(|message| node_error(j, p, message))
+    }
+
+    /// Starts node `j`'s process `p` again (killing it first if it has a process) and
+    /// waits for its ready line: a restarted agent adopts the containers it left.
+    pub fn restart_node_process(&mut self, j: usize, p: NodeProcess) -> Result<()> {
+        self.kill_node_process(j, p)?;
+        let ready = self.spawn_node_process(j, p)?;
+        let deadline = Instant::now() + Duration::from_millis(self.config.start_deadline_ms);
+        self.wait_node_ready(j, p, ready, deadline)
+    }
+
+    /// SIGSTOPs node `j`'s process `p`, which must be running.
+    pub fn pause_node_process(&mut self, j: usize, p: NodeProcess) -> Result<()> {
+        self.signal_node(j, p, "STOP", MemberState::Running, MemberState::Paused)
+    }
+
+    /// SIGCONTs node `j`'s process `p`, which must be paused.
+    pub fn resume_node_process(&mut self, j: usize, p: NodeProcess) -> Result<()> {
+        self.signal_node(j, p, "CONT", MemberState::Paused, MemberState::Running)
+    }
+
+    /// Marks as stopped the node processes that exited on their own, and returns them
+    /// with their exit status.
+    pub fn poll_node_exits(&mut self) -> Vec<(usize, NodeProcess, String)> {
+        let mut exited = Vec::new();
+        for (j, node) in self.nodes.iter_mut().enumerate() {
+            for p in NodeProcess::ALL {
+                let proc = &mut node.procs[p.index()];
+                let Some(child) = proc.child.as_mut() else { continue };
+                if let Ok(Some(status)) = child.try_wait() {
+                    proc.child = None;
+                    proc.state = MemberState::Stopped;
+                    exited.push((j, p, status.to_string()));
+                }
+            }
+        }
+        exited
+    }
+
+    /// Kills (SIGKILL to its process group) every container running under node `j`'s
+    /// directory, as if the machine had died; returns how many processes were signalled.
+    /// Its agent is not touched: a running agent notices and starts them again.
+    pub fn reap_node_containers(&self, j: usize) -> Result<usize> {
+        self.check_node(j)?;
+        Ok(reap_containers(&self.nodes[j].root))
+    }
+
+    /// The containers running now on every node ([`live_containers`] of each).
+    pub fn live_containers(&self) -> Vec<NodeContainer> {
+        self.node_roots().iter().flat_map(live_containers).collect()
+    }
+
+    /// The last `lines_max` lines of node `j`'s process `p`'s log (all its runs).
+    pub fn node_log_tail(&self, j: usize, p: NodeProcess, lines_max: usize) -> String {
+        match self.nodes.get(j) {
+            Some(node) => log_tail(&node.procs[p.index()].log_path, lines_max),
+            None => format!("(no node {j})"),
+        }
+    }
+
+    fn check_node(&self, j: usize) -> Result<()> {
+        if j < self.nodes.len() {
+            Ok(())
+        } else {
+            Err(ChaosError::InvalidConfig(format!(
+                "no node {j} in a cluster of {} nodes",
+                self.nodes.len()
+            )))
+        }
+    }
+
+    fn signal_node(
+        &mut self,
+        j: usize,
+        p: NodeProcess,
+        signal: &str,
+        from: MemberState,
+        to: MemberState,
+    ) -> Result<()> {
+        self.check_node(j)?;
+        let proc = &mut self.nodes[j].procs[p.index()];
+        let pid = match (&proc.child, proc.state) {
+            (Some(child), state) if state == from => child.id(),
+            (_, state) => return Err(node_error(j, p, format!("cannot SIG{signal} a {state:?} process"))),
+        };
+        send_signal(pid, signal).map_err(|message| node_error(j, p, message))?;
+        proc.state = to;
+        Ok(())
+    }
+
+    /// The command line of node `j`'s process `p`, as `capstan up` builds it.
+    fn node_args(&self, j: usize, p: NodeProcess) -> Vec<String> {
+        let node = &self.nodes[j];
+        let masters = self.api_urls().join(",");
+        let mut args = vec![
+            p.name().to_string(),
+            "--node-name".to_string(),
+            node.name.clone(),
+            "--master".to_string(),
+            masters,
+            "--node-ip".to_string(),
+            node.ip.to_string(),
+        ];
+        if p == NodeProcess::Agent {
+            args.extend(["--root-dir".to_string(), node.root.display().to_string()]);
+        }
+        args
+    }
+
+    fn spawn_node_process(&mut self, j: usize, p: NodeProcess) -> Result<mpsc::Receiver<String>> {
+        let args = self.node_args(j, p);
+        let node = &mut self.nodes[j];
+        let proc = &mut node.procs[p.index()];
+        let (child, rx) = spawn_process(
+            &self.config,
+            &args,
+            &proc.log_path,
+            &format!("{}-{p} (start {})", node.name, proc.starts + 1),
+            p.ready_prefix(),
+        )?;
+        proc.child = Some(child);
+        proc.state = MemberState::Running;
+        proc.starts += 1;
+        Ok(rx)
+    }
+
+    fn wait_node_ready(
+        &mut self,
+        j: usize,
+        p: NodeProcess,
+        ready: mpsc::Receiver<String>,
+        deadline: Instant,
+    ) -> Result<()> {
+        let fail = |cluster: &Cluster, message: String| {
+            node_error(
+                j,
+                p,
+                format!("{message}; log tail:\n{}", cluster.node_log_tail(j, p, PANIC_LOG_LINES)),
+            )
+        };
+        let proc = &mut self.nodes[j].procs[p.index()];
+        match wait_for_line(&mut proc.child, &ready, deadline) {
+            LineWait::Ready(rest) => {
+                let name = &self.nodes[j].name;
+                // The agent says `<name>`, the proxy `<name> (<ip>)`.
+                if rest.split_whitespace().next() == Some(name.as_str()) {
+                    Ok(())
+                } else {
+                    Err(fail(self, format!("ready as {rest:?}, expected node {name}")))
+                }
+            }
+            LineWait::Exited(status) => {
+                proc.state = MemberState::Stopped;
+                Err(fail(self, format!("exited before it was ready ({status})")))
+            }
+            LineWait::TimedOut => Err(fail(
+                self,
+                format!(
+                    "not ready within {} ms (start_deadline_ms)",
+                    self.config.start_deadline_ms
+                ),
+            )),
+        }
+    }
+
+    // ---- Members ----
 
     fn check_index(&self, i: usize) -> Result<()> {
         if i < self.members.len() {
@@ -516,22 +955,7 @@ impl Cluster {
                 })
             }
         };
-        let status = Command::new("kill")
-            .args(["-s", signal, &pid.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map_err(|source| ChaosError::Io {
-                context: "running the kill command".into(),
-                source,
-            })?;
-        if !status.success() {
-            return Err(ChaosError::Member {
-                member: i,
-                message: format!("`kill -s {signal} {pid}` failed: {status}"),
-            });
-        }
+        send_signal(pid, signal).map_err(|message| ChaosError::Member { member: i, message })?;
         member.state = to;
         Ok(())
     }
@@ -539,8 +963,13 @@ impl Cluster {
     /// The command line of member `i`.
     fn args(&self, i: usize) -> Vec<String> {
         let member = &self.members[i];
+        let command = if self.config.kubernetes.is_some() {
+            "master"
+        } else {
+            "store"
+        };
         let mut args = vec![
-            "store".to_string(),
+            command.to_string(),
             "--name".to_string(),
             member.name.clone(),
             "--data-dir".to_string(),
@@ -574,7 +1003,7 @@ impl Cluster {
                 netproxy::source_ip(i).to_string(),
             ]);
         }
-        if self.config.apiserver {
+        if self.serves_api() {
             args.extend([
                 "--apiserver-listen".to_string(),
                 self.members[i].api_addr.to_string(),
@@ -582,11 +1011,19 @@ impl Cluster {
                 self.kubeconfig(i).display().to_string(),
             ]);
         }
+        if let Some(kube) = &self.config.kubernetes {
+            args.extend([
+                "--service-cluster-ip-range".to_string(),
+                kube.service_cidr(),
+                "--cluster-cidr".to_string(),
+                kube.pod_cidr(),
+            ]);
+        }
         args.extend(self.config.extra_args.iter().cloned());
         args
     }
 
-    /// The kubeconfig of member `i`'s Kubernetes API (when [`ClusterConfig::apiserver`]).
+    /// The kubeconfig of member `i`'s Kubernetes API (when [`Cluster::serves_api`]).
     pub fn kubeconfig(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("{}.kubeconfig", self.members[i].name))
     }
@@ -595,58 +1032,13 @@ impl Cluster {
     fn spawn(&mut self, i: usize) -> Result<mpsc::Receiver<String>> {
         let args = self.args(i);
         let member = &mut self.members[i];
-        let log_error = |source| ChaosError::Io {
-            context: format!("writing {}", member.log_path.display()),
-            source,
-        };
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&member.log_path)
-            .map_err(log_error)?;
-        // Marks where each run starts in the appended log.
-        writeln!(
-            log,
-            "{START_MARKER} {} (start {}): {} {}",
-            member.name,
-            member.starts + 1,
-            self.config.binary.display(),
-            args.join(" ")
-        )
-        .map_err(log_error)?;
-        let mut child = Command::new(&self.config.binary)
-            .args(&args)
-            .env("NO_COLOR", "1")
-            .envs(self.config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .map_err(|source| ChaosError::Io {
-                context: format!("spawning {} {}", self.config.binary.display(), args.join(" ")),
-                source,
-            })?;
-        let stdout = child.stdout.take().expect("stdout was configured as a pipe");
-        let (tx, rx) = mpsc::channel();
-        // Drains stdout until the process closes it (exit or kill), reporting the ready
-        // line once. Ends by itself: it holds nothing but the pipe.
-        std::thread::Builder::new()
-            .name(format!("{}-stdout", member.name))
-            .spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(stdout).lines() {
-                    let Ok(line) = line else { break };
-                    if let Some(addr) = line.strip_prefix(READY_PREFIX) {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(addr.trim().to_string());
-                        }
-                    }
-                }
-            })
-            .map_err(|source| ChaosError::Io {
-                context: "spawning a stdout reader thread".into(),
-                source,
-            })?;
+        let (child, rx) = spawn_process(
+            &self.config,
+            &args,
+            &member.log_path,
+            &format!("{} (start {})", member.name, member.starts + 1),
+            READY_PREFIX,
+        )?;
         member.child = Some(child);
         member.state = MemberState::Running;
         member.starts += 1;
@@ -658,42 +1050,44 @@ impl Cluster {
             member: i,
             message: format!("{message}; log tail:\n{}", cluster.member_log_tail(i, PANIC_LOG_LINES)),
         };
-        loop {
-            match ready.recv_timeout(Duration::from_millis(POLL_INTERVAL_MS)) {
-                Ok(addr) => {
-                    let expected = self.members[i].client_addr;
-                    return match addr.parse::<SocketAddr>() {
-                        Ok(addr) if addr == expected => Ok(()),
-                        _ => Err(fail(self, format!("ready on {addr:?}, expected {expected}"))),
-                    };
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                // Stdout is closed: the process is exiting; look again shortly.
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS))
+        match wait_for_line(&mut self.members[i].child, &ready, deadline) {
+            LineWait::Ready(addr) => {
+                let expected = self.members[i].client_addr;
+                match addr.parse::<SocketAddr>() {
+                    Ok(addr) if addr == expected => Ok(()),
+                    _ => Err(fail(self, format!("ready on {addr:?}, expected {expected}"))),
                 }
             }
-            let exited = self.members[i].child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                self.members[i].child = None;
+            LineWait::Exited(status) => {
                 self.members[i].state = MemberState::Stopped;
-                return Err(fail(self, format!("exited before it was ready ({status})")));
+                Err(fail(self, format!("exited before it was ready ({status})")))
             }
-            if Instant::now() >= deadline {
-                return Err(fail(
-                    self,
-                    format!(
-                        "not ready within {} ms (start_deadline_ms)",
-                        self.config.start_deadline_ms
-                    ),
-                ));
-            }
+            LineWait::TimedOut => Err(fail(
+                self,
+                format!(
+                    "not ready within {} ms (start_deadline_ms)",
+                    self.config.start_deadline_ms
+                ),
+            )),
         }
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // Nodes first, so that no agent starts a container after the reaping, then the
+        // containers, then the members.
+        for node in &mut self.nodes {
+            for proc in &mut node.procs {
+                if let Some(child) = proc.child.take() {
+                    let _ = kill_and_reap(child);
+                }
+                proc.state = MemberState::Stopped;
+            }
+        }
+        for node in &self.nodes {
+            reap_containers(&node.root);
+        }
         for member in &mut self.members {
             if let Some(mut child) = member.child.take() {
                 let _ = child.kill();
@@ -708,6 +1102,297 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+fn node_error(node: usize, process: NodeProcess, message: String) -> ChaosError {
+    ChaosError::Node {
+        node,
+        process: process.name(),
+        message,
+    }
+}
+
+fn log_tail(path: &Path, lines_max: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(lines_max)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// Spawns `binary args` with stderr appended to `log_path` (after a [`START_MARKER`] line
+/// naming `what`); returns the process and the channel on which the rest of its first
+/// stdout line starting with `ready_prefix` arrives.
+fn spawn_process(
+    config: &ClusterConfig,
+    args: &[String],
+    log_path: &Path,
+    what: &str,
+    ready_prefix: &'static str,
+) -> Result<(Child, mpsc::Receiver<String>)> {
+    let log_error = |source| ChaosError::Io {
+        context: format!("writing {}", log_path.display()),
+        source,
+    };
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .map_err(log_error)?;
+    // Marks where each run starts in the appended log.
+    writeln!(
+        log,
+        "{START_MARKER} {what}: {} {}",
+        config.binary.display(),
+        args.join(" ")
+    )
+    .map_err(log_error)?;
+    let mut child = Command::new(&config.binary)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .envs(config.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|source| ChaosError::Io {
+            context: format!("spawning {} {}", config.binary.display(), args.join(" ")),
+            source,
+        })?;
+    let stdout = child.stdout.take().expect("stdout was configured as a pipe");
+    let (tx, rx) = mpsc::channel();
+    // Drains stdout until the process closes it (exit or kill), reporting the ready
+    // line once. Ends by itself: it holds nothing but the pipe.
+    let spawned = std::thread::Builder::new()
+        .name(format!(
+            "{}-stdout",
+            what.split_whitespace().next().unwrap_or("capstan")
+        ))
+        .spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix(ready_prefix) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.trim().to_string());
+                    }
+                }
+            }
+        });
+    if let Err(source) = spawned {
+        let _ = kill_and_reap(child);
+        return Err(ChaosError::Io {
+            context: "spawning a stdout reader thread".into(),
+            source,
+        });
+    }
+    Ok((child, rx))
+}
+
+enum LineWait {
+    Ready(String),
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+/// Waits for the ready line on `ready`, the process's exit (then `child` is cleared), or
+/// `deadline`.
+fn wait_for_line(child: &mut Option<Child>, ready: &mpsc::Receiver<String>, deadline: Instant) -> LineWait {
+    loop {
+        match ready.recv_timeout(Duration::from_millis(POLL_INTERVAL_MS)) {
+            Ok(rest) => return LineWait::Ready(rest),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            // Stdout is closed: the process is exiting; look again shortly.
+            Err(mpsc::RecvTimeoutError::Disconnected) => std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS)),
+        }
+        if let Some(status) = child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            *child = None;
+            return LineWait::Exited(status);
+        }
+        if Instant::now() >= deadline {
+            return LineWait::TimedOut;
+        }
+    }
+}
+
+/// SIGKILLs `child` and waits until it is reaped; the error says what went wrong.
+fn kill_and_reap(mut child: Child) -> std::result::Result<(), String> {
+    if let Err(e) = child.kill() {
+        // Already exited (and so not reaped yet) is the only expected failure.
+        if child.try_wait().ok().flatten().is_none() {
+            return Err(format!("SIGKILL failed: {e}"));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_millis(EXIT_DEADLINE_MS);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(POLL_INTERVAL_MS)),
+            Ok(None) => return Err(format!("still running {EXIT_DEADLINE_MS} ms after SIGKILL")),
+            Err(e) => return Err(format!("waiting for the process: {e}")),
+        }
+    }
+}
+
+/// Sends `signal` (a name the `kill` command knows) to `pid` through the `kill` command.
+fn send_signal(pid: u32, signal: &str) -> std::result::Result<(), String> {
+    let status = Command::new("kill")
+        .args(["-s", signal, &pid.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(|e| format!("running the kill command: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`kill -s {signal} {pid}` failed: {status}"))
+    }
+}
+
+/// What the harness reads of `/proc/<pid>/stat`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ProcStat {
+    /// Not ended (a zombie has ended).
+    running: bool,
+    process_group: u32,
+    start_time_ticks: u64,
+}
+
+fn proc_stat(pid: u32) -> Option<ProcStat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_proc_stat(&text)
+}
+
+fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+    // Field 2, the command name, is in parentheses and may hold spaces and parentheses:
+    // fields 3 on follow the last ')'.
+    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    Some(ProcStat {
+        running: !matches!(state, 'Z' | 'X' | 'x'),
+        process_group: fields.get(5 - 3)?.parse().ok()?,
+        start_time_ticks: fields.get(22 - 3)?.parse().ok()?,
+    })
+}
+
+/// One container's `state.json`, the fields the harness needs.
+struct ContainerStateFile {
+    pod_uid: String,
+    container: String,
+    namespace: String,
+    pod_name: String,
+    pid: u32,
+    start_time_ticks: u64,
+}
+
+/// Every `state.json` under `<root>/containers/<pod uid>/<container>/`.
+fn container_states(root: &Path) -> Vec<ContainerStateFile> {
+    let mut out = Vec::new();
+    let Ok(pods) = std::fs::read_dir(root.join("containers")) else {
+        return out;
+    };
+    for pod in pods.flatten().take(CONTAINER_DIRS_MAX) {
+        let Ok(containers) = std::fs::read_dir(pod.path()) else {
+            continue;
+        };
+        for container in containers.flatten().take(CONTAINER_DIRS_MAX) {
+            let path = container.path().join("state.json");
+            let small = std::fs::metadata(&path).is_ok_and(|m| m.len() <= STATE_FILE_BYTES_MAX);
+            let Some(state) = small
+                .then(|| std::fs::read(&path).ok())
+                .flatten()
+                .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            else {
+                continue;
+            };
+            let text = |key: &str| state.get(key).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+            let number = |key: &str| state.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+            out.push(ContainerStateFile {
+                pod_uid: pod.file_name().to_string_lossy().into_owned(),
+                container: container.file_name().to_string_lossy().into_owned(),
+                namespace: text("namespace"),
+                pod_name: text("pod_name"),
+                pid: u32::try_from(number("pid")).unwrap_or(0),
+                start_time_ticks: number("start_time_ticks"),
+            });
+        }
+    }
+    out
+}
+
+/// The containers whose process runs now under `node.root`, from their `state.json` (a
+/// pid counts only while `/proc` shows it with the recorded start time, so a reused pid
+/// is not taken for the container).
+pub fn live_containers(node: &NodeRoot) -> Vec<NodeContainer> {
+    container_states(&node.root)
+        .into_iter()
+        .filter(|s| {
+            s.pid > 1 && proc_stat(s.pid).is_some_and(|p| p.running && p.start_time_ticks == s.start_time_ticks)
+        })
+        .map(|s| NodeContainer {
+            node: node.node.clone(),
+            pod_uid: s.pod_uid,
+            namespace: s.namespace,
+            pod_name: s.pod_name,
+            container: s.container,
+            pid: s.pid,
+        })
+        .collect()
+}
+
+/// SIGKILLs every container under an agent's `root`: the process group of each live
+/// `state.json`, and every process whose working directory is under `root` (a container
+/// whose agent died between starting it and writing its state file; containers start
+/// in `<root>/containers/<uid>/<name>/work` unless their pod says otherwise). Never this
+/// process or its group, never pid 1. Returns how many signals were sent.
+fn reap_containers(root: &Path) -> usize {
+    let own = std::process::id();
+    let own_group = proc_stat(own).map(|s| s.process_group);
+    let mut killed = 0;
+    let mut kill = |pid: u32, group: bool| {
+        if pid <= 1 || pid == own || (group && Some(pid) == own_group) {
+            return;
+        }
+        let Some(target) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+            return;
+        };
+        let sent = if group {
+            rustix::process::kill_process_group(target, rustix::process::Signal::KILL)
+        } else {
+            rustix::process::kill_process(target, rustix::process::Signal::KILL)
+        };
+        if sent.is_ok() {
+            killed += 1;
+        }
+    };
+    for state in container_states(root) {
+        if state.pid > 1
+            && proc_stat(state.pid).is_some_and(|p| p.running && p.start_time_ticks == state.start_time_ticks)
+        {
+            kill(state.pid, true);
+        }
+    }
+    let Ok(root) = std::fs::canonicalize(root) else {
+        return killed;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return killed;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let under_root = std::fs::read_link(entry.path().join("cwd")).is_ok_and(|cwd| cwd.starts_with(&root));
+        if under_root {
+            // The whole group if it leads one (a container's main process does).
+            let leads = proc_stat(pid).is_some_and(|s| s.process_group == pid);
+            kill(pid, leads);
+        }
+    }
+    killed
 }
 
 /// `count` distinct free ports on 127.0.0.1, released on return.
@@ -730,7 +1415,7 @@ fn free_loopback_ports(count: usize) -> Result<Vec<SocketAddr>> {
 }
 
 /// One member's (member ID, leader ID) from Maintenance.Status.
-async fn status(endpoint: String) -> Result<(u64, u64)> {
+pub(crate) async fn status(endpoint: String) -> Result<(u64, u64)> {
     let timeout = Duration::from_millis(STATUS_TIMEOUT_MS);
     let options = ConnectOptions::new()
         .with_timeout(timeout)
@@ -749,4 +1434,89 @@ async fn status(endpoint: String) -> Result<(u64, u64)> {
     };
     let id = response.header().map(|h| h.member_id()).unwrap_or(0);
     Ok((id, response.leader()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kubernetes_addresses_follow_capstan_up() {
+        let kube = KubernetesConfig::new(2);
+        assert_eq!(kube.loopback_net, KUBE_LOOPBACK_NET_DEFAULT);
+        assert_eq!(kube.node_ip(0), Ipv4Addr::new(127, 40, 2, 1));
+        assert_eq!(kube.node_ip(1), Ipv4Addr::new(127, 40, 2, 2));
+        assert_eq!(kube.service_cidr(), "127.104.0.0/16");
+        assert_eq!(kube.pod_cidr(), "127.168.0.0/16");
+        let kube = KubernetesConfig {
+            nodes: 1,
+            loopback_net: 63,
+        };
+        assert_eq!(kube.service_cidr(), "127.127.0.0/16");
+        assert_eq!(kube.pod_cidr(), "127.191.0.0/16");
+    }
+
+    #[test]
+    fn proc_stat_is_read_after_the_last_parenthesis() {
+        let line = "4242 (sh (odd) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(
+            parse_proc_stat(line),
+            Some(ProcStat {
+                running: true,
+                process_group: 4242,
+                start_time_ticks: 987654,
+            })
+        );
+        let zombie = line.replace(") S ", ") Z ");
+        assert_eq!(parse_proc_stat(&zombie).map(|s| s.running), Some(false));
+        assert_eq!(parse_proc_stat("garbage"), None);
+        let own = proc_stat(std::process::id()).expect("this process's stat");
+        assert!(own.running && own.start_time_ticks > 0);
+    }
+
+    #[test]
+    fn live_containers_need_a_matching_start_time_and_reaping_kills_their_groups() {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path().join("containers/uid-1/web/work");
+        std::fs::create_dir_all(&work).expect("dirs");
+        let mut child = Command::new("sleep")
+            .arg("600")
+            .current_dir(&work)
+            .process_group(0)
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let ticks = proc_stat(pid).expect("stat").start_time_ticks;
+        let write = |ticks: u64| {
+            let state =
+                serde_json::json!({"namespace": "ns", "pod_name": "web-1", "pid": pid, "start_time_ticks": ticks});
+            std::fs::write(dir.path().join("containers/uid-1/web/state.json"), state.to_string()).expect("state");
+        };
+        let node = NodeRoot {
+            node: "node1".into(),
+            root: dir.path().to_path_buf(),
+        };
+        write(ticks + 1);
+        assert!(
+            live_containers(&node).is_empty(),
+            "another start time is another process"
+        );
+        write(ticks);
+        let live = live_containers(&node);
+        assert_eq!(live.len(), 1);
+        assert_eq!(
+            (
+                live[0].pod_uid.as_str(),
+                live[0].pod_name.as_str(),
+                live[0].node.as_str(),
+                live[0].pid
+            ),
+            ("uid-1", "web-1", "node1", pid)
+        );
+        assert!(reap_containers(dir.path()) >= 1);
+        let status = child.wait().expect("wait");
+        assert!(!status.success(), "killed: {status}");
+        assert!(live_containers(&node).is_empty());
+    }
 }

@@ -19,17 +19,23 @@
 //!   of each.
 //! - [`run`]: all of the above as one run (`capstan chaos`), and [`report`]: its
 //!   verdicts, recovery figures and timeline as text, JSON and SVG.
+//! - [`kube`]: for clusters in the Kubernetes mode (masters and nodes, see [`cluster`]):
+//!   a small Kubernetes API client that fails over between the masters, a workload of
+//!   Deployments scaled and rolled during faults with a checker of the end state (every
+//!   Deployment exactly its replicas Running, no pod bound twice, nothing lost or
+//!   duplicated), a Service client sending requests through the node proxies (success
+//!   rate, longest gap), and the scheduler's and controller-manager's Lease holders.
 //!
 //! The crate depends on no other Capstan crate: it talks to the store only over the etcd
-//! API and the command line, as an operator would, so the same tests can run against
-//! etcd itself.
+//! API, the Kubernetes API and the command line, as an operator would, so the same tests
+//! can run against etcd itself.
 //!
-//! Left out, for now: the Kubernetes and Service workloads (Deployments scaled during
-//! faults, traffic through node proxies), clock skew, membership changes, and disk
+//! Left out, for now: clock skew, membership changes, and disk
 //! faults beyond the store's slow-fsync failpoint (`CAPSTAN_FAILPOINT_FSYNC_DELAY_MS`,
 //! test builds only), which is set per process at start.
 
 pub mod cluster;
+pub mod kube;
 pub mod linearizability;
 pub mod nemesis;
 pub mod netproxy;
@@ -40,7 +46,15 @@ pub mod workload;
 
 use std::path::PathBuf;
 
-pub use cluster::{Cluster, ClusterConfig, MemberState};
+pub use cluster::{
+    live_containers, Cluster, ClusterConfig, KubernetesConfig, MemberState, NodeContainer, NodeProcess, NodeRoot,
+};
+pub use kube::{
+    check_kube, judge_kube, lease_holders, read_snapshot, run_kube_workload, run_service_client, setup_service,
+    wait_lease_takeover, wait_nodes_ready, FixedDeployment, KubeApi, KubeCheckConfig, KubeHistory, KubeLive,
+    KubeSnapshot, KubeVerdict, KubeViolation, KubeWorkloadConfig, LeaseHolders, ServiceClientConfig, ServiceConfig,
+    ServiceHistory, ServiceLive, ServiceSummary, ServiceTarget, ViolationKind,
+};
 pub use linearizability::{check, CheckResult, History, Limits, Op, Operation, Outcome, Output};
 pub use nemesis::{FaultKind, FaultRecord, NemesisConfig};
 pub use netproxy::{LinkFault, LinkStats, NetProxy, NetProxyConfig};
@@ -93,6 +107,18 @@ pub enum ChaosError {
     /// A watch ended or was canceled where it had to go on (reading the final log).
     #[error("watch failed: {0}")]
     Watch(String),
+    /// A node's process (agent or proxy) did something other than what was expected of
+    /// it (exited, did not become ready in time...).
+    #[error("node {node} {process}: {message}")]
+    Node {
+        node: usize,
+        process: &'static str,
+        message: String,
+    },
+    /// A Kubernetes API request failed (no master answered, or the answer was an error
+    /// where none was expected).
+    #[error("Kubernetes API: {0}")]
+    Kube(String),
     /// A watch needed a revision that is compacted.
     #[error("revision {revision} is compacted (compact revision {compact_revision})")]
     Compacted { revision: i64, compact_revision: i64 },

@@ -12,7 +12,8 @@
 //!    member, a random minority) from the seeded generator, and applies it;
 //! 3. while the fault holds (`hold_ms`), polls the members it left reachable for a new
 //!    leader when the fault took the old one away, and records the election time: from
-//!    the fault to a leader agreed by a quorum of members;
+//!    the fault (the instant it was wholly in effect: every target killed and reaped,
+//!    stopped, or cut off) to a leader agreed by a quorum of members;
 //! 4. heals it (restarts killed members on their data, resumes paused ones) and waits
 //!    until the cluster is healthy again: the recovery time.
 //!
@@ -48,17 +49,17 @@
 
 use std::time::{Duration, Instant};
 
-use etcd_client::{Client, ConnectOptions};
 use serde::Serialize;
 
-use crate::cluster::{Cluster, MemberState};
+use crate::cluster::{Cluster, MemberState, NodeProcess};
+use crate::kube::{
+    lease_holders, wait_lease_takeover, KubeApi, LeaseHolders, CONTROLLER_MANAGER_LEASE, SCHEDULER_LEASE,
+};
 use crate::netproxy::LinkFault;
 use crate::{ChaosError, Result, SplitMix64};
 
 /// Interval between two polls of the members' status.
 const POLL_INTERVAL_MS: u64 = 20;
-/// Deadline of one Status request (connection included).
-const STATUS_TIMEOUT_MS: u64 = 500;
 /// Fault rounds in one run, at most (bounds the record).
 pub const ROUNDS_MAX: usize = 100_000;
 
@@ -85,7 +86,20 @@ pub enum FaultKind {
     LossyLinks,
     /// Every peer link delays what it carries by [`SLOW_LINK_DELAY_MS`], for the hold.
     SlowLinks,
+    /// SIGKILL the master whose scheduler replica holds the scheduler's Lease, wait
+    /// until another replica takes the Lease over (and the controller-manager's, if the
+    /// same master held it), then restart it. Needs nodes (the Kubernetes mode).
+    KillLeaseHolder,
+    /// SIGKILL a random node's agent; restart it after the hold (it adopts the
+    /// containers it left running). Needs nodes.
+    KillAgent,
+    /// SIGKILL a random node's proxy; restart it after the hold. Needs nodes.
+    KillProxy,
 }
+
+/// How long a Lease takeover may take before the fault is recorded as failed: the
+/// Lease's 15 s duration plus retries, with room.
+const LEASE_TAKEOVER_DEADLINE_MS: u64 = 60_000;
 
 /// Share of chunks a lossy link loses (with the connection they were on).
 pub const LOSSY_PERCENT: u64 = 10;
@@ -98,10 +112,12 @@ pub enum FaultFamily {
     Kill,
     Pause,
     Network,
+    /// A node's process: the data plane's side.
+    Node,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::KillLeader,
         FaultKind::KillMember,
         FaultKind::KillMinority,
@@ -111,6 +127,9 @@ impl FaultKind {
         FaultKind::IsolateLeader,
         FaultKind::LossyLinks,
         FaultKind::SlowLinks,
+        FaultKind::KillLeaseHolder,
+        FaultKind::KillAgent,
+        FaultKind::KillProxy,
     ];
 
     /// The name used on the command line and in reports.
@@ -125,12 +144,18 @@ impl FaultKind {
             FaultKind::IsolateLeader => "isolate-leader",
             FaultKind::LossyLinks => "lossy-links",
             FaultKind::SlowLinks => "slow-links",
+            FaultKind::KillLeaseHolder => "kill-lease-holder",
+            FaultKind::KillAgent => "kill-agent",
+            FaultKind::KillProxy => "kill-proxy",
         }
     }
 
     pub fn family(self) -> FaultFamily {
         match self {
-            FaultKind::KillLeader | FaultKind::KillMember | FaultKind::KillMinority => FaultFamily::Kill,
+            FaultKind::KillLeader | FaultKind::KillMember | FaultKind::KillMinority | FaultKind::KillLeaseHolder => {
+                FaultFamily::Kill
+            }
+            FaultKind::KillAgent | FaultKind::KillProxy => FaultFamily::Node,
             FaultKind::PauseLeader | FaultKind::PauseMember => FaultFamily::Pause,
             FaultKind::Partition | FaultKind::IsolateLeader | FaultKind::LossyLinks | FaultKind::SlowLinks => {
                 FaultFamily::Network
@@ -138,8 +163,8 @@ impl FaultKind {
         }
     }
 
-    /// Parses a comma-separated list of names; `all` is every kind, `kills`, `pauses`
-    /// and `network` the kinds of one family.
+    /// Parses a comma-separated list of names; `all` is every kind, `kills`, `pauses`,
+    /// `network` and `nodes` the kinds of one family.
     pub fn parse_list(list: &str) -> Result<Vec<FaultKind>> {
         let mut kinds = Vec::new();
         for word in list.split(',').map(str::trim).filter(|w| !w.is_empty()) {
@@ -148,12 +173,13 @@ impl FaultKind {
                 "kills" => FaultKind::of_family(FaultFamily::Kill),
                 "pauses" => FaultKind::of_family(FaultFamily::Pause),
                 "network" => FaultKind::of_family(FaultFamily::Network),
+                "nodes" => FaultKind::of_family(FaultFamily::Node),
                 name => match FaultKind::ALL.iter().find(|k| k.name() == name) {
                     Some(kind) => vec![*kind],
                     None => {
                         let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
                         return Err(ChaosError::InvalidConfig(format!(
-                            "unknown fault {name:?}; the faults are all, kills, pauses, network, {}",
+                            "unknown fault {name:?}; the faults are all, kills, pauses, network, nodes, {}",
                             names.join(", ")
                         )));
                     }
@@ -169,6 +195,14 @@ impl FaultKind {
             return Err(ChaosError::InvalidConfig("no fault kind given".into()));
         }
         Ok(kinds)
+    }
+
+    /// Whether this fault needs the Kubernetes mode (masters with the API, and nodes).
+    pub fn needs_kubernetes(self) -> bool {
+        matches!(
+            self,
+            FaultKind::KillLeaseHolder | FaultKind::KillAgent | FaultKind::KillProxy
+        )
     }
 
     fn of_family(family: FaultFamily) -> Vec<FaultKind> {
@@ -224,6 +258,10 @@ pub struct FaultRecord {
     /// From the fault to the first acknowledged write the workload called after it
     /// (filled in from the history after the run).
     pub first_write_ms: Option<f64>,
+    /// For a kill of a Lease holder: from the fault until another replica held the
+    /// scheduler's Lease, and the controller-manager's (when the same master held it).
+    pub scheduler_takeover_ms: Option<f64>,
+    pub controller_manager_takeover_ms: Option<f64>,
     /// What went wrong applying or healing the fault, if anything.
     pub error: Option<String>,
 }
@@ -252,6 +290,12 @@ impl FaultRecord {
         );
         if let Some(leader) = &self.leader_before {
             line.push_str(&format!(" (leader {leader})"));
+        }
+        if let Some(ms) = self.scheduler_takeover_ms {
+            line.push_str(&format!("; scheduler Lease taken over after {ms:.0} ms"));
+        }
+        if let Some(ms) = self.controller_manager_takeover_ms {
+            line.push_str(&format!("; controller-manager Lease after {ms:.0} ms"));
         }
         if let Some(ms) = self.election_ms {
             line.push_str(&format!(
@@ -291,6 +335,7 @@ pub fn run_nemesis(
     config: &NemesisConfig,
     origin: Instant,
     runtime: &tokio::runtime::Handle,
+    kube: Option<&KubeApi>,
 ) -> Result<Vec<FaultRecord>> {
     if config.kinds.is_empty() {
         return Err(ChaosError::InvalidConfig("the nemesis has no fault kind".into()));
@@ -322,6 +367,8 @@ pub fn run_nemesis(
                     election_ms: None,
                     leader_after: None,
                     first_write_ms: None,
+                    scheduler_takeover_ms: None,
+                    controller_manager_takeover_ms: None,
                     error: Some(format!("the cluster was not healthy before the fault: {e}")),
                 };
                 if config.progress {
@@ -339,8 +386,32 @@ pub fn run_nemesis(
             .expect("wait_healthy returns only when the leader answered");
         let kind = config.kinds[rng.below(config.kinds.len() as u64) as usize];
         let n = cluster.len();
+        // The Lease holders before a Lease holder's kill, and the node process hit.
+        let mut holders: Option<LeaseHolders> = None;
+        let mut node_target: Option<(usize, NodeProcess)> = None;
         let targets: Vec<usize> = match kind {
             FaultKind::KillLeader | FaultKind::PauseLeader | FaultKind::IsolateLeader => vec![leader],
+            FaultKind::KillLeaseHolder => {
+                let found = kube.and_then(|api| runtime.block_on(lease_holders(api)).ok());
+                let holder = found
+                    .as_ref()
+                    .and_then(|h| h.scheduler.as_deref())
+                    .and_then(|id| cluster.member_of_identity(id));
+                holders = found;
+                // No holder known (no Lease yet): the leader, so that the round is not lost.
+                vec![holder.unwrap_or(leader)]
+            }
+            FaultKind::KillAgent | FaultKind::KillProxy => {
+                if cluster.nodes() > 0 {
+                    let process = if kind == FaultKind::KillAgent {
+                        NodeProcess::Agent
+                    } else {
+                        NodeProcess::Proxy
+                    };
+                    node_target = Some((rng.below(cluster.nodes() as u64) as usize, process));
+                }
+                Vec::new()
+            }
             FaultKind::KillMember | FaultKind::PauseMember => vec![rng.below(n as u64) as usize],
             // Every link: no member is the target.
             FaultKind::LossyLinks | FaultKind::SlowLinks => Vec::new(),
@@ -360,7 +431,11 @@ pub fn run_nemesis(
         let mut record = FaultRecord {
             round,
             kind,
-            targets: targets.iter().map(|&i| cluster.name(i).to_string()).collect(),
+            targets: targets
+                .iter()
+                .map(|&i| cluster.name(i).to_string())
+                .chain(node_target.map(|(j, p)| format!("{}-{}", cluster.node_name(j), p.name())))
+                .collect(),
             leader_before: Some(cluster.name(leader).to_string()),
             start_ms: 0.0,
             heal_ms: None,
@@ -368,14 +443,18 @@ pub fn run_nemesis(
             election_ms: None,
             leader_after: None,
             first_write_ms: None,
+            scheduler_takeover_ms: None,
+            controller_manager_takeover_ms: None,
             error: None,
         };
-        let fault_at = Instant::now();
-        record.start_ms = ms(fault_at);
         let applied: Result<()> = match kind {
-            FaultKind::KillLeader | FaultKind::KillMember | FaultKind::KillMinority => {
+            FaultKind::KillLeader | FaultKind::KillMember | FaultKind::KillMinority | FaultKind::KillLeaseHolder => {
                 targets.iter().try_for_each(|&i| cluster.kill(i))
             }
+            FaultKind::KillAgent | FaultKind::KillProxy => match node_target {
+                Some((j, process)) => cluster.kill_node_process(j, process),
+                None => Err(ChaosError::InvalidConfig(format!("{} needs nodes", kind.name()))),
+            },
             FaultKind::PauseLeader | FaultKind::PauseMember => targets.iter().try_for_each(|&i| cluster.pause(i)),
             FaultKind::Partition => cluster.partition(&[&targets]),
             FaultKind::IsolateLeader => cluster.isolate(leader),
@@ -384,6 +463,11 @@ pub fn run_nemesis(
                 delay_ms: SLOW_LINK_DELAY_MS,
             }),
         };
+        // The fault counts from when it is wholly in effect: a minority is killed one
+        // member after another (each waited for), and until the last is gone the
+        // others may still serve.
+        let fault_at = Instant::now();
+        record.start_ms = ms(fault_at);
         if let Err(e) = applied {
             record.error = Some(format!("applying the fault: {e}"));
         }
@@ -400,10 +484,37 @@ pub fn run_nemesis(
                 record.leader_after = Some(cluster.name(new_leader).to_string());
             }
         }
+        if let (FaultKind::KillLeaseHolder, Some(api), Some(holders)) = (kind, kube, &holders) {
+            // The fault holds until the Leases moved (or their deadline passed).
+            let victim = targets.first().copied();
+            let takeover = |lease: &str, from: &str| {
+                runtime
+                    .block_on(wait_lease_takeover(api, lease, from, LEASE_TAKEOVER_DEADLINE_MS))
+                    .map(|_| fault_at.elapsed().as_secs_f64() * 1000.0)
+            };
+            if let Some(from) = holders.scheduler.as_deref() {
+                match takeover(SCHEDULER_LEASE, from) {
+                    Ok(ms) => record.scheduler_takeover_ms = Some(ms),
+                    Err(e) => record.error = Some(format!("the scheduler's Lease: {e}")),
+                }
+            }
+            if let Some(from) = holders
+                .controller_manager
+                .as_deref()
+                .filter(|id| cluster.member_of_identity(id) == victim)
+            {
+                match takeover(CONTROLLER_MANAGER_LEASE, from) {
+                    Ok(ms) => record.controller_manager_takeover_ms = Some(ms),
+                    Err(e) => record.error = Some(format!("the controller-manager's Lease: {e}")),
+                }
+            }
+        }
         // The rest of the hold: the fault's length is part of the schedule.
         std::thread::sleep(hold_until.saturating_duration_since(Instant::now()));
         let healed: Result<()> = if kind.family() == FaultFamily::Network {
             cluster.heal()
+        } else if let Some((j, process)) = node_target {
+            cluster.restart_node_process(j, process)
         } else {
             targets.iter().try_for_each(|&i| match cluster.state(i) {
                 MemberState::Paused => cluster.resume(i),
@@ -508,7 +619,7 @@ async fn poll_status(endpoints: &[String], members: &[usize]) -> (Vec<Status>, V
     let mut polls = tokio::task::JoinSet::new();
     for &member in members {
         let endpoint = endpoints[member].clone();
-        polls.spawn(async move { (member, status(endpoint).await) });
+        polls.spawn(async move { (member, crate::cluster::status(endpoint).await) });
     }
     let mut answers = Vec::new();
     let mut errors = Vec::new();
@@ -521,26 +632,6 @@ async fn poll_status(endpoints: &[String], members: &[usize]) -> (Vec<Status>, V
     }
     answers.sort_unstable_by_key(|s| s.member);
     (answers, errors)
-}
-
-/// One member's (member ID, leader ID), within [`STATUS_TIMEOUT_MS`].
-async fn status(endpoint: String) -> std::result::Result<(u64, u64), String> {
-    let timeout = Duration::from_millis(STATUS_TIMEOUT_MS);
-    let ask = async {
-        let options = ConnectOptions::new()
-            .with_timeout(timeout)
-            .with_connect_timeout(timeout);
-        let mut client = Client::connect([endpoint], Some(options)).await?;
-        client.status().await
-    };
-    match tokio::time::timeout(timeout, ask).await {
-        Ok(Ok(response)) => {
-            let id = response.header().map(|h| h.member_id()).unwrap_or(0);
-            Ok((id, response.leader()))
-        }
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err("timed out".into()),
-    }
 }
 
 #[cfg(test)]
@@ -575,6 +666,8 @@ mod tests {
             election_ms: Some(1_234.0),
             leader_after: Some("n1".into()),
             first_write_ms: None,
+            scheduler_takeover_ms: None,
+            controller_manager_takeover_ms: None,
             error: None,
         };
         assert!(record.hit_leader());

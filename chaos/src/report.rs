@@ -23,6 +23,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::kube::ServiceSummary;
 use crate::linearizability::{History, Op, Outcome, Output};
 use crate::nemesis::{FaultFamily, FaultKind, FaultRecord};
 
@@ -226,6 +227,11 @@ pub struct Recovery {
     /// The longest time without an acknowledged write, and when it began.
     pub longest_write_gap_ms: Option<f64>,
     pub longest_write_gap_at_ms: Option<f64>,
+    /// From the kill of the master holding a Lease to another replica's holding it.
+    pub scheduler_takeover_ms: Option<Summary>,
+    pub controller_manager_takeover_ms: Option<Summary>,
+    /// The Service client's figures (with nodes).
+    pub service: Option<ServiceSummary>,
 }
 
 impl Recovery {
@@ -256,6 +262,19 @@ impl Recovery {
             ),
             longest_write_gap_ms: gap.map(|g| g.0),
             longest_write_gap_at_ms: gap.map(|g| g.1),
+            scheduler_takeover_ms: Summary::of(
+                &records
+                    .iter()
+                    .filter_map(|r| r.scheduler_takeover_ms)
+                    .collect::<Vec<_>>(),
+            ),
+            controller_manager_takeover_ms: Summary::of(
+                &records
+                    .iter()
+                    .filter_map(|r| r.controller_manager_takeover_ms)
+                    .collect::<Vec<_>>(),
+            ),
+            service: None,
         }
     }
 }
@@ -337,6 +356,29 @@ impl RunReport {
                 out,
                 "  longest time without a write:     {gap:.1} ms (from {:.1} s)",
                 at / 1000.0
+            );
+        }
+        if r.scheduler_takeover_ms.is_some() || r.controller_manager_takeover_ms.is_some() {
+            let _ = writeln!(
+                out,
+                "  scheduler Lease taken over:       {}",
+                Summary::text(&r.scheduler_takeover_ms)
+            );
+            let _ = writeln!(
+                out,
+                "  controller-manager Lease:         {}",
+                Summary::text(&r.controller_manager_takeover_ms)
+            );
+        }
+        if let Some(s) = &r.service {
+            let _ = writeln!(
+                out,
+                "  Service through the node proxies: {} of {} requests answered ({:.3}%), longest time without an answer {} ms (from {:.1} s)",
+                s.successes,
+                s.requests,
+                100.0 * s.success_rate,
+                s.longest_gap_ms,
+                s.longest_gap_from_ms as f64 / 1000.0
             );
         }
         let _ = writeln!(out, "checks:");
@@ -421,6 +463,7 @@ pub fn timeline_svg(buckets: &[Bucket], faults: &[FaultRecord], title: &str) -> 
             FaultFamily::Kill => "#f4a6a6",
             FaultFamily::Pause => "#f7d08a",
             FaultFamily::Network => "#a9c9f0",
+            FaultFamily::Node => "#b9dfb0",
         };
         for (top, _) in panels {
             let _ = writeln!(
@@ -511,7 +554,7 @@ pub fn timeline_svg(buckets: &[Bucket], faults: &[FaultRecord], title: &str) -> 
     }
     let _ = writeln!(
         svg,
-        r#"<text x="{:.1}" y="{:.1}">shaded: faults, from injection to heal (red: kills, amber: pauses, blue: network); hover for details</text>"#,
+        r#"<text x="{:.1}" y="{:.1}">shaded: faults, from injection to heal (red: kills, amber: pauses, blue: network, green: node processes); hover for details</text>"#,
         MARGIN_LEFT,
         axis_y + 34.0
     );
@@ -544,6 +587,8 @@ mod tests {
             election_ms: Some(1_100.0),
             leader_after: Some("n2".into()),
             first_write_ms: None,
+            scheduler_takeover_ms: None,
+            controller_manager_takeover_ms: None,
             error: None,
         }
     }

@@ -11,6 +11,10 @@
 //!    errors), on `keys` keys rotated every `key_rotate_ms`.
 //!    Beside it, a writer of multi-key transactions, and a watcher on every member
 //!    watching them (resuming after every disconnect).
+//!    With nodes (`nodes` > 0): the masters run `capstan master` and the nodes an agent
+//!    and a proxy each; once the nodes are Ready and a Service answers, a Kubernetes
+//!    workload scales and rolls Deployments and a client calls the Service through the
+//!    node proxies ([`crate::kube`]).
 //! 3. Run the nemesis ([`crate::nemesis`]) on a blocking thread for `duration_ms`; it
 //!    heals its last fault, so the cluster ends with every member running.
 //! 4. Stop the workloads (clients finish their request in flight), write an end marker
@@ -21,7 +25,8 @@
 //! 5. Check: the history is linearizable ([`crate::linearizability`]); the cluster
 //!    recovered from every fault in time; every acknowledged write and transaction is
 //!    in the store's final log at its revision; the watchers' streams kept etcd's watch
-//!    guarantees ([`crate::watch`]).
+//!    guarantees ([`crate::watch`]); with nodes, every Deployment converged to exactly
+//!    its replicas Running and Ready, nothing lost, duplicated or bound twice.
 //! 6. Report ([`crate::report`]): recovery figures from the history and the fault
 //!    records, the timeline, the verdicts; write `report.json`, `report.txt`,
 //!    `timeline.svg` and the members' logs into `out_dir` when one is given.
@@ -33,7 +38,11 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{Client, ConnectOptions};
 
-use crate::cluster::{Cluster, ClusterConfig};
+use crate::cluster::{Cluster, ClusterConfig, KubernetesConfig, NODES_MAX};
+use crate::kube::{
+    check_kube, run_kube_workload, run_service_client, setup_service, wait_nodes_ready, KubeApi, KubeCheckConfig,
+    KubeWorkloadConfig, ServiceClientConfig, ServiceConfig,
+};
 use crate::linearizability::{check, CheckResult, History, Limits, Op, Operation, Outcome, Output};
 use crate::nemesis::{run_nemesis, FaultFamily, FaultKind, NemesisConfig};
 use crate::report::{fill_first_writes, timeline, Check, OpStats, Recovery, RunReport, Verdict};
@@ -52,6 +61,10 @@ pub const DURATION_MAX_MS: u64 = 24 * 3600 * 1000;
 const KEY_PREFIX: &str = "/capstan-chaos/register/";
 /// Where the transaction writer writes and the watchers watch.
 const WATCH_PREFIX: &str = "/capstan-chaos/watch/";
+/// The namespace of the Kubernetes and Service workloads.
+const KUBE_NAMESPACE: &str = "chaos-kube";
+/// Deadline of one Kubernetes API request (the client then tries the next master).
+const KUBE_TIMEOUT_MS: u64 = 3_000;
 /// How long the watchers may take to catch up with the end of the run, and the final
 /// logs to be read.
 const DRAIN_DEADLINE_MS: u64 = 30_000;
@@ -61,6 +74,10 @@ pub struct RunConfig {
     /// The `capstan` binary the members run.
     pub binary: PathBuf,
     pub masters: usize,
+    /// Nodes (agent and proxy each); with any, masters run `capstan master` (the
+    /// Kubernetes API, controller-manager and scheduler beside the store) and the
+    /// Kubernetes and Service workloads run too.
+    pub nodes: usize,
     /// How long faults are injected.
     pub duration_ms: u64,
     pub seed: u64,
@@ -92,6 +109,7 @@ impl RunConfig {
         RunConfig {
             binary,
             masters: 3,
+            nodes: 0,
             duration_ms: 60_000,
             seed: 1,
             faults: FaultKind::ALL.to_vec(),
@@ -122,8 +140,16 @@ impl RunConfig {
                 self.duration_ms
             ));
         }
+        if self.nodes > NODES_MAX {
+            return bad(format!("nodes must be 0..={NODES_MAX}, not {}", self.nodes));
+        }
         if self.faults.is_empty() {
             return bad("no fault kind".into());
+        }
+        if self.nodes == 0 {
+            if let Some(kind) = self.faults.iter().find(|k| k.needs_kubernetes()) {
+                return bad(format!("the fault {} needs nodes (--nodes)", kind.name()));
+            }
         }
         if self.election_timeout_ms < 2 * self.heartbeat_interval_ms {
             return bad(format!(
@@ -138,8 +164,9 @@ impl RunConfig {
     pub fn replay_command(&self) -> String {
         let kinds: Vec<&str> = self.faults.iter().map(|k| k.name()).collect();
         let mut command = format!(
-            "capstan chaos --masters {} --duration {}ms --seed {} --faults {} --clients {} --keys {}",
+            "capstan chaos --masters {} --nodes {} --duration {}ms --seed {} --faults {} --clients {} --keys {}",
             self.masters,
+            self.nodes,
             self.duration_ms,
             self.seed,
             kinds.join(","),
@@ -166,11 +193,23 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     cluster_config.network_faults =
         config.masters > 1 && config.faults.iter().any(|k| k.family() == FaultFamily::Network);
     cluster_config.network_seed = config.seed;
+    if config.nodes > 0 {
+        cluster_config.kubernetes = Some(KubernetesConfig::new(config.nodes));
+    }
     let cluster = tokio::task::spawn_blocking(move || Cluster::start(cluster_config))
         .await
         .map_err(|e| ChaosError::Task(e.to_string()))??;
     cluster.leader(config.recover_deadline_ms).await?;
     let endpoints = cluster.endpoints();
+    // With nodes: the API, the nodes Ready, and a Service that answers, before the clock.
+    let kube = if config.nodes > 0 {
+        let api = KubeApi::new(cluster.api_urls(), KUBE_TIMEOUT_MS)?;
+        wait_nodes_ready(&api, config.nodes, config.recover_deadline_ms).await?;
+        let target = setup_service(&api, &ServiceConfig::new(KUBE_NAMESPACE)).await?;
+        Some((api, target))
+    } else {
+        None
+    };
     let origin = Instant::now();
     if config.progress {
         eprintln!(
@@ -184,6 +223,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     }
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let register_stop = stop_rx.clone();
     let workload_config = WorkloadConfig {
         clients: config.clients,
         ops_per_client: crate::workload::OPS_PER_CLIENT_MAX,
@@ -192,7 +232,7 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         seed: config.seed,
         op_timeout_ms: config.op_timeout_ms,
         connect: Connect::OneEndpointEach,
-        stop: Some(stop_rx),
+        stop: Some(register_stop),
         origin: Some(origin),
         key_rotate_ms: config.key_rotate_ms,
         ..WorkloadConfig::default()
@@ -214,6 +254,22 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         ..TxnWriterConfig::default()
     };
     let writer = tokio::spawn(run_txn_writer(endpoints.clone(), writer_config, writer_signal));
+    // Deployments scaled and rolled, and a client of the Service, with nodes.
+    let kube_tasks = kube.as_ref().map(|(api, target)| {
+        let mut workload_config = KubeWorkloadConfig::new(origin);
+        workload_config.namespace = KUBE_NAMESPACE.into();
+        workload_config.seed = config.seed;
+        workload_config.node_roots = cluster.node_roots();
+        let workload = tokio::spawn({
+            let (api, stop) = (api.clone(), stop_rx.clone());
+            async move { run_kube_workload(&api, workload_config, stop).await }
+        });
+        let client = tokio::spawn({
+            let (target, stop) = (target.clone(), stop_rx.clone());
+            async move { run_service_client(&target, ServiceClientConfig::default(), origin, stop).await }
+        });
+        (workload, client)
+    });
 
     let nemesis_config = NemesisConfig {
         kinds: config.faults.clone(),
@@ -226,14 +282,22 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     };
     let runtime = tokio::runtime::Handle::current();
     let mut cluster = cluster;
+    let nemesis_api = kube.as_ref().map(|(api, _)| api.clone());
     let (cluster, faults) = tokio::task::spawn_blocking(move || {
-        let faults = run_nemesis(&mut cluster, &nemesis_config, origin, &runtime);
+        let faults = run_nemesis(&mut cluster, &nemesis_config, origin, &runtime, nemesis_api.as_ref());
         (cluster, faults)
     })
     .await
     .map_err(|e| ChaosError::Task(e.to_string()))?;
     let _ = stop_tx.send(true);
     writer_control.stop();
+    let kube_histories = match kube_tasks {
+        Some((workload, client)) => Some((
+            workload.await.map_err(|e| ChaosError::Task(e.to_string()))?,
+            client.await.map_err(|e| ChaosError::Task(e.to_string()))?,
+        )),
+        None => None,
+    };
     let history = workload.await.map_err(|e| ChaosError::Task(e.to_string()))?;
     let txns = writer.await.map_err(|e| ChaosError::Task(e.to_string()))?;
     // The watchers catch up to a marker written after everything else.
@@ -439,6 +503,41 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         },
     );
 
+    // The Kubernetes workload: converged, nothing lost, duplicated or bound twice.
+    let mut service_summary = None;
+    if let (Some((api, target)), Some((workload, service))) = (&kube, kube_histories) {
+        let verdict = match workload {
+            Ok(workload) => {
+                let verdict = check_kube(
+                    api,
+                    &workload,
+                    &[target.fixed()],
+                    &KubeCheckConfig::new(cluster.node_roots()),
+                )
+                .await;
+                Check {
+                    name: "kubernetes".into(),
+                    verdict: if verdict.ok { Verdict::Pass } else { Verdict::Fail },
+                    detail: verdict.to_string().trim_end().to_string(),
+                }
+            }
+            Err(e) => Check {
+                name: "kubernetes".into(),
+                verdict: Verdict::Fail,
+                detail: format!("the Kubernetes workload failed: {e}"),
+            },
+        };
+        checks.push(verdict);
+        match service {
+            Ok(service) => service_summary = Some(service.summary()),
+            Err(e) => checks.push(Check {
+                name: "service".into(),
+                verdict: Verdict::Fail,
+                detail: format!("the Service client failed: {e}"),
+            }),
+        }
+    }
+
     fill_first_writes(&mut faults, &history);
     let report = RunReport {
         seed: config.seed,
@@ -448,7 +547,10 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         fault_kinds: config.faults.clone(),
         replay: config.replay_command(),
         operations: OpStats::of(&history),
-        recovery: Recovery::of(&faults, &history),
+        recovery: Recovery {
+            service: service_summary,
+            ..Recovery::of(&faults, &history)
+        },
         checks,
         timeline: timeline(&history, end_ms),
         faults,

@@ -87,6 +87,11 @@ fn a_short_chaos_run_passes_and_reports() {
     let json = std::fs::read_to_string(out_dir.join("report.json")).expect("report.json");
     let report: serde_json::Value = serde_json::from_str(&json).expect("report.json is JSON");
     assert_eq!(report["seed"], 7);
+    // `all` draws network faults too: the report says how they were made.
+    assert!(
+        report["network_faults"].as_str().is_some_and(|n| n.contains("link proxies")),
+        "{json}"
+    );
     assert!(
         report["replay"].as_str().is_some_and(|r| r.contains("--seed 7")),
         "{json}"

@@ -288,6 +288,9 @@ pub struct RunReport {
     /// Wall time of the whole run, start of the cluster to the last check.
     pub elapsed_ms: u64,
     pub fault_kinds: Vec<FaultKind>,
+    /// How network faults were injected: through the harness's link proxies, or not at
+    /// all (no network fault could be drawn). Network namespaces are not used.
+    pub network_faults: String,
     /// The command line that replays the run's choices.
     pub replay: String,
     pub operations: OpStats,
@@ -316,6 +319,7 @@ impl RunReport {
             self.seed,
             self.elapsed_ms as f64 / 1000.0
         );
+        let _ = writeln!(out, "network faults: {}", self.network_faults);
         let o = &self.operations;
         let _ = writeln!(
             out,
@@ -688,6 +692,7 @@ mod tests {
             duration_ms: 10_000,
             elapsed_ms: 12_000,
             fault_kinds: vec![FaultKind::PauseLeader],
+            network_faults: "none".into(),
             replay: "capstan chaos --seed 42".into(),
             operations: OpStats::of(&history),
             recovery: Recovery::of(&records, &history),

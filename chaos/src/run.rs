@@ -190,8 +190,8 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
     cluster_config.election_timeout_ms = config.election_timeout_ms;
     cluster_config.heartbeat_interval_ms = config.heartbeat_interval_ms;
     // Link proxies in front of the peer ports, when a network fault may be drawn.
-    cluster_config.network_faults =
-        config.masters > 1 && config.faults.iter().any(|k| k.family() == FaultFamily::Network);
+    let network_faults = config.masters > 1 && config.faults.iter().any(|k| k.family() == FaultFamily::Network);
+    cluster_config.network_faults = network_faults;
     cluster_config.network_seed = config.seed;
     if config.nodes > 0 {
         cluster_config.kubernetes = Some(KubernetesConfig::new(config.nodes));
@@ -545,6 +545,11 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         duration_ms: config.duration_ms,
         elapsed_ms: started.elapsed().as_millis() as u64,
         fault_kinds: config.faults.clone(),
+        network_faults: if network_faults {
+            "TCP link proxies of the harness in front of every member's peer port".into()
+        } else {
+            "none (no network fault in the schedule)".into()
+        },
         replay: config.replay_command(),
         operations: OpStats::of(&history),
         recovery: Recovery {

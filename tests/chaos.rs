@@ -89,7 +89,9 @@ fn a_short_chaos_run_passes_and_reports() {
     assert_eq!(report["seed"], 7);
     // `all` draws network faults too: the report says how they were made.
     assert!(
-        report["network_faults"].as_str().is_some_and(|n| n.contains("link proxies")),
+        report["network_faults"]
+            .as_str()
+            .is_some_and(|n| n.contains("link proxies")),
         "{json}"
     );
     assert!(

@@ -826,14 +826,7 @@ impl Cluster {
     }
 
     fn check_node(&self, j: usize) -> Result<()> {
-        if j < self.nodes.len() {
-            Ok(())
-        } else {
-            Err(ChaosError::InvalidConfig(format!(
-                "no node {j} in a cluster of {} nodes",
-                self.nodes.len()
-            )))
-        }
+        check_in(j, self.nodes.len(), "node")
     }
 
     fn signal_node(
@@ -933,14 +926,7 @@ impl Cluster {
     // ---- Members ----
 
     fn check_index(&self, i: usize) -> Result<()> {
-        if i < self.members.len() {
-            Ok(())
-        } else {
-            Err(ChaosError::InvalidConfig(format!(
-                "no member {i} in a cluster of {}",
-                self.members.len()
-            )))
-        }
+        check_in(i, self.members.len(), "member")
     }
 
     fn signal(&mut self, i: usize, signal: &str, from: MemberState, to: MemberState) -> Result<()> {
@@ -1415,6 +1401,17 @@ fn free_loopback_ports(count: usize) -> Result<Vec<SocketAddr>> {
 }
 
 /// One member's (member ID, leader ID) from Maintenance.Status.
+/// `Ok` when `i` indexes one of `len` things of a kind (`what`: member, node).
+fn check_in(i: usize, len: usize, what: &str) -> Result<()> {
+    if i < len {
+        Ok(())
+    } else {
+        Err(ChaosError::InvalidConfig(format!(
+            "no {what} {i} in a cluster of {len} {what}s"
+        )))
+    }
+}
+
 pub(crate) async fn status(endpoint: String) -> Result<(u64, u64)> {
     let timeout = Duration::from_millis(STATUS_TIMEOUT_MS);
     let options = ConnectOptions::new()

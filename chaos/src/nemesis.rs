@@ -267,6 +267,25 @@ pub struct FaultRecord {
 }
 
 impl FaultRecord {
+    /// A fault of round `round` before anything about it is known.
+    pub fn new(round: usize, kind: FaultKind, targets: Vec<String>, leader_before: Option<String>) -> FaultRecord {
+        FaultRecord {
+            round,
+            kind,
+            targets,
+            leader_before,
+            start_ms: 0.0,
+            heal_ms: None,
+            recovered_ms: None,
+            election_ms: None,
+            leader_after: None,
+            first_write_ms: None,
+            scheduler_takeover_ms: None,
+            controller_manager_takeover_ms: None,
+            error: None,
+        }
+    }
+
     /// Whether this fault took the leader away: a leader kill, or a member kill or
     /// pause that happened to hit the leader, or a minority that included it.
     pub fn hit_leader(&self) -> bool {
@@ -357,19 +376,9 @@ pub fn run_nemesis(
             Err(e) => {
                 let now = ms(Instant::now());
                 let record = FaultRecord {
-                    round,
-                    kind: config.kinds[0],
-                    targets: Vec::new(),
-                    leader_before: None,
                     start_ms: now,
-                    heal_ms: None,
-                    recovered_ms: None,
-                    election_ms: None,
-                    leader_after: None,
-                    first_write_ms: None,
-                    scheduler_takeover_ms: None,
-                    controller_manager_takeover_ms: None,
                     error: Some(format!("the cluster was not healthy before the fault: {e}")),
+                    ..FaultRecord::new(round, config.kinds[0], Vec::new(), None)
                 };
                 if config.progress {
                     eprintln!("{}", record.describe());
@@ -428,25 +437,12 @@ pub fn run_nemesis(
                 members
             }
         };
-        let mut record = FaultRecord {
-            round,
-            kind,
-            targets: targets
-                .iter()
-                .map(|&i| cluster.name(i).to_string())
-                .chain(node_target.map(|(j, p)| format!("{}-{}", cluster.node_name(j), p.name())))
-                .collect(),
-            leader_before: Some(cluster.name(leader).to_string()),
-            start_ms: 0.0,
-            heal_ms: None,
-            recovered_ms: None,
-            election_ms: None,
-            leader_after: None,
-            first_write_ms: None,
-            scheduler_takeover_ms: None,
-            controller_manager_takeover_ms: None,
-            error: None,
-        };
+        let targets_named = targets
+            .iter()
+            .map(|&i| cluster.name(i).to_string())
+            .chain(node_target.map(|(j, p)| format!("{}-{}", cluster.node_name(j), p.name())))
+            .collect();
+        let mut record = FaultRecord::new(round, kind, targets_named, Some(cluster.name(leader).to_string()));
         let applied: Result<()> = match kind {
             FaultKind::KillLeader | FaultKind::KillMember | FaultKind::KillMinority | FaultKind::KillLeaseHolder => {
                 targets.iter().try_for_each(|&i| cluster.kill(i))
@@ -656,19 +652,17 @@ mod tests {
     #[test]
     fn a_fault_hit_the_leader_when_it_was_among_the_targets() {
         let mut record = FaultRecord {
-            round: 3,
-            kind: FaultKind::KillMinority,
-            targets: vec!["n2".into(), "n4".into()],
-            leader_before: Some("n4".into()),
             start_ms: 12_345.0,
             heal_ms: Some(14_345.0),
             recovered_ms: Some(14_845.0),
             election_ms: Some(1_234.0),
             leader_after: Some("n1".into()),
-            first_write_ms: None,
-            scheduler_takeover_ms: None,
-            controller_manager_takeover_ms: None,
-            error: None,
+            ..FaultRecord::new(
+                3,
+                FaultKind::KillMinority,
+                vec!["n2".into(), "n4".into()],
+                Some("n4".into()),
+            )
         };
         assert!(record.hit_leader());
         let line = record.describe();

@@ -581,19 +581,17 @@ mod tests {
 
     fn record(start_ms: f64, kind: FaultKind, leader: &str, targets: &[&str]) -> FaultRecord {
         FaultRecord {
-            round: 1,
-            kind,
-            targets: targets.iter().map(|t| t.to_string()).collect(),
-            leader_before: Some(leader.into()),
             start_ms,
             heal_ms: Some(start_ms + 2_000.0),
             recovered_ms: Some(start_ms + 2_500.0),
             election_ms: Some(1_100.0),
             leader_after: Some("n2".into()),
-            first_write_ms: None,
-            scheduler_takeover_ms: None,
-            controller_manager_takeover_ms: None,
-            error: None,
+            ..FaultRecord::new(
+                1,
+                kind,
+                targets.iter().map(|t| t.to_string()).collect(),
+                Some(leader.into()),
+            )
         }
     }
 

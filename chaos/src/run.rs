@@ -47,8 +47,8 @@ use crate::linearizability::{check, CheckResult, History, Limits, Op, Operation,
 use crate::nemesis::{run_nemesis, FaultFamily, FaultKind, NemesisConfig};
 use crate::report::{fill_first_writes, timeline, Check, OpStats, Recovery, RunReport, Verdict};
 use crate::watch::{
-    check_acknowledged, check_watches, read_event_log, run_txn_writer, run_watchers, EventKind, RunControl, TxnRecord,
-    TxnWriterConfig, WatchConfig, Write, EVENTS_MAX,
+    check_acknowledged, check_watches, read_event_log, run_txn_writer, run_watchers, Event, EventKind, RunControl,
+    TxnRecord, TxnWriterConfig, WatchConfig, Write, EVENTS_MAX,
 };
 use crate::workload::{run_register_workload, Connect, WorkloadConfig};
 use crate::{ChaosError, Result};
@@ -425,83 +425,68 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
             })
         })
         .collect();
-    for (name, prefix, acknowledged) in [
-        ("acknowledged writes", KEY_PREFIX, &register_writes),
-        ("acknowledged transactions", WATCH_PREFIX, &txns.acknowledged),
-    ] {
-        checks.push(
-            match read_event_log(&endpoints[0], prefix, 1, end_revision, EVENTS_MAX, DRAIN_DEADLINE_MS).await {
-                Ok(log) => {
-                    let verdict = check_acknowledged(&log, acknowledged);
-                    Check {
-                        name: name.into(),
-                        verdict: if verdict.ok() { Verdict::Pass } else { Verdict::Fail },
-                        detail: if verdict.ok() {
-                            format!(
-                                "{} acknowledged ({} writes) all in the final log of {} events, each at its revision",
-                                verdict.txns_checked,
-                                verdict.writes_checked,
-                                log.len()
-                            )
-                        } else {
-                            format!(
-                                "{} problems among {} acknowledged; the first:\n{}",
-                                verdict.problem_count,
-                                verdict.txns_checked,
-                                verdict.problems.join("\n")
-                            )
-                        },
-                    }
-                }
-                Err(e) => Check {
-                    name: name.into(),
-                    verdict: Verdict::Unknown,
-                    detail: format!("the final log of {prefix} could not be read: {e}"),
-                },
-            },
-        );
-    }
+    // Each prefix's final log, read once: the register writes are looked for in the
+    // first; the transactions and the watchers' streams are checked against the second.
+    let register_log = read_event_log(
+        &endpoints[0],
+        KEY_PREFIX,
+        1,
+        end_revision,
+        EVENTS_MAX,
+        DRAIN_DEADLINE_MS,
+    )
+    .await;
+    let watch_log = read_event_log(
+        &endpoints[0],
+        WATCH_PREFIX,
+        1,
+        end_revision,
+        EVENTS_MAX,
+        DRAIN_DEADLINE_MS,
+    )
+    .await;
+    checks.push(acknowledged_check(
+        "acknowledged writes",
+        KEY_PREFIX,
+        &register_log,
+        &register_writes,
+    ));
+    checks.push(acknowledged_check(
+        "acknowledged transactions",
+        WATCH_PREFIX,
+        &watch_log,
+        &txns.acknowledged,
+    ));
     // The watch guarantees, against the transactions' final log.
-    checks.push(
-        match read_event_log(
-            &endpoints[0],
-            WATCH_PREFIX,
-            1,
-            end_revision,
-            EVENTS_MAX,
-            DRAIN_DEADLINE_MS,
-        )
-        .await
-        {
-            Ok(log) => {
-                let verdict = check_watches(&log, &watched.watchers);
-                let events: usize = watched.watchers.iter().map(|w| w.events.len()).sum();
-                let disconnects: usize = watched.watchers.iter().map(|w| w.disconnects()).sum();
-                Check {
-                    name: "watches".into(),
-                    verdict: if verdict.ok() { Verdict::Pass } else { Verdict::Fail },
-                    detail: if verdict.ok() {
-                        format!(
-                            "{} watchers (one per member) received {events} events over {disconnects} disconnects: \
+    checks.push(match &watch_log {
+        Ok(log) => {
+            let verdict = check_watches(log, &watched.watchers);
+            let events: usize = watched.watchers.iter().map(|w| w.events.len()).sum();
+            let disconnects: usize = watched.watchers.iter().map(|w| w.disconnects()).sum();
+            Check {
+                name: "watches".into(),
+                verdict: if verdict.ok() { Verdict::Pass } else { Verdict::Fail },
+                detail: if verdict.ok() {
+                    format!(
+                        "{} watchers (one per member) received {events} events over {disconnects} disconnects: \
                              ordered, unique, complete, atomic per revision, resumed where they left off, \
                              equal to the final log ({} events, {} transactions acknowledged, {} in doubt)",
-                            watched.watchers.len(),
-                            log.len(),
-                            txns.acknowledged.len(),
-                            txns.unknown.len()
-                        )
-                    } else {
-                        verdict.to_string()
-                    },
-                }
+                        watched.watchers.len(),
+                        log.len(),
+                        txns.acknowledged.len(),
+                        txns.unknown.len()
+                    )
+                } else {
+                    verdict.to_string()
+                },
             }
-            Err(e) => Check {
-                name: "watches".into(),
-                verdict: Verdict::Unknown,
-                detail: format!("the final log could not be read: {e}"),
-            },
+        }
+        Err(e) => Check {
+            name: "watches".into(),
+            verdict: Verdict::Unknown,
+            detail: format!("the final log could not be read: {e}"),
         },
-    );
+    });
 
     // The Kubernetes workload: converged, nothing lost, duplicated or bound twice.
     let mut service_summary = None;
@@ -564,6 +549,41 @@ pub async fn run(config: RunConfig) -> Result<RunReport> {
         write_report(dir, &report, &cluster)?;
     }
     Ok(report)
+}
+
+/// Whether every acknowledged write in `acknowledged` is in `log`, the final log of
+/// `prefix`, at its revision.
+fn acknowledged_check(name: &str, prefix: &str, log: &Result<Vec<Event>>, acknowledged: &[TxnRecord]) -> Check {
+    let log = match log {
+        Ok(log) => log,
+        Err(e) => {
+            return Check {
+                name: name.into(),
+                verdict: Verdict::Unknown,
+                detail: format!("the final log of {prefix} could not be read: {e}"),
+            }
+        }
+    };
+    let verdict = check_acknowledged(log, acknowledged);
+    Check {
+        name: name.into(),
+        verdict: if verdict.ok() { Verdict::Pass } else { Verdict::Fail },
+        detail: if verdict.ok() {
+            format!(
+                "{} acknowledged ({} writes) all in the final log of {} events, each at its revision",
+                verdict.txns_checked,
+                verdict.writes_checked,
+                log.len()
+            )
+        } else {
+            format!(
+                "{} problems among {} acknowledged; the first:\n{}",
+                verdict.problem_count,
+                verdict.txns_checked,
+                verdict.problems.join("\n")
+            )
+        },
+    }
 }
 
 /// Writes a marker under the watch prefix; returns its revision, the last of the run.

@@ -17,6 +17,8 @@
 //! binding `127.0.0.1:0` for all of them at once (so they are distinct) and releasing
 //! them just before the processes start: another process could take one in between; the
 //! member then fails to start and [`Cluster::start`] reports it with the member's log.
+//! The link proxies (with `network_faults`) listen on 127.0.2.1, so that they cannot be
+//! given one of those released ports.
 //!
 //! # The command line
 //!
@@ -111,6 +113,9 @@ use crate::{ChaosError, Result};
 pub const MEMBERS_MAX: usize = 9;
 /// Nodes in one cluster, at most (each is two processes, and its pods).
 pub const NODES_MAX: usize = 20;
+/// Where the link proxies listen (any 127/8 address is local on Linux); apart from the
+/// members' 127.0.0.1 and their source addresses 127.0.1.x.
+const PROXY_LISTEN_IP: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 2, 1));
 /// What a member prints on stdout once it serves.
 pub const READY_PREFIX: &str = "capstan store ready on ";
 /// What a node agent prints on stdout once it runs pods (then its node's name).
@@ -408,6 +413,11 @@ impl Cluster {
         let proxy = if config.network_faults && config.members > 1 {
             let mut proxy_config = NetProxyConfig::new(members.iter().map(|m| m.peer_addr).collect());
             proxy_config.seed = config.network_seed;
+            // Not 127.0.0.1: the members' ports there were picked and released above and
+            // are bound only when the members start, so a proxy listening on port 0 of
+            // the same address could be given one of them (seen: a member then failed
+            // with "Address already in use" on its peer port).
+            proxy_config.listen_ip = PROXY_LISTEN_IP;
             Some(NetProxy::start(proxy_config)?)
         } else {
             None

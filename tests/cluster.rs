@@ -441,13 +441,7 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
         .iter()
         .map(|m| format!("{}={}", m.name(), m.peer_urls()[0]))
         .collect();
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port()
-    };
+    let free_port = || capstan_chaos::ports::free_port(std::net::Ipv4Addr::LOCALHOST).expect("a free port");
     let (client_port, peer_port) = (free_port(), free_port());
     let peer_url = format!("http://127.0.0.1:{peer_port}");
     let added = ok(etcdctl(&[

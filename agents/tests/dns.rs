@@ -118,9 +118,20 @@ fn fake_answer(bytes: &[u8], ip: Ipv4Addr) -> Option<Vec<u8>> {
 }
 
 async fn fake_upstream() -> FakeUpstream {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind the fake upstream");
-    let addr = udp.local_addr().expect("addr");
-    let tcp = TcpListener::bind(addr).await.expect("bind the fake upstream's TCP");
+    // UDP and TCP on one port number: bind UDP on port 0, then TCP on its number, which
+    // something else may hold; try again with another port then.
+    let mut tries = 0;
+    let (udp, tcp, addr) = loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind the fake upstream");
+        let addr = udp.local_addr().expect("addr");
+        match TcpListener::bind(addr).await {
+            Ok(tcp) => break (udp, tcp, addr),
+            Err(e) => {
+                tries += 1;
+                assert!(tries < 100, "no port free for both UDP and TCP: {e}");
+            }
+        }
+    };
     let udp_queries = Arc::new(AtomicUsize::new(0));
     let tcp_queries = Arc::new(AtomicUsize::new(0));
     let counter = udp_queries.clone();

@@ -97,7 +97,7 @@
 //! directly), the cluster DNS.
 
 use std::io::{BufRead, BufReader, Write as _};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -1391,23 +1391,18 @@ fn reap_containers(root: &Path) -> usize {
     killed
 }
 
-/// `count` distinct free ports on 127.0.0.1, released on return.
+/// `count` distinct free ports on 127.0.0.1 (see [`crate::ports`]).
 fn free_loopback_ports(count: usize) -> Result<Vec<SocketAddr>> {
-    let listeners = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|source| ChaosError::Io {
-            context: "binding 127.0.0.1:0 to find a free port".into(),
-            source,
-        })?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<std::io::Result<Vec<_>>>()
-        .map_err(|source| ChaosError::Io {
-            context: "reading a bound port".into(),
-            source,
+    (0..count)
+        .map(|_| {
+            crate::ports::free_port(Ipv4Addr::LOCALHOST)
+                .map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+                .map_err(|source| ChaosError::Io {
+                    context: "finding a free port on 127.0.0.1".into(),
+                    source,
+                })
         })
+        .collect()
 }
 
 /// One member's (member ID, leader ID) from Maintenance.Status.

@@ -25,6 +25,9 @@
 //!   Deployment exactly its replicas Running, no pod bound twice, nothing lost or
 //!   duplicated), a Service client sending requests through the node proxies (success
 //!   rate, longest gap), and the scheduler's and controller-manager's Lease holders.
+//! - [`ports`]: loopback ports picked outside the kernel's ephemeral range and reserved
+//!   among pickers, for processes told their port before they start (also used by the
+//!   root package's tests).
 //!
 //! The crate depends on no other Capstan crate: it talks to the store only over the etcd
 //! API, the Kubernetes API and the command line, as an operator would, so the same tests
@@ -39,6 +42,7 @@ pub mod kube;
 pub mod linearizability;
 pub mod nemesis;
 pub mod netproxy;
+pub mod ports;
 pub mod report;
 pub mod run;
 pub mod watch;

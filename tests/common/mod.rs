@@ -281,12 +281,11 @@ pub fn failed_checks(output: &str) -> String {
         .join("\n")
 }
 
-/// A loopback port free right now (another process may take it before it is used).
+/// A port on 127.0.0.1 for a server told its port on its command line: outside the
+/// kernel's ephemeral range and reserved among the test processes (see
+/// `capstan_chaos::ports`), so nothing else takes it before the server binds it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
+    capstan_chaos::ports::free_port(std::net::Ipv4Addr::LOCALHOST).expect("a free port on 127.0.0.1")
 }
 
 /// Polls `f` every 100 ms until it returns `Some`, at most `deadline`; panics naming

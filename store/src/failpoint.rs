@@ -58,12 +58,10 @@
 //! 2 s. Requests sent to the slow member itself wait for several of its Readys, so with
 //! delays of seconds they may time out even when the rest of the cluster is fast.
 //!
-//! Every change of the hard state is synced ([`crate::raftlog::RaftLog::append`]), also
-//! one that only moves the commit index (raft-rs's `Ready::must_sync` is false then):
-//! each put costs the leader two delayed writes, its entries and then its commit index.
-//! The put is answered before the second (committed entries are handed out before the
-//! persist), but the next one waits for it, so back-to-back puts under the failpoint
-//! take about twice the delay each.
+//! Only synced writes are delayed: a Ready's entries and a new term or vote
+//! ([`crate::raftlog::RaftLog::append`]). A hard state that only moves the commit index
+//! is written without an fsync (raft-rs's `Ready::must_sync` is false then), so a put
+//! costs the leader one delayed write, its entries.
 //!
 //! Left out: failing writes (errors, not delays: the raft loop stops the member on a
 //! storage error, which a kill shows as well), random or per-write delays, the state

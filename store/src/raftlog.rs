@@ -22,7 +22,7 @@
 //! Ready, was in every file, every file's range spanned the whole log, so each
 //! compaction rewrote the whole log: the log's database wrote about ten times the bytes
 //! the state's did, and its compactions cost more CPU than applying (measured,
-//! docs/BENCHMARKS.md, 2026-12-06 (later)).
+//! docs/benchmarks-history.md, 2026-12-06 (later)).
 //!
 //! Snapshots: the log does not hold the state. [`Storage::snapshot`] answers with the
 //! *position* of the state machine (applied index, its term and the conf state as of it,
@@ -36,6 +36,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use capstan_proto::store::Member;
@@ -64,6 +65,8 @@ pub struct RaftLog {
     cache_bytes: usize,
     /// The slow-fsync failpoint (off, and compiled out of release builds).
     fsync_delay: FsyncDelay,
+    /// Synced (fsynced) writes since the log opened, for benchmarks and metrics.
+    synced_writes: Arc<AtomicU64>,
 }
 
 /// Write-ahead log files kept for reuse, and the memtable size that rotates them.
@@ -158,7 +161,7 @@ impl RaftLog {
         // in place, so its fsync writes the data only. Files are recycled once their
         // memtable is flushed: small memtables let that start after a few MiB of log
         // (the entries are deleted soon after anyway). Measured: raft thread CPU per put
-        // 15.0-15.7 us before, 11.5-12.7 us after (docs/BENCHMARKS.md, 2026-12-03).
+        // 15.0-15.7 us before, 11.5-12.7 us after (docs/benchmarks-history.md, 2026-12-03).
         opts.set_recycle_log_file_num(WAL_RECYCLE_FILES);
         opts.set_write_buffer_size(MEMTABLE_BYTES);
         opts.create_missing_column_families(true);
@@ -190,6 +193,7 @@ impl RaftLog {
             cache: VecDeque::new(),
             cache_bytes: 0,
             fsync_delay,
+            synced_writes: Arc::new(AtomicU64::new(0)),
         };
         {
             let db = log.db.clone();
@@ -333,8 +337,17 @@ impl RaftLog {
     }
 
     /// Appends entries (replacing any conflicting tail) and the new hard state, in one
-    /// write batch, fsynced.
+    /// write batch, fsynced when there are entries or the term or vote changed.
+    ///
+    /// A hard state that only moves the commit index is written without an fsync
+    /// (raft-rs's `Ready::must_sync` is false then, and etcd does the same): a crash may
+    /// lose it, and the member then restarts with an older commit index, which Raft
+    /// learns again from the leader; the state machine's applied index is clamped to the
+    /// recovered commit index on start. The write still goes through the same write-ahead
+    /// log, so a later synced write makes it durable in order. Without this a leader
+    /// under sequential puts paid two fsyncs per put: its entries, then its commit.
     pub fn append(&mut self, entries: &[Entry], hs: Option<&HardState>) -> Result<()> {
+        let term_vote_before = (self.hard_state.term, self.hard_state.vote);
         let mut wb = WriteBatch::default();
         if let Some(first) = entries.first() {
             assert!(first.index > self.truncated.0, "appending below the truncated log");
@@ -378,7 +391,12 @@ impl RaftLog {
         if wb.is_empty() {
             return Ok(());
         }
-        self.write_synced(wb)?;
+        let must_sync = !entries.is_empty() || hs.is_some_and(|hs| (hs.term, hs.vote) != term_vote_before);
+        if must_sync {
+            self.write_synced(wb)?;
+        } else {
+            self.db.write(wb)?;
+        }
         Ok(())
     }
 
@@ -406,7 +424,14 @@ impl RaftLog {
     fn write_synced(&mut self, wb: WriteBatch) -> Result<()> {
         self.fsync_delay.before_synced_write();
         self.db.write_opt(wb, &synced())?;
+        self.synced_writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The count of synced writes (one fsync each) since the log opened, shared: it
+    /// stays readable after the log moves into the raft thread.
+    pub fn synced_writes(&self) -> Arc<AtomicU64> {
+        self.synced_writes.clone()
     }
 
     /// After the state machine installed a snapshot's state: the log restarts after it.
@@ -659,6 +684,39 @@ mod tests {
             read.iter().map(|e| e.index).collect::<Vec<_>>(),
             (151..=200).collect::<Vec<_>>()
         );
+    }
+
+    /// Entries and a new term or vote are synced; a hard state that only moves the
+    /// commit index is written without an fsync, and survives a clean reopen.
+    #[test]
+    fn only_commit_index_moves_are_written_without_an_fsync() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mvcc = Arc::new(Mvcc::open(&dir.path().join("db")).expect("mvcc"));
+        let mut log = RaftLog::open(mvcc.clone(), &dir.path().join("raft")).expect("open");
+        let synced = log.synced_writes();
+        let at = |synced: &Arc<AtomicU64>| synced.load(Ordering::Relaxed);
+        let start = at(&synced);
+        log.append(&[entry(1, 2)], Some(&hard_state(2, 0))).expect("append");
+        assert_eq!(at(&synced), start + 1, "entries are synced");
+        log.append(&[], Some(&hard_state(2, 1))).expect("commit");
+        assert_eq!(at(&synced), start + 1, "a commit index alone is not synced");
+        log.append(&[], Some(&hard_state(3, 1))).expect("term");
+        assert_eq!(at(&synced), start + 2, "a new term is synced");
+        let mut voted = hard_state(3, 1);
+        voted.vote = 2;
+        log.append(&[], Some(&voted)).expect("vote");
+        assert_eq!(at(&synced), start + 3, "a new vote is synced");
+        log.append(
+            &[],
+            Some(&HardState {
+                commit: 1,
+                ..voted.clone()
+            }),
+        )
+        .expect("same");
+        drop(log);
+        let log = RaftLog::open(mvcc, &dir.path().join("raft")).expect("reopen");
+        assert_eq!(log.hard_state(), &voted);
     }
 
     /// The slow-fsync failpoint: each synced write takes at least the delay (a lower

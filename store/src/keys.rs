@@ -84,7 +84,13 @@ pub fn member(id: u64) -> Vec<u8> {
 }
 
 pub const META_REVISION: &[u8] = b"mrevision";
+/// The compacted revision: reads and watches below it are refused.
 pub const META_COMPACT: &[u8] = b"mcompact";
+/// The revision up to which the superseded versions are physically deleted; compaction
+/// is pending while it is below [`META_COMPACT`]. Absent in stores whose compactions all
+/// ran inside their apply (older layouts, or no compaction yet): then it equals
+/// [`META_COMPACT`].
+pub const META_COMPACT_DONE: &[u8] = b"mcompactdone";
 pub const META_APPLIED: &[u8] = b"mapplied";
 
 /// Index value kinds in the `k` family.

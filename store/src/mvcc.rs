@@ -13,9 +13,48 @@
 //! bounded cache of recently written keys' newest versions (`latest`), which spares most
 //! puts a lookup in RocksDB.
 //!
-//! Deliberately left out here: quotas (NoSpace), auth, and the log itself (see `node`).
-//! Compaction runs in one write batch; a store with a very long uncompacted history makes
-//! that batch large (it holds only the deleted keys, not values).
+//! # Compaction
+//!
+//! Compaction has a logical and a physical part, as etcd's. Applying a Compact entry is
+//! the logical part, cheap and deterministic: it checks the revision (`Compacted`,
+//! `FutureRevision`) and records it (`META_COMPACT`), so reads and watches below it are
+//! refused from that entry on. No scan runs in the apply. The physical part, deleting the
+//! versions the compaction supersedes, is [`Mvcc::compact_step`]: one bounded batch (at
+//! most [`COMPACTION_BATCH_ENTRIES_MAX`] entries of the per-key index examined, one
+//! RocksDB write), resuming where the previous batch stopped. A member's node runs the
+//! steps on a thread of their own with a pause in between, so the apply loop and readers
+//! go on while a long history is deleted. `META_COMPACT_DONE` holds the revision up to
+//! which the deletion has finished: the batch that reaches the end of the index writes
+//! it, and compaction is pending while it is below `META_COMPACT`. It survives restarts:
+//! a member that stopped mid-way begins the pass again (the in-memory position is lost;
+//! what was deleted stays deleted). A store without the marker (older layouts, whose
+//! compactions ran inside the apply) is complete.
+//!
+//! The rule is etcd's: for every key, the versions at or below the compaction revision go
+//! except the newest one, which goes too if it is a deletion older than that revision.
+//! Reads only ever look at revisions at or above the compacted one, where every key's
+//! newest version at or below it is kept, so a batch changes no answer: a range at a
+//! revision, a watch replay (the `prev_kv` of an event at the compaction revision itself
+//! is never given, deleted or not), the writer's cache of newest versions. The one order
+//! that matters: a deletion that is a key's newest version at or below the compaction
+//! revision is deleted only after every older version of the key, in the batch that
+//! leaves the key, so no read ever sees an older version through its gap. What depends on
+//! the physical progress is hidden from the rest: [`Mvcc::hash_kv`] hashes only what a
+//! finished compaction keeps (as etcd's HashKV does), and [`Mvcc::export`] hands out the
+//! state as a finished compaction leaves it (with `META_COMPACT_DONE` equal to
+//! `META_COMPACT`), so snapshots, their hashes and the members that install them agree
+//! whatever each member's progress.
+//!
+//! A pass compacts to the revision recorded when it began. A newer Compact applied while
+//! a pass runs is taken up by the next pass, once this one has finished and recorded its
+//! revision: as etcd's compactions, one after the other, so that every pass ends and
+//! `META_COMPACT_DONE` advances however often compactions come (restarting the scan at
+//! each newer revision would cost as much as the second pass and could starve).
+//!
+//! Deliberately left out here: quotas (NoSpace), auth, the log itself (see `node`), and
+//! the compactor's thread and pacing (see `node`: the state machine reads no clock).
+//! [`Mvcc::apply`], the entry point for tools and tests without a node, finishes the
+//! physical part of a compaction it applies before it returns.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
@@ -171,6 +210,15 @@ impl<'a> View<'a> {
         }
     }
 
+    /// The revision up to which compaction has physically finished (see the module docs):
+    /// the compacted revision when the store has no record of it.
+    fn compact_done(&self) -> Result<i64> {
+        match self.get(keys::META_COMPACT_DONE)? {
+            None => self.meta(keys::META_COMPACT),
+            Some(_) => self.meta(keys::META_COMPACT_DONE),
+        }
+    }
+
     fn latest(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         if let Some(cache) = self.cache {
             if let Some(v) = cache.borrow().get(key) {
@@ -319,8 +367,13 @@ impl<'a> View<'a> {
             .ok_or_else(|| StoreError::Corrupt("event without kv".into()))
     }
 
-    /// The version of `key` live just before revision `rev`, if any and not compacted.
-    fn prev_version(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>> {
+    /// The version of `key` live just before revision `rev`, if any and not compacted
+    /// (`compacted`: the compacted revision; the version before it is never given, as
+    /// etcd's range below it fails, whether or not compaction has deleted it yet).
+    fn prev_version(&self, key: &[u8], rev: i64, compacted: i64) -> Result<Option<KeyValue>> {
+        if rev - 1 < compacted {
+            return Ok(None);
+        }
         let mut out = None;
         let r = KeyRange {
             start: Bytes::copy_from_slice(key),
@@ -361,6 +414,113 @@ fn index_sub(v: &[u8]) -> Result<u32> {
     Ok(u32::from_be_bytes(b))
 }
 
+/// Index entries the physical compaction examines at most per RocksDB write (one
+/// [`Mvcc::compact_step`]): etcd deletes 1,000 revisions per batch. A batch deletes at
+/// most this many versions (two records each); on two busy cores one took about 6 ms
+/// (the `capstan-bench compaction` run of 200,000 revisions, pauses subtracted).
+pub const COMPACTION_BATCH_ENTRIES_MAX: usize = 1_000;
+
+/// Whether a compaction at `at` keeps the version of `key` at revision `rev` (at most
+/// `at`): it must be the key's newest version at or below `at`, and not a deletion older
+/// than `at`. `it` iterates the per-key index of a consistent view.
+fn kept_at(it: &mut DBRawIterator<'_>, key: &[u8], rev: i64, at: i64) -> Result<bool> {
+    let prefix = keys::keyrev_prefix(key);
+    // The key's first entry at or below `at` (revisions sort newest first).
+    it.seek(keys::keyrev(key, at));
+    match (it.key(), it.value()) {
+        (Some(k), Some(v)) if k.len() == prefix.len() + 8 && k.starts_with(&prefix) => {
+            let newest = keys::keyrev_revision(k).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
+            Ok(newest == rev && (v.first() != Some(&keys::KIND_DELETE) || rev == at))
+        }
+        _ => {
+            it.status()?;
+            Ok(false)
+        }
+    }
+}
+
+/// The records of the state a finished compaction at `at` keeps, for an export taken
+/// while the compaction is pending: index entries are judged key by key in the order the
+/// export hands them out (newest first), history entries at or below `at` by a look at
+/// their key's index entries.
+struct CompactedExport<'a> {
+    at: i64,
+    index: DBRawIterator<'a>,
+    group: Vec<u8>,
+    kept_newest: bool,
+}
+
+impl CompactedExport<'_> {
+    fn keep(&mut self, k: &[u8], v: &[u8]) -> Result<bool> {
+        match k.first() {
+            Some(&keys::KEYREVS) => {
+                if k.len() < 11 {
+                    return Err(StoreError::Corrupt("index key".into()));
+                }
+                let group = &k[..k.len() - 8];
+                if group != self.group.as_slice() {
+                    self.group = group.to_vec();
+                    self.kept_newest = false;
+                }
+                let rev = keys::keyrev_revision(k).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
+                if rev > self.at {
+                    return Ok(true);
+                }
+                if self.kept_newest {
+                    return Ok(false);
+                }
+                self.kept_newest = true;
+                Ok(v.first() != Some(&keys::KIND_DELETE) || rev == self.at)
+            }
+            Some(&keys::REVS) => {
+                let (rev, _) = keys::parse_rev(k).ok_or_else(|| StoreError::Corrupt("history key".into()))?;
+                if rev > self.at {
+                    return Ok(true);
+                }
+                let key = Event::decode(v)?
+                    .kv
+                    .ok_or_else(|| StoreError::Corrupt("event without kv".into()))?
+                    .key;
+                kept_at(&mut self.index, &key, rev, self.at)
+            }
+            _ => Ok(true),
+        }
+    }
+}
+
+/// Where the physical compaction stands between two of its batches. In memory only: a
+/// restart begins the pass again, and finds what was deleted gone.
+#[derive(Debug, Default)]
+struct CompactionPass {
+    /// The revision this pass compacts to; 0 while no pass is under way.
+    at: i64,
+    /// The first index entry not yet examined; None: the start of the index.
+    from: Option<Vec<u8>>,
+    /// The key (its index entries' common prefix) of the last entry examined.
+    group: Vec<u8>,
+    /// Whether that key's newest version at or below `at` was seen (it is kept).
+    kept_newest: bool,
+    /// That key's newest version at or below `at` when it is a deletion older than `at`
+    /// (index key, revision, sub-revision): deleted in the batch that leaves the key,
+    /// after every older version, so that no read at or above `at` sees an older version
+    /// through it.
+    tombstone: Option<(Vec<u8>, i64, u32)>,
+    /// Versions this pass deleted so far.
+    deleted: u64,
+}
+
+/// What one [`Mvcc::compact_step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactionStep {
+    /// No compaction is pending.
+    Idle,
+    /// One batch written; the pass goes on.
+    Progress { examined: usize, deleted: usize },
+    /// The batch that ended a pass: compaction is physically complete up to `revision`
+    /// (`deleted`: versions deleted over the whole pass).
+    Finished { revision: i64, deleted: u64 },
+}
+
 fn header(revision: i64) -> Option<ResponseHeader> {
     Some(ResponseHeader {
         revision,
@@ -393,6 +553,11 @@ pub struct Mvcc {
     install: RwLock<()>,
     revision: AtomicI64,
     compact_revision: AtomicI64,
+    /// The revision up to which compaction has physically finished (`META_COMPACT_DONE`).
+    compact_done: AtomicI64,
+    /// The physical compaction's position; held for a whole batch, and by an install
+    /// (taken before the install lock) to start the next pass afresh on the new state.
+    compaction: Mutex<CompactionPass>,
     applied_index: AtomicU64,
     /// Lease ID -> granted TTL in seconds. Bounded by the number of granted leases.
     leases: Mutex<BTreeMap<i64, i64>>,
@@ -406,6 +571,7 @@ pub struct Mvcc {
 struct MemoryState {
     revision: i64,
     compact: i64,
+    compact_done: i64,
     applied: u64,
     leases: BTreeMap<i64, i64>,
 }
@@ -443,6 +609,7 @@ fn load_memory_state(db: &DB) -> Result<MemoryState> {
     // revision 0 keeps meaning "newest" / "unset" everywhere in the API.
     let revision = view.revision()?;
     let compact = view.meta(keys::META_COMPACT)?;
+    let compact_done = view.compact_done()?;
     let applied = view.meta(keys::META_APPLIED)? as u64;
     let mut leases = BTreeMap::new();
     let mut it = view.iter(vec![keys::LEASE + 1]);
@@ -457,6 +624,7 @@ fn load_memory_state(db: &DB) -> Result<MemoryState> {
     Ok(MemoryState {
         revision,
         compact,
+        compact_done,
         applied,
         leases,
     })
@@ -644,6 +812,8 @@ impl Mvcc {
             install: RwLock::new(()),
             revision: AtomicI64::new(loaded.revision),
             compact_revision: AtomicI64::new(loaded.compact),
+            compact_done: AtomicI64::new(loaded.compact_done),
+            compaction: Mutex::new(CompactionPass::default()),
             applied_index: AtomicU64::new(loaded.applied),
             leases: Mutex::new(loaded.leases),
             apply_lock: Mutex::new(RefCell::new(cache)),
@@ -666,6 +836,17 @@ impl Mvcc {
 
     pub fn compact_revision(&self) -> i64 {
         self.compact_revision.load(Ordering::Acquire)
+    }
+
+    /// The revision up to which compaction has physically finished: the superseded
+    /// versions at or below it are deleted. At most [`Mvcc::compact_revision`].
+    pub fn compact_done_revision(&self) -> i64 {
+        self.compact_done.load(Ordering::Acquire)
+    }
+
+    /// Whether a compaction waits for (or is in) its physical part.
+    pub fn compaction_pending(&self) -> bool {
+        self.compact_done_revision() < self.compact_revision()
     }
 
     pub fn applied_index(&self) -> u64 {
@@ -759,7 +940,7 @@ impl Mvcc {
             let mut ev = Event::decode(v)?;
             if with_prev {
                 if let Some(kv) = &ev.kv {
-                    ev.prev_kv = view.prev_version(&kv.key, rev)?;
+                    ev.prev_kv = view.prev_version(&kv.key, rev, compacted)?;
                 }
             }
             match out.last_mut() {
@@ -773,8 +954,14 @@ impl Mvcc {
         Ok(out)
     }
 
-    /// etcd's HashKV: a hash of the history up to `rev` (0 = newest). Returns (hash,
-    /// compact revision, hashed revision).
+    /// etcd's HashKV: a hash of the history up to `rev` (0 = newest), the records of the
+    /// history by revision in order. Returns (hash, compact revision, hashed revision).
+    ///
+    /// As etcd's, it hashes what a finished compaction keeps: every version above the
+    /// compacted revision, and at or below it only each key's newest version (not a
+    /// deletion older than the compacted revision). So members agree whatever their
+    /// compactor has deleted so far; once compaction is complete that is everything
+    /// there, and the check of each older version against the index is skipped.
     pub fn hash_kv(&self, rev: i64) -> Result<(u32, i64, i64)> {
         let _g = self.read_guard();
         let view = self.snapshot_view();
@@ -787,6 +974,8 @@ impl Mvcc {
         if rev < compacted {
             return Err(StoreError::Compacted);
         }
+        let pending = view.compact_done()? < compacted;
+        let mut index = view.iter(vec![keys::KEYREVS + 1]);
         let mut h = crc32fast::Hasher::new();
         let mut it = view.history_iter(keys::rev(rev.saturating_add(1), 0));
         it.seek([keys::REVS]);
@@ -794,6 +983,19 @@ impl Mvcc {
             let (Some(k), Some(v)) = (it.key(), it.value()) else {
                 break;
             };
+            if pending {
+                let (r, _) = keys::parse_rev(k).ok_or_else(|| StoreError::Corrupt("history key".into()))?;
+                if r <= compacted {
+                    let key = Event::decode(v)?
+                        .kv
+                        .ok_or_else(|| StoreError::Corrupt("event without kv".into()))?
+                        .key;
+                    if !kept_at(&mut index, &key, r, compacted)? {
+                        it.next();
+                        continue;
+                    }
+                }
+            }
             h.update(k);
             h.update(v);
             it.next();
@@ -843,11 +1045,25 @@ impl Mvcc {
     }
 
     /// [`Mvcc::export`], also returning where the exported state stands in the log.
+    ///
+    /// The state goes out as a finished compaction leaves it: while one is pending, the
+    /// versions it supersedes are left out and `META_COMPACT_DONE` goes out equal to the
+    /// compacted revision. So a snapshot's content (and its hash) does not depend on how
+    /// far this member's compactor got, and the member installing it has nothing left to
+    /// delete.
     pub fn export_at(&self, mut f: impl FnMut(&[u8], &[u8]) -> bool) -> Result<(i64, SnapshotPoint)> {
         let _g = self.read_guard();
         let view = self.snapshot_view();
         let rev = view.revision()?;
         let point = snapshot_point(&view)?;
+        let compacted = view.meta(keys::META_COMPACT)?;
+        let mut pending = (view.compact_done()? < compacted).then(|| CompactedExport {
+            at: compacted,
+            index: view.iter(vec![keys::KEYREVS + 1]),
+            group: Vec::new(),
+            kept_newest: false,
+        });
+        let compacted_bytes = compacted.to_be_bytes();
         // In key order: the default column family below the history's prefix, the
         // history, then the rest of the default column family.
         let reading = || {
@@ -872,7 +1088,20 @@ impl Mvcc {
             if !keys::is_state(&k) {
                 continue;
             }
-            if !f(&k, &v) {
+            let v: &[u8] = match &mut pending {
+                Some(p) => {
+                    if !p.keep(&k, &v)? {
+                        continue;
+                    }
+                    if k.as_ref() == keys::META_COMPACT_DONE {
+                        &compacted_bytes
+                    } else {
+                        &v
+                    }
+                }
+                None => &v,
+            };
+            if !f(&k, v) {
                 break;
             }
         }
@@ -912,8 +1141,11 @@ impl Mvcc {
     /// [`Mvcc::open`] refuses (the member then needs a fresh snapshot).
     pub fn install(&self, mut next: impl FnMut() -> Result<Option<(Vec<u8>, Vec<u8>)>>) -> Result<()> {
         let apply = self.apply_lock.lock().expect("apply lock poisoned");
-        // Whatever happens below, the cached versions are of the state being replaced.
+        // Whatever happens below, the cached versions are of the state being replaced,
+        // and a compaction pass under way walked it: the next one starts on the new state.
         apply.borrow_mut().clear();
+        let mut compaction = self.compaction.lock().expect("compaction lock poisoned");
+        *compaction = CompactionPass::default();
         let _g = self.install.write().expect("install lock poisoned");
         let history = history_cf(&self.db);
         let mut wb = WriteBatch::default();
@@ -949,17 +1181,138 @@ impl Mvcc {
         fill_latest_cache(&self.db, &mut apply.borrow_mut())?;
         self.revision.store(loaded.revision, Ordering::Release);
         self.compact_revision.store(loaded.compact, Ordering::Release);
+        self.compact_done.store(loaded.compact_done, Ordering::Release);
         self.applied_index.store(loaded.applied, Ordering::Release);
         *self.leases.lock().expect("lease table lock poisoned") = loaded.leases;
+        drop(compaction);
         Ok(())
     }
 
     // ---- apply ----------------------------------------------------------------------
 
-    /// Applies log entry `index` (of Raft term 0: for tests and tools without Raft).
+    /// Applies log entry `index` (of Raft term 0: for tests and tools without Raft). A
+    /// compaction it applies is also finished physically ([`Mvcc::compact_physically`])
+    /// before it returns, since no compactor runs beside such a caller.
     pub fn apply(&self, index: u64, cmd: &Command) -> Result<Applied> {
-        self.apply_entry(index, 0, cmd)?
-            .ok_or_else(|| StoreError::InvalidRequest(format!("log entry {index} was applied before")))
+        let applied = self
+            .apply_entry(index, 0, cmd)?
+            .ok_or_else(|| StoreError::InvalidRequest(format!("log entry {index} was applied before")))?;
+        if applied.compacted.is_some() {
+            self.compact_physically()?;
+        }
+        Ok(applied)
+    }
+
+    // ---- physical compaction --------------------------------------------------------
+
+    /// One batch of the physical compaction (see the module docs): examines at most
+    /// `entries_max` entries of the per-key index from where the previous batch stopped,
+    /// and deletes in one RocksDB write the versions the pass's compaction supersedes.
+    /// The batch that reaches the end of the index records the pass's revision as done.
+    /// Runs beside apply and reads (it holds neither the apply lock nor a snapshot: what
+    /// it deletes is invisible to both); batches must not run concurrently with each
+    /// other, which the compaction lock ensures.
+    pub fn compact_step(&self, entries_max: usize) -> Result<CompactionStep> {
+        let mut pass = self.compaction.lock().expect("compaction lock poisoned");
+        let _g = self.read_guard();
+        if pass.at == 0 {
+            let compact = self.compact_revision();
+            if self.compact_done_revision() >= compact {
+                return Ok(CompactionStep::Idle);
+            }
+            *pass = CompactionPass {
+                at: compact,
+                ..CompactionPass::default()
+            };
+        }
+        let at = pass.at;
+        let history = history_cf(&self.db);
+        let mut o = ReadOptions::default();
+        // A walk over the whole index: it should not push the hot blocks out of the cache.
+        o.fill_cache(false);
+        o.set_iterate_upper_bound(vec![keys::KEYREVS + 1]);
+        let mut it = self.db.raw_iterator_opt(o);
+        match &pass.from {
+            Some(from) => it.seek(from),
+            None => it.seek([keys::KEYREVS]),
+        }
+        let mut wb = WriteBatch::default();
+        let (mut examined, mut deleted) = (0usize, 0usize);
+        let entries_max = entries_max.max(1);
+        while examined < entries_max {
+            let (Some(k), Some(v)) = (it.key(), it.value()) else {
+                break;
+            };
+            if k.len() < 11 {
+                return Err(StoreError::Corrupt("index key".into()));
+            }
+            let group = &k[..k.len() - 8];
+            if group != pass.group.as_slice() {
+                if let Some((key, rev, sub)) = pass.tombstone.take() {
+                    wb.delete(key);
+                    wb.delete_cf(history, keys::rev(rev, sub));
+                    deleted += 1;
+                }
+                pass.group = group.to_vec();
+                pass.kept_newest = false;
+            }
+            let rev = keys::keyrev_revision(k).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
+            if rev <= at {
+                let sub = index_sub(v)?;
+                if !pass.kept_newest {
+                    pass.kept_newest = true;
+                    if v.first() == Some(&keys::KIND_DELETE) && rev < at {
+                        pass.tombstone = Some((k.to_vec(), rev, sub));
+                    }
+                } else {
+                    wb.delete(k);
+                    wb.delete_cf(history, keys::rev(rev, sub));
+                    deleted += 1;
+                }
+            }
+            examined += 1;
+            it.next();
+        }
+        let finished = match it.key() {
+            Some(next) => {
+                pass.from = Some(next.to_vec());
+                false
+            }
+            None => {
+                it.status()?;
+                true
+            }
+        };
+        drop(it);
+        if finished {
+            if let Some((key, rev, sub)) = pass.tombstone.take() {
+                wb.delete(key);
+                wb.delete_cf(history, keys::rev(rev, sub));
+                deleted += 1;
+            }
+            wb.put(keys::META_COMPACT_DONE, at.to_be_bytes());
+        }
+        // As applies: without the WAL. A crash loses a suffix of the batches, the marker
+        // with them (flushes are atomic and in order), and the pass is done again.
+        self.db.write_opt(wb, &apply_write_options())?;
+        pass.deleted += deleted as u64;
+        if !finished {
+            return Ok(CompactionStep::Progress { examined, deleted });
+        }
+        let total = pass.deleted;
+        *pass = CompactionPass::default();
+        self.compact_done.store(at, Ordering::Release);
+        Ok(CompactionStep::Finished {
+            revision: at,
+            deleted: total,
+        })
+    }
+
+    /// Runs [`Mvcc::compact_step`] until no compaction is pending: for tools and tests,
+    /// and [`Mvcc::apply`]. A member's node paces the steps on a thread of its own.
+    pub fn compact_physically(&self) -> Result<()> {
+        while self.compact_step(COMPACTION_BATCH_ENTRIES_MAX)? != CompactionStep::Idle {}
+        Ok(())
     }
 
     /// Applies log entry `index` of Raft term `term`. An `Err` is a storage failure, after
@@ -1751,10 +2104,12 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
         })
     }
 
-    /// Physical compaction at `c.revision`: for every key, drop the versions at or below
-    /// it except the newest one; drop that too if it is a deletion older than the
-    /// compaction revision (a deletion at exactly that revision stays, so a watch starting
-    /// there still sees it).
+    /// Compaction at `c.revision`, its logical part: records the compacted revision,
+    /// below which reads and watches are refused from now on. The versions it supersedes
+    /// (for every key, those at or below it but the newest one, and that one too if it is
+    /// a deletion older than the compaction revision: a deletion at exactly that revision
+    /// stays, so a watch starting there still sees it) are deleted later, in batches
+    /// ([`Mvcc::compact_step`]); this entry only marks that work pending.
     fn compact(&mut self, c: &CompactionRequest) -> Result<CompactionResponse> {
         let at = c.revision;
         if at <= self.compacted {
@@ -1763,32 +2118,11 @@ impl<'v, 'db> WriteTxn<'v, 'db> {
         if at > self.begin {
             return Err(StoreError::FutureRevision);
         }
-        let mut it = self.view.iter(vec![keys::KEYREVS + 1]);
-        it.seek([keys::KEYREVS]);
-        let mut group: Option<Vec<u8>> = None;
-        let mut kept_newest = false;
-        while it.valid() {
-            let (Some(k), Some(v)) = (it.key(), it.value()) else {
-                break;
-            };
-            let (ukey, rev) = keys::parse_keyrev(k).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
-            if group.as_deref() != Some(&ukey[..]) {
-                group = Some(ukey);
-                kept_newest = false;
-            }
-            if rev <= at {
-                let sub = index_sub(v)?;
-                let is_delete = v.first() == Some(&keys::KIND_DELETE);
-                let keep = !(kept_newest || is_delete && rev < at);
-                kept_newest = true;
-                if !keep {
-                    self.batch.delete(k);
-                    self.batch.delete_cf(history_cf(self.view.db), keys::rev(rev, sub));
-                }
-            }
-            it.next();
+        if self.view.get(keys::META_COMPACT_DONE)?.is_none() {
+            // A store without the marker is complete up to its compacted revision (see
+            // `keys`); from now on the marker says how far deletion got.
+            self.batch.put(keys::META_COMPACT_DONE, self.compacted.to_be_bytes());
         }
-        it.status()?;
         self.batch.put(keys::META_COMPACT, at.to_be_bytes());
         Ok(CompactionResponse {
             header: header(self.begin),
@@ -2345,5 +2679,384 @@ mod tests {
         let ev = &got[1].as_ref().expect("applied").events[0];
         assert_eq!(ev.kv.as_ref().map(|kv| (kv.create_revision, kv.version)), Some((3, 3)));
         assert_eq!(get(&m, "a", 0).expect("get").kvs[0].version, 3);
+    }
+
+    // ---- compaction in the background ------------------------------------------------
+
+    fn compact_cmd(at: i64) -> Command {
+        Command {
+            op: Some(command::Op::Compaction(CompactionRequest {
+                revision: at,
+                physical: true,
+            })),
+        }
+    }
+
+    fn delete(k: &str) -> Command {
+        Command {
+            op: Some(command::Op::DeleteRange(DeleteRangeRequest {
+                key: Bytes::from(k.to_string()),
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Applies entries as a member does (a compaction only recorded), numbering them.
+    struct Log<'a> {
+        m: &'a Mvcc,
+        index: u64,
+    }
+
+    impl Log<'_> {
+        fn apply(&mut self, cmd: &Command) -> Applied {
+            self.index += 1;
+            let a = self
+                .m
+                .apply_entry(self.index, 1, cmd)
+                .expect("apply")
+                .expect("a new entry");
+            assert!(a.response.is_ok(), "rejected: {:?}", a.response);
+            a
+        }
+
+        /// `n` puts to `keys` keys in turn (`k0000`, ...), in runs as the apply loop makes.
+        fn puts(&mut self, n: usize, keys: usize) {
+            let reqs: Vec<PutRequest> = (0..n)
+                .map(|i| PutRequest {
+                    key: Bytes::from(format!("k{:04}", i % keys)),
+                    value: Bytes::from(format!("v{i}")),
+                    ..Default::default()
+                })
+                .collect();
+            for run in reqs.chunks(1_000) {
+                let entries: Vec<(u64, u64, &PutRequest)> = run
+                    .iter()
+                    .map(|p| {
+                        self.index += 1;
+                        (self.index, 1, p)
+                    })
+                    .collect();
+                for a in self.m.apply_puts(&entries).expect("apply puts") {
+                    assert!(a.expect("a new entry").response.is_ok());
+                }
+            }
+        }
+    }
+
+    /// What reads at or above `from` answer: every key at each of `revs`, and the replay
+    /// of the events from `from` with their previous versions.
+    type Reads = (Vec<RangeResponse>, Vec<(i64, Vec<Event>)>);
+
+    fn reads(m: &Mvcc, from: i64, revs: impl IntoIterator<Item = i64>) -> Reads {
+        let ranges = revs
+            .into_iter()
+            .map(|rev| {
+                m.range(&RangeRequest {
+                    key: Bytes::from_static(b"\0"),
+                    range_end: Bytes::from_static(b"\0"),
+                    revision: rev,
+                    ..Default::default()
+                })
+                .expect("range")
+            })
+            .collect();
+        let events = m.events(from, m.revision(), true, usize::MAX).expect("events");
+        (ranges, events)
+    }
+
+    fn exported(m: &Mvcc) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        m.export(|k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .expect("export");
+        out
+    }
+
+    #[test]
+    fn applying_a_compaction_deletes_nothing_and_the_compactor_deletes_in_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        let mut log = Log { m: &m, index: 0 };
+        log.puts(50_000, 1_000);
+        for k in 0..10 {
+            log.apply(&delete(&format!("k{k:04}")));
+        }
+        let at = log.apply(&put("k0500", "at")).revision;
+        for i in 0..5 {
+            log.apply(&put(&format!("k{:04}", 600 + i), "after"));
+        }
+        let entries = m.history_entries().expect("history");
+        assert_eq!(entries, 50_000 + 10 + 1 + 5);
+        let revs = || (at..=m.revision()).chain([0]);
+        let uncompacted = reads(&m, at, revs());
+        assert_eq!(uncompacted.0[0].count, 990, "1,000 keys less 10 deleted");
+
+        let applied = log.apply(&compact_cmd(at));
+        assert_eq!(applied.compacted, Some(at));
+        assert_eq!(
+            m.history_entries().expect("history"),
+            entries,
+            "the apply deleted nothing"
+        );
+        assert_eq!((m.compact_revision(), m.compact_done_revision()), (at, 0));
+        assert!(m.compaction_pending());
+        assert_eq!(get(&m, "k0001", at - 1), Err(StoreError::Compacted), "refused at once");
+        let before = reads(&m, at, revs());
+        assert_eq!(before.0, uncompacted.0, "ranges at and above the compaction");
+        // The event at the compaction revision loses its previous version (below the
+        // compaction, as etcd's), deleted or not.
+        assert_eq!(before.1[1..], uncompacted.1[1..]);
+        assert_eq!(before.1[0].1[0].prev_kv, None);
+
+        // The compactor's batches, each within its bound, until it is done (at most one
+        // batch per bound's worth of index entries, and one more).
+        let steps_max = entries as usize / COMPACTION_BATCH_ENTRIES_MAX + 2;
+        let mut steps = 0;
+        let finished = loop {
+            assert!(
+                steps < steps_max,
+                "the compaction did not end within {steps_max} batches"
+            );
+            steps += 1;
+            match m.compact_step(COMPACTION_BATCH_ENTRIES_MAX).expect("compact step") {
+                CompactionStep::Progress { examined, .. } => {
+                    assert!(examined <= COMPACTION_BATCH_ENTRIES_MAX);
+                    assert!(m.compaction_pending(), "done only at the end");
+                }
+                CompactionStep::Finished { revision, deleted } => break (revision, deleted),
+                CompactionStep::Idle => panic!("idle while a compaction is pending"),
+            }
+        };
+        assert!(steps > 40, "batches, not one write: {steps}");
+        // Left: the 990 keys' newest versions at `at` and the 5 puts after it.
+        assert_eq!(m.history_entries().expect("history"), 995);
+        assert_eq!(finished, (at, entries - 995));
+        assert_eq!((m.compact_done_revision(), m.compaction_pending()), (at, false));
+        assert_eq!(m.compact_step(10).expect("compact step"), CompactionStep::Idle);
+        assert_eq!(reads(&m, at, revs()), before, "reads at and above the compaction");
+    }
+
+    #[test]
+    fn a_compaction_interrupted_by_a_restart_resumes_on_open() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        let mut log = Log { m: &m, index: 0 };
+        log.puts(5_000, 100);
+        let at = m.revision();
+        log.apply(&compact_cmd(at));
+        let entries = m.history_entries().expect("history");
+        let before = reads(&m, at, [at, 0]);
+        drop(m);
+
+        // Stopped before the compactor ran: pending after the restart.
+        let m = Mvcc::open(dir.path()).expect("reopen");
+        assert_eq!((m.compact_revision(), m.compact_done_revision()), (at, 0));
+        assert!(m.compaction_pending());
+        assert_eq!(m.history_entries().expect("history"), entries);
+        // Stopped in the middle of a pass: still pending, part of it deleted.
+        for _ in 0..3 {
+            assert!(matches!(
+                m.compact_step(500).expect("compact step"),
+                CompactionStep::Progress { .. }
+            ));
+        }
+        let part = m.history_entries().expect("history");
+        assert!(part < entries, "{part} of {entries}");
+        drop(m);
+
+        let m = Mvcc::open(dir.path()).expect("reopen");
+        assert!(m.compaction_pending());
+        assert_eq!(m.history_entries().expect("history"), part);
+        assert_eq!(reads(&m, at, [at, 0]), before);
+        m.compact_physically().expect("compact");
+        assert_eq!(m.history_entries().expect("history"), 100);
+        assert_eq!(reads(&m, at, [at, 0]), before);
+        drop(m);
+
+        let m = Mvcc::open(dir.path()).expect("reopen");
+        assert_eq!((m.compact_done_revision(), m.compaction_pending()), (at, false));
+    }
+
+    /// A history with what compaction treats apart: keys deleted before the compaction
+    /// revision (their deletion goes too), one deleted at it (stays), one deleted and
+    /// created again, keys with versions after it; every key with several versions.
+    fn tricky_history(m: &Mvcc) -> i64 {
+        let mut log = Log { m, index: 0 };
+        for round in 0..6 {
+            for k in ["a", "b", "c", "d", "e", "f"] {
+                log.apply(&put(k, &format!("{k}{round}")));
+            }
+        }
+        log.apply(&delete("a"));
+        log.apply(&delete("b"));
+        log.apply(&put("b", "again"));
+        log.apply(&put("c", "c-last"));
+        let at = log.apply(&delete("d")).revision;
+        log.apply(&put("e", "after"));
+        log.apply(&delete("f"));
+        log.apply(&compact_cmd(at));
+        at
+    }
+
+    #[test]
+    fn no_read_hash_or_export_tells_how_far_compaction_got() {
+        let pending_dir = tempfile::tempdir().expect("tempdir");
+        let done_dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(pending_dir.path()).expect("open");
+        let at = tricky_history(&m);
+        // The same log on a store that finished its compaction at once.
+        let finished = Mvcc::open(done_dir.path()).expect("open");
+        assert_eq!(tricky_history(&finished), at);
+        finished.compact_physically().expect("compact");
+        assert!(m.compaction_pending() && !finished.compaction_pending());
+        assert!(m.history_entries().expect("history") > finished.history_entries().expect("history"));
+
+        let revs: Vec<i64> = (at..=m.revision()).chain([0]).collect();
+        let want_reads = reads(&finished, at, revs.clone());
+        let want_hashes = (finished.hash_kv(0).expect("hash"), finished.hash_kv(at).expect("hash"));
+        let want_export = exported(&finished);
+        // One index entry per batch: every point a batch can stop at, one after another.
+        let mut steps = 0;
+        loop {
+            assert_eq!(reads(&m, at, revs.clone()), want_reads, "reads after {steps} batches");
+            assert_eq!(
+                (m.hash_kv(0).expect("hash"), m.hash_kv(at).expect("hash")),
+                want_hashes,
+                "HashKV after {steps} batches"
+            );
+            assert_eq!(exported(&m), want_export, "export after {steps} batches");
+            if m.compact_step(1).expect("compact step") == CompactionStep::Idle {
+                break;
+            }
+            steps += 1;
+        }
+        assert!(steps > 40, "{steps}");
+        assert_eq!(
+            m.history_entries().expect("history"),
+            finished.history_entries().expect("history")
+        );
+        // Deleted before the compaction: gone, history and all; deleted at it: kept.
+        assert_eq!(get(&m, "a", at).expect("get").kvs, vec![]);
+        assert_eq!(
+            m.events(at, at, false, 10).expect("events")[0].1[0].r#type,
+            EventType::Delete as i32
+        );
+    }
+
+    #[test]
+    fn a_snapshot_of_a_pending_compaction_installs_complete() {
+        let here = tempfile::tempdir().expect("tempdir");
+        let there = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(here.path()).expect("open");
+        let at = tricky_history(&m);
+        m.compact_step(5).expect("compact step");
+        assert!(m.compaction_pending());
+        let other = Mvcc::open(there.path()).expect("open");
+        let mut records = exported(&m).into_iter();
+        other.install(|| Ok(records.next())).expect("install");
+        assert_eq!(
+            (other.compact_revision(), other.compact_done_revision()),
+            (at, at),
+            "both markers, the compaction complete"
+        );
+        m.compact_physically().expect("compact");
+        assert_eq!(
+            other.history_entries().expect("history"),
+            m.history_entries().expect("history")
+        );
+        assert_eq!(other.hash_kv(0).expect("hash"), m.hash_kv(0).expect("hash"));
+    }
+
+    #[test]
+    fn a_store_without_the_done_marker_is_complete_and_a_new_compaction_pends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        let mut log = Log { m: &m, index: 0 };
+        log.puts(300, 10);
+        let first = m.revision() - 100;
+        log.apply(&compact_cmd(first));
+        m.compact_physically().expect("compact");
+        // As an older store: compacted inside the apply, no marker.
+        m.db.delete(keys::META_COMPACT_DONE).expect("delete the marker");
+        drop(m);
+        let m = Mvcc::open(dir.path()).expect("reopen");
+        assert_eq!((m.compact_revision(), m.compact_done_revision()), (first, first));
+        assert!(!m.compaction_pending());
+        assert_eq!(m.compact_step(10).expect("compact step"), CompactionStep::Idle);
+
+        let mut log = Log { m: &m, index: 400 };
+        let second = m.revision();
+        log.apply(&compact_cmd(second));
+        assert_eq!(m.compact_done_revision(), first, "done up to the older compaction");
+        drop(m);
+        let m = Mvcc::open(dir.path()).expect("reopen");
+        assert_eq!((m.compact_revision(), m.compact_done_revision()), (second, first));
+        m.compact_physically().expect("compact");
+        assert_eq!(m.history_entries().expect("history"), 10);
+    }
+
+    #[test]
+    fn a_newer_compaction_during_a_pass_is_taken_up_by_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        let mut log = Log { m: &m, index: 0 };
+        log.puts(2_000, 20);
+        let first = m.revision() - 500;
+        log.apply(&compact_cmd(first));
+        assert!(matches!(
+            m.compact_step(100).expect("compact step"),
+            CompactionStep::Progress { .. }
+        ));
+        let second = m.revision();
+        log.apply(&compact_cmd(second));
+        let finished = loop {
+            if let CompactionStep::Finished { revision, .. } = m.compact_step(100).expect("compact step") {
+                break revision;
+            }
+        };
+        assert_eq!(finished, first, "the pass ends at the revision it began with");
+        assert_eq!(m.compact_done_revision(), first);
+        assert!(m.compaction_pending());
+        m.compact_physically().expect("compact");
+        assert_eq!(m.compact_done_revision(), second);
+        assert_eq!(m.history_entries().expect("history"), 20);
+    }
+
+    #[test]
+    fn the_compactor_runs_beside_applies_and_reads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = Mvcc::open(dir.path()).expect("open");
+        let mut log = Log { m: &m, index: 0 };
+        log.puts(5_000, 50);
+        let at = m.revision();
+        log.apply(&compact_cmd(at));
+        let kvs_at = |m: &Mvcc| reads(m, at, [at]).0.remove(0).kvs;
+        let at_compaction = kvs_at(&m);
+        std::thread::scope(|s| {
+            let compactor = s.spawn(
+                || {
+                    while m.compact_step(10).expect("compact step") != CompactionStep::Idle {}
+                },
+            );
+            // Whatever the compactor has done meanwhile, the writer and readers see the
+            // same state.
+            for i in 0..200 {
+                let k = format!("k{:04}", i % 50);
+                let prev = get(&m, &k, 0).expect("get").kvs[0].clone();
+                let a = log.apply(&put(&k, "new"));
+                let kv = a.events[0].kv.as_ref().expect("kv");
+                assert_eq!(
+                    (kv.create_revision, kv.version),
+                    (prev.create_revision, prev.version + 1)
+                );
+                assert_eq!(kvs_at(&m), at_compaction);
+            }
+            compactor.join().expect("the compactor thread");
+        });
+        assert!(!m.compaction_pending());
+        assert_eq!(m.history_entries().expect("history"), 50 + 200);
+        assert_eq!(kvs_at(&m), at_compaction);
     }
 }

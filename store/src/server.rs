@@ -145,9 +145,19 @@ impl Kv for EtcdServices {
         }
     }
 
+    /// Answered once the compaction is applied here (reads below it refused from then
+    /// on); with `physical`, as etcd, only once this member has also deleted the versions
+    /// it supersedes, which its compactor does in the background. Both within the
+    /// request timeout (the client's own deadline ends the call earlier if shorter).
     async fn compact(&self, req: Request<pb::CompactionRequest>) -> Result<Response<pb::CompactionResponse>, Status> {
-        match self.write(command::Op::Compaction(req.into_inner())).await? {
+        let deadline = tokio::time::Instant::now() + self.node.config.request_timeout;
+        let req = req.into_inner();
+        let (physical, revision) = (req.physical, req.revision);
+        match self.write(command::Op::Compaction(req)).await? {
             CommandResponse::Compaction(mut r) => {
+                if physical {
+                    self.node.wait_compacted_physically(revision, deadline).await?;
+                }
                 self.node.header.fill(&mut r.header);
                 Ok(Response::new(r))
             }

@@ -49,7 +49,8 @@ use crate::mvcc::Mvcc;
 /// burst often enough that, measured with `capstan-bench watch-fanout` (10,000 watchers,
 /// 100 streams, a fresh server each run), 9 of 39 runs showed ~450 B per idle watcher
 /// instead of ~240 B; boxed, none of 24 did. Boxing did not slow the engine's fan-out
-/// benchmark (`cargo bench -p capstan-store --bench engine -- watch_fanout`).
+/// benchmark (then `store/benches/engine.rs`; now
+/// `cargo bench -p capstan-bench --bench watch_fanout -- fanout_hub`).
 pub type WatchTx = mpsc::Sender<Box<WatchResponse>>;
 pub type WatchRx = mpsc::Receiver<Box<WatchResponse>>;
 

@@ -8,7 +8,7 @@ API_LISTEN ?= 127.0.0.1:6443
 KUBECONFIG_OUT ?= ./.capstan/kubeconfig
 NODE_NAME ?= node1
 
-.PHONY: up test build deps test-deps bench bench-deps fmt clippy clean
+.PHONY: up test build deps test-deps bench bench-full bench-deps fmt clippy clean
 
 deps:
 	@scripts/install-deps.sh build
@@ -39,12 +39,14 @@ test: test-deps
 	$(CARGO) build --workspace --all-targets
 	$(CARGO) test --workspace
 
-## Benchmarks: criterion in the release profile, then Capstan against etcd side by side.
+## Benchmarks: the criterion suites, then Capstan against etcd 3.4 side by side, then
+## docs/BENCHMARKS.md and its plots (scripts/bench.sh; under 15 minutes after the build).
 bench: bench-deps
-	$(CARGO) bench -p capstan-store --bench engine
-	$(CARGO) bench -p capstan-apiserver --bench watch_fanout
-	scripts/compare-etcd.sh
-	scripts/compare-apiserver.sh
+	scripts/bench.sh
+
+## The same with the large sizes (100,000 watchers, up to 10,000 pods, more runs).
+bench-full: bench-deps
+	PROFILE=full scripts/bench.sh
 
 fmt:
 	$(CARGO) fmt --all

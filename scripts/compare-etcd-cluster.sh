@@ -21,11 +21,19 @@
 #     from the kill to the first acknowledged put sent after it, to the first such put on
 #     each survivor, and to a survivor naming a new leader in its Status (polled every
 #     10 ms).
+#   - compaction: a freshly started cluster for every run; capstan-bench compaction
+#     writes COMPACTION_HISTORY revisions over 1,000 keys, then puts with 64 clients over
+#     9 conns spread over the three members as the put workloads are (3 connections per
+#     member), for 12 s; 4 s into that load it sends one physical Compact at the current
+#     revision to the leader (found with Status; physical: answered once the leader has
+#     deleted the old revisions). Puts/s and p99 before and during the compaction (during
+#     = until 1 s after its answer), its duration, and the slowest 100 ms window.
 #
 # Settings (environment): REPEAT (3), ONLY (both; or capstan, etcd), PUT1_TOTAL (1000),
 # PUT64_TOTAL (20000), PUT256_TOTAL (20000), RANGE_TOTAL (20000), RANGE_CLIENTS (64),
 # RANGE_KEYS (10000), FAILOVER (1; 0 skips), KV (1; 0 skips the put and range workloads,
-# e.g. KV=0 REPEAT=10 for more failover samples), KEY_SIZE (16), VAL_SIZE (256),
+# e.g. KV=0 REPEAT=10 for more failover samples), COMPACTION (1; 0 skips the compaction
+# runs), COMPACTION_HISTORY (200000), KEY_SIZE (16), VAL_SIZE (256),
 # ELECTION_MS (1000), HEARTBEAT_MS (100),
 # CAPSTAN_PORT (24400: client ports 24400-24402), CAPSTAN_PEER_PORT (24410: 24410-24412),
 # ETCD_PORT (24500), ETCD_PEER_PORT (24510), ETCD (/usr/bin/etcd),
@@ -47,6 +55,8 @@ RANGE_TOTAL=${RANGE_TOTAL:-20000}
 RANGE_CLIENTS=${RANGE_CLIENTS:-64}
 RANGE_KEYS=${RANGE_KEYS:-10000}
 FAILOVER=${FAILOVER:-1}
+COMPACTION=${COMPACTION:-1}
+COMPACTION_HISTORY=${COMPACTION_HISTORY:-200000}
 KV=${KV:-1}
 KEY_SIZE=${KEY_SIZE:-16}
 VAL_SIZE=${VAL_SIZE:-256}
@@ -338,6 +348,18 @@ if [ "$FAILOVER" = 1 ]; then
     done
   done
 fi
+
+# Compaction under put load: a fresh cluster for every run, so each compacts one history.
+if [ "$COMPACTION" = 1 ]; then
+  for r in $(seq "$REPEAT"); do
+    for s in $(order "$r"); do
+      start_cluster "$s" "compaction$r"
+      run "$s" compaction compaction --endpoints "$(endpoints_of "$s")" --clients 64 --conns "$CONNS" \
+        --history "$COMPACTION_HISTORY" "${kv_common[@]}"
+      stop_cluster "$s"
+    done
+  done
+fi
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out_dir/machine.txt"
 
 cat "$out_dir/machine.txt"
@@ -359,6 +381,7 @@ def values(server, workload, get):
 
 from compare_common import cell, ops, ms
 msf = lambda v: f"{v:.2f} ms"
+msf1 = lambda v: f"{v:,.1f} ms"
 lat = lambda key: (lambda r: r["latency"][key])
 
 rows = []
@@ -378,6 +401,12 @@ rows += [
     ("failover: kill -> first acked put", "failover", lambda r: r["failover_ms"], msf),
     ("failover: kill -> acked on both survivors", "failover", lambda r: r["all_survivors_ms"], msf),
     ("failover: kill -> new leader in Status", "failover", lambda r: r["new_leader_seen_ms"], msf),
+    ("compaction: puts/s before", "compaction", lambda r: r["before"]["ops_per_s"], ops),
+    ("compaction: puts/s during", "compaction", lambda r: r["during"]["ops_per_s"], ops),
+    ("compaction: put p99 before", "compaction", lambda r: r["before"]["p99_us"], ms),
+    ("compaction: put p99 during", "compaction", lambda r: r["during"]["p99_us"], ms),
+    ("compaction: Compact sent -> answered", "compaction", lambda r: r["compact_ms"], msf1),
+    ("compaction: slowest 100 ms window, puts/s", "compaction", lambda r: r["min_window_ops_per_s"], ops),
 ]
 rows = [r for r in rows if any(x["workload"] == r[1] for x in runs)]
 incomplete = [

@@ -7,7 +7,8 @@
 #                                    unpacked into .tools/) and the Python kubernetes client
 #                                    (PyPI, in a virtualenv under .tools/)
 #   scripts/install-deps.sh bench   the above, plus etcd (Debian etcd-server, the baseline) and
-#                                    wrk (HTTP load, for scripts/bench-proxy.sh)
+#                                    wrk (HTTP load, for scripts/bench-proxy.sh) and a font for
+#                                    the report's plots (fonts-dejavu-core)
 set -euo pipefail
 what=${1:-build}
 
@@ -40,6 +41,8 @@ if [ "$what" = bench ]; then
   have_cmd etcd || need+=(etcd-server)
   # The HTTP load generator of scripts/bench-proxy.sh.
   have_cmd wrk || need+=(wrk)
+  # The font of the report's plots (capstan-bench report).
+  [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 fi
 # kubectl 1.20 (Debian's kubernetes-client), unpacked into .tools/ rather than installed:
 # installing it clashes with the package that may own /usr/bin/kubectl (a dispatcher that

@@ -16,7 +16,7 @@ mod up;
 /// mimalloc instead of glibc's malloc for the Rust side (RocksDB's C++ keeps glibc's):
 /// the request path allocates and frees many small buffers across threads, and glibc's
 /// malloc, free and consolidation were about 11 % of the server's CPU samples at 64
-/// clients. Measured on 2026-12-03 (docs/BENCHMARKS.md): CPU per put 61.0 us against
+/// clients. Measured on 2026-12-03 (docs/benchmarks-history.md): CPU per put 61.0 us against
 /// 67.3 us (medians of 4), for 429 B per idle watcher against 366 B.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -494,7 +494,7 @@ fn parse_initial_cluster(s: &str) -> Result<Vec<(String, String)>, String> {
 /// The async runtime that serves gRPC. The store's Raft and apply threads each keep a
 /// core busy under load, so the runtime gets one worker fewer than there are cores (at
 /// least one): on 2 cores a second worker only added wake-ups and work stealing, about
-/// 15% more CPU per put (docs/BENCHMARKS.md). `TOKIO_WORKER_THREADS` overrides it.
+/// 15% more CPU per put (docs/benchmarks-history.md). `TOKIO_WORKER_THREADS` overrides it.
 ///
 /// Where that leaves one worker, the runtime is tokio's current-thread scheduler: the
 /// multi-thread one runs a task woken from a task next (its LIFO slot), so each answered

@@ -88,13 +88,13 @@ impl ClientKind {
 }
 
 /// The connections of a run, of the kind `--client` asked for.
-enum Conns {
+pub(crate) enum Conns {
     Tonic(Vec<Channel>),
     Raw(Vec<RawChannel>),
 }
 
 /// One client's handle on its connection.
-enum Caller {
+pub(crate) enum Caller {
     Tonic(KvClient<Channel>),
     Raw {
         channel: RawChannel,
@@ -104,7 +104,7 @@ enum Caller {
 }
 
 impl Conns {
-    fn caller(&self, c: usize) -> BenchResult<Caller> {
+    pub(crate) fn caller(&self, c: usize) -> BenchResult<Caller> {
         Ok(match self {
             Conns::Tonic(channels) => {
                 Caller::Tonic(KvClient::new(channels[c % channels.len()].clone()).max_decoding_message_size(64 << 20))
@@ -122,7 +122,7 @@ impl Conns {
 }
 
 impl Caller {
-    async fn put(&mut self, req: PutRequest) -> Result<PutResponse, String> {
+    pub(crate) async fn put(&mut self, req: PutRequest) -> Result<PutResponse, String> {
         match self {
             Caller::Tonic(client) => client.put(req).await.map(|r| r.into_inner()).map_err(|s| s.to_string()),
             Caller::Raw { channel, put, .. } => channel.unary(put, &req).await,
@@ -242,7 +242,7 @@ pub async fn run_range(r: RangeArgs) -> BenchResult<()> {
     Ok(())
 }
 
-fn validate(a: &KvArgs) -> BenchResult<()> {
+pub(crate) fn validate(a: &KvArgs) -> BenchResult<()> {
     parse_endpoints(&a.endpoints)?;
     if a.clients == 0 || a.conns == 0 {
         return Err("--clients and --conns must be at least 1".into());
@@ -269,7 +269,7 @@ fn validate(a: &KvArgs) -> BenchResult<()> {
 }
 
 /// Resolves `--target` and opens the connections; returns the endpoints used.
-async fn setup(a: &KvArgs, deadline: Deadline) -> BenchResult<(Vec<SocketAddr>, Conns)> {
+pub(crate) async fn setup(a: &KvArgs, deadline: Deadline) -> BenchResult<(Vec<SocketAddr>, Conns)> {
     let endpoints = parse_endpoints(&a.endpoints)?;
     let used = match a.target {
         Target::All => endpoints,
@@ -301,7 +301,7 @@ async fn setup(a: &KvArgs, deadline: Deadline) -> BenchResult<(Vec<SocketAddr>, 
     Ok((used, conns))
 }
 
-fn key(i: u64, size: usize) -> Vec<u8> {
+pub(crate) fn key(i: u64, size: usize) -> Vec<u8> {
     format!("k{:0width$}", i, width = size - 1).into_bytes()
 }
 

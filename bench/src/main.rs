@@ -20,6 +20,7 @@
 
 mod cluster;
 mod common;
+mod compaction;
 mod failover;
 mod http_echo;
 mod kube;
@@ -27,6 +28,7 @@ mod kubeapi;
 mod kv;
 mod pods;
 mod rawgrpc;
+mod report;
 mod scheduler;
 mod watch;
 
@@ -59,6 +61,8 @@ enum Command {
         #[command(subcommand)]
         op: KvOp,
     },
+    /// Put load while the history is compacted: throughput and latency before, during and after.
+    Compaction(compaction::CompactionArgs),
     /// Many watchers on one key or prefix; delivery latency, rate and memory.
     WatchFanout(watch::WatchArgs),
     /// Each endpoint's Maintenance.Status and the leader they agree on.
@@ -76,6 +80,8 @@ enum Command {
     Pods(pods::PodsArgs),
     /// Serve `200 ok` to every HTTP request (a fast pod for the proxy benchmark).
     HttpEcho(http_echo::HttpEchoArgs),
+    /// Write docs/BENCHMARKS.md and its plots from the results of `make bench`.
+    Report(report::ReportArgs),
 }
 
 #[derive(Subcommand)]
@@ -104,6 +110,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Kv { op: KvOp::Put(a) } => kv::run_put(a).await,
             Command::Kv { op: KvOp::Range(a) } => kv::run_range(a).await,
+            Command::Compaction(a) => compaction::run(a).await,
             Command::WatchFanout(a) => watch::run(a).await,
             Command::Status(a) => cluster::run_status(a).await,
             Command::Failover(a) => failover::run(a).await,
@@ -111,6 +118,7 @@ fn main() -> std::process::ExitCode {
             Command::Scheduler { op } => scheduler::run(op).await,
             Command::Pods(a) => pods::run(a).await,
             Command::HttpEcho(a) => http_echo::run(a).await,
+            Command::Report(a) => report::run(a),
         }
     });
     // Do not wait for tasks left blocked on a dead server.

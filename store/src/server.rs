@@ -88,6 +88,9 @@ fn unexpected(r: CommandResponse) -> Status {
     Status::internal(format!("unexpected response kind: {r:?}"))
 }
 
+/// How long a physical Compact waits for this member's deletion at most.
+pub const PHYSICAL_COMPACTION_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(300);
+
 #[tonic::async_trait]
 impl Kv for EtcdServices {
     async fn range(&self, req: Request<pb::RangeRequest>) -> Result<Response<pb::RangeResponse>, Status> {
@@ -147,10 +150,13 @@ impl Kv for EtcdServices {
 
     /// Answered once the compaction is applied here (reads below it refused from then
     /// on); with `physical`, as etcd, only once this member has also deleted the versions
-    /// it supersedes, which its compactor does in the background. Both within the
-    /// request timeout (the client's own deadline ends the call earlier if shorter).
+    /// it supersedes, which its compactor does in the background: at about 50,000
+    /// versions a second, a long history takes longer than the request timeout, so that
+    /// wait is bounded by [`PHYSICAL_COMPACTION_WAIT_MAX`] instead (the client's own
+    /// deadline ends the call earlier if shorter; the wait holds no resources but a
+    /// watch receiver).
     async fn compact(&self, req: Request<pb::CompactionRequest>) -> Result<Response<pb::CompactionResponse>, Status> {
-        let deadline = tokio::time::Instant::now() + self.node.config.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.node.config.request_timeout.max(PHYSICAL_COMPACTION_WAIT_MAX);
         let req = req.into_inner();
         let (physical, revision) = (req.physical, req.revision);
         match self.write(command::Op::Compaction(req)).await? {

@@ -24,8 +24,9 @@
 # Settings (environment): PROFILE (default | full), STAGES (all), RESULTS_DIR
 # (target/bench), OUT (docs/BENCHMARKS.md), PLOTS (docs/bench), REPORT (1; 0 skips writing
 # the report); the sizes come from the profile below (REPEAT, FANOUT_WATCHERS,
-# FANOUT_REPEAT, FANOUT_RATE, POD_COUNTS, PUT_TOTAL, COMPACTION_HISTORY, API_REPEAT,
-# CRITERION_ENV), each overridable.
+# FANOUT_REPEAT, FANOUT_RATE, POD_COUNTS, PUT_TOTAL, STORE3_PUT_TOTAL, COMPACTION_HISTORY,
+# COMPACTION_REPEAT, COMPACTION_DURATION_S, COMPACTION_AT_S, FAILOVER_REPEAT, API_REPEAT,
+# ITERATIONS, CRITERION_ENV), each overridable.
 # Other settings of the stage scripts pass through the environment. A stage that fails
 # is recorded as failed and the run goes on; the exit status is then 1.
 set -euo pipefail
@@ -46,12 +47,16 @@ REPORT=${REPORT:-1}
 case "$PROFILE" in
   default)
     : "${REPEAT:=3}" "${FANOUT_WATCHERS:=1000 10000 100000}" "${FANOUT_REPEAT:=2}"
-    : "${POD_COUNTS:=1000}" "${CRITERION_ENV:=}" "${COMPACTION_HISTORY:=100000}" "${API_REPEAT:=2}"
+    : "${POD_COUNTS:=1000}" "${CRITERION_ENV:=}" "${COMPACTION_HISTORY:=50000}" "${API_REPEAT:=2}"
+    : "${COMPACTION_REPEAT:=2}" "${COMPACTION_DURATION_S:=8}" "${COMPACTION_AT_S:=3}" "${FAILOVER_REPEAT:=2}"
+    : "${STORE3_PUT_TOTAL:=50000}" "${ITERATIONS:=50}"
     ;;
   full)
     : "${REPEAT:=5}" "${FANOUT_WATCHERS:=1000 10000 100000}" "${FANOUT_REPEAT:=3}"
     : "${POD_COUNTS:=1000 3000 10000}" "${CRITERION_ENV:=CAPSTAN_BENCH_FULL=1}"
     : "${COMPACTION_HISTORY:=1000000}" "${API_REPEAT:=5}"
+    : "${COMPACTION_REPEAT:=5}" "${COMPACTION_DURATION_S:=30}" "${COMPACTION_AT_S:=5}" "${FAILOVER_REPEAT:=10}"
+    : "${STORE3_PUT_TOTAL:=100000}" "${ITERATIONS:=100}"
     ;;
   *)
     echo "bench: PROFILE must be default or full, not $PROFILE" >&2
@@ -59,6 +64,8 @@ case "$PROFILE" in
     ;;
 esac
 : "${PUT_TOTAL:=100000}"
+export COMPACTION_REPEAT COMPACTION_DURATION_S COMPACTION_AT_S FAILOVER_REPEAT ITERATIONS
+compaction_settings="COMPACTION_HISTORY=$COMPACTION_HISTORY COMPACTION_REPEAT=$COMPACTION_REPEAT COMPACTION_DURATION_S=$COMPACTION_DURATION_S COMPACTION_AT_S=$COMPACTION_AT_S"
 : "${FANOUT_RATE:=100}"
 
 log() { echo "bench: $*" >&2; }
@@ -68,6 +75,8 @@ log "building the release binaries and the criterion suites (not counted in the 
 cargo build --release -p capstan -p capstan-bench
 cargo bench -p capstan-bench --no-run
 
+# A report shows one run only: results of an earlier run go (some stage scripts append).
+rm -rf "$RESULTS_DIR"
 mkdir -p "$RESULTS_DIR"
 stages="$RESULTS_DIR/stages.tsv"
 : >"$stages"
@@ -116,7 +125,7 @@ run_fanout() {
 }
 
 run_store3() {
-  BUILD=0 REPEAT=$REPEAT PUT64_TOTAL=$PUT_TOTAL PUT256_TOTAL=$PUT_TOTAL \
+  BUILD=0 REPEAT=$REPEAT PUT64_TOTAL=$STORE3_PUT_TOTAL PUT256_TOTAL=$STORE3_PUT_TOTAL \
     COMPACTION_HISTORY=$COMPACTION_HISTORY RESULTS="$RESULTS_DIR/store-3.jsonl" scripts/compare-etcd-cluster.sh
 }
 
@@ -139,10 +148,10 @@ run_pods() {
 }
 
 stage criterion "$CRITERION_ENV${CRITERION_ENV:+ }cargo bench -p capstan-bench" run_criterion
-stage store-1 "REPEAT=$REPEAT FANOUT=0 MEM_WATCHERS=0 PUT64_TOTAL=$PUT_TOTAL PUT256_TOTAL=$PUT_TOTAL COMPACTION_HISTORY=$COMPACTION_HISTORY scripts/compare-etcd.sh" run_store1
+stage store-1 "REPEAT=$REPEAT FANOUT=0 MEM_WATCHERS=0 PUT64_TOTAL=$PUT_TOTAL PUT256_TOTAL=$PUT_TOTAL $compaction_settings scripts/compare-etcd.sh" run_store1
 stage fanout "KV=0 COMPACTION=0 REPEAT=$FANOUT_REPEAT WATCHERS=<$FANOUT_WATCHERS> RATE=$FANOUT_RATE scripts/compare-etcd.sh" run_fanout
-stage store-3 "REPEAT=$REPEAT PUT64_TOTAL=$PUT_TOTAL PUT256_TOTAL=$PUT_TOTAL COMPACTION_HISTORY=$COMPACTION_HISTORY scripts/compare-etcd-cluster.sh" run_store3
-stage apiserver "REPEAT=$API_REPEAT scripts/compare-apiserver.sh" run_apiserver
+stage store-3 "REPEAT=$REPEAT PUT64_TOTAL=$STORE3_PUT_TOTAL PUT256_TOTAL=$STORE3_PUT_TOTAL FAILOVER_REPEAT=$FAILOVER_REPEAT $compaction_settings scripts/compare-etcd-cluster.sh" run_store3
+stage apiserver "REPEAT=$API_REPEAT ITERATIONS=$ITERATIONS scripts/compare-apiserver.sh" run_apiserver
 stage scheduler "ONLY=throughput REPEAT=$REPEAT scripts/bench-scheduler.sh" run_scheduler
 stage pods "REPEAT=$REPEAT PODS=<$POD_COUNTS> scripts/bench-pods.sh" run_pods
 

@@ -33,7 +33,8 @@
 # PUT64_TOTAL (20000), PUT256_TOTAL (20000), RANGE_TOTAL (20000), RANGE_CLIENTS (64),
 # RANGE_KEYS (10000), FAILOVER (1; 0 skips), KV (1; 0 skips the put and range workloads,
 # e.g. KV=0 REPEAT=10 for more failover samples), COMPACTION (1; 0 skips the compaction
-# runs), COMPACTION_HISTORY (200000), KEY_SIZE (16), VAL_SIZE (256),
+# runs), COMPACTION_HISTORY (200000), COMPACTION_REPEAT (REPEAT), COMPACTION_DURATION_S (12:
+# the load's length), COMPACTION_AT_S (4: the Compact's time into it), FAILOVER_REPEAT (REPEAT), KEY_SIZE (16), VAL_SIZE (256),
 # ELECTION_MS (1000), HEARTBEAT_MS (100),
 # CAPSTAN_PORT (24400: client ports 24400-24402), CAPSTAN_PEER_PORT (24410: 24410-24412),
 # ETCD_PORT (24500), ETCD_PEER_PORT (24510), ETCD (/usr/bin/etcd),
@@ -57,6 +58,10 @@ RANGE_KEYS=${RANGE_KEYS:-10000}
 FAILOVER=${FAILOVER:-1}
 COMPACTION=${COMPACTION:-1}
 COMPACTION_HISTORY=${COMPACTION_HISTORY:-200000}
+COMPACTION_REPEAT=${COMPACTION_REPEAT:-$REPEAT}
+COMPACTION_DURATION_S=${COMPACTION_DURATION_S:-12}
+COMPACTION_AT_S=${COMPACTION_AT_S:-4}
+FAILOVER_REPEAT=${FAILOVER_REPEAT:-$REPEAT}
 KV=${KV:-1}
 KEY_SIZE=${KEY_SIZE:-16}
 VAL_SIZE=${VAL_SIZE:-256}
@@ -338,7 +343,7 @@ fi
 
 # Failover: a fresh cluster for every run.
 if [ "$FAILOVER" = 1 ]; then
-  for r in $(seq "$REPEAT"); do
+  for r in $(seq "$FAILOVER_REPEAT"); do
     for s in $(order "$r"); do
       start_cluster "$s" "failover$r"
       if [ "$s" = capstan ]; then pids=("${capstan_pids[@]}"); else pids=("${etcd_pids[@]}"); fi
@@ -351,11 +356,12 @@ fi
 
 # Compaction under put load: a fresh cluster for every run, so each compacts one history.
 if [ "$COMPACTION" = 1 ]; then
-  for r in $(seq "$REPEAT"); do
+  for r in $(seq "$COMPACTION_REPEAT"); do
     for s in $(order "$r"); do
       start_cluster "$s" "compaction$r"
       run "$s" compaction compaction --endpoints "$(endpoints_of "$s")" --clients 64 --conns "$CONNS" \
-        --history "$COMPACTION_HISTORY" "${kv_common[@]}"
+        --history "$COMPACTION_HISTORY" --duration-s "$COMPACTION_DURATION_S" \
+        --compact-at-s "$COMPACTION_AT_S" "${kv_common[@]}"
       stop_cluster "$s"
     done
   done

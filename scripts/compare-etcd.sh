@@ -37,6 +37,8 @@
 # the memory runs), RATE (0: fan-out events one at a time; R: R puts per second, open loop),
 # WATCHERS (10000), STREAMS (100), EVENTS (100), MEM_WATCHERS (100000; 0 skips), KEY_SIZE (16), VAL_SIZE (256),
 # COMPACTION (1; 0 skips the compaction runs), COMPACTION_HISTORY (200000),
+# COMPACTION_REPEAT (REPEAT), COMPACTION_DURATION_S (12: the load's length), COMPACTION_AT_S
+# (4: the Compact's time into it),
 # CAPSTAN_PORT (24379), ETCD_PORT (24479), ETCD_PEER_PORT (24480), ETCD (/usr/bin/etcd),
 # RESULTS (target/compare-etcd/results.jsonl: every run as one JSON line), KEEP_DATA (0).
 #
@@ -57,6 +59,9 @@ FANOUT=${FANOUT:-1}
 RATE=${RATE:-0}
 COMPACTION=${COMPACTION:-1}
 COMPACTION_HISTORY=${COMPACTION_HISTORY:-200000}
+COMPACTION_REPEAT=${COMPACTION_REPEAT:-$REPEAT}
+COMPACTION_DURATION_S=${COMPACTION_DURATION_S:-12}
+COMPACTION_AT_S=${COMPACTION_AT_S:-4}
 WATCHERS=${WATCHERS:-10000}
 STREAMS=${STREAMS:-100}
 EVENTS=${EVENTS:-100}
@@ -224,14 +229,16 @@ if [ "$MEM_WATCHERS" -gt 0 ]; then
 fi
 # Compaction under put load: fresh servers for every run, so each compacts one history.
 if [ "$COMPACTION" = 1 ]; then
-  for r in $(seq "$REPEAT"); do
+  for r in $(seq "$COMPACTION_REPEAT"); do
     start_capstan "compaction$r"
     run capstan compaction compaction --history "$COMPACTION_HISTORY" \
+      --duration-s "$COMPACTION_DURATION_S" --compact-at-s "$COMPACTION_AT_S" \
       --key-size "$KEY_SIZE" --val-size "$VAL_SIZE"
     stop_pid "$capstan_pid"
     capstan_pid=""
     start_etcd "compaction$r"
     run etcd compaction compaction --history "$COMPACTION_HISTORY" \
+      --duration-s "$COMPACTION_DURATION_S" --compact-at-s "$COMPACTION_AT_S" \
       --key-size "$KEY_SIZE" --val-size "$VAL_SIZE"
     stop_pid "$etcd_pid"
     etcd_pid=""

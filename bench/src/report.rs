@@ -152,6 +152,11 @@ fn num(v: &Value, pointer: &str) -> Option<f64> {
     v.pointer(pointer).and_then(Value::as_f64).filter(|x| x.is_finite())
 }
 
+/// A figure of the first run of workload `wl` (a setting all its runs share).
+fn first_num(lines: &[Value], wl: &str, pointer: &str) -> Option<f64> {
+    lines.iter().find(|v| workload(v) == wl).and_then(|v| num(v, pointer))
+}
+
 /// The workload name, with `_` and `-` treated alike.
 fn workload(v: &Value) -> String {
     v["workload"].as_str().unwrap_or("").replace('_', "-")
@@ -573,11 +578,7 @@ impl Doc {
         ));
         self.side_by_side(lines, &rows);
         if lines.iter().any(|v| workload(v) == "range-l") {
-            let clients = lines
-                .iter()
-                .find(|v| workload(v) == "range-l")
-                .and_then(|v| num(v, "/result/clients"))
-                .unwrap_or(0.0);
+            let clients = first_num(lines, "range-l", "/result/clients").unwrap_or(0.0);
             self.line(&format!(
                 "Reads: {clients:.0} clients, single-key gets of keys written before."
             ));
@@ -617,11 +618,7 @@ impl Doc {
         if !lines.iter().any(|v| workload(v) == "compaction") {
             return Ok(());
         }
-        let history = lines
-            .iter()
-            .find(|v| workload(v) == "compaction")
-            .and_then(|v| num(v, "/result/history"))
-            .unwrap_or(0.0);
+        let history = first_num(lines, "compaction", "/result/history").unwrap_or(0.0);
         self.line(&format!(
             "**Throughput during compaction**: puts at 64 clients while the history of {} revisions \
              is compacted (one Compact request, physical). *Before*: from the load's start to the \

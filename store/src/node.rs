@@ -629,15 +629,7 @@ impl Node {
     /// to a Compact with `physical` set), or fails with `Timeout` at `deadline` (with
     /// `Stopped` if the member stops first).
     pub async fn wait_compacted_physically(&self, revision: i64, deadline: tokio::time::Instant) -> Result<()> {
-        let mut done = self.compacted_physically();
-        let waited = tokio::time::timeout_at(deadline, done.wait_for(|d| *d >= revision))
-            .await
-            .map(|r| r.is_ok());
-        match waited {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(StoreError::Stopped),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        wait_for_at(self.compacted_physically(), deadline, |d| *d >= revision).await
     }
 
     /// Validates a write, replicates it through Raft and answers once it is committed
@@ -726,15 +718,7 @@ impl Node {
             Ok(Err(_)) => return Err(StoreError::Stopped),
             Err(_) => return Err(StoreError::Timeout),
         };
-        let mut applied = self.applied.clone();
-        let waited = tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index))
-            .await
-            .map(|r| r.is_ok());
-        match waited {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(StoreError::Stopped),
-            Err(_) => Err(StoreError::Timeout),
-        }
+        wait_for_at(self.applied.clone(), deadline, |a| *a >= index).await
     }
 
     /// Decisions etcd's leader makes before proposing a grant: the ID and the TTL bounds.
@@ -1536,6 +1520,20 @@ pub fn apply_committed_all(mvcc: &Mvcc, list: &[Committed]) -> Result<Vec<Applie
         i += run;
     }
     Ok(out)
+}
+
+/// Waits until `rx`'s value satisfies `done`: `Timeout` at `deadline`, `Stopped` if the
+/// sender (the member) goes first.
+async fn wait_for_at<T>(
+    mut rx: watch::Receiver<T>,
+    deadline: tokio::time::Instant,
+    done: impl FnMut(&T) -> bool,
+) -> Result<()> {
+    match tokio::time::timeout_at(deadline, rx.wait_for(done)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(_)) => Err(StoreError::Stopped),
+        Err(_) => Err(StoreError::Timeout),
+    }
 }
 
 /// Applies one committed entry to the state machine: the apply step every member (and

@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -86,6 +87,24 @@ fn bounds(series: &[Series]) -> Option<((f64, f64), (f64, f64))> {
     (xs.0.is_finite() && ys.0.is_finite()).then_some((xs, ys))
 }
 
+/// Draws the legend at `position` and writes the file.
+fn finish<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, BitMapBackend<'a>, CT>,
+    root: &DrawingArea<BitMapBackend<'a>, Shift>,
+    position: SeriesLabelPosition,
+    path: &Path,
+) -> BenchResult<()> {
+    chart
+        .configure_series_labels()
+        .label_font((FAMILY, 14))
+        .border_style(BLACK)
+        .background_style(WHITE.mix(0.9))
+        .position(position)
+        .draw()
+        .map_err(|e| err(path, e))?;
+    root.present().map_err(|e| err(path, e))
+}
+
 /// An axis label: no decimals past 10, one below, two below 1.
 fn short(v: f64) -> String {
     if v == 0.0 {
@@ -149,16 +168,7 @@ pub fn log_log(path: &Path, title: &str, x_label: &str, y_label: &str, series: &
             )
             .map_err(|e| err(path, e))?;
     }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 14))
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.9))
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()
-        .map_err(|e| err(path, e))?;
-    root.present().map_err(|e| err(path, e))?;
-    Ok(())
+    finish(&mut chart, &root, SeriesLabelPosition::UpperLeft, path)
 }
 
 /// Figures over time, linear axes; each series' `mark_x` drawn as a vertical line.
@@ -209,14 +219,5 @@ pub fn timeline(path: &Path, title: &str, x_label: &str, y_label: &str, series: 
                 .map_err(|e| err(path, e))?;
         }
     }
-    chart
-        .configure_series_labels()
-        .label_font((FAMILY, 14))
-        .border_style(BLACK)
-        .background_style(WHITE.mix(0.9))
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(|e| err(path, e))?;
-    root.present().map_err(|e| err(path, e))?;
-    Ok(())
+    finish(&mut chart, &root, SeriesLabelPosition::LowerRight, path)
 }

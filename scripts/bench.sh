@@ -105,7 +105,9 @@ stage() {
 
 run_criterion() {
   rm -rf "$RESULTS_DIR/criterion"
-  env CRITERION_HOME="$RESULTS_DIR/criterion" $CRITERION_ENV cargo bench -p capstan-bench
+  # The output too: the raft suite prints its proposals per fsync there.
+  env CRITERION_HOME="$RESULTS_DIR/criterion" $CRITERION_ENV cargo bench -p capstan-bench 2>&1 \
+    | tee "$RESULTS_DIR/criterion.log"
 }
 
 run_store1() {

@@ -16,6 +16,7 @@
 //! | `scheduler.jsonl` | `scripts/bench-scheduler.sh` | scheduling throughput on fake nodes |
 //! | `pods.jsonl` | `scripts/bench-pods.sh` | pod startup on hollow nodes, memory of the master |
 //! | `criterion/` | `cargo bench -p capstan-bench` (`CRITERION_HOME`) | criterion's estimates |
+//! | `criterion.log` | bench.sh | that stage's output (the raft suite's proposals per fsync) |
 //!
 //! A missing file leaves its section saying so; the report never invents a figure.
 //!
@@ -1103,11 +1104,15 @@ impl Doc {
         self.line("");
         self.line("| group | parameter | time per iteration | throughput |");
         self.line("|---|---|---|---|");
+        let per_fsync = criterion::per_fsync(&std::fs::read_to_string(r.dir.join("criterion.log")).unwrap_or_default());
         for b in &benches {
-            let tp = match b.elements {
+            let mut tp = match b.elements {
                 Some(n) if b.median_ns > 0.0 => format!("{}/s", thousands(n * 1e9 / b.median_ns)),
                 _ => String::new(),
             };
+            if let Some(line) = per_fsync.get(&format!("{}/{}", b.group, b.param)) {
+                tp.push_str(&format!("; {line}"));
+            }
             self.line(&format!(
                 "| {} | {} | {} [{}–{}] | {tp} |",
                 b.group,
@@ -1251,6 +1256,26 @@ mod criterion {
         pub elements: Option<f64>,
     }
 
+    /// The raft suite's own lines in the criterion stage's output
+    /// (`raft_proposals/64: 165885 proposals in 5202 fsyncs (31.89 per fsync)`), by
+    /// benchmark id; the last line of an id wins.
+    pub fn per_fsync(log: &str) -> std::collections::BTreeMap<String, String> {
+        let mut out = std::collections::BTreeMap::new();
+        for line in log.lines() {
+            let Some((id, rest)) = line.split_once(": ") else {
+                continue;
+            };
+            if id.contains(char::is_whitespace) || !rest.ends_with(" per fsync)") {
+                continue;
+            }
+            out.insert(
+                id.to_string(),
+                rest.replace(" (", ", ").trim_end_matches(')').to_string(),
+            );
+        }
+        out
+    }
+
     /// Every `<group>/<id>/new/` under `dir` (criterion's layout), sorted by group and
     /// by numeric parameter.
     pub fn read(dir: &Path) -> BenchResult<Vec<Bench>> {
@@ -1316,6 +1341,18 @@ mod tests {
         );
         assert_eq!(ratio_cell(&ratios(&[1.0], &[0.0])), "n/a");
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn proposals_per_fsync_lines_are_read_from_the_log() {
+        let log = "raft_proposals/64       time:   [17.609 µs 19.836 µs 23.054 µs]\n\
+                   raft_proposals/64: 165885 proposals in 5202 fsyncs (31.89 per fsync)\n";
+        let m = criterion::per_fsync(log);
+        assert_eq!(m.len(), 1);
+        assert_eq!(
+            m["raft_proposals/64"],
+            "165885 proposals in 5202 fsyncs, 31.89 per fsync"
+        );
     }
 
     #[test]

@@ -105,17 +105,19 @@ fn finish<'a, CT: CoordTranslate>(
     root.present().map_err(|e| err(path, e))
 }
 
-/// An axis label: no decimals past 10, one below, two below 1.
+/// An axis label: whole numbers without decimals, others with as few decimals as show
+/// the value (up to six): 0.001, 0.25, 2.5.
 fn short(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v >= 10.0 {
-        format!("{v:.0}")
-    } else if v >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
+    if v.abs() >= 10.0 || v.fract() == 0.0 {
+        return format!("{v:.0}");
     }
+    let decimals = (1..=6)
+        .find(|&d| {
+            let scale = 10f64.powi(d);
+            ((v * scale).round() / scale - v).abs() <= 1e-9 * v.abs()
+        })
+        .unwrap_or(6) as usize;
+    format!("{v:.decimals$}")
 }
 
 /// Figures against a count, both axes logarithmic.
@@ -220,4 +222,21 @@ pub fn timeline(path: &Path, title: &str, x_label: &str, y_label: &str, series: 
         }
     }
     finish(&mut chart, &root, SeriesLabelPosition::LowerRight, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn axis_labels_keep_small_values_apart() {
+        assert_eq!(short(1.0), "1");
+        assert_eq!(short(100.0), "100");
+        assert_eq!(short(2.5), "2.5");
+        assert_eq!(short(0.25), "0.25");
+        assert_eq!(short(0.001), "0.001");
+        assert_eq!(short(0.01), "0.01");
+        assert_eq!(short(1.0 / 3.0), "0.333333");
+        assert_eq!(short(0.0), "0");
+    }
 }

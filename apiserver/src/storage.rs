@@ -418,7 +418,7 @@ impl WatchStream {
 
     async fn response(&mut self) -> Option<Result<pb::WatchResponse>> {
         match &mut self.inner {
-            WatchInner::Local { rx, .. } => rx.recv().await.map(|r| Ok(*r)),
+            WatchInner::Local { rx, .. } => rx.recv().await.map(|out| Ok(out.into_response())),
             WatchInner::Remote { responses, .. } => match responses.message().await {
                 Ok(Some(r)) => Some(Ok(r)),
                 Ok(None) => None,

@@ -15,7 +15,8 @@
 //! - [`node`]: a member's threads: the raft loop (group commit), the apply loop, the
 //!   lease clock, linearizable reads.
 //! - [`transport`] and [`peer`]: the peer service members speak to each other.
-//! - [`server`] and [`snapshot`]: the etcd v3 gRPC services.
+//! - [`server`] and [`snapshot`]: the etcd v3 gRPC services; [`watch_service`]: Watch on
+//!   the wire, encoding a revision's events once for all its watchers.
 //! - [`restore`]: a new member's data directory from a snapshot file (`capstan snapshot
 //!   restore`), and what a snapshot file holds.
 //!
@@ -37,6 +38,7 @@ pub mod server;
 pub mod snapshot;
 pub mod transport;
 pub mod watch;
+pub mod watch_service;
 
 pub use error::StoreError;
 pub use mvcc::{CommandResponse, Mvcc};

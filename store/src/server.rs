@@ -13,7 +13,6 @@ use capstan_proto::etcdserverpb::cluster_server::{Cluster, ClusterServer};
 use capstan_proto::etcdserverpb::kv_server::{Kv, KvServer};
 use capstan_proto::etcdserverpb::lease_server::{Lease, LeaseServer};
 use capstan_proto::etcdserverpb::maintenance_server::{Maintenance, MaintenanceServer};
-use capstan_proto::etcdserverpb::watch_server::{Watch, WatchServer};
 use capstan_proto::store::{command, Command};
 use futures::{Stream, StreamExt};
 use prost::Message;
@@ -24,7 +23,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::error::StoreError;
 use crate::mvcc::CommandResponse;
 use crate::node::{Node, REQUEST_BYTES_MAX};
-use crate::watch::CreateError;
+use crate::watch::{CreateError, Outbound};
+use crate::watch_service::WatchService;
 
 /// The version reported by Maintenance.Status. Kubernetes enables consistent reads from
 /// its cache and RequestWatchProgress only for etcd >= 3.5.13, whose semantics we serve.
@@ -37,7 +37,7 @@ pub const GRPC_MESSAGE_MAX_BYTES: usize = 8 << 20;
 /// Keys listed by LeaseTimeToLive at most.
 const LEASE_KEYS_MAX: usize = 100_000;
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 #[derive(Clone)]
 pub struct EtcdServices {
@@ -172,11 +172,13 @@ impl Kv for EtcdServices {
     }
 }
 
-#[tonic::async_trait]
-impl Watch for EtcdServices {
-    type WatchStream = BoxStream<pb::WatchResponse>;
-
-    async fn watch(&self, req: Request<Streaming<pb::WatchRequest>>) -> Result<Response<Self::WatchStream>, Status> {
+/// The Watch service's one method; served by [`crate::watch_service::WatchService`], which
+/// encodes the queued responses itself.
+impl EtcdServices {
+    pub(crate) async fn watch(
+        &self,
+        req: Request<Streaming<pb::WatchRequest>>,
+    ) -> Result<Response<BoxStream<Outbound>>, Status> {
         let mut inbound = req.into_inner();
         let hub = self.node.hub.clone();
         let header = self.node.header.clone();
@@ -200,7 +202,7 @@ impl Watch for EtcdServices {
                                 created: true,
                                 ..Default::default()
                             };
-                            if tx.send(Box::new(created)).await.is_err() {
+                            if tx.send(Outbound::Response(Box::new(created))).await.is_err() {
                                 hub.unreserve(sid, id);
                                 break;
                             }
@@ -215,7 +217,7 @@ impl Watch for EtcdServices {
                                 cancel_reason: e.to_string(),
                                 ..Default::default()
                             };
-                            if tx.send(Box::new(resp)).await.is_err() {
+                            if tx.send(Outbound::Response(Box::new(resp))).await.is_err() {
                                 break;
                             }
                         }
@@ -227,7 +229,7 @@ impl Watch for EtcdServices {
                             canceled: true,
                             ..Default::default()
                         };
-                        if tx.send(Box::new(resp)).await.is_err() {
+                        if tx.send(Outbound::Response(Box::new(resp))).await.is_err() {
                             break;
                         }
                     }
@@ -238,9 +240,7 @@ impl Watch for EtcdServices {
             }
             hub.close_stream(sid);
         });
-        Ok(Response::new(Box::pin(
-            ReceiverStream::new(rx).map(|resp| Ok::<_, Status>(*resp)),
-        )))
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx).map(Ok::<_, Status>))))
     }
 }
 
@@ -512,7 +512,7 @@ pub async fn serve(
         .max_concurrent_streams(Some(10_000))
         .concurrency_limit_per_connection(1024)
         .add_service(KvServer::new(svc.clone()).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES))
-        .add_service(WatchServer::new(svc.clone()).max_decoding_message_size(GRPC_MESSAGE_MAX_BYTES))
+        .add_service(WatchService::new(svc.clone()))
         .add_service(LeaseServer::new(svc.clone()))
         .add_service(ClusterServer::new(svc.clone()))
         .add_service(MaintenanceServer::new(svc).max_encoding_message_size(usize::MAX))

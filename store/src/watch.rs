@@ -21,7 +21,9 @@
 //!
 //! Memory: an idle watcher costs its slot in a table grown in fixed chunks (at most 96 B,
 //! asserted by a test), its entry in its stream's ID map and in its key's list, and a
-//! copy of its key only when no other synced watcher already holds that key.
+//! copy of its key only when no other synced watcher already holds that key. A busy one
+//! costs a 32 B queue slot per revision waiting to be sent: the events themselves are
+//! shared by every watcher they go to, and encoded once.
 //!
 //! Bounds: queue length per stream, watchers per stream and in all, the ring's revisions
 //! and bytes, and the events read from disk per catch-up step.
@@ -30,11 +32,13 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use capstan_proto::etcdserverpb::{watch_create_request::FilterType, WatchCreateRequest, WatchResponse};
+use capstan_proto::etcdserverpb::{
+    watch_create_request::FilterType, ResponseHeader, WatchCreateRequest, WatchResponse,
+};
 use capstan_proto::mvccpb::{event::EventType, Event};
 use prost::Message;
 use tokio::sync::mpsc;
@@ -43,16 +47,72 @@ use crate::error::StoreError;
 use crate::header::HeaderSource;
 use crate::mvcc::Mvcc;
 
-/// A stream's queue of responses, boxed. tokio allocates a queue in blocks of 32 slots, and
-/// a client creating 100 watchers at once gets 100 "created" answers at once: with
-/// responses inline (112 B a slot) the blocks and their allocator pages outlived the
-/// burst often enough that, measured with `capstan-bench watch-fanout` (10,000 watchers,
-/// 100 streams, a fresh server each run), 9 of 39 runs showed ~450 B per idle watcher
-/// instead of ~240 B; boxed, none of 24 did. Boxing did not slow the engine's fan-out
-/// benchmark (then `store/benches/engine.rs`; now
-/// `cargo bench -p capstan-bench --bench watch_fanout -- fanout_hub`).
-pub type WatchTx = mpsc::Sender<Box<WatchResponse>>;
-pub type WatchRx = mpsc::Receiver<Box<WatchResponse>>;
+/// A stream's queue. Most of what it carries is [`Outbound::Events`]: one revision's events
+/// shared (an `Arc`) with the hub's ring and with every other watcher they go to, so a
+/// queued delivery costs one 32 B slot, not a copy of the events per watcher, and the
+/// events are encoded once per revision, not once per watcher (see
+/// [`crate::watch_service`]).
+///
+/// Other responses are boxed. tokio allocates a queue in blocks of 32 slots, and a client
+/// creating 100 watchers at once gets 100 "created" answers at once: with responses
+/// inline (112 B a slot) the blocks and their allocator pages outlived the burst often
+/// enough that, measured with `capstan-bench watch-fanout` (10,000 watchers, 100 streams,
+/// a fresh server each run), 9 of 39 runs showed ~450 B per idle watcher instead of
+/// ~240 B; boxed, none of 24 did.
+pub type WatchTx = mpsc::Sender<Outbound>;
+pub type WatchRx = mpsc::Receiver<Outbound>;
+
+/// One response waiting on a stream's queue.
+#[derive(Debug)]
+pub enum Outbound {
+    /// Every event of one revision, for one watcher.
+    Events(SharedEvents),
+    /// Anything else: created, canceled and progress responses, and the part of a
+    /// revision's events that a filtered or ranged watcher gets.
+    Response(Box<WatchResponse>),
+}
+
+/// Every event of one revision for one watcher; the events stay shared until sent.
+#[derive(Debug, Clone)]
+pub struct SharedEvents {
+    pub watch_id: i64,
+    /// Whether the watcher asked for each event's previous key-value.
+    pub prev_kv: bool,
+    pub batch: Arc<RevEvents>,
+}
+
+impl Outbound {
+    /// The response as the etcd API sends it.
+    pub fn into_response(self) -> WatchResponse {
+        match self {
+            Outbound::Response(r) => *r,
+            Outbound::Events(e) => WatchResponse {
+                header: Some(e.batch.header),
+                watch_id: e.watch_id,
+                events: e.batch.events.iter().map(|ev| copy_event(ev, e.prev_kv)).collect(),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn response(r: WatchResponse) -> Outbound {
+        Outbound::Response(Box::new(r))
+    }
+}
+
+/// An event as a watcher gets it: with its previous key-value only if it asked for it.
+/// Cheap: keys and values are shared `Bytes`.
+fn copy_event(ev: &Event, prev_kv: bool) -> Event {
+    if prev_kv {
+        ev.clone()
+    } else {
+        Event {
+            r#type: ev.r#type,
+            kv: ev.kv.clone(),
+            prev_kv: None,
+        }
+    }
+}
 
 /// Limits and intervals of the hub.
 #[derive(Debug, Clone)]
@@ -86,11 +146,47 @@ impl Default for HubConfig {
 
 pub type StreamId = u64;
 
-struct RevEvents {
-    rev: i64,
-    events: Vec<Event>,
+/// The events of one revision, with the header every response carrying them gets.
+#[derive(Debug)]
+pub struct RevEvents {
+    pub rev: i64,
+    pub header: ResponseHeader,
+    pub events: Vec<Event>,
+    /// The estimate of memory held, for the ring's bound.
     bytes: usize,
+    /// The events as `WatchResponse.events` (field 11) on the wire, without and with each
+    /// event's previous key-value: encoded once, by the first stream that sends them.
+    encoded: [OnceLock<Vec<u8>>; 2],
 }
+
+impl RevEvents {
+    pub fn new(rev: i64, header: ResponseHeader, events: Vec<Event>) -> RevEvents {
+        // The events, and up to two encodings of them.
+        let bytes = events.iter().map(|e| 3 * e.encoded_len() + 64).sum();
+        RevEvents {
+            rev,
+            header,
+            events,
+            bytes,
+            encoded: Default::default(),
+        }
+    }
+
+    /// The events encoded as the `events` field of a `WatchResponse`.
+    pub fn encoded(&self, prev_kv: bool) -> &[u8] {
+        self.encoded[usize::from(prev_kv)].get_or_init(|| {
+            let mut buf = Vec::new();
+            for ev in &self.events {
+                prost::encoding::message::encode(WATCH_RESPONSE_EVENTS_TAG, &copy_event(ev, prev_kv), &mut buf);
+            }
+            buf
+        })
+    }
+}
+
+/// The field number of `events` in etcd's `WatchResponse` (rpc.proto), the highest of its
+/// fields, so appending the events after the other fields keeps prost's field order.
+const WATCH_RESPONSE_EVENTS_TAG: u32 = 11;
 
 /// What a watcher watches. One per watcher, so kept small: the key is shared with the
 /// hub's index (and so with every other watcher of that key) where the key is already
@@ -132,30 +228,42 @@ struct Watcher {
 }
 
 impl Watcher {
-    /// The events of one revision this watcher gets, or None if none.
-    fn select(&self, events: &[Event]) -> Option<Vec<Event>> {
-        let mut out: Option<Vec<Event>> = None;
-        for ev in events {
-            let Some(kv) = &ev.kv else { continue };
-            if !self.range.contains(&kv.key) {
-                continue;
-            }
-            let is_put = ev.r#type == EventType::Put as i32;
-            if (is_put && self.no_put) || (!is_put && self.no_delete) {
-                continue;
-            }
-            let ev = if self.prev_kv {
-                ev.clone()
-            } else {
-                Event {
-                    r#type: ev.r#type,
-                    kv: ev.kv.clone(),
-                    prev_kv: None,
-                }
-            };
-            out.get_or_insert_with(Vec::new).push(ev);
+    /// Whether this watcher gets the event.
+    fn wants(&self, ev: &Event) -> bool {
+        let Some(kv) = &ev.kv else { return false };
+        if !self.range.contains(&kv.key) {
+            return false;
         }
-        out
+        let is_put = ev.r#type == EventType::Put as i32;
+        !((is_put && self.no_put) || (!is_put && self.no_delete))
+    }
+
+    /// What this watcher gets of one revision: nothing, all of it (shared, not copied),
+    /// or a copy of the events it wants.
+    fn select(&self, batch: &Arc<RevEvents>) -> Option<Outbound> {
+        let wanted = batch.events.iter().filter(|ev| self.wants(ev)).count();
+        if wanted == 0 {
+            return None;
+        }
+        if wanted == batch.events.len() {
+            return Some(Outbound::Events(SharedEvents {
+                watch_id: self.id,
+                prev_kv: self.prev_kv,
+                batch: batch.clone(),
+            }));
+        }
+        let events = batch
+            .events
+            .iter()
+            .filter(|ev| self.wants(ev))
+            .map(|ev| copy_event(ev, self.prev_kv))
+            .collect();
+        Some(Outbound::response(WatchResponse {
+            header: Some(batch.header),
+            watch_id: self.id,
+            events,
+            ..Default::default()
+        }))
     }
 }
 
@@ -208,10 +316,12 @@ struct Stream {
     tx: WatchTx,
     ids: HashMap<i64, u32>,
     next_id: i64,
-    unsynced: usize,
+    /// This stream's watchers that are not synced: the syncer's work, per stream, so that
+    /// a full queue's watchers are passed over without a look at each.
+    unsynced: HashSet<u32>,
     progress_pending: bool,
     /// Cancel notices that found the queue full.
-    pending: VecDeque<Box<WatchResponse>>,
+    pending: VecDeque<Outbound>,
 }
 
 struct Inner {
@@ -223,7 +333,6 @@ struct Inner {
     free: Vec<u32>,
     by_key: HashMap<Bytes, Vec<u32>>,
     ranges: HashSet<u32>,
-    unsynced: HashSet<u32>,
     streams: HashMap<StreamId, Stream>,
     next_stream: StreamId,
     watchers: usize,
@@ -270,7 +379,6 @@ impl WatchHub {
                 free: Vec::new(),
                 by_key: HashMap::new(),
                 ranges: HashSet::new(),
-                unsynced: HashSet::new(),
                 streams: HashMap::new(),
                 next_stream: 1,
                 watchers: 0,
@@ -323,7 +431,8 @@ impl WatchHub {
     /// Number of watchers (synced, unsynced) for tests and metrics.
     pub fn counts(&self) -> (usize, usize) {
         let g = self.lock();
-        (g.watchers - g.unsynced.len(), g.unsynced.len())
+        let unsynced = g.streams.values().map(|s| s.unsynced.len()).sum::<usize>();
+        (g.watchers - unsynced, unsynced)
     }
 
     /// Opens a stream whose responses go to a new bounded queue.
@@ -338,7 +447,7 @@ impl WatchHub {
                 tx,
                 ids: HashMap::new(),
                 next_id: 0,
-                unsynced: 0,
+                unsynced: HashSet::new(),
                 progress_pending: false,
                 pending: VecDeque::new(),
             },
@@ -364,7 +473,6 @@ impl WatchHub {
         });
         for slot in &gone {
             g.ranges.remove(slot);
-            g.unsynced.remove(slot);
             if g.slots[*slot as usize].take().is_some() {
                 g.free.push(*slot);
                 g.watchers -= 1;
@@ -428,7 +536,6 @@ impl WatchHub {
         if s.ids.get(&id) != Some(&u32::MAX) {
             return;
         }
-        s.unsynced += 1;
         let start_key = match g.by_key.get_key_value(req.key.as_ref()) {
             Some((key, _)) if end.is_none() => key.clone(),
             _ => Bytes::copy_from_slice(&req.key),
@@ -454,9 +561,9 @@ impl WatchHub {
             None => g.slots.push(w),
         };
         g.watchers += 1;
-        g.unsynced.insert(slot);
         if let Some(s) = g.streams.get_mut(&stream) {
             s.ids.insert(id, slot);
+            s.unsynced.insert(slot);
         }
         // A watcher starting now is synced at once; one starting in the past catches up.
         if start > g.rev {
@@ -498,13 +605,13 @@ impl WatchHub {
         let Some(s) = g.streams.get_mut(&stream) else {
             return;
         };
-        if s.unsynced == 0 && s.pending.is_empty() {
+        if s.unsynced.is_empty() && s.pending.is_empty() {
             let resp = WatchResponse {
                 header: Some(header),
                 watch_id: -1,
                 ..Default::default()
             };
-            if s.tx.try_send(Box::new(resp)).is_ok() {
+            if s.tx.try_send(Outbound::response(resp)).is_ok() {
                 return;
             }
         }
@@ -525,8 +632,7 @@ impl WatchHub {
         }
         debug_assert!(rev > g.rev, "revisions are notified in order");
         g.rev = rev;
-        let bytes = events.iter().map(|e| e.encoded_len() + 64).sum();
-        let batch = Arc::new(RevEvents { rev, events, bytes });
+        let batch = Arc::new(RevEvents::new(rev, self.header.make(rev), events));
         g.recent_bytes += batch.bytes;
         g.recent.push_back(batch.clone());
         while g.recent.len() > self.config.recent_revisions_max
@@ -550,7 +656,7 @@ impl WatchHub {
         }
         let mut parked = false;
         for slot in targets {
-            if !deliver(&mut g, &self.header, slot, &batch) {
+            if !deliver(&mut g, slot, &batch) {
                 park(&mut g, slot, rev);
                 parked = true;
             }
@@ -588,19 +694,38 @@ impl WatchHub {
     /// One pass of the syncer: catches up unsynced watchers and answers pending progress
     /// requests. Returns whether work remains (some queue was full).
     fn sync_pass(&self) -> bool {
-        let slots: Vec<(u32, u64)> = {
+        // Per stream: a full queue takes nothing, so its watchers (a stream may have
+        // 100,000 parked) wait for a later pass without a catch-up attempt each.
+        let mut blocked = false;
+        let work: Vec<Vec<(u32, u64)>> = {
             let g = self.lock();
-            g.unsynced
-                .iter()
-                .filter_map(|&s| g.slots[s as usize].as_ref().map(|w| (s, w.uid)))
+            g.streams
+                .values()
+                .filter(|s| !s.unsynced.is_empty())
+                .filter(|s| {
+                    let full = s.tx.capacity() == 0;
+                    blocked |= full;
+                    !full
+                })
+                .map(|s| {
+                    s.unsynced
+                        .iter()
+                        .filter_map(|&slot| g.slots[slot as usize].as_ref().map(|w| (slot, w.uid)))
+                        .collect()
+                })
                 .collect()
         };
-        let mut blocked = false;
-        for (slot, uid) in slots {
-            if self.stopped.load(Ordering::Acquire) {
-                return false;
+        for slots in work {
+            for (slot, uid) in slots {
+                if self.stopped.load(Ordering::Acquire) {
+                    return false;
+                }
+                if !self.catch_up(slot, uid) {
+                    // The stream's queue is full: the rest of its watchers wait too.
+                    blocked = true;
+                    break;
+                }
             }
-            blocked |= !self.catch_up(slot, uid);
         }
         let mut g = self.lock();
         let rev = g.rev;
@@ -613,13 +738,13 @@ impl WatchHub {
                     break;
                 }
             }
-            if s.progress_pending && s.unsynced == 0 && s.pending.is_empty() {
+            if s.progress_pending && s.unsynced.is_empty() && s.pending.is_empty() {
                 let resp = WatchResponse {
                     header: Some(header),
                     watch_id: -1,
                     ..Default::default()
                 };
-                match s.tx.try_send(Box::new(resp)) {
+                match s.tx.try_send(Outbound::response(resp)) {
                     Err(mpsc::error::TrySendError::Full(_)) => blocked = true,
                     _ => s.progress_pending = false,
                 }
@@ -649,9 +774,11 @@ impl WatchHub {
                 let oldest = g.recent.front().map_or(i64::MAX, |b| b.rev);
                 if next >= oldest {
                     // The rest is in memory: finish under the lock so no revision slips by.
-                    let batches: Vec<Arc<RevEvents>> = g.recent.iter().filter(|b| b.rev >= next).cloned().collect();
-                    for b in batches {
-                        if !deliver(&mut g, &self.header, slot, &b) {
+                    // One revision at a time: a full queue stops this after the first.
+                    let first = g.recent.partition_point(|b| b.rev < next);
+                    for i in first..g.recent.len() {
+                        let b = g.recent[i].clone();
+                        if !deliver(&mut g, slot, &b) {
                             if let Some(w) = g.slots[slot as usize].as_mut() {
                                 w.next_rev = b.rev;
                             }
@@ -688,8 +815,8 @@ impl WatchHub {
             }
             let read_to = revs.last().map_or(upto, |(r, _)| *r);
             for (rev, events) in revs {
-                let b = RevEvents { rev, events, bytes: 0 };
-                if !deliver(&mut g, &self.header, slot, &b) {
+                let b = Arc::new(RevEvents::new(rev, self.header.make(rev), events));
+                if !deliver(&mut g, slot, &b) {
                     if let Some(w) = g.slots[slot as usize].as_mut() {
                         w.next_rev = rev;
                     }
@@ -712,7 +839,7 @@ impl WatchHub {
         for w in slots.iter().flatten() {
             if w.synced && w.progress_notify {
                 if let Some(s) = streams.get(&w.stream) {
-                    let _ = s.tx.try_send(Box::new(WatchResponse {
+                    let _ = s.tx.try_send(Outbound::response(WatchResponse {
                         header: Some(header),
                         watch_id: w.id,
                         ..Default::default()
@@ -724,7 +851,7 @@ impl WatchHub {
 }
 
 /// Tries to queue one revision for a watcher; false when its stream's queue is full.
-fn deliver(g: &mut Inner, header: &HeaderSource, slot: u32, batch: &RevEvents) -> bool {
+fn deliver(g: &mut Inner, slot: u32, batch: &Arc<RevEvents>) -> bool {
     let Some(w) = g.slots[slot as usize].as_ref() else {
         return true;
     };
@@ -733,19 +860,13 @@ fn deliver(g: &mut Inner, header: &HeaderSource, slot: u32, batch: &RevEvents) -
     if batch.rev < w.next_rev {
         return true;
     }
-    let Some(events) = w.select(&batch.events) else {
+    let Some(out) = w.select(batch) else {
         return true;
     };
     let Some(s) = g.streams.get(&w.stream) else {
         return true;
     };
-    let resp = WatchResponse {
-        header: Some(header.make(batch.rev)),
-        watch_id: w.id,
-        events,
-        ..Default::default()
-    };
-    match s.tx.try_send(Box::new(resp)) {
+    match s.tx.try_send(out) {
         Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => true,
         Err(mpsc::error::TrySendError::Full(_)) => false,
     }
@@ -794,9 +915,8 @@ fn park(g: &mut Inner, slot: u32, rev: i64) {
     w.synced = false;
     w.next_rev = rev;
     let stream = w.stream;
-    g.unsynced.insert(slot);
     if let Some(s) = g.streams.get_mut(&stream) {
-        s.unsynced += 1;
+        s.unsynced.insert(slot);
     }
 }
 
@@ -816,9 +936,8 @@ fn mark_synced(g: &mut Inner, slot: u32) {
     } else {
         g.ranges.insert(slot);
     }
-    g.unsynced.remove(&slot);
     if let Some(s) = g.streams.get_mut(&stream) {
-        s.unsynced -= 1;
+        s.unsynced.remove(&slot);
     }
 }
 
@@ -829,13 +948,11 @@ fn remove_slot(g: &mut Inner, slot: u32) {
     };
     if synced {
         unindex(g, slot);
-    } else {
-        g.unsynced.remove(&slot);
     }
     if let Some(w) = g.slots[slot as usize].take() {
         if !synced {
             if let Some(s) = g.streams.get_mut(&w.stream) {
-                s.unsynced -= 1;
+                s.unsynced.remove(&slot);
             }
         }
     }
@@ -862,7 +979,7 @@ fn cancel_compacted(g: &mut Inner, header: &HeaderSource, slot: u32) {
         ..Default::default()
     };
     if let Some(s) = g.streams.get_mut(&stream) {
-        s.pending.push_back(Box::new(resp));
+        s.pending.push_back(Outbound::response(resp));
     }
 }
 
@@ -975,7 +1092,7 @@ mod tests {
             check_index(&hub.lock());
         }
         let mut g = hub.lock();
-        let parked: Vec<u32> = g.unsynced.iter().copied().collect();
+        let parked: Vec<u32> = g.streams.values().flat_map(|s| s.unsynced.iter().copied()).collect();
         for slot in parked.iter().step_by(2) {
             mark_synced(&mut g, *slot);
         }
@@ -992,6 +1109,8 @@ mod tests {
     fn a_watcher_slot_stays_small() {
         // One per watcher: growing it grows every idle watcher's cost.
         assert!(std::mem::size_of::<Option<Watcher>>() <= 96);
+        // One per queued response: a revision queued for 100,000 watchers costs this each.
+        assert!(std::mem::size_of::<Outbound>() <= 32);
     }
 
     #[test]
@@ -1063,12 +1182,94 @@ mod tests {
         }
         hub.notify(2, put_event("hot", 2), None);
         let mut got = HashSet::new();
-        while let Ok(resp) = rx.try_recv() {
+        while let Ok(out) = rx.try_recv() {
+            assert!(
+                matches!(out, Outbound::Events(_)),
+                "a whole revision is shared, not copied"
+            );
+            let resp = out.into_response();
             assert_eq!(resp.events.len(), 1);
             assert!(got.insert(resp.watch_id), "one response per watcher");
         }
         assert_eq!(got.len(), 2_510);
         assert!(prefix.iter().all(|wid| got.contains(wid)));
+        hub.stop();
+    }
+
+    #[test]
+    fn a_full_stream_does_not_hold_back_another_and_its_parked_watchers_all_catch_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mvcc = Arc::new(Mvcc::open(dir.path()).expect("open"));
+        let config = HubConfig {
+            stream_queue_max: 8,
+            ..HubConfig::default()
+        };
+        let hub = WatchHub::start(mvcc, Arc::new(HeaderSource::new(1, 1)), config);
+        let (full, mut full_rx) = hub.open_stream();
+        let (other, mut other_rx) = hub.open_stream();
+        let watch = |sid: StreamId, n: usize| -> Vec<i64> {
+            (0..n)
+                .map(|_| {
+                    let req = WatchCreateRequest {
+                        key: Bytes::from_static(b"k"),
+                        ..Default::default()
+                    };
+                    let (wid, rev) = hub.reserve(sid, &req).expect("reserve");
+                    hub.register(sid, wid, &req, rev);
+                    wid
+                })
+                .collect()
+        };
+        let full_ids = watch(full, 20);
+        let other_ids = watch(other, 2);
+        let revs = 2..=11_i64;
+        // Nobody reads `full`: 8 of its 200 deliveries fit, the rest of its watchers park.
+        let mut other_got: HashMap<i64, Vec<i64>> = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for rev in revs.clone() {
+            hub.notify(rev, put_event("k", rev), None);
+            // `other` is read as it goes; its two watchers never wait on `full`.
+            while other_got.values().map(Vec::len).sum::<usize>() < 2 * (rev - 1) as usize {
+                assert!(Instant::now() < deadline, "the other stream got every revision");
+                match other_rx.try_recv() {
+                    Ok(out) => {
+                        let r = out.into_response();
+                        other_got
+                            .entry(r.watch_id)
+                            .or_default()
+                            .push(r.header.expect("header").revision);
+                    }
+                    Err(_) => std::thread::yield_now(),
+                }
+            }
+        }
+        let want: Vec<i64> = revs.clone().collect();
+        assert!(other_ids.iter().all(|id| other_got[id] == want));
+        assert!(hub.counts().1 > 0, "watchers of the full stream are parked");
+        // Now read `full`: every watcher gets every revision once, in order.
+        let mut got: HashMap<i64, Vec<i64>> = HashMap::new();
+        while got.values().map(Vec::len).sum::<usize>() < full_ids.len() * want.len() {
+            assert!(Instant::now() < deadline, "the full stream's watchers caught up");
+            match full_rx.try_recv() {
+                Ok(out) => {
+                    let r = out.into_response();
+                    got.entry(r.watch_id)
+                        .or_default()
+                        .push(r.events[0].kv.as_ref().expect("kv").mod_revision);
+                }
+                Err(_) => std::thread::yield_now(),
+            }
+        }
+        assert!(full_ids.iter().all(|id| got[id] == want), "{got:?}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while hub.counts() != (22, 0) {
+            assert!(
+                Instant::now() < deadline,
+                "every watcher synced again: {:?}",
+                hub.counts()
+            );
+            std::thread::yield_now();
+        }
         hub.stop();
     }
 }

@@ -40,7 +40,8 @@
 # COMPACTION_REPEAT (REPEAT), COMPACTION_DURATION_S (12: the load's length), COMPACTION_AT_S
 # (4: the Compact's time into it),
 # CAPSTAN_PORT (24379), ETCD_PORT (24479), ETCD_PEER_PORT (24480), ETCD (/usr/bin/etcd),
-# RESULTS (target/compare-etcd/results.jsonl: every run as one JSON line), KEEP_DATA (0).
+# RESULTS (target/compare-etcd/results.jsonl: every run as one JSON line), KEEP_DATA (0),
+# BUILD (1; 0 measures the binaries already built), CAPSTAN_BIN (target/release/capstan).
 #
 # Both servers listen on 127.0.0.1 only and both are stopped when the script exits.
 set -euo pipefail
@@ -84,9 +85,12 @@ scripts/install-deps.sh bench
 command -v python3 >/dev/null || die "python3 is needed to tabulate the results"
 [ -x "$ETCD" ] || die "$ETCD is not executable (scripts/install-deps.sh bench installs Debian's etcd-server)"
 
-log "building capstan and capstan-bench (release)"
-cargo build --release -p capstan -p capstan-bench
-capstan="$root/target/release/capstan"
+if [ "${BUILD:-1}" = 1 ]; then
+  log "building capstan and capstan-bench (release)"
+  cargo build --release -p capstan -p capstan-bench
+fi
+# CAPSTAN_BIN: another capstan binary to measure (an A/B run against an older build).
+capstan=${CAPSTAN_BIN:-$root/target/release/capstan}
 bench="$root/target/release/capstan-bench"
 
 # shellcheck source=scripts/common.sh

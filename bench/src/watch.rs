@@ -461,19 +461,24 @@ async fn stream_task(
         },
         _ = stop.changed() => return out,
     };
+    // One timer for the whole stream, not one per message: a fan-out run reads millions
+    // of messages, and the load tool shares the machine with the server it measures.
+    let expiry = tokio::time::sleep(deadline.remaining());
+    tokio::pin!(expiry);
     loop {
         let msg = tokio::select! {
-            m = tokio::time::timeout(deadline.remaining(), inbound.message()) => m,
+            biased;
+            m = inbound.message() => m,
             _ = stop.changed() => break,
+            _ = &mut expiry => break,
         };
         let resp = match msg {
-            Ok(Ok(Some(r))) => r,
-            Ok(Ok(None)) => break,
-            Ok(Err(status)) => {
+            Ok(Some(r)) => r,
+            Ok(None) => break,
+            Err(status) => {
                 out.error = Some(format!("watch stream: {status}"));
                 break;
             }
-            Err(_) => break,
         };
         let at = shared.now_ns();
         if resp.created {

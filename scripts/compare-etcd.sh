@@ -303,7 +303,9 @@ incomplete = [
 ]
 print()
 if any(r["workload"] == "fanout" for r in runs):
-    print(f"fan-out: {watchers} watchers of one key over {streams} streams, {events} events one at a time")
+    rate = next(r["result"].get("rate", 0) for r in runs if r["workload"] == "fanout")
+    pace = f"at {rate:g} per second" if rate else "one at a time"
+    print(f"fan-out: {watchers} watchers of one key over {streams} streams, {events} events {pace}")
 if any(r["workload"] == "compaction" for r in runs):
     print(f"compaction: a history of {int(compaction_history):,} revisions over 1,000 keys compacted under put load")
 print("cells: median [min..max] over runs; latencies from the put being sent")

@@ -1039,6 +1039,17 @@ mod tests {
         assert_eq!(listed, single_synced);
     }
 
+    /// A hub over an empty store in a temporary directory (kept alive by the caller).
+    fn test_hub(stream_queue_max: usize) -> (tempfile::TempDir, Arc<WatchHub>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mvcc = Arc::new(Mvcc::open(dir.path()).expect("open"));
+        let config = HubConfig {
+            stream_queue_max,
+            ..HubConfig::default()
+        };
+        (dir, WatchHub::start(mvcc, Arc::new(HeaderSource::new(1, 1)), config))
+    }
+
     fn put_event(key: &str, rev: i64) -> Vec<Event> {
         vec![Event {
             r#type: EventType::Put as i32,
@@ -1053,13 +1064,7 @@ mod tests {
 
     #[test]
     fn parking_and_canceling_watchers_of_a_hot_key_keeps_the_index_exact() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mvcc = Arc::new(Mvcc::open(dir.path()).expect("open"));
-        let config = HubConfig {
-            stream_queue_max: 2,
-            ..HubConfig::default()
-        };
-        let hub = WatchHub::start(mvcc, Arc::new(HeaderSource::new(1, 1)), config);
+        let (_dir, hub) = test_hub(2);
         let mut streams = Vec::new();
         // 2,400 watchers: the slot table spans three chunks.
         for _ in 0..60 {
@@ -1137,9 +1142,7 @@ mod tests {
 
     #[test]
     fn watchers_of_one_key_share_it_and_slots_are_reused_across_chunks() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mvcc = Arc::new(Mvcc::open(dir.path()).expect("open"));
-        let hub = WatchHub::start(mvcc, Arc::new(HeaderSource::new(1, 1)), HubConfig::default());
+        let (_dir, hub) = test_hub(HubConfig::default().stream_queue_max);
         let (sid, mut rx) = hub.open_stream();
         let create = |key: &'static [u8], range_end: &'static [u8]| {
             let req = WatchCreateRequest {
@@ -1198,13 +1201,7 @@ mod tests {
 
     #[test]
     fn a_full_stream_does_not_hold_back_another_and_its_parked_watchers_all_catch_up() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mvcc = Arc::new(Mvcc::open(dir.path()).expect("open"));
-        let config = HubConfig {
-            stream_queue_max: 8,
-            ..HubConfig::default()
-        };
-        let hub = WatchHub::start(mvcc, Arc::new(HeaderSource::new(1, 1)), config);
+        let (_dir, hub) = test_hub(8);
         let (full, mut full_rx) = hub.open_stream();
         let (other, mut other_rx) = hub.open_stream();
         let watch = |sid: StreamId, n: usize| -> Vec<i64> {

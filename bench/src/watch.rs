@@ -466,8 +466,9 @@ async fn stream_task(
     let expiry = tokio::time::sleep(deadline.remaining());
     tokio::pin!(expiry);
     loop {
+        // Not biased: a stream that never goes quiet must still see the stop and the
+        // deadline.
         let msg = tokio::select! {
-            biased;
             m = inbound.message() => m,
             _ = stop.changed() => break,
             _ = &mut expiry => break,

@@ -202,7 +202,7 @@ impl EtcdServices {
                                 created: true,
                                 ..Default::default()
                             };
-                            if tx.send(Outbound::Response(Box::new(created))).await.is_err() {
+                            if tx.send(Outbound::from(created)).await.is_err() {
                                 hub.unreserve(sid, id);
                                 break;
                             }
@@ -217,7 +217,7 @@ impl EtcdServices {
                                 cancel_reason: e.to_string(),
                                 ..Default::default()
                             };
-                            if tx.send(Outbound::Response(Box::new(resp))).await.is_err() {
+                            if tx.send(Outbound::from(resp)).await.is_err() {
                                 break;
                             }
                         }
@@ -229,7 +229,7 @@ impl EtcdServices {
                             canceled: true,
                             ..Default::default()
                         };
-                        if tx.send(Outbound::Response(Box::new(resp))).await.is_err() {
+                        if tx.send(Outbound::from(resp)).await.is_err() {
                             break;
                         }
                     }

@@ -94,8 +94,10 @@ impl Outbound {
             },
         }
     }
+}
 
-    fn response(r: WatchResponse) -> Outbound {
+impl From<WatchResponse> for Outbound {
+    fn from(r: WatchResponse) -> Outbound {
         Outbound::Response(Box::new(r))
     }
 }
@@ -258,7 +260,7 @@ impl Watcher {
             .filter(|ev| self.wants(ev))
             .map(|ev| copy_event(ev, self.prev_kv))
             .collect();
-        Some(Outbound::response(WatchResponse {
+        Some(Outbound::from(WatchResponse {
             header: Some(batch.header),
             watch_id: self.id,
             events,
@@ -611,7 +613,7 @@ impl WatchHub {
                 watch_id: -1,
                 ..Default::default()
             };
-            if s.tx.try_send(Outbound::response(resp)).is_ok() {
+            if s.tx.try_send(Outbound::from(resp)).is_ok() {
                 return;
             }
         }
@@ -744,7 +746,7 @@ impl WatchHub {
                     watch_id: -1,
                     ..Default::default()
                 };
-                match s.tx.try_send(Outbound::response(resp)) {
+                match s.tx.try_send(Outbound::from(resp)) {
                     Err(mpsc::error::TrySendError::Full(_)) => blocked = true,
                     _ => s.progress_pending = false,
                 }
@@ -839,7 +841,7 @@ impl WatchHub {
         for w in slots.iter().flatten() {
             if w.synced && w.progress_notify {
                 if let Some(s) = streams.get(&w.stream) {
-                    let _ = s.tx.try_send(Outbound::response(WatchResponse {
+                    let _ = s.tx.try_send(Outbound::from(WatchResponse {
                         header: Some(header),
                         watch_id: w.id,
                         ..Default::default()
@@ -979,7 +981,7 @@ fn cancel_compacted(g: &mut Inner, header: &HeaderSource, slot: u32) {
         ..Default::default()
     };
     if let Some(s) = g.streams.get_mut(&stream) {
-        s.pending.push_back(Outbound::response(resp));
+        s.pending.push_back(Outbound::from(resp));
     }
 }
 

@@ -235,9 +235,6 @@ mod tests {
             cancel_reason: "etcdserver: mvcc: required revision has been compacted".into(),
             ..Default::default()
         };
-        assert_eq!(
-            encoded(&Outbound::Response(Box::new(canceled.clone()))),
-            canceled.encode_to_vec()
-        );
+        assert_eq!(encoded(&Outbound::from(canceled.clone())), canceled.encode_to_vec());
     }
 }

@@ -44,7 +44,8 @@ test: test-deps
 bench: bench-deps
 	scripts/bench.sh
 
-## The same with the large sizes (100,000 watchers, up to 10,000 pods, more runs).
+## The same with the large sizes (100,000 watchers, up to 10,000 pods, more runs), into
+## docs/BENCHMARKS-full.md and docs/bench-full/ (the bounded report stays as it is).
 bench-full: bench-deps
 	PROFILE=full scripts/bench.sh
 

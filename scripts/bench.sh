@@ -19,14 +19,17 @@
 #   apiserver  compare-apiserver.sh: the Kubernetes API over Capstan and over etcd, 1 and 3
 #              members, 50 clients
 #   scheduler  bench-scheduler.sh (throughput): pods bound per second on fake nodes
-#   pods       bench-pods.sh: pod startup on hollow nodes at POD_COUNTS pods
+#   pods       bench-pods.sh: pod startup on hollow nodes at POD_COUNTS pods on one master,
+#              then at HA_PODS pods on three (MASTERS=3: `capstan up`), memory per master
 #
 # Settings (environment): PROFILE (default | full), STAGES (all), RESULTS_DIR
-# (target/bench), OUT (docs/BENCHMARKS.md), PLOTS (docs/bench), REPORT (1; 0 skips writing
+# (target/bench; target/bench-full with PROFILE=full), OUT (docs/BENCHMARKS.md;
+# docs/BENCHMARKS-full.md), PLOTS (docs/bench; docs/bench-full), REPORT (1; 0 skips writing
 # the report); the sizes come from the profile below (REPEAT, FANOUT_WATCHERS,
-# FANOUT_REPEAT, FANOUT_RATE, POD_COUNTS, PUT_TOTAL, STORE3_PUT_TOTAL, COMPACTION_HISTORY,
-# COMPACTION_REPEAT, COMPACTION_DURATION_S, COMPACTION_AT_S, FAILOVER_REPEAT, API_REPEAT,
-# ITERATIONS, CRITERION_ENV), each overridable.
+# FANOUT_REPEAT, FANOUT_RATE, POD_COUNTS, HA_PODS (1000), HA_POD_REPEAT (REPEAT), PUT_TOTAL,
+# STORE3_PUT_TOTAL, COMPACTION_HISTORY, COMPACTION_REPEAT, COMPACTION_DURATION_S,
+# COMPACTION_AT_S, FAILOVER_REPEAT, API_REPEAT, ITERATIONS, CRITERION_ENV), each
+# overridable.
 # Other settings of the stage scripts pass through the environment. A stage that fails
 # is recorded as failed and the run goes on; the exit status is then 1.
 set -euo pipefail
@@ -37,13 +40,18 @@ PROFILE=${PROFILE:-default}
 STAGES=${STAGES:-criterion store-1 fanout store-3 apiserver scheduler pods}
 # The stage scripts read ONLY for their own purposes; it must not leak from here.
 unset ONLY
-RESULTS_DIR=${RESULTS_DIR:-$root/target/bench}
-OUT=${OUT:-$root/docs/BENCHMARKS.md}
-PLOTS=${PLOTS:-$root/docs/bench}
+# The full run has a report of its own, so that it does not replace the bounded one.
+case "$PROFILE" in
+  full) suffix=-full ;;
+  *) suffix= ;;
+esac
+RESULTS_DIR=${RESULTS_DIR:-$root/target/bench$suffix}
+OUT=${OUT:-$root/docs/BENCHMARKS$suffix.md}
+PLOTS=${PLOTS:-$root/docs/bench$suffix}
 REPORT=${REPORT:-1}
 
 # The profiles' sizes; each can be overridden from the environment (e.g. for a smoke run:
-# REPEAT=1 FANOUT_WATCHERS=100 POD_COUNTS=50 ...).
+# REPEAT=1 FANOUT_WATCHERS=100 POD_COUNTS=50 HA_PODS=50 ...).
 case "$PROFILE" in
   default)
     : "${REPEAT:=3}" "${FANOUT_WATCHERS:=1000 10000 100000}" "${FANOUT_REPEAT:=2}"
@@ -64,6 +72,8 @@ case "$PROFILE" in
     ;;
 esac
 : "${PUT_TOTAL:=100000}"
+# The pods stage's 3-master measurement (about 7 s a run at 1,000 pods on 2 cores).
+: "${HA_PODS:=1000}" "${HA_POD_REPEAT:=$REPEAT}"
 export COMPACTION_REPEAT COMPACTION_DURATION_S COMPACTION_AT_S FAILOVER_REPEAT ITERATIONS
 compaction_settings="COMPACTION_HISTORY=$COMPACTION_HISTORY COMPACTION_REPEAT=$COMPACTION_REPEAT COMPACTION_DURATION_S=$COMPACTION_DURATION_S COMPACTION_AT_S=$COMPACTION_AT_S"
 : "${FANOUT_RATE:=100}"
@@ -146,6 +156,9 @@ run_pods() {
     BUILD=0 REPEAT=$REPEAT PODS="$n" RESULTS="$RESULTS_DIR/pods-$n.jsonl" scripts/bench-pods.sh || rc=1
     cat "$RESULTS_DIR/pods-$n.jsonl" >>"$out" 2>/dev/null || true
   done
+  BUILD=0 MASTERS=3 REPEAT=$HA_POD_REPEAT PODS="$HA_PODS" RESULTS="$RESULTS_DIR/pods-3m-$HA_PODS.jsonl" \
+    scripts/bench-pods.sh || rc=1
+  cat "$RESULTS_DIR/pods-3m-$HA_PODS.jsonl" >>"$out" 2>/dev/null || true
   return $rc
 }
 
@@ -155,7 +168,7 @@ stage fanout "KV=0 COMPACTION=0 REPEAT=$FANOUT_REPEAT WATCHERS=<$FANOUT_WATCHERS
 stage store-3 "REPEAT=$REPEAT PUT64_TOTAL=$STORE3_PUT_TOTAL PUT256_TOTAL=$STORE3_PUT_TOTAL FAILOVER_REPEAT=$FAILOVER_REPEAT $compaction_settings scripts/compare-etcd-cluster.sh" run_store3
 stage apiserver "REPEAT=$API_REPEAT ITERATIONS=$ITERATIONS scripts/compare-apiserver.sh" run_apiserver
 stage scheduler "ONLY=throughput REPEAT=$REPEAT scripts/bench-scheduler.sh" run_scheduler
-stage pods "REPEAT=$REPEAT PODS=<$POD_COUNTS> scripts/bench-pods.sh" run_pods
+stage pods "REPEAT=$REPEAT PODS=<$POD_COUNTS> scripts/bench-pods.sh; MASTERS=3 REPEAT=$HA_POD_REPEAT PODS=$HA_PODS scripts/bench-pods.sh" run_pods
 
 # run.json: how this run was made, for the report's header.
 python3 - "$RESULTS_DIR/run.json" "$stages" <<EOF

@@ -14,7 +14,7 @@
 //! | `store-3.jsonl` | `scripts/compare-etcd-cluster.sh` | three members each: puts, reads, compaction, failover |
 //! | `apiserver.jsonl` | `scripts/compare-apiserver.sh` | the Kubernetes API over Capstan and over etcd |
 //! | `scheduler.jsonl` | `scripts/bench-scheduler.sh` | scheduling throughput on fake nodes |
-//! | `pods.jsonl` | `scripts/bench-pods.sh` | pod startup on hollow nodes, memory of the master |
+//! | `pods.jsonl` | `scripts/bench-pods.sh` | pod startup on hollow nodes (1 and 3 masters), memory per master |
 //! | `criterion/` | `cargo bench -p capstan-bench` (`CRITERION_HOME`) | criterion's estimates |
 //! | `criterion.log` | bench.sh | that stage's output (the raft suite's proposals per fsync) |
 //!
@@ -995,27 +995,43 @@ impl Doc {
         self.line(&format!(
             "Pod startup: bare pods created (unpaced unless a rate is shown) onto {hollow:.0} hollow \
              nodes (one `capstan agent --runtime simulated`, containers simulated), timed from the \
-             create sent to Running and Ready seen in a watch. Memory: the master's RSS (store, API, \
-             controllers and scheduler in one process) with every pod running."
+             create sent to Running and Ready seen in a watch. Masters: 1 is one process (`capstan \
+             store --apiserver-listen ... --scheduler`: store, API, controllers and scheduler); N > 1 \
+             is `capstan up --masters N --nodes 0`, N processes each with a store member, the API, \
+             and controller-manager and scheduler replicas, the benchmark's connections spread over \
+             their APIs by up's forwarder. Memory per master: every master's RSS read once every pod is running; per \
+             run the largest master and the mean over the masters, then the median [min–max] of \
+             those over the runs (per run, not per master name: which master leads the store, the \
+             scheduler and the controllers changes from run to run)."
         ));
         self.line("");
-        self.line("| pods | creates/s at most | create → running+ready p50 | p99 | pods/s | master RSS | agent RSS |");
-        self.line("|---|---|---|---|---|---|---|");
-        let mut groups: BTreeMap<(i64, i64), Vec<&Value>> = BTreeMap::new();
+        self.line(
+            "| masters | pods | creates/s at most | create → running+ready p50 | p99 | pods/s \
+             | RSS, largest master | RSS, mean per master | agent RSS |",
+        );
+        self.line("|---|---|---|---|---|---|---|---|---|");
+        let mut groups: BTreeMap<(i64, i64, i64), Vec<&Value>> = BTreeMap::new();
         for v in pods {
             let n = v["result"]["pods"].as_i64().unwrap_or(0);
             let rate = v["result"]["creates_per_second_max"].as_i64().unwrap_or(0);
-            groups.entry((n, rate)).or_default().push(v);
+            groups.entry((masters_of(v), n, rate)).or_default().push(v);
         }
         let mut p99_curve = Vec::new();
         let mut p50_curve = Vec::new();
-        let mut unpaced_p99 = Vec::new();
-        for ((n, rate), vs) in &groups {
+        // Unpaced runs' p99 by master count, for the targets.
+        let mut unpaced_p99: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+        for ((masters, n, rate), vs) in &groups {
             let get = |p: &str| -> Vec<f64> { vs.iter().filter_map(|v| num(v, p)).collect() };
             let p50 = get("/result/create_to_ready/p50_us");
             let p99 = get("/result/create_to_ready/p99_us");
+            let per_master: Vec<Vec<f64>> = vs.iter().filter_map(|v| master_rss(v)).collect();
+            let largest: Vec<f64> = per_master.iter().map(|m| min_max(m).1).collect();
+            let mean: Vec<f64> = per_master
+                .iter()
+                .map(|m| m.iter().sum::<f64>() / m.len() as f64)
+                .collect();
             self.line(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {masters} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 thousands(*n as f64),
                 if *rate == 0 {
                     "unpaced".to_string()
@@ -1025,15 +1041,19 @@ impl Doc {
                 cell(&p50, Unit::Us),
                 cell(&p99, Unit::Us),
                 cell(&get("/result/pods_per_s"), Unit::Rate),
-                cell(&get("/result/rss_bytes/store"), Unit::Mib),
+                cell(&largest, Unit::Mib),
+                cell(&mean, Unit::Mib),
                 cell(&get("/result/rss_bytes/agent"), Unit::Mib),
             ));
             if *rate == 0 && !p99.is_empty() {
-                let (lo99, hi99) = min_max(&p99);
-                let (lo50, hi50) = min_max(&p50);
-                p99_curve.push((*n as f64, median(&p99) / 1e3, lo99 / 1e3, hi99 / 1e3));
-                p50_curve.push((*n as f64, median(&p50) / 1e3, lo50 / 1e3, hi50 / 1e3));
-                unpaced_p99.extend(p99.iter().copied());
+                // The curve against pods: one master (the other shapes run at one size).
+                if *masters == 1 {
+                    let (lo99, hi99) = min_max(&p99);
+                    let (lo50, hi50) = min_max(&p50);
+                    p99_curve.push((*n as f64, median(&p99) / 1e3, lo99 / 1e3, hi99 / 1e3));
+                    p50_curve.push((*n as f64, median(&p50) / 1e3, lo50 / 1e3, hi50 / 1e3));
+                }
+                unpaced_p99.entry(*masters).or_default().extend(p99.iter().copied());
             }
         }
         self.line("");
@@ -1050,11 +1070,17 @@ impl Doc {
                 "n/a (no unpaced run)".into(),
                 None,
             );
-        } else {
-            let (_, worst) = min_max(&unpaced_p99);
+        }
+        for (masters, p99) in &unpaced_p99 {
+            let (_, worst) = min_max(p99);
+            let shape = if *masters == 1 {
+                "one master".to_string()
+            } else {
+                format!("{masters} masters")
+            };
             self.target(
-                "Pod startup p99 ≤ 1 s on hollow nodes (unpaced bursts, every run)",
-                cell(&unpaced_p99, Unit::Us),
+                &format!("Pod startup p99 ≤ 1 s on hollow nodes (unpaced bursts, every run), {shape}"),
+                cell(p99, Unit::Us),
                 Some(worst <= 1_000_000.0),
             );
         }
@@ -1072,7 +1098,7 @@ impl Doc {
             ];
             plot::log_log(
                 &self.plot_path("pod-startup.png"),
-                "Pod startup (create → running and ready) against pods, hollow nodes",
+                "Pod startup (create → running and ready) against pods, hollow nodes, one master",
                 "pods",
                 "latency (ms)",
                 &series,
@@ -1153,6 +1179,23 @@ impl Doc {
             self.image("fanout-layers.png", "watch fan-out time by layer against watchers");
         }
         Ok(())
+    }
+}
+
+/// The masters of a pod startup run (lines written before the field existed: one).
+fn masters_of(v: &Value) -> i64 {
+    v["masters"].as_i64().unwrap_or(1)
+}
+
+/// Every master's RSS with the pods running, in bytes: `store` for one master, `master-1`
+/// .. `master-N` for more; `None` unless all of them were read.
+fn master_rss(v: &Value) -> Option<Vec<f64>> {
+    match masters_of(v) {
+        1 => num(v, "/result/rss_bytes/store").map(|b| vec![b]),
+        n if n > 1 => (1..=n)
+            .map(|i| num(v, &format!("/result/rss_bytes/master-{i}")))
+            .collect(),
+        _ => None,
     }
 }
 
@@ -1372,7 +1415,7 @@ mod tests {
 
     #[test]
     fn a_report_from_partial_results_names_what_is_missing() {
-        let dir = tempfile_dir();
+        let dir = tempfile_dir("partial");
         std::fs::write(
             dir.join("store-3.jsonl"),
             concat!(
@@ -1407,8 +1450,137 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    fn tempfile_dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("capstan-report-test-{}", std::process::id()));
+    #[test]
+    fn pod_startup_rows_per_master_count_show_memory_per_master() {
+        const MIB: i64 = 1024 * 1024;
+        let result = |p50: i64, p99: i64, rss: &str| {
+            format!(
+                concat!(
+                    r#"{{"pods":1000,"creates_per_second_max":0,"complete":true,"pods_per_s":500,"#,
+                    r#""create_to_ready":{{"p50_us":{},"p99_us":{}}},"rss_bytes":{{{}}}}}"#
+                ),
+                p50, p99, rss
+            )
+        };
+        let lines = [
+            // A line from before the "masters" field: one master.
+            format!(
+                r#"{{"bench":"pods","hollow_nodes":100,"result":{}}}"#,
+                result(
+                    400_000,
+                    700_000,
+                    &format!(r#""store":{},"agent":{}"#, 160 * MIB, 100 * MIB)
+                )
+            ),
+            format!(
+                r#"{{"bench":"pods","masters":1,"hollow_nodes":100,"result":{}}}"#,
+                result(
+                    300_000,
+                    600_000,
+                    &format!(r#""store":{},"agent":{}"#, 170 * MIB, 100 * MIB)
+                )
+            ),
+            // Three masters: the largest is another master in each run.
+            format!(
+                r#"{{"bench":"pods","masters":3,"hollow_nodes":100,"result":{}}}"#,
+                result(
+                    500_000,
+                    900_000,
+                    &format!(
+                        r#""master-1":{},"master-2":{},"master-3":{},"agent":{}"#,
+                        180 * MIB,
+                        120 * MIB,
+                        150 * MIB,
+                        110 * MIB
+                    )
+                )
+            ),
+            format!(
+                r#"{{"bench":"pods","masters":3,"hollow_nodes":100,"result":{}}}"#,
+                result(
+                    600_000,
+                    800_000,
+                    &format!(
+                        r#""master-1":{},"master-2":{},"master-3":{},"agent":{}"#,
+                        130 * MIB,
+                        200 * MIB,
+                        120 * MIB,
+                        130 * MIB
+                    )
+                )
+            ),
+            // A master that was gone: no memory figures from this run, its latencies count.
+            format!(
+                r#"{{"bench":"pods","masters":3,"hollow_nodes":100,"result":{}}}"#,
+                result(
+                    700_000,
+                    1_000_000,
+                    &format!(r#""master-1":{},"master-2":null,"agent":{}"#, 999 * MIB, 120 * MIB)
+                )
+            ),
+        ];
+        let values: Vec<Value> = lines.iter().map(|s| serde_json::from_str(s).expect("json")).collect();
+        assert_eq!(masters_of(&values[0]), 1);
+        assert_eq!(master_rss(&values[0]), Some(vec![160.0 * MIB as f64]));
+        assert_eq!(masters_of(&values[2]), 3);
+        assert_eq!(
+            master_rss(&values[2]),
+            Some(vec![180.0 * MIB as f64, 120.0 * MIB as f64, 150.0 * MIB as f64])
+        );
+        assert_eq!(master_rss(&values[4]), None);
+
+        let dir = tempfile_dir("pods");
+        std::fs::write(dir.join("pods.jsonl"), lines.join("\n") + "\n").expect("write");
+        let font = PathBuf::from("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf");
+        if !font.exists() {
+            eprintln!("skipped: no DejaVu font (scripts/install-deps.sh bench installs it)");
+            return;
+        }
+        let out = dir.join("BENCHMARKS.md");
+        run(ReportArgs {
+            results: dir.clone(),
+            out: out.clone(),
+            plots: dir.join("plots"),
+            font,
+        })
+        .expect("report");
+        let md = std::fs::read_to_string(&out).expect("read");
+        assert!(
+            md.contains(
+                "| 1 | 1,000 | unpaced | 350.00 ms [300.00 ms–400.00 ms] | 650.00 ms [600.00 ms–700.00 ms] \
+                 | 500 [500–500] | 165.0 MiB [160.0 MiB–170.0 MiB] | 165.0 MiB [160.0 MiB–170.0 MiB] \
+                 | 100.0 MiB [100.0 MiB–100.0 MiB] |"
+            ),
+            "{md}"
+        );
+        // Largest per run 180 and 200 MiB; mean per run 150 and 150 MiB.
+        assert!(
+            md.contains(
+                "| 3 | 1,000 | unpaced | 600.00 ms [500.00 ms–700.00 ms] | 900.00 ms [800.00 ms–1000.00 ms] \
+                 | 500 [500–500] | 190.0 MiB [180.0 MiB–200.0 MiB] | 150.0 MiB [150.0 MiB–150.0 MiB] \
+                 | 120.0 MiB [110.0 MiB–130.0 MiB] |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| Pod startup p99 ≤ 1 s on hollow nodes (unpaced bursts, every run), one master \
+                 | 650.00 ms [600.00 ms–700.00 ms] | yes |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| Pod startup p99 ≤ 1 s on hollow nodes (unpaced bursts, every run), 3 masters \
+                 | 900.00 ms [800.00 ms–1000.00 ms] | yes |"
+            ),
+            "{md}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("capstan-report-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir

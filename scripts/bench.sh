@@ -37,6 +37,9 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 PROFILE=${PROFILE:-default}
+# `make bench-full` passes PROFILE in the environment, where the stage scripts would read
+# it as their build profile (release | debug): it is this script's only.
+export -n PROFILE
 STAGES=${STAGES:-criterion store-1 fanout store-3 apiserver scheduler pods}
 # The stage scripts read ONLY for their own purposes; it must not leak from here.
 unset ONLY

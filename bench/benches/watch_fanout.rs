@@ -564,11 +564,22 @@ async fn open_http_watchers(base: &str, clients: &[H2], n: usize, delivered: &Ar
         let client = clients[i % clients.len()].clone();
         let (url, delivered) = (url.clone(), delivered.clone());
         tasks.push(tokio::spawn(async move {
-            let req = Request::builder()
-                .uri(url)
-                .body(Full::new(Bytes::new()))
-                .expect("request");
-            let Ok(resp) = client.request(req).await else { return };
+            let deadline = Instant::now() + DEADLINE;
+            let resp = loop {
+                let req = Request::builder()
+                    .uri(url.as_str())
+                    .body(Full::new(Bytes::new()))
+                    .expect("request");
+                match client.request(req).await {
+                    Ok(resp) if resp.status() == 200 => break resp,
+                    // The previous size's watchers, just aborted, may not all be gone
+                    // from the server yet: its cache refuses watchers past its limit
+                    // (429) until they are. The opening count below fails the run if
+                    // this never succeeds.
+                    _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(20)).await,
+                    _ => return,
+                }
+            };
             let mut body = resp.into_body();
             while let Some(Ok(frame)) = body.frame().await {
                 if let Some(data) = frame.data_ref() {

@@ -140,18 +140,7 @@ is_master() {
 # after 15 s); past UP_STOP_TIMEOUT_S, SIGKILL to up, and to every master still running.
 stop_up() {
   [ -n "$up_pid" ] || return 0
-  if kill -0 "$up_pid" 2>/dev/null; then
-    kill -TERM "$up_pid" 2>/dev/null || true
-    local deadline=$((SECONDS + UP_STOP_TIMEOUT_S))
-    while kill -0 "$up_pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
-      sleep 0.1
-    done
-    if kill -0 "$up_pid" 2>/dev/null; then
-      log "capstan up (pid $up_pid) did not stop within ${UP_STOP_TIMEOUT_S}s; killing it"
-      kill -KILL "$up_pid" 2>/dev/null || true
-    fi
-  fi
-  wait "$up_pid" 2>/dev/null || true
+  stop_pid "$up_pid" "$UP_STOP_TIMEOUT_S"
   up_pid=""
   local p
   for p in "${master_pids[@]}"; do

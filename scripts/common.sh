@@ -24,13 +24,14 @@ wait_ready() {
   done
 }
 
-# Stops one process we started: TERM, then KILL if it has not exited within 10 s.
+# stop_pid PID [TIMEOUT_S]: stops one process we started: TERM, then KILL if it has not
+# exited within TIMEOUT_S (10 s).
 stop_pid() {
-  local pid=$1
+  local pid=$1 timeout_s=${2:-10}
   [ -n "$pid" ] || return 0
   kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
   kill -TERM "$pid" 2>/dev/null || true
-  local deadline=$((SECONDS + 10))
+  local deadline=$((SECONDS + timeout_s))
   while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
     sleep 0.1
   done

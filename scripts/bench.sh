@@ -20,13 +20,15 @@
 #              members, 50 clients
 #   scheduler  bench-scheduler.sh (throughput): pods bound per second on fake nodes
 #   pods       bench-pods.sh: pod startup on hollow nodes at POD_COUNTS pods on one master,
-#              then at HA_PODS pods on three (MASTERS=3: `capstan up`), memory per master
+#              then at HA_PODS pods on three (MASTERS=3: `capstan up`), memory per master;
+#              then the PACED_PODS runs (creates paced below capacity)
 #
 # Settings (environment): PROFILE (default | full), STAGES (all), RESULTS_DIR
 # (target/bench; target/bench-full with PROFILE=full), OUT (docs/BENCHMARKS.md;
 # docs/BENCHMARKS-full.md), PLOTS (docs/bench; docs/bench-full), REPORT (1; 0 skips writing
 # the report); the sizes come from the profile below (REPEAT, FANOUT_WATCHERS,
-# FANOUT_REPEAT, FANOUT_RATE, POD_COUNTS, HA_PODS (1000), HA_POD_REPEAT (REPEAT), PUT_TOTAL,
+# FANOUT_REPEAT, FANOUT_RATE, POD_COUNTS, HA_PODS (1000), HA_POD_REPEAT (REPEAT), PACED_PODS
+# (MASTERS:PODS:RATE runs of bench-pods.sh; 3:1000:400, full 1:10000:500 3:3000:400), PUT_TOTAL,
 # STORE3_PUT_TOTAL, COMPACTION_HISTORY, COMPACTION_REPEAT, COMPACTION_DURATION_S,
 # COMPACTION_AT_S, FAILOVER_REPEAT, API_REPEAT, ITERATIONS, CRITERION_ENV), each
 # overridable.
@@ -77,6 +79,12 @@ esac
 : "${PUT_TOTAL:=100000}"
 # The pods stage's 3-master measurement (about 7 s a run at 1,000 pods on 2 cores).
 : "${HA_PODS:=1000}" "${HA_POD_REPEAT:=$REPEAT}"
+# And its paced runs, MASTERS:PODS:RATE each (RATE creates a second at most, below what
+# the cluster completes: the SLO-style measure, where unpaced bursts measure a backlog).
+case "$PROFILE" in
+  full) : "${PACED_PODS:=1:10000:500 3:3000:400}" ;;
+  *) : "${PACED_PODS:=3:1000:400}" ;;
+esac
 export COMPACTION_REPEAT COMPACTION_DURATION_S COMPACTION_AT_S FAILOVER_REPEAT ITERATIONS
 compaction_settings="COMPACTION_HISTORY=$COMPACTION_HISTORY COMPACTION_REPEAT=$COMPACTION_REPEAT COMPACTION_DURATION_S=$COMPACTION_DURATION_S COMPACTION_AT_S=$COMPACTION_AT_S"
 : "${FANOUT_RATE:=100}"
@@ -162,6 +170,13 @@ run_pods() {
   BUILD=0 MASTERS=3 REPEAT=$HA_POD_REPEAT PODS="$HA_PODS" RESULTS="$RESULTS_DIR/pods-3m-$HA_PODS.jsonl" \
     scripts/bench-pods.sh || rc=1
   cat "$RESULTS_DIR/pods-3m-$HA_PODS.jsonl" >>"$out" 2>/dev/null || true
+  local spec masters pods rate
+  for spec in $PACED_PODS; do
+    IFS=: read -r masters pods rate <<<"$spec"
+    BUILD=0 MASTERS="$masters" RATE="$rate" REPEAT=$HA_POD_REPEAT PODS="$pods" \
+      RESULTS="$RESULTS_DIR/pods-paced-$masters-$pods-$rate.jsonl" scripts/bench-pods.sh || rc=1
+    cat "$RESULTS_DIR/pods-paced-$masters-$pods-$rate.jsonl" >>"$out" 2>/dev/null || true
+  done
   return $rc
 }
 
@@ -171,7 +186,7 @@ stage fanout "KV=0 COMPACTION=0 REPEAT=$FANOUT_REPEAT WATCHERS=<$FANOUT_WATCHERS
 stage store-3 "REPEAT=$REPEAT PUT64_TOTAL=$STORE3_PUT_TOTAL PUT256_TOTAL=$STORE3_PUT_TOTAL FAILOVER_REPEAT=$FAILOVER_REPEAT $compaction_settings scripts/compare-etcd-cluster.sh" run_store3
 stage apiserver "REPEAT=$API_REPEAT ITERATIONS=$ITERATIONS scripts/compare-apiserver.sh" run_apiserver
 stage scheduler "ONLY=throughput REPEAT=$REPEAT scripts/bench-scheduler.sh" run_scheduler
-stage pods "REPEAT=$REPEAT PODS=<$POD_COUNTS> scripts/bench-pods.sh; MASTERS=3 REPEAT=$HA_POD_REPEAT PODS=$HA_PODS scripts/bench-pods.sh" run_pods
+stage pods "REPEAT=$REPEAT PODS=<$POD_COUNTS> scripts/bench-pods.sh; MASTERS=3 REPEAT=$HA_POD_REPEAT PODS=$HA_PODS scripts/bench-pods.sh; paced (MASTERS:PODS:RATE, REPEAT=$HA_POD_REPEAT) <$PACED_PODS>" run_pods
 
 # run.json: how this run was made, for the report's header.
 python3 - "$RESULTS_DIR/run.json" "$stages" <<EOF

@@ -1020,6 +1020,9 @@ impl Doc {
         let mut p50_curve = Vec::new();
         // Unpaced runs' p99 by master count, for the targets.
         let mut unpaced_p99: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+        // Paced runs' p99 by (masters, pods, creates per second): the SLO-style measure,
+        // creates spread out below what the cluster completes per second.
+        let mut paced_p99: Vec<(i64, i64, i64, Vec<f64>)> = Vec::new();
         for ((masters, n, rate), vs) in &groups {
             let get = |p: &str| -> Vec<f64> { vs.iter().filter_map(|v| num(v, p)).collect() };
             let p50 = get("/result/create_to_ready/p50_us");
@@ -1055,6 +1058,9 @@ impl Doc {
                 }
                 unpaced_p99.entry(*masters).or_default().extend(p99.iter().copied());
             }
+            if *rate > 0 && !p99.is_empty() {
+                paced_p99.push((*masters, *n, *rate, p99.clone()));
+            }
         }
         self.line("");
         let incomplete = pods.iter().filter(|v| v["result"]["complete"] == false).count();
@@ -1073,13 +1079,23 @@ impl Doc {
         }
         for (masters, p99) in &unpaced_p99 {
             let (_, worst) = min_max(p99);
-            let shape = if *masters == 1 {
-                "one master".to_string()
-            } else {
-                format!("{masters} masters")
-            };
             self.target(
-                &format!("Pod startup p99 ≤ 1 s on hollow nodes (unpaced bursts, every run), {shape}"),
+                &format!(
+                    "Pod startup p99 ≤ 1 s on hollow nodes (unpaced bursts, every run), {}",
+                    masters_words(*masters)
+                ),
+                cell(p99, Unit::Us),
+                Some(worst <= 1_000_000.0),
+            );
+        }
+        for (masters, n, rate, p99) in &paced_p99 {
+            let (_, worst) = min_max(p99);
+            self.target(
+                &format!(
+                    "Pod startup p99 ≤ 1 s on hollow nodes ({} pods, creates paced at {rate}/s, every run), {}",
+                    thousands(*n as f64),
+                    masters_words(*masters)
+                ),
                 cell(p99, Unit::Us),
                 Some(worst <= 1_000_000.0),
             );
@@ -1179,6 +1195,15 @@ impl Doc {
             self.image("fanout-layers.png", "watch fan-out time by layer against watchers");
         }
         Ok(())
+    }
+}
+
+/// "one master", "3 masters".
+fn masters_words(masters: i64) -> String {
+    if masters == 1 {
+        "one master".to_string()
+    } else {
+        format!("{masters} masters")
     }
 }
 
@@ -1518,6 +1543,19 @@ mod tests {
                     &format!(r#""master-1":{},"master-2":null,"agent":{}"#, 999 * MIB, 120 * MIB)
                 )
             ),
+            // Paced creates: a target row of its own.
+            format!(
+                r#"{{"bench":"pods","masters":3,"hollow_nodes":100,"result":{}}}"#,
+                result(
+                    20_000,
+                    1_200_000,
+                    &format!(
+                        r#""master-1":{},"master-2":{},"master-3":{},"agent":{}"#,
+                        MIB, MIB, MIB, MIB
+                    )
+                )
+                .replace(r#""creates_per_second_max":0"#, r#""creates_per_second_max":400"#)
+            ),
         ];
         let values: Vec<Value> = lines.iter().map(|s| serde_json::from_str(s).expect("json")).collect();
         assert_eq!(masters_of(&values[0]), 1);
@@ -1573,6 +1611,13 @@ mod tests {
             md.contains(
                 "| Pod startup p99 ≤ 1 s on hollow nodes (unpaced bursts, every run), 3 masters \
                  | 900.00 ms [800.00 ms–1000.00 ms] | yes |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "| Pod startup p99 ≤ 1 s on hollow nodes (1,000 pods, creates paced at 400/s, every run), \
+                 3 masters | 1200.00 ms | **no** |"
             ),
             "{md}"
         );

@@ -108,6 +108,41 @@ fn openapi_v2(headers: &axum::http::HeaderMap) -> Response {
     r
 }
 
+/// Bytes of an oversized request body read on and dropped, at most, before the 413 goes out.
+const LINGER_BYTES_MAX: usize = 16 << 20;
+/// How long reading on an oversized body may take, at most.
+const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request body of at most [`REQUEST_BYTES_MAX`]. A larger one is refused (413), but
+/// first read on and dropped, up to [`LINGER_BYTES_MAX`] more within [`LINGER_TIMEOUT`]:
+/// a server that answers and closes while the client is still sending resets the
+/// connection, and the client then loses the answer (hyper: `IncompleteMessage`).
+async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    let too_large = || ApiError::TooLarge(format!("Request entity too large: limit is {REQUEST_BYTES_MAX}"));
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BadRequest(format!("reading the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if buf.len() + data.len() > REQUEST_BYTES_MAX {
+            let linger = async {
+                let mut dropped = data.len();
+                while dropped <= LINGER_BYTES_MAX {
+                    match body.frame().await {
+                        Some(Ok(f)) => dropped += f.data_ref().map_or(0, |d| d.len()),
+                        _ => return,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(LINGER_TIMEOUT, linger).await;
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf.freeze())
+}
+
 async fn resource_request(
     api: Arc<Api>,
     method: Method,
@@ -118,12 +153,9 @@ async fn resource_request(
     req: Request,
 ) -> Response {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, REQUEST_BYTES_MAX).await {
+    let body = match read_body(body).await {
         Ok(b) => b,
-        Err(_) => {
-            return ApiError::TooLarge(format!("Request entity too large: limit is {REQUEST_BYTES_MAX}"))
-                .into_response()
-        }
+        Err(e) => return e.into_response(),
     };
     let params = Params::new(query);
     let is_watch = params.flag("watch") || rest.starts_with("watch/");

@@ -117,9 +117,8 @@ const LINGER_TIMEOUT: Duration = Duration::from_secs(5);
 /// first read on and dropped, up to [`LINGER_BYTES_MAX`] more within [`LINGER_TIMEOUT`]:
 /// a server that answers and closes while the client is still sending resets the
 /// connection, and the client then loses the answer (hyper: `IncompleteMessage`).
-async fn read_body(body: Body) -> Result<bytes::Bytes, ApiError> {
+async fn read_body(mut body: Body) -> Result<bytes::Bytes, ApiError> {
     use http_body_util::BodyExt;
-    let mut body = body;
     let mut buf = bytes::BytesMut::new();
     let too_large = || ApiError::TooLarge(format!("Request entity too large: limit is {REQUEST_BYTES_MAX}"));
     while let Some(frame) = body.frame().await {

@@ -1487,6 +1487,19 @@ mod tests {
                 p50, p99, rss
             )
         };
+        // A results line; `masters` is the field as written (empty for the oldest lines).
+        let line = |masters: &str, result: String| {
+            format!(r#"{{"bench":"pods"{masters},"hollow_nodes":100,"result":{result}}}"#)
+        };
+        let three = |m: [i64; 3], agent: i64| {
+            format!(
+                r#""master-1":{},"master-2":{},"master-3":{},"agent":{}"#,
+                m[0] * MIB,
+                m[1] * MIB,
+                m[2] * MIB,
+                agent * MIB
+            )
+        };
         let lines = [
             // A line from before the "masters" field: one master.
             format!(
@@ -1506,33 +1519,13 @@ mod tests {
                 )
             ),
             // Three masters: the largest is another master in each run.
-            format!(
-                r#"{{"bench":"pods","masters":3,"hollow_nodes":100,"result":{}}}"#,
-                result(
-                    500_000,
-                    900_000,
-                    &format!(
-                        r#""master-1":{},"master-2":{},"master-3":{},"agent":{}"#,
-                        180 * MIB,
-                        120 * MIB,
-                        150 * MIB,
-                        110 * MIB
-                    )
-                )
+            line(
+                r#","masters":3"#,
+                result(500_000, 900_000, &three([180, 120, 150], 110)),
             ),
-            format!(
-                r#"{{"bench":"pods","masters":3,"hollow_nodes":100,"result":{}}}"#,
-                result(
-                    600_000,
-                    800_000,
-                    &format!(
-                        r#""master-1":{},"master-2":{},"master-3":{},"agent":{}"#,
-                        130 * MIB,
-                        200 * MIB,
-                        120 * MIB,
-                        130 * MIB
-                    )
-                )
+            line(
+                r#","masters":3"#,
+                result(600_000, 800_000, &three([130, 200, 120], 130)),
             ),
             // A master that was gone: no memory figures from this run, its latencies count.
             format!(
@@ -1544,17 +1537,10 @@ mod tests {
                 )
             ),
             // Paced creates: a target row of its own.
-            format!(
-                r#"{{"bench":"pods","masters":3,"hollow_nodes":100,"result":{}}}"#,
-                result(
-                    20_000,
-                    1_200_000,
-                    &format!(
-                        r#""master-1":{},"master-2":{},"master-3":{},"agent":{}"#,
-                        MIB, MIB, MIB, MIB
-                    )
-                )
-                .replace(r#""creates_per_second_max":0"#, r#""creates_per_second_max":400"#)
+            line(
+                r#","masters":3"#,
+                result(20_000, 1_200_000, &three([1, 1, 1], 1))
+                    .replace(r#""creates_per_second_max":0"#, r#""creates_per_second_max":400"#),
             ),
         ];
         let values: Vec<Value> = lines.iter().map(|s| serde_json::from_str(s).expect("json")).collect();

@@ -39,7 +39,9 @@
 //! And the NoExecute pair: `not-ready:NoExecute` while `Ready=False`,
 //! `unreachable:NoExecute` while `Ready=Unknown` (never both: one is swapped for the
 //! other at once), neither while `Ready=True`. Added taints carry `timeAdded`. Taints of
-//! other keys are left alone. Taint writes are merge patches of `spec.taints` with the
+//! other keys are left alone. The NoSchedule taints are also mended on every node update,
+//! as upstream's `doNoScheduleTaintingPass` is, so a node that turns ready (a new node
+//! whose agent just got its pod CIDR) is schedulable at once, not at the next pass. Taint writes are merge patches of `spec.taints` with the
 //! resourceVersion as precondition.
 //!
 //! Adding a NoExecute taint starts evictions, so, as upstream, it is rate limited per
@@ -473,6 +475,14 @@ pub fn plan_taints(
     (out.as_slice() != current).then_some(out)
 }
 
+/// The node's taints with only its NoSchedule ones brought in line with its conditions
+/// (the NoExecute pair left as it is), or None when they stay: upstream's
+/// `doNoScheduleTaintingPass`, run on every node update.
+pub fn no_schedule_plan(node: &Node, now: Timestamp) -> Option<Vec<Taint>> {
+    let current = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default();
+    plan_taints(current, &no_schedule_keys(node), NoExecute::Leave, false, now)
+}
+
 /// Upstream's zone key: region and zone (the beta labels first), empty without either.
 pub fn zone_key(node: &Node) -> String {
     let labels = node.labels();
@@ -728,6 +738,9 @@ struct Controller {
     evicted: HashMap<String, Timestamp>,
     /// Something changed that may make a pod due for eviction.
     evict_dirty: bool,
+    /// Nodes whose NoSchedule taints no longer match their conditions, to be mended
+    /// at once rather than at the next monitor pass (at most one entry per node).
+    no_schedule_dirty: BTreeSet<String>,
 }
 
 /// Runs the node lifecycle controller until its future is dropped.
@@ -770,6 +783,7 @@ impl Controller {
             missing_since: HashMap::new(),
             evicted: HashMap::new(),
             evict_dirty: false,
+            no_schedule_dirty: BTreeSet::new(),
         }
     }
 
@@ -814,6 +828,16 @@ impl Controller {
                     self.evict_dirty = true;
                 }
             }
+            // Upstream's NoSchedule tainting pass on node updates: a node that became
+            // ready (its agent got its pod CIDR) is schedulable at once, and one that
+            // became not ready is not, without waiting for the next tick.
+            if self.nodes.synced {
+                for name in std::mem::take(&mut self.no_schedule_dirty) {
+                    if let Err(e) = self.update_taints(&name, None, Timestamp::now()).await {
+                        tracing::warn!(node = %name, error = %e, "nodelifecycle: updating the node's NoSchedule taints");
+                    }
+                }
+            }
             if self.evict_dirty && self.synced() {
                 self.evict_dirty = false;
                 let now = Timestamp::now();
@@ -841,9 +865,19 @@ impl Controller {
                 }
                 self.nodes.synced = true;
                 self.evict_dirty = true;
+                let stale = self
+                    .nodes
+                    .current
+                    .iter()
+                    .filter(|(_, e)| no_schedule_plan(&e.node, now).is_some())
+                    .map(|(name, _)| name.clone());
+                self.no_schedule_dirty.extend(stale);
             }
             watcher::Event::Apply(node) => {
                 let name = node.name_any();
+                if no_schedule_plan(&node, now).is_some() {
+                    self.no_schedule_dirty.insert(name.clone());
+                }
                 let entry = NodeEntry::new(node, self.nodes.current.get(&name), now);
                 let before = self.nodes.current.get(&name).map(|e| &e.no_execute);
                 if before != Some(&entry.no_execute) {
@@ -853,6 +887,7 @@ impl Controller {
             }
             watcher::Event::Delete(node) => {
                 self.nodes.current.remove(&node.name_any());
+                self.no_schedule_dirty.remove(&node.name_any());
                 self.evict_dirty = true;
             }
         }
@@ -995,7 +1030,7 @@ impl Controller {
             .collect();
         order.sort();
         for (_, name) in order {
-            if let Err(e) = self.update_taints(&name, &states, now).await {
+            if let Err(e) = self.update_taints(&name, Some(&states), now).await {
                 tracing::warn!(node = %name, error = %e, "nodelifecycle: updating the node's taints");
             }
         }
@@ -1090,10 +1125,13 @@ impl Controller {
         Ok(())
     }
 
+    /// Brings the node's taints in line with its conditions: all of them with the zones'
+    /// states (the monitor pass), or with `None` only the NoSchedule ones (on a node
+    /// update; the NoExecute pair is left as it is).
     async fn update_taints(
         &mut self,
         name: &str,
-        zones: &HashMap<String, (ZoneState, usize)>,
+        zones: Option<&HashMap<String, (ZoneState, usize)>>,
         now: Timestamp,
     ) -> Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
@@ -1103,15 +1141,21 @@ impl Controller {
             };
             let node = &entry.node;
             let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-            let want = no_execute_for(ready_status(node), self.all_disrupted);
-            let mut may_add = false;
-            if adds_no_execute(&current, want) {
-                let zone = zone_key(node);
-                let (state, size) = zones.get(&zone).copied().unwrap_or((ZoneState::Normal, 1));
-                let rate = zone_rate_per_s(state, size, &self.config);
-                may_add = self.limiters.entry(zone).or_default().try_take(rate, now);
-            }
-            let Some(taints) = plan_taints(&current, &no_schedule_keys(node), want, may_add, now) else {
+            let planned = match zones {
+                None => no_schedule_plan(node, now),
+                Some(zones) => {
+                    let want = no_execute_for(ready_status(node), self.all_disrupted);
+                    let mut may_add = false;
+                    if adds_no_execute(&current, want) {
+                        let zone = zone_key(node);
+                        let (state, size) = zones.get(&zone).copied().unwrap_or((ZoneState::Normal, 1));
+                        let rate = zone_rate_per_s(state, size, &self.config);
+                        may_add = self.limiters.entry(zone).or_default().try_take(rate, now);
+                    }
+                    plan_taints(&current, &no_schedule_keys(node), want, may_add, now)
+                }
+            };
+            let Some(taints) = planned else {
                 return Ok(());
             };
             let patch = json!({
@@ -1585,6 +1629,36 @@ mod tests {
         let mut unknown = n.clone();
         unknown.status.as_mut().expect("status").conditions = Some(conditions);
         assert_eq!(unknown_conditions(&unknown, at(60)), None);
+    }
+
+    #[test]
+    fn a_node_update_mends_only_the_no_schedule_taints() {
+        // A new node not ready yet (its agent has no pod CIDR): not-ready:NoSchedule, and
+        // no NoExecute taint, which only the rate-limited monitor pass adds.
+        let new = node(json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}));
+        let out = no_schedule_plan(&new, at(1)).expect("a taint to add");
+        assert_eq!(keys(&out), ["node.kubernetes.io/not-ready:NoSchedule"]);
+        assert_eq!(out[0].time_added, Some(Time(at(1))));
+        // Ready now: the NoSchedule taint goes, the NoExecute one stays for the monitor.
+        let ready = node(json!({
+            "spec": {"taints": [
+                {"key": "dedicated", "effect": "NoSchedule"},
+                {"key": TAINT_NOT_READY, "effect": "NoSchedule"},
+                {"key": TAINT_NOT_READY, "effect": "NoExecute"},
+            ]},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }));
+        let out = no_schedule_plan(&ready, at(2)).expect("a taint to remove");
+        assert_eq!(
+            keys(&out),
+            ["dedicated:NoSchedule", "node.kubernetes.io/not-ready:NoExecute"]
+        );
+        // Taints in line with the conditions: nothing to write.
+        let settled = node(json!({
+            "spec": {"taints": [{"key": TAINT_NOT_READY, "effect": "NoSchedule"}]},
+            "status": {"conditions": [{"type": "Ready", "status": "False"}]},
+        }));
+        assert_eq!(no_schedule_plan(&settled, at(3)), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
+use tokio::sync::watch;
 
 fn identity(name: &str) -> NodeIdentity {
     NodeIdentity {
@@ -51,7 +52,7 @@ fn condition(node: &Node, type_: &str) -> Option<(String, String)> {
 async fn a_new_node_registers_with_its_labels_taints_capacity_and_conditions_and_keeps_its_lease() {
     let cluster = start().await;
     let client = cluster.client.clone();
-    let node = registration::register(&client, &identity("n1"))
+    let node = registration::register(&client, &identity("n1"), true)
         .await
         .expect("register");
     let nodes: Api<Node> = Api::all(client.clone());
@@ -115,6 +116,7 @@ async fn a_new_node_registers_with_its_labels_taints_capacity_and_conditions_and
         identity("n1"),
         node.clone(),
         fast(),
+        watch::channel(true).1,
     ));
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let first = eventually("the node's Lease", || async {
@@ -157,7 +159,8 @@ async fn an_existing_node_keeps_what_others_set_and_gets_what_the_agent_sets() {
     }))
     .expect("node");
     nodes.create(&PostParams::default(), &existing).await.expect("create");
-    registration::register(&client, &identity("n2"))
+    // No CIDR of its own, but the Node has one: ready.
+    registration::register(&client, &identity("n2"), false)
         .await
         .expect("register over an existing node");
     let read = nodes.get("n2").await.expect("the node");
@@ -181,7 +184,7 @@ async fn an_existing_node_keeps_what_others_set_and_gets_what_the_agent_sets() {
 async fn a_node_marked_unknown_is_ready_again_at_the_next_status_check() {
     let cluster = start().await;
     let client = cluster.client.clone();
-    let node = registration::register(&client, &identity("n3"))
+    let node = registration::register(&client, &identity("n3"), true)
         .await
         .expect("register");
     let heartbeat = tokio::spawn(registration::keep_heartbeating(
@@ -189,6 +192,7 @@ async fn a_node_marked_unknown_is_ready_again_at_the_next_status_check() {
         identity("n3"),
         node,
         fast(),
+        watch::channel(true).1,
     ));
     let nodes: Api<Node> = Api::all(client.clone());
     // As the node lifecycle controller writes it for a node it stopped hearing from.
@@ -200,6 +204,46 @@ async fn a_node_marked_unknown_is_ready_again_at_the_next_status_check() {
         .expect("mark Unknown");
     eventually("Ready=True posted again", || async {
         let read = nodes.get("n3").await.map_err(|e| e.to_string())?;
+        match condition(&read, "Ready") {
+            Some((status, reason)) if status == "True" && reason == "KubeletReady" => Ok(()),
+            other => Err(format!("Ready is {other:?}")),
+        }
+    })
+    .await;
+    heartbeat.abort();
+}
+
+#[tokio::test]
+async fn a_node_without_a_pod_cidr_is_not_ready_until_it_has_one_and_says_so_at_once() {
+    let cluster = start().await;
+    let client = cluster.client.clone();
+    let node = registration::register(&client, &identity("n4"), false)
+        .await
+        .expect("register");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let read = nodes.get("n4").await.expect("the node");
+    let ready = node_condition(&read, "Ready").expect("Ready").clone();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_deref(), ready.message.as_deref()),
+        ("False", Some("KubeletNotReady"), Some(registration::NETWORK_NOT_READY))
+    );
+    // Status checks so far apart that only the change of `network` can post Ready=True
+    // within the wait.
+    let slow = Heartbeat {
+        status_check_interval: Duration::from_secs(3600),
+        ..fast()
+    };
+    let (network, network_ready) = watch::channel(false);
+    let heartbeat = tokio::spawn(registration::keep_heartbeating(
+        client.clone(),
+        identity("n4"),
+        node,
+        slow,
+        network_ready,
+    ));
+    network.send_replace(true);
+    eventually("Ready=True posted once the CIDR is there", || async {
+        let read = nodes.get("n4").await.map_err(|e| e.to_string())?;
         match condition(&read, "Ready") {
             Some((status, reason)) if status == "True" && reason == "KubeletReady" => Ok(()),
             other => Err(format!("Ready is {other:?}")),

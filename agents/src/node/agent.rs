@@ -14,7 +14,9 @@
 //! - **Agent restarts**: the runtime adopts the containers that outlived the previous
 //!   agent before the first snapshot, and each pod's worker takes its own back.
 //! - **Pod addresses** come from the node's `spec.podCIDR` (set by the controller
-//!   manager's node IPAM), or from `--pod-cidr`.
+//!   manager's node IPAM, and waited for with a watch of the Node), or from
+//!   `--pod-cidr`. Until the agent has one the node is not Ready (see
+//!   [`registration`]), and no pod worker runs.
 //!
 //! - **The runtime** ([`Config::runtime`]): the process runtime, or the simulated one
 //!   (hollow nodes, see [`super::simulated`]): a simulated node is labelled
@@ -42,8 +44,11 @@ use std::time::Duration;
 use capstan_proto::mesh::assignment::Type as AssignmentType;
 use capstan_proto::mesh::mesh_client::MeshClient;
 use capstan_proto::mesh::{NodeAssignmentsRequest, PodStatusReport};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
+use kube::runtime::watcher::{self, watcher};
+use kube::runtime::WatchStreamExt;
 use kube::Client;
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -62,8 +67,8 @@ const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(7);
 /// How often the containers' logs are checked for rotation.
 const LOG_ROTATION_INTERVAL: Duration = Duration::from_secs(10);
-/// How often the node is read while waiting for its `podCIDR`.
-const POD_CIDR_POLL: Duration = Duration::from_millis(500);
+/// How often the agent says it is still waiting for its `podCIDR`.
+const POD_CIDR_WAIT_WARN: Duration = Duration::from_secs(10);
 /// Uids of pods the agent has finished with, remembered so that a late assignment of
 /// one does not start it again; forgotten beyond this many.
 const DONE_UIDS_MAX: usize = 10_000;
@@ -187,18 +192,23 @@ pub async fn run(
     for c in runtime.adopt()? {
         adopted.entry(c.pod_uid().to_owned()).or_default().push(c);
     }
-    let node = register(&client, &config.identity).await;
+    let node = register(&client, &config.identity, config.pod_cidr.is_some()).await;
+    // The node is Ready once it has its pod CIDR (see `registration`).
+    let known = config.pod_cidr.or_else(|| registration::pod_cidr(&node));
+    let (network, network_ready) = watch::channel(known.is_some());
     let heartbeat = tokio::spawn(registration::keep_heartbeating(
         client.clone(),
         config.identity.clone(),
         node,
         config.heartbeat.clone(),
+        network_ready,
     ));
     let _heartbeat = AbortOnDrop(heartbeat);
-    let cidr = match config.pod_cidr {
+    let cidr = match known {
         Some(c) => c,
         None => wait_for_pod_cidr(&client, &config.identity.name).await,
     };
+    network.send_replace(true);
     tracing::info!(node = %config.identity.name, pod_cidr = %cidr, "the node's pods get addresses from its pod CIDR");
     // The adopted containers' pods keep their addresses, reserved before any worker
     // starts: otherwise a new pod's worker, running first, could take an address an
@@ -316,10 +326,10 @@ fn pod_logs(ctx: &Context, namespace: &str, name: &str) -> Option<Vec<ContainerL
 }
 
 /// Registers the node, retrying until the API answers.
-async fn register(client: &Client, identity: &NodeIdentity) -> Node {
+async fn register(client: &Client, identity: &NodeIdentity, own_pod_cidr: bool) -> Node {
     let mut retry = RETRY_FIRST;
     loop {
-        match registration::register(client, identity).await {
+        match registration::register(client, identity, own_pod_cidr).await {
             Ok(node) => return node,
             Err(e) => {
                 tracing::warn!(node = %identity.name, error = %e, "registering the node failed; retrying");
@@ -330,29 +340,42 @@ async fn register(client: &Client, identity: &NodeIdentity) -> Node {
     }
 }
 
-/// Waits until the node has a `spec.podCIDR` it can use.
+/// Waits until the node has a `spec.podCIDR` it can use, watching the Node (the node
+/// IPAM controller writes it a moment after registration; the node is Ready from then).
 async fn wait_for_pod_cidr(client: &Client, node: &str) -> Cidr {
     let nodes: Api<Node> = Api::all(client.clone());
-    let mut waited = 0u32;
+    let config = watcher::Config::default().fields(&format!("metadata.name={node}"));
+    let mut warn = tokio::time::interval_at(tokio::time::Instant::now() + POD_CIDR_WAIT_WARN, POD_CIDR_WAIT_WARN);
+    let mut unusable: Option<String> = None;
     loop {
-        match nodes.get(node).await {
-            Ok(n) => {
-                if let Some(text) = n.spec.and_then(|s| s.pod_cidr) {
-                    match text.parse::<Cidr>() {
-                        Ok(c) => return c,
-                        Err(e) => {
-                            tracing::error!(node, pod_cidr = %text, error = %e, "the node's pod CIDR is not usable")
+        // The watcher retries with back-off by itself; its stream never ends, but if it
+        // did, it is started again.
+        let mut events = std::pin::pin!(watcher(nodes.clone(), config.clone())
+            .default_backoff()
+            .applied_objects());
+        loop {
+            tokio::select! {
+                event = events.next() => match event {
+                    Some(Ok(n)) => {
+                        if let Some(cidr) = registration::pod_cidr(&n) {
+                            return cidr;
+                        }
+                        let text = n.spec.and_then(|s| s.pod_cidr);
+                        if text.is_some() && text != unusable {
+                            tracing::error!(node, pod_cidr = ?text, "the node's pod CIDR is not usable");
+                            unusable = text;
                         }
                     }
-                }
+                    Some(Err(e)) => tracing::warn!(node, error = %e, "watching the node failed"),
+                    None => break,
+                },
+                _ = warn.tick() => tracing::warn!(
+                    node,
+                    "still waiting for the node's pod CIDR (is the controller-manager's node IPAM running? --pod-cidr sets one)"
+                ),
             }
-            Err(e) => tracing::warn!(node, error = %e, "reading the node failed"),
         }
-        waited += 1;
-        if waited.is_multiple_of(20) {
-            tracing::warn!(node, "still waiting for the node's pod CIDR (is the controller-manager's node IPAM running? --pod-cidr sets one)");
-        }
-        tokio::time::sleep(POD_CIDR_POLL).await;
+        tokio::time::sleep(RETRY_FIRST).await;
     }
 }
 

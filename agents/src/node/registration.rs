@@ -22,7 +22,14 @@
 //!   kubelet's `nodeStatusUpdateRetry`). A condition's `lastTransitionTime` moves only
 //!   when its status does.
 //!
-//! Conditions: `Ready` is `True` while the agent runs; `MemoryPressure`,
+//! Conditions: `Ready` is `True` once the agent can give its pods addresses: it has a pod
+//! CIDR (its own `--pod-cidr`, or the Node's `spec.podCIDR` from the node IPAM
+//! controller). Until then it is `False` with reason `KubeletNotReady` and the message
+//! the kubelet gives while its network plugin is not ready ([`NETWORK_NOT_READY`]), so
+//! that the node lifecycle controller taints the node `not-ready` and nothing waits on
+//! it; the agent posts the change as soon as it has its CIDR, not at the next check
+//! ([`keep_heartbeating`]'s `network`). A Node that has a CIDR already (an agent
+//! restart) registers ready. `MemoryPressure`,
 //! `DiskPressure` and `PIDPressure` are `False` with the kubelet's reasons. The agent
 //! does not evict pods, so it never reports pressure; the conditions are there because
 //! clients and the scheduler read them.
@@ -47,8 +54,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Owne
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::Client;
+use tokio::sync::watch;
 
 use crate::error::{AgentError, Result};
+use crate::nodeipam::Cidr;
 
 /// The namespace of node Leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -68,6 +77,10 @@ pub const SIMULATED_RUNTIME_VERSION: &str = concat!("capstan-simulated://", env!
 /// nothing. The agent adds it to its identity's labels; a node carrying it reports
 /// [`SIMULATED_RUNTIME_VERSION`].
 pub const SIMULATED_LABEL: &str = "capstan.io/simulated";
+/// The `Ready=False` message while the node has no pod CIDR: the kubelet's form for a
+/// network plugin that is not ready.
+pub const NETWORK_NOT_READY: &str =
+    "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady message:the node has no pod CIDR yet (spec.podCIDR)";
 /// `nodeInfo.kubeletVersion`: the version the API server reports.
 pub const AGENT_VERSION: &str = "v1.32.0-capstan";
 
@@ -221,8 +234,19 @@ fn labels(identity: &NodeIdentity) -> BTreeMap<String, String> {
     labels
 }
 
-/// The conditions as the agent sees them now (type, status, reason, message).
-fn current_conditions() -> [(&'static str, &'static str, &'static str, &'static str); 4] {
+/// The node's pod CIDR, if it has a usable one.
+pub fn pod_cidr(node: &Node) -> Option<Cidr> {
+    node.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok()
+}
+
+/// The conditions as the agent sees them now (type, status, reason, message);
+/// `network_ready`: it has a pod CIDR.
+fn current_conditions(network_ready: bool) -> [(&'static str, &'static str, &'static str, &'static str); 4] {
+    let ready = if network_ready {
+        ("Ready", "True", "KubeletReady", "kubelet is posting ready status")
+    } else {
+        ("Ready", "False", "KubeletNotReady", NETWORK_NOT_READY)
+    };
     [
         (
             "MemoryPressure",
@@ -242,18 +266,24 @@ fn current_conditions() -> [(&'static str, &'static str, &'static str, &'static 
             "KubeletHasSufficientPID",
             "kubelet has sufficient PID available",
         ),
-        ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ready,
     ]
 }
 
 /// `old` with the agent's conditions, capacity, addresses and info as of `now`; whether
 /// a condition's status, reason or message changed.
-fn status_now(old: Option<&NodeStatus>, identity: &NodeIdentity, now: Timestamp) -> (NodeStatus, bool) {
+fn status_now(
+    old: Option<&NodeStatus>,
+    identity: &NodeIdentity,
+    network_ready: bool,
+    now: Timestamp,
+) -> (NodeStatus, bool) {
     let mut status = old.cloned().unwrap_or_default();
     let previous = status.conditions.take().unwrap_or_default();
     let mut changed = false;
     let mut conditions = Vec::with_capacity(4);
-    for (type_, value, reason, message) in current_conditions() {
+    let current = current_conditions(network_ready);
+    for (type_, value, reason, message) in current {
         let before = previous.iter().find(|c| c.type_ == type_);
         let transition = match before {
             Some(b) if b.status == value => b.last_transition_time.clone(),
@@ -277,7 +307,7 @@ fn status_now(old: Option<&NodeStatus>, identity: &NodeIdentity, now: Timestamp)
     conditions.extend(
         previous
             .into_iter()
-            .filter(|c| !current_conditions().iter().any(|(t, ..)| *t == c.type_)),
+            .filter(|c| !current.iter().any(|(t, ..)| *t == c.type_)),
     );
     status.conditions = Some(conditions);
     let quantities = identity.capacity.quantities();
@@ -307,7 +337,7 @@ fn status_now(old: Option<&NodeStatus>, identity: &NodeIdentity, now: Timestamp)
 }
 
 /// The Node as the agent registers it.
-fn new_node(identity: &NodeIdentity, now: Timestamp) -> Node {
+fn new_node(identity: &NodeIdentity, network_ready: bool, now: Timestamp) -> Node {
     Node {
         metadata: ObjectMeta {
             name: Some(identity.name.clone()),
@@ -318,7 +348,7 @@ fn new_node(identity: &NodeIdentity, now: Timestamp) -> Node {
             taints: (!identity.taints.is_empty()).then(|| identity.taints.clone()),
             ..Default::default()
         }),
-        status: Some(status_now(None, identity, now).0),
+        status: Some(status_now(None, identity, network_ready, now).0),
     }
 }
 
@@ -327,18 +357,23 @@ fn is_status(e: &kube::Error, code: u16) -> bool {
 }
 
 /// Creates the node's Node, or completes an existing one's labels and taints with the
-/// agent's; then posts its status. Returns the Node as it then is.
-pub async fn register(client: &Client, identity: &NodeIdentity) -> Result<Node> {
+/// agent's; then posts its status. Returns the Node as it then is. `own_pod_cidr`: the
+/// agent has a pod CIDR of its own (`--pod-cidr`); otherwise the node is ready only if
+/// the Node has one.
+pub async fn register(client: &Client, identity: &NodeIdentity, own_pod_cidr: bool) -> Result<Node> {
     let nodes: Api<Node> = Api::all(client.clone());
     match nodes
-        .create(&PostParams::default(), &new_node(identity, Timestamp::now()))
+        .create(
+            &PostParams::default(),
+            &new_node(identity, own_pod_cidr, Timestamp::now()),
+        )
         .await
     {
         Ok(node) => {
             tracing::info!(node = %identity.name, "registered the node");
             // Posted again through the status subresource, as every later post is; if
             // that fails the heartbeat posts it at its first check.
-            return match post_status(&nodes, identity, Some(node.clone())).await {
+            return match post_status(&nodes, identity, own_pod_cidr, Some(node.clone())).await {
                 Ok((node, _)) => Ok(node),
                 Err(e) => {
                     tracing::warn!(node = %identity.name, error = %e, "posting the first node status failed");
@@ -375,7 +410,10 @@ pub async fn register(client: &Client, identity: &NodeIdentity) -> Result<Node> 
             };
         }
         tracing::info!(node = %identity.name, "the node was registered before; took it over");
-        return post_status(&nodes, identity, Some(node)).await.map(|(node, _)| node);
+        let network_ready = own_pod_cidr || pod_cidr(&node).is_some();
+        return post_status(&nodes, identity, network_ready, Some(node))
+            .await
+            .map(|(node, _)| node);
     }
     Err(AgentError::Config(format!(
         "node {}: its labels could not be updated in {STATUS_UPDATE_TRIES} tries (conflicts)",
@@ -386,14 +424,19 @@ pub async fn register(client: &Client, identity: &NodeIdentity) -> Result<Node> 
 /// Replaces the Node's status with the agent's, starting from `read` (the Node as just
 /// read, if the caller has it) and reading it again after each conflict. Returns the
 /// Node written and whether a condition changed.
-async fn post_status(nodes: &Api<Node>, identity: &NodeIdentity, mut read: Option<Node>) -> Result<(Node, bool)> {
+async fn post_status(
+    nodes: &Api<Node>,
+    identity: &NodeIdentity,
+    network_ready: bool,
+    mut read: Option<Node>,
+) -> Result<(Node, bool)> {
     let mut last = None;
     for _ in 0..STATUS_UPDATE_TRIES {
         let mut node = match read.take() {
             Some(node) => node,
             None => nodes.get(&identity.name).await?,
         };
-        let (status, changed) = status_now(node.status.as_ref(), identity, Timestamp::now());
+        let (status, changed) = status_now(node.status.as_ref(), identity, network_ready, Timestamp::now());
         node.status = Some(status);
         match nodes
             .replace_status(&identity.name, &PostParams::default(), &node)
@@ -449,7 +492,15 @@ pub async fn renew_lease(client: &Client, node: &Node) -> Result<Lease> {
 }
 
 /// Renews the Lease and posts the status for as long as it runs (until dropped).
-pub async fn keep_heartbeating(client: Client, identity: NodeIdentity, node: Node, timing: Heartbeat) {
+/// `network`: whether the agent has its pod CIDR; a change is checked and posted at once.
+/// If its sender goes, the last value holds.
+pub async fn keep_heartbeating(
+    client: Client,
+    identity: NodeIdentity,
+    node: Node,
+    timing: Heartbeat,
+    mut network: watch::Receiver<bool>,
+) {
     let nodes: Api<Node> = Api::all(client.clone());
     let lease = async {
         let mut retry = LEASE_RETRY_FIRST;
@@ -469,8 +520,13 @@ pub async fn keep_heartbeating(client: Client, identity: NodeIdentity, node: Nod
     };
     let status = async {
         let mut last_post = tokio::time::Instant::now();
+        let mut network_open = true;
         loop {
-            tokio::time::sleep(timing.status_check_interval).await;
+            tokio::select! {
+                () = tokio::time::sleep(timing.status_check_interval) => {}
+                changed = network.changed(), if network_open => network_open = changed.is_ok(),
+            }
+            let network_ready = *network.borrow_and_update();
             let due = last_post.elapsed() >= timing.status_report_interval;
             let current = match nodes.get(&identity.name).await {
                 Ok(n) => n,
@@ -479,11 +535,11 @@ pub async fn keep_heartbeating(client: Client, identity: NodeIdentity, node: Nod
                     continue;
                 }
             };
-            let (_, changed) = status_now(current.status.as_ref(), &identity, Timestamp::now());
+            let (_, changed) = status_now(current.status.as_ref(), &identity, network_ready, Timestamp::now());
             if !(due || changed) {
                 continue;
             }
-            match post_status(&nodes, &identity, Some(current)).await {
+            match post_status(&nodes, &identity, network_ready, Some(current)).await {
                 Ok(_) => last_post = tokio::time::Instant::now(),
                 Err(e) => tracing::warn!(node = %identity.name, error = %e, "posting the node status failed"),
             }
@@ -540,9 +596,9 @@ mod tests {
     fn a_transition_time_moves_only_when_the_status_does() {
         let t0 = Timestamp::from_second(1_000).expect("time");
         let t1 = Timestamp::from_second(2_000).expect("time");
-        let (first, changed) = status_now(None, &identity(), t0);
+        let (first, changed) = status_now(None, &identity(), true, t0);
         assert!(changed, "new conditions are a change");
-        let (second, changed) = status_now(Some(&first), &identity(), t1);
+        let (second, changed) = status_now(Some(&first), &identity(), true, t1);
         assert!(!changed, "the same conditions again are no change");
         let ready = |s: &NodeStatus| {
             s.conditions
@@ -559,15 +615,52 @@ mod tests {
                 c.status = "Unknown".into();
             }
         }
-        let (third, changed) = status_now(Some(&unknown), &identity(), t1);
+        let (third, changed) = status_now(Some(&unknown), &identity(), true, t1);
         assert!(changed);
         assert_eq!(ready(&third).last_transition_time, Some(Time(t1)));
         assert_eq!(ready(&third).status, "True");
     }
 
     #[test]
+    fn a_node_without_its_pod_cidr_is_not_ready_until_it_has_one() {
+        let t0 = Timestamp::from_second(1_000).expect("time");
+        let t1 = Timestamp::from_second(2_000).expect("time");
+        let ready = |s: &NodeStatus| {
+            s.conditions
+                .as_ref()
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready").cloned())
+                .expect("Ready")
+        };
+        let (waiting, _) = status_now(None, &identity(), false, t0);
+        let r = ready(&waiting);
+        assert_eq!(
+            (r.status.as_str(), r.reason.as_deref(), r.message.as_deref()),
+            ("False", Some("KubeletNotReady"), Some(NETWORK_NOT_READY))
+        );
+        let (still, changed) = status_now(Some(&waiting), &identity(), false, t1);
+        assert!(!changed, "no CIDR yet: nothing to post");
+        assert_eq!(ready(&still).last_transition_time, Some(Time(t0)));
+        let (now, changed) = status_now(Some(&still), &identity(), true, t1);
+        assert!(changed, "the CIDR came: Ready=True is a change");
+        assert_eq!(ready(&now).status, "True");
+        assert_eq!(ready(&now).last_transition_time, Some(Time(t1)));
+
+        let node = |cidr: Option<&str>| Node {
+            spec: Some(NodeSpec {
+                pod_cidr: cidr.map(str::to_owned),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(pod_cidr(&node(Some("10.1.2.0/24"))).is_some());
+        assert!(pod_cidr(&node(Some("not a cidr"))).is_none(), "unusable is none");
+        assert!(pod_cidr(&node(None)).is_none());
+        assert!(pod_cidr(&Node::default()).is_none());
+    }
+
+    #[test]
     fn the_agent_port_is_published_as_the_kubelet_endpoint() {
-        let (status, _) = status_now(None, &identity(), Timestamp::UNIX_EPOCH);
+        let (status, _) = status_now(None, &identity(), true, Timestamp::UNIX_EPOCH);
         let port = |s: &NodeStatus| {
             s.daemon_endpoints
                 .as_ref()
@@ -579,23 +672,23 @@ mod tests {
             agent_port: 0,
             ..identity()
         };
-        assert_eq!(port(&status_now(None, &none, Timestamp::UNIX_EPOCH).0), None);
+        assert_eq!(port(&status_now(None, &none, true, Timestamp::UNIX_EPOCH).0), None);
         // No port of its own: what the status had stays.
         assert_eq!(
-            port(&status_now(Some(&status), &none, Timestamp::UNIX_EPOCH).0),
+            port(&status_now(Some(&status), &none, true, Timestamp::UNIX_EPOCH).0),
             Some(10250)
         );
     }
 
     #[test]
     fn conditions_others_added_stay() {
-        let mut old = status_now(None, &identity(), Timestamp::UNIX_EPOCH).0;
+        let mut old = status_now(None, &identity(), true, Timestamp::UNIX_EPOCH).0;
         old.conditions.get_or_insert_with(Vec::new).push(NodeCondition {
             type_: "NetworkUnavailable".into(),
             status: "False".into(),
             ..Default::default()
         });
-        let (now, _) = status_now(Some(&old), &identity(), Timestamp::UNIX_EPOCH);
+        let (now, _) = status_now(Some(&old), &identity(), true, Timestamp::UNIX_EPOCH);
         let types: Vec<_> = now.conditions.iter().flatten().map(|c| c.type_.as_str()).collect();
         assert_eq!(
             types,

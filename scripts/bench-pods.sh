@@ -266,7 +266,7 @@ for r in $(seq "$REPEAT"); do
   for p in $(rss_procs); do rss_args+=(--rss "$p"); done
   line=$(timeout $((TIMEOUT_S + DELETE_TIMEOUT_S + 60)) "$bench" pods --api "$api" --pods "$PODS" \
     --concurrency "$CONCURRENCY" --creates-per-second "$RATE" --min-ready-nodes "$min_nodes" --command "$COMMAND" \
-    "${rss_args[@]}" --timeout-s "$TIMEOUT_S" \
+    "${rss_args[@]}" --timeout-s "$TIMEOUT_S" --timeline "$dir/timeline.csv" \
     --delete-timeout-s "$DELETE_TIMEOUT_S" --json 2>"$dir/bench.err") || status=$?
   rss_end=$(for p in $(rss_procs); do printf '"%s":%s\n' "${p%%=*}" "$(rss_kb "${p#*=}")"; done | paste -sd,)
   rss_end="{$rss_end}"

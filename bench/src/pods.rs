@@ -145,6 +145,13 @@ pub struct PodsArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also write every pod's moments to this file, as CSV: its number, node, and the
+    /// milliseconds from the first create to its create sent, create answered,
+    /// scheduled seen and ready seen, with the resourceVersion of the event that showed
+    /// it scheduled and ready; a first comment line gives the first create's wall-clock
+    /// time (Unix milliseconds), to line the pods up with the servers' logs.
+    #[arg(long, value_name = "PATH")]
+    pub timeline: Option<std::path::PathBuf>,
 }
 
 /// `--command`: a non-empty JSON array of strings, within the bounds.
@@ -228,6 +235,9 @@ struct PodTimes {
     answered: Option<Instant>,
     scheduled: Option<Instant>,
     ready: Option<Instant>,
+    /// The resourceVersions of the versions that showed it scheduled and ready.
+    scheduled_rv: Option<String>,
+    ready_rv: Option<String>,
     gone: bool,
     node: Option<String>,
     /// What keeps it from being ready, as last seen: a container's waiting reason, or
@@ -282,8 +292,14 @@ impl State {
                     && c.get("status").and_then(Value::as_str) == Some("True")
             })
         };
+        let rv = || {
+            pod.pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         if p.scheduled.is_none() && condition("PodScheduled") {
             p.scheduled = Some(now);
+            p.scheduled_rv = rv();
             self.scheduled += 1;
         }
         if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str) {
@@ -294,6 +310,7 @@ impl State {
         let phase = pod.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
         if p.ready.is_none() && phase == "Running" && condition("Ready") {
             p.ready = Some(now);
+            p.ready_rv = rv();
             self.ready += 1;
         }
         let waiting = pod
@@ -562,8 +579,27 @@ fn handle_event(tracker: &Tracker, event: &Value, now: Instant) -> Event {
     rv.map_or(Event::Nothing, Event::Version)
 }
 
-/// Waits until a scheduler holds its Lease and `min_nodes` Nodes are Ready; returns the
-/// holder and the Ready count.
+/// A Node as Kubernetes' e2e framework counts it ready for pods: `Ready=True`, and no
+/// `not-ready` or `unreachable` taint (the node lifecycle controller removes it a moment
+/// after the node turns ready).
+fn schedulable(node: &Value) -> bool {
+    let ready = node
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    let tainted = node
+        .pointer("/spec/taints")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|t| t["key"] == "node.kubernetes.io/not-ready" || t["key"] == "node.kubernetes.io/unreachable");
+    ready && !tainted
+}
+
+/// Waits until a scheduler holds its Lease and `min_nodes` Nodes are Ready and
+/// schedulable; returns the holder and their count.
 async fn wait_for_cluster(api: &Api, min_nodes: usize, deadline: Deadline) -> BenchResult<(String, usize)> {
     loop {
         let (status, body) = api
@@ -590,13 +626,7 @@ async fn wait_for_cluster(api: &Api, min_nodes: usize, deadline: Deadline) -> Be
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .filter(|n| {
-                n.pointer("/status/conditions")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
-            })
+            .filter(|n| schedulable(n))
             .count();
         if let Some(holder) = holder.clone().filter(|_| ready >= min_nodes) {
             return Ok((holder, ready));
@@ -604,7 +634,7 @@ async fn wait_for_cluster(api: &Api, min_nodes: usize, deadline: Deadline) -> Be
         if deadline.passed() {
             return Err(format!(
                 "the cluster is not ready: scheduler Lease holder {holder:?}, {ready} of the {min_nodes} Nodes \
-                 wanted Ready"
+                 wanted Ready and schedulable"
             ));
         }
         tokio::time::sleep(POLL).await;
@@ -700,6 +730,33 @@ async fn delete_all(api: &Arc<Api>, tracker: &Arc<Tracker>, a: &PodsArgs) -> Ben
     }
     tracker.wait(deadline, "every pod gone", |s| s.gone >= total).await?;
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// `--timeline`: one CSV line per pod (see [`PodsArgs::timeline`]); a moment not seen is
+/// left empty.
+fn timeline_csv(s: &State, start: Instant, start_unix_ms: u128) -> String {
+    let ms = |t: Option<Instant>| {
+        t.map_or(String::new(), |t| {
+            format!("{:.3}", t.saturating_duration_since(start).as_secs_f64() * 1e3)
+        })
+    };
+    let mut csv = format!(
+        "# first create at {start_unix_ms} ms (Unix)\n\
+         pod,node,sent_ms,answered_ms,scheduled_ms,ready_ms,scheduled_rv,ready_rv\n"
+    );
+    for (i, p) in s.pods.iter().enumerate() {
+        csv.push_str(&format!(
+            "{i},{},{},{},{},{},{},{}\n",
+            p.node.as_deref().unwrap_or(""),
+            ms(p.sent),
+            ms(p.answered),
+            ms(p.scheduled),
+            ms(p.ready),
+            p.scheduled_rv.as_deref().unwrap_or(""),
+            p.ready_rv.as_deref().unwrap_or(""),
+        ));
+    }
+    csv
 }
 
 /// The figures of a run, from the tracker's state.
@@ -812,6 +869,9 @@ pub async fn run(a: PodsArgs) -> BenchResult<()> {
     ));
 
     let start = Instant::now();
+    let start_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
     let created = create_all(&api, &tracker, &template, &a).await;
     let create_seconds = start.elapsed().as_secs_f64();
     let waited = match created {
@@ -829,6 +889,10 @@ pub async fn run(a: PodsArgs) -> BenchResult<()> {
         .map(|(name, pid)| (name.clone(), rss_bytes(*pid).ok()))
         .collect();
     let report = Report::of(&tracker.lock(), start, create_seconds);
+    if let Some(path) = &a.timeline {
+        let csv = timeline_csv(&tracker.lock(), start, start_unix_ms);
+        std::fs::write(path, csv).map_err(|e| format!("writing {}: {e}", path.display()))?;
+    }
     let deleted = if a.keep {
         None
     } else {
@@ -984,6 +1048,26 @@ mod tests {
             "spec": {"nodeName": node},
             "status": {"phase": phase, "conditions": conditions, "containerStatuses": statuses},
         })
+    }
+
+    #[test]
+    fn a_node_counts_once_ready_and_rid_of_the_not_ready_taint() {
+        let ready = serde_json::json!({"type": "Ready", "status": "True"});
+        let not_ready = serde_json::json!({"type": "Ready", "status": "False"});
+        let node = |cond: &Value, taints: Value| serde_json::json!({"spec": {"taints": taints}, "status": {"conditions": [cond]}});
+        let not_ready_taint = serde_json::json!([{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]);
+        assert!(schedulable(&node(&ready, serde_json::json!([]))));
+        assert!(schedulable(&node(
+            &ready,
+            serde_json::json!([{"key": "dedicated", "effect": "NoSchedule"}])
+        )));
+        assert!(
+            !schedulable(&node(&ready, not_ready_taint.clone())),
+            "the taint not removed yet"
+        );
+        assert!(!schedulable(&node(&not_ready, serde_json::json!([]))));
+        assert!(!schedulable(&node(&not_ready, not_ready_taint)));
+        assert!(!schedulable(&serde_json::json!({})));
     }
 
     #[test]

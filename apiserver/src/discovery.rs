@@ -167,4 +167,51 @@ mod tests {
         assert!(resource_list("batch", "v1").is_none());
         assert_eq!(api_groups()["groups"][0]["preferredVersion"]["groupVersion"], "apps/v1");
     }
+
+    #[test]
+    fn discovery_lists_the_rbac_kinds() {
+        let groups: Vec<String> = api_groups()["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .filter_map(|g| g["name"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(
+            groups,
+            [
+                "apps",
+                "rbac.authorization.k8s.io",
+                "coordination.k8s.io",
+                "discovery.k8s.io"
+            ]
+        );
+        let g = api_group("rbac.authorization.k8s.io").expect("rbac group");
+        assert_eq!(g["preferredVersion"]["groupVersion"], "rbac.authorization.k8s.io/v1");
+        let list = resource_list("rbac.authorization.k8s.io", "v1").expect("rbac resources");
+        assert_eq!(list["groupVersion"], "rbac.authorization.k8s.io/v1");
+        let resources = list["resources"].as_array().expect("resources");
+        let got: Vec<(&str, &str, bool)> = resources
+            .iter()
+            .map(|r| {
+                (
+                    r["name"].as_str().unwrap_or("?"),
+                    r["kind"].as_str().unwrap_or("?"),
+                    r["namespaced"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("roles", "Role", true),
+                ("rolebindings", "RoleBinding", true),
+                ("clusterroles", "ClusterRole", false),
+                ("clusterrolebindings", "ClusterRoleBinding", false),
+            ]
+        );
+        for r in resources {
+            assert_eq!(r["verbs"], json!(VERBS));
+            assert!(r.get("shortNames").is_none() && r.get("categories").is_none(), "{r}");
+        }
+    }
 }

@@ -45,8 +45,10 @@
 //!   the patch's list replaces the target's. A kind this module does not know (anything but
 //!   Pod, Deployment, ReplicaSet, DaemonSet, StatefulSet, ReplicationController, Job, CronJob,
 //!   PodTemplate, Service, Endpoints, EndpointSlice, Node, Namespace, ConfigMap, Secret,
-//!   ServiceAccount, Event, Lease) has no merge lists at all, like a merge patch, but its
-//!   patches still honour the directives below.
+//!   ServiceAccount, Event, Lease, Role, ClusterRole, RoleBinding, ClusterRoleBinding) has no
+//!   merge lists at all, like a merge patch, but its patches still honour the directives below.
+//!   (The RBAC kinds are known, but only for their `metadata`: their `rules` and `subjects`
+//!   are atomic upstream too.)
 //!
 //! The patch directives are honoured as upstream applies them:
 //!
@@ -759,7 +761,10 @@ fn root_type(kind: &str) -> Ty {
         "Node" => Ty::Root(Kind::Node),
         "Namespace" => Ty::Root(Kind::Namespace),
         "ServiceAccount" => Ty::Root(Kind::ServiceAccount),
-        "Endpoints" | "EndpointSlice" | "ConfigMap" | "Secret" | "Event" | "Lease" => Ty::Root(Kind::MetadataOnly),
+        // RBAC: `rules`, `subjects` and `aggregationRule.clusterRoleSelectors` carry no patchStrategy upstream
+        // (atomic lists); `roleRef` is a plain struct.
+        "Endpoints" | "EndpointSlice" | "ConfigMap" | "Secret" | "Event" | "Lease" | "Role" | "ClusterRole"
+        | "RoleBinding" | "ClusterRoleBinding" => Ty::Root(Kind::MetadataOnly),
         _ => Ty::Free,
     }
 }
@@ -2510,6 +2515,49 @@ mod tests {
         let env = got["spec"]["containers"][0]["env"].as_array().expect("env");
         assert_eq!(env.len(), n);
         assert_eq!(env[0], json!({"name":format!("V{}", n - 1),"value":"1"}));
+    }
+
+    #[test]
+    fn rbac_rules_and_subjects_are_atomic_and_metadata_merges() {
+        let binding = json!({
+            "metadata": {"name": "rb", "finalizers": ["a/x"]},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "r"},
+            "subjects": [
+                {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"},
+                {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "devs"}
+            ]
+        });
+        let got = smp(
+            "RoleBinding",
+            binding.clone(),
+            json!({"metadata": {"finalizers": ["b/y"]}, "subjects": [{"kind": "User", "name": "bob"}]}),
+        );
+        assert_eq!(got["subjects"], json!([{"kind": "User", "name": "bob"}]));
+        let finalizers = got["metadata"]["finalizers"].as_array().expect("finalizers");
+        assert!(
+            finalizers.len() == 2 && finalizers.contains(&json!("a/x")) && finalizers.contains(&json!("b/y")),
+            "{finalizers:?}"
+        );
+        assert_eq!(got["roleRef"], binding["roleRef"]);
+        let got = smp("ClusterRoleBinding", binding, json!({"roleRef": {"name": "other"}}));
+        assert_eq!(got["roleRef"]["name"], "other");
+        assert_eq!(got["roleRef"]["kind"], "Role");
+        let role = json!({"metadata": {"name": "r"}, "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["services"], "verbs": ["list"]}
+        ]});
+        for kind in ["Role", "ClusterRole"] {
+            let got = smp(
+                kind,
+                role.clone(),
+                json!({"rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["watch"]}]}),
+            );
+            assert_eq!(
+                got["rules"],
+                json!([{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["watch"]}]),
+                "{kind}"
+            );
+        }
     }
 
     #[test]

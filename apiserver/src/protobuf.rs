@@ -1,15 +1,16 @@
 //! Decoder for Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`).
 //!
 //! kubectl 1.32+ sends the bodies of its typed generator commands (`kubectl create configmap|secret|
-//! deployment|service|namespace|serviceaccount`) as protobuf. The server works on JSON, so [`decode`]
+//! deployment|service|namespace|serviceaccount|role|rolebinding|clusterrole|clusterrolebinding`) as
+//! protobuf. The server works on JSON, so [`decode`]
 //! turns such a body into the JSON the same object has in the Kubernetes v1 JSON encoding.
 //!
 //! Wire format: the 4-byte magic `k8s\0`, then a `runtime.Unknown` message (`typeMeta` = 1 with
 //! `apiVersion` = 1 / `kind` = 2, `raw` = 2, `contentEncoding` = 3, `contentType` = 4); `raw` holds
 //! the object's own message.
 //!
-//! Supported kinds: `v1` ConfigMap, Secret, Namespace, ServiceAccount, Service, Pod and `apps/v1`
-//! Deployment, each with the complete closure of its nested message types (ObjectMeta, PodSpec with
+//! Supported kinds: `v1` ConfigMap, Secret, Namespace, ServiceAccount, Service, Pod, `apps/v1`
+//! Deployment and `rbac.authorization.k8s.io/v1` Role, RoleBinding, ClusterRole, ClusterRoleBinding, each with the complete closure of its nested message types (ObjectMeta, PodSpec with
 //! containers, volumes, affinity, probes, ...; statuses included). The schema tables at the end of
 //! this file were derived from the field tags of upstream `k8s.io/api` and `k8s.io/apimachinery`
 //! types (field number, JSON name, Go type, `omitempty`).
@@ -111,6 +112,10 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("v1", "Service") => &SERVICE,
         ("v1", "Pod") => &POD,
         ("apps/v1", "Deployment") => &APPS_DEPLOYMENT,
+        ("rbac.authorization.k8s.io/v1", "Role") => &RBAC_ROLE,
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => &RBAC_ROLE_BINDING,
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => &RBAC_CLUSTER_ROLE,
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => &RBAC_ROLE_BINDING,
         _ => {
             let k = if kind.is_empty() { "<empty>" } else { kind.as_str() };
             let av = if api_version.is_empty() {
@@ -1481,6 +1486,40 @@ static POD: [Field; 3] = [
     f(2, "spec", Msg(&POD_SPEC), KEEP),
     f(3, "status", Msg(&POD_STATUS), KEEP),
 ];
+// k8s.io/api/rbac/v1 (ClusterRoleBinding has RoleBinding's fields and numbers).
+static RBAC_POLICY_RULE: [Field; 5] = [
+    f(1, "verbs", Str, REP),
+    f(2, "apiGroups", Str, REP),
+    f(3, "resources", Str, REP),
+    f(4, "resourceNames", Str, REP),
+    f(5, "nonResourceURLs", Str, REP),
+];
+static RBAC_ROLE: [Field; 2] = [
+    f(1, "metadata", Msg(&OBJECT_META), KEEP),
+    f(2, "rules", Msg(&RBAC_POLICY_RULE), REP),
+];
+static RBAC_AGGREGATION_RULE: [Field; 1] = [f(1, "clusterRoleSelectors", Msg(&LABEL_SELECTOR), REP)];
+static RBAC_CLUSTER_ROLE: [Field; 3] = [
+    f(1, "metadata", Msg(&OBJECT_META), KEEP),
+    f(2, "rules", Msg(&RBAC_POLICY_RULE), REP),
+    f(3, "aggregationRule", Msg(&RBAC_AGGREGATION_RULE), KEEP),
+];
+static RBAC_SUBJECT: [Field; 4] = [
+    f(1, "kind", Str, KEEP),
+    f(2, "apiGroup", Str, OMIT),
+    f(3, "name", Str, KEEP),
+    f(4, "namespace", Str, OMIT),
+];
+static RBAC_ROLE_REF: [Field; 3] = [
+    f(1, "apiGroup", Str, KEEP),
+    f(2, "kind", Str, KEEP),
+    f(3, "name", Str, KEEP),
+];
+static RBAC_ROLE_BINDING: [Field; 3] = [
+    f(1, "metadata", Msg(&OBJECT_META), KEEP),
+    f(2, "subjects", Msg(&RBAC_SUBJECT), REP),
+    f(3, "roleRef", Msg(&RBAC_ROLE_REF), KEEP),
+];
 
 #[cfg(test)]
 mod tests {
@@ -1873,8 +1912,9 @@ mod tests {
 
     #[test]
     fn unsupported_kind() {
-        let e = decode(&body("rbac.authorization.k8s.io/v1", "Role", &[])).expect_err("rejected");
-        assert!(e.message.contains("protobuf bodies of kind Role"), "{}", e.message);
+        let e = decode(&body("batch/v1", "Job", &[])).expect_err("rejected");
+        assert!(e.message.contains("protobuf bodies of kind Job"), "{}", e.message);
+        assert!(decode(&body("rbac.authorization.k8s.io/v1beta1", "Role", &[])).is_err());
         assert!(e.message.ends_with("send JSON"));
         assert!(decode(&body("v1", "Deployment", &[])).is_err());
         assert!(decode(MAGIC).is_err());
@@ -1975,6 +2015,93 @@ mod tests {
     const KUBECTL_SECRET: &[u8] = b"k8s\x00\x0a\x0c\x0a\x02v1\x12\x06Secret\x12\x1d\x0a\x11\x0a\x01s\x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12\x06\x0a\x01k\x12\x01v\x1a\x00\x1a\x00\x22\x00";
     const KUBECTL_NAMESPACE: &[u8] = b"k8s\x00\x0a\x0f\x0a\x02v1\x12\x09Namespace\x12\x19\x0a\x11\x0a\x01n\x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x12\x00\x1a\x02\x0a\x00\x1a\x00\x22\x00";
     const KUBECTL_SERVICEACCOUNT: &[u8] = b"k8s\x00\x0a\x14\x0a\x02v1\x12\x0eServiceAccount\x12\x14\x0a\x12\x0a\x02sa\x12\x00\x1a\x00\x22\x00*\x002\x008\x00B\x00\x1a\x00\x22\x00";
+
+    const KUBECTL_ROLE: &[u8] = b"k8s\x00\x0a$\x0a\x1crbac.authorization.k8s.io/v1\x12\x04Role\x123\x0a\x18\x0a\x08cap-role\x12\x00\x1a\x00\"\x00*\x002\x008\x00B\x00\x12\x17\x0a\x03get\x0a\x04list\x12\x00\x1a\x04pods\"\x02p1\x1a\x00\"\x00";
+    const KUBECTL_ROLE_TWO_RULES: &[u8] = b"k8s\x00\x0a$\x0a\x1crbac.authorization.k8s.io/v1\x12\x04Role\x12D\x0a\x19\x0a\x09cap-role2\x12\x00\x1a\x00\"\x00*\x002\x008\x00B\x00\x12\x0d\x0a\x03get\x12\x00\x1a\x04pods\x12\x18\x0a\x03get\x12\x04apps\x1a\x0bdeployments\x1a\x00\"\x00";
+    const KUBECTL_ROLEBINDING: &[u8] = b"k8s\x00\x0a+\x0a\x1crbac.authorization.k8s.io/v1\x12\x0bRoleBinding\x12\xc1\x01\x0a\x16\x0a\x06cap-rb\x12\x00\x1a\x00\"\x00*\x002\x008\x00B\x00\x12*\x0a\x04User\x12\x19rbac.authorization.k8s.io\x1a\x05alice\"\x00\x12*\x0a\x05Group\x12\x19rbac.authorization.k8s.io\x1a\x04devs\"\x00\x12 \x0a\x0eServiceAccount\x12\x00\x1a\x03sa1\"\x07default\x1a-\x0a\x19rbac.authorization.k8s.io\x12\x04Role\x1a\x0apod-reader\x1a\x00\"\x00";
+    const KUBECTL_CLUSTERROLE: &[u8] = b"k8s\x00\x0a+\x0a\x1crbac.authorization.k8s.io/v1\x12\x0bClusterRole\x123\x0a\x16\x0a\x06cap-cr\x12\x00\x1a\x00\"\x00*\x002\x008\x00B\x00\x12\x19\x0a\x03get*\x08/healthz*\x08/metrics\x1a\x00\"\x00";
+    const KUBECTL_CLUSTERROLE_AGGREGATED: &[u8] = b"k8s\x00\x0a+\x0a\x1crbac.authorization.k8s.io/v1\x12\x0bClusterRole\x12I\x0a\x17\x0a\x07cap-agg\x12\x00\x1a\x00\"\x00*\x002\x008\x00B\x00\x1a.\x0a,\x0a*\x0a\"rbac.example.com/aggregate-to-view\x12\x04true\x1a\x00\"\x00";
+    const KUBECTL_CLUSTERROLEBINDING: &[u8] = b"k8s\x00\x0a2\x0a\x1crbac.authorization.k8s.io/v1\x12\x12ClusterRoleBinding\x12\xc4\x01\x0a\x17\x0a\x07cap-crb\x12\x00\x1a\x00\"\x00*\x002\x008\x00B\x00\x12'\x0a\x04User\x12\x19rbac.authorization.k8s.io\x1a\x02u1\"\x00\x12*\x0a\x05Group\x12\x19rbac.authorization.k8s.io\x1a\x04devs\"\x00\x12$\x0a\x0eServiceAccount\x12\x00\x1a\x03sa2\"\x0bkube-system\x1a.\x0a\x19rbac.authorization.k8s.io\x12\x0bClusterRole\x1a\x04view\x1a\x00\"\x00";
+
+    /// The bodies of kubectl 1.32's `create role|rolebinding|clusterrole|clusterrolebinding`
+    /// decode to what its `--dry-run=client -o json` prints for the same commands (but
+    /// `"rules": null`, which Go writes for a nil non-omitempty slice).
+    #[test]
+    fn kubectl_create_rbac() {
+        let rbac = |kind: &str, name: &str, rest: Value| {
+            let mut v = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": kind,
+                "metadata": {"name": name, "creationTimestamp": null}});
+            for (k, x) in rest.as_object().expect("object") {
+                v[k] = x.clone();
+            }
+            v
+        };
+        assert_eq!(
+            dec(KUBECTL_ROLE),
+            rbac(
+                "Role",
+                "cap-role",
+                json!({"rules": [{"verbs": ["get", "list"], "apiGroups": [""], "resources": ["pods"], "resourceNames": ["p1"]}]})
+            )
+        );
+        assert_eq!(
+            dec(KUBECTL_ROLE_TWO_RULES),
+            rbac(
+                "Role",
+                "cap-role2",
+                json!({"rules": [
+                    {"verbs": ["get"], "apiGroups": [""], "resources": ["pods"]},
+                    {"verbs": ["get"], "apiGroups": ["apps"], "resources": ["deployments"]}
+                ]})
+            )
+        );
+        assert_eq!(
+            dec(KUBECTL_ROLEBINDING),
+            rbac(
+                "RoleBinding",
+                "cap-rb",
+                json!({
+                    "subjects": [
+                        {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"},
+                        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "devs"},
+                        {"kind": "ServiceAccount", "name": "sa1", "namespace": "default"}
+                    ],
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"}
+                })
+            )
+        );
+        assert_eq!(
+            dec(KUBECTL_CLUSTERROLE),
+            rbac(
+                "ClusterRole",
+                "cap-cr",
+                json!({"rules": [{"verbs": ["get"], "nonResourceURLs": ["/healthz", "/metrics"]}]})
+            )
+        );
+        assert_eq!(
+            dec(KUBECTL_CLUSTERROLE_AGGREGATED),
+            rbac(
+                "ClusterRole",
+                "cap-agg",
+                json!({"aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"rbac.example.com/aggregate-to-view": "true"}}]}})
+            )
+        );
+        assert_eq!(
+            dec(KUBECTL_CLUSTERROLEBINDING),
+            rbac(
+                "ClusterRoleBinding",
+                "cap-crb",
+                json!({
+                    "subjects": [
+                        {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "u1"},
+                        {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "devs"},
+                        {"kind": "ServiceAccount", "name": "sa2", "namespace": "kube-system"}
+                    ],
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"}
+                })
+            )
+        );
+    }
 
     #[test]
     fn kubectl_create_configmap() {

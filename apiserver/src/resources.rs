@@ -140,6 +140,46 @@ pub static RESOURCES: &[ResourceType] = &[
         [Sub::Status, Sub::Scale],
         true
     ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "roles",
+        "role",
+        "Role",
+        true,
+        [],
+        [],
+        false
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "rolebindings",
+        "rolebinding",
+        "RoleBinding",
+        true,
+        [],
+        [],
+        false
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "clusterroles",
+        "clusterrole",
+        "ClusterRole",
+        false,
+        [],
+        [],
+        false
+    ),
+    rt!(
+        "rbac.authorization.k8s.io",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        "ClusterRoleBinding",
+        false,
+        [],
+        [],
+        false
+    ),
     rt!("coordination.k8s.io", "leases", "lease", "Lease", true, [], [], false),
     rt!(
         "discovery.k8s.io",
@@ -153,8 +193,14 @@ pub static RESOURCES: &[ResourceType] = &[
     ),
 ];
 
-/// The API groups besides core, in discovery order.
-pub const GROUPS: &[&str] = &["apps", "coordination.k8s.io", "discovery.k8s.io"];
+/// The API groups besides core, in discovery order: upstream's (kube-apiserver lists apps, then
+/// rbac.authorization.k8s.io, then coordination.k8s.io, then discovery.k8s.io, among others).
+pub const GROUPS: &[&str] = &[
+    "apps",
+    "rbac.authorization.k8s.io",
+    "coordination.k8s.io",
+    "discovery.k8s.io",
+];
 
 impl ResourceType {
     pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
@@ -215,7 +261,9 @@ pub trait KindType {
 /// Runs `f` with the k8s-openapi type of `kind`; gives `f` back for a kind without one.
 /// The one place that maps kinds to their Rust types.
 pub fn with_kind_type<F: KindType>(kind: &str, f: F) -> Result<F::Output, F> {
-    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc};
+    use k8s_openapi::api::{
+        apps::v1 as apps, coordination::v1 as coord, core::v1 as core, discovery::v1 as disc, rbac::v1 as rbac,
+    };
     Ok(match kind {
         "Namespace" => f.with::<core::Namespace>(),
         "Pod" => f.with::<core::Pod>(),
@@ -228,6 +276,10 @@ pub fn with_kind_type<F: KindType>(kind: &str, f: F) -> Result<F::Output, F> {
         "ServiceAccount" => f.with::<core::ServiceAccount>(),
         "Deployment" => f.with::<apps::Deployment>(),
         "ReplicaSet" => f.with::<apps::ReplicaSet>(),
+        "Role" => f.with::<rbac::Role>(),
+        "RoleBinding" => f.with::<rbac::RoleBinding>(),
+        "ClusterRole" => f.with::<rbac::ClusterRole>(),
+        "ClusterRoleBinding" => f.with::<rbac::ClusterRoleBinding>(),
         "Lease" => f.with::<coord::Lease>(),
         "EndpointSlice" => f.with::<disc::EndpointSlice>(),
         _ => return Err(f),

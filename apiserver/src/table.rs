@@ -11,12 +11,13 @@
 //! # Resources with real printers
 //!
 //! `pods`, `deployments`, `replicasets`, `nodes`, `services`, `endpoints`, `namespaces`, `events` (core/v1 shape),
-//! `leases`, `configmaps`, `secrets`, `serviceaccounts`, `endpointslices`. Column names, types, formats,
+//! `leases`, `configmaps`, `secrets`, `serviceaccounts`, `endpointslices`, `rolebindings`, `clusterrolebindings`. Column names, types, formats,
 //! descriptions (upstream's swagger docs at v1.32) and priorities match upstream, and so do the cells, including
 //! their JSON type (e.g. a pod's RESTARTS is a string such as `"3 (5m ago)"`, a ReplicaSet's DESIRED an integer).
 //! Pod rows of `Succeeded`/`Failed` pods carry upstream's `Completed` row condition.
 //!
 //! Any other resource gets upstream's default table convertor: `Name` and `Created At` (an RFC 3339 UTC string).
+//! That includes `roles` and `clusterroles`, for which upstream has no printer either.
 //!
 //! # Deliberate choices and omissions
 //!
@@ -33,7 +34,7 @@
 //!   first), `rows[].object` is `null` for `IncludeObject::None`, and the default convertor's `rows` is `null`
 //!   for an empty list (the real printers send `[]`).
 //! - Left out: every other upstream printer (jobs, cronjobs, statefulsets, daemonsets, ingresses, PVs, PVCs,
-//!   RBAC, storage, ...; they get the default columns), `events.k8s.io` Events in their own shape, the
+//!   storage, ...; they get the default columns), `events.k8s.io` Events in their own shape, the
 //!   `remainingItemCount` list field, and the RFC 3339 comma fractional separator.
 
 use serde_json::{Map, Value};
@@ -63,7 +64,8 @@ impl IncludeObject {
 }
 
 /// The Table for `objects` of `resource` (plural name: "pods", "deployments", "replicasets", "nodes", "services",
-/// "endpoints", "namespaces", "events", "leases", "configmaps", "secrets", "serviceaccounts", "endpointslices"; any other:
+/// "endpoints", "namespaces", "events", "leases", "configmaps", "secrets", "serviceaccounts", "endpointslices",
+/// "rolebindings", "clusterrolebindings"; any other:
 /// the default `NAME`, `AGE`... columns as upstream's default table convertor: Name + "Created At"). `now_unix_s` is the current
 /// time (seconds since the epoch), passed in so that output is testable; ages are computed from metadata.creationTimestamp
 /// (RFC 3339) with upstream's duration.HumanDuration formatting ("5s", "2m3s", "10m", "3h4m", "2d5h", "400d", "3y20d" etc).
@@ -152,6 +154,8 @@ enum Printer {
     Namespace,
     Event,
     Lease,
+    RoleBinding,
+    ClusterRoleBinding,
     ConfigMap,
     Secret,
     ServiceAccount,
@@ -173,6 +177,8 @@ impl Printer {
             "namespaces" => Printer::Namespace,
             "events" => Printer::Event,
             "leases" => Printer::Lease,
+            "rolebindings" => Printer::RoleBinding,
+            "clusterrolebindings" => Printer::ClusterRoleBinding,
             "configmaps" => Printer::ConfigMap,
             "secrets" => Printer::Secret,
             "serviceaccounts" => Printer::ServiceAccount,
@@ -192,6 +198,8 @@ impl Printer {
             Printer::Namespace => NAMESPACE_COLUMNS,
             Printer::Event => EVENT_COLUMNS,
             Printer::Lease => LEASE_COLUMNS,
+            Printer::RoleBinding => ROLEBINDING_COLUMNS,
+            Printer::ClusterRoleBinding => CLUSTERROLEBINDING_COLUMNS,
             Printer::ConfigMap => CONFIGMAP_COLUMNS,
             Printer::Secret => SECRET_COLUMNS,
             Printer::ServiceAccount => SERVICEACCOUNT_COLUMNS,
@@ -211,6 +219,7 @@ impl Printer {
             Printer::Namespace => (namespace_cells(obj, now), None),
             Printer::Event => (event_cells(obj, now), None),
             Printer::Lease => (lease_cells(obj, now), None),
+            Printer::RoleBinding | Printer::ClusterRoleBinding => (role_binding_cells(obj, now), None),
             Printer::ConfigMap => (configmap_cells(obj, now), None),
             Printer::Secret => (secret_cells(obj, now), None),
             Printer::ServiceAccount => (serviceaccount_cells(obj, now), None),
@@ -361,6 +370,24 @@ const EVENT_COLUMNS: &[Column] = &[
 
 const LEASE_COLUMNS: &[Column] = &[NAME, col("Holder", "string", D_HOLDER_IDENTITY), AGE];
 
+const ROLEBINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col("Role", "string", D_ROLEBINDING_ROLE_REF),
+    AGE,
+    wide("Users", "string", "Users in the roleBinding"),
+    wide("Groups", "string", "Groups in the roleBinding"),
+    wide("ServiceAccounts", "string", "ServiceAccounts in the roleBinding"),
+];
+
+const CLUSTERROLEBINDING_COLUMNS: &[Column] = &[
+    NAME,
+    col("Role", "string", D_CLUSTERROLEBINDING_ROLE_REF),
+    AGE,
+    wide("Users", "string", "Users in the clusterRoleBinding"),
+    wide("Groups", "string", "Groups in the clusterRoleBinding"),
+    wide("ServiceAccounts", "string", "ServiceAccounts in the clusterRoleBinding"),
+];
+
 const CONFIGMAP_COLUMNS: &[Column] = &[NAME, col("Data", "string", D_CONFIGMAP_DATA), AGE];
 
 const SECRET_COLUMNS: &[Column] = &[
@@ -427,6 +454,9 @@ const D_DEPLOYMENT_AVAILABLE_REPLICAS: &str =
     "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.";
 const D_DEPLOYMENT_SELECTOR: &str = "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment.";
 const D_HOLDER_IDENTITY: &str = "holderIdentity contains the identity of the holder of a current lease. If Coordinated Leader Election is used, the holder identity must be equal to the elected LeaseCandidate.metadata.name field.";
+// Upstream takes these two from the rbac/v1beta1 types' docs.
+const D_ROLEBINDING_ROLE_REF: &str = "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error.";
+const D_CLUSTERROLEBINDING_ROLE_REF: &str = "RoleRef can only reference a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error.";
 const D_SLICE_ADDRESS_TYPE: &str = "addressType specifies the type of address carried by this EndpointSlice. All addresses in this slice must be the same type. This field is immutable after creation. The following address types are currently supported: * IPv4: Represents an IPv4 Address. * IPv6: Represents an IPv6 Address. * FQDN: Represents a Fully Qualified Domain Name.";
 const D_SLICE_PORTS: &str = "ports specifies the list of network ports exposed by each endpoint in this slice. Each port must have a unique name. When ports is empty, it indicates that there are no defined ports. When a port is defined with a nil port value, it indicates \"all ports\". Each slice may include a maximum of 100 ports.";
 const D_SLICE_ENDPOINTS: &str =
@@ -1135,6 +1165,35 @@ fn lease_cells(obj: &Value, now: i128) -> Vec<Value> {
     ]
 }
 
+/// Upstream's `printRoleBinding`/`printClusterRoleBinding`: Name, `<kind>/<name>` of the roleRef, Age, then
+/// (wide) the users, groups and service accounts (`namespace/name`) of `subjects` in their order, split as
+/// `rbac.SubjectsStrings` splits them, each list joined with ", ". Subjects of any other kind are not shown.
+fn role_binding_cells(obj: &Value, now: i128) -> Vec<Value> {
+    let role = format!(
+        "{}/{}",
+        str_at(obj, &["roleRef", "kind"]),
+        str_at(obj, &["roleRef", "name"])
+    );
+    let (mut users, mut groups, mut sas) = (Vec::new(), Vec::new(), Vec::new());
+    for subject in arr_at(obj, &["subjects"]) {
+        let name = str_at(subject, &["name"]);
+        match str_at(subject, &["kind"]) {
+            "ServiceAccount" => sas.push(format!("{}/{name}", str_at(subject, &["namespace"]))),
+            "User" => users.push(name.to_string()),
+            "Group" => groups.push(name.to_string()),
+            _ => {}
+        }
+    }
+    vec![
+        name_of(obj),
+        Value::from(role),
+        age_of(obj, now),
+        Value::from(users.join(", ")),
+        Value::from(groups.join(", ")),
+        Value::from(sas.join(", ")),
+    ]
+}
+
 fn configmap_cells(obj: &Value, now: i128) -> Vec<Value> {
     let data = map_len_at(obj, &["data"]).saturating_add(map_len_at(obj, &["binaryData"]));
     vec![name_of(obj), Value::from(data), age_of(obj, now)]
@@ -1645,6 +1704,8 @@ mod tests {
             "secrets",
             "serviceaccounts",
             "endpointslices",
+            "rolebindings",
+            "clusterrolebindings",
             "widgets",
         ] {
             let t = table(resource, &junk, NOW, "1", None, IncludeObject::Object, true);
@@ -2616,6 +2677,100 @@ mod tests {
         );
     }
 
+    // ---- RBAC ----------------------------------------------------------------------------------------------
+
+    #[test]
+    fn role_bindings_and_cluster_role_bindings() {
+        for (resource, what) in [
+            ("rolebindings", "roleBinding"),
+            ("clusterrolebindings", "clusterRoleBinding"),
+        ] {
+            assert_eq!(names(&column_names(resource), 0), ["Name", "Role", "Age"]);
+            assert_eq!(
+                names(&column_names(resource), 1),
+                ["Users", "Groups", "ServiceAccounts"]
+            );
+            let t = table(resource, &[], NOW, "1", None, IncludeObject::None, true);
+            assert_eq!(
+                t["rows"],
+                json!([]),
+                "{resource}: upstream's printer sends an empty list"
+            );
+            let cols = t["columnDefinitions"].as_array().cloned().unwrap_or_default();
+            assert_eq!(cols[0]["format"], "name");
+            assert_eq!(cols[3]["description"], format!("Users in the {what}"));
+            assert_eq!(cols[4]["description"], format!("Groups in the {what}"));
+            assert_eq!(cols[5]["description"], format!("ServiceAccounts in the {what}"));
+            for c in &cols {
+                assert_eq!(c["type"], "string");
+            }
+        }
+        let t = table("rolebindings", &[], NOW, "1", None, IncludeObject::None, true);
+        assert!(t["columnDefinitions"][1]["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("RoleRef can reference a Role in the current namespace")));
+        let t = table("clusterrolebindings", &[], NOW, "1", None, IncludeObject::None, true);
+        assert!(t["columnDefinitions"][1]["description"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("RoleRef can only reference a ClusterRole")));
+
+        let binding = json!({
+            "metadata": {"name": "read-pods", "namespace": "default", "creationTimestamp": ago(90)},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+            "subjects": [
+                {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"},
+                {"kind": "ServiceAccount", "name": "sa1", "namespace": "default"},
+                {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "devs"},
+                {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "bob"},
+                {"kind": "ServiceAccount", "name": "sa2", "namespace": "kube-system"},
+                {"kind": "Robot", "name": "r2d2"}
+            ]
+        });
+        assert_eq!(
+            cells("rolebindings", binding.clone()),
+            [
+                json!("read-pods"),
+                json!("Role/pod-reader"),
+                json!("90s"),
+                json!("alice, bob"),
+                json!("devs"),
+                json!("default/sa1, kube-system/sa2"),
+            ]
+        );
+        assert_eq!(cells("clusterrolebindings", binding)[1], "Role/pod-reader");
+        // No subjects: empty cells; no roleRef: "/".
+        assert_eq!(
+            cells(
+                "clusterrolebindings",
+                json!({"metadata": {"name": "x", "creationTimestamp": ago(3600)}})
+            ),
+            [json!("x"), json!("/"), json!("60m"), json!(""), json!(""), json!("")]
+        );
+    }
+
+    #[test]
+    fn roles_and_cluster_roles_use_the_default_convertor() {
+        for resource in ["roles", "clusterroles"] {
+            assert_eq!(
+                column_names(resource),
+                [("Name".to_string(), 0), ("Created At".to_string(), 0)]
+            );
+            let t = table(resource, &[], NOW, "1", None, IncludeObject::None, true);
+            assert!(
+                t["rows"].is_null(),
+                "{resource}: the default convertor sends no rows list"
+            );
+            assert_eq!(
+                cells(
+                    resource,
+                    json!({"metadata": {"name": "pod-reader", "creationTimestamp": "2024-03-01T08:00:00Z"},
+                        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]})
+                ),
+                [json!("pod-reader"), json!("2024-03-01T08:00:00Z")]
+            );
+        }
+    }
+
     // ---- Default convertor ---------------------------------------------------------------------------------
 
     #[test]
@@ -2686,6 +2841,8 @@ mod tests {
             "secrets",
             "serviceaccounts",
             "endpointslices",
+            "rolebindings",
+            "clusterrolebindings",
             "unknown",
         ] {
             for include in [IncludeObject::None, IncludeObject::Metadata, IncludeObject::Object] {

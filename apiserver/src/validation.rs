@@ -3,14 +3,15 @@
 //! Everything here is a pure function of the object's JSON in its v1 wire shape (`serde_json::Value`):
 //!
 //! * [`default_object`] fills in what upstream's defaulting functions fill in (`pkg/apis/core/v1/defaults.go`,
-//!   `pkg/apis/apps/v1/defaults.go`, `pkg/apis/discovery/v1/defaults.go`), plus the few values upstream's registry
-//!   strategies and allocators set before validation that users see on every object (namespace finalizer and phase,
-//!   pod phase and QoS class, service `clusterIPs`/`ipFamilies`/`ipFamilyPolicy`, secret `stringData` folded into
-//!   `data`, resource quantities rounded up to milli-units and written in canonical form).
+//!   `pkg/apis/apps/v1/defaults.go`, `pkg/apis/discovery/v1/defaults.go`, `pkg/apis/rbac/v1/defaults.go`), plus
+//!   the few values upstream's registry strategies and allocators set before validation that users see on every
+//!   object (namespace finalizer and phase, pod phase and QoS class, service `clusterIPs`/`ipFamilies`/
+//!   `ipFamilyPolicy`, secret `stringData` folded into `data`, resource quantities rounded up to milli-units and
+//!   written in canonical form).
 //! * [`validate_create`] and [`validate_update`] return upstream's field errors (reason, field path and the message
 //!   kubectl prints), following `pkg/apis/core/validation`, `pkg/apis/apps/validation`,
-//!   `pkg/apis/coordination/validation`, `pkg/apis/discovery/validation`, `k8s.io/apimachinery/pkg/api/validation`
-//!   and `k8s.io/apimachinery/pkg/util/validation`.
+//!   `pkg/apis/coordination/validation`, `pkg/apis/discovery/validation`, `pkg/apis/rbac/validation`,
+//!   `k8s.io/apimachinery/pkg/api/validation` and `k8s.io/apimachinery/pkg/util/validation`.
 //! * [`invalid_message`] builds the `Status.message` upstream's `errors.NewInvalid` builds from those errors.
 //! * [`prepare_update`] (an extra) applies upstream's update-time carry-over that happens before validation
 //!   (service `clusterIP`/`clusterIPs`/node ports kept when a replacement omits them, dropped when the type no
@@ -56,6 +57,10 @@
 //! * Namespace, Node (taints, pod CIDRs, capacity quantities; update rules for podCIDRs and providerID),
 //!   ServiceAccount, Endpoints (addresses, ports), EndpointSlice (address type, addresses, ports, hints),
 //!   Event (core/v1 rules: involvedObject namespace, reporting fields for new-style events), Lease.
+//! * Role, ClusterRole, RoleBinding, ClusterRoleBinding: path-segment names, policy rules (verbs; resources with
+//!   api groups, or non-resource URLs, never both, and none in a Role), a ClusterRole's aggregation rule selectors,
+//!   the binding's roleRef (group, kind, name; immutable on update) and subjects (kind, apiGroup, service account
+//!   names and, in a ClusterRoleBinding, namespaces). Defaulting fills roleRef and subject api groups.
 //! * Any other kind: metadata only, with upstream's generic path-segment name rule; the namespace is checked only
 //!   when present because the scope of an unknown kind is not known here.
 //!
@@ -5223,7 +5228,183 @@ fn validate_lease_spec(e: &mut Errs, spec: &At) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Defaulting (pkg/apis/core/v1/defaults.go, pkg/apis/apps/v1/defaults.go, pkg/apis/discovery/v1/defaults.go)
+// RBAC (pkg/apis/rbac/validation)
+// ---------------------------------------------------------------------------------------------------------------
+
+const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
+
+/// `ValidatePolicyRule`: a rule of a Role (`namespaced`) or ClusterRole.
+fn validate_policy_rule(e: &mut Errs, rule: &At, namespaced: bool) {
+    rule.obj(e);
+    let list = |e: &mut Errs, f: &str| rule.get(f).str_list(e).unwrap_or_default();
+    let verbs = list(e, "verbs");
+    let api_groups = list(e, "apiGroups");
+    let resources = list(e, "resources");
+    let resource_names = list(e, "resourceNames");
+    let urls = list(e, "nonResourceURLs");
+    if verbs.is_empty() {
+        e.required(&child(&rule.path, "verbs"), "verbs must contain at least one value");
+    }
+    if !urls.is_empty() {
+        let path = child(&rule.path, "nonResourceURLs");
+        if namespaced {
+            e.invalid(
+                &path,
+                Bad::StrList(Some(urls.clone())),
+                "namespaced rules cannot apply to non-resource URLs",
+            );
+        }
+        if !api_groups.is_empty() || !resources.is_empty() || !resource_names.is_empty() {
+            e.invalid(
+                &path,
+                Bad::StrList(Some(urls)),
+                "rules cannot apply to both regular resources and non-resource URLs",
+            );
+        }
+        return;
+    }
+    if api_groups.is_empty() {
+        e.required(
+            &child(&rule.path, "apiGroups"),
+            "resource rules must supply at least one api group",
+        );
+    }
+    if resources.is_empty() {
+        e.required(
+            &child(&rule.path, "resources"),
+            "resource rules must supply at least one resource",
+        );
+    }
+}
+
+/// `ValidateRole` (`namespaced`) and `ValidateClusterRole` (with its aggregation rule; label values in the
+/// selectors are checked strictly, as on create).
+fn validate_role(e: &mut Errs, root: &At, namespaced: bool) {
+    validate_object_meta(e, &root.get("metadata"), Some(namespaced), NameRule::PathSegment);
+    for rule in root.get("rules").items(e) {
+        validate_policy_rule(e, &rule, namespaced);
+    }
+    let agg = root.get("aggregationRule");
+    if namespaced || !agg.is_set() {
+        return;
+    }
+    agg.obj(e);
+    let selectors = agg.get("clusterRoleSelectors");
+    let items = selectors.items(e);
+    if items.is_empty() {
+        e.required(
+            &selectors.path,
+            "at least one clusterRoleSelector required if aggregationRule is non-nil",
+        );
+    }
+    for sel in items {
+        let before = e.len();
+        validate_label_selector(e, &sel);
+        // metav1.LabelSelectorAsSelector fails on what ValidateLabelSelector reports; upstream then reports
+        // the nil selector it got back.
+        if e.len() > before {
+            e.invalid(&sel.path, bs("null"), "invalid label selector.");
+        }
+    }
+}
+
+/// `%#v` of the internal `rbac.RoleRef` of a binding.
+fn go_role_ref(root: &At) -> String {
+    let mut scratch = Errs::default();
+    let rr = root.get("roleRef");
+    format!(
+        "rbac.RoleRef{{APIGroup:{}, Kind:{}, Name:{}}}",
+        go_quote(rr.get("apiGroup").s(&mut scratch)),
+        go_quote(rr.get("kind").s(&mut scratch)),
+        go_quote(rr.get("name").s(&mut scratch))
+    )
+}
+
+/// `ValidateRoleBindingSubject`.
+fn validate_subject(e: &mut Errs, subject: &At, namespaced: bool) {
+    subject.obj(e);
+    let name = subject.get("name").s(e);
+    let name_path = child(&subject.path, "name");
+    if name.is_empty() {
+        e.required(&name_path, "");
+    }
+    let kind = subject.get("kind").s(e);
+    let api_group = subject.get("apiGroup").s(e);
+    let api_group_path = child(&subject.path, "apiGroup");
+    match kind {
+        "ServiceAccount" => {
+            if !name.is_empty() {
+                // ValidateServiceAccountName.
+                e.msgs(&name_path, name, name_errs(NameRule::Subdomain, name, false));
+            }
+            if !api_group.is_empty() {
+                e.not_supported(&api_group_path, bs(api_group), &[""]);
+            }
+            if !namespaced && subject.get("namespace").s(e).is_empty() {
+                e.required(&child(&subject.path, "namespace"), "");
+            }
+        }
+        "User" | "Group" => {
+            if api_group != RBAC_GROUP {
+                e.not_supported(&api_group_path, bs(api_group), &[RBAC_GROUP]);
+            }
+        }
+        _ => e.not_supported(
+            &child(&subject.path, "kind"),
+            bs(kind),
+            &["ServiceAccount", "User", "Group"],
+        ),
+    }
+}
+
+/// `ValidateRoleBinding` (`namespaced`) and `ValidateClusterRoleBinding`.
+fn validate_role_binding(e: &mut Errs, root: &At, namespaced: bool) {
+    validate_object_meta(e, &root.get("metadata"), Some(namespaced), NameRule::PathSegment);
+    let rr = root.get("roleRef");
+    rr.obj(e);
+    let api_group = rr.get("apiGroup");
+    let group = api_group.s(e);
+    if group != RBAC_GROUP {
+        e.not_supported(&api_group.path, bs(group), &[RBAC_GROUP]);
+    }
+    let kind_at = rr.get("kind");
+    let kind = kind_at.s(e);
+    let kinds: &[&str] = if namespaced {
+        &["Role", "ClusterRole"]
+    } else {
+        &["ClusterRole"]
+    };
+    if !kinds.contains(&kind) {
+        e.not_supported(&kind_at.path, bs(kind), kinds);
+    }
+    let name_at = rr.get("name");
+    let name = name_at.s(e);
+    if name.is_empty() {
+        e.required(&name_at.path, "");
+    } else {
+        e.msgs(&name_at.path, name, path_segment_errs(name, false));
+    }
+    for subject in root.get("subjects").items(e) {
+        validate_subject(e, &subject, namespaced);
+    }
+}
+
+/// `ValidateRoleBindingUpdate` and `ValidateClusterRoleBindingUpdate`.
+fn validate_role_binding_update(e: &mut Errs, new: &At, old: &At, namespaced: bool) {
+    validate_role_binding(e, new, namespaced);
+    validate_object_meta_update(e, &new.get("metadata"), &old.get("metadata"));
+    let mut scratch = Errs::default();
+    let changed = ["apiGroup", "kind", "name"]
+        .iter()
+        .any(|f| new.get("roleRef").get(f).s(&mut scratch) != old.get("roleRef").get(f).s(&mut scratch));
+    if changed {
+        e.invalid("roleRef", Bad::Raw(go_role_ref(new)), "cannot change roleRef");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Defaulting (pkg/apis/core/v1/defaults.go, pkg/apis/apps/v1/defaults.go, pkg/apis/discovery/v1/defaults.go,
+// pkg/apis/rbac/v1/defaults.go)
 // ---------------------------------------------------------------------------------------------------------------
 
 type Obj = Map<String, Value>;
@@ -5827,6 +6008,20 @@ fn default_endpoints(root: &mut Obj) {
     }
 }
 
+/// `SetDefaults_RoleBinding`/`SetDefaults_ClusterRoleBinding` (roleRef.apiGroup) and `SetDefaults_Subject`
+/// (apiGroup "" for service accounts, rbac.authorization.k8s.io for users and groups, when empty).
+fn default_role_binding(root: &mut Obj) {
+    if let Some(rr) = ensure_obj(root, "roleRef") {
+        default_str(rr, "apiGroup", RBAC_GROUP);
+    }
+    // A service account's default is the empty string it already has.
+    for subject in objs_mut(root, "subjects") {
+        if matches!(get_str(subject, "kind"), "User" | "Group") {
+            default_str(subject, "apiGroup", RBAC_GROUP);
+        }
+    }
+}
+
 fn default_endpoint_slice(root: &mut Obj) {
     for p in objs_mut(root, "ports") {
         default_val(p, "name", Value::from(""));
@@ -6023,7 +6218,8 @@ pub fn prepare_update(kind: &str, old: &Value, new: &mut Value) {
 // ---------------------------------------------------------------------------------------------------------------
 
 /// Fills in the defaults upstream applies on create/update of `kind` ("Pod", "Deployment", "ReplicaSet", "Service",
-/// "Namespace", "Node", "ConfigMap", "Secret", "ServiceAccount", "Endpoints", "Event", "Lease", "EndpointSlice"):
+/// "Namespace", "Node", "ConfigMap", "Secret", "ServiceAccount", "Endpoints", "Event", "Lease", "EndpointSlice",
+/// "RoleBinding", "ClusterRoleBinding"):
 /// e.g. pod spec restartPolicy Always, dnsPolicy ClusterFirst, schedulerName default-scheduler,
 /// terminationGracePeriodSeconds 30, securityContext {}, container imagePullPolicy (Always for :latest or no tag,
 /// else IfNotPresent), terminationMessagePath/Policy, container port protocol TCP; deployment replicas 1, strategy
@@ -6052,6 +6248,7 @@ pub fn default_object(kind: &str, obj: &mut Value) {
         "Secret" => default_secret(root),
         "Endpoints" => default_endpoints(root),
         "EndpointSlice" => default_endpoint_slice(root),
+        "RoleBinding" | "ClusterRoleBinding" => default_role_binding(root),
         _ => {}
     }
 }
@@ -6101,6 +6298,10 @@ pub fn validate_create(kind: &str, obj: &Value) -> Vec<FieldError> {
             validate_object_meta(&mut e, &meta, Some(true), NameRule::Subdomain);
             validate_lease_spec(&mut e, &root.get("spec"));
         }
+        "Role" => validate_role(&mut e, &root, true),
+        "ClusterRole" => validate_role(&mut e, &root, false),
+        "RoleBinding" => validate_role_binding(&mut e, &root, true),
+        "ClusterRoleBinding" => validate_role_binding(&mut e, &root, false),
         "Event" => {
             validate_event_legacy(&mut e, &root);
             // rest.BeforeCreate's generic metadata validation, reached only when the kind's own passed.
@@ -6192,6 +6393,13 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<FieldError> 
         "Lease" => {
             validate_object_meta_update(&mut e, &meta, &old_meta);
             validate_lease_spec(&mut e, &root.get("spec"));
+        }
+        "Role" | "ClusterRole" => {
+            validate_role(&mut e, &root, kind == "Role");
+            validate_object_meta_update(&mut e, &meta, &old_meta);
+        }
+        "RoleBinding" | "ClusterRoleBinding" => {
+            validate_role_binding_update(&mut e, &root, &old_root, kind == "RoleBinding");
         }
         "Event" => {
             validate_event_legacy(&mut e, &root);
@@ -8640,6 +8848,31 @@ is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
                 json!({"metadata": meta("l"), "spec": {"leaseDurationSeconds": 1, "strategy": "OldestEmulationVersion", "preferredHolder": "x"}}),
             ),
             ("Namespace", defaulted("Namespace", json!({"metadata": {"name": "n"}}))),
+            (
+                "Role",
+                json!({"metadata": meta("r"), "rules": [{"apiGroups": [""], "resources": ["pods"], "resourceNames": ["p"], "verbs": ["get"]}]}),
+            ),
+            (
+                "ClusterRole",
+                json!({"metadata": {"name": "cr"}, "rules": [{"nonResourceURLs": ["/x"], "verbs": ["get"]}],
+                    "aggregationRule": {"clusterRoleSelectors": [{"matchExpressions": [{"key": "a", "operator": "In", "values": ["b"]}]}]}}),
+            ),
+            (
+                "RoleBinding",
+                defaulted(
+                    "RoleBinding",
+                    json!({"metadata": meta("rb"), "roleRef": {"kind": "Role", "name": "r"},
+                        "subjects": [{"kind": "ServiceAccount", "name": "sa", "namespace": "d"}, {"kind": "User", "name": "u"}]}),
+                ),
+            ),
+            (
+                "ClusterRoleBinding",
+                defaulted(
+                    "ClusterRoleBinding",
+                    json!({"metadata": {"name": "crb"}, "roleRef": {"kind": "ClusterRole", "name": "cr"},
+                        "subjects": [{"kind": "Group", "name": "g"}]}),
+                ),
+            ),
         ];
         for (kind, sample) in samples {
             for m in mutations(&sample) {
@@ -8653,6 +8886,384 @@ is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
                 let _ = invalid_message(kind, "", "x", &errs);
             }
         }
+    }
+
+    // ----------------------------------------------------------------------------------------------------------
+    // RBAC
+    // ----------------------------------------------------------------------------------------------------------
+
+    fn rule(v: Value) -> Value {
+        json!({"metadata": meta("r"), "rules": [v]})
+    }
+
+    #[test]
+    fn rbac_roles() {
+        none(&create(
+            "Role",
+            rule(json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]})),
+        ));
+        // Roles without rules are valid.
+        none(&create("Role", json!({"metadata": meta("empty")})));
+        let errs = create("Role", rule(json!({"apiGroups": [""], "resources": ["pods"]})));
+        has(
+            &errs,
+            R_REQUIRED,
+            "rules[0].verbs",
+            "Required value: verbs must contain at least one value",
+        );
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        let errs = create("Role", rule(json!({"resources": ["pods"], "verbs": ["get"]})));
+        has(
+            &errs,
+            R_REQUIRED,
+            "rules[0].apiGroups",
+            "Required value: resource rules must supply at least one api group",
+        );
+        let errs = create("Role", rule(json!({"apiGroups": [""], "verbs": ["get"]})));
+        has(
+            &errs,
+            R_REQUIRED,
+            "rules[0].resources",
+            "Required value: resource rules must supply at least one resource",
+        );
+        let errs = create("Role", rule(json!({"verbs": ["get"], "nonResourceURLs": ["/healthz"]})));
+        has(
+            &errs,
+            R_INVALID,
+            "rules[0].nonResourceURLs",
+            "Invalid value: []string{\"/healthz\"}: namespaced rules cannot apply to non-resource URLs",
+        );
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        let both = json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"], "nonResourceURLs": ["/a", "/b"]});
+        let errs = create("Role", rule(both.clone()));
+        has(
+            &errs,
+            R_INVALID,
+            "rules[0].nonResourceURLs",
+            "Invalid value: []string{\"/a\", \"/b\"}: rules cannot apply to both regular resources and non-resource URLs",
+        );
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        let mut cr = rule(both);
+        cr["metadata"] = json!({"name": "cr"});
+        let errs = create("ClusterRole", cr);
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(
+            invalid_message(
+                "Role",
+                "rbac.authorization.k8s.io",
+                "r",
+                &create("Role", rule(json!({})))
+            ),
+            "Role.rbac.authorization.k8s.io \"r\" is invalid: [rules[0].verbs: Required value: verbs must contain \
+at least one value, rules[0].apiGroups: Required value: resource rules must supply at least one api group, \
+rules[0].resources: Required value: resource rules must supply at least one resource]"
+        );
+        // A ClusterRole may have non-resource URLs; names are path segments; the namespace is forbidden.
+        none(&create(
+            "ClusterRole",
+            json!({"metadata": {"name": "system:metrics"}, "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]}),
+        ));
+        let errs = create(
+            "ClusterRole",
+            json!({"metadata": {"name": "a/b", "namespace": "default"}}),
+        );
+        has(
+            &errs,
+            R_INVALID,
+            "metadata.name",
+            "Invalid value: \"a/b\": may not contain '/'",
+        );
+        has(
+            &errs,
+            R_FORBIDDEN,
+            "metadata.namespace",
+            "Forbidden: not allowed on this type",
+        );
+        let errs = create("Role", json!({"metadata": {"name": "..", "namespace": "default"}}));
+        has(
+            &errs,
+            R_INVALID,
+            "metadata.name",
+            "Invalid value: \"..\": may not be '..'",
+        );
+        let errs = create("Role", json!({"metadata": {"name": "a%b"}}));
+        has(
+            &errs,
+            R_INVALID,
+            "metadata.name",
+            "Invalid value: \"a%b\": may not contain '%'",
+        );
+        has(&errs, R_REQUIRED, "metadata.namespace", "Required value");
+        // Upper case and colons are fine in RBAC names.
+        none(&create(
+            "Role",
+            json!({"metadata": {"name": "System:Thing", "namespace": "default"}}),
+        ));
+        // Aggregation rules.
+        let errs = create(
+            "ClusterRole",
+            json!({"metadata": {"name": "agg"}, "aggregationRule": {}}),
+        );
+        has(
+            &errs,
+            R_REQUIRED,
+            "aggregationRule.clusterRoleSelectors",
+            "Required value: at least one clusterRoleSelector required if aggregationRule is non-nil",
+        );
+        let errs = create(
+            "ClusterRole",
+            json!({"metadata": {"name": "agg"}, "aggregationRule": {"clusterRoleSelectors": [
+                {"matchLabels": {"rbac.example.com/aggregate-to-view": "true"}},
+                {"matchExpressions": [{"key": "a", "operator": "Like"}]}
+            ]}}),
+        );
+        has(
+            &errs,
+            R_INVALID,
+            "aggregationRule.clusterRoleSelectors[1].matchExpressions[0].operator",
+            "Invalid value: \"Like\": not a valid selector operator",
+        );
+        has(
+            &errs,
+            R_INVALID,
+            "aggregationRule.clusterRoleSelectors[1]",
+            "Invalid value: \"null\": invalid label selector.",
+        );
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        // A Role has no aggregation rule (the field is not in its type).
+        none(&create("Role", json!({"metadata": meta("r"), "aggregationRule": {}})));
+        // Updates validate the new object and the metadata rules.
+        let old = rule(json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}));
+        let mut new = old.clone();
+        new["rules"][0]["verbs"] = json!([]);
+        new["metadata"]["name"] = json!("other");
+        let errs = update("Role", old, new);
+        has(
+            &errs,
+            R_REQUIRED,
+            "rules[0].verbs",
+            "Required value: verbs must contain at least one value",
+        );
+        has(
+            &errs,
+            R_INVALID,
+            "metadata.name",
+            "Invalid value: \"other\": field is immutable",
+        );
+    }
+
+    fn binding(kind: &str, role_kind: &str, subjects: Value) -> Value {
+        let metadata = if kind == "RoleBinding" {
+            meta("rb")
+        } else {
+            json!({"name": "rb"})
+        };
+        json!({"metadata": metadata, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": "r"},
+            "subjects": subjects})
+    }
+
+    #[test]
+    fn rbac_binding_defaults() {
+        let mut b = json!({"metadata": meta("rb"), "roleRef": {"kind": "Role", "name": "r"}, "subjects": [
+            {"kind": "User", "name": "alice"},
+            {"kind": "Group", "name": "devs", "apiGroup": ""},
+            {"kind": "ServiceAccount", "name": "sa", "namespace": "default"},
+            {"kind": "User", "name": "bob", "apiGroup": "example.com"},
+            {"kind": "Robot", "name": "r2"}
+        ]});
+        default_object("RoleBinding", &mut b);
+        assert_eq!(b["roleRef"]["apiGroup"], "rbac.authorization.k8s.io");
+        assert_eq!(b["subjects"][0]["apiGroup"], "rbac.authorization.k8s.io");
+        assert_eq!(b["subjects"][1]["apiGroup"], "rbac.authorization.k8s.io");
+        assert!(b["subjects"][2].get("apiGroup").is_none());
+        assert_eq!(b["subjects"][3]["apiGroup"], "example.com");
+        assert!(b["subjects"][4].get("apiGroup").is_none());
+        let mut b = json!({"metadata": {"name": "crb"}, "roleRef": {"apiGroup": "example.com", "kind": "ClusterRole", "name": "r"}});
+        default_object("ClusterRoleBinding", &mut b);
+        assert_eq!(b["roleRef"]["apiGroup"], "example.com");
+        // Roles have no defaults.
+        let mut r = json!({"metadata": meta("r"), "rules": [{"verbs": ["get"]}]});
+        let before = r.clone();
+        default_object("Role", &mut r);
+        assert_eq!(r, before);
+    }
+
+    #[test]
+    fn rbac_bindings() {
+        let subjects = json!([
+            {"kind": "User", "name": "alice"},
+            {"kind": "Group", "name": "system:masters"},
+            {"kind": "ServiceAccount", "name": "sa1", "namespace": "default"}
+        ]);
+        none(&create("RoleBinding", binding("RoleBinding", "Role", subjects.clone())));
+        none(&create(
+            "RoleBinding",
+            binding("RoleBinding", "ClusterRole", subjects.clone()),
+        ));
+        none(&create(
+            "ClusterRoleBinding",
+            binding("ClusterRoleBinding", "ClusterRole", subjects),
+        ));
+        // A RoleBinding's service account may leave its namespace out (the binding's is meant).
+        none(&create(
+            "RoleBinding",
+            binding(
+                "RoleBinding",
+                "Role",
+                json!([{"kind": "ServiceAccount", "name": "sa1"}]),
+            ),
+        ));
+
+        let errs = create("RoleBinding", binding("RoleBinding", "Foo", json!([])));
+        has(
+            &errs,
+            R_NOT_SUPPORTED,
+            "roleRef.kind",
+            "Unsupported value: \"Foo\": supported values: \"Role\", \"ClusterRole\"",
+        );
+        assert_eq!(
+            invalid_message("RoleBinding", "rbac.authorization.k8s.io", "rb", &errs),
+            "RoleBinding.rbac.authorization.k8s.io \"rb\" is invalid: roleRef.kind: Unsupported value: \"Foo\": \
+supported values: \"Role\", \"ClusterRole\""
+        );
+        let errs = create("ClusterRoleBinding", binding("ClusterRoleBinding", "Role", json!([])));
+        has(
+            &errs,
+            R_NOT_SUPPORTED,
+            "roleRef.kind",
+            "Unsupported value: \"Role\": supported values: \"ClusterRole\"",
+        );
+        let mut b = binding("RoleBinding", "Role", json!([]));
+        b["roleRef"]["apiGroup"] = json!("example.com");
+        b["roleRef"]["name"] = json!("");
+        let errs = create("RoleBinding", b);
+        has(
+            &errs,
+            R_NOT_SUPPORTED,
+            "roleRef.apiGroup",
+            "Unsupported value: \"example.com\": supported values: \"rbac.authorization.k8s.io\"",
+        );
+        has(&errs, R_REQUIRED, "roleRef.name", "Required value");
+        let mut b = binding("RoleBinding", "Role", json!([]));
+        b["roleRef"]["name"] = json!("a/b%");
+        let errs = create("RoleBinding", b);
+        has(
+            &errs,
+            R_INVALID,
+            "roleRef.name",
+            "Invalid value: \"a/b%\": may not contain '/'",
+        );
+        has(
+            &errs,
+            R_INVALID,
+            "roleRef.name",
+            "Invalid value: \"a/b%\": may not contain '%'",
+        );
+        // A missing roleRef: defaulting gives it the group; kind and name are then missing.
+        let errs = create("ClusterRoleBinding", json!({"metadata": {"name": "crb"}}));
+        has(
+            &errs,
+            R_NOT_SUPPORTED,
+            "roleRef.kind",
+            "Unsupported value: \"\": supported values: \"ClusterRole\"",
+        );
+        has(&errs, R_REQUIRED, "roleRef.name", "Required value");
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+
+        // Subjects.
+        let errs = create(
+            "RoleBinding",
+            binding(
+                "RoleBinding",
+                "Role",
+                json!([
+                    {"kind": "Robot", "name": "r2d2"},
+                    {"kind": "User", "name": ""},
+                    {"kind": "Group", "name": "g", "apiGroup": "example.com"},
+                    {"kind": "ServiceAccount", "name": "Bad_Name", "apiGroup": "v1"}
+                ]),
+            ),
+        );
+        has(
+            &errs,
+            R_NOT_SUPPORTED,
+            "subjects[0].kind",
+            "Unsupported value: \"Robot\": supported values: \"ServiceAccount\", \"User\", \"Group\"",
+        );
+        has(&errs, R_REQUIRED, "subjects[1].name", "Required value");
+        has(
+            &errs,
+            R_NOT_SUPPORTED,
+            "subjects[2].apiGroup",
+            "Unsupported value: \"example.com\": supported values: \"rbac.authorization.k8s.io\"",
+        );
+        has(
+            &errs,
+            R_INVALID,
+            "subjects[3].name",
+            &format!("Invalid value: \"Bad_Name\": {SUBDOMAIN_MSG}"),
+        );
+        has(
+            &errs,
+            R_NOT_SUPPORTED,
+            "subjects[3].apiGroup",
+            "Unsupported value: \"v1\": supported values: \"\"",
+        );
+        assert_eq!(errs.len(), 5, "{errs:#?}");
+        let errs = create(
+            "ClusterRoleBinding",
+            binding(
+                "ClusterRoleBinding",
+                "ClusterRole",
+                json!([{"kind": "ServiceAccount", "name": "sa1"}]),
+            ),
+        );
+        has(&errs, R_REQUIRED, "subjects[0].namespace", "Required value");
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        // Names are path segments; a ClusterRoleBinding has no namespace, a RoleBinding needs one.
+        let errs = create(
+            "RoleBinding",
+            json!({"metadata": {"name": "."}, "roleRef": {"kind": "Role", "name": "r"}}),
+        );
+        has(
+            &errs,
+            R_INVALID,
+            "metadata.name",
+            "Invalid value: \".\": may not be '.'",
+        );
+        has(&errs, R_REQUIRED, "metadata.namespace", "Required value");
+    }
+
+    #[test]
+    fn rbac_role_ref_is_immutable() {
+        for (kind, role_kind) in [("RoleBinding", "Role"), ("ClusterRoleBinding", "ClusterRole")] {
+            let old = binding(kind, role_kind, json!([{"kind": "User", "name": "alice"}]));
+            // Subjects may change; an unchanged roleRef (defaulted or not) is no change.
+            let mut new = binding(kind, role_kind, json!([{"kind": "Group", "name": "devs"}]));
+            new["roleRef"].as_object_mut().expect("roleRef").remove("apiGroup");
+            none(&update(kind, old.clone(), new));
+            let mut new = old.clone();
+            new["roleRef"]["name"] = json!("other");
+            let errs = update(kind, old.clone(), new);
+            has(
+                &errs,
+                R_INVALID,
+                "roleRef",
+                &format!(
+                    "Invalid value: rbac.RoleRef{{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"{role_kind}\", \
+Name:\"other\"}}: cannot change roleRef"
+                ),
+            );
+            assert_eq!(errs.len(), 1, "{errs:#?}");
+        }
+        // The new object is validated too, and its errors come first.
+        let old = binding("RoleBinding", "Role", json!([]));
+        let mut new = old.clone();
+        new["roleRef"]["kind"] = json!("Foo");
+        let errs = update("RoleBinding", old, new);
+        assert_eq!(errs.len(), 2, "{errs:#?}");
+        assert_eq!(errs[0].field, "roleRef.kind");
+        assert_eq!(errs[1].field, "roleRef");
     }
 
     // ----------------------------------------------------------------------------------------------------------
@@ -9211,6 +9822,25 @@ is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
                 json!({"metadata": meta("ev"), "involvedObject": {"namespace": "default", "kind": "Pod", "name": "p"}}),
             ),
             ("Lease", json!({"metadata": meta("l"), "spec": {"holderIdentity": "x"}})),
+            (
+                "Role",
+                json!({"metadata": meta("r"), "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]}),
+            ),
+            (
+                "ClusterRole",
+                json!({"metadata": {"name": "system:cr"}, "rules": [{"nonResourceURLs": ["/healthz"], "verbs": ["get"]}],
+                    "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {"a": "b"}}]}}),
+            ),
+            (
+                "RoleBinding",
+                json!({"metadata": meta("rb"), "roleRef": {"kind": "Role", "name": "r"},
+                    "subjects": [{"kind": "User", "name": "alice"}, {"kind": "ServiceAccount", "name": "sa"}]}),
+            ),
+            (
+                "ClusterRoleBinding",
+                json!({"metadata": {"name": "crb"}, "roleRef": {"kind": "ClusterRole", "name": "system:cr"},
+                    "subjects": [{"kind": "Group", "name": "system:masters"}]}),
+            ),
         ];
         for (kind, obj) in objs {
             let created = defaulted(kind, obj);

@@ -8,6 +8,7 @@ use capstan_apiserver::{Api, ApiConfig, Storage};
 use capstan_store::{server, Node, NodeConfig};
 use clap::{Parser, Subcommand};
 
+mod certs;
 mod chaos;
 mod snapshot;
 mod status;
@@ -50,6 +51,10 @@ enum Command {
     /// Save a running cluster's state to a file, or rebuild a member's data directory
     /// from one (as etcdctl's `snapshot save` and `snapshot restore`).
     Snapshot(snapshot::SnapshotArgs),
+    /// Write a cluster CA and a serving certificate for the Kubernetes API
+    /// (`capstan apiserver --tls-cert-file`): ca.crt, ca.key, apiserver.crt (with the CA
+    /// after it) and apiserver.key; the CA is kept if it exists. Keys get mode 0600.
+    Certs(certs::CertsArgs),
     /// Show the cluster's health: the store's members (leader, term, index, size, or why
     /// one cannot be reached) and quorum, the active scheduler and controller-manager, and
     /// the nodes. Exits with 1 when there is no quorum or no leader.
@@ -342,6 +347,22 @@ struct ApiserverArgs {
     /// The etcd cluster's client URLs, comma separated.
     #[arg(long, default_value = "http://127.0.0.1:2379")]
     etcd_servers: String,
+    /// Authenticate requests by bearer token: a CSV file of `token,user,uid[,"group1,group2"]`
+    /// lines (upstream's static token file). Then requests without a token get 401,
+    /// except /healthz, /livez and /readyz.
+    #[arg(long)]
+    token_auth_file: Option<PathBuf>,
+    /// How authenticated requests are authorized: AlwaysAllow, or RBAC (Roles,
+    /// ClusterRoles and their bindings; needs --token-auth-file).
+    #[arg(long, default_value = "AlwaysAllow")]
+    authorization_mode: capstan_apiserver::auth::Mode,
+    /// Serve HTTPS with this certificate (PEM, the server's first, then its chain; see
+    /// `capstan certs`). With --tls-private-key-file.
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
     #[command(flatten)]
     api: ApiFlags,
 }
@@ -527,7 +548,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The commands a person runs and reads get warnings only; servers log what they do.
     let default_log = match cli.command {
-        Command::Up(_) | Command::Status(_) | Command::Snapshot(_) | Command::Chaos(_) => "warn",
+        Command::Up(_) | Command::Status(_) | Command::Snapshot(_) | Command::Chaos(_) | Command::Certs(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -551,6 +572,7 @@ fn main() -> std::process::ExitCode {
         Command::Store(args) => rt.block_on(run_store(args)),
         Command::Master(args) => rt.block_on(run_master(args)),
         Command::Snapshot(args) => rt.block_on(snapshot::run(args)),
+        Command::Certs(args) => certs::run(args),
         // Healthy or not: the exit status says which.
         Command::Status(args) => return exit(rt.block_on(status::run(args))),
         Command::Up(args) => rt.block_on(async move { up::run(args, shutdown_signal()?).await }),
@@ -653,7 +675,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     }
     if let Some(api_addr) = args.apiserver_listen {
         let api = Api::new(Storage::local(node.clone()), api_config(&args.api)?);
-        let l = bind_api(api_addr, &args.api).await?;
+        let l = bind_api(api_addr, &args.api, None).await?;
         let api_url = format!("http://{}", l.local_addr().map_err(|e| e.to_string())?);
         tokio::spawn(async move {
             if let Err(e) = capstan_apiserver::serve(l, api, std::future::pending()).await {
@@ -809,12 +831,14 @@ fn api_config(flags: &ApiFlags) -> Result<ApiConfig, String> {
             .map_err(|e| format!("--service-cluster-ip-range: {e}"))?,
         watch_window_events: flags.watch_cache_window_events.max(1),
         bookmark_interval: std::time::Duration::from_millis(flags.watch_bookmark_interval_ms.max(10)),
+        auth: None,
     })
 }
 
-/// Binds the Kubernetes API's address and writes the kubeconfig if asked; prints the line
-/// tests and scripts wait for.
-async fn bind_api(addr: SocketAddr, flags: &ApiFlags) -> Result<tokio::net::TcpListener, String> {
+/// Binds the Kubernetes API's address and writes the kubeconfig if asked (for HTTPS
+/// when `tls_ca` is the CA clients should trust); prints the line tests and scripts wait
+/// for.
+async fn bind_api(addr: SocketAddr, flags: &ApiFlags, tls_ca: Option<&str>) -> Result<tokio::net::TcpListener, String> {
     let l = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -823,8 +847,12 @@ async fn bind_api(addr: SocketAddr, flags: &ApiFlags) -> Result<tokio::net::TcpL
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        std::fs::write(path, capstan_apiserver::kubeconfig(&format!("http://{bound}")))
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let scheme = if tls_ca.is_some() { "https" } else { "http" };
+        std::fs::write(
+            path,
+            capstan_apiserver::kubeconfig(&format!("{scheme}://{bound}"), tls_ca),
+        )
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     tracing::info!(addr = %bound, "serving the Kubernetes API");
     println!("capstan apiserver ready on {bound}");
@@ -840,9 +868,37 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
         .map(str::to_string)
         .collect();
     let storage = Storage::etcd(&endpoints).await.map_err(|e| e.to_string())?;
-    let api = Api::new(storage, api_config(&args.api)?);
-    let l = bind_api(args.listen, &args.api).await?;
-    capstan_apiserver::serve(l, api, shutdown_signal()?)
+    let mut config = api_config(&args.api)?;
+    config.auth = match &args.token_auth_file {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
+            let tokens = capstan_apiserver::auth::Tokens::parse(&text)
+                .map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
+            tracing::info!(users = tokens.len(), mode = ?args.authorization_mode, "authenticating requests by token");
+            Some(std::sync::Arc::new(capstan_apiserver::auth::Auth::new(
+                tokens,
+                args.authorization_mode,
+            )))
+        }
+        None if args.authorization_mode == capstan_apiserver::auth::Mode::Rbac => {
+            return Err("--authorization-mode RBAC needs --token-auth-file (no other authentication yet)".into());
+        }
+        None => None,
+    };
+    let (tls, ca) = match (&args.tls_cert_file, &args.tls_private_key_file) {
+        (Some(cert), Some(key)) => {
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+            let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+            let config = capstan_apiserver::tls::server_config(&cert_pem, &key_pem)
+                .map_err(|e| format!("--tls-cert-file {}: {e}", cert.display()))?;
+            (Some(config), Some(capstan_apiserver::tls::ca_of_chain(&cert_pem)?))
+        }
+        _ => (None, None),
+    };
+    let api = Api::new(storage, config);
+    let l = bind_api(args.listen, &args.api, ca.as_deref()).await?;
+    capstan_apiserver::serve_with(l, api, tls, shutdown_signal()?)
         .await
         .map_err(|e| e.to_string())
 }

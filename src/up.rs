@@ -491,7 +491,7 @@ pub async fn run(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) 
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(
         &kubeconfig,
-        capstan_apiserver::kubeconfig(&format!("http://{}", args.api_listen)),
+        capstan_apiserver::kubeconfig(&format!("http://{}", args.api_listen), None),
     )
     .map_err(|e| format!("cannot write {}: {e}", kubeconfig.display()))?;
 

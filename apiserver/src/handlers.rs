@@ -44,6 +44,8 @@ pub struct ApiConfig {
     pub watch_window_events: usize,
     /// How often a watch that asked for bookmarks gets one.
     pub bookmark_interval: std::time::Duration,
+    /// Authentication and authorization of REST requests; None: every request is served.
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 impl Default for ApiConfig {
@@ -52,6 +54,7 @@ impl Default for ApiConfig {
             services: alloc::ServiceRanges::default(),
             watch_window_events: crate::cache::WINDOW_EVENTS_DEFAULT,
             bookmark_interval: crate::watch::BOOKMARK_INTERVAL_DEFAULT,
+            auth: None,
         }
     }
 }

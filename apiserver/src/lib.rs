@@ -23,13 +23,16 @@
 //!   writes of any resource; node assignment and proxy configuration streams), on the
 //!   same listener as REST: requests with a gRPC content type go to it.
 //!
+//! - [`auth`] and [`rbac`]: bearer-token authentication and RBAC authorization, when
+//!   configured (`capstan apiserver --token-auth-file ... --authorization-mode RBAC`).
+//!
 //! Deliberately left out for now (see the issue notes): OpenAPI v3 and operations in the
-//! OpenAPI document, server-side apply, authentication and authorization (the API is
-//! served on loopback in plain HTTP).
+//! OpenAPI document, server-side apply, TLS and the other ways to authenticate.
 //!
 //! The apiserver knows nothing of Raft or RocksDB: it sees only the store's etcd API.
 
 pub mod alloc;
+pub mod auth;
 pub mod cache;
 pub mod discovery;
 pub mod error;
@@ -41,10 +44,12 @@ pub mod openapi;
 pub mod patch;
 pub mod podlog;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod selector;
 pub mod storage;
 pub mod table;
+pub mod tls;
 pub mod validation;
 pub mod watch;
 
@@ -253,8 +258,21 @@ pub async fn serve(
     api: Arc<Api>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    serve_with(listener, api, None, shutdown).await
+}
+
+/// [`serve`], over TLS when `tls` is given (see [`tls`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    api: Arc<Api>,
+    tls: Option<Arc<tls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     if let Err(e) = handlers::bootstrap(&api).await {
         tracing::warn!(error = %e, "could not create the default namespaces yet");
+    }
+    if let Err(e) = auth::bootstrap_policy(&api).await {
+        tracing::warn!(error = %e, "could not create the default RBAC roles and bindings yet");
     }
     // Mesh streams last as long as their clients: on shutdown they are told to end, so
     // that the graceful shutdown below does not wait for them forever.
@@ -263,24 +281,61 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let app = router(api.clone()).layer(axum::middleware::from_fn_with_state(
+    let mut app = router(api.clone());
+    // Authentication and authorization, when configured, in front of every REST route
+    // (the mesh API below is not behind them yet).
+    let mut policy_task = None;
+    if let Some(auth) = api.config.auth.clone() {
+        if auth.mode() == auth::Mode::Rbac {
+            policy_task = Some(AbortOnDrop(tokio::spawn(auth::follow_policy(
+                api.clone(),
+                auth.clone(),
+            ))));
+        }
+        app = app.layer(axum::middleware::from_fn_with_state(auth, auth::filter));
+    }
+    let app = app.layer(axum::middleware::from_fn_with_state(
         mesh::routes(api, stop_rx),
         mesh::serve_layer,
     ));
-    use axum::serve::ListenerExt;
-    // No Nagle: a watch event or a response written in pieces goes out at once instead
-    // of waiting for the client's delayed ACK (tens of milliseconds).
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    let served = match tls {
+        Some(config) => tls::serve(listener, app, config, shutdown).await,
+        None => {
+            use axum::serve::ListenerExt;
+            // No Nagle: a watch event or a response written in pieces goes out at once
+            // instead of waiting for the client's delayed ACK (tens of milliseconds).
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
         }
-    });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    };
+    drop(policy_task);
+    served
 }
 
-/// A kubeconfig for `server` (plain HTTP, no credentials), as kubectl reads it.
-pub fn kubeconfig(server: &str) -> String {
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A kubeconfig for `server` (no credentials), as kubectl reads it; `ca_pem`: the CA to
+/// trust for an `https://` server.
+pub fn kubeconfig(server: &str, ca_pem: Option<&str>) -> String {
+    use base64::Engine;
+    let ca = ca_pem.map_or(String::new(), |pem| {
+        format!(
+            "    certificate-authority-data: {}\n",
+            base64::engine::general_purpose::STANDARD.encode(pem)
+        )
+    });
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\ncontexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: capstan\n    namespace: default\ncurrent-context: capstan\nusers:\n- name: capstan\n  user: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\n{ca}contexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: capstan\n    namespace: default\ncurrent-context: capstan\nusers:\n- name: capstan\n  user: {{}}\n"
     )
 }

@@ -39,7 +39,12 @@ impl Server {
     /// Starts `capstan apiserver` over the etcd at `etcd_url`, on a free port, writing
     /// its kubeconfig to `kubeconfig`.
     pub fn apiserver(etcd_url: &str, kubeconfig: &Path, log: &Path) -> Server {
-        let args: Vec<String> = vec![
+        Server::apiserver_with(etcd_url, kubeconfig, log, &[])
+    }
+
+    /// [`Server::apiserver`] with more command-line arguments.
+    pub fn apiserver_with(etcd_url: &str, kubeconfig: &Path, log: &Path, extra: &[&str]) -> Server {
+        let mut args: Vec<String> = vec![
             "apiserver".into(),
             "--listen".into(),
             "127.0.0.1:0".into(),
@@ -48,6 +53,7 @@ impl Server {
             "--write-kubeconfig".into(),
             kubeconfig.display().to_string(),
         ];
+        args.extend(extra.iter().map(|s| s.to_string()));
         Server::launch(&args, "capstan apiserver ready on ", log)
     }
 

@@ -1,0 +1,527 @@
+//! Who a REST request comes from, and whether they may make it: the API server's
+//! authentication and authorization filters, in front of every REST route.
+//!
+//! # Authentication
+//!
+//! Off unless the server is given a static token file (`--token-auth-file`, upstream's
+//! format: one `token,user,uid,"group1,group2"` line per user; the groups are optional,
+//! blank lines and lines starting with `#` are skipped). Then:
+//!
+//! - `Authorization: Bearer <token>` with a token of the file is that user, with the
+//!   group `system:authenticated` added, as upstream adds it;
+//! - a bearer token not in the file, or an `Authorization` header of another scheme, is
+//!   `401 Unauthorized`;
+//! - a request without credentials is `401 Unauthorized` too (upstream's
+//!   `--anonymous-auth=false`), except the health paths (`/healthz`, `/livez`,
+//!   `/readyz` and below), which load balancers and probes reach without credentials.
+//!
+//! The 401 body is upstream's Status: `{"kind":"Status",…,"message":"Unauthorized",
+//! "reason":"Unauthorized","code":401}`.
+//!
+//! # Authorization
+//!
+//! `--authorization-mode AlwaysAllow` (the default) lets every authenticated user do
+//! anything. `RBAC` decides with [`crate::rbac`]: the request's attributes (verb, API
+//! group, resource, subresource, namespace, name; or a non-resource path) against the
+//! Roles, ClusterRoles and their bindings. A request no rule allows gets `403 Forbidden`
+//! with upstream's message (`pods is forbidden: User "alice" cannot list resource "pods"
+//! in API group "" in the namespace "default"`) and `details` naming the resource.
+//!
+//! The policy the authorizer reads is a snapshot kept by a task that follows the four
+//! RBAC watch caches ([`follow_policy`]): it is rebuilt after every change, so a new
+//! binding takes effect a moment after it is written (upstream's informer-fed RBAC
+//! authorizer behaves the same). Until the caches have loaded, nothing but the health
+//! paths is allowed.
+//!
+//! The default roles and bindings upstream creates at start (`cluster-admin` for the
+//! group `system:masters`, `view`, `edit`, `admin`, the discovery roles, ...) are created
+//! by [`bootstrap_policy`] when missing; ones that exist are left as they are.
+//!
+//! Left out so far (issue 10): TLS and client certificates, ServiceAccount tokens, the
+//! mesh gRPC API (it is not behind these filters yet), impersonation, the Node authorizer,
+//! and authentication of the in-process controllers (the filters are offered on
+//! `capstan apiserver`, which runs none).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use crate::handlers::Api;
+use crate::rbac::{self, Attributes, Decision, Policy, UserInfo};
+use crate::resources::ResourceType;
+
+/// Users a token file may hold.
+pub const TOKENS_MAX: usize = 100_000;
+/// The longest token file read, in bytes.
+pub const TOKEN_FILE_BYTES_MAX: usize = 16 << 20;
+/// The group every authenticated user belongs to.
+pub const GROUP_AUTHENTICATED: &str = "system:authenticated";
+/// Paths served without credentials (and without authorization).
+const HEALTH_PATHS: [&str; 3] = ["/healthz", "/livez", "/readyz"];
+
+/// The users of a static token file, by token.
+#[derive(Default)]
+pub struct Tokens {
+    by_token: HashMap<String, UserInfo>,
+}
+
+/// Never the tokens themselves: a Debug print may end up in a log.
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} users)", self.by_token.len())
+    }
+}
+
+impl Tokens {
+    /// Parses a token file (see the module documentation); errors name the line.
+    pub fn parse(text: &str) -> Result<Tokens, String> {
+        if text.len() > TOKEN_FILE_BYTES_MAX {
+            return Err(format!("the token file is over {TOKEN_FILE_BYTES_MAX} bytes"));
+        }
+        let mut by_token = HashMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let n = i + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields = split_csv(line).map_err(|e| format!("line {n}: {e}"))?;
+            if fields.len() < 3 {
+                return Err(format!(
+                    "line {n}: expected token,user,uid[,\"group1,group2\"], got {} fields",
+                    fields.len()
+                ));
+            }
+            let (token, name, uid) = (fields[0].trim(), fields[1].trim(), fields[2].trim());
+            if token.is_empty() || name.is_empty() {
+                return Err(format!("line {n}: the token and the user name must not be empty"));
+            }
+            let groups = fields
+                .get(3)
+                .map(|g| {
+                    g.split(',')
+                        .map(str::trim)
+                        .filter(|g| !g.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default();
+            if by_token.len() >= TOKENS_MAX {
+                return Err(format!("more than {TOKENS_MAX} users"));
+            }
+            let user = UserInfo {
+                name: name.to_owned(),
+                uid: uid.to_owned(),
+                groups,
+            };
+            if by_token.insert(token.to_owned(), user).is_some() {
+                return Err(format!("line {n}: a token given twice"));
+            }
+        }
+        Ok(Tokens { by_token })
+    }
+
+    /// The user of `token`, with `system:authenticated` added.
+    pub fn user(&self, token: &str) -> Option<UserInfo> {
+        let mut user = self.by_token.get(token)?.clone();
+        if !user.groups.iter().any(|g| g == GROUP_AUTHENTICATED) {
+            user.groups.push(GROUP_AUTHENTICATED.to_owned());
+        }
+        Some(user)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_token.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_token.is_empty()
+    }
+}
+
+/// One CSV line: fields split at commas, a field in double quotes may hold commas (and
+/// `""` for a quote).
+fn split_csv(line: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', false) if field.trim().is_empty() => {
+                field.clear();
+                quoted = true;
+            }
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            ('"', true) => quoted = false,
+            (',', false) => fields.push(std::mem::take(&mut field)),
+            (c, _) => field.push(c),
+        }
+    }
+    if quoted {
+        return Err("an unterminated quoted field".into());
+    }
+    fields.push(field);
+    Ok(fields)
+}
+
+/// What a request's credentials say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    /// None given.
+    None,
+    /// A known user.
+    User(UserInfo),
+    /// A token nobody has, or a header of another scheme.
+    Invalid,
+}
+
+/// How requests are authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    AlwaysAllow,
+    Rbac,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Mode, String> {
+        match s {
+            "AlwaysAllow" => Ok(Mode::AlwaysAllow),
+            "RBAC" => Ok(Mode::Rbac),
+            other => Err(format!(
+                "unknown authorization mode {other:?}: expected AlwaysAllow or RBAC"
+            )),
+        }
+    }
+}
+
+/// The filters' settings and the RBAC policy they read.
+pub struct Auth {
+    tokens: Tokens,
+    mode: Mode,
+    /// None until the RBAC caches have loaded.
+    policy: RwLock<Option<Arc<Policy>>>,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("tokens", &self.tokens)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Auth {
+    pub fn new(tokens: Tokens, mode: Mode) -> Auth {
+        Auth {
+            tokens,
+            mode,
+            policy: RwLock::new(None),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn policy(&self) -> Option<Arc<Policy>> {
+        self.policy
+            .read()
+            .expect("invariant: no panics while the policy lock is held")
+            .clone()
+    }
+
+    fn set_policy(&self, policy: Policy) {
+        *self
+            .policy
+            .write()
+            .expect("invariant: no panics while the policy lock is held") = Some(Arc::new(policy));
+    }
+
+    /// Who sent a request with these headers.
+    pub fn authenticate(&self, headers: &axum::http::HeaderMap) -> Credentials {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return Credentials::None;
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        match token.and_then(|t| self.tokens.user(t)) {
+            Some(user) => Credentials::User(user),
+            None => Credentials::Invalid,
+        }
+    }
+}
+
+fn is_health_path(path: &str) -> bool {
+    HEALTH_PATHS
+        .iter()
+        .any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))
+}
+
+fn status(code: StatusCode, reason: &str, message: &str, details: Option<Value>) -> Response {
+    let mut body = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    if let Some(d) = details {
+        body["details"] = d;
+    }
+    let mut r = (code, Body::from(body.to_string())).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+/// The 403: upstream's Status, its message from [`rbac::forbidden_message_with_reason`],
+/// its details the request's group, resource (as `kind`) and name.
+pub fn forbidden(user: &UserInfo, attrs: &Attributes, reason: &str) -> Response {
+    let message = rbac::forbidden_message_with_reason(user, attrs, reason);
+    let details = match attrs {
+        Attributes::Resource(r) => {
+            let mut d = json!({"group": r.api_group, "kind": r.resource});
+            if !r.name.is_empty() {
+                d["name"] = json!(r.name);
+            }
+            d
+        }
+        Attributes::NonResource(_) => json!({}),
+    };
+    status(StatusCode::FORBIDDEN, "Forbidden", &message, Some(details))
+}
+
+/// The filter in front of the REST routes (see the module documentation).
+pub async fn filter(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if is_health_path(&path) {
+        return next.run(req).await;
+    }
+    let user = match auth.authenticate(req.headers()) {
+        Credentials::User(user) => user,
+        Credentials::None | Credentials::Invalid => {
+            return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized", None)
+        }
+    };
+    if auth.mode == Mode::Rbac {
+        // As the router reads the query (a query that does not parse is not a watch).
+        let query = axum::extract::Query::<HashMap<String, String>>::try_from_uri(req.uri()).ok();
+        let watch = rbac::watch_param(query.as_ref().and_then(|q| q.get("watch")).map(String::as_str));
+        let attrs = rbac::request_attributes(req.method().as_str(), &path, watch);
+        let Some(policy) = auth.policy() else {
+            return status(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ServiceUnavailable",
+                "the authorization policy is not loaded yet",
+                None,
+            );
+        };
+        if let Decision::Deny { reason } = policy.authorize(&user, &attrs) {
+            return forbidden(&user, &attrs, &reason);
+        }
+    }
+    next.run(req).await
+}
+
+/// The RBAC kinds, as the policy is built from them.
+const RBAC_KINDS: [&str; 4] = ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"];
+
+/// Keeps `auth`'s policy current from the RBAC watch caches, for as long as it runs:
+/// builds it from the caches' objects, then again after every change (changes that come
+/// together are taken in one rebuild).
+pub async fn follow_policy(api: Arc<Api>, auth: Arc<Auth>) {
+    loop {
+        let mut subs = Vec::with_capacity(RBAC_KINDS.len());
+        let mut objects: Vec<Arc<Value>> = Vec::new();
+        let mut failed = false;
+        for kind in RBAC_KINDS {
+            let rt = ResourceType::by_kind(kind).expect("invariant: the RBAC kinds are served");
+            let cache = api.caches.get(rt).clone();
+            match cache.subscribe(rt.prefix().as_bytes(), None).await {
+                Ok(sub) => {
+                    if let crate::cache::Initial::Objects(objs) = &sub.initial {
+                        objects.extend(objs.iter().cloned());
+                    }
+                    subs.push(sub);
+                }
+                Err(e) => {
+                    tracing::warn!(kind, error = %e, "following the RBAC policy");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            continue;
+        }
+        auth.set_policy(build_policy(&objects));
+        // Any change: build it again from fresh subscriptions (their initial objects
+        // are the caches' current state). A subscription that ends (a slow or reset
+        // cache) does the same.
+        let mut rxs: Vec<_> = subs.iter_mut().map(|s| &mut s.rx).collect();
+        wait_for_change(&mut rxs).await;
+    }
+}
+
+/// Waits until one of the subscriptions delivers an event (progress notes do not count)
+/// or ends.
+async fn wait_for_change(rxs: &mut [&mut tokio::sync::mpsc::Receiver<crate::cache::Message>]) {
+    loop {
+        let next = futures::future::select_all(rxs.iter_mut().map(|rx| Box::pin(rx.recv())));
+        match next.await.0 {
+            Some(crate::cache::Message::Progress(_)) => continue,
+            Some(crate::cache::Message::Event(_)) | None => return,
+        }
+    }
+}
+
+/// The policy of these RBAC objects (any of the four kinds, as JSON); an object that
+/// does not decode is skipped with a warning (validation keeps them out).
+pub fn build_policy(objects: &[Arc<Value>]) -> Policy {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let (mut roles, mut cluster_roles, mut bindings, mut cluster_bindings) = (vec![], vec![], vec![], vec![]);
+    for obj in objects {
+        let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
+        let value = Value::clone(obj);
+        let decoded = match kind {
+            "Role" => serde_json::from_value::<Role>(value).map(|o| roles.push(o)),
+            "ClusterRole" => serde_json::from_value::<ClusterRole>(value).map(|o| cluster_roles.push(o)),
+            "RoleBinding" => serde_json::from_value::<RoleBinding>(value).map(|o| bindings.push(o)),
+            "ClusterRoleBinding" => {
+                serde_json::from_value::<ClusterRoleBinding>(value).map(|o| cluster_bindings.push(o))
+            }
+            _ => Ok(()),
+        };
+        if let Err(e) = decoded {
+            tracing::warn!(kind, error = %e, "an RBAC object that does not decode is left out of the policy");
+        }
+    }
+    Policy::new(roles, cluster_roles, bindings, cluster_bindings)
+}
+
+/// Creates the default cluster roles and bindings that are missing.
+pub async fn bootstrap_policy(api: &Api) -> crate::error::Result<()> {
+    let (roles, bindings) = rbac::bootstrap_policy();
+    let mut objects: Vec<(&str, Value)> = Vec::new();
+    for r in roles {
+        objects.push(("ClusterRole", serde_json::to_value(r).map_err(encode_error)?));
+    }
+    for b in bindings {
+        objects.push(("ClusterRoleBinding", serde_json::to_value(b).map_err(encode_error)?));
+    }
+    for (kind, mut obj) in objects {
+        let rt = ResourceType::by_kind(kind).expect("invariant: the RBAC kinds are served");
+        let name = obj
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        obj["apiVersion"] = json!("rbac.authorization.k8s.io/v1");
+        obj["kind"] = json!(kind);
+        obj["metadata"]["uid"] = json!(crate::object::new_uid());
+        obj["metadata"]["creationTimestamp"] = json!(crate::object::now());
+        crate::validation::default_object(kind, &mut obj);
+        let stored = crate::object::to_stored(&obj)?;
+        if api.storage.create(&rt.key(None, &name), stored, &[]).await?.is_ok() {
+            tracing::info!(kind, name, "created a default RBAC object");
+        }
+    }
+    Ok(())
+}
+
+fn encode_error(e: serde_json::Error) -> crate::error::ApiError {
+    crate::error::ApiError::Internal(format!("encoding the default RBAC policy: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_files_parse_as_upstream_writes_them() {
+        let t = Tokens::parse("# admins\n\ntok1,alice,u1,\"system:masters,devs\"\ntok2, bob ,u2\ntok3,carol,u3,ops\n")
+            .expect("parses");
+        assert_eq!(t.len(), 3);
+        let alice = t.user("tok1").expect("alice");
+        assert_eq!(alice.name, "alice");
+        assert_eq!(alice.uid, "u1");
+        assert_eq!(alice.groups, ["system:masters", "devs", GROUP_AUTHENTICATED]);
+        let bob = t.user("tok2").expect("bob");
+        assert_eq!(
+            (bob.name.as_str(), bob.groups.as_slice()),
+            ("bob", &[GROUP_AUTHENTICATED.to_owned()][..])
+        );
+        assert_eq!(t.user("tok3").expect("carol").groups, ["ops", GROUP_AUTHENTICATED]);
+        assert!(t.user("nope").is_none());
+        assert!(t.user("").is_none());
+    }
+
+    #[test]
+    fn bad_token_files_are_refused_with_the_line() {
+        for (text, want) in [
+            ("tok,alice\n", "line 1: expected token,user,uid"),
+            ("\n,alice,u1\n", "line 2: the token and the user name must not be empty"),
+            ("t,a,u\nt,b,u\n", "line 2: a token given twice"),
+            ("t,a,u,\"g1,g2\n", "line 1: an unterminated quoted field"),
+        ] {
+            let e = Tokens::parse(text).expect_err(text);
+            assert!(e.starts_with(want), "{text:?}: {e}");
+        }
+        assert!(Tokens::parse("").expect("empty").is_empty());
+    }
+
+    #[test]
+    fn bearer_tokens_authenticate_and_anything_else_does_not() {
+        let auth = Auth::new(Tokens::parse("tok1,alice,u1\n").expect("tokens"), Mode::Rbac);
+        let headers = |v: Option<&str>| {
+            let mut h = axum::http::HeaderMap::new();
+            if let Some(v) = v {
+                h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).expect("header"));
+            }
+            h
+        };
+        let Credentials::User(alice) = auth.authenticate(&headers(Some("Bearer tok1"))) else {
+            panic!("alice's token")
+        };
+        assert_eq!(alice.name, "alice");
+        assert!(matches!(
+            auth.authenticate(&headers(Some("bearer tok1"))),
+            Credentials::User(_)
+        ));
+        assert_eq!(auth.authenticate(&headers(None)), Credentials::None, "no credentials");
+        for bad in ["Bearer wrong", "Basic YTpi", "Bearer", "tok1"] {
+            assert_eq!(auth.authenticate(&headers(Some(bad))), Credentials::Invalid, "{bad}");
+        }
+    }
+
+    #[test]
+    fn health_paths_are_exactly_those() {
+        for p in ["/healthz", "/livez", "/readyz", "/readyz/etcd", "/healthz/ping"] {
+            assert!(is_health_path(p), "{p}");
+        }
+        for p in ["/healthzz", "/api", "/version", "/", "/readyzfoo"] {
+            assert!(!is_health_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn modes_parse_by_upstream_names() {
+        assert_eq!("RBAC".parse::<Mode>(), Ok(Mode::Rbac));
+        assert_eq!("AlwaysAllow".parse::<Mode>(), Ok(Mode::AlwaysAllow));
+        assert!("rbac".parse::<Mode>().is_err());
+    }
+}

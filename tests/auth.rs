@@ -1,0 +1,389 @@
+//! Authentication and RBAC authorization of the Kubernetes API, end to end: `capstan
+//! apiserver --token-auth-file F --authorization-mode RBAC` over a `capstan store`, driven
+//! with raw HTTP (status codes and Status bodies), each user with its own bearer token.
+//! And over HTTPS (`capstan certs`, `--tls-cert-file`), the same with every kubectl this
+//! machine has (client-go sends credentials only over TLS).
+//!
+//! - No token, a wrong token, or another scheme: 401 `Unauthorized`; the health paths
+//!   answer without one.
+//! - `system:masters` (cluster-admin, a default binding) may do anything.
+//! - A user without bindings is refused with upstream's 403 message; a RoleBinding to the
+//!   default `view` ClusterRole lets them read pods in that namespace only, and still not
+//!   write or read Secrets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::Server;
+
+/// The longest any condition is waited for.
+const DEADLINE: Duration = Duration::from_secs(60);
+
+const ADMIN: &str = "admin-token-1";
+const ALICE: &str = "alice-token-2";
+
+/// One HTTP/1.0 request without a body: the status code and the body.
+fn request(to: SocketAddr, method: &str, path: &str, authorization: Option<&str>) -> (u16, String) {
+    send(to, method, path, authorization, None)
+}
+
+/// One HTTP/1.0 request, with a JSON body if given: the status code and the body.
+fn send(to: SocketAddr, method: &str, path: &str, authorization: Option<&str>, body: Option<&str>) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(5)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let auth = authorization.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    let content = body.map_or(String::new(), |b| {
+        format!("Content-Type: application/json\r\nContent-Length: {}\r\n", b.len())
+    });
+    write!(
+        stream,
+        "{method} {path} HTTP/1.0\r\nHost: {to}\r\n{auth}{content}\r\n{}",
+        body.unwrap_or("")
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (code, body.to_owned())
+}
+
+#[test]
+fn tokens_authenticate_and_rbac_authorizes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Server::start(&dir.path().join("data"), &dir.path().join("store.log"));
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        format!("{ADMIN},admin,uid-admin,\"system:masters\"\n{ALICE},alice,uid-alice\n"),
+    )
+    .expect("write tokens");
+    let kc = dir.path().join("kubeconfig");
+    let api = Server::apiserver_with(
+        &store.url(),
+        &kc,
+        &dir.path().join("apiserver.log"),
+        &[
+            "--token-auth-file",
+            tokens.to_str().expect("utf-8"),
+            "--authorization-mode",
+            "RBAC",
+        ],
+    );
+    let to = api.addr;
+    let admin = format!("Bearer {ADMIN}");
+
+    // Health paths need nothing; everything else needs a token the server knows.
+    assert_eq!(request(to, "GET", "/healthz", None).0, 200);
+    assert_eq!(request(to, "GET", "/readyz", None).0, 200);
+    for auth in [None, Some("Bearer wrong"), Some("Basic YWRtaW46eA==")] {
+        let (code, body) = request(to, "GET", "/api/v1/namespaces", auth);
+        assert_eq!(code, 401, "{auth:?}: {body}");
+        let status: serde_json::Value = serde_json::from_str(&body).expect("a Status");
+        assert_eq!(
+            (
+                status["kind"].as_str(),
+                status["reason"].as_str(),
+                status["code"].as_u64()
+            ),
+            (Some("Status"), Some("Unauthorized"), Some(401)),
+            "{body}"
+        );
+    }
+    // cluster-admin through system:masters, once the policy has loaded.
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let (code, body) = request(to, "GET", "/api/v1/namespaces", Some(&admin));
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < until, "admin never allowed: {code} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The default roles are there.
+    let (code, body) = request(
+        to,
+        "GET",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/cluster-admin",
+        Some(&admin),
+    );
+    assert_eq!(code, 200, "{body}");
+    // alice has no binding: upstream's 403.
+    let (code, body) = request(
+        to,
+        "GET",
+        "/api/v1/namespaces/default/pods",
+        Some(&format!("Bearer {ALICE}")),
+    );
+    assert_eq!(code, 403, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("a Status");
+    assert_eq!(status["reason"], "Forbidden");
+    assert_eq!(
+        status["message"],
+        "pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+    );
+    assert_eq!(status["details"]["kind"], "pods");
+    // An authenticated user may read the discovery paths (system:discovery).
+    assert_eq!(request(to, "GET", "/api", Some(&format!("Bearer {ALICE}"))).0, 200);
+
+    // A RoleBinding to the default view ClusterRole, in one namespace only.
+    let alice = format!("Bearer {ALICE}");
+    for (path, body) in [
+        (
+            "/api/v1/namespaces",
+            r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"team"}}"#,
+        ),
+        (
+            "/api/v1/namespaces/team/configmaps",
+            r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c1"},"data":{"a":"b"}}"#,
+        ),
+        (
+            "/apis/rbac.authorization.k8s.io/v1/namespaces/team/rolebindings",
+            r#"{"apiVersion":"rbac.authorization.k8s.io/v1","kind":"RoleBinding","metadata":{"name":"alice-view"},
+                "roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"view"},
+                "subjects":[{"kind":"User","name":"alice"}]}"#,
+        ),
+    ] {
+        let (code, answer) = send(to, "POST", path, Some(&admin), Some(body));
+        assert_eq!(code, 201, "POST {path}: {answer}");
+    }
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let (code, body) = request(to, "GET", "/api/v1/namespaces/team/configmaps/c1", Some(&alice));
+        if code == 200 {
+            break;
+        }
+        assert!(Instant::now() < until, "the binding never took effect: {code} {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        request(to, "GET", "/api/v1/namespaces/team/configmaps", Some(&alice)).0,
+        200
+    );
+    assert_eq!(
+        request(
+            to,
+            "GET",
+            "/api/v1/namespaces/team/configmaps?watch=true&timeoutSeconds=1",
+            Some(&alice)
+        )
+        .0,
+        200,
+        "view may watch"
+    );
+    for (method, path, body, what) in [
+        (
+            "GET",
+            "/api/v1/namespaces/default/configmaps",
+            None,
+            "another namespace",
+        ),
+        ("GET", "/api/v1/namespaces/team/secrets", None, "secrets (not in view)"),
+        (
+            "POST",
+            "/api/v1/namespaces/team/configmaps",
+            Some(r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"c2"}}"#),
+            "a write",
+        ),
+        ("GET", "/api/v1/nodes", None, "a cluster-scoped resource"),
+    ] {
+        let (code, answer) = send(to, method, path, Some(&alice), body);
+        assert_eq!(code, 403, "{what}: {answer}");
+    }
+    let (_, body) = request(
+        to,
+        "GET",
+        "/api/v1/namespaces/team/configmaps/c9",
+        Some(&format!("Bearer {ALICE}")),
+    );
+    assert!(
+        body.contains("\"reason\":\"NotFound\""),
+        "view may get, so a missing object is 404: {body}"
+    );
+    let (code, body) = request(to, "DELETE", "/api/v1/namespaces/team/configmaps/c1", Some(&alice));
+    assert_eq!(code, 403);
+    let status: serde_json::Value = serde_json::from_str(&body).expect("a Status");
+    assert_eq!(
+        status["message"],
+        "configmaps \"c1\" is forbidden: User \"alice\" cannot delete resource \"configmaps\" in API group \"\" in the namespace \"team\""
+    );
+    assert_eq!(status["details"]["name"], "c1");
+    drop(api);
+    drop(store);
+}
+
+fn kubectl(bin: &Path, kubeconfig: &Path, token: &str, args: &[&str]) -> Output {
+    Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg(format!("--token={token}"))
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs kubectl until `ok` holds for its output, at most DEADLINE.
+fn kubectl_until(bin: &Path, kc: &Path, token: &str, args: &[&str], what: &str, ok: impl Fn(&Output) -> bool) {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let o = kubectl(bin, kc, token, args);
+        if ok(&o) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{what}: not within {DEADLINE:?}; last: {}",
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `capstan certs`, then the API over HTTPS with the kubeconfig it writes (the CA in it):
+/// every kubectl sends its token, and RBAC decides as above.
+#[test]
+fn kubectl_over_https_with_tokens_and_rbac() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path().join("pki");
+    let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args([
+            "certs",
+            "--dir",
+            certs.to_str().expect("utf-8"),
+            "--hosts",
+            "127.0.0.1,localhost",
+        ])
+        .output()
+        .expect("run capstan certs");
+    assert!(out.status.success(), "{}", text(&out));
+    for (file, mode) in [("ca.key", 0o600), ("apiserver.key", 0o600), ("ca.crt", 0o644)] {
+        let m = std::fs::metadata(certs.join(file)).expect(file).permissions().mode() & 0o777;
+        assert_eq!(m, mode, "{file}");
+    }
+    let ca_before = std::fs::read(certs.join("ca.crt")).expect("ca.crt");
+    // Issued again: the CA stays.
+    let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["certs", "--dir", certs.to_str().expect("utf-8")])
+        .output()
+        .expect("run capstan certs");
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(certs.join("ca.crt")).expect("ca.crt"), ca_before);
+
+    let store = Server::start(&dir.path().join("data"), &dir.path().join("store.log"));
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        format!("{ADMIN},admin,uid-admin,\"system:masters\"\n{ALICE},alice,uid-alice\n"),
+    )
+    .expect("write tokens");
+    let kc = dir.path().join("kubeconfig");
+    let cert = certs.join("apiserver.crt");
+    let key = certs.join("apiserver.key");
+    let _api = Server::apiserver_with(
+        &store.url(),
+        &kc,
+        &dir.path().join("apiserver.log"),
+        &[
+            "--token-auth-file",
+            tokens.to_str().expect("utf-8"),
+            "--authorization-mode",
+            "RBAC",
+            "--tls-cert-file",
+            cert.to_str().expect("utf-8"),
+            "--tls-private-key-file",
+            key.to_str().expect("utf-8"),
+        ],
+    );
+    let written = std::fs::read_to_string(&kc).expect("kubeconfig");
+    assert!(written.contains("server: https://127.0.0.1:"), "{written}");
+    assert!(written.contains("certificate-authority-data: "), "{written}");
+
+    for (i, k) in common::kubectls_or_fail().iter().enumerate() {
+        let ns = format!("team-{i}");
+        kubectl_until(
+            k,
+            &kc,
+            ADMIN,
+            &["get", "namespaces"],
+            "admin lists namespaces over HTTPS",
+            |o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("kube-system"),
+        );
+        let o = kubectl(k, &kc, ADMIN, &["create", "namespace", &ns]);
+        assert!(o.status.success(), "{}", text(&o));
+        let o = kubectl(
+            k,
+            &kc,
+            ADMIN,
+            &["-n", &ns, "create", "configmap", "c1", "--from-literal=a=b"],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let o = kubectl(k, &kc, "nope", &["get", "pods"]);
+        assert!(!o.status.success());
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("Unauthorized"),
+            "{}",
+            text(&o)
+        );
+        let o = kubectl(k, &kc, ALICE, &["-n", &ns, "get", "configmaps"]);
+        assert!(!o.status.success());
+        let want = format!(
+            "Error from server (Forbidden): configmaps is forbidden: User \"alice\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"{ns}\""
+        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains(&want), "{}", text(&o));
+        let o = kubectl(
+            k,
+            &kc,
+            ADMIN,
+            &[
+                "-n",
+                &ns,
+                "create",
+                "rolebinding",
+                "alice-view",
+                "--clusterrole=view",
+                "--user=alice",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        kubectl_until(
+            k,
+            &kc,
+            ALICE,
+            &["-n", &ns, "get", "configmap", "c1", "-o", "name"],
+            "alice reads configmaps once bound to view",
+            |o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "configmap/c1",
+        );
+        let o = kubectl(
+            k,
+            &kc,
+            ALICE,
+            &["-n", &ns, "create", "configmap", "c2", "--from-literal=a=b"],
+        );
+        assert!(!o.status.success(), "view may not create: {}", text(&o));
+        // kubectl 1.20 prefixes "Error from server (Forbidden): ", 1.32's generator
+        // "error: failed to create configmap: ".
+        let want = format!(
+            "configmaps is forbidden: User \"alice\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"{ns}\""
+        );
+        assert!(String::from_utf8_lossy(&o.stderr).contains(&want), "{}", text(&o));
+    }
+}

@@ -15,7 +15,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -57,28 +57,32 @@ fn send(to: SocketAddr, method: &str, path: &str, authorization: Option<&str>, b
     (code, body.to_owned())
 }
 
-#[test]
-fn tokens_authenticate_and_rbac_authorizes() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Server::start(&dir.path().join("data"), &dir.path().join("store.log"));
-    let tokens = dir.path().join("tokens.csv");
+/// A store, and `capstan apiserver` over it with the two users' tokens, RBAC and `extra`
+/// arguments: the API server, the store, the kubeconfig it wrote.
+fn start(dir: &Path, extra: &[&str]) -> (Server, Server, PathBuf) {
+    let store = Server::start(&dir.join("data"), &dir.join("store.log"));
+    let tokens = dir.join("tokens.csv");
     std::fs::write(
         &tokens,
         format!("{ADMIN},admin,uid-admin,\"system:masters\"\n{ALICE},alice,uid-alice\n"),
     )
     .expect("write tokens");
-    let kc = dir.path().join("kubeconfig");
-    let api = Server::apiserver_with(
-        &store.url(),
-        &kc,
-        &dir.path().join("apiserver.log"),
-        &[
-            "--token-auth-file",
-            tokens.to_str().expect("utf-8"),
-            "--authorization-mode",
-            "RBAC",
-        ],
-    );
+    let kc = dir.join("kubeconfig");
+    let mut args = vec![
+        "--token-auth-file",
+        tokens.to_str().expect("utf-8"),
+        "--authorization-mode",
+        "RBAC",
+    ];
+    args.extend_from_slice(extra);
+    let api = Server::apiserver_with(&store.url(), &kc, &dir.join("apiserver.log"), &args);
+    (api, store, kc)
+}
+
+#[test]
+fn tokens_authenticate_and_rbac_authorizes() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (api, _store, _kc) = start(dir.path(), &[]);
     let to = api.addr;
     let admin = format!("Bearer {ADMIN}");
 
@@ -217,8 +221,6 @@ fn tokens_authenticate_and_rbac_authorizes() {
         "configmaps \"c1\" is forbidden: User \"alice\" cannot delete resource \"configmaps\" in API group \"\" in the namespace \"team\""
     );
     assert_eq!(status["details"]["name"], "c1");
-    drop(api);
-    drop(store);
 }
 
 fn kubectl(bin: &Path, kubeconfig: &Path, token: &str, args: &[&str]) -> Output {
@@ -288,31 +290,14 @@ fn kubectl_over_https_with_tokens_and_rbac() {
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read(certs.join("ca.crt")).expect("ca.crt"), ca_before);
 
-    let store = Server::start(&dir.path().join("data"), &dir.path().join("store.log"));
-    let tokens = dir.path().join("tokens.csv");
-    std::fs::write(
-        &tokens,
-        format!("{ADMIN},admin,uid-admin,\"system:masters\"\n{ALICE},alice,uid-alice\n"),
-    )
-    .expect("write tokens");
-    let kc = dir.path().join("kubeconfig");
-    let cert = certs.join("apiserver.crt");
-    let key = certs.join("apiserver.key");
-    let _api = Server::apiserver_with(
-        &store.url(),
-        &kc,
-        &dir.path().join("apiserver.log"),
-        &[
-            "--token-auth-file",
-            tokens.to_str().expect("utf-8"),
-            "--authorization-mode",
-            "RBAC",
-            "--tls-cert-file",
-            cert.to_str().expect("utf-8"),
-            "--tls-private-key-file",
-            key.to_str().expect("utf-8"),
-        ],
-    );
+    let (cert, key) = (certs.join("apiserver.crt"), certs.join("apiserver.key"));
+    let tls = [
+        "--tls-cert-file",
+        cert.to_str().expect("utf-8"),
+        "--tls-private-key-file",
+        key.to_str().expect("utf-8"),
+    ];
+    let (_api, _store, kc) = start(dir.path(), &tls);
     let written = std::fs::read_to_string(&kc).expect("kubeconfig");
     assert!(written.contains("server: https://127.0.0.1:"), "{written}");
     assert!(written.contains("certificate-authority-data: "), "{written}");
@@ -372,6 +357,49 @@ fn kubectl_over_https_with_tokens_and_rbac() {
             "alice reads configmaps once bound to view",
             |o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "configmap/c1",
         );
+        // kubectl auth can-i asks the server (SelfSubjectAccessReview).
+        for (token, args, want) in [
+            (
+                ALICE,
+                vec!["auth", "can-i", "list", "configmaps", "-n", ns.as_str()],
+                "yes",
+            ),
+            (
+                ALICE,
+                vec!["auth", "can-i", "create", "configmaps", "-n", ns.as_str()],
+                "no",
+            ),
+            (
+                ALICE,
+                vec!["auth", "can-i", "list", "configmaps", "-n", "default"],
+                "no",
+            ),
+            (ADMIN, vec!["auth", "can-i", "*", "*"], "yes"),
+        ] {
+            let o = kubectl(k, &kc, token, &args);
+            assert_eq!(
+                String::from_utf8_lossy(&o.stdout).trim(),
+                want,
+                "{args:?}: {}",
+                text(&o)
+            );
+            assert_eq!(o.status.success(), want == "yes", "{args:?}: {}", text(&o));
+        }
+        // kubectl auth whoami (SelfSubjectReview), where this kubectl has it (1.27 on).
+        let auth_help = Command::new(k)
+            .args(["auth", "--help"])
+            .output()
+            .expect("kubectl auth --help");
+        if String::from_utf8_lossy(&auth_help.stdout).contains("whoami") {
+            let o = kubectl(k, &kc, ALICE, &["auth", "whoami", "-o", "json"]);
+            assert!(o.status.success(), "{}", text(&o));
+            let review: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+            assert_eq!(review["status"]["userInfo"]["username"], "alice", "{}", text(&o));
+            assert_eq!(
+                review["status"]["userInfo"]["groups"],
+                serde_json::json!(["system:authenticated"])
+            );
+        }
         let o = kubectl(
             k,
             &kc,

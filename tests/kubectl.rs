@@ -36,13 +36,7 @@ fn run_scenario(kubectl: &Path, kubeconfig: &Path, work: &Path, server: &Server)
 fn kubectl_drives_the_kubernetes_api() {
     for k in &common::kubectls_or_fail() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let kubeconfig = dir.path().join("kubeconfig");
-        let kc = kubeconfig.to_str().expect("utf-8 path");
-        let server = Server::start_with(
-            &dir.path().join("data"),
-            &dir.path().join("server.log"),
-            &["--apiserver-listen", "127.0.0.1:0", "--write-kubeconfig", kc],
-        );
+        let (server, kubeconfig) = Server::with_api(dir.path(), &[]);
         run_scenario(k, &kubeconfig, dir.path(), &server);
     }
 }

@@ -16,13 +16,8 @@ const SCRIPT_DEADLINE: Duration = Duration::from_secs(180);
 #[test]
 fn kubectl_drives_the_rbac_kinds() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
+    let (server, kubeconfig) = Server::with_api(dir.path(), &[]);
     let kc = kubeconfig.to_str().expect("utf-8 path");
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        &dir.path().join("server.log"),
-        &["--apiserver-listen", "127.0.0.1:0", "--write-kubeconfig", kc],
-    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kubectl_rbac.sh");
     // Each run names its objects after its kubectl's place in the list: the runs share the API.
     for (i, k) in common::kubectls_or_fail().iter().enumerate() {

@@ -23,20 +23,8 @@ fn python_kubernetes_client_drives_the_api() {
         python.display()
     );
     let dir = tempfile::tempdir().expect("temp dir");
-    let kubeconfig = dir.path().join("kubeconfig");
+    let (server, kubeconfig) = Server::with_api(dir.path(), &["--watch-cache-window-events", WINDOW_EVENTS]);
     let kc = kubeconfig.to_str().expect("utf-8 path");
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        &dir.path().join("server.log"),
-        &[
-            "--apiserver-listen",
-            "127.0.0.1:0",
-            "--write-kubeconfig",
-            kc,
-            "--watch-cache-window-events",
-            WINDOW_EVENTS,
-        ],
-    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python_client.py");
     let result = common::run_script_with(
         &python,

@@ -17,16 +17,9 @@ fn the_walkthrough_runs_a_deployment_behind_a_service() {
     let dir = tempfile::tempdir().expect("temp dir");
     // Declared after `dir`, so dropped before it: the containers go first.
     let _reaper = common::Reaper(dir.path().join("data/node"));
-    let kubeconfig = dir.path().join("kubeconfig");
-    let kc = kubeconfig.to_str().expect("utf-8 path");
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        &dir.path().join("server.log"),
+    let (server, kubeconfig) = Server::with_api(
+        dir.path(),
         &[
-            "--apiserver-listen",
-            "127.0.0.1:0",
-            "--write-kubeconfig",
-            kc,
             "--scheduler",
             "--node-name",
             "walkthrough",
@@ -40,6 +33,7 @@ fn the_walkthrough_runs_a_deployment_behind_a_service() {
             "127.66.0.0/16",
         ],
     );
+    let kc = kubeconfig.to_str().expect("utf-8 path");
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/walkthrough.sh");
     let bin = kubectl.to_str().expect("utf-8 path");
     let result = common::run_script(

@@ -52,6 +52,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 
+use crate::error::ApiError;
 use crate::handlers::Api;
 use crate::rbac::{self, Attributes, Decision, Policy, UserInfo};
 use crate::resources::ResourceType;
@@ -310,6 +311,7 @@ pub async fn filter(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> 
     if is_health_path(&path) {
         return next.run(req).await;
     }
+    let mut req = req;
     let user = match auth.authenticate(req.headers()) {
         Credentials::User(user) => user,
         Credentials::None | Credentials::Invalid => {
@@ -333,7 +335,165 @@ pub async fn filter(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> 
             return forbidden(&user, &attrs, &reason);
         }
     }
+    // For the reviews (whoami, can-i), which answer about the caller.
+    req.extensions_mut().insert(user);
     next.run(req).await
+}
+
+// ---- Reviews: what a user may do, asked by the user (kubectl auth can-i, whoami) -------
+
+/// A review's answer from the server's authorizer, the caller and the request body.
+pub type Review = fn(Option<&Auth>, &UserInfo, &[u8]) -> std::result::Result<Value, ApiError>;
+
+/// The user a request comes from: the one the filter authenticated (it puts the user in
+/// the request's extensions), else anonymous (authentication is off).
+pub fn user_of(extensions: &axum::http::Extensions) -> UserInfo {
+    extensions
+        .get::<UserInfo>()
+        .cloned()
+        .unwrap_or_else(UserInfo::anonymous)
+}
+
+/// What `user` may do per the server's authorizer: RBAC's decision, or allowed when
+/// every request is (no authentication, or `AlwaysAllow`).
+fn decide(auth: Option<&Auth>, user: &UserInfo, attrs: &Attributes) -> std::result::Result<Decision, ApiError> {
+    match auth {
+        Some(a) if a.mode == Mode::Rbac => match a.policy() {
+            Some(policy) => Ok(policy.authorize(user, attrs)),
+            None => Err(ApiError::Unavailable(
+                "the authorization policy is not loaded yet".into(),
+            )),
+        },
+        _ => Ok(Decision::Allow),
+    }
+}
+
+fn review_object(body: &[u8], kind: &str, group: &str) -> std::result::Result<Value, ApiError> {
+    let mut obj: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the body of a {kind} is not JSON: {e}")))?;
+    if !obj.is_object() {
+        return Err(ApiError::BadRequest(format!("a {kind} must be a JSON object")));
+    }
+    obj["apiVersion"] = json!(format!("{group}/v1"));
+    obj["kind"] = json!(kind);
+    if !obj.get("metadata").is_some_and(Value::is_object) {
+        obj["metadata"] = json!({});
+    }
+    obj["metadata"]["creationTimestamp"] = Value::Null;
+    Ok(obj)
+}
+
+fn invalid(kind: &str, field: &str, message: &str) -> ApiError {
+    ApiError::Invalid {
+        kind: kind.into(),
+        group: "authorization.k8s.io".into(),
+        name: String::new(),
+        message: format!("{kind}.authorization.k8s.io \"\" is invalid: {field}: {message}"),
+        causes: vec![crate::error::Cause {
+            reason: "FieldValueInvalid".into(),
+            message: message.into(),
+            field: field.into(),
+        }],
+    }
+}
+
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`):
+/// the review with `status.allowed` (false, with RBAC's reason when it gave one, as a
+/// missing role; RBAC never sets `denied`: it only ever has no opinion).
+pub fn self_subject_access_review(
+    auth: Option<&Auth>,
+    user: &UserInfo,
+    body: &[u8],
+) -> std::result::Result<Value, ApiError> {
+    const KIND: &str = "SelfSubjectAccessReview";
+    let mut obj = review_object(body, KIND, "authorization.k8s.io")?;
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+    let attrs = match (spec.get("resourceAttributes"), spec.get("nonResourceAttributes")) {
+        (Some(r), None) if r.is_object() => Attributes::Resource(rbac::ResourceAttributes {
+            verb: text(r, "verb"),
+            api_group: text(r, "group"),
+            api_version: text(r, "version"),
+            resource: text(r, "resource"),
+            subresource: text(r, "subresource"),
+            namespace: text(r, "namespace"),
+            name: text(r, "name"),
+        }),
+        (None, Some(n)) if n.is_object() => Attributes::non_resource(&text(n, "verb"), &text(n, "path")),
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                KIND,
+                "spec.nonResourceAttributes",
+                "cannot be specified in combination with resourceAttributes",
+            ))
+        }
+        _ => {
+            return Err(invalid(
+                KIND,
+                "spec.resourceAttributes",
+                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+            ))
+        }
+    };
+    obj["status"] = match decide(auth, user, &attrs)? {
+        Decision::Allow => json!({"allowed": true}),
+        Decision::Deny { reason } if reason.is_empty() => json!({"allowed": false}),
+        Decision::Deny { reason } => json!({"allowed": false, "reason": reason}),
+    };
+    Ok(obj)
+}
+
+/// `POST /apis/authorization.k8s.io/v1/selfsubjectrulesreviews` (`kubectl auth can-i
+/// --list`): the rules that apply to the user in `spec.namespace`.
+pub fn self_subject_rules_review(
+    auth: Option<&Auth>,
+    user: &UserInfo,
+    body: &[u8],
+) -> std::result::Result<Value, ApiError> {
+    const KIND: &str = "SelfSubjectRulesReview";
+    let mut obj = review_object(body, KIND, "authorization.k8s.io")?;
+    let namespace = obj
+        .pointer("/spec/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let everything = || {
+        json!({
+            "resourceRules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": false,
+        })
+    };
+    obj["status"] = match auth {
+        Some(a) if a.mode == Mode::Rbac => {
+            let policy = a
+                .policy()
+                .ok_or_else(|| ApiError::Unavailable("the authorization policy is not loaded yet".into()))?;
+            let review = policy.rules_review(user, &namespace);
+            let mut status = json!({
+                "resourceRules": review.resource_rules,
+                "nonResourceRules": review.non_resource_rules,
+                "incomplete": review.evaluation_error.is_some(),
+            });
+            if let Some(e) = review.evaluation_error {
+                status["evaluationError"] = json!(e);
+            }
+            status
+        }
+        _ => everything(),
+    };
+    Ok(obj)
+}
+
+/// `POST /apis/authentication.k8s.io/v1/selfsubjectreviews` (`kubectl auth whoami`).
+pub fn self_subject_review(user: &UserInfo, body: &[u8]) -> std::result::Result<Value, ApiError> {
+    let mut obj = review_object(body, "SelfSubjectReview", "authentication.k8s.io")?;
+    let mut info = json!({"username": user.name, "groups": user.groups});
+    if !user.uid.is_empty() {
+        info["uid"] = json!(user.uid);
+    }
+    obj["status"] = json!({"userInfo": info});
+    Ok(obj)
 }
 
 /// The RBAC kinds, as the policy is built from them.
@@ -443,8 +603,8 @@ pub async fn bootstrap_policy(api: &Api) -> crate::error::Result<()> {
     Ok(())
 }
 
-fn encode_error(e: serde_json::Error) -> crate::error::ApiError {
-    crate::error::ApiError::Internal(format!("encoding the default RBAC policy: {e}"))
+fn encode_error(e: serde_json::Error) -> ApiError {
+    ApiError::Internal(format!("encoding the default RBAC policy: {e}"))
 }
 
 #[cfg(test)]
@@ -516,6 +676,60 @@ mod tests {
         for p in ["/healthzz", "/api", "/version", "/", "/readyzfoo"] {
             assert!(!is_health_path(p), "{p}");
         }
+    }
+
+    #[test]
+    fn reviews_answer_about_the_caller() {
+        let alice = UserInfo {
+            name: "alice".into(),
+            uid: "u1".into(),
+            groups: vec![GROUP_AUTHENTICATED.into()],
+        };
+        let ssar = br#"{"apiVersion":"authorization.k8s.io/v1","kind":"SelfSubjectAccessReview",
+            "spec":{"resourceAttributes":{"namespace":"default","verb":"list","resource":"pods"}}}"#;
+        // No authorizer (or AlwaysAllow): everything is allowed.
+        let out = self_subject_access_review(None, &alice, ssar).expect("answered");
+        assert_eq!(out["status"], json!({"allowed": true}));
+        assert_eq!(out["spec"]["resourceAttributes"]["verb"], "list", "the spec comes back");
+        // RBAC with the default policy: an authenticated user may not list pods.
+        let auth = Auth::new(Tokens::default(), Mode::Rbac);
+        assert!(matches!(
+            self_subject_access_review(Some(&auth), &alice, ssar),
+            Err(ApiError::Unavailable(_))
+        ));
+        let (roles, bindings) = rbac::bootstrap_policy();
+        auth.set_policy(Policy::new(vec![], roles, vec![], bindings));
+        let out = self_subject_access_review(Some(&auth), &alice, ssar).expect("answered");
+        assert_eq!(out["status"]["allowed"], false);
+        let version = br#"{"spec":{"nonResourceAttributes":{"path":"/version","verb":"get"}}}"#;
+        let out = self_subject_access_review(Some(&auth), &alice, version).expect("answered");
+        assert_eq!(out["status"]["allowed"], true, "system:discovery");
+        assert_eq!(out["kind"], "SelfSubjectAccessReview");
+        for bad in [
+            &br#"{"spec":{}}"#[..],
+            br#"{"spec":{"resourceAttributes":{},"nonResourceAttributes":{}}}"#,
+        ] {
+            assert!(matches!(
+                self_subject_access_review(None, &alice, bad),
+                Err(ApiError::Invalid { .. })
+            ));
+        }
+        assert!(matches!(
+            self_subject_access_review(None, &alice, b"[1]"),
+            Err(ApiError::BadRequest(_))
+        ));
+        // The rules: basic-user's reviews are among them.
+        let out =
+            self_subject_rules_review(Some(&auth), &alice, br#"{"spec":{"namespace":"default"}}"#).expect("answered");
+        let rules = out["status"]["resourceRules"].to_string();
+        assert!(rules.contains("selfsubjectaccessreviews"), "{rules}");
+        assert_eq!(out["status"]["incomplete"], false);
+        // whoami.
+        let out = self_subject_review(&alice, b"{}").expect("answered");
+        assert_eq!(
+            out["status"]["userInfo"],
+            json!({"username": "alice", "uid": "u1", "groups": [GROUP_AUTHENTICATED]})
+        );
     }
 
     #[test]

@@ -45,6 +45,30 @@ pub fn api_versions() -> Value {
     })
 }
 
+/// Create-only resources that are answers rather than stored objects (group, plural,
+/// kind): the reviews `kubectl auth whoami` and `kubectl auth can-i` post (see
+/// [`crate::auth`]).
+pub const REVIEWS: &[(&str, &str, &str)] = &[
+    ("authentication.k8s.io", "selfsubjectreviews", "SelfSubjectReview"),
+    (
+        "authorization.k8s.io",
+        "selfsubjectaccessreviews",
+        "SelfSubjectAccessReview",
+    ),
+    (
+        "authorization.k8s.io",
+        "selfsubjectrulesreviews",
+        "SelfSubjectRulesReview",
+    ),
+];
+
+/// The groups that serve only reviews, in order.
+const REVIEW_GROUPS: [&str; 2] = ["authentication.k8s.io", "authorization.k8s.io"];
+
+fn served_group(group: &str) -> bool {
+    GROUPS.contains(&group) || REVIEW_GROUPS.contains(&group)
+}
+
 fn group_entry(group: &str) -> Value {
     let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
     json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
@@ -55,13 +79,13 @@ pub fn api_groups() -> Value {
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": GROUPS.iter().map(|g| group_entry(g)).collect::<Vec<_>>(),
+        "groups": GROUPS.iter().chain(REVIEW_GROUPS.iter()).map(|g| group_entry(g)).collect::<Vec<_>>(),
     })
 }
 
 /// `/apis/<group>`, if served.
 pub fn api_group(group: &str) -> Option<Value> {
-    GROUPS.contains(&group).then(|| {
+    served_group(group).then(|| {
         let mut g = group_entry(group);
         g["kind"] = json!("APIGroup");
         g["apiVersion"] = json!("v1");
@@ -94,10 +118,15 @@ fn sub_entry(r: &ResourceType, sub: Sub) -> Value {
 
 /// `/api/v1` (group "") or `/apis/<group>/v1`, if served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    if version != "v1" || !(group.is_empty() || GROUPS.contains(&group)) {
+    if version != "v1" || !(group.is_empty() || served_group(group)) {
         return None;
     }
     let mut resources = Vec::new();
+    for (_, plural, kind) in REVIEWS.iter().filter(|(g, ..)| *g == group) {
+        resources.push(json!({
+            "name": plural, "singularName": "", "namespaced": false, "kind": kind, "verbs": ["create"],
+        }));
+    }
     for r in RESOURCES.iter().filter(|r| r.group == group) {
         let mut e = json!({
             "name": r.plural,
@@ -133,6 +162,36 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_review_groups_list_their_create_only_resources() {
+        let groups = api_groups();
+        let names: Vec<&str> = groups["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .filter_map(|g| g["name"].as_str())
+            .collect();
+        assert!(names.contains(&"authorization.k8s.io") && names.contains(&"authentication.k8s.io"));
+        assert!(api_group("authorization.k8s.io").is_some());
+        let authz = resource_list("authorization.k8s.io", "v1").expect("authorization.k8s.io/v1");
+        let listed: Vec<(&str, &str)> = authz["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .map(|r| (r["name"].as_str().unwrap_or(""), r["kind"].as_str().unwrap_or("")))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("selfsubjectaccessreviews", "SelfSubjectAccessReview"),
+                ("selfsubjectrulesreviews", "SelfSubjectRulesReview")
+            ]
+        );
+        assert_eq!(authz["resources"][0]["verbs"], json!(["create"]));
+        let authn = resource_list("authentication.k8s.io", "v1").expect("authentication.k8s.io/v1");
+        assert_eq!(authn["resources"][0]["name"], "selfsubjectreviews");
+    }
 
     #[test]
     fn discovery_lists_every_resource_and_subresource() {
@@ -182,7 +241,9 @@ mod tests {
                 "apps",
                 "rbac.authorization.k8s.io",
                 "coordination.k8s.io",
-                "discovery.k8s.io"
+                "discovery.k8s.io",
+                "authentication.k8s.io",
+                "authorization.k8s.io",
             ]
         );
         let g = api_group("rbac.authorization.k8s.io").expect("rbac group");

@@ -173,6 +173,35 @@ async fn resource_request(
     }
 }
 
+/// One of the reviews ([`auth`]): about the caller, answered and not stored (201, as
+/// upstream answers a create).
+async fn review(api: Arc<Api>, req: Request, answer: auth::Review) -> Response {
+    let (parts, body) = req.into_parts();
+    let user = auth::user_of(&parts.extensions);
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    // kubectl 1.32 posts the reviews as protobuf.
+    let is_protobuf = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/vnd.kubernetes.protobuf"));
+    let body = if is_protobuf {
+        match protobuf::decode(&body) {
+            Ok(v) => bytes::Bytes::from(v.to_string()),
+            Err(e) => return ApiError::BadRequest(e.to_string()).into_response(),
+        }
+    } else {
+        body
+    };
+    match answer(api.config.auth.as_deref(), &user, &body) {
+        Ok(v) => json_response(StatusCode::CREATED, &v),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The HTTP router of the API.
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
@@ -221,6 +250,24 @@ pub fn router(api: Arc<Api>) -> Router {
         .route(
             "/openapi/v2",
             get(|headers: axum::http::HeaderMap| async move { openapi_v2(&headers) }),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            axum::routing::post(|State(api): State<Arc<Api>>, req: Request| async move {
+                review(api, req, auth::self_subject_access_review).await
+            }),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+            axum::routing::post(|State(api): State<Arc<Api>>, req: Request| async move {
+                review(api, req, auth::self_subject_rules_review).await
+            }),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            axum::routing::post(|State(api): State<Arc<Api>>, req: Request| async move {
+                review(api, req, |_, user, body| auth::self_subject_review(user, body)).await
+            }),
         )
         .route(
             "/api/v1/{*rest}",

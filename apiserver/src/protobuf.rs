@@ -116,6 +116,9 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("rbac.authorization.k8s.io/v1", "RoleBinding") => &RBAC_ROLE_BINDING,
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => &RBAC_CLUSTER_ROLE,
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => &RBAC_ROLE_BINDING,
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => &SELF_SUBJECT_ACCESS_REVIEW,
+        ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => &SELF_SUBJECT_RULES_REVIEW,
+        ("authentication.k8s.io/v1", "SelfSubjectReview") => &SELF_SUBJECT_REVIEW,
         _ => {
             let k = if kind.is_empty() { "<empty>" } else { kind.as_str() };
             let av = if api_version.is_empty() {
@@ -1521,6 +1524,33 @@ static RBAC_ROLE_BINDING: [Field; 3] = [
     f(3, "roleRef", Msg(&RBAC_ROLE_REF), KEEP),
 ];
 
+// The reviews kubectl 1.32 posts as protobuf (`kubectl auth can-i`, `auth whoami`); their
+// field and label selectors (8, 9) are skipped like any unknown field.
+static AUTHZ_RESOURCE_ATTRIBUTES: [Field; 7] = [
+    f(1, "namespace", Str, OMIT),
+    f(2, "verb", Str, OMIT),
+    f(3, "group", Str, OMIT),
+    f(4, "version", Str, OMIT),
+    f(5, "resource", Str, OMIT),
+    f(6, "subresource", Str, OMIT),
+    f(7, "name", Str, OMIT),
+];
+static AUTHZ_NON_RESOURCE_ATTRIBUTES: [Field; 2] = [f(1, "path", Str, OMIT), f(2, "verb", Str, OMIT)];
+static SELF_SUBJECT_ACCESS_REVIEW_SPEC: [Field; 2] = [
+    f(1, "resourceAttributes", Msg(&AUTHZ_RESOURCE_ATTRIBUTES), KEEP),
+    f(2, "nonResourceAttributes", Msg(&AUTHZ_NON_RESOURCE_ATTRIBUTES), KEEP),
+];
+static SELF_SUBJECT_ACCESS_REVIEW: [Field; 2] = [
+    f(1, "metadata", Msg(&OBJECT_META), KEEP),
+    f(2, "spec", Msg(&SELF_SUBJECT_ACCESS_REVIEW_SPEC), KEEP),
+];
+static SELF_SUBJECT_RULES_REVIEW_SPEC: [Field; 1] = [f(1, "namespace", Str, OMIT)];
+static SELF_SUBJECT_RULES_REVIEW: [Field; 2] = [
+    f(1, "metadata", Msg(&OBJECT_META), KEEP),
+    f(2, "spec", Msg(&SELF_SUBJECT_RULES_REVIEW_SPEC), KEEP),
+];
+static SELF_SUBJECT_REVIEW: [Field; 1] = [f(1, "metadata", Msg(&OBJECT_META), KEEP)];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1600,6 +1630,49 @@ mod tests {
     }
 
     // --- hand-built objects -------------------------------------------------------------------
+
+    #[test]
+    fn the_reviews_kubectl_auth_posts() {
+        // kubectl auth can-i list configmaps -n team: resource attributes, a field
+        // selector (8) skipped.
+        let raw = [
+            meta("", &[]),
+            msg(
+                2,
+                &[msg(
+                    1,
+                    &[
+                        s(1, "team"),
+                        s(2, "list"),
+                        s(3, ""),
+                        s(4, "v1"),
+                        s(5, "configmaps"),
+                        s(6, ""),
+                        s(7, ""),
+                        msg(8, &[]),
+                    ],
+                )],
+            ),
+            msg(3, &[]),
+        ]
+        .concat();
+        let v = dec(&body("authorization.k8s.io/v1", "SelfSubjectAccessReview", &raw));
+        assert_eq!(
+            v["spec"],
+            json!({"resourceAttributes": {"namespace": "team", "verb": "list", "version": "v1", "resource": "configmaps"}})
+        );
+        let raw = [meta("", &[]), msg(2, &[msg(2, &[s(1, "/healthz"), s(2, "get")])])].concat();
+        let v = dec(&body("authorization.k8s.io/v1", "SelfSubjectAccessReview", &raw));
+        assert_eq!(
+            v["spec"],
+            json!({"nonResourceAttributes": {"path": "/healthz", "verb": "get"}})
+        );
+        let raw = [meta("", &[]), msg(2, &[s(1, "default")])].concat();
+        let v = dec(&body("authorization.k8s.io/v1", "SelfSubjectRulesReview", &raw));
+        assert_eq!(v["spec"], json!({"namespace": "default"}));
+        let v = dec(&body("authentication.k8s.io/v1", "SelfSubjectReview", &meta("", &[])));
+        assert_eq!(v["kind"], "SelfSubjectReview");
+    }
 
     #[test]
     fn configmap() {

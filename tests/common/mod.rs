@@ -36,6 +36,18 @@ impl Server {
         Server::launch(&args, READY, log)
     }
 
+    /// `capstan store` in `dir` (data in `data/`, log `server.log`) serving the Kubernetes
+    /// API on a free port, with `extra` arguments; returns it and the kubeconfig it wrote
+    /// (`dir/kubeconfig`).
+    pub fn with_api(dir: &Path, extra: &[&str]) -> (Server, PathBuf) {
+        let kubeconfig = dir.join("kubeconfig");
+        let kc = kubeconfig.to_str().expect("utf-8 path");
+        let mut args = vec!["--apiserver-listen", "127.0.0.1:0", "--write-kubeconfig", kc];
+        args.extend_from_slice(extra);
+        let server = Server::start_with(&dir.join("data"), &dir.join("server.log"), &args);
+        (server, kubeconfig)
+    }
+
     /// Starts `capstan apiserver` over the etcd at `etcd_url`, on a free port, writing
     /// its kubeconfig to `kubeconfig`.
     pub fn apiserver(etcd_url: &str, kubeconfig: &Path, log: &Path) -> Server {

@@ -8,9 +8,15 @@
 //!   issued by the CA; `apiserver.crt` holds the CA after it, so the kubeconfig the server
 //!   writes (`--write-kubeconfig`) trusts the CA.
 //!
-//! Keys are written with mode 0600. Left out so far (issue 10): client certificates,
-//! certificates for the etcd API and the Raft peers, and generation by `capstan up` and
-//! `capstan master` on first start.
+//! - `admin.crt`, `admin.key`: a client certificate for the user `admin` in the group
+//!   `system:masters` (cluster-admin by the default binding);
+//! - with `--user NAME [--group G]`, only `NAME.crt` and `NAME.key`: a client certificate
+//!   for that user (the CN) in that group (the O), from the existing CA. One group: rcgen
+//!   keeps one value per attribute type.
+//!
+//! Keys are written with mode 0600. Left out so far (issue 10): certificates for the etcd
+//! API and the Raft peers, and generation by `capstan up` and `capstan master` on first
+//! start.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -33,6 +39,14 @@ pub struct CertsArgs {
     /// The names and addresses the API server is reached by, comma separated.
     #[arg(long, default_value = "127.0.0.1,localhost")]
     hosts: String,
+    /// Instead of the API server's certificate, issue a client certificate for this user
+    /// (`<user>.crt`, `<user>.key`; the CN), for `capstan apiserver --client-ca-file`.
+    #[arg(long)]
+    user: Option<String>,
+    /// The client certificate's group (its O). One: rcgen writes one value per attribute
+    /// type (the API server reads any number of O values).
+    #[arg(long, requires = "user")]
+    group: Option<String>,
 }
 
 pub fn run(args: CertsArgs) -> Result<(), String> {
@@ -48,6 +62,18 @@ pub fn run(args: CertsArgs) -> Result<(), String> {
     }
     std::fs::create_dir_all(&args.dir).map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
     let (ca_pem, issuer) = ca(&args.dir)?;
+    if let Some(user) = &args.user {
+        let groups: Vec<&str> = args.group.as_deref().into_iter().collect();
+        client(&args.dir, &issuer, user, &groups)?;
+        println!(
+            "wrote {}.crt and {user}.key in {}",
+            file_name(user)?,
+            args.dir.display()
+        );
+        return Ok(());
+    }
+    // The first administrator: cluster-admin through the system:masters group.
+    client(&args.dir, &issuer, "admin", &["system:masters"])?;
     let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
     let mut params = CertificateParams::new(hosts.clone()).map_err(|e| format!("--hosts: {e}"))?;
     params.distinguished_name = name("kube-apiserver");
@@ -64,11 +90,43 @@ pub fn run(args: CertsArgs) -> Result<(), String> {
     )?;
     write(&args.dir.join("apiserver.key"), &key.serialize_pem(), true)?;
     println!(
-        "wrote {} (CA ca.crt; API server apiserver.crt for {})",
+        "wrote {} (CA ca.crt; API server apiserver.crt for {}; client admin.crt, group system:masters)",
         args.dir.display(),
         hosts.join(", ")
     );
     Ok(())
+}
+
+/// A user's name as a file name: refused if it could leave the directory.
+fn file_name(user: &str) -> Result<&str, String> {
+    if user.is_empty() || user.contains('/') || user.starts_with('.') || user.len() > 200 {
+        return Err(format!("--user {user:?}: not usable as a file name"));
+    }
+    Ok(user)
+}
+
+/// `<user>.crt` and `<user>.key`: a client certificate for `user` (the CN) in `groups`
+/// (each an O), issued by the CA.
+fn client(dir: &Path, issuer: &Issuer<'static, KeyPair>, user: &str, groups: &[&str]) -> Result<(), String> {
+    let file = file_name(user)?;
+    let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+    let mut dn = name(user);
+    // One each: a second push of a type replaces the first (rcgen's distinguished name
+    // is a map).
+    assert!(groups.len() <= 1, "invariant: one group per certificate");
+    for g in groups {
+        dn.push(DnType::OrganizationName, *g);
+    }
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    validity(&mut params, SERVING_DAYS);
+    let cert = params
+        .signed_by(&key, issuer)
+        .map_err(|e| format!("issuing {user}'s certificate: {e}"))?;
+    write(&dir.join(format!("{file}.crt")), &cert.pem(), false)?;
+    write(&dir.join(format!("{file}.key")), &key.serialize_pem(), true)
 }
 
 /// The CA's certificate (PEM) and an issuer of certificates it verifies: read from `dir`

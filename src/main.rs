@@ -363,6 +363,10 @@ struct ApiserverArgs {
     /// The private key of --tls-cert-file (PEM).
     #[arg(long, requires = "tls_cert_file")]
     tls_private_key_file: Option<PathBuf>,
+    /// Authenticate clients by certificate: the CA (PEM) that issues them (`capstan certs
+    /// --user`). The subject's CN is the user, each O a group. Needs --tls-cert-file.
+    #[arg(long)]
+    client_ca_file: Option<PathBuf>,
     #[command(flatten)]
     api: ApiFlags,
 }
@@ -869,28 +873,40 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
         .collect();
     let storage = Storage::etcd(&endpoints).await.map_err(|e| e.to_string())?;
     let mut config = api_config(&args.api)?;
-    config.auth = match &args.token_auth_file {
+    let read = |flag: &str, p: &PathBuf| std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()));
+    let tokens = match &args.token_auth_file {
         Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
+            let text = String::from_utf8(read("--token-auth-file", path)?)
+                .map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
             let tokens = capstan_apiserver::auth::Tokens::parse(&text)
                 .map_err(|e| format!("--token-auth-file {}: {e}", path.display()))?;
-            tracing::info!(users = tokens.len(), mode = ?args.authorization_mode, "authenticating requests by token");
-            Some(std::sync::Arc::new(capstan_apiserver::auth::Auth::new(
-                tokens,
-                args.authorization_mode,
-            )))
-        }
-        None if args.authorization_mode == capstan_apiserver::auth::Mode::Rbac => {
-            return Err("--authorization-mode RBAC needs --token-auth-file (no other authentication yet)".into());
+            tracing::info!(users = tokens.len(), "authenticating requests by token");
+            Some(tokens)
         }
         None => None,
     };
+    let client_ca = match &args.client_ca_file {
+        Some(path) if args.tls_cert_file.is_none() => {
+            return Err(format!("--client-ca-file {}: needs --tls-cert-file", path.display()))
+        }
+        Some(path) => Some(read("--client-ca-file", path)?),
+        None => None,
+    };
+    config.auth = if tokens.is_some() || client_ca.is_some() {
+        tracing::info!(mode = ?args.authorization_mode, client_certificates = client_ca.is_some(), "authenticating requests");
+        Some(std::sync::Arc::new(capstan_apiserver::auth::Auth::new(
+            tokens.unwrap_or_default(),
+            args.authorization_mode,
+        )))
+    } else if args.authorization_mode == capstan_apiserver::auth::Mode::Rbac {
+        return Err("--authorization-mode RBAC needs --token-auth-file or --client-ca-file".into());
+    } else {
+        None
+    };
     let (tls, ca) = match (&args.tls_cert_file, &args.tls_private_key_file) {
         (Some(cert), Some(key)) => {
-            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-            let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-            let config = capstan_apiserver::tls::server_config(&cert_pem, &key_pem)
+            let (cert_pem, key_pem) = (read("--tls-cert-file", cert)?, read("--tls-private-key-file", key)?);
+            let config = capstan_apiserver::tls::server_config(&cert_pem, &key_pem, client_ca.as_deref())
                 .map_err(|e| format!("--tls-cert-file {}: {e}", cert.display()))?;
             (Some(config), Some(capstan_apiserver::tls::ca_of_chain(&cert_pem)?))
         }

@@ -2,7 +2,8 @@
 //! apiserver --token-auth-file F --authorization-mode RBAC` over a `capstan store`, driven
 //! with raw HTTP (status codes and Status bodies), each user with its own bearer token.
 //! And over HTTPS (`capstan certs`, `--tls-cert-file`), the same with every kubectl this
-//! machine has (client-go sends credentials only over TLS).
+//! machine has (client-go sends credentials only over TLS): with tokens, and with client
+//! certificates (`--client-ca-file`).
 //!
 //! - No token, a wrong token, or another scheme: 401 `Unauthorized`; the health paths
 //!   answer without one.
@@ -224,13 +225,27 @@ fn tokens_authenticate_and_rbac_authorizes() {
 }
 
 fn kubectl(bin: &Path, kubeconfig: &Path, token: &str, args: &[&str]) -> Output {
+    kubectl_with(bin, kubeconfig, &[&format!("--token={token}")], args)
+}
+
+/// kubectl with `credentials` (flags) before `args`.
+fn kubectl_with(bin: &Path, kubeconfig: &Path, credentials: &[&str], args: &[&str]) -> Output {
     Command::new(bin)
         .arg("--kubeconfig")
         .arg(kubeconfig)
-        .arg(format!("--token={token}"))
+        .args(credentials)
         .args(args)
         .output()
         .expect("run kubectl")
+}
+
+fn capstan_certs(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .arg("certs")
+        .args(args)
+        .output()
+        .expect("run capstan certs");
+    assert!(out.status.success(), "capstan certs {args:?}: {}", text(&out));
 }
 
 fn text(o: &Output) -> String {
@@ -266,28 +281,19 @@ fn kubectl_over_https_with_tokens_and_rbac() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let certs = dir.path().join("pki");
-    let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .args([
-            "certs",
-            "--dir",
-            certs.to_str().expect("utf-8"),
-            "--hosts",
-            "127.0.0.1,localhost",
-        ])
-        .output()
-        .expect("run capstan certs");
-    assert!(out.status.success(), "{}", text(&out));
+    capstan_certs(&[
+        "--dir",
+        certs.to_str().expect("utf-8"),
+        "--hosts",
+        "127.0.0.1,localhost",
+    ]);
     for (file, mode) in [("ca.key", 0o600), ("apiserver.key", 0o600), ("ca.crt", 0o644)] {
         let m = std::fs::metadata(certs.join(file)).expect(file).permissions().mode() & 0o777;
         assert_eq!(m, mode, "{file}");
     }
     let ca_before = std::fs::read(certs.join("ca.crt")).expect("ca.crt");
     // Issued again: the CA stays.
-    let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .args(["certs", "--dir", certs.to_str().expect("utf-8")])
-        .output()
-        .expect("run capstan certs");
-    assert!(out.status.success(), "{}", text(&out));
+    capstan_certs(&["--dir", certs.to_str().expect("utf-8")]);
     assert_eq!(std::fs::read(certs.join("ca.crt")).expect("ca.crt"), ca_before);
 
     let (cert, key) = (certs.join("apiserver.crt"), certs.join("apiserver.key"));
@@ -413,5 +419,116 @@ fn kubectl_over_https_with_tokens_and_rbac() {
             "configmaps is forbidden: User \"alice\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"{ns}\""
         );
         assert!(String::from_utf8_lossy(&o.stderr).contains(&want), "{}", text(&o));
+    }
+}
+
+/// `--client-ca-file`: kubectl authenticates with the certificates `capstan certs` issues
+/// (the CN the user, each O a group); a certificate of another CA fails the handshake;
+/// tokens still work beside them.
+#[test]
+fn client_certificates_authenticate_users_and_groups() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pki = dir.path().join("pki");
+    let p = pki.to_str().expect("utf-8");
+    capstan_certs(&["--dir", p]);
+    capstan_certs(&["--dir", p, "--user", "bob", "--group", "qa"]);
+    let other = dir.path().join("other");
+    capstan_certs(&["--dir", other.to_str().expect("utf-8")]);
+    let file = |d: &Path, f: &str| d.join(f).to_str().expect("utf-8").to_owned();
+    let (cert, key, ca) = (
+        file(&pki, "apiserver.crt"),
+        file(&pki, "apiserver.key"),
+        file(&pki, "ca.crt"),
+    );
+    let args = [
+        "--tls-cert-file",
+        cert.as_str(),
+        "--tls-private-key-file",
+        key.as_str(),
+        "--client-ca-file",
+        ca.as_str(),
+    ];
+    let (_api, _store, kc) = start(dir.path(), &args);
+    let (admin_crt, admin_key) = (file(&pki, "admin.crt"), file(&pki, "admin.key"));
+    let admin = [
+        "--client-certificate",
+        admin_crt.as_str(),
+        "--client-key",
+        admin_key.as_str(),
+    ];
+    let (bob_crt, bob_key) = (file(&pki, "bob.crt"), file(&pki, "bob.key"));
+    let bob = [
+        "--client-certificate",
+        bob_crt.as_str(),
+        "--client-key",
+        bob_key.as_str(),
+    ];
+    let (x_crt, x_key) = (file(&other, "admin.crt"), file(&other, "admin.key"));
+    let stranger = ["--client-certificate", x_crt.as_str(), "--client-key", x_key.as_str()];
+
+    for (i, k) in common::kubectls_or_fail().iter().enumerate() {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let o = kubectl_with(k, &kc, &admin, &["get", "namespaces"]);
+            if o.status.success() && String::from_utf8_lossy(&o.stdout).contains("kube-system") {
+                break;
+            }
+            assert!(Instant::now() < until, "admin's certificate never let in: {}", text(&o));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let o = kubectl_with(k, &kc, &bob, &["auth", "can-i", "list", "pods", "-A"]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "no", "{}", text(&o));
+        let o = kubectl_with(k, &kc, &stranger, &["get", "namespaces"]);
+        assert!(!o.status.success(), "another CA's certificate: {}", text(&o));
+        // The token still works beside certificates.
+        let o = kubectl(k, &kc, ADMIN, &["get", "namespaces", "-o", "name"]);
+        assert!(o.status.success(), "{}", text(&o));
+
+        // A binding for bob's group.
+        let binding = format!("devs-view-{i}");
+        let o = kubectl_with(
+            k,
+            &kc,
+            &admin,
+            &[
+                "create",
+                "clusterrolebinding",
+                &binding,
+                "--clusterrole=view",
+                "--group=qa",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let o = kubectl_with(k, &kc, &bob, &["auth", "can-i", "list", "pods", "-A"]);
+            if String::from_utf8_lossy(&o.stdout).trim() == "yes" {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "bob's group binding never took effect: {}",
+                text(&o)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let o = kubectl_with(k, &kc, &bob, &["get", "pods", "-A"]);
+        assert!(o.status.success(), "{}", text(&o));
+        let o = kubectl_with(k, &kc, &admin, &["delete", "clusterrolebinding", &binding]);
+        assert!(o.status.success(), "{}", text(&o));
+        let auth_help = Command::new(k)
+            .args(["auth", "--help"])
+            .output()
+            .expect("kubectl auth --help");
+        if String::from_utf8_lossy(&auth_help.stdout).contains("whoami") {
+            let o = kubectl_with(k, &kc, &bob, &["auth", "whoami", "-o", "json"]);
+            assert!(o.status.success(), "{}", text(&o));
+            let review: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+            assert_eq!(review["status"]["userInfo"]["username"], "bob");
+            assert_eq!(
+                review["status"]["userInfo"]["groups"],
+                serde_json::json!(["qa", "system:authenticated"])
+            );
+        }
     }
 }

@@ -5,8 +5,12 @@
 //!
 //! Off unless the server is given a static token file (`--token-auth-file`, upstream's
 //! format: one `token,user,uid,"group1,group2"` line per user; the groups are optional,
-//! blank lines and lines starting with `#` are skipped). Then:
+//! blank lines and lines starting with `#` are skipped) or a client CA
+//! (`--client-ca-file`, over TLS). Then:
 //!
+//! - a client certificate the CA issued is its subject's common name, with each
+//!   organization a group ([`crate::tls::client_identity`]); it is checked first, as
+//!   upstream's x509 authenticator comes before the token one;
 //! - `Authorization: Bearer <token>` with a token of the file is that user, with the
 //!   group `system:authenticated` added, as upstream adds it;
 //! - a bearer token not in the file, or an `Authorization` header of another scheme, is
@@ -37,8 +41,8 @@
 //! group `system:masters`, `view`, `edit`, `admin`, the discovery roles, ...) are created
 //! by [`bootstrap_policy`] when missing; ones that exist are left as they are.
 //!
-//! Left out so far (issue 10): TLS and client certificates, ServiceAccount tokens, the
-//! mesh gRPC API (it is not behind these filters yet), impersonation, the Node authorizer,
+//! Left out so far (issue 10): ServiceAccount tokens, the mesh gRPC API (it is not behind
+//! these filters yet), impersonation, the Node authorizer,
 //! and authentication of the in-process controllers (the filters are offered on
 //! `capstan apiserver`, which runs none).
 
@@ -250,8 +254,20 @@ impl Auth {
             .expect("invariant: no panics while the policy lock is held") = Some(Arc::new(policy));
     }
 
-    /// Who sent a request with these headers.
-    pub fn authenticate(&self, headers: &axum::http::HeaderMap) -> Credentials {
+    /// Who sent a request: its verified client certificate (checked first, as upstream's
+    /// x509 authenticator comes before the token one), else its bearer token.
+    pub fn authenticate(&self, headers: &axum::http::HeaderMap, extensions: &axum::http::Extensions) -> Credentials {
+        if let Some(id) = extensions.get::<crate::tls::ClientIdentity>() {
+            let mut groups = id.groups.clone();
+            if !groups.iter().any(|g| g == GROUP_AUTHENTICATED) {
+                groups.push(GROUP_AUTHENTICATED.to_owned());
+            }
+            return Credentials::User(UserInfo {
+                name: id.user.clone(),
+                uid: String::new(),
+                groups,
+            });
+        }
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Credentials::None;
         };
@@ -312,7 +328,7 @@ pub async fn filter(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> 
         return next.run(req).await;
     }
     let mut req = req;
-    let user = match auth.authenticate(req.headers()) {
+    let user = match auth.authenticate(req.headers(), req.extensions()) {
         Credentials::User(user) => user,
         Credentials::None | Credentials::Invalid => {
             return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized", None)
@@ -644,6 +660,29 @@ mod tests {
         assert!(Tokens::parse("").expect("empty").is_empty());
     }
 
+    impl Auth {
+        fn authenticate_headers(&self, headers: &axum::http::HeaderMap) -> Credentials {
+            self.authenticate(headers, &axum::http::Extensions::new())
+        }
+    }
+
+    #[test]
+    fn a_client_certificate_comes_first_and_names_user_and_groups() {
+        let auth = Auth::new(Tokens::parse("tok1,alice,u1\n").expect("tokens"), Mode::Rbac);
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer tok1"));
+        let mut ext = axum::http::Extensions::new();
+        ext.insert(crate::tls::ClientIdentity {
+            user: "bob".into(),
+            groups: vec!["devs".into()],
+        });
+        let Credentials::User(bob) = auth.authenticate(&headers, &ext) else {
+            panic!("bob's certificate")
+        };
+        assert_eq!(bob.name, "bob");
+        assert_eq!(bob.groups, ["devs", GROUP_AUTHENTICATED]);
+    }
+
     #[test]
     fn bearer_tokens_authenticate_and_anything_else_does_not() {
         let auth = Auth::new(Tokens::parse("tok1,alice,u1\n").expect("tokens"), Mode::Rbac);
@@ -654,17 +693,25 @@ mod tests {
             }
             h
         };
-        let Credentials::User(alice) = auth.authenticate(&headers(Some("Bearer tok1"))) else {
+        let Credentials::User(alice) = auth.authenticate_headers(&headers(Some("Bearer tok1"))) else {
             panic!("alice's token")
         };
         assert_eq!(alice.name, "alice");
         assert!(matches!(
-            auth.authenticate(&headers(Some("bearer tok1"))),
+            auth.authenticate_headers(&headers(Some("bearer tok1"))),
             Credentials::User(_)
         ));
-        assert_eq!(auth.authenticate(&headers(None)), Credentials::None, "no credentials");
+        assert_eq!(
+            auth.authenticate_headers(&headers(None)),
+            Credentials::None,
+            "no credentials"
+        );
         for bad in ["Bearer wrong", "Basic YTpi", "Bearer", "tok1"] {
-            assert_eq!(auth.authenticate(&headers(Some(bad))), Credentials::Invalid, "{bad}");
+            assert_eq!(
+                auth.authenticate_headers(&headers(Some(bad))),
+                Credentials::Invalid,
+                "{bad}"
+            );
         }
     }
 

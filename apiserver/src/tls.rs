@@ -10,8 +10,13 @@
 //! (a client that connects and says nothing holds no task for long); connections are
 //! otherwise as in plain HTTP (hyper's limits, the request timeout of the routes).
 //!
-//! Left out so far (issue 10): client certificates (`--client-ca-file`), and TLS for the
-//! etcd API and the Raft peers.
+//! Client certificates (`--client-ca-file`): a client may present one issued by that CA;
+//! its subject's common name is the user and each organization a group
+//! ([`client_identity`]), as upstream's x509 authenticator reads them, and the requests of
+//! the connection carry that [`ClientIdentity`] for [`crate::auth`].
+//!
+//! Left out so far (issue 10): TLS for the etcd API and the Raft peers, and certificate
+//! revocation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +33,18 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const PEM_FILE_BYTES_MAX: usize = 1 << 20;
 
 /// A server configuration from a PEM certificate chain and key, offering HTTP/2 and
-/// HTTP/1.1.
-pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::ServerConfig>, String> {
-    if cert_pem.len() > PEM_FILE_BYTES_MAX || key_pem.len() > PEM_FILE_BYTES_MAX {
+/// HTTP/1.1. With `client_ca_pem`, a client may present a certificate issued by one of
+/// those CAs (one it cannot verify fails the handshake); clients without one are let in
+/// (they may still bring a token).
+pub fn server_config(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca_pem: Option<&[u8]>,
+) -> Result<Arc<rustls::ServerConfig>, String> {
+    if cert_pem.len() > PEM_FILE_BYTES_MAX
+        || key_pem.len() > PEM_FILE_BYTES_MAX
+        || client_ca_pem.is_some_and(|c| c.len() > PEM_FILE_BYTES_MAX)
+    {
         return Err(format!("a certificate or key file is over {PEM_FILE_BYTES_MAX} bytes"));
     }
     let chain = certificates(cert_pem)?;
@@ -40,10 +54,24 @@ pub fn server_config(cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<rustls::Serv
     // build) offers.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in certificates(pem).map_err(|e| format!("the client CA file: {e}"))? {
+                roots.add(ca).map_err(|e| format!("the client CA file: {e}"))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| format!("the client CA file: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|e| format!("the certificate and key: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -127,6 +155,18 @@ pub async fn serve(
                     return;
                 }
             };
+            // A verified client certificate is who every request of the connection comes
+            // from (unless a request brings a token).
+            let identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| client_identity(leaf.as_ref()));
+            let app = match identity {
+                Some(id) => app.layer(axum::Extension(id)),
+                None => app,
+            };
             let service = TowerToHyperService::new(app);
             let conn = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -141,18 +181,147 @@ pub async fn serve(
     Ok(())
 }
 
+/// Who a verified client certificate names, as upstream reads it: the subject's common
+/// name is the user, each organization a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientIdentity {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+/// The subject's CN and O values of a DER certificate; None when it has no CN or does not
+/// parse (a certificate rustls verified always parses).
+pub fn client_identity(der: &[u8]) -> Option<ClientIdentity> {
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
+    // serialNumber, signature, issuer, validity, subject, ... }, ... }
+    let (_, cert, _) = der_tlv(der)?;
+    let (_, mut tbs, _) = der_tlv(cert)?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_tlv(tbs)?.2; // the explicit version
+    }
+    // serialNumber, signature, issuer, validity; then the subject.
+    for _ in 0..4 {
+        tbs = der_tlv(tbs)?.2;
+    }
+    subject_identity(der_tlv(tbs)?.1)
+}
+
+/// Name ::= SEQUENCE OF SET OF SEQUENCE { type OID, value string }.
+fn subject_identity(mut name: &[u8]) -> Option<ClientIdentity> {
+    const CN: &[u8] = &[0x55, 0x04, 0x03];
+    const O: &[u8] = &[0x55, 0x04, 0x0a];
+    let (mut user, mut groups) = (None, Vec::new());
+    while !name.is_empty() {
+        let (_, mut set, rest) = der_tlv(name)?;
+        name = rest;
+        while !set.is_empty() {
+            let (_, attribute, rest) = der_tlv(set)?;
+            set = rest;
+            let (oid_tag, oid, value) = der_tlv(attribute)?;
+            let (_, text, _) = der_tlv(value)?;
+            if oid_tag != 0x06 {
+                return None;
+            }
+            let text = String::from_utf8(text.to_vec()).ok()?;
+            if oid == CN {
+                user = Some(text);
+            } else if oid == O {
+                groups.push(text);
+            }
+        }
+    }
+    Some(ClientIdentity {
+        user: user.filter(|u| !u.is_empty())?,
+        groups,
+    })
+}
+
+/// One DER element: its tag, its contents and what follows it.
+fn der_tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    Some((tag, &rest[..len], &rest[len..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn bad_files_are_refused_with_a_reason() {
-        let refused = |cert: &[u8], key: &[u8]| server_config(cert, key).expect_err("refused");
+        let refused = |cert: &[u8], key: &[u8]| server_config(cert, key, None).expect_err("refused");
         assert!(refused(b"", b"").contains("no certificate"));
         assert!(refused(b"not pem", b"").contains("no certificate"));
         let big = vec![b'a'; PEM_FILE_BYTES_MAX + 1];
         assert!(refused(&big, b"").contains("over"));
         assert!(ca_of_chain(b"").is_err());
+    }
+
+    /// DER: tag, length, contents.
+    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        if body.len() < 0x80 {
+            out.push(body.len() as u8);
+        } else {
+            out.push(0x82);
+            out.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        }
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn rdn(oid: &[u8], value: &str) -> Vec<u8> {
+        tlv(
+            0x31,
+            &tlv(0x30, &[tlv(0x06, oid), tlv(0x0c, value.as_bytes())].concat()),
+        )
+    }
+
+    #[test]
+    fn the_subject_names_the_user_and_every_organization_a_group() {
+        let (cn, o, ou) = ([0x55, 0x04, 0x03], [0x55, 0x04, 0x0a], [0x55, 0x04, 0x0b]);
+        let subject = tlv(
+            0x30,
+            &[rdn(&o, "devs"), rdn(&ou, "ignored"), rdn(&cn, "bob"), rdn(&o, "qa")].concat(),
+        );
+        let tbs = tlv(
+            0x30,
+            &[
+                tlv(0xa0, &tlv(0x02, &[2])),        // version 3
+                tlv(0x02, &[1]),                    // serial
+                tlv(0x30, &tlv(0x06, &[1, 2])),     // signature algorithm
+                tlv(0x30, &rdn(&cn, "capstan-ca")), // issuer
+                tlv(0x30, &[]),                     // validity
+                subject,
+            ]
+            .concat(),
+        );
+        let cert = tlv(0x30, &[tbs, tlv(0x30, &[]), tlv(0x03, &[0])].concat());
+        assert_eq!(
+            client_identity(&cert),
+            Some(ClientIdentity {
+                user: "bob".into(),
+                groups: vec!["devs".into(), "qa".into()]
+            })
+        );
+        // No CN: nobody. Cut short anywhere: nothing, and no panic.
+        assert_eq!(subject_identity(&rdn(&o, "devs")), None);
+        for n in 0..cert.len() {
+            assert_eq!(client_identity(&cert[..n]), None, "cut at {n}");
+        }
     }
 
     #[test]

@@ -337,6 +337,27 @@ struct ApiFlags {
     /// How often, in milliseconds, a watch that asked for bookmarks gets one.
     #[arg(long, default_value_t = 60_000)]
     watch_bookmark_interval_ms: u64,
+    /// Open connections to the API at most; a new one past that is closed at once.
+    #[arg(long, default_value_t = capstan_apiserver::listen::CONNECTIONS_MAX_DEFAULT)]
+    max_connections: usize,
+    /// How long, in milliseconds, a client has to send a request's headers (from the
+    /// moment it connects, or its previous request ended); also bounds TLS handshakes.
+    #[arg(long, default_value_t = capstan_apiserver::listen::HEADER_READ_TIMEOUT_DEFAULT.as_millis() as u64)]
+    header_read_timeout_ms: u64,
+    /// Requests served at once, at most (watches and other long-running requests are
+    /// not counted); 0: no bound, and no flow control.
+    #[arg(long, default_value_t = capstan_apiserver::flow::SEATS_MAX_DEFAULT)]
+    max_requests_inflight: usize,
+    /// Requests of one client (a user, or an address without authentication) served at
+    /// once, at most.
+    #[arg(long, default_value_t = capstan_apiserver::flow::CLIENT_SEATS_MAX_DEFAULT)]
+    max_requests_inflight_per_client: usize,
+    /// Requests of one client that wait for a seat, at most; past that: 429 with Retry-After.
+    #[arg(long, default_value_t = capstan_apiserver::flow::CLIENT_QUEUE_MAX_DEFAULT)]
+    request_queue_length: usize,
+    /// How long, in milliseconds, a queued request waits for a seat at most (then 429).
+    #[arg(long, default_value_t = capstan_apiserver::flow::QUEUE_WAIT_DEFAULT.as_millis() as u64)]
+    request_queue_wait_ms: u64,
 }
 
 #[derive(clap::Args)]
@@ -836,6 +857,18 @@ fn api_config(flags: &ApiFlags) -> Result<ApiConfig, String> {
         watch_window_events: flags.watch_cache_window_events.max(1),
         bookmark_interval: std::time::Duration::from_millis(flags.watch_bookmark_interval_ms.max(10)),
         auth: None,
+        connections: capstan_apiserver::listen::Limits {
+            connections_max: flags.max_connections.max(1),
+            header_read_timeout: std::time::Duration::from_millis(flags.header_read_timeout_ms.max(1)),
+        },
+        flow: (flags.max_requests_inflight > 0).then(|| capstan_apiserver::flow::Limits {
+            seats_max: flags.max_requests_inflight,
+            client_seats_max: flags
+                .max_requests_inflight_per_client
+                .clamp(1, flags.max_requests_inflight),
+            client_queue_max: flags.request_queue_length,
+            queue_wait: std::time::Duration::from_millis(flags.request_queue_wait_ms),
+        }),
     })
 }
 

@@ -284,7 +284,7 @@ impl Auth {
     }
 }
 
-fn is_health_path(path: &str) -> bool {
+pub fn is_health_path(path: &str) -> bool {
     HEALTH_PATHS
         .iter()
         .any(|p| path == *p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')))

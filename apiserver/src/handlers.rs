@@ -46,6 +46,10 @@ pub struct ApiConfig {
     pub bookmark_interval: std::time::Duration,
     /// Authentication and authorization of REST requests; None: every request is served.
     pub auth: Option<Arc<crate::auth::Auth>>,
+    /// Bounds on the listener's connections.
+    pub connections: crate::listen::Limits,
+    /// Requests in flight and queued per client; None: no bound.
+    pub flow: Option<crate::flow::Limits>,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +59,8 @@ impl Default for ApiConfig {
             watch_window_events: crate::cache::WINDOW_EVENTS_DEFAULT,
             bookmark_interval: crate::watch::BOOKMARK_INTERVAL_DEFAULT,
             auth: None,
+            connections: crate::listen::Limits::default(),
+            flow: Some(crate::flow::Limits::default()),
         }
     }
 }

@@ -25,9 +25,11 @@
 //!
 //! - [`auth`] and [`rbac`]: bearer-token authentication and RBAC authorization, when
 //!   configured (`capstan apiserver --token-auth-file ... --authorization-mode RBAC`).
+//! - [`listen`] (the connections and their bounds), [`tls`] (HTTPS, client certificates)
+//!   and [`flow`] (requests in flight, shared fairly between clients; 429 past that).
 //!
 //! Deliberately left out for now (see the issue notes): OpenAPI v3 and operations in the
-//! OpenAPI document, server-side apply, TLS and the other ways to authenticate.
+//! OpenAPI document, server-side apply, ServiceAccount tokens, the Node authorizer.
 //!
 //! The apiserver knows nothing of Raft or RocksDB: it sees only the store's etcd API.
 
@@ -36,8 +38,10 @@ pub mod auth;
 pub mod cache;
 pub mod discovery;
 pub mod error;
+pub mod flow;
 pub mod handlers;
 pub mod http;
+pub mod listen;
 pub mod mesh;
 pub mod object;
 pub mod openapi;
@@ -156,17 +160,21 @@ async fn resource_request(
     query: HashMap<String, String>,
     req: Request,
 ) -> Response {
-    let (parts, body) = req.into_parts();
-    let body = match read_body(body).await {
-        Ok(b) => b,
-        Err(e) => return e.into_response(),
-    };
     let params = Params::new(query);
     let is_watch = params.flag("watch") || rest.starts_with("watch/");
-    let work = handlers::handle(api, method, group, version, rest, params, parts.headers, body);
+    let work = async move {
+        let (parts, body) = req.into_parts();
+        let body = match read_body(body).await {
+            Ok(b) => b,
+            Err(e) => return e.into_response(),
+        };
+        handlers::handle(api, method, group, version, rest, params, parts.headers, body).await
+    };
     if is_watch {
         return work.await;
     }
+    // The body's upload counts: a client that sends it slowly holds its request (and a
+    // seat of the flow control) no longer than any other.
     match tokio::time::timeout(REQUEST_TIMEOUT, work).await {
         Ok(r) => r,
         Err(_) => ApiError::Timeout("the request did not finish in time".into()).into_response(),
@@ -329,6 +337,14 @@ pub async fn serve_with(
         let _ = stop_tx.send(true);
     };
     let mut app = router(api.clone());
+    // Flow control (when on) sees the user the authentication below found: it is the
+    // inner layer.
+    if let Some(limits) = api.config.flow {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            flow::FlowControl::new(limits),
+            flow::filter,
+        ));
+    }
     // Authentication and authorization, when configured, in front of every REST route
     // (the mesh API below is not behind them yet).
     let mut policy_task = None;
@@ -342,23 +358,10 @@ pub async fn serve_with(
         app = app.layer(axum::middleware::from_fn_with_state(auth, auth::filter));
     }
     let app = app.layer(axum::middleware::from_fn_with_state(
-        mesh::routes(api, stop_rx),
+        mesh::routes(api.clone(), stop_rx),
         mesh::serve_layer,
     ));
-    let served = match tls {
-        Some(config) => tls::serve(listener, app, config, shutdown).await,
-        None => {
-            use axum::serve::ListenerExt;
-            // No Nagle: a watch event or a response written in pieces goes out at once
-            // instead of waiting for the client's delayed ACK (tens of milliseconds).
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
-                }
-            });
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await
-        }
-    };
+    let served = listen::serve(listener, app, tls, api.config.connections, shutdown).await;
     drop(policy_task);
     served
 }

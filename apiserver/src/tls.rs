@@ -6,9 +6,8 @@
 //! pair, with the cluster CA last in the chain, and the kubeconfig the server writes then
 //! trusts that last certificate ([`ca_of_chain`]).
 //!
-//! Bounds: a TLS handshake that has not finished within [`HANDSHAKE_TIMEOUT`] is dropped
-//! (a client that connects and says nothing holds no task for long); connections are
-//! otherwise as in plain HTTP (hyper's limits, the request timeout of the routes).
+//! The connections are served by [`crate::listen`], as in plain HTTP, with the same
+//! bounds (a handshake too ends within the header read timeout).
 //!
 //! Client certificates (`--client-ca-file`): a client may present one issued by that CA;
 //! its subject's common name is the user and each organization a group
@@ -19,7 +18,6 @@
 //! revocation.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -27,8 +25,6 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 pub use tokio_rustls::rustls::ServerConfig;
 
-/// How long a client has to finish its TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest certificate or key file read, in bytes.
 pub const PEM_FILE_BYTES_MAX: usize = 1 << 20;
 
@@ -107,78 +103,6 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     }
     out.push_str(&format!("-----END {label}-----\n"));
     out
-}
-
-/// Serves `app` over TLS on `listener` until `shutdown` completes; then stops accepting
-/// and waits for the open connections to finish (watches end when the caller's stop
-/// signal tells them to).
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    config: Arc<rustls::ServerConfig>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use hyper_util::server::conn::auto;
-    use hyper_util::service::TowerToHyperService;
-
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors, say: wait a moment rather than spin.
-                    tracing::warn!(error = %e, "accepting a connection failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // No Nagle, as in plain HTTP: watch events go out at once.
-        let _ = tcp.set_nodelay(true);
-        let (acceptor, builder, app) = (acceptor.clone(), builder.clone(), app.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            // A verified client certificate is who every request of the connection comes
-            // from (unless a request brings a token).
-            let identity = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| client_identity(leaf.as_ref()));
-            let app = match identity {
-                Some(id) => app.layer(axum::Extension(id)),
-                None => app,
-            };
-            let service = TowerToHyperService::new(app);
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    graceful.shutdown().await;
-    Ok(())
 }
 
 /// Who a verified client certificate names, as upstream reads it: the subject's common

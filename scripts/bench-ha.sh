@@ -82,7 +82,7 @@ def healthy():
 
 result = {"bench": "ha", "masters": 3, "nodes": 2}
 t0 = time.monotonic()
-up = subprocess.Popen([capstan, "up", "--masters", "3", "--nodes", "2", "--data-dir", d,
+up = subprocess.Popen([capstan, "up", "--insecure", "--masters", "3", "--nodes", "2", "--data-dir", d,
                        "--api-listen", api, "--loopback-net", str(net)],
                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 lines = []

@@ -182,7 +182,7 @@ trap 'exit 143' TERM
 start_masters() {
   local dir=$1 i pid
   up_dir="$dir/up"
-  "$capstan" up --masters "$MASTERS" --nodes 0 --data-dir "$up_dir" --api-listen "127.0.0.1:$((BASE_PORT + 1))" \
+  "$capstan" up --insecure --masters "$MASTERS" --nodes 0 --data-dir "$up_dir" --api-listen "127.0.0.1:$((BASE_PORT + 1))" \
     --loopback-net "$LOOPBACK_NET" --restart false >"$dir/up.out" 2>"$dir/up.log" &
   up_pid=$!
   # up's deadline for the masters is 180 s; READY_TIMEOUT_S is this script's. up prints its
@@ -205,7 +205,7 @@ start_cluster() {
   mkdir -p "$dir"
   if [ "$MASTERS" = 1 ]; then
     "$capstan" store --name n1 --data-dir "$dir/store" --listen-client "127.0.0.1:$BASE_PORT" \
-      --apiserver-listen "127.0.0.1:$((BASE_PORT + 1))" --scheduler \
+      --apiserver-listen "127.0.0.1:$((BASE_PORT + 1))" --insecure --scheduler \
       >"$dir/store.out" 2>"$dir/store.log" &
     store_pid=$!
     wait_ready store "$store_pid" "$dir/store.log" grep -q "capstan store ready on" "$dir/store.out"

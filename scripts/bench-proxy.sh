@@ -162,7 +162,7 @@ api_patch() {
 }
 
 "$capstan" store --name n1 --data-dir "$work/store" --listen-client "127.0.0.1:$BASE_PORT" \
-  --apiserver-listen "127.0.0.1:$((BASE_PORT + 1))" --scheduler --node-name n1 --agent-port 0 \
+  --apiserver-listen "127.0.0.1:$((BASE_PORT + 1))" --insecure --scheduler --node-name n1 --agent-port 0 \
   --dns-listen 127.0.0.1:0 >"$work/store.out" 2>"$work/store.log" &
 store_pid=$!
 wait_for "the store" grep -q "capstan store ready on" "$work/store.out"

@@ -74,7 +74,7 @@ start_store() {
   local dir=$1 i
   mkdir -p "$dir"
   "$capstan" store --name n1 --data-dir "$dir/store" --listen-client "127.0.0.1:$BASE_PORT" \
-    --apiserver-listen "127.0.0.1:$((BASE_PORT + 1))" "${store_flags[@]}" \
+    --apiserver-listen "127.0.0.1:$((BASE_PORT + 1))" --insecure "${store_flags[@]}" \
     >"$dir/store.out" 2>"$dir/store.log" &
   pids+=($!)
   for i in $(seq 600); do

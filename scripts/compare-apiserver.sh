@@ -86,7 +86,7 @@ start() {
     capstan-*)
       for i in $(seq "$n"); do
         local extra=()
-        [ "$i" = 1 ] && extra=(--apiserver-listen "127.0.0.1:$apiport" --no-controller-manager)
+        [ "$i" = 1 ] && extra=(--apiserver-listen "127.0.0.1:$apiport" --insecure --no-controller-manager)
         local peers=()
         [ "$n" -gt 1 ] && peers=(--listen-peer "127.0.0.1:$((peer + i - 1))" \
           --initial-cluster "$(initial_cluster "$peer" "$n")")
@@ -111,7 +111,7 @@ start() {
         eps+="${eps:+,}http://127.0.0.1:$((client + i - 1))"
       done
       for i in $(seq "$n"); do wait_etcd "127.0.0.1:$((client + i - 1))"; done
-      "$capstan" apiserver --listen "127.0.0.1:$apiport" --etcd-servers "$eps" \
+      "$capstan" apiserver --insecure --listen "127.0.0.1:$apiport" --etcd-servers "$eps" \
         >"$dir/apiserver.out" 2>"$dir/apiserver.log" &
       pids+=($!)
       ;;

@@ -14,9 +14,10 @@
 //!   for that user (the CN) in that group (the O), from the existing CA. One group: rcgen
 //!   keeps one value per attribute type.
 //!
-//! Keys are written with mode 0600. Left out so far (issue 10): certificates for the etcd
-//! API and the Raft peers, and generation by `capstan up` and `capstan master` on first
-//! start.
+//! Certificates and keys are written with mode 0600. `capstan store --apiserver-listen`,
+//! `capstan master` and `capstan up` use the same [`Ca`] to make their PKI on first start
+//! (see `SecureFlags` in main.rs). Left out so far (issue 10): certificates for the etcd
+//! API and the Raft peers.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -57,38 +58,23 @@ pub fn run(args: CertsArgs) -> Result<(), String> {
         .filter(|h| !h.is_empty())
         .map(str::to_owned)
         .collect();
-    if hosts.is_empty() || hosts.len() > HOSTS_MAX {
-        return Err(format!("--hosts: give 1 to {HOSTS_MAX} names or addresses"));
-    }
-    std::fs::create_dir_all(&args.dir).map_err(|e| format!("cannot create {}: {e}", args.dir.display()))?;
-    let (ca_pem, issuer) = ca(&args.dir)?;
+    private_dir(&args.dir)?;
+    let ca = Ca::load_or_create(&args.dir)?;
     if let Some(user) = &args.user {
-        let groups: Vec<&str> = args.group.as_deref().into_iter().collect();
-        client(&args.dir, &issuer, user, &groups)?;
-        println!(
-            "wrote {}.crt and {user}.key in {}",
-            file_name(user)?,
-            args.dir.display()
-        );
+        let file = file_name(user)?;
+        let (cert, key) = ca.client(user, args.group.as_deref())?;
+        write(&args.dir.join(format!("{file}.crt")), &cert, true)?;
+        write(&args.dir.join(format!("{file}.key")), &key, true)?;
+        println!("wrote {file}.crt and {file}.key in {}", args.dir.display());
         return Ok(());
     }
     // The first administrator: cluster-admin through the system:masters group.
-    client(&args.dir, &issuer, "admin", &["system:masters"])?;
-    let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
-    let mut params = CertificateParams::new(hosts.clone()).map_err(|e| format!("--hosts: {e}"))?;
-    params.distinguished_name = name("kube-apiserver");
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    validity(&mut params, SERVING_DAYS);
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(|e| format!("issuing the API server's certificate: {e}"))?;
-    write(
-        &args.dir.join("apiserver.crt"),
-        &format!("{}{ca_pem}", cert.pem()),
-        false,
-    )?;
-    write(&args.dir.join("apiserver.key"), &key.serialize_pem(), true)?;
+    let (cert, key) = ca.client("admin", Some("system:masters"))?;
+    write(&args.dir.join("admin.crt"), &cert, true)?;
+    write(&args.dir.join("admin.key"), &key, true)?;
+    let (chain, key) = ca.serving(&hosts)?;
+    write(&args.dir.join("apiserver.crt"), &chain, true)?;
+    write(&args.dir.join("apiserver.key"), &key, true)?;
     println!(
         "wrote {} (CA ca.crt; API server apiserver.crt for {}; client admin.crt, group system:masters)",
         args.dir.display(),
@@ -105,50 +91,94 @@ fn file_name(user: &str) -> Result<&str, String> {
     Ok(user)
 }
 
-/// `<user>.crt` and `<user>.key`: a client certificate for `user` (the CN) in `groups`
-/// (each an O), issued by the CA.
-fn client(dir: &Path, issuer: &Issuer<'static, KeyPair>, user: &str, groups: &[&str]) -> Result<(), String> {
-    let file = file_name(user)?;
-    let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
-    let mut dn = name(user);
-    // One each: a second push of a type replaces the first (rcgen's distinguished name
-    // is a map).
-    assert!(groups.len() <= 1, "invariant: one group per certificate");
-    for g in groups {
-        dn.push(DnType::OrganizationName, *g);
-    }
-    params.distinguished_name = dn;
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-    validity(&mut params, SERVING_DAYS);
-    let cert = params
-        .signed_by(&key, issuer)
-        .map_err(|e| format!("issuing {user}'s certificate: {e}"))?;
-    write(&dir.join(format!("{file}.crt")), &cert.pem(), false)?;
-    write(&dir.join(format!("{file}.key")), &key.serialize_pem(), true)
+/// The cluster CA: its certificate and what issues certificates it verifies.
+pub struct Ca {
+    /// The CA's certificate, PEM.
+    pub pem: String,
+    issuer: Issuer<'static, KeyPair>,
 }
 
-/// The CA's certificate (PEM) and an issuer of certificates it verifies: read from `dir`
-/// if both files are there, else made and written.
-fn ca(dir: &Path) -> Result<(String, Issuer<'static, KeyPair>), String> {
-    let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
-    if crt.exists() && key.exists() {
-        let pem = std::fs::read_to_string(&crt).map_err(|e| format!("reading {}: {e}", crt.display()))?;
-        let key_pem = std::fs::read_to_string(&key).map_err(|e| format!("reading {}: {e}", key.display()))?;
-        let key = KeyPair::from_pem(&key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
-        // A certificate it issues names the CA's subject and is signed by its key: the
-        // same parameters as when it was made give both, without parsing the file.
-        return Ok((pem, Issuer::new(ca_params()?, key)));
+impl Ca {
+    /// The CA of `dir` (`ca.crt`, `ca.key`): read if both files are there, else made and
+    /// written (the key with mode 0600).
+    pub fn load_or_create(dir: &Path) -> Result<Ca, String> {
+        let (crt, key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        if crt.exists() && key.exists() {
+            let pem = std::fs::read_to_string(&crt).map_err(|e| format!("reading {}: {e}", crt.display()))?;
+            let key_pem = std::fs::read_to_string(&key).map_err(|e| format!("reading {}: {e}", key.display()))?;
+            let key = KeyPair::from_pem(&key_pem).map_err(|e| format!("{}: {e}", key.display()))?;
+            // A certificate it issues names the CA's subject and is signed by its key: the
+            // same parameters as when it was made give both, without parsing the file.
+            return Ok(Ca {
+                pem,
+                issuer: Issuer::new(ca_params()?, key),
+            });
+        }
+        let key_pair = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
+        let params = ca_params()?;
+        let cert = params
+            .self_signed(&key_pair)
+            .map_err(|e| format!("making the CA: {e}"))?;
+        write(&crt, &cert.pem(), true)?;
+        write(&key, &key_pair.serialize_pem(), true)?;
+        Ok(Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key_pair),
+        })
     }
-    let key_pair = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
-    let params = ca_params()?;
-    let cert = params
-        .self_signed(&key_pair)
-        .map_err(|e| format!("making the CA: {e}"))?;
-    write(&crt, &cert.pem(), false)?;
-    write(&key, &key_pair.serialize_pem(), true)?;
-    Ok((cert.pem(), Issuer::new(params, key_pair)))
+
+    /// The admin's client certificate and key (group system:masters), PEM: kept in `dir`
+    /// (admin.crt, admin.key), made if missing.
+    pub fn admin(&self, dir: &Path) -> Result<(String, String), String> {
+        let (crt, key) = (dir.join("admin.crt"), dir.join("admin.key"));
+        if crt.exists() && key.exists() {
+            let read = |p: &Path| std::fs::read_to_string(p).map_err(|e| format!("reading {}: {e}", p.display()));
+            return Ok((read(&crt)?, read(&key)?));
+        }
+        let (cert_pem, key_pem) = self.client("admin", Some("system:masters"))?;
+        write(&crt, &cert_pem, true)?;
+        write(&key, &key_pem, true)?;
+        Ok((cert_pem, key_pem))
+    }
+
+    /// A client certificate for `user` (the CN) in `group` (the O), and its key: PEM.
+    /// One group: rcgen's distinguished name keeps one value per attribute type.
+    pub fn client(&self, user: &str, group: Option<&str>) -> Result<(String, String), String> {
+        let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(|e| e.to_string())?;
+        let mut dn = name(user);
+        if let Some(g) = group {
+            dn.push(DnType::OrganizationName, g);
+        }
+        params.distinguished_name = dn;
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        validity(&mut params, SERVING_DAYS);
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| format!("issuing {user}'s certificate: {e}"))?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// The API server's certificate for `hosts` (IP addresses and DNS names) with the CA
+    /// after it, and its key: PEM.
+    pub fn serving(&self, hosts: &[String]) -> Result<(String, String), String> {
+        if hosts.is_empty() || hosts.len() > HOSTS_MAX {
+            return Err(format!(
+                "give 1 to {HOSTS_MAX} names or addresses for the API server's certificate"
+            ));
+        }
+        let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
+        let mut params = CertificateParams::new(hosts.to_vec()).map_err(|e| format!("the hosts {hosts:?}: {e}"))?;
+        params.distinguished_name = name("kube-apiserver");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        validity(&mut params, SERVING_DAYS);
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| format!("issuing the API server's certificate: {e}"))?;
+        Ok((format!("{}{}", cert.pem(), self.pem), key.serialize_pem()))
+    }
 }
 
 fn ca_params() -> Result<CertificateParams, String> {
@@ -177,9 +207,23 @@ fn validity(params: &mut CertificateParams, days: i64) {
     params.not_after = now + time::Duration::days(days);
 }
 
+/// Creates `dir` (and its parents) if missing, readable by its owner only.
+pub fn private_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+}
+
 /// Writes `text` to `path`; `secret`: mode 0600 from the start (never readable by others,
-/// not even for a moment).
-fn write(path: &Path, text: &str, secret: bool) -> Result<(), String> {
+/// not even for a moment). Every certificate and key is written so; a kubeconfig
+/// without a key need not be.
+pub fn write(path: &Path, text: &str, secret: bool) -> Result<(), String> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

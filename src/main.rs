@@ -91,10 +91,15 @@ enum Command {
 /// How replicas of a component elect the one that acts (upstream's `--leader-elect*`).
 #[derive(clap::Args)]
 struct LeaderElectFlags {
-    /// The Kubernetes API server's URL (plain HTTP), or several, comma separated, to fail
-    /// over between.
-    #[arg(long)]
+    /// The Kubernetes API server's URL (https:// or http://; its mesh API is on the same
+    /// port), or several, comma separated, to fail over between (default: the
+    /// kubeconfig's server).
+    #[arg(long, default_value = "")]
     master: String,
+    /// A kubeconfig whose current context gives the cluster's CA and this component's
+    /// client certificate (`capstan up` writes one per component), for https:// URLs.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// Elect a leader among the replicas before acting (`--leader-elect=false` acts at once).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -120,7 +125,7 @@ impl LeaderElectFlags {
     fn election(&self, lease: &str) -> Result<(kube::Client, capstan_agents::controller_manager::Election), String> {
         use capstan_agents::controller_manager::Election;
         use capstan_agents::leader::LeaseTiming;
-        let client = api_client(&self.master).map_err(|e| format!("--master: {e}"))?;
+        let client = Access::of(&self.master, self.kubeconfig.as_deref())?.client()?;
         let election = Election {
             enabled: self.leader_elect,
             timing: LeaseTiming {
@@ -179,10 +184,15 @@ struct ControllerManagerArgs {
 
 #[derive(clap::Args)]
 struct ProxyArgs {
-    /// The Kubernetes API server's URL (plain HTTP), or several, comma separated, to fail
-    /// over between.
-    #[arg(long)]
+    /// The Kubernetes API server's URL (https:// or http://; its mesh API is on the same
+    /// port), or several, comma separated, to fail over between (default: the
+    /// kubeconfig's server).
+    #[arg(long, default_value = "")]
     master: String,
+    /// A kubeconfig whose current context gives the cluster's CA and this component's
+    /// client certificate (`capstan up` writes one per component), for https:// URLs.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// The node this proxy runs on (for its logs; every node serves every Service).
     #[arg(long)]
     node_name: String,
@@ -193,10 +203,15 @@ struct ProxyArgs {
 
 #[derive(clap::Args)]
 struct DnsArgs {
-    /// The Kubernetes API server's URL (plain HTTP), or several, comma separated, to fail
-    /// over between.
-    #[arg(long)]
+    /// The Kubernetes API server's URL (https:// or http://; its mesh API is on the same
+    /// port), or several, comma separated, to fail over between (default: the
+    /// kubeconfig's server).
+    #[arg(long, default_value = "")]
     master: String,
+    /// A kubeconfig whose current context gives the cluster's CA and this component's
+    /// client certificate (`capstan up` writes one per component), for https:// URLs.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// Where to answer, UDP and TCP.
     #[arg(long, default_value = "127.0.0.1:10053")]
     listen: SocketAddr,
@@ -211,10 +226,15 @@ struct DnsArgs {
 
 #[derive(clap::Args)]
 struct AgentArgs {
-    /// The Kubernetes API server's URL (plain HTTP; its mesh API is on the same port), or
-    /// several, comma separated, to fail over between.
-    #[arg(long)]
+    /// The Kubernetes API server's URL (https:// or http://; its mesh API is on the same
+    /// port), or several, comma separated, to fail over between (default: the
+    /// kubeconfig's server).
+    #[arg(long, default_value = "")]
     master: String,
+    /// A kubeconfig whose current context gives the cluster's CA and this component's
+    /// client certificate (`capstan up` writes one per component), for https:// URLs.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
     /// The node's name (default: this machine's hostname).
     #[arg(long)]
     node_name: Option<String>,
@@ -388,6 +408,9 @@ struct ApiserverArgs {
     /// --user`). The subject's CN is the user, each O a group. Needs --tls-cert-file.
     #[arg(long)]
     client_ca_file: Option<PathBuf>,
+    /// Serve plain HTTP (no --tls-cert-file): only with this flag, said out loud.
+    #[arg(long)]
+    insecure: bool,
     #[command(flatten)]
     api: ApiFlags,
 }
@@ -478,6 +501,30 @@ struct StoreArgs {
     dns_listen: SocketAddr,
     #[command(flatten)]
     api: ApiFlags,
+    #[command(flatten)]
+    secure: SecureFlags,
+}
+
+/// How a member's Kubernetes API is secured (`capstan store --apiserver-listen`, `capstan
+/// master`): TLS and client certificates from the cluster CA, unless --insecure.
+#[derive(clap::Args, Clone)]
+struct SecureFlags {
+    /// Serve the Kubernetes API in plain HTTP without authentication (anyone who reaches
+    /// it is cluster-admin), and allow the etcd and peer ports on non-loopback addresses
+    /// (their TLS is not implemented yet). Without it the API is HTTPS with client
+    /// certificates and RBAC.
+    #[arg(long)]
+    insecure: bool,
+    /// Where the cluster CA (ca.crt, ca.key; made on first start if missing) and the
+    /// admin's client certificate are kept (default: `<data-dir>/pki`); the API server's
+    /// certificate is made anew, in memory, at each start. Masters of one cluster need the same CA:
+    /// copy ca.crt and ca.key to each before its first start (`capstan up` shares one).
+    #[arg(long)]
+    pki_dir: Option<PathBuf>,
+    /// More names and addresses for the API server's certificate, comma separated (it
+    /// always has its listen address, 127.0.0.1, localhost and the host name).
+    #[arg(long, default_value = "")]
+    tls_san: String,
 }
 
 #[derive(clap::Args)]
@@ -499,6 +546,8 @@ struct MasterArgs {
     cluster_cidr: String,
     #[command(flatten)]
     api: ApiFlags,
+    #[command(flatten)]
+    secure: SecureFlags,
 }
 
 /// A master is a store member serving the API, with the controller-manager and the
@@ -515,6 +564,7 @@ async fn run_master(args: MasterArgs) -> Result<(), String> {
         agent_port: 0,
         dns_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         api: args.api,
+        secure: args.secure,
     })
     .await
 }
@@ -635,6 +685,21 @@ fn exit(result: Result<bool, String>) -> std::process::ExitCode {
 
 async fn run_store(args: StoreArgs) -> Result<(), String> {
     let m = args.member;
+    if !args.secure.insecure {
+        // The etcd API and the Raft peers speak plain text (their TLS is not implemented
+        // yet): only where no other machine reaches them, unless the operator says so.
+        for (flag, addr) in [
+            ("--listen-client", Some(m.listen_client)),
+            ("--listen-peer", m.listen_peer),
+        ] {
+            if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
+                return Err(format!(
+                    "{flag} {addr}: the etcd API and the peers are served in plain text (no TLS yet); \
+                     on an address other machines reach, that needs --insecure"
+                ));
+            }
+        }
+    }
     let listener = tokio::net::TcpListener::bind(m.listen_client)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", m.listen_client))?;
@@ -699,19 +764,61 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
         });
     }
     if let Some(api_addr) = args.apiserver_listen {
-        let api = Api::new(Storage::local(node.clone()), api_config(&args.api)?);
-        let l = bind_api(api_addr, &args.api, None).await?;
-        let api_url = format!("http://{}", l.local_addr().map_err(|e| e.to_string())?);
+        let mut config = api_config(&args.api)?;
+        let pki = match args.secure.insecure {
+            true => None,
+            false => Some(Pki::open(&args.secure, &m.data_dir, api_addr)?),
+        };
+        let tls = match &pki {
+            None => None,
+            Some(pki) => {
+                config.auth = Some(std::sync::Arc::new(capstan_apiserver::auth::Auth::new(
+                    capstan_apiserver::auth::Tokens::default(),
+                    capstan_apiserver::auth::Mode::Rbac,
+                )));
+                Some(pki.server_config()?)
+            }
+        };
+        let api = Api::new(Storage::local(node.clone()), config);
+        let admin = pki.as_ref().map(Pki::admin).transpose()?;
+        let l = bind_api(
+            api_addr,
+            &args.api,
+            pki.as_ref().map(|p| p.ca.pem.as_str()),
+            admin.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+        )
+        .await?;
+        let bound = l.local_addr().map_err(|e| e.to_string())?;
+        // In-process components dial the API where it listens (loopback for a wildcard).
+        let dial = match bound.ip().is_unspecified() {
+            true => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bound.port()),
+            false => bound,
+        };
+        let api_url = match pki {
+            Some(_) => format!("https://{dial}"),
+            None => format!("http://{dial}"),
+        };
+        let access = |user: &str, group: Option<&str>| -> Result<Access, String> {
+            let tls = match &pki {
+                None => None,
+                Some(pki) => Some(pki.client_tls(user, group)?),
+            };
+            Ok(Access {
+                masters: api_url.clone(),
+                tls,
+            })
+        };
         tokio::spawn(async move {
-            if let Err(e) = capstan_apiserver::serve(l, api, std::future::pending()).await {
+            if let Err(e) = capstan_apiserver::serve_with(l, api, tls, std::future::pending()).await {
                 tracing::error!(error = %e, "the Kubernetes API stopped");
             }
         });
         if !args.no_controller_manager {
-            embedded_controller_manager(&api_url, &m.name, &args.cluster_cidr)?;
+            let access = access(capstan_apiserver::rbac::KUBE_CONTROLLER_MANAGER_USER, None)?;
+            embedded_controller_manager(&access, &m.name, &args.cluster_cidr)?;
         }
         if args.scheduler {
-            embedded_scheduler(&api_url, &m.name)?;
+            embedded_scheduler(&access(capstan_apiserver::rbac::KUBE_SCHEDULER_USER, None)?, &m.name)?;
         }
         if let Some(node) = &args.node_name {
             // The cluster DNS's Service takes the tenth address of the Service range, as
@@ -722,7 +829,9 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
                 .parse()
                 .map_err(|e| format!("--service-cluster-ip-range: {e}"))?;
             let dns_ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(range.base + 10));
-            let client = api_client(&api_url)?;
+            // The DNS publishes its own Service in kube-system: it runs as an admin (it
+            // has no role of its own yet).
+            let client = access(DNS_USER, Some(capstan_apiserver::rbac::SYSTEM_MASTERS))?.client()?;
             let dns = start_dns(
                 &client,
                 args.dns_listen,
@@ -735,8 +844,12 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
                     tracing::error!(error = %e, "the cluster DNS stopped");
                 }
             });
+            let node_access = access(
+                &format!("system:node:{node}"),
+                Some(capstan_apiserver::rbac::NODES_GROUP),
+            )?;
             embedded_node(
-                &api_url,
+                &node_access,
                 node,
                 args.node_ip,
                 args.agent_port,
@@ -766,14 +879,14 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs the controller-manager in this process against the API at `api_url`, with the
+/// Runs the controller-manager in this process against the API `access` reaches, with the
 /// defaults of `capstan controller-manager`: leader election on the usual Lease, as
 /// `<member>_<hostname>_<pid>_<start>`, so that members of one cluster (and separate
 /// controller-managers) never act at once.
-fn embedded_controller_manager(api_url: &str, member: &str, cluster_cidr: &str) -> Result<(), String> {
+fn embedded_controller_manager(access: &Access, member: &str, cluster_cidr: &str) -> Result<(), String> {
     use capstan_agents::controller_manager::{self, default_identity, Election};
     use capstan_agents::nodeipam::{Blocks, NODE_MASK_SIZE_DEFAULT};
-    let client = api_client(api_url)?;
+    let client = access.client()?;
     let election = Election {
         identity: format!("{member}_{}", default_identity()),
         ..Election::default()
@@ -790,12 +903,12 @@ fn embedded_controller_manager(api_url: &str, member: &str, cluster_cidr: &str) 
     Ok(())
 }
 
-/// Runs the scheduler in this process against the API at `api_url`, elected as
+/// Runs the scheduler in this process against the API `access` reaches, elected as
 /// `capstan scheduler` is.
-fn embedded_scheduler(api_url: &str, member: &str) -> Result<(), String> {
+fn embedded_scheduler(access: &Access, member: &str) -> Result<(), String> {
     use capstan_agents::controller_manager::{self, default_identity, Election};
     use capstan_agents::scheduler;
-    let client = api_client(api_url)?;
+    let client = access.client()?;
     let election = Election {
         identity: format!("{member}_{}", default_identity()),
         lease_name: "kube-scheduler".into(),
@@ -812,7 +925,7 @@ fn embedded_scheduler(api_url: &str, member: &str) -> Result<(), String> {
 
 /// Runs node `name` in this process: its agent and its proxy.
 async fn embedded_node(
-    api_url: &str,
+    access: &Access,
     name: &str,
     node_ip: std::net::IpAddr,
     port: u16,
@@ -821,8 +934,8 @@ async fn embedded_node(
 ) -> Result<(), String> {
     use capstan_agents::node::agent;
     use capstan_agents::proxy::{self, forward};
-    let client = api_client(api_url)?;
-    let mesh = agent::mesh_client(api_url).map_err(|e| e.to_string())?;
+    let client = access.client()?;
+    let mesh = access.mesh()?;
     let resources = AgentResources {
         dns: Some(pod_dns(dns_ip, capstan_agents::dns::ZONE_DEFAULT)),
         ..AgentResources::default()
@@ -844,10 +957,94 @@ async fn embedded_node(
     Ok(())
 }
 
-/// A client of the Kubernetes API at `api_url` (plain HTTP; several URLs, comma
-/// separated, are failed over as `capstan_agents::client` describes).
-fn api_client(api_url: &str) -> Result<kube::Client, String> {
-    capstan_agents::client::api_client(api_url).map_err(|e| e.to_string())
+/// The user the in-process cluster DNS acts as.
+const DNS_USER: &str = "system:capstan-dns";
+
+/// A member's PKI (see [`SecureFlags`]): the cluster CA, and the API server's names.
+struct Pki {
+    dir: PathBuf,
+    ca: certs::Ca,
+    hosts: Vec<String>,
+}
+
+impl Pki {
+    fn open(flags: &SecureFlags, data_dir: &std::path::Path, api_addr: SocketAddr) -> Result<Pki, String> {
+        let dir = flags.pki_dir.clone().unwrap_or_else(|| data_dir.join("pki"));
+        certs::private_dir(&dir)?;
+        let ca = certs::Ca::load_or_create(&dir)?;
+        let mut hosts = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        if !api_addr.ip().is_unspecified() {
+            hosts.push(api_addr.ip().to_string());
+        }
+        if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            hosts.push(h.trim().to_lowercase());
+        }
+        hosts.extend(
+            flags
+                .tls_san
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned),
+        );
+        hosts.retain(|h| !h.is_empty());
+        hosts.dedup();
+        Ok(Pki { dir, ca, hosts })
+    }
+
+    /// The API server's TLS: a certificate made now (so a restart renews it), clients
+    /// verified against the CA.
+    fn server_config(&self) -> Result<std::sync::Arc<capstan_apiserver::tls::ServerConfig>, String> {
+        // Kept in memory only: masters may share the directory.
+        let (chain, key) = self.ca.serving(&self.hosts)?;
+        capstan_apiserver::tls::server_config(chain.as_bytes(), key.as_bytes(), Some(self.ca.pem.as_bytes()))
+    }
+
+    fn admin(&self) -> Result<(String, String), String> {
+        self.ca.admin(&self.dir)
+    }
+
+    /// TLS for an in-process component acting as `user` in `group`: a certificate made
+    /// now, in memory.
+    fn client_tls(&self, user: &str, group: Option<&str>) -> Result<capstan_agents::tls::ClientTls, String> {
+        let (cert, key) = self.ca.client(user, group)?;
+        capstan_agents::tls::ClientTls::from_pem(self.ca.pem.as_bytes(), Some((cert.as_bytes(), key.as_bytes())))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// How a component reaches the API: the URLs of `--master` (or the kubeconfig's server)
+/// and, for https://, the CA and client certificate of `--kubeconfig`.
+struct Access {
+    masters: String,
+    tls: Option<capstan_agents::tls::ClientTls>,
+}
+
+impl Access {
+    fn of(master: &str, kubeconfig: Option<&std::path::Path>) -> Result<Access, String> {
+        let from_file = kubeconfig
+            .map(capstan_agents::tls::read_kubeconfig)
+            .transpose()
+            .map_err(|e| format!("--kubeconfig: {e}"))?;
+        let masters = match (master.trim(), &from_file) {
+            ("", Some(k)) => k.server.clone(),
+            ("", None) => return Err("give --master (the API server's URL) or --kubeconfig".into()),
+            (m, _) => m.to_owned(),
+        };
+        Ok(Access {
+            masters,
+            tls: from_file.and_then(|k| k.tls),
+        })
+    }
+
+    fn client(&self) -> Result<kube::Client, String> {
+        capstan_agents::client::api_client_tls(&self.masters, self.tls.as_ref()).map_err(|e| format!("--master: {e}"))
+    }
+
+    fn mesh(&self) -> Result<capstan_proto::mesh::mesh_client::MeshClient<tonic::transport::Channel>, String> {
+        capstan_agents::node::agent::mesh_client_tls(&self.masters, self.tls.as_ref())
+            .map_err(|e| format!("--master: {e}"))
+    }
 }
 
 fn api_config(flags: &ApiFlags) -> Result<ApiConfig, String> {
@@ -875,7 +1072,12 @@ fn api_config(flags: &ApiFlags) -> Result<ApiConfig, String> {
 /// Binds the Kubernetes API's address and writes the kubeconfig if asked (for HTTPS
 /// when `tls_ca` is the CA clients should trust); prints the line tests and scripts wait
 /// for.
-async fn bind_api(addr: SocketAddr, flags: &ApiFlags, tls_ca: Option<&str>) -> Result<tokio::net::TcpListener, String> {
+async fn bind_api(
+    addr: SocketAddr,
+    flags: &ApiFlags,
+    tls_ca: Option<&str>,
+    client: Option<(&str, &str)>,
+) -> Result<tokio::net::TcpListener, String> {
     let l = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -885,11 +1087,13 @@ async fn bind_api(addr: SocketAddr, flags: &ApiFlags, tls_ca: Option<&str>) -> R
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         let scheme = if tls_ca.is_some() { "https" } else { "http" };
-        std::fs::write(
-            path,
-            capstan_apiserver::kubeconfig(&format!("{scheme}://{bound}"), tls_ca),
-        )
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let dial = match bound.ip().is_unspecified() {
+            true => SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), bound.port()),
+            false => bound,
+        };
+        let text = capstan_apiserver::kubeconfig_for(&format!("{scheme}://{dial}"), tls_ca, client);
+        // It may carry a client key: readable by its owner only.
+        certs::write(path, &text, client.is_some())?;
     }
     tracing::info!(addr = %bound, "serving the Kubernetes API");
     println!("capstan apiserver ready on {bound}");
@@ -897,6 +1101,11 @@ async fn bind_api(addr: SocketAddr, flags: &ApiFlags, tls_ca: Option<&str>) -> R
 }
 
 async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
+    if args.tls_cert_file.is_none() && !args.insecure {
+        return Err(
+            "serving the API in plain HTTP needs --insecure (or give --tls-cert-file; see `capstan certs`)".into(),
+        );
+    }
     let endpoints: Vec<String> = args
         .etcd_servers
         .split(',')
@@ -946,7 +1155,7 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
         _ => (None, None),
     };
     let api = Api::new(storage, config);
-    let l = bind_api(args.listen, &args.api, ca.as_deref()).await?;
+    let l = bind_api(args.listen, &args.api, ca.as_deref(), None).await?;
     capstan_apiserver::serve_with(l, api, tls, shutdown_signal()?)
         .await
         .map_err(|e| e.to_string())
@@ -997,7 +1206,7 @@ async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
 
 async fn run_proxy(args: ProxyArgs) -> Result<(), String> {
     use capstan_agents::proxy::{self, forward};
-    let mesh = capstan_agents::node::agent::mesh_client(&args.master).map_err(|e| format!("--master: {e}"))?;
+    let mesh = Access::of(&args.master, args.kubeconfig.as_deref())?.mesh()?;
     let forwarder = forward::Forwarder::new(forward::Limits::default());
     println!("capstan proxy ready on node {} ({})", args.node_name, args.node_ip);
     let shutdown = shutdown_signal()?;
@@ -1011,7 +1220,8 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
     use capstan_agents::node::agent;
     use capstan_agents::node::process::LogLimits;
     use capstan_agents::node::runtime::RuntimeKind;
-    let client = api_client(&args.master).map_err(|e| format!("--master: {e}"))?;
+    let access = Access::of(&args.master, args.kubeconfig.as_deref())?;
+    let client = access.client()?;
     let name = match args.node_name {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -1048,9 +1258,14 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
         // The template's listener is the one log port all the hollow nodes share.
         let template = agent_config(&name, args.node_ip, args.port, root_dir, resources).await?;
         let shutdown = shutdown_signal()?;
-        let run = agent::run_hollow(client, &args.master, template, args.nodes, |a| {
-            println!("capstan agent ready on node {}", a.context.node_name)
-        });
+        let run = agent::run_hollow_tls(
+            client,
+            &access.masters,
+            access.tls.as_ref(),
+            template,
+            args.nodes,
+            |a| println!("capstan agent ready on node {}", a.context.node_name),
+        );
         return tokio::select! {
             r = run => r.map_err(|e| e.to_string()),
             // Simulated containers end with the process; nothing is left to adopt.
@@ -1060,7 +1275,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
     if args.nodes != 1 {
         return Err("--nodes is for --runtime simulated: a process node is one node".into());
     }
-    let mesh = agent::mesh_client(&args.master).map_err(|e| format!("--master: {e}"))?;
+    let mesh = access.mesh()?;
     let root_dir = args
         .root_dir
         .unwrap_or_else(|| PathBuf::from(".capstan/nodes").join(&name));
@@ -1185,7 +1400,7 @@ fn parse_taints(text: &str) -> Result<Vec<k8s_openapi::api::core::v1::Taint>, St
 }
 
 async fn run_dns(args: DnsArgs) -> Result<(), String> {
-    let client = api_client(&args.master).map_err(|e| format!("--master: {e}"))?;
+    let client = Access::of(&args.master, args.kubeconfig.as_deref())?.client()?;
     let server = start_dns(&client, args.listen, &args.cluster_domain, args.service_ip).await?;
     println!("capstan dns ready on {}", server.local_addr());
     let shutdown = shutdown_signal()?;

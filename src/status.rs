@@ -46,9 +46,13 @@ pub struct StatusArgs {
     /// else http://127.0.0.1:6443.
     #[arg(long)]
     server: Option<String>,
-    /// The directory of a cluster started by `capstan up`: its addresses are used.
+    /// The directory of a cluster started by `capstan up`: its addresses are used (and
+    /// its kubeconfig, unless --kubeconfig is given).
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// A kubeconfig with the cluster's CA and a client certificate, for an https:// API.
+    #[arg(long)]
+    kubeconfig: Option<std::path::PathBuf>,
 }
 
 /// What one member said about itself, or why it said nothing.
@@ -113,6 +117,18 @@ pub async fn run(args: StatusArgs) -> Result<bool, String> {
         return Err("--endpoints: no endpoint given".into());
     }
     let server = args.server.unwrap_or(default_server);
+    let kubeconfig = args
+        .kubeconfig
+        .clone()
+        .or_else(|| args.data_dir.as_ref().map(|d| d.join("kubeconfig")));
+    let tls = match kubeconfig {
+        Some(path) if server.starts_with("https://") => {
+            capstan_agents::tls::read_kubeconfig(&path)
+                .map_err(|e| format!("--kubeconfig: {e}"))?
+                .tls
+        }
+        _ => None,
+    };
 
     let mut out = String::new();
     // The member list from the first endpoint that gives one.
@@ -163,7 +179,7 @@ pub async fn run(args: StatusArgs) -> Result<bool, String> {
         }
     }
     let healthy = print_members(&mut out, &views);
-    print_control_plane(&mut out, &server).await;
+    print_control_plane(&mut out, &server, tls.as_ref()).await;
     use std::io::Write as _;
     let _ = std::io::stdout().write_all(out.as_bytes());
     Ok(healthy)
@@ -308,8 +324,8 @@ fn format_bytes(n: i64) -> String {
     }
 }
 
-async fn print_control_plane(out: &mut String, server: &str) {
-    let client = match capstan_agents::client::api_client(server) {
+async fn print_control_plane(out: &mut String, server: &str, tls: Option<&capstan_agents::tls::ClientTls>) {
+    let client = match capstan_agents::client::api_client_tls(server, tls) {
         Ok(c) => c,
         Err(e) => {
             say!(out, "Kubernetes API: {e}");

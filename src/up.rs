@@ -98,6 +98,12 @@ pub struct UpArgs {
     /// Start a process again when it exits while the cluster is up.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     restart: bool,
+    /// Serve the APIs in plain HTTP without authentication (see `capstan master
+    /// --insecure`). Without it the cluster gets a CA in `<data-dir>/pki` on first start,
+    /// the masters serve HTTPS with client certificates and RBAC, and each component has
+    /// its own certificate (`<data-dir>/pki/*.kubeconfig`, renewed at every start).
+    #[arg(long)]
+    insecure: bool,
 }
 
 /// The shape of a cluster, kept in `cluster.json` so that a restart rebuilds the same one.
@@ -107,6 +113,9 @@ struct Shape {
     nodes: usize,
     loopback_net: u8,
     token: String,
+    /// Plain HTTP without authentication (`--insecure`).
+    #[serde(default)]
+    insecure: bool,
 }
 
 impl Shape {
@@ -128,9 +137,17 @@ impl Shape {
         format!("127.{}.0.0/16", 128 + self.loopback_net)
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.insecure {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
     fn api_urls(&self) -> String {
         (1..=self.masters)
-            .map(|i| format!("http://{}", SocketAddr::new(self.master_ip(i), API_PORT)))
+            .map(|i| format!("{}://{}", self.scheme(), SocketAddr::new(self.master_ip(i), API_PORT)))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -168,6 +185,18 @@ fn load_or_create_shape(args: &UpArgs) -> Result<(Shape, bool), String> {
         Ok(bytes) => {
             let shape: Shape =
                 serde_json::from_slice(&bytes).map_err(|e| format!("{} is not a cluster file: {e}", path.display()))?;
+            if shape.insecure != args.insecure {
+                return Err(format!(
+                    "{} holds a cluster {}; start it {} --insecure, or give another --data-dir",
+                    args.data_dir.display(),
+                    if shape.insecure {
+                        "served in plain HTTP"
+                    } else {
+                        "served over TLS"
+                    },
+                    if shape.insecure { "with" } else { "without" }
+                ));
+            }
             if shape.masters != args.masters || shape.nodes != args.nodes || shape.loopback_net != args.loopback_net {
                 return Err(format!(
                     "{} holds a cluster of {} masters and {} nodes on 127.{}.0.0/16; start it with \
@@ -189,6 +218,7 @@ fn load_or_create_shape(args: &UpArgs) -> Result<(Shape, bool), String> {
                 nodes: args.nodes,
                 loopback_net: args.loopback_net,
                 token: format!("capstan-up-{:x}", random_u64()),
+                insecure: args.insecure,
             };
             std::fs::create_dir_all(&args.data_dir)
                 .map_err(|e| format!("cannot create {}: {e}", args.data_dir.display()))?;
@@ -271,7 +301,13 @@ fn specs(shape: &Shape, dir: &Path) -> Vec<Spec> {
                 shape.service_cidr(),
                 "--cluster-cidr".into(),
                 shape.pod_cidr(),
-            ],
+            ]
+            .into_iter()
+            .chain(match shape.insecure {
+                true => vec!["--insecure".to_string()],
+                false => vec!["--pki-dir".into(), dir.join("pki").display().to_string()],
+            })
+            .collect(),
             log: dir.join(format!("{name}.log")),
             name,
             ready_prefix: "capstan store ready on ",
@@ -294,7 +330,10 @@ fn specs(shape: &Shape, dir: &Path) -> Vec<Spec> {
                 ip.clone(),
                 "--root-dir".into(),
                 dir.join("nodes").join(&node).display().to_string(),
-            ],
+            ]
+            .into_iter()
+            .chain(kubeconfig_flag(shape, dir, &format!("{node}-agent")))
+            .collect(),
             log: dir.join(format!("{node}-agent.log")),
             ready_prefix: "capstan agent ready on node ",
             master: None,
@@ -309,13 +348,70 @@ fn specs(shape: &Shape, dir: &Path) -> Vec<Spec> {
                 masters.clone(),
                 "--node-ip".into(),
                 ip,
-            ],
+            ]
+            .into_iter()
+            .chain(kubeconfig_flag(shape, dir, &format!("{node}-proxy")))
+            .collect(),
             log: dir.join(format!("{node}-proxy.log")),
             ready_prefix: "capstan proxy ready on node ",
             master: None,
         });
     }
     out
+}
+
+/// `--kubeconfig <data-dir>/pki/<component>.kubeconfig` for a cluster over TLS.
+fn kubeconfig_flag(shape: &Shape, dir: &Path, component: &str) -> Vec<String> {
+    match shape.insecure {
+        true => Vec::new(),
+        false => vec![
+            "--kubeconfig".into(),
+            dir.join("pki")
+                .join(format!("{component}.kubeconfig"))
+                .display()
+                .to_string(),
+        ],
+    }
+}
+
+/// The cluster's PKI in `<dir>/pki`: the CA (made on first start), the admin's
+/// kubeconfig at `kubeconfig` for `server`, and a kubeconfig with a new certificate for
+/// each node's agent (`system:node:<node>` in `system:nodes`) and proxy
+/// (`system:kube-proxy`). Returns the admin's TLS, for this process's own client.
+fn write_pki(
+    shape: &Shape,
+    dir: &Path,
+    kubeconfig: &Path,
+    server: &str,
+) -> Result<capstan_agents::tls::ClientTls, String> {
+    let pki = dir.join("pki");
+    crate::certs::private_dir(&pki)?;
+    let ca = crate::certs::Ca::load_or_create(&pki)?;
+    let (cert, key) = ca.admin(&pki)?;
+    let admin = capstan_apiserver::kubeconfig_for(server, Some(&ca.pem), Some((&cert, &key)));
+    crate::certs::write(kubeconfig, &admin, true)?;
+    let first_master = format!("https://{}", SocketAddr::new(shape.master_ip(1), API_PORT));
+    for j in 1..=shape.nodes {
+        let node = format!("node{j}");
+        for (component, user, group) in [
+            (
+                format!("{node}-agent"),
+                format!("system:node:{node}"),
+                Some(capstan_apiserver::rbac::NODES_GROUP),
+            ),
+            (
+                format!("{node}-proxy"),
+                capstan_apiserver::rbac::KUBE_PROXY_USER.to_string(),
+                None,
+            ),
+        ] {
+            let (cert, key) = ca.client(&user, group)?;
+            let text = capstan_apiserver::kubeconfig_for(&first_master, Some(&ca.pem), Some((&cert, &key)));
+            crate::certs::write(&pki.join(format!("{component}.kubeconfig")), &text, true)?;
+        }
+    }
+    capstan_agents::tls::ClientTls::from_pem(ca.pem.as_bytes(), Some((cert.as_bytes(), key.as_bytes())))
+        .map_err(|e| e.to_string())
 }
 
 /// What the supervisors tell the main task.
@@ -489,11 +585,15 @@ pub async fn run(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) 
         return Err(format!("cannot listen on {addr} (--api-listen): {e}"));
     }
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        capstan_apiserver::kubeconfig(&format!("http://{}", args.api_listen), None),
-    )
-    .map_err(|e| format!("cannot write {}: {e}", kubeconfig.display()))?;
+    let server = format!("{}://{}", shape.scheme(), args.api_listen);
+    let admin_tls = match shape.insecure {
+        true => {
+            let text = capstan_apiserver::kubeconfig(&server, None);
+            std::fs::write(&kubeconfig, text).map_err(|e| format!("cannot write {}: {e}", kubeconfig.display()))?;
+            None
+        }
+        false => Some(write_pki(&shape, &dir, &kubeconfig, &server)?),
+    };
 
     println!(
         "{} a cluster of {} master{} and {} node{} in {}",
@@ -526,7 +626,8 @@ pub async fn run(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) 
     let mut shutdown = std::pin::pin!(shutdown);
     let mut ready = vec![false; specs.len()];
     let mut announced = false;
-    let client = capstan_agents::client::api_client(&shape.api_urls()).map_err(|e| e.to_string())?;
+    let client =
+        capstan_agents::client::api_client_tls(&shape.api_urls(), admin_tls.as_ref()).map_err(|e| e.to_string())?;
     let mut nodes_ready: Vec<String> = Vec::new();
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     let result = loop {
@@ -539,9 +640,10 @@ pub async fn run(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) 
                     if let Some(m) = s.master {
                         let ip = shape.master_ip(m);
                         println!(
-                            "  {} ready: etcd http://{}, API http://{} (log {})",
+                            "  {} ready: etcd http://{}, API {}://{} (log {})",
                             s.name,
                             SocketAddr::new(ip, ETCD_PORT),
+                            shape.scheme(),
                             SocketAddr::new(ip, API_PORT),
                             s.log.display()
                         );
@@ -625,7 +727,10 @@ fn print_summary(shape: &Shape, dir: &Path, kubeconfig: &Path, api_listen: Socke
         .collect();
     println!();
     println!("The cluster is up ({:.1} s).", took.as_secs_f64());
-    println!("  Kubernetes API for kubectl: http://{api_listen} (forwarded to every master's API)");
+    println!(
+        "  Kubernetes API for kubectl: {}://{api_listen} (forwarded to every master's API)",
+        shape.scheme()
+    );
     println!("    kubectl --kubeconfig {} get nodes", kubeconfig.display());
     println!("  etcd API of the store:");
     println!(
@@ -636,9 +741,10 @@ fn print_summary(shape: &Shape, dir: &Path, kubeconfig: &Path, api_listen: Socke
     for i in 1..=shape.masters {
         let ip = shape.master_ip(i);
         println!(
-            "    m{i}  etcd http://{}  peers http://{}  API http://{}  log {}",
+            "    m{i}  etcd http://{}  peers http://{}  API {}://{}  log {}",
             SocketAddr::new(ip, ETCD_PORT),
             SocketAddr::new(ip, PEER_PORT),
+            shape.scheme(),
             SocketAddr::new(ip, API_PORT),
             dir.join(format!("m{i}.log")).display()
         );
@@ -685,6 +791,7 @@ mod tests {
             nodes: 2,
             loopback_net: 7,
             token: "t".into(),
+            insecure: false,
         };
         let specs = specs(&shape, Path::new("/d"));
         let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
@@ -710,11 +817,28 @@ mod tests {
             m2.contains("--initial-cluster m1=http://127.7.1.1:2380,m2=http://127.7.1.2:2380,m3=http://127.7.1.3:2380"),
             "{m2}"
         );
+        assert!(m2.contains("--pki-dir /d/pki"), "{m2}");
+        assert!(!m2.contains("--insecure"), "{m2}");
         let agent = specs[5].args.join(" ");
         assert!(agent.contains("--node-name node2"), "{agent}");
         assert!(agent.contains("--node-ip 127.7.2.2"), "{agent}");
         assert!(
-            agent.contains("--master http://127.7.1.1:6443,http://127.7.1.2:6443,http://127.7.1.3:6443"),
+            agent.contains("--master https://127.7.1.1:6443,https://127.7.1.2:6443,https://127.7.1.3:6443"),
+            "{agent}"
+        );
+        assert!(agent.contains("--kubeconfig /d/pki/node2-agent.kubeconfig"), "{agent}");
+        let insecure = super::specs(
+            &Shape {
+                insecure: true,
+                ..shape
+            },
+            Path::new("/d"),
+        );
+        let m1 = insecure[0].args.join(" ");
+        assert!(m1.contains("--insecure") && !m1.contains("--pki-dir"), "{m1}");
+        let agent = insecure[3].args.join(" ");
+        assert!(
+            agent.contains("--master http://127.7.1.1:6443") && !agent.contains("--kubeconfig"),
             "{agent}"
         );
     }
@@ -729,6 +853,7 @@ mod tests {
             api_listen: "127.0.0.1:6443".parse().expect("addr"),
             loopback_net: 1,
             restart: true,
+            insecure: false,
         };
         let (first, created) = load_or_create_shape(&args(3, 2)).expect("created");
         assert!(created);
@@ -737,5 +862,11 @@ mod tests {
         assert_eq!(first, again, "the token is kept");
         let e = load_or_create_shape(&args(5, 2)).expect_err("other shape");
         assert!(e.contains("holds a cluster of 3 masters and 2 nodes"), "{e}");
+        let plain = UpArgs {
+            insecure: true,
+            ..args(3, 2)
+        };
+        let e = load_or_create_shape(&plain).expect_err("TLS then plain");
+        assert!(e.contains("served over TLS"), "{e}");
     }
 }

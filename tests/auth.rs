@@ -287,7 +287,7 @@ fn kubectl_over_https_with_tokens_and_rbac() {
         "--hosts",
         "127.0.0.1,localhost",
     ]);
-    for (file, mode) in [("ca.key", 0o600), ("apiserver.key", 0o600), ("ca.crt", 0o644)] {
+    for (file, mode) in [("ca.key", 0o600), ("apiserver.key", 0o600), ("ca.crt", 0o600)] {
         let m = std::fs::metadata(certs.join(file)).expect(file).permissions().mode() & 0o777;
         assert_eq!(m, mode, "{file}");
     }

@@ -66,7 +66,14 @@ struct Up {
 impl Up {
     fn start(dir: &Path, api: SocketAddr, net: u8) -> Up {
         let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
-            .args(["up", "--masters", &MASTERS.to_string(), "--nodes", &NODES.to_string()])
+            .args([
+                "up",
+                "--insecure",
+                "--masters",
+                &MASTERS.to_string(),
+                "--nodes",
+                &NODES.to_string(),
+            ])
             .args(["--loopback-net", &net.to_string(), "--api-listen", &api.to_string()])
             .arg("--data-dir")
             .arg(dir)

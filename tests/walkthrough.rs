@@ -20,6 +20,8 @@ fn the_walkthrough_runs_a_deployment_behind_a_service() {
     let (server, kubeconfig) = Server::with_api(
         dir.path(),
         &[
+            // As `make up` serves it: HTTPS, the admin's certificate in the kubeconfig.
+            common::SECURE,
             "--scheduler",
             "--node-name",
             "walkthrough",

@@ -36,28 +36,34 @@ use std::time::Duration;
 use http::Uri;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpStream;
 use tonic::transport::Channel;
 use tower_service::Service;
 
 use crate::error::{AgentError, Result};
+use crate::tls::{ApiStream, ClientTls};
 
 /// How long one connection attempt to one apiserver may take before the next is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Apiservers in one list, at most (clusters have 1, 3 or 5 masters; 7 and 9 are rare).
 pub const ENDPOINTS_MAX: usize = 9;
 
-/// The apiservers of a `--master` list: comma separated `http://host:port` URLs, in the
-/// order to try them. Only plain HTTP, a host and a port (no path).
+/// The apiservers of a `--master` list: comma separated `http://host:port` or
+/// `https://host:port` URLs (all of one scheme), in the order to try them; a host and a
+/// port, no path.
 pub fn parse_endpoints(text: &str) -> Result<Vec<Uri>> {
     let mut out: Vec<Uri> = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let uri: Uri = part
             .parse()
             .map_err(|e| AgentError::Config(format!("the API's URL {part:?}: {e}")))?;
-        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
             return Err(AgentError::Config(format!(
-                "the API's URL {part:?}: expected http://host:port (TLS is not served yet)"
+                "the API's URL {part:?}: expected https://host:port or http://host:port"
+            )));
+        }
+        if out.first().is_some_and(|first| first.scheme() != uri.scheme()) {
+            return Err(AgentError::Config(format!(
+                "the API's URL {part:?}: all of a list's URLs have one scheme"
             )));
         }
         if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
@@ -89,6 +95,8 @@ pub struct FailoverConnector {
     /// The index of the endpoint the last connection went to.
     current: Arc<AtomicUsize>,
     inner: HttpConnector,
+    /// TLS over each connection (for `https://` endpoints).
+    tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>,
 }
 
 impl FailoverConnector {
@@ -96,6 +104,11 @@ impl FailoverConnector {
     ///
     /// When `endpoints` is empty (an invariant: [`parse_endpoints`] never returns that).
     pub fn new(endpoints: Vec<Uri>) -> FailoverConnector {
+        FailoverConnector::with_tls(endpoints, None)
+    }
+
+    /// [`FailoverConnector::new`], speaking TLS with `tls` over each connection.
+    pub fn with_tls(endpoints: Vec<Uri>, tls: Option<Arc<tokio_rustls::rustls::ClientConfig>>) -> FailoverConnector {
         assert!(!endpoints.is_empty(), "a failover connector needs an endpoint");
         let mut inner = HttpConnector::new();
         inner.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -106,6 +119,7 @@ impl FailoverConnector {
             endpoints: endpoints.into(),
             current: Arc::new(AtomicUsize::new(0)),
             inner,
+            tls,
         }
     }
 
@@ -116,9 +130,9 @@ impl FailoverConnector {
 }
 
 impl Service<Uri> for FailoverConnector {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<ApiStream>;
     type Error = std::io::Error;
-    type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TcpStream>>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = std::io::Result<TokioIo<ApiStream>>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -134,13 +148,36 @@ impl Service<Uri> for FailoverConnector {
             for k in 0..n {
                 let i = (first + k) % n;
                 let mut inner = this.inner.clone();
-                match inner.call(this.endpoints[i].clone()).await {
+                let endpoint = this.endpoints[i].clone();
+                let connected = match inner.call(endpoint.clone()).await {
+                    Err(e) => Err(std::io::Error::other(e)),
+                    Ok(io) => match &this.tls {
+                        None => Ok(ApiStream::Plain(io.into_inner())),
+                        Some(config) => {
+                            let host = endpoint.host().unwrap_or_default();
+                            // The handshake is bounded as the connect is.
+                            match tokio::time::timeout(
+                                CONNECT_TIMEOUT,
+                                ApiStream::tls(io.into_inner(), host, config.clone()),
+                            )
+                            .await
+                            {
+                                Ok(r) => r,
+                                Err(_) => Err(std::io::Error::new(
+                                    std::io::ErrorKind::TimedOut,
+                                    "the TLS handshake timed out",
+                                )),
+                            }
+                        }
+                    },
+                };
+                match connected {
                     Ok(io) => {
                         if i != first {
                             tracing::info!(apiserver = %this.endpoints[i], "connected to another API server");
                         }
                         this.current.store(i, Ordering::Relaxed);
-                        return Ok(io);
+                        return Ok(TokioIo::new(io));
                     }
                     Err(e) => {
                         tracing::debug!(apiserver = %this.endpoints[i], error = %e, "cannot connect to an API server");
@@ -190,9 +227,14 @@ where
 /// A client of the Kubernetes API at `masters` (see [`parse_endpoints`]), failing over
 /// between them.
 pub fn api_client(masters: &str) -> Result<kube::Client> {
+    api_client_tls(masters, None)
+}
+
+/// [`api_client`] over TLS with `tls` (for `https://` URLs).
+pub fn api_client_tls(masters: &str, tls: Option<&ClientTls>) -> Result<kube::Client> {
     let endpoints = parse_endpoints(masters)?;
     let base = endpoints[0].clone();
-    let connector = FailoverConnector::new(endpoints);
+    let connector = FailoverConnector::with_tls(endpoints, tls_for(&base, tls, false)?);
     let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
     Ok(kube::Client::new(Based { base, inner: http }, "default"))
 }
@@ -200,10 +242,37 @@ pub fn api_client(masters: &str) -> Result<kube::Client> {
 /// A channel to the mesh API of `masters` (served on the same ports as the Kubernetes
 /// API), failing over between them. Connects lazily: the first call connects.
 pub fn mesh_channel(masters: &str) -> Result<Channel> {
+    mesh_channel_tls(masters, None)
+}
+
+/// [`mesh_channel`] over TLS with `tls` (for `https://` URLs).
+pub fn mesh_channel_tls(masters: &str, tls: Option<&ClientTls>) -> Result<Channel> {
     let endpoints = parse_endpoints(masters)?;
-    let endpoint = Channel::from_shared(endpoints[0].to_string())
-        .map_err(|e| AgentError::Config(format!("the API's URL {}: {e}", endpoints[0])))?;
-    Ok(endpoint.connect_with_connector_lazy(FailoverConnector::new(endpoints)))
+    let tls = tls_for(&endpoints[0], tls, true)?;
+    // tonic sees plain HTTP/2: the connector does the TLS.
+    let uri = format!("http://{}", endpoints[0].authority().map_or("", |a| a.as_str()));
+    let endpoint =
+        Channel::from_shared(uri).map_err(|e| AgentError::Config(format!("the API's URL {}: {e}", endpoints[0])))?;
+    Ok(endpoint.connect_with_connector_lazy(FailoverConnector::with_tls(endpoints, tls)))
+}
+
+/// The TLS configuration for a list whose first URL is `first`: https needs one, http
+/// takes none.
+fn tls_for(
+    first: &Uri,
+    tls: Option<&ClientTls>,
+    http2: bool,
+) -> Result<Option<Arc<tokio_rustls::rustls::ClientConfig>>> {
+    match (first.scheme_str(), tls) {
+        (Some("https"), Some(tls)) => Ok(Some(tls.config(http2))),
+        (Some("https"), None) => Err(AgentError::Config(format!(
+            "the API's URL {first}: https needs the cluster's CA (a kubeconfig with certificate-authority-data)"
+        ))),
+        (_, Some(_)) => Err(AgentError::Config(format!(
+            "the API's URL {first}: TLS settings were given for a plain http:// URL"
+        ))),
+        (_, None) => Ok(None),
+    }
 }
 
 /// The socket address of an `http://host:port` URL whose host is an IP address (the
@@ -224,10 +293,12 @@ mod tests {
             .expect("a valid list");
         let strings: Vec<String> = list.iter().map(|u| u.to_string()).collect();
         assert_eq!(strings, ["http://127.0.1.1:6443/", "http://127.0.1.2:6443/"]);
+        assert!(parse_endpoints("https://a:6443,https://b:6443").is_ok());
         for bad in [
             "",
             ",",
-            "https://a:6443",
+            "https://a:6443,http://b:6443",
+            "ftp://a:6443",
             "127.0.0.1:6443",
             "http://a:6443/api",
             "http://",
@@ -255,7 +326,7 @@ mod tests {
             .await
             .expect("connects");
         let (_accepted, from) = live.accept().await.expect("the live one is reached");
-        assert_eq!(io.inner().local_addr().expect("local"), from);
+        assert_eq!(io.inner().tcp().local_addr().expect("local"), from);
         assert_eq!(connector.current().port_u16(), Some(live_addr.port()), "remembered");
         // Once the live one is gone too, the error names both.
         drop(live);

@@ -36,5 +36,6 @@ pub mod replicaset;
 pub mod runtime;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod tls;
 
 pub use error::{AgentError, Result};

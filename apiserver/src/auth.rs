@@ -370,6 +370,18 @@ pub fn user_of(extensions: &axum::http::Extensions) -> UserInfo {
         .unwrap_or_else(UserInfo::anonymous)
 }
 
+/// Whether `user` may make the request `attrs` describes: Ok, or the 403 (with
+/// upstream's message) as an error; for the callers that are not the REST filter (the
+/// mesh API).
+pub fn authorize(auth: Option<&Auth>, user: &UserInfo, attrs: &Attributes) -> std::result::Result<(), ApiError> {
+    match decide(auth, user, attrs)? {
+        Decision::Allow => Ok(()),
+        Decision::Deny { reason } => Err(ApiError::Forbidden(rbac::forbidden_message_with_reason(
+            user, attrs, &reason,
+        ))),
+    }
+}
+
 /// What `user` may do per the server's authorizer: RBAC's decision, or allowed when
 /// every request is (no authentication, or `AlwaysAllow`).
 fn decide(auth: Option<&Auth>, user: &UserInfo, attrs: &Attributes) -> std::result::Result<Decision, ApiError> {

@@ -346,7 +346,7 @@ pub async fn serve_with(
         ));
     }
     // Authentication and authorization, when configured, in front of every REST route
-    // (the mesh API below is not behind them yet).
+    // (the mesh API below does the same for its calls).
     let mut policy_task = None;
     if let Some(auth) = api.config.auth.clone() {
         if auth.mode() == auth::Mode::Rbac {
@@ -358,7 +358,10 @@ pub async fn serve_with(
         app = app.layer(axum::middleware::from_fn_with_state(auth, auth::filter));
     }
     let app = app.layer(axum::middleware::from_fn_with_state(
-        mesh::routes(api.clone(), stop_rx),
+        mesh::MeshLayer {
+            routes: mesh::routes(api.clone(), stop_rx),
+            auth: api.config.auth.clone(),
+        },
         mesh::serve_layer,
     ));
     let served = listen::serve(listener, app, tls, api.config.connections, shutdown).await;
@@ -378,14 +381,25 @@ impl Drop for AbortOnDrop {
 /// A kubeconfig for `server` (no credentials), as kubectl reads it; `ca_pem`: the CA to
 /// trust for an `https://` server.
 pub fn kubeconfig(server: &str, ca_pem: Option<&str>) -> String {
+    kubeconfig_for(server, ca_pem, None)
+}
+
+/// [`kubeconfig`] whose user presents `client`: a certificate and its key, PEM.
+pub fn kubeconfig_for(server: &str, ca_pem: Option<&str>, client: Option<(&str, &str)>) -> String {
     use base64::Engine;
+    let b64 = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
     let ca = ca_pem.map_or(String::new(), |pem| {
-        format!(
-            "    certificate-authority-data: {}\n",
-            base64::engine::general_purpose::STANDARD.encode(pem)
-        )
+        format!("    certificate-authority-data: {}\n", b64(pem))
     });
+    let user = match client {
+        None => " {}\n".to_owned(),
+        Some((cert, key)) => format!(
+            "\n    client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(cert),
+            b64(key)
+        ),
+    };
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\n{ca}contexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: capstan\n    namespace: default\ncurrent-context: capstan\nusers:\n- name: capstan\n  user: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: capstan\n  cluster:\n    server: {server}\n{ca}contexts:\n- name: capstan\n  context:\n    cluster: capstan\n    user: capstan\n    namespace: default\ncurrent-context: capstan\nusers:\n- name: capstan\n  user:{user}"
     )
 }

@@ -972,6 +972,8 @@ impl Cluster {
             member.data_dir.display().to_string(),
             "--listen-client".to_string(),
             member.client_addr.to_string(),
+            // Plain HTTP: the workloads' clients speak it.
+            "--insecure".to_string(),
         ];
         if self.members.len() > 1 {
             let initial_cluster: Vec<String> = (0..self.members.len())

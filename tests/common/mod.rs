@@ -13,6 +13,10 @@ pub const START_DEADLINE: Duration = Duration::from_secs(60);
 
 const READY: &str = "capstan store ready on ";
 
+/// Given to [`Server::start_with`]: serve the API as the default does, over TLS with
+/// client certificates (not passed on to the server).
+pub const SECURE: &str = "<secure>";
+
 /// A running `capstan store`. Dropping it kills the process (SIGKILL) and waits for it;
 /// when the test is failing, the tail of the server's log is printed.
 pub struct Server {
@@ -28,11 +32,15 @@ impl Server {
         Server::start_with(data_dir, log, &[])
     }
 
-    /// [`Server::start`] with more command-line arguments.
+    /// [`Server::start`] with more command-line arguments. The Kubernetes API, if
+    /// asked for, is served in plain HTTP (`--insecure`) unless `extra` has [`SECURE`].
     pub fn start_with(data_dir: &Path, log: &Path, extra: &[&str]) -> Server {
         let mut args: Vec<String> = vec!["store".into(), "--data-dir".into(), data_dir.display().to_string()];
         args.extend(["--listen-client".into(), "127.0.0.1:0".into()]);
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().filter(|a| **a != SECURE).map(|s| s.to_string()));
+        if !extra.contains(&SECURE) {
+            args.push("--insecure".into());
+        }
         Server::launch(&args, READY, log)
     }
 
@@ -66,6 +74,9 @@ impl Server {
             kubeconfig.display().to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        if !extra.contains(&"--tls-cert-file") {
+            args.push("--insecure".into());
+        }
         Server::launch(&args, "capstan apiserver ready on ", log)
     }
 

@@ -559,7 +559,12 @@ fn remove_pod_files(ctx: &Context, uid: &str) {
 /// failed over as [`crate::client`] describes; plain HTTP/2), connecting on first use.
 /// Must be called within a tokio runtime.
 pub fn mesh_client(url: &str) -> Result<MeshClient<Channel>> {
-    Ok(MeshClient::new(crate::client::mesh_channel(url)?))
+    mesh_client_tls(url, None)
+}
+
+/// [`mesh_client`] over TLS with `tls` (for `https://` URLs).
+pub fn mesh_client_tls(url: &str, tls: Option<&crate::tls::ClientTls>) -> Result<MeshClient<Channel>> {
+    Ok(MeshClient::new(crate::client::mesh_channel_tls(url, tls)?))
 }
 
 /// Runs `count` hollow nodes (the simulated runtime) in this process until the future is
@@ -577,6 +582,21 @@ pub fn mesh_client(url: &str) -> Result<MeshClient<Channel>> {
 /// [`HOLLOW_NODES_PER_CONNECTION`] nodes; `client` is shared by all. `started` is called
 /// once per node as it starts (it is `run`'s callback).
 pub async fn run_hollow<F>(client: Client, api_url: &str, template: Config, count: usize, started: F) -> Result<()>
+where
+    F: Fn(&Agent) + Send + Sync + 'static,
+{
+    run_hollow_tls(client, api_url, None, template, count, started).await
+}
+
+/// [`run_hollow`] with the mesh connections over TLS with `tls` (for `https://` URLs).
+pub async fn run_hollow_tls<F>(
+    client: Client,
+    api_url: &str,
+    tls: Option<&crate::tls::ClientTls>,
+    template: Config,
+    count: usize,
+    started: F,
+) -> Result<()>
 where
     F: Fn(&Agent) + Send + Sync + 'static,
 {
@@ -606,7 +626,7 @@ where
         }))
     });
     let connections = (0..count.div_ceil(HOLLOW_NODES_PER_CONNECTION))
-        .map(|_| mesh_client(api_url))
+        .map(|_| mesh_client_tls(api_url, tls))
         .collect::<Result<Vec<_>>>()?;
     let started = Arc::new(started);
     let mut nodes = tokio::task::JoinSet::new();

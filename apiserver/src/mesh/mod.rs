@@ -76,9 +76,11 @@ use tonic::codegen::Service;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::Code;
 
+use crate::auth;
 use crate::error::{ApiError, GroupResource};
 use crate::handlers::{self, Api};
 use crate::http::Params;
+use crate::rbac::{self, UserInfo};
 use crate::resources::ResourceType;
 
 /// The trailing metadata key under which a failed call carries the Kubernetes Status
@@ -273,7 +275,15 @@ impl MeshService {
     }
 
     /// Runs the REST request a call stands for; the response body on success.
-    async fn rest(&self, r: Rest) -> Result<Bytes, tonic::Status> {
+    async fn rest(&self, user: &UserInfo, r: Rest) -> Result<Bytes, tonic::Status> {
+        // The same decision as for the REST request the call stands for.
+        let full = if r.group.is_empty() {
+            format!("/api/{}/{}", r.version, r.path)
+        } else {
+            format!("/apis/{}/{}/{}", r.group, r.version, r.path)
+        };
+        let attrs = rbac::request_attributes(r.method.as_str(), &full, false);
+        auth::authorize(self.api.config.auth.as_deref(), user, &attrs).map_err(|e| status_of(&e))?;
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let work = handlers::handle(
@@ -310,8 +320,8 @@ impl MeshService {
     }
 
     /// A REST call answered with one object.
-    async fn object(&self, r: Rest) -> Result<tonic::Response<Object>, tonic::Status> {
-        let json = self.rest(r).await?;
+    async fn object(&self, user: &UserInfo, r: Rest) -> Result<tonic::Response<Object>, tonic::Status> {
+        let json = self.rest(user, r).await?;
         let resource_version = head(&json).resource_version;
         Ok(tonic::Response::new(Object { json, resource_version }))
     }
@@ -327,7 +337,12 @@ impl MeshService {
         }
     }
 
-    async fn put(&self, req: UpdateRequest, sub: Option<&str>) -> Result<tonic::Response<Object>, tonic::Status> {
+    async fn put(
+        &self,
+        user: &UserInfo,
+        req: UpdateRequest,
+        sub: Option<&str>,
+    ) -> Result<tonic::Response<Object>, tonic::Status> {
         let r = req.resource.unwrap_or_default();
         let meta = head(&req.object);
         let name = if req.name.is_empty() { meta.name } else { req.name };
@@ -339,8 +354,26 @@ impl MeshService {
         let (_, path) = rest_path(Some(&r), &namespace, Some(&name), sub, true)?;
         let mut params = HashMap::new();
         dry_run(&mut params, req.dry_run);
-        self.object(Self::rest_for(&r, Method::PUT, path, params, req.object))
+        self.object(user, Self::rest_for(&r, Method::PUT, path, params, req.object))
             .await
+    }
+
+    /// A stream of `resource` objects (in `namespace`, or all) for `user`: the decision
+    /// for a list and a watch of them.
+    fn authorize_stream(&self, user: &UserInfo, r: &ResourceRef, namespace: &str) -> Result<(), tonic::Status> {
+        for verb in ["list", "watch"] {
+            let attrs = rbac::Attributes::Resource(rbac::ResourceAttributes {
+                verb: verb.into(),
+                api_group: r.group.clone(),
+                api_version: r.version.clone(),
+                resource: r.resource.clone(),
+                subresource: String::new(),
+                namespace: namespace.into(),
+                name: String::new(),
+            });
+            auth::authorize(self.api.config.auth.as_deref(), user, &attrs).map_err(|e| status_of(&e))?;
+        }
+        Ok(())
     }
 
     fn proxy_hub(&self) -> &Arc<proxy::ProxyHub> {
@@ -351,6 +384,7 @@ impl MeshService {
 #[tonic::async_trait]
 impl Mesh for MeshService {
     async fn get(&self, request: tonic::Request<GetRequest>) -> Result<tonic::Response<Object>, tonic::Status> {
+        let user = auth::user_of(request.extensions());
         let req = request.into_inner();
         let r = req.resource.unwrap_or_default();
         let (_, path) = rest_path(Some(&r), &r.namespace, Some(&req.name), None, true)?;
@@ -358,11 +392,12 @@ impl Mesh for MeshService {
         if !req.resource_version.is_empty() {
             params.insert("resourceVersion".into(), req.resource_version);
         }
-        self.object(Self::rest_for(&r, Method::GET, path, params, Bytes::new()))
+        self.object(&user, Self::rest_for(&r, Method::GET, path, params, Bytes::new()))
             .await
     }
 
     async fn list(&self, request: tonic::Request<ListRequest>) -> Result<tonic::Response<ListResponse>, tonic::Status> {
+        let user = auth::user_of(request.extensions());
         let req = request.into_inner();
         let r = req.resource.unwrap_or_default();
         let (_, path) = rest_path(Some(&r), &r.namespace, None, None, false)?;
@@ -382,7 +417,7 @@ impl Mesh for MeshService {
             params.insert("limit".into(), req.limit.to_string());
         }
         let body = self
-            .rest(Self::rest_for(&r, Method::GET, path, params, Bytes::new()))
+            .rest(&user, Self::rest_for(&r, Method::GET, path, params, Bytes::new()))
             .await?;
         let mut list: Value = serde_json::from_slice(&body)
             .map_err(|e| status_of(&ApiError::Internal(format!("decoding the list: {e}"))))?;
@@ -409,15 +444,18 @@ impl Mesh for MeshService {
         &self,
         request: tonic::Request<WatchRequest>,
     ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        let user = auth::user_of(request.extensions());
         let req = request.into_inner();
         let r = req.resource.clone().unwrap_or_default();
         let (rt, _) = rest_path(Some(&r), &r.namespace, None, None, false)?;
+        self.authorize_stream(&user, &r, &r.namespace)?;
         stream::watch(&self.api, rt, req, self.stop.clone())
             .await
             .map(tonic::Response::new)
     }
 
     async fn create(&self, request: tonic::Request<CreateRequest>) -> Result<tonic::Response<Object>, tonic::Status> {
+        let user = auth::user_of(request.extensions());
         let req = request.into_inner();
         let r = req.resource.unwrap_or_default();
         let namespace = if r.namespace.is_empty() {
@@ -428,22 +466,25 @@ impl Mesh for MeshService {
         let (_, path) = rest_path(Some(&r), &namespace, None, None, true)?;
         let mut params = HashMap::new();
         dry_run(&mut params, req.dry_run);
-        self.object(Self::rest_for(&r, Method::POST, path, params, req.object))
+        self.object(&user, Self::rest_for(&r, Method::POST, path, params, req.object))
             .await
     }
 
     async fn update(&self, request: tonic::Request<UpdateRequest>) -> Result<tonic::Response<Object>, tonic::Status> {
-        self.put(request.into_inner(), None).await
+        let user = auth::user_of(request.extensions());
+        self.put(&user, request.into_inner(), None).await
     }
 
     async fn update_status(
         &self,
         request: tonic::Request<UpdateRequest>,
     ) -> Result<tonic::Response<Object>, tonic::Status> {
-        self.put(request.into_inner(), Some("status")).await
+        let user = auth::user_of(request.extensions());
+        self.put(&user, request.into_inner(), Some("status")).await
     }
 
     async fn delete(&self, request: tonic::Request<DeleteRequest>) -> Result<tonic::Response<Object>, tonic::Status> {
+        let user = auth::user_of(request.extensions());
         let req = request.into_inner();
         let r = req.resource.unwrap_or_default();
         let (_, path) = rest_path(Some(&r), &r.namespace, Some(&req.name), None, true)?;
@@ -460,7 +501,7 @@ impl Mesh for MeshService {
         let mut params = HashMap::new();
         dry_run(&mut params, req.dry_run);
         let body = Bytes::from(options.to_string());
-        self.object(Self::rest_for(&r, Method::DELETE, path, params, body))
+        self.object(&user, Self::rest_for(&r, Method::DELETE, path, params, body))
             .await
     }
 
@@ -470,6 +511,8 @@ impl Mesh for MeshService {
         &self,
         request: tonic::Request<NodeAssignmentsRequest>,
     ) -> Result<tonic::Response<Self::NodeAssignmentsStream>, tonic::Status> {
+        let user = auth::user_of(request.extensions());
+        self.authorize_stream(&user, &core_v1("pods"), "")?;
         stream::node_assignments(&self.api, request.into_inner(), self.stop.clone())
             .await
             .map(tonic::Response::new)
@@ -479,6 +522,7 @@ impl Mesh for MeshService {
         &self,
         request: tonic::Request<PodStatusReport>,
     ) -> Result<tonic::Response<Object>, tonic::Status> {
+        let user = auth::user_of(request.extensions());
         let req = request.into_inner();
         let status: Value =
             serde_json::from_slice(&req.status).map_err(|e| bad_request(format!("status is not valid JSON: {e}")))?;
@@ -498,7 +542,7 @@ impl Mesh for MeshService {
         };
         let (_, path) = rest_path(Some(&r), &req.namespace, Some(&req.name), Some("status"), true)?;
         let body = Bytes::from(pod.to_string());
-        self.object(Self::rest_for(&r, Method::PUT, path, HashMap::new(), body))
+        self.object(&user, Self::rest_for(&r, Method::PUT, path, HashMap::new(), body))
             .await
     }
 
@@ -508,11 +552,31 @@ impl Mesh for MeshService {
         &self,
         request: tonic::Request<ProxyConfigRequest>,
     ) -> Result<tonic::Response<Self::ProxyConfigStream>, tonic::Status> {
+        let user = auth::user_of(request.extensions());
         let req = request.into_inner();
         tracing::debug!(node = %req.node_name, "proxy configuration stream");
+        for resource in ["services", "endpoints"] {
+            self.authorize_stream(&user, &core_v1(resource), "")?;
+        }
         let hub = self.proxy_hub().clone();
         proxy::stream(&hub, self.stop.clone()).await.map(tonic::Response::new)
     }
+}
+
+fn core_v1(resource: &str) -> ResourceRef {
+    ResourceRef {
+        group: String::new(),
+        version: "v1".into(),
+        resource: resource.into(),
+        namespace: String::new(),
+    }
+}
+
+/// The state of [`serve_layer`]: the mesh's routes, and the server's authentication.
+#[derive(Clone)]
+pub struct MeshLayer {
+    pub routes: tonic::service::Routes,
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 /// The gRPC routes of the mesh service over `api`; its streams end once `stop` turns
@@ -527,7 +591,7 @@ pub fn routes(api: Arc<Api>, stop: watch::Receiver<bool>) -> tonic::service::Rou
 /// Middleware in front of the REST router: gRPC requests (content type
 /// `application/grpc`, `application/grpc+proto`, ...) go to the mesh service, every
 /// other request on to REST untouched.
-pub async fn serve_layer(State(grpc): State<tonic::service::Routes>, req: Request, next: Next) -> Response {
+pub async fn serve_layer(State(layer): State<MeshLayer>, mut req: Request, next: Next) -> Response {
     let is_grpc = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -536,7 +600,19 @@ pub async fn serve_layer(State(grpc): State<tonic::service::Routes>, req: Reques
     if !is_grpc {
         return next.run(req).await;
     }
-    let mut grpc = grpc;
+    // Who calls, as the REST filter finds it (client certificate or token); each call is
+    // then authorized as the REST request it stands for.
+    if let Some(auth) = &layer.auth {
+        match auth.authenticate(req.headers(), req.extensions()) {
+            auth::Credentials::User(user) => {
+                req.extensions_mut().insert(user);
+            }
+            auth::Credentials::None | auth::Credentials::Invalid => {
+                return tonic::Status::unauthenticated("Unauthorized").into_http();
+            }
+        }
+    }
+    let mut grpc = layer.routes;
     // The routes are an axum router, always ready; poll anyway, as the contract asks.
     if let Err(never) = std::future::poll_fn(|cx| Service::<Request>::poll_ready(&mut grpc, cx)).await {
         match never {}

@@ -1,0 +1,427 @@
+//! Secure by default (issue 10): without `--insecure`, `capstan store --apiserver-listen`
+//! and `capstan up` make a cluster CA on first start, serve the API over TLS with client
+//! certificates and RBAC, run their own components with certificates of their own
+//! identities, and write a kubeconfig (mode 0600) whose client certificate is the admin's.
+//!
+//! - Every kubectl this machine has drives the cluster with that kubeconfig; a pod runs
+//!   on the in-process node (its agent authenticated as `system:node:n1`).
+//! - Without credentials: 401. A user the CA issued without bindings: 403, on REST and on
+//!   the mesh gRPC API alike (the mesh without a certificate: UNAUTHENTICATED).
+//! - Every key and certificate file is 0600, the PKI directory 0700.
+//! - A restart serves a new certificate from the same CA, and nothing is lost.
+//! - Plain text only with --insecure: the etcd port on a non-loopback address, or
+//!   `capstan apiserver` without a certificate, refuse to start without it.
+//! - `capstan up` (1 master, 1 node as separate processes): the node's agent and proxy
+//!   reach the masters with their own kubeconfigs; `capstan status` reads its kubeconfig.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Reaper, Server, SECURE};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
+    Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs kubectl until `ok` holds for its output, at most DEADLINE.
+fn kubectl_until(bin: &Path, kc: &Path, args: &[&str], what: &str, ok: impl Fn(&str) -> bool) {
+    let until = Instant::now() + DEADLINE;
+    loop {
+        let o = kubectl(bin, kc, args);
+        if o.status.success() && ok(&String::from_utf8_lossy(&o.stdout)) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "{what}: not within {DEADLINE:?}; last: {}",
+            text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Every file in `dir` is 0600 and `dir` itself 0700.
+fn assert_private(dir: &Path) {
+    assert_eq!(mode(dir), 0o700, "{}", dir.display());
+    for entry in std::fs::read_dir(dir).expect("read the PKI directory") {
+        let path = entry.expect("entry").path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+}
+
+/// The kubeconfig `kc` with its user's certificate and key replaced by `user`'s (files).
+fn with_user(kc: &Path, out: &Path, user: (&str, &str)) -> PathBuf {
+    use base64::Engine;
+    let text = std::fs::read_to_string(kc).expect("kubeconfig");
+    let b64 = |p: &str| base64::engine::general_purpose::STANDARD.encode(std::fs::read(p).expect("PEM"));
+    let creds = format!(
+        "\n    client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(user.0),
+        b64(user.1)
+    );
+    // The last "  user:" is the users entry (contexts name theirs as "    user: capstan").
+    let idx = text.rfind("\n  user:").expect("the users entry") + 1;
+    let written = format!("{}  user:{creds}", &text[..idx]);
+    std::fs::write(out, written).expect("write kubeconfig");
+    out.to_path_buf()
+}
+
+/// The API server's certificate (DER), verified against the CA `ca_pem`.
+fn served_certificate(addr: std::net::SocketAddr, ca_pem: &[u8]) -> Vec<u8> {
+    tls_exchange(addr, ca_pem, None).0
+}
+
+/// Over TLS without a client certificate: the server's certificate, and the answer to
+/// `request` when given.
+fn tls_exchange(addr: std::net::SocketAddr, ca_pem: &[u8], request: Option<&str>) -> (Vec<u8>, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(c.expect("a CA certificate")).expect("add the CA");
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("a handshake the CA verifies");
+        let cert = tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec();
+        let mut answer = String::new();
+        if let Some(r) = request {
+            tls.write_all(r.as_bytes()).await.expect("send");
+            let mut buf = Vec::new();
+            // The server closes after an HTTP/1.0 answer; a TLS close without notify is fine.
+            let _ = tokio::time::timeout(DEADLINE, tls.read_to_end(&mut buf)).await;
+            answer = String::from_utf8_lossy(&buf).to_string();
+        }
+        (cert, answer)
+    })
+}
+
+/// A mesh `List` of pods with `tls`: the gRPC code it fails with, or Ok.
+fn mesh_list_pods(url: &str, tls: &capstan_agents::tls::ClientTls) -> tonic::Code {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut mesh = capstan_agents::node::agent::mesh_client_tls(url, Some(tls)).expect("mesh client");
+        let request = capstan_proto::mesh::ListRequest {
+            resource: Some(capstan_proto::mesh::ResourceRef {
+                group: String::new(),
+                version: "v1".into(),
+                resource: "pods".into(),
+                namespace: "default".into(),
+            }),
+            ..Default::default()
+        };
+        match mesh.list(request).await {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        }
+    })
+}
+
+#[test]
+fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let kc = dir.join("kubeconfig");
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let args = [
+        SECURE,
+        "--apiserver-listen",
+        &listen,
+        "--write-kubeconfig",
+        kc.to_str().expect("utf-8"),
+        "--scheduler",
+        "--node-name",
+        "n1",
+        "--agent-port",
+        "0",
+        "--dns-listen",
+        "127.0.0.1:0",
+    ];
+    let _reaper = Reaper(data.join("node"));
+    let server = Server::start_with(&data, &dir.join("server.log"), &args);
+    let pki = data.join("pki");
+
+    // The kubeconfig: HTTPS, the CA, the admin's certificate; private.
+    let config = std::fs::read_to_string(&kc).expect("the kubeconfig");
+    assert!(config.contains(&format!("server: https://{listen}")), "{config}");
+    assert!(config.contains("certificate-authority-data:"), "{config}");
+    assert!(
+        config.contains("client-certificate-data:") && config.contains("client-key-data:"),
+        "{config}"
+    );
+    assert_eq!(mode(&kc), 0o600);
+    assert_private(&pki);
+
+    for k in common::kubectls_or_fail() {
+        kubectl_until(&k, &kc, &["get", "nodes", "--no-headers"], "node n1 Ready", |out| {
+            out.lines()
+                .any(|l| l.starts_with("n1 ") && l.split_whitespace().nth(1) == Some("Ready"))
+        });
+        let can = kubectl(&k, &kc, &["auth", "can-i", "*", "*"]);
+        assert_eq!(String::from_utf8_lossy(&can.stdout).trim(), "yes", "{}", text(&can));
+    }
+    let k = &common::kubectls_or_fail()[0];
+    let made = kubectl(
+        k,
+        &kc,
+        &["create", "deployment", "web", "--image=busybox", "--", "sleep", "3600"],
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    kubectl_until(
+        k,
+        &kc,
+        &[
+            "get",
+            "pods",
+            "-l",
+            "app=web",
+            "-o",
+            "jsonpath={.items[*].status.phase}",
+        ],
+        "the pod Running on the in-process node",
+        |out| out.contains("Running"),
+    );
+
+    // No credentials: 401, but for the health paths.
+    let addr: std::net::SocketAddr = listen.parse().expect("address");
+    let ca_pem = std::fs::read(pki.join("ca.crt")).expect("ca.crt");
+    let get = |path: &str| {
+        tls_exchange(
+            addr,
+            &ca_pem,
+            Some(&format!("GET {path} HTTP/1.0\r\nHost: capstan\r\n\r\n")),
+        )
+        .1
+    };
+    let answer = get("/api/v1/pods");
+    assert!(answer.starts_with("HTTP/1.0 401"), "{answer}");
+    assert!(answer.contains(r#""reason":"Unauthorized""#), "{answer}");
+    let answer = get("/healthz");
+    assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
+    // A user of the CA without bindings: 403 with upstream's message.
+    let certs = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["certs", "--dir"])
+        .arg(&pki)
+        .args(["--user", "alice"])
+        .output()
+        .expect("capstan certs");
+    assert!(certs.status.success(), "{}", text(&certs));
+    assert_private(&pki);
+    let (alice_crt, alice_key) = (pki.join("alice.crt"), pki.join("alice.key"));
+    let alice = with_user(
+        &kc,
+        &dir.join("alice.kubeconfig"),
+        (alice_crt.to_str().expect("utf-8"), alice_key.to_str().expect("utf-8")),
+    );
+    let o = kubectl(k, &alice, &["get", "pods"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("User \"alice\" cannot list resource \"pods\""),
+        "{}",
+        text(&o)
+    );
+    // The mesh API decides the same: no certificate, then alice's.
+    let url = format!("https://{listen}");
+    let no_cert = capstan_agents::tls::ClientTls::from_pem(&ca_pem, None).expect("TLS");
+    assert_eq!(mesh_list_pods(&url, &no_cert), tonic::Code::Unauthenticated);
+    let alice_tls = capstan_agents::tls::ClientTls::from_pem(
+        &ca_pem,
+        Some((
+            &std::fs::read(&alice_crt).expect("crt"),
+            &std::fs::read(&alice_key).expect("key"),
+        )),
+    )
+    .expect("TLS");
+    assert_eq!(mesh_list_pods(&url, &alice_tls), tonic::Code::PermissionDenied);
+
+    // A restart: a new serving certificate from the same CA; the data and the admin's
+    // kubeconfig still good.
+    let before = served_certificate(addr, &ca_pem);
+    server.kill();
+    let _server = Server::start_with(&data, &dir.join("server.log"), &args);
+    let after = served_certificate(addr, &ca_pem);
+    assert_ne!(before, after, "the restarted server made a new certificate");
+    kubectl_until(
+        k,
+        &kc,
+        &["get", "deployment", "web", "-o", "name"],
+        "the deployment kept",
+        |out| out.trim() == "deployment.apps/web",
+    );
+}
+
+#[test]
+fn plain_text_needs_insecure() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run capstan")
+    };
+    let data = tmp.path().join("d").display().to_string();
+    let o = run(&["store", "--data-dir", &data, "--listen-client", "0.0.0.0:0"]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("needs --insecure"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&[
+        "apiserver",
+        "--listen",
+        "127.0.0.1:0",
+        "--etcd-servers",
+        "http://127.0.0.1:1",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("needs --insecure"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// `capstan up` as a process group leader's child: stopped (SIGTERM, which stops its
+/// processes) when dropped.
+struct Up(std::process::Child);
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let until = Instant::now() + DEADLINE;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn capstan_up_is_secure_by_default() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().join("up");
+    let front = format!("127.0.0.1:{}", common::free_port());
+    let _reaper = Reaper(dir.join("nodes").join("node1"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args([
+            "up",
+            "--masters",
+            "1",
+            "--nodes",
+            "1",
+            "--loopback-net",
+            "23",
+            "--api-listen",
+            &front,
+        ])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn capstan up");
+    let stdout = child.stdout.take().expect("stdout");
+    let _up = Up(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(180);
+    let mut seen = Vec::new();
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with("capstan up ready") => break,
+            Ok(line) => seen.push(line),
+            Err(e) => panic!("capstan up did not come up ({e}):\n{}", seen.join("\n")),
+        }
+    }
+    let out = seen.join("\n");
+    assert!(out.contains("API https://127.23.1.1:6443"), "{out}");
+    assert!(out.contains("node1 Ready"), "{out}");
+    let pki = dir.join("pki");
+    assert_private(&pki);
+    for f in ["node1-agent.kubeconfig", "node1-proxy.kubeconfig", "ca.crt", "ca.key"] {
+        assert!(pki.join(f).exists(), "{f}");
+    }
+    let kc = dir.join("kubeconfig");
+    assert_eq!(mode(&kc), 0o600);
+    let k = &common::kubectls_or_fail()[0];
+    kubectl_until(
+        k,
+        &kc,
+        &["get", "nodes", "--no-headers"],
+        "node1 Ready through the front door",
+        |o| {
+            o.lines()
+                .any(|l| l.starts_with("node1 ") && l.split_whitespace().nth(1) == Some("Ready"))
+        },
+    );
+    let status = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["status", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("capstan status");
+    let said = text(&status);
+    assert!(status.status.success(), "{said}");
+    assert!(said.contains("node1"), "{said}");
+}

@@ -8,6 +8,8 @@
 //! - Without credentials: 401. A user the CA issued without bindings: 403, on REST and on
 //!   the mesh gRPC API alike (the mesh without a certificate: UNAUTHENTICATED).
 //! - Every key and certificate file is 0600, the PKI directory 0700.
+//! - Node restriction, with kubectl as two nodes: a node reads the secret its pod uses,
+//!   and no other; lists no secrets; changes no other node; deletes no other node's pod.
 //! - A restart serves a new certificate from the same CA, and nothing is lost.
 //! - Plain text only with --insecure: the etcd port on a non-loopback address, or
 //!   `capstan apiserver` without a certificate, refuse to start without it.
@@ -283,6 +285,77 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
     )
     .expect("TLS");
     assert_eq!(mesh_list_pods(&url, &alice_tls), tonic::Code::PermissionDenied);
+
+    // Node restriction, through kubectl as two nodes: a pod bound to n1 uses a secret;
+    // n1 (the in-process agent read it to start the pod) may get it, n2 may not; a node
+    // lists no secrets, changes no other node and deletes no other node's pods.
+    let s = kubectl(k, &kc, &["create", "secret", "generic", "s1", "--from-literal=k=v"]);
+    assert!(s.status.success(), "{}", text(&s));
+    let manifest = dir.join("uses-secret.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: uses-secret}\nspec:\n  containers:\n  - name: c\n    image: busybox\n    command: [sleep, \"3600\"]\n    envFrom: [{secretRef: {name: s1}}]\n",
+    )
+    .expect("write the manifest");
+    let made = kubectl(k, &kc, &["create", "-f", manifest.to_str().expect("utf-8")]);
+    assert!(made.status.success(), "{}", text(&made));
+    kubectl_until(
+        k,
+        &kc,
+        &["get", "pod", "uses-secret", "-o", "jsonpath={.status.phase}"],
+        "the pod with the secret Running (its agent read the secret as system:node:n1)",
+        |out| out == "Running",
+    );
+    let node_kubeconfig = |name: &str| {
+        let user = format!("system:node:{name}");
+        let certs = Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args(["certs", "--dir"])
+            .arg(&pki)
+            .args(["--user", &user, "--group", "system:nodes"])
+            .output()
+            .expect("capstan certs");
+        assert!(certs.status.success(), "{}", text(&certs));
+        let (crt, key) = (pki.join(format!("{user}.crt")), pki.join(format!("{user}.key")));
+        with_user(
+            &kc,
+            &dir.join(format!("{name}.kubeconfig")),
+            (crt.to_str().expect("utf-8"), key.to_str().expect("utf-8")),
+        )
+    };
+    let (n1, n2) = (node_kubeconfig("n1"), node_kubeconfig("n2"));
+    let ok = |kc: &Path, args: &[&str]| {
+        let o = kubectl(k, kc, args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    };
+    let refused = |kc: &Path, args: &[&str], why: &str| {
+        let o = kubectl(k, kc, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains("Forbidden") && err.contains(why),
+            "{args:?}: {}",
+            text(&o)
+        );
+    };
+    ok(&n1, &["get", "secret", "s1"]);
+    refused(
+        &n2,
+        &["get", "secret", "s1"],
+        "no relationship found between node 'n2' and this object",
+    );
+    refused(&n1, &["get", "secrets"], "cannot list resource \"secrets\"");
+    ok(&n2, &["get", "pods"]);
+    ok(&n1, &["label", "node", "n1", "checked=yes"]);
+    refused(
+        &n2,
+        &["label", "node", "n1", "checked=no", "--overwrite"],
+        "is not allowed to modify node \"n1\"",
+    );
+    refused(
+        &n2,
+        &["delete", "pod", "uses-secret"],
+        "can only modify pods bound to it",
+    );
+    ok(&n1, &["delete", "pod", "uses-secret", "--wait=false"]);
 
     // A restart: a new serving certificate from the same CA; the data and the admin's
     // kubeconfig still good.

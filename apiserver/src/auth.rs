@@ -321,8 +321,17 @@ pub fn forbidden(user: &UserInfo, attrs: &Attributes, reason: &str) -> Response 
     status(StatusCode::FORBIDDEN, "Forbidden", &message, Some(details))
 }
 
+/// The state of [`filter`]: the server's authentication and the API (whose caches the
+/// Node authorizer reads).
+#[derive(Clone)]
+pub struct Guard {
+    pub auth: Arc<Auth>,
+    pub api: Arc<Api>,
+}
+
 /// The filter in front of the REST routes (see the module documentation).
-pub async fn filter(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+pub async fn filter(State(guard): State<Guard>, req: Request, next: Next) -> Response {
+    let auth = &guard.auth;
     let path = req.uri().path().to_owned();
     if is_health_path(&path) {
         return next.run(req).await;
@@ -339,21 +348,93 @@ pub async fn filter(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> 
         let query = axum::extract::Query::<HashMap<String, String>>::try_from_uri(req.uri()).ok();
         let watch = rbac::watch_param(query.as_ref().and_then(|q| q.get("watch")).map(String::as_str));
         let attrs = rbac::request_attributes(req.method().as_str(), &path, watch);
-        let Some(policy) = auth.policy() else {
-            return status(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                "the authorization policy is not loaded yet",
-                None,
-            );
-        };
-        if let Decision::Deny { reason } = policy.authorize(&user, &attrs) {
-            return forbidden(&user, &attrs, &reason);
+        match verdict(&guard.api, auth, &user, &attrs).await {
+            Ok(Verdict::Allow) => {}
+            Ok(Verdict::Deny(reason)) => return forbidden(&user, &attrs, &reason),
+            Err(e) => return e.into_response(),
         }
     }
     // For the reviews (whoami, can-i), which answer about the caller.
     req.extensions_mut().insert(user);
     next.run(req).await
+}
+
+/// An authorization's outcome.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    /// Refused, for this reason (may be empty).
+    Deny(String),
+}
+
+/// Whether `user` may make the request `attrs` describes: RBAC, and for node agents the
+/// Node authorizer beside it and node restriction after ([`crate::nodes`]).
+pub async fn verdict(
+    api: &Api,
+    auth: &Auth,
+    user: &UserInfo,
+    attrs: &Attributes,
+) -> std::result::Result<Verdict, ApiError> {
+    if auth.mode != Mode::Rbac {
+        return Ok(Verdict::Allow);
+    }
+    let Some(policy) = auth.policy() else {
+        return Err(ApiError::Unavailable(
+            "the authorization policy is not loaded yet".into(),
+        ));
+    };
+    let (mut allowed, mut reason) = match policy.authorize(user, attrs) {
+        Decision::Allow => (true, String::new()),
+        Decision::Deny { reason } => (false, reason),
+    };
+    let Some(node) = crate::nodes::node_of(user) else {
+        return Ok(if allowed { Verdict::Allow } else { Verdict::Deny(reason) });
+    };
+    let pods = ResourceType::find("", "v1", "pods").expect("invariant: pods are served");
+    if !allowed {
+        let bound = if crate::nodes::needs_pods(attrs) {
+            let (all, _) = api.caches.get(pods).list(pods.prefix().as_bytes(), 0).await?;
+            all.into_iter().filter(|p| crate::nodes::bound_to(p, node)).collect()
+        } else {
+            Vec::new()
+        };
+        let bound: Vec<&Value> = bound.iter().map(|p| p.as_ref()).collect();
+        let rules = policy.cluster_role_rules("system:node").unwrap_or(&[]);
+        match crate::nodes::authorize(node, attrs, rules, &bound) {
+            Decision::Allow => allowed = true,
+            Decision::Deny { reason: r } if !r.is_empty() => reason = r,
+            Decision::Deny { .. } => {}
+        }
+    }
+    if !allowed {
+        return Ok(Verdict::Deny(reason));
+    }
+    let pod = match attrs {
+        Attributes::Resource(r) if r.api_group.is_empty() && r.resource == "pods" && !r.name.is_empty() => api
+            .caches
+            .get(pods)
+            .get(pods.key(Some(&r.namespace), &r.name).as_bytes()),
+        _ => None,
+    };
+    Ok(match crate::nodes::restrict(node, attrs, pod.as_deref()) {
+        Ok(()) => Verdict::Allow,
+        Err(why) => Verdict::Deny(why),
+    })
+}
+
+/// [`verdict`] as a result: Ok, or the 403 (with upstream's message) as an error; for
+/// the callers that are not the REST filter (the mesh API). Everything is allowed when
+/// the server authenticates no one.
+pub async fn authorize(api: &Api, user: &UserInfo, attrs: &Attributes) -> std::result::Result<(), ApiError> {
+    let Some(auth) = api.config.auth.as_deref() else {
+        return Ok(());
+    };
+    match verdict(api, auth, user, attrs).await? {
+        Verdict::Allow => Ok(()),
+        Verdict::Deny(reason) => Err(ApiError::Forbidden(rbac::forbidden_message_with_reason(
+            user, attrs, &reason,
+        ))),
+    }
 }
 
 // ---- Reviews: what a user may do, asked by the user (kubectl auth can-i, whoami) -------
@@ -368,18 +449,6 @@ pub fn user_of(extensions: &axum::http::Extensions) -> UserInfo {
         .get::<UserInfo>()
         .cloned()
         .unwrap_or_else(UserInfo::anonymous)
-}
-
-/// Whether `user` may make the request `attrs` describes: Ok, or the 403 (with
-/// upstream's message) as an error; for the callers that are not the REST filter (the
-/// mesh API).
-pub fn authorize(auth: Option<&Auth>, user: &UserInfo, attrs: &Attributes) -> std::result::Result<(), ApiError> {
-    match decide(auth, user, attrs)? {
-        Decision::Allow => Ok(()),
-        Decision::Deny { reason } => Err(ApiError::Forbidden(rbac::forbidden_message_with_reason(
-            user, attrs, &reason,
-        ))),
-    }
 }
 
 /// What `user` may do per the server's authorizer: RBAC's decision, or allowed when

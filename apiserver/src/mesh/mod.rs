@@ -283,7 +283,9 @@ impl MeshService {
             format!("/apis/{}/{}/{}", r.group, r.version, r.path)
         };
         let attrs = rbac::request_attributes(r.method.as_str(), &full, false);
-        auth::authorize(self.api.config.auth.as_deref(), user, &attrs).map_err(|e| status_of(&e))?;
+        auth::authorize(&self.api, user, &attrs)
+            .await
+            .map_err(|e| status_of(&e))?;
         let mut headers = HeaderMap::new();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let work = handlers::handle(
@@ -360,7 +362,7 @@ impl MeshService {
 
     /// A stream of `resource` objects (in `namespace`, or all) for `user`: the decision
     /// for a list and a watch of them.
-    fn authorize_stream(&self, user: &UserInfo, r: &ResourceRef, namespace: &str) -> Result<(), tonic::Status> {
+    async fn authorize_stream(&self, user: &UserInfo, r: &ResourceRef, namespace: &str) -> Result<(), tonic::Status> {
         for verb in ["list", "watch"] {
             let attrs = rbac::Attributes::Resource(rbac::ResourceAttributes {
                 verb: verb.into(),
@@ -371,7 +373,9 @@ impl MeshService {
                 namespace: namespace.into(),
                 name: String::new(),
             });
-            auth::authorize(self.api.config.auth.as_deref(), user, &attrs).map_err(|e| status_of(&e))?;
+            auth::authorize(&self.api, user, &attrs)
+                .await
+                .map_err(|e| status_of(&e))?;
         }
         Ok(())
     }
@@ -448,7 +452,7 @@ impl Mesh for MeshService {
         let req = request.into_inner();
         let r = req.resource.clone().unwrap_or_default();
         let (rt, _) = rest_path(Some(&r), &r.namespace, None, None, false)?;
-        self.authorize_stream(&user, &r, &r.namespace)?;
+        self.authorize_stream(&user, &r, &r.namespace).await?;
         stream::watch(&self.api, rt, req, self.stop.clone())
             .await
             .map(tonic::Response::new)
@@ -512,8 +516,18 @@ impl Mesh for MeshService {
         request: tonic::Request<NodeAssignmentsRequest>,
     ) -> Result<tonic::Response<Self::NodeAssignmentsStream>, tonic::Status> {
         let user = auth::user_of(request.extensions());
-        self.authorize_stream(&user, &core_v1("pods"), "")?;
-        stream::node_assignments(&self.api, request.into_inner(), self.stop.clone())
+        self.authorize_stream(&user, &core_v1("pods"), "").await?;
+        let req = request.into_inner();
+        // A node agent streams its own node's assignments only.
+        if let Some(node) = crate::nodes::node_of(&user) {
+            if req.node_name != node {
+                return Err(status_of(&ApiError::Forbidden(format!(
+                    "node \"{node}\" may only stream its own assignments, not node \"{}\"'s",
+                    req.node_name
+                ))));
+            }
+        }
+        stream::node_assignments(&self.api, req, self.stop.clone())
             .await
             .map(tonic::Response::new)
     }
@@ -556,7 +570,7 @@ impl Mesh for MeshService {
         let req = request.into_inner();
         tracing::debug!(node = %req.node_name, "proxy configuration stream");
         for resource in ["services", "endpoints"] {
-            self.authorize_stream(&user, &core_v1(resource), "")?;
+            self.authorize_stream(&user, &core_v1(resource), "").await?;
         }
         let hub = self.proxy_hub().clone();
         proxy::stream(&hub, self.stop.clone()).await.map(tonic::Response::new)

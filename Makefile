@@ -28,7 +28,8 @@ up: build
 	@echo "Starting a single-member Capstan store on $(LISTEN), the Kubernetes API on $(API_LISTEN)"
 	@echo "and node $(NODE_NAME), data in $(DATA_DIR). Reach it with:"
 	@echo "  kubectl --kubeconfig $(KUBECONFIG_OUT) get nodes"
-	@echo "  ETCDCTL_API=3 etcdctl --endpoints=$(LISTEN) get --prefix /registry/namespaces --keys-only"
+	@echo "  ETCDCTL_API=3 etcdctl --endpoints=https://$(LISTEN) --cacert $(DATA_DIR)/pki/ca.crt \\"
+	@echo "    --cert $(DATA_DIR)/pki/admin.crt --key $(DATA_DIR)/pki/admin.key get --prefix /registry/namespaces --keys-only"
 	@echo "Stop it with Ctrl-C."
 	./target/debug/capstan store --data-dir $(DATA_DIR) --listen-client $(LISTEN) \
 		--apiserver-listen $(API_LISTEN) --write-kubeconfig $(KUBECONFIG_OUT) \

@@ -86,11 +86,11 @@ start() {
     capstan-*)
       for i in $(seq "$n"); do
         local extra=()
-        [ "$i" = 1 ] && extra=(--apiserver-listen "127.0.0.1:$apiport" --insecure --no-controller-manager)
+        [ "$i" = 1 ] && extra=(--apiserver-listen "127.0.0.1:$apiport" --no-controller-manager)
         local peers=()
         [ "$n" -gt 1 ] && peers=(--listen-peer "127.0.0.1:$((peer + i - 1))" \
           --initial-cluster "$(initial_cluster "$peer" "$n")")
-        "$capstan" store --name "n$i" --data-dir "$dir/n$i" \
+        "$capstan" store --insecure --name "n$i" --data-dir "$dir/n$i" \
           --listen-client "127.0.0.1:$((client + i - 1))" "${peers[@]}" "${extra[@]}" \
           >"$dir/n$i.out" 2>"$dir/n$i.log" &
         pids+=($!)

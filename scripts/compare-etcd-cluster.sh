@@ -237,7 +237,7 @@ start_capstan() { # <tag>
   mkdir -p "$dir"
   capstan_pids=()
   for i in 1 2 3; do
-    "$capstan" store --name "n$i" --data-dir "$dir/n$i" \
+    "$capstan" store --insecure --name "n$i" --data-dir "$dir/n$i" \
       --listen-client "127.0.0.1:$((CAPSTAN_PORT + i - 1))" \
       --listen-peer "127.0.0.1:$((CAPSTAN_PEER_PORT + i - 1))" \
       --initial-cluster "$(initial_cluster "$CAPSTAN_PEER_PORT")" \

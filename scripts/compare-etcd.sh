@@ -124,7 +124,7 @@ trap 'exit 143' TERM
 
 start_capstan() {
   local dir="$work/capstan-$1"
-  "$capstan" store --data-dir "$dir" --listen-client "127.0.0.1:$CAPSTAN_PORT" \
+  "$capstan" store --insecure --data-dir "$dir" --listen-client "127.0.0.1:$CAPSTAN_PORT" \
     >"$dir.out" 2>"$dir.err" &
   capstan_pid=$!
   wait_ready capstan "$capstan_pid" "$dir.err" grep -q "capstan store ready on" "$dir.out"

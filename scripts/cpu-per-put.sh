@@ -55,7 +55,7 @@ for i in $(seq "$MEMBERS"); do
   cport=$((PORT + i - 1)) pport=$((PEER_PORT + i - 1))
   case "$server" in
     capstan)
-      "$CAPSTAN" store --name "n$i" --data-dir "$work/n$i" --listen-client "127.0.0.1:$cport" \
+      "$CAPSTAN" store --insecure --name "n$i" --data-dir "$work/n$i" --listen-client "127.0.0.1:$cport" \
         --listen-peer "127.0.0.1:$pport" --initial-cluster "$initial" \
         >"$work/n$i.out" 2>"$work/n$i.err" & ;;
     etcd)

@@ -163,6 +163,18 @@ impl Ca {
     /// The API server's certificate for `hosts` (IP addresses and DNS names) with the CA
     /// after it, and its key: PEM.
     pub fn serving(&self, hosts: &[String]) -> Result<(String, String), String> {
+        self.for_hosts(hosts, &[ExtendedKeyUsagePurpose::ServerAuth])
+    }
+
+    /// A store member's peer certificate: it serves its peers and dials them with it.
+    pub fn peer(&self, hosts: &[String]) -> Result<(String, String), String> {
+        self.for_hosts(
+            hosts,
+            &[ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        )
+    }
+
+    fn for_hosts(&self, hosts: &[String], usages: &[ExtendedKeyUsagePurpose]) -> Result<(String, String), String> {
         if hosts.is_empty() || hosts.len() > HOSTS_MAX {
             return Err(format!(
                 "give 1 to {HOSTS_MAX} names or addresses for the API server's certificate"
@@ -171,7 +183,7 @@ impl Ca {
         let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
         let mut params = CertificateParams::new(hosts.to_vec()).map_err(|e| format!("the hosts {hosts:?}: {e}"))?;
         params.distinguished_name = name("kube-apiserver");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = usages.to_vec();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         validity(&mut params, SERVING_DAYS);
         let cert = params

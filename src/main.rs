@@ -685,27 +685,34 @@ fn exit(result: Result<bool, String>) -> std::process::ExitCode {
 
 async fn run_store(args: StoreArgs) -> Result<(), String> {
     let m = args.member;
-    if !args.secure.insecure {
-        // The etcd API and the Raft peers speak plain text (their TLS is not implemented
-        // yet): only where no other machine reaches them, unless the operator says so.
-        for (flag, addr) in [
-            ("--listen-client", Some(m.listen_client)),
-            ("--listen-peer", m.listen_peer),
-        ] {
-            if let Some(addr) = addr.filter(|a| !a.ip().is_loopback()) {
-                return Err(format!(
-                    "{flag} {addr}: the etcd API and the peers are served in plain text (no TLS yet); \
-                     on an address other machines reach, that needs --insecure"
-                ));
+    // Without --insecure every listener is TLS from the cluster CA: the etcd API and the
+    // peers with client certificates required (etcd's --client-cert-auth and
+    // --peer-client-cert-auth), the Kubernetes API as below.
+    let pki = match args.secure.insecure {
+        true => None,
+        false => {
+            let mut addresses = vec![m.listen_client.ip()];
+            addresses.extend(m.listen_peer.map(|a| a.ip()));
+            addresses.extend(args.apiserver_listen.map(|a| a.ip()));
+            let mut names: Vec<String> = Vec::new();
+            for url in [&m.advertise_client, &m.initial_advertise_peer_urls]
+                .into_iter()
+                .flatten()
+            {
+                names.extend(url_host(url));
             }
+            Some(Pki::open(&args.secure, &m.data_dir, &addresses, &names)?)
         }
-    }
+    };
+    let scheme = if pki.is_some() { "https" } else { "http" };
+    let client_tls = pki.as_ref().map(Pki::etcd_server).transpose()?;
     let listener = tokio::net::TcpListener::bind(m.listen_client)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", m.listen_client))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let mut config = NodeConfig::new(&m.name, m.data_dir.clone());
-    config.client_url = m.advertise_client.unwrap_or_else(|| format!("http://{addr}"));
+    config.client_url = m.advertise_client.unwrap_or_else(|| format!("{scheme}://{addr}"));
+    config.peer_tls = pki.as_ref().map(Pki::peer).transpose()?;
     config.initial_cluster = parse_initial_cluster(&m.initial_cluster)?;
     config.initial_cluster_token = m.initial_cluster_token.clone();
     config.peer_source_ip = m.peer_source_ip;
@@ -726,7 +733,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
             config.peer_url = m
                 .initial_advertise_peer_urls
                 .clone()
-                .unwrap_or_else(|| format!("http://{bound}"));
+                .unwrap_or_else(|| format!("{scheme}://{bound}"));
             Some(l)
         }
         None => {
@@ -739,6 +746,21 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
             None
         }
     };
+    if let Some((name, url)) = config
+        .initial_cluster
+        .iter()
+        .chain(std::iter::once(&(m.name.clone(), config.peer_url.clone())))
+        .find(|(_, url)| !url.starts_with(&format!("{scheme}://")))
+        .filter(|_| m.listen_peer.is_some())
+    {
+        return Err(match pki {
+            Some(_) => format!(
+                "peer URL {url} of {name}: members speak TLS to each other, so their URLs are https:// \
+                 (or give every member --insecure)"
+            ),
+            None => format!("peer URL {url} of {name}: with --insecure the members speak plain http://"),
+        });
+    }
     if !config.initial_cluster.is_empty() && !config.initial_cluster.iter().any(|(n, _)| *n == m.name) {
         return Err(format!("--initial-cluster does not name this member ({})", m.name));
     }
@@ -747,11 +769,16 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
         let peers: Vec<String> = config.initial_cluster.iter().map(|(_, u)| u.clone()).collect();
         tracing::info!(?peers, "joining a running cluster");
         config.join = Some(
-            capstan_store::peer::discover_identity(&peers, &config.peer_url, std::time::Duration::from_secs(60))
-                .await
-                .map_err(|e| {
-                    format!("cannot join the cluster at {peers:?}: {e} (was this member added with `member add`?)")
-                })?,
+            capstan_store::peer::discover_identity(
+                &peers,
+                &config.peer_url,
+                config.peer_tls.as_ref(),
+                std::time::Duration::from_secs(60),
+            )
+            .await
+            .map_err(|e| {
+                format!("cannot join the cluster at {peers:?}: {e} (was this member added with `member add`?)")
+            })?,
         );
     }
     let node = Node::start(config).map_err(|e| format!("cannot open the store in {}: {e}", m.data_dir.display()))?;
@@ -765,10 +792,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     }
     if let Some(api_addr) = args.apiserver_listen {
         let mut config = api_config(&args.api)?;
-        let pki = match args.secure.insecure {
-            true => None,
-            false => Some(Pki::open(&args.secure, &m.data_dir, api_addr)?),
-        };
+        let _ = api_addr;
         let tls = match &pki {
             None => None,
             Some(pki) => {
@@ -872,7 +896,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
             _ = stopped.wait_stopped() => tracing::warn!("the member stopped; exiting"),
         }
     };
-    server::serve(node.clone(), listener, shutdown)
+    server::serve_with(node.clone(), listener, client_tls.as_ref(), shutdown)
         .await
         .map_err(|e| e.to_string())?;
     node.stop();
@@ -957,6 +981,12 @@ async fn embedded_node(
     Ok(())
 }
 
+/// The host of a URL (`https://host:port`), if it has one.
+fn url_host(url: &str) -> Option<String> {
+    let uri: tonic::codegen::http::Uri = url.parse().ok()?;
+    Some(uri.host()?.trim_start_matches('[').trim_end_matches(']').to_owned())
+}
+
 /// The user the in-process cluster DNS acts as.
 const DNS_USER: &str = "system:capstan-dns";
 
@@ -968,14 +998,20 @@ struct Pki {
 }
 
 impl Pki {
-    fn open(flags: &SecureFlags, data_dir: &std::path::Path, api_addr: SocketAddr) -> Result<Pki, String> {
+    /// The PKI of `flags` (or `<data_dir>/pki`), for certificates naming `addresses` and
+    /// `names` besides the usual ones.
+    fn open(
+        flags: &SecureFlags,
+        data_dir: &std::path::Path,
+        addresses: &[std::net::IpAddr],
+        names: &[String],
+    ) -> Result<Pki, String> {
         let dir = flags.pki_dir.clone().unwrap_or_else(|| data_dir.join("pki"));
         certs::private_dir(&dir)?;
         let ca = certs::Ca::load_or_create(&dir)?;
         let mut hosts = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-        if !api_addr.ip().is_unspecified() {
-            hosts.push(api_addr.ip().to_string());
-        }
+        hosts.extend(addresses.iter().filter(|a| !a.is_unspecified()).map(|a| a.to_string()));
+        hosts.extend(names.iter().cloned());
         if let Ok(h) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
             hosts.push(h.trim().to_lowercase());
         }
@@ -988,7 +1024,8 @@ impl Pki {
                 .map(str::to_owned),
         );
         hosts.retain(|h| !h.is_empty());
-        hosts.dedup();
+        let mut seen = std::collections::HashSet::new();
+        hosts.retain(|h| seen.insert(h.clone()));
         Ok(Pki { dir, ca, hosts })
     }
 
@@ -1002,6 +1039,26 @@ impl Pki {
 
     fn admin(&self) -> Result<(String, String), String> {
         self.ca.admin(&self.dir)
+    }
+
+    /// The etcd API's TLS: a serving certificate made now.
+    fn etcd_server(&self) -> Result<capstan_store::TlsIdentity, String> {
+        let (cert, key) = self.ca.serving(&self.hosts)?;
+        Ok(self.identity(cert, key))
+    }
+
+    /// The peers' mutual TLS: a certificate for serving and dialing, made now.
+    fn peer(&self) -> Result<capstan_store::TlsIdentity, String> {
+        let (cert, key) = self.ca.peer(&self.hosts)?;
+        Ok(self.identity(cert, key))
+    }
+
+    fn identity(&self, cert: String, key: String) -> capstan_store::TlsIdentity {
+        capstan_store::TlsIdentity {
+            cert_pem: cert.into_bytes(),
+            key_pem: key.into_bytes(),
+            ca_pem: self.ca.pem.clone().into_bytes(),
+        }
     }
 
     /// TLS for an in-process component acting as `user` in `group`: a certificate made

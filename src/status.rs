@@ -18,7 +18,7 @@ use capstan_proto::etcdserverpb::maintenance_client::MaintenanceClient;
 use capstan_proto::etcdserverpb::{Member, MemberListRequest, StatusRequest, StatusResponse};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 /// A line of the report. The report is written at the end in one go, and a closed stdout
 /// (`capstan status | head`) is not an error worth a panic.
@@ -53,6 +53,36 @@ pub struct StatusArgs {
     /// A kubeconfig with the cluster's CA and a client certificate, for an https:// API.
     #[arg(long)]
     kubeconfig: Option<std::path::PathBuf>,
+    /// The CA of https:// etcd endpoints (etcdctl's flag; with --data-dir: its pki/ca.crt).
+    #[arg(long)]
+    cacert: Option<std::path::PathBuf>,
+    /// A client certificate for the etcd API (with --data-dir: its pki/admin.crt).
+    #[arg(long, requires = "key")]
+    cert: Option<std::path::PathBuf>,
+    /// The key of --cert.
+    #[arg(long, requires = "cert")]
+    key: Option<std::path::PathBuf>,
+}
+
+/// TLS for the etcd endpoints: the flags', or those of the `capstan up` directory.
+fn etcd_tls(args: &StatusArgs) -> Result<Option<ClientTlsConfig>, String> {
+    use tonic::transport::{Certificate, Identity};
+    let pki = args
+        .data_dir
+        .as_ref()
+        .map(|d| d.join("pki"))
+        .filter(|p| p.join("ca.crt").exists());
+    let pick =
+        |flag: &Option<std::path::PathBuf>, file: &str| flag.clone().or_else(|| pki.as_ref().map(|p| p.join(file)));
+    let Some(ca) = pick(&args.cacert, "ca.crt") else {
+        return Ok(None);
+    };
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&ca)?));
+    if let (Some(cert), Some(key)) = (pick(&args.cert, "admin.crt"), pick(&args.key, "admin.key")) {
+        tls = tls.identity(Identity::from_pem(read(&cert)?, read(&key)?));
+    }
+    Ok(Some(tls))
 }
 
 /// What one member said about itself, or why it said nothing.
@@ -72,9 +102,15 @@ fn with_scheme(endpoint: &str) -> String {
     }
 }
 
-async fn channel(endpoint: &str) -> Result<Channel, String> {
-    Channel::from_shared(with_scheme(endpoint))
-        .map_err(|e| format!("{endpoint}: {e}"))?
+async fn channel(endpoint: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, String> {
+    let endpoint_config = Channel::from_shared(with_scheme(endpoint)).map_err(|e| format!("{endpoint}: {e}"))?;
+    let endpoint_config = match tls {
+        Some(tls) => endpoint_config
+            .tls_config(tls.clone())
+            .map_err(|e| format!("{endpoint}: TLS: {e}"))?,
+        None => endpoint_config,
+    };
+    endpoint_config
         .connect_timeout(MEMBER_TIMEOUT)
         .timeout(MEMBER_TIMEOUT)
         .connect()
@@ -82,8 +118,8 @@ async fn channel(endpoint: &str) -> Result<Channel, String> {
         .map_err(|e| format!("cannot connect: {e}"))
 }
 
-async fn member_status(endpoint: &str) -> Result<StatusResponse, String> {
-    let mut client = MaintenanceClient::new(channel(endpoint).await?);
+async fn member_status(endpoint: &str, tls: Option<&ClientTlsConfig>) -> Result<StatusResponse, String> {
+    let mut client = MaintenanceClient::new(channel(endpoint, tls).await?);
     client
         .status(StatusRequest {})
         .await
@@ -91,8 +127,8 @@ async fn member_status(endpoint: &str) -> Result<StatusResponse, String> {
         .map_err(|s| s.message().to_owned())
 }
 
-async fn member_list(endpoint: &str) -> Result<Vec<Member>, String> {
-    let mut client = ClusterClient::new(channel(endpoint).await?);
+async fn member_list(endpoint: &str, tls: Option<&ClientTlsConfig>) -> Result<Vec<Member>, String> {
+    let mut client = ClusterClient::new(channel(endpoint, tls).await?);
     client
         .member_list(MemberListRequest { linearizable: false })
         .await
@@ -101,6 +137,7 @@ async fn member_list(endpoint: &str) -> Result<Vec<Member>, String> {
 }
 
 pub async fn run(args: StatusArgs) -> Result<bool, String> {
+    let etcd_tls = etcd_tls(&args)?;
     let (default_endpoints, default_server) = match &args.data_dir {
         Some(dir) => crate::up::addresses(dir)?,
         None => ("127.0.0.1:2379".to_owned(), "http://127.0.0.1:6443".to_owned()),
@@ -135,7 +172,7 @@ pub async fn run(args: StatusArgs) -> Result<bool, String> {
     let mut members = None;
     let mut list_errors = Vec::new();
     for e in &endpoints {
-        match member_list(e).await {
+        match member_list(e, etcd_tls.as_ref()).await {
             Ok(list) => {
                 members = Some(list);
                 break;
@@ -154,12 +191,13 @@ pub async fn run(args: StatusArgs) -> Result<bool, String> {
                 );
                 list.truncate(MEMBERS_MAX);
             }
+            let etcd_tls = etcd_tls.as_ref();
             let asks = list.iter().map(|m| async move {
                 let endpoint = m.client_ur_ls.first().cloned().unwrap_or_default();
                 let status = if endpoint.is_empty() {
                     Err("not started yet (no client URL)".to_owned())
                 } else {
-                    member_status(&endpoint).await
+                    member_status(&endpoint, etcd_tls).await
                 };
                 MemberView {
                     name: m.name.clone(),

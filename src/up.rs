@@ -239,7 +239,13 @@ pub fn addresses(dir: &Path) -> Result<(String, String), String> {
     let shape: Shape =
         serde_json::from_slice(&bytes).map_err(|e| format!("{} is not a cluster file: {e}", path.display()))?;
     let etcd = (1..=shape.masters)
-        .map(|i| SocketAddr::new(shape.master_ip(i), ETCD_PORT).to_string())
+        .map(|i| {
+            format!(
+                "{}://{}",
+                shape.scheme(),
+                SocketAddr::new(shape.master_ip(i), ETCD_PORT)
+            )
+        })
         .collect::<Vec<_>>()
         .join(",");
     Ok((etcd, shape.api_urls()))
@@ -274,7 +280,13 @@ struct Spec {
 fn specs(shape: &Shape, dir: &Path) -> Vec<Spec> {
     let mut out = Vec::new();
     let initial_cluster = (1..=shape.masters)
-        .map(|i| format!("m{i}=http://{}", SocketAddr::new(shape.master_ip(i), PEER_PORT)))
+        .map(|i| {
+            format!(
+                "m{i}={}://{}",
+                shape.scheme(),
+                SocketAddr::new(shape.master_ip(i), PEER_PORT)
+            )
+        })
         .collect::<Vec<_>>()
         .join(",");
     for i in 1..=shape.masters {
@@ -640,8 +652,9 @@ pub async fn run(args: UpArgs, shutdown: impl std::future::Future<Output = ()>) 
                     if let Some(m) = s.master {
                         let ip = shape.master_ip(m);
                         println!(
-                            "  {} ready: etcd http://{}, API {}://{} (log {})",
+                            "  {} ready: etcd {}://{}, API {}://{} (log {})",
                             s.name,
+                            shape.scheme(),
                             SocketAddr::new(ip, ETCD_PORT),
                             shape.scheme(),
                             SocketAddr::new(ip, API_PORT),
@@ -722,6 +735,7 @@ async fn ready_nodes(client: &kube::Client) -> Vec<String> {
 }
 
 fn print_summary(shape: &Shape, dir: &Path, kubeconfig: &Path, api_listen: SocketAddr, took: Duration) {
+    let s = shape.scheme();
     let etcd: Vec<String> = (1..=shape.masters)
         .map(|i| SocketAddr::new(shape.master_ip(i), ETCD_PORT).to_string())
         .collect();
@@ -733,18 +747,29 @@ fn print_summary(shape: &Shape, dir: &Path, kubeconfig: &Path, api_listen: Socke
     );
     println!("    kubectl --kubeconfig {} get nodes", kubeconfig.display());
     println!("  etcd API of the store:");
+    let certs = match shape.insecure {
+        true => String::new(),
+        false => {
+            let pki = dir.join("pki");
+            format!(
+                " --cacert {} --cert {} --key {}",
+                pki.join("ca.crt").display(),
+                pki.join("admin.crt").display(),
+                pki.join("admin.key").display()
+            )
+        }
+    };
     println!(
-        "    ETCDCTL_API=3 etcdctl --endpoints={} member list -w table",
-        etcd.join(",")
+        "    ETCDCTL_API=3 etcdctl --endpoints={}{certs} member list -w table",
+        etcd.iter().map(|e| format!("{s}://{e}")).collect::<Vec<_>>().join(",")
     );
     println!("  masters:");
     for i in 1..=shape.masters {
         let ip = shape.master_ip(i);
         println!(
-            "    m{i}  etcd http://{}  peers http://{}  API {}://{}  log {}",
+            "    m{i}  etcd {s}://{}  peers {s}://{}  API {s}://{}  log {}",
             SocketAddr::new(ip, ETCD_PORT),
             SocketAddr::new(ip, PEER_PORT),
-            shape.scheme(),
             SocketAddr::new(ip, API_PORT),
             dir.join(format!("m{i}.log")).display()
         );
@@ -814,7 +839,7 @@ mod tests {
         assert!(m2.contains("--service-cluster-ip-range 127.71.0.0/16"), "{m2}");
         assert!(m2.contains("--cluster-cidr 127.135.0.0/16"), "{m2}");
         assert!(
-            m2.contains("--initial-cluster m1=http://127.7.1.1:2380,m2=http://127.7.1.2:2380,m3=http://127.7.1.3:2380"),
+            m2.contains("--initial-cluster m1=https://127.7.1.1:2380,m2=https://127.7.1.2:2380,m3=https://127.7.1.3:2380"),
             "{m2}"
         );
         assert!(m2.contains("--pki-dir /d/pki"), "{m2}");

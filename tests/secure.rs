@@ -11,10 +11,14 @@
 //! - Node restriction, with kubectl as two nodes: a node reads the secret its pod uses,
 //!   and no other; lists no secrets; changes no other node; deletes no other node's pod.
 //! - A restart serves a new certificate from the same CA, and nothing is lost.
-//! - Plain text only with --insecure: the etcd port on a non-loopback address, or
-//!   `capstan apiserver` without a certificate, refuse to start without it.
-//! - `capstan up` (1 master, 1 node as separate processes): the node's agent and proxy
-//!   reach the masters with their own kubeconfigs; `capstan status` reads its kubeconfig.
+//! - The etcd API is TLS too: etcdctl with the admin's certificate reads and writes,
+//!   without one it is refused.
+//! - Plain text only with --insecure: http:// peer URLs, or `capstan apiserver` without a
+//!   certificate, refuse to start without it.
+//! - `capstan up` (3 masters, 1 node as separate processes): the members speak mutual
+//!   TLS, the node's agent and proxy reach the masters with their own kubeconfigs;
+//!   `capstan status` reads the etcd API and the Kubernetes API with the directory's
+//!   certificates.
 
 mod common;
 
@@ -357,6 +361,29 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
     );
     ok(&n1, &["delete", "pod", "uses-secret", "--wait=false"]);
 
+    // The etcd API: TLS, and a client certificate required.
+    let etcd = format!("https://{}", server.addr);
+    let etcdctl = |with_cert: bool, args: &[&str]| {
+        let mut c = Command::new("etcdctl");
+        c.env("ETCDCTL_API", "3")
+            .args(["--endpoints", &etcd, "--dial-timeout", "5s", "--command-timeout", "10s"])
+            .arg("--cacert")
+            .arg(pki.join("ca.crt"));
+        if with_cert {
+            c.arg("--cert")
+                .arg(pki.join("admin.crt"))
+                .arg("--key")
+                .arg(pki.join("admin.key"));
+        }
+        c.args(args).output().expect("run etcdctl")
+    };
+    let o = etcdctl(true, &["put", "greeting", "hello"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = etcdctl(true, &["get", "greeting", "--print-value-only"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "hello", "{}", text(&o));
+    let o = etcdctl(false, &["get", "greeting"]);
+    assert!(!o.status.success(), "without a client certificate: {}", text(&o));
+
     // A restart: a new serving certificate from the same CA; the data and the admin's
     // kubeconfig still good.
     let before = served_certificate(addr, &ca_pem);
@@ -384,10 +411,21 @@ fn plain_text_needs_insecure() {
             .expect("run capstan")
     };
     let data = tmp.path().join("d").display().to_string();
-    let o = run(&["store", "--data-dir", &data, "--listen-client", "0.0.0.0:0"]);
+    let peer = format!("127.0.0.1:{}", common::free_port());
+    let o = run(&[
+        "store",
+        "--data-dir",
+        &data,
+        "--listen-client",
+        "127.0.0.1:0",
+        "--listen-peer",
+        &peer,
+        "--initial-cluster",
+        &format!("default=http://{peer}"),
+    ]);
     assert!(!o.status.success(), "{}", text(&o));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("needs --insecure"),
+        String::from_utf8_lossy(&o.stderr).contains("are https://"),
         "{}",
         text(&o)
     );
@@ -435,7 +473,7 @@ fn capstan_up_is_secure_by_default() {
         .args([
             "up",
             "--masters",
-            "1",
+            "3",
             "--nodes",
             "1",
             "--loopback-net",
@@ -497,4 +535,7 @@ fn capstan_up_is_secure_by_default() {
     let said = text(&status);
     assert!(status.status.success(), "{said}");
     assert!(said.contains("node1"), "{said}");
+    for m in ["m1", "m2", "m3"] {
+        assert!(said.contains(m), "{said}");
+    }
 }

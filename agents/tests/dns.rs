@@ -437,11 +437,19 @@ async fn servfail_before_the_first_list_and_without_an_answering_upstream() {
     let client =
         kube::Client::try_from(kube::Config::new(format!("http://{gone_addr}").parse().expect("url"))).expect("client");
 
-    // An upstream that never answers (its socket is bound, never read).
-    let silent = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
-    let silent_tcp = TcpListener::bind(silent.local_addr().expect("addr"))
-        .await
-        .expect("bind");
+    // An upstream that never answers (its sockets are bound, never read): a UDP port whose
+    // TCP twin is free too (another process may hold that one: pick again).
+    let mut attempts = 0;
+    let (silent, silent_tcp) = loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        match TcpListener::bind(udp.local_addr().expect("addr")).await {
+            Ok(tcp) => break (udp, tcp),
+            Err(e) => {
+                attempts += 1;
+                assert!(attempts < 100, "no UDP port with a free TCP twin: {e}");
+            }
+        }
+    };
     let quiet = Server::bind(local_config(vec![silent.local_addr().expect("addr")]))
         .await
         .expect("bind");

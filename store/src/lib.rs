@@ -42,5 +42,5 @@ pub mod watch_service;
 
 pub use error::StoreError;
 pub use mvcc::{CommandResponse, Mvcc};
-pub use node::{Node, NodeConfig};
+pub use node::{Node, NodeConfig, TlsIdentity};
 pub use watch::{HubConfig, WatchHub};

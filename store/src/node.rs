@@ -135,6 +135,44 @@ pub struct NodeConfig {
     /// such flag); `None` lets the system choose. The chaos harness gives each member its
     /// own loopback address so that a proxy in front of the peer ports can tell who dials.
     pub peer_source_ip: Option<std::net::IpAddr>,
+    /// Mutual TLS with the peers (their URLs are then `https://`): this member's
+    /// certificate, and the CA that issued every member's.
+    pub peer_tls: Option<TlsIdentity>,
+}
+
+/// A certificate (PEM, the chain), its key (PEM) and the CA (PEM) that the other side's
+/// certificates must come from: for the etcd API's and the peers' TLS. The store only
+/// uses them; `capstan` makes them.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub ca_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsIdentity")
+    }
+}
+
+impl TlsIdentity {
+    /// The server side: this certificate, and client certificates required from the CA
+    /// (etcd's `--client-cert-auth`, `--peer-client-cert-auth`).
+    pub fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+        ServerTlsConfig::new()
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+    }
+
+    /// The client side: the CA to check servers with, and this certificate to present.
+    pub fn client_config(&self) -> tonic::transport::ClientTlsConfig {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
+    }
 }
 
 impl NodeConfig {
@@ -157,6 +195,7 @@ impl NodeConfig {
             hub: HubConfig::default(),
             join: None,
             peer_source_ip: None,
+            peer_tls: None,
         }
     }
 
@@ -429,7 +468,13 @@ impl Node {
             next_seq: AtomicU64::new(incarnation << 40),
             reads: Mutex::new(Reads::default()),
         });
-        let transport = Transport::new(my_id, mvcc.clone(), input_sender(&input_tx), config.peer_source_ip);
+        let transport = Transport::new(
+            my_id,
+            mvcc.clone(),
+            input_sender(&input_tx),
+            config.peer_source_ip,
+            config.peer_tls.as_ref().map(TlsIdentity::client_config),
+        );
         let known = mvcc.members()?;
         match &config.join {
             // Until its state holds the membership, a joining member talks to the members

@@ -162,6 +162,7 @@ impl Peer for PeerService {
 pub async fn discover_identity(
     peer_urls: &[String],
     my_peer_url: &str,
+    tls: Option<&crate::node::TlsIdentity>,
     deadline: std::time::Duration,
 ) -> Result<crate::node::Join, StoreError> {
     let until = tokio::time::Instant::now() + deadline;
@@ -171,6 +172,13 @@ pub async fn discover_identity(
                 continue;
             };
             let endpoint = endpoint.connect_timeout(std::time::Duration::from_secs(1));
+            let endpoint = match tls {
+                Some(t) => match endpoint.tls_config(t.client_config()) {
+                    Ok(e) => e,
+                    Err(_) => continue,
+                },
+                None => endpoint,
+            };
             let Ok(channel) = endpoint.connect().await else {
                 continue;
             };
@@ -194,14 +202,19 @@ pub async fn discover_identity(
     }
 }
 
-/// Serves the peer service on `listener` until `shutdown` resolves.
+/// Serves the peer service on `listener` until `shutdown` resolves; over mutual TLS when
+/// the member has `peer_tls` (only members with the cluster CA's certificates get in).
 pub async fn serve_peer(
     node: Arc<Node>,
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &node.config.peer_tls {
+        builder = builder.tls_config(tls.server_config())?;
+    }
+    builder
         .tcp_nodelay(true)
         .add_service(PeerService::new(node))
         .serve_with_incoming_shutdown(incoming, shutdown)

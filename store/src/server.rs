@@ -505,8 +505,23 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(node, listener, None, shutdown).await
+}
+
+/// [`serve`], over TLS with `tls` when given: clients must present a certificate from
+/// its CA (etcd's `--client-cert-auth`).
+pub async fn serve_with(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    tls: Option<&crate::node::TlsIdentity>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
     let svc = EtcdServices::new(node);
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls.server_config())?;
+    }
+    builder
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(10_000))

@@ -82,12 +82,20 @@ pub struct Transport {
     runtime: tokio::runtime::Handle,
     /// The local address connections to peers are bound to (`None`: the system's choice).
     source_ip: Option<IpAddr>,
+    /// TLS to `https://` peers.
+    tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 impl Transport {
     /// Must be called inside a tokio runtime, where the peer tasks will run. Connections
     /// to peers leave from `source_ip` when it is given.
-    pub fn new(my_id: u64, mvcc: Arc<Mvcc>, report: Reporter, source_ip: Option<IpAddr>) -> Arc<Transport> {
+    pub fn new(
+        my_id: u64,
+        mvcc: Arc<Mvcc>,
+        report: Reporter,
+        source_ip: Option<IpAddr>,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Arc<Transport> {
         Arc::new(Transport {
             my_id,
             mvcc,
@@ -95,6 +103,7 @@ impl Transport {
             peers: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
             source_ip,
+            tls,
         })
     }
 
@@ -133,6 +142,12 @@ impl Transport {
             .local_address(self.source_ip)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
+        let endpoint = match &self.tls {
+            Some(tls) => endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| StoreError::InvalidRequest(format!("peer URL {url}: TLS: {e}")))?,
+            None => endpoint,
+        };
         let _guard = self.runtime.enter();
         let channel = endpoint.connect_lazy();
         let (tx, rx) = mpsc::channel(PEER_QUEUE_MAX);

@@ -8,7 +8,7 @@ API_LISTEN ?= 127.0.0.1:6443
 KUBECONFIG_OUT ?= ./.capstan/kubeconfig
 NODE_NAME ?= node1
 
-.PHONY: up test build deps test-deps bench bench-full bench-deps fmt clippy clean
+.PHONY: up test build deps test-deps bench bench-full bench-deps fuzz fmt clippy clean
 
 deps:
 	@scripts/install-deps.sh build
@@ -49,6 +49,22 @@ bench: bench-deps
 ## docs/BENCHMARKS-full.md and docs/bench-full/ (the bounded report stays as it is).
 bench-full: bench-deps
 	PROFILE=full scripts/bench.sh
+
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= rest_body patch etcd_request raft_message
+FUZZ_FLAGS ?= --fuzz-dir fuzz --features libfuzzer --sanitizer none --codegen-units 16
+
+## Fuzzing (nightly, cargo-fuzz): each target of fuzz/ for FUZZ_SECONDS from its corpus
+## (fuzz/corpus/<target>, kept in git; new inputs go to target/fuzz-corpus/<target>, crashes
+## to fuzz/artifacts/<target>). make test replays the corpus on stable (fuzz/tests/replay.rs).
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	$(CARGO) +nightly fuzz build $(FUZZ_FLAGS)
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p target/fuzz-corpus/$$t && \
+		$(CARGO) +nightly fuzz run $(FUZZ_FLAGS) $$t target/fuzz-corpus/$$t fuzz/corpus/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -timeout=10 || exit 1; \
+	done
 
 fmt:
 	$(CARGO) fmt --all

@@ -502,7 +502,8 @@ application/yaml, application/vnd.kubernetes.protobuf (got {other:?})"
     }
 }
 
-fn parse_body(body: &Bytes) -> Result<Value> {
+/// A create or update body as the JSON object it must be.
+pub fn parse_body(body: &Bytes) -> Result<Value> {
     let v: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadRequest(format!("couldn't get version/kind; json parse error: {e}")))?;
     if !v.is_object() {
@@ -512,7 +513,7 @@ fn parse_body(body: &Bytes) -> Result<Value> {
 }
 
 /// Checks and fills `apiVersion` and `kind` of a body for `rt`.
-fn check_type(rt: &ResourceType, obj: &mut Value) -> Result<()> {
+pub fn check_type(rt: &ResourceType, obj: &mut Value) -> Result<()> {
     let want = rt.api_version();
     if let Some(v) = obj.get("apiVersion").and_then(Value::as_str) {
         if v != want {
@@ -736,7 +737,7 @@ async fn create(api: &Api, t: &Target, params: &Params, body: &Bytes, fmt: Forma
 }
 
 /// The `autoscaling/v1 Scale` of a deployment or replicaset.
-fn scale_of(obj: &Value) -> Value {
+pub fn scale_of(obj: &Value) -> Value {
     let m = object::meta(obj).cloned().unwrap_or_default();
     let selector = LabelSelector::from_json(&obj["spec"]["selector"])
         .map(|s| s.to_string())
@@ -758,7 +759,7 @@ fn scale_of(obj: &Value) -> Value {
 
 /// Merges what a client sent for `sub` into the stored object: the main resource keeps
 /// its status, the status subresource changes only the status, scale only the replicas.
-fn merge_for(rt: &ResourceType, sub: Option<Sub>, old: &Value, sent: Value) -> Value {
+pub fn merge_for(rt: &ResourceType, sub: Option<Sub>, old: &Value, sent: Value) -> Value {
     match sub {
         None => {
             let mut new = sent;
@@ -801,7 +802,7 @@ fn merge_for(rt: &ResourceType, sub: Option<Sub>, old: &Value, sent: Value) -> V
 }
 
 /// The resourceVersion a client sent as a precondition, if any.
-fn client_rv(sent: &Value) -> Result<Option<i64>> {
+pub fn client_rv(sent: &Value) -> Result<Option<i64>> {
     match meta_str(sent, "resourceVersion") {
         None | Some("") => Ok(None),
         Some(rv) => object::parse_rv(rv).map(Some),
@@ -946,7 +947,8 @@ async fn update(
     Err(conflict(t.rt, name))
 }
 
-fn apply_patch(ctype: &str, kind: &str, base: &Value, patch_doc: &Value) -> Result<Value> {
+/// Applies a PATCH body of content type `ctype` to `base` (an object of `kind`).
+pub fn apply_patch(ctype: &str, kind: &str, base: &Value, patch_doc: &Value) -> Result<Value> {
     let r = match ctype {
         "application/merge-patch+json" => patch::merge_patch(base, patch_doc),
         "application/json-patch+json" => patch::json_patch(base, patch_doc),
@@ -963,7 +965,7 @@ application/json-patch+json, application/merge-patch+json, application/strategic
             )))
         }
     };
-    r.map_err(|e| {
+    let patched = r.map_err(|e| {
         if e.bad_request {
             ApiError::BadRequest(e.message)
         } else {
@@ -975,7 +977,27 @@ application/json-patch+json, application/merge-patch+json, application/strategic
                 causes: Vec::new(),
             }
         }
-    })
+    })?;
+    // A JSON patch may replace the whole document (path ""): anything but an object is
+    // refused as upstream refuses it, 422 on the field `patch` (the steps after this
+    // one index into the object, and panicked on a number or a string).
+    if !patched.is_object() {
+        let value = validation::go_quote(&patched.to_string());
+        return Err(ApiError::Invalid {
+            kind: kind.to_string(),
+            group: String::new(),
+            name: String::new(),
+            message: format!(
+                "\"\" is invalid: patch: Invalid value: {value}: the patched document is not a JSON object"
+            ),
+            causes: vec![Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("Invalid value: {value}: the patched document is not a JSON object"),
+                field: "patch".into(),
+            }],
+        });
+    }
+    Ok(patched)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1645,5 +1667,21 @@ supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
             "Guaranteed"
         );
         assert_eq!(qos_class(&pod(json!({"requests": {"cpu": "1"}}))), "Burstable");
+    }
+
+    /// Found by the `patch` fuzz target (fuzz/regressions/patch/): a JSON patch that makes
+    /// the document a number panicked in `check_type` and `merge_for`.
+    #[test]
+    fn a_patch_must_leave_an_object() {
+        let base = json!({"metadata": {"name": "web"}, "spec": {"replicas": 1}});
+        for value in [json!(5), json!("x"), json!([1]), json!(null)] {
+            let doc = json!([{"op": "add", "path": "", "value": value}]);
+            let e = apply_patch("application/json-patch+json", "Deployment", &base, &doc).expect_err("not an object");
+            assert_eq!(e.code(), StatusCode::UNPROCESSABLE_ENTITY, "{e}");
+            assert!(e.to_string().contains("patch: Invalid value"), "{e}");
+        }
+        let doc = json!([{"op": "replace", "path": "/spec/replicas", "value": 2}]);
+        let patched = apply_patch("application/json-patch+json", "Deployment", &base, &doc).expect("an object");
+        assert_eq!(patched["spec"]["replicas"], 2);
     }
 }

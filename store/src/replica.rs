@@ -146,6 +146,7 @@ impl Replica {
     /// A message from a peer. Messages for another member or from an unknown term are
     /// Raft's to judge; a malformed one is dropped with an error.
     pub fn step(&mut self, m: Message) -> Result<()> {
+        check_message(&m, self.is_leader())?;
         if self.raw.raft.prs().get(m.from).is_some() {
             self.heard.insert(m.from, self.ticks);
         }
@@ -368,6 +369,65 @@ fn proposal_error(e: raft::Error) -> StoreError {
         raft::Error::ProposalDropped => StoreError::NoLeader,
         e => StoreError::InvalidRequest(format!("raft: {e}")),
     }
+}
+
+/// Refuses a peer's message that no raft-rs member sends and that raft-rs would panic on
+/// instead of refusing (found by the `raft_message` fuzz target):
+///
+/// - a message without a term, but for a forwarded proposal or read index: raft-rs takes
+///   those for this member's own input and trusts them (a read-index answer or an append
+///   without a term "matched" term 0 past the end of the log and committed beyond it; a
+///   vote request without one was answered with that term, which raft-rs refuses to
+///   send); every message raft-rs sends to a peer carries its term;
+/// - a proposal or a read-index request without entries (a leader takes the first entry
+///   as given), or with a term (raft-rs forwards them without one, and a follower that
+///   forwards one with a term panics);
+/// - an append that is not a leader's log after its index (see `append_follows`), and
+///   a snapshot without an index and a term (up to the message's), whose term 0 matched
+///   past the end of the log as well;
+/// - a leader transfer request at a member that is not the leader (`leader`): a follower
+///   forwards it to its leader, and raft-rs refuses to send it on with the term it came
+///   with. Followers forward theirs to the leader, which alone takes them from peers.
+pub fn check_message(m: &Message, leader: bool) -> Result<()> {
+    use raft::prelude::MessageType;
+    let malformed = |what: &str| Err(StoreError::InvalidRequest(format!("raft message: {what}")));
+    match m.get_msg_type() {
+        MessageType::MsgPropose | MessageType::MsgReadIndex if m.entries.is_empty() || m.term != 0 => {
+            malformed("a proposal or read index without entries, or with a term")
+        }
+        MessageType::MsgPropose | MessageType::MsgReadIndex => Ok(()),
+        _ if m.term == 0 => malformed("a message without a term"),
+        MessageType::MsgAppend if !append_follows(m) => malformed("an append whose entries do not follow its index"),
+        MessageType::MsgSnapshot
+            if {
+                let meta = m.get_snapshot().get_metadata();
+                meta.index == 0 || meta.term == 0 || meta.term > m.term
+            } =>
+        {
+            malformed("a snapshot without an index and a term")
+        }
+        MessageType::MsgTransferLeader if !leader => {
+            malformed("a leader transfer request at a member that does not lead")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Whether an append is a leader's log after its `(index, log_term)`: a term for every
+/// entry but the log's start (index 0, term 0), up to the message's term, and entries
+/// with indexes one after the other from `index + 1`, terms never going down. (raft-rs
+/// reads term 0 at an index past its log's end as a match, and commits by the count of
+/// entries: either way, past the end of its log.)
+fn append_follows(m: &Message) -> bool {
+    if (m.index == 0) != (m.log_term == 0) || m.log_term > m.term {
+        return false;
+    }
+    let mut term = m.log_term.max(1);
+    m.entries.iter().zip(1u64..).all(|(e, i)| {
+        let ok = m.index.checked_add(i) == Some(e.index) && e.term >= term && e.term <= m.term;
+        term = e.term;
+        ok
+    })
 }
 
 /// Encodes a Raft message for the wire (raft-rs's protobuf codec).

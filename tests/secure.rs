@@ -8,6 +8,8 @@
 //! - Without credentials: 401. A user the CA issued without bindings: 403, on REST and on
 //!   the mesh gRPC API alike (the mesh without a certificate: UNAUTHENTICATED).
 //! - Every key and certificate file is 0600, the PKI directory 0700.
+//! - The default roles view, edit and admin, each bound in a namespace to a user of the
+//!   CA: what each may do, asked with `kubectl auth can-i` and done with kubectl.
 //! - Node restriction, with kubectl as two nodes: a node reads the secret its pod uses,
 //!   and no other; lists no secrets; changes no other node; deletes no other node's pod.
 //! - A restart serves a new certificate from the same CA, and nothing is lost.
@@ -360,6 +362,77 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
         "can only modify pods bound to it",
     );
     ok(&n1, &["delete", "pod", "uses-secret", "--wait=false"]);
+
+    // The default roles, each bound in one namespace to a user of the CA, through kubectl
+    // as that user.
+    ok(&kc, &["create", "namespace", "team"]);
+    let user_kubeconfig = |user: &str| {
+        let certs = Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args(["certs", "--dir"])
+            .arg(&pki)
+            .args(["--user", user])
+            .output()
+            .expect("capstan certs");
+        assert!(certs.status.success(), "{}", text(&certs));
+        let (crt, key) = (pki.join(format!("{user}.crt")), pki.join(format!("{user}.key")));
+        with_user(
+            &kc,
+            &dir.join(format!("{user}.kubeconfig")),
+            (crt.to_str().expect("utf-8"), key.to_str().expect("utf-8")),
+        )
+    };
+    let can = |kc: &Path, args: &[&str]| -> bool {
+        let o = kubectl(k, kc, &[&["auth", "can-i"], args, &["-n", "team"]].concat());
+        match String::from_utf8_lossy(&o.stdout).trim() {
+            "yes" => true,
+            "no" => false,
+            _ => panic!("can-i {args:?}: {}", text(&o)),
+        }
+    };
+    for (user, role) in [("carol", "view"), ("dave", "edit"), ("erin", "admin")] {
+        ok(
+            &kc,
+            &[
+                "create",
+                "rolebinding",
+                &format!("{user}-{role}"),
+                "--clusterrole",
+                role,
+                "--user",
+                user,
+                "-n",
+                "team",
+            ],
+        );
+        let ukc = user_kubeconfig(user);
+        kubectl_until(
+            k,
+            &ukc,
+            &["auth", "can-i", "get", "pods", "-n", "team"],
+            "the binding in effect",
+            |o| o.trim() == "yes",
+        );
+        let expect = |args: &[&str], want: bool| assert_eq!(can(&ukc, args), want, "{user} ({role}): can-i {args:?}");
+        expect(&["get", "pods"], true);
+        expect(&["list", "deployments.apps"], true);
+        expect(&["create", "deployments.apps"], role != "view");
+        expect(&["get", "secrets"], role != "view");
+        expect(&["create", "rolebindings.rbac.authorization.k8s.io"], role == "admin");
+        expect(&["delete", "namespaces"], false);
+        let o = kubectl(k, &ukc, &["get", "pods", "-n", "default"]);
+        assert!(
+            !o.status.success(),
+            "{user}: the binding holds in team only: {}",
+            text(&o)
+        );
+        let o = kubectl(k, &ukc, &["create", "configmap", &format!("by-{user}"), "-n", "team"]);
+        assert_eq!(
+            o.status.success(),
+            role != "view",
+            "{user} ({role}) creates a config map: {}",
+            text(&o)
+        );
+    }
 
     // The etcd API: TLS, and a client certificate required.
     let etcd = format!("https://{}", server.addr);

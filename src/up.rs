@@ -839,7 +839,9 @@ mod tests {
         assert!(m2.contains("--service-cluster-ip-range 127.71.0.0/16"), "{m2}");
         assert!(m2.contains("--cluster-cidr 127.135.0.0/16"), "{m2}");
         assert!(
-            m2.contains("--initial-cluster m1=https://127.7.1.1:2380,m2=https://127.7.1.2:2380,m3=https://127.7.1.3:2380"),
+            m2.contains(
+                "--initial-cluster m1=https://127.7.1.1:2380,m2=https://127.7.1.2:2380,m3=https://127.7.1.3:2380"
+            ),
             "{m2}"
         );
         assert!(m2.contains("--pki-dir /d/pki"), "{m2}");

@@ -460,7 +460,14 @@ async fn members_are_added_promoted_and_removed_with_etcdctl() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = std::fs::File::create(dir.path().join("n4.log")).expect("log");
     let n4 = std::process::Command::new(binary())
-        .args(["store", "--name", "n4", "--initial-cluster-state", "existing", "--insecure"])
+        .args([
+            "store",
+            "--name",
+            "n4",
+            "--initial-cluster-state",
+            "existing",
+            "--insecure",
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("n4"))
         .args(["--listen-client", &format!("127.0.0.1:{client_port}")])

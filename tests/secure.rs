@@ -104,6 +104,24 @@ fn with_user(kc: &Path, out: &Path, user: (&str, &str)) -> PathBuf {
     out.to_path_buf()
 }
 
+/// `capstan certs --user USER [--group G]` in `pki`, and a copy of the kubeconfig `kc`
+/// presenting that certificate (in `dir`).
+fn issue(pki: &Path, kc: &Path, dir: &Path, user: &str, group: Option<&str>) -> PathBuf {
+    let mut certs = Command::new(env!("CARGO_BIN_EXE_capstan"));
+    certs.args(["certs", "--dir"]).arg(pki).args(["--user", user]);
+    if let Some(g) = group {
+        certs.args(["--group", g]);
+    }
+    let out = certs.output().expect("capstan certs");
+    assert!(out.status.success(), "{}", text(&out));
+    let (crt, key) = (pki.join(format!("{user}.crt")), pki.join(format!("{user}.key")));
+    with_user(
+        kc,
+        &dir.join(format!("{}.kubeconfig", user.replace(':', "-"))),
+        (crt.to_str().expect("utf-8"), key.to_str().expect("utf-8")),
+    )
+}
+
 /// The API server's certificate (DER), verified against the CA `ca_pem`.
 fn served_certificate(addr: std::net::SocketAddr, ca_pem: &[u8]) -> Vec<u8> {
     tls_exchange(addr, ca_pem, None).0
@@ -257,20 +275,9 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
     let answer = get("/healthz");
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     // A user of the CA without bindings: 403 with upstream's message.
-    let certs = Command::new(env!("CARGO_BIN_EXE_capstan"))
-        .args(["certs", "--dir"])
-        .arg(&pki)
-        .args(["--user", "alice"])
-        .output()
-        .expect("capstan certs");
-    assert!(certs.status.success(), "{}", text(&certs));
+    let alice = issue(&pki, &kc, dir, "alice", None);
     assert_private(&pki);
     let (alice_crt, alice_key) = (pki.join("alice.crt"), pki.join("alice.key"));
-    let alice = with_user(
-        &kc,
-        &dir.join("alice.kubeconfig"),
-        (alice_crt.to_str().expect("utf-8"), alice_key.to_str().expect("utf-8")),
-    );
     let o = kubectl(k, &alice, &["get", "pods"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -312,22 +319,7 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
         "the pod with the secret Running (its agent read the secret as system:node:n1)",
         |out| out == "Running",
     );
-    let node_kubeconfig = |name: &str| {
-        let user = format!("system:node:{name}");
-        let certs = Command::new(env!("CARGO_BIN_EXE_capstan"))
-            .args(["certs", "--dir"])
-            .arg(&pki)
-            .args(["--user", &user, "--group", "system:nodes"])
-            .output()
-            .expect("capstan certs");
-        assert!(certs.status.success(), "{}", text(&certs));
-        let (crt, key) = (pki.join(format!("{user}.crt")), pki.join(format!("{user}.key")));
-        with_user(
-            &kc,
-            &dir.join(format!("{name}.kubeconfig")),
-            (crt.to_str().expect("utf-8"), key.to_str().expect("utf-8")),
-        )
-    };
+    let node_kubeconfig = |name: &str| issue(&pki, &kc, dir, &format!("system:node:{name}"), Some("system:nodes"));
     let (n1, n2) = (node_kubeconfig("n1"), node_kubeconfig("n2"));
     let ok = |kc: &Path, args: &[&str]| {
         let o = kubectl(k, kc, args);
@@ -366,21 +358,6 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
     // The default roles, each bound in one namespace to a user of the CA, through kubectl
     // as that user.
     ok(&kc, &["create", "namespace", "team"]);
-    let user_kubeconfig = |user: &str| {
-        let certs = Command::new(env!("CARGO_BIN_EXE_capstan"))
-            .args(["certs", "--dir"])
-            .arg(&pki)
-            .args(["--user", user])
-            .output()
-            .expect("capstan certs");
-        assert!(certs.status.success(), "{}", text(&certs));
-        let (crt, key) = (pki.join(format!("{user}.crt")), pki.join(format!("{user}.key")));
-        with_user(
-            &kc,
-            &dir.join(format!("{user}.kubeconfig")),
-            (crt.to_str().expect("utf-8"), key.to_str().expect("utf-8")),
-        )
-    };
     let can = |kc: &Path, args: &[&str]| -> bool {
         let o = kubectl(k, kc, &[&["auth", "can-i"], args, &["-n", "team"]].concat());
         match String::from_utf8_lossy(&o.stdout).trim() {
@@ -404,7 +381,7 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
                 "team",
             ],
         );
-        let ukc = user_kubeconfig(user);
+        let ukc = issue(&pki, &kc, dir, user, None);
         kubectl_until(
             k,
             &ukc,

@@ -628,14 +628,17 @@ async fn check_namespace(api: &Api, rt: &ResourceType, ns: &str, name: &str) -> 
     )))
 }
 
-async fn create(api: &Api, t: &Target, params: &Params, body: &Bytes, fmt: Format) -> Result<Response> {
-    let rt = t.rt;
+/// A create body made into the object to store, up to the namespace check and the
+/// write: type, namespace (the request's, `namespace`), server-set metadata (`uid` and
+/// `now` given: the fuzz targets fix them), normalization, defaulting and the initial
+/// status. Pure.
+pub fn prepare_create(rt: &ResourceType, namespace: Option<&str>, body: &Bytes, uid: &str, now: &str) -> Result<Value> {
     let mut obj = parse_body(body)?;
     check_type(rt, &mut obj)?;
     {
         let m = meta_mut(&mut obj);
         if rt.namespaced {
-            let Some(ns) = t.namespace.as_deref() else {
+            let Some(ns) = namespace else {
                 return Err(ApiError::MethodNotAllowed(format!(
                     "{} must be created in a namespace",
                     rt.plural
@@ -664,8 +667,8 @@ async fn create(api: &Api, t: &Target, params: &Params, body: &Bytes, fmt: Forma
         ] {
             m.remove(f);
         }
-        m.insert("uid".into(), json!(object::new_uid()));
-        m.insert("creationTimestamp".into(), json!(object::now()));
+        m.insert("uid".into(), json!(uid));
+        m.insert("creationTimestamp".into(), json!(now));
         if has_generation(rt) {
             m.insert("generation".into(), json!(1));
         } else {
@@ -683,6 +686,12 @@ async fn create(api: &Api, t: &Target, params: &Params, body: &Bytes, fmt: Forma
         let qos = qos_class(&obj);
         obj["status"] = json!({"phase": "Pending", "qosClass": qos});
     }
+    Ok(obj)
+}
+
+async fn create(api: &Api, t: &Target, params: &Params, body: &Bytes, fmt: Format) -> Result<Response> {
+    let rt = t.rt;
+    let obj = prepare_create(rt, t.namespace.as_deref(), body, &object::new_uid(), &object::now())?;
     if let Some(ns) = t.namespace.as_deref() {
         if rt.namespaced {
             if let Some(refused) = check_namespace(api, rt, ns, object::name(&obj)).await? {

@@ -35,52 +35,7 @@ pub fn request_body(body: &[u8], protobuf: bool) -> Result<Bytes, ApiError> {
 /// `handlers::create` up to the write: the object as it would be stored (with the
 /// resourceVersion the write would give it), or the error the client would get.
 pub fn create(rt: &'static ResourceType, body: &Bytes) -> Result<Value, ApiError> {
-    let mut obj = handlers::parse_body(body)?;
-    handlers::check_type(rt, &mut obj)?;
-    {
-        let m = meta_mut(&mut obj);
-        if rt.namespaced {
-            match m.get("namespace").and_then(Value::as_str) {
-                Some(given) if !given.is_empty() && given != NAMESPACE => {
-                    return Err(ApiError::BadRequest(
-                        "the namespace of the provided object does not match the namespace sent on the request".into(),
-                    ))
-                }
-                _ => {
-                    m.insert("namespace".into(), json!(NAMESPACE));
-                }
-            }
-        } else {
-            m.remove("namespace");
-        }
-        for f in [
-            "uid",
-            "resourceVersion",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "selfLink",
-        ] {
-            m.remove(f);
-        }
-        m.insert("uid".into(), json!(UID));
-        m.insert("creationTimestamp".into(), json!(CREATED));
-        if has_generation(rt) {
-            m.insert("generation".into(), json!(1));
-        } else {
-            m.remove("generation");
-        }
-    }
-    match rt.kind {
-        "Deployment" | "ReplicaSet" => obj["status"] = json!({}),
-        "Service" => obj["status"] = json!({"loadBalancer": {}}),
-        _ => {}
-    }
-    let mut obj = object::normalize(rt, obj)?;
-    validation::default_object(rt.kind, &mut obj);
-    if rt.kind == "Pod" {
-        obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
-    }
+    let mut obj = handlers::prepare_create(rt, Some(NAMESPACE), body, UID, CREATED)?;
     if object::name(&obj).is_empty() {
         if let Some(base) = meta_str(&obj, "generateName").map(str::to_string) {
             // object::generate_name's shape, without its random suffix.

@@ -818,23 +818,16 @@ pub fn client_rv(sent: &Value) -> Result<Option<i64>> {
     }
 }
 
-/// Writes `new` over the stored `old_kv` (already merged per subresource). `Ok(None)`:
-/// the object changed underneath and the caller should read it again.
-async fn commit_update(
-    api: &Api,
-    t: &Target,
+/// An update's body made into the object to store, against the stored `old`: type, the
+/// URL's name and `namespace`, the metadata the server keeps, generation, normalization,
+/// defaulting and validation. Pure (the fuzz targets drive it).
+pub fn prepare_replacement(
+    rt: &ResourceType,
+    namespace: Option<&str>,
     name: &str,
-    cur: &Current,
+    old: &Value,
     mut new: Value,
-    precondition: Option<i64>,
-) -> Result<Option<Value>> {
-    let rt = t.rt;
-    if let Some(rv) = precondition {
-        if rv != cur.rev {
-            return Err(conflict(rt, name));
-        }
-    }
-    let old = cur.obj.clone();
+) -> Result<Value> {
     check_type(rt, &mut new)?;
     let sent_name = object::name(&new).to_string();
     if !sent_name.is_empty() && sent_name != name {
@@ -843,10 +836,10 @@ async fn commit_update(
         )));
     }
     {
-        let om = object::meta(&old).cloned().unwrap_or_default();
+        let om = object::meta(old).cloned().unwrap_or_default();
         let m = meta_mut(&mut new);
         m.insert("name".into(), json!(name));
-        if let Some(ns) = &t.namespace {
+        if let Some(ns) = namespace {
             m.insert("namespace".into(), json!(ns));
         }
         // The stored resourceVersion until defaulting is done: it tells create-only
@@ -872,12 +865,33 @@ async fn commit_update(
     let mut new = normalize(rt, new)?;
     validation::default_object(rt.kind, &mut new);
     // Carries over what an update may omit (a Service's allocated IPs and node ports).
-    validation::prepare_update(rt.kind, &old, &mut new);
+    validation::prepare_update(rt.kind, old, &mut new);
     meta_mut(&mut new).remove("resourceVersion");
-    let errs = validation::validate_update(rt.kind, &old, &new);
+    let errs = validation::validate_update(rt.kind, old, &new);
     if !errs.is_empty() {
         return Err(invalid(rt, name, &errs));
     }
+    Ok(new)
+}
+
+/// Writes `new` over the stored `old_kv` (already merged per subresource). `Ok(None)`:
+/// the object changed underneath and the caller should read it again.
+async fn commit_update(
+    api: &Api,
+    t: &Target,
+    name: &str,
+    cur: &Current,
+    new: Value,
+    precondition: Option<i64>,
+) -> Result<Option<Value>> {
+    let rt = t.rt;
+    if let Some(rv) = precondition {
+        if rv != cur.rev {
+            return Err(conflict(rt, name));
+        }
+    }
+    let old = cur.obj.clone();
+    let mut new = prepare_replacement(rt, t.namespace.as_deref(), name, &old, new)?;
     let k = key(t, name);
     // Nothing changed: no write, the same resourceVersion (as upstream).
     let mut old_cmp = old.clone();

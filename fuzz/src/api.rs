@@ -105,7 +105,7 @@ pub fn patch(
 fn commit_update(
     rt: &'static ResourceType,
     old: &Value,
-    mut new: Value,
+    new: Value,
     precondition: Option<i64>,
 ) -> Result<Value, ApiError> {
     if precondition.is_some_and(|rv| rv != STORED_REVISION) {
@@ -117,53 +117,11 @@ fn commit_update(
         });
     }
     let name = object::name(old).to_string();
-    handlers::check_type(rt, &mut new)?;
-    let sent_name = object::name(&new).to_string();
-    if !sent_name.is_empty() && sent_name != name {
-        return Err(ApiError::BadRequest(format!(
-            "the name of the object ({sent_name}) does not match the name on the URL ({name})"
-        )));
-    }
-    {
-        let om = object::meta(old).cloned().unwrap_or_default();
-        let m = meta_mut(&mut new);
-        m.insert("name".into(), json!(name));
-        if rt.namespaced {
-            m.insert("namespace".into(), json!(NAMESPACE));
-        }
-        for f in [
-            "uid",
-            "creationTimestamp",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "generation",
-            "resourceVersion",
-        ] {
-            match om.get(f) {
-                Some(v) => m.insert(f.into(), v.clone()),
-                None => m.remove(f),
-            };
-        }
-    }
-    if has_generation(rt) && new.get("spec") != old.get("spec") {
-        let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
-        meta_mut(&mut new).insert("generation".into(), json!(g));
-    }
-    let mut new = object::normalize(rt, new)?;
-    validation::default_object(rt.kind, &mut new);
-    validation::prepare_update(rt.kind, old, &mut new);
-    meta_mut(&mut new).remove("resourceVersion");
-    let errs = validation::validate_update(rt.kind, old, &new);
-    if !errs.is_empty() {
-        return Err(invalid(rt, &new, &errs));
-    }
+    let namespace = rt.namespaced.then_some(NAMESPACE);
+    let mut new = handlers::prepare_replacement(rt, namespace, &name, old, new)?;
     object::to_stored(&new)?;
     object::set_resource_version(&mut new, STORED_REVISION + 1);
     Ok(new)
-}
-
-fn has_generation(rt: &ResourceType) -> bool {
-    matches!(rt.kind, "Deployment" | "ReplicaSet")
 }
 
 /// `handlers::invalid`: the 422 with upstream's message.

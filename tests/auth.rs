@@ -249,29 +249,12 @@ fn capstan_certs(args: &[&str]) {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::output_text(o)
 }
 
 /// Runs kubectl until `ok` holds for its output, at most DEADLINE.
 fn kubectl_until(bin: &Path, kc: &Path, token: &str, args: &[&str], what: &str, ok: impl Fn(&Output) -> bool) {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let o = kubectl(bin, kc, token, args);
-        if ok(&o) {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{what}: not within {DEADLINE:?}; last: {}",
-            text(&o)
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    common::output_until(what, DEADLINE, || kubectl(bin, kc, token, args), ok);
 }
 
 /// `capstan certs`, then the API over HTTPS with the kubeconfig it writes (the CA in it):

@@ -45,29 +45,17 @@ fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout: {}\nstderr: {}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    common::output_text(o)
 }
 
-/// Runs kubectl until `ok` holds for its output, at most DEADLINE.
+/// Runs kubectl until it succeeds and `ok` holds for its stdout, at most DEADLINE.
 fn kubectl_until(bin: &Path, kc: &Path, args: &[&str], what: &str, ok: impl Fn(&str) -> bool) {
-    let until = Instant::now() + DEADLINE;
-    loop {
-        let o = kubectl(bin, kc, args);
-        if o.status.success() && ok(&String::from_utf8_lossy(&o.stdout)) {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "{what}: not within {DEADLINE:?}; last: {}",
-            text(&o)
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    common::output_until(
+        what,
+        DEADLINE,
+        || kubectl(bin, kc, args),
+        |o| o.status.success() && ok(&String::from_utf8_lossy(&o.stdout)),
+    );
 }
 
 fn mode(path: &Path) -> u32 {

@@ -477,3 +477,36 @@ pub async fn ready_pods(client: &kube::Client) -> Vec<k8s_openapi::api::core::v1
         })
         .collect()
 }
+
+/// A finished command's exit status and output, for assertion messages.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs `run` until `ok` holds for its output, at most `deadline`, 200 ms apart; panics
+/// naming `what` and the last output past it.
+pub fn output_until(
+    what: &str,
+    deadline: Duration,
+    run: impl Fn() -> std::process::Output,
+    ok: impl Fn(&std::process::Output) -> bool,
+) {
+    let until = std::time::Instant::now() + deadline;
+    loop {
+        let o = run();
+        if ok(&o) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{what}: not within {deadline:?}; last: {}",
+            output_text(&o)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

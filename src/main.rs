@@ -388,6 +388,15 @@ struct ApiserverArgs {
     /// The etcd cluster's client URLs, comma separated.
     #[arg(long, default_value = "http://127.0.0.1:2379")]
     etcd_servers: String,
+    /// The CA of https:// --etcd-servers (upstream's flag).
+    #[arg(long)]
+    etcd_cafile: Option<PathBuf>,
+    /// A client certificate for the etcd API (upstream's flag).
+    #[arg(long, requires = "etcd_keyfile")]
+    etcd_certfile: Option<PathBuf>,
+    /// The key of --etcd-certfile.
+    #[arg(long, requires = "etcd_certfile")]
+    etcd_keyfile: Option<PathBuf>,
     /// Authenticate requests by bearer token: a CSV file of `token,user,uid[,"group1,group2"]`
     /// lines (upstream's static token file). Then requests without a token get 401,
     /// except /healthz, /livez and /readyz.
@@ -1170,7 +1179,21 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
         .filter(|e| !e.is_empty())
         .map(str::to_string)
         .collect();
-    let storage = Storage::etcd(&endpoints).await.map_err(|e| e.to_string())?;
+    let etcd_tls = match &args.etcd_cafile {
+        None => None,
+        Some(ca) => {
+            use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+            if let (Some(cert), Some(key)) = (&args.etcd_certfile, &args.etcd_keyfile) {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            Some(tls)
+        }
+    };
+    let storage = Storage::etcd_tls(&endpoints, etcd_tls)
+        .await
+        .map_err(|e| e.to_string())?;
     let mut config = api_config(&args.api)?;
     let read = |flag: &str, p: &PathBuf| std::fs::read(p).map_err(|e| format!("{flag} {}: {e}", p.display()));
     let tokens = match &args.token_auth_file {

@@ -66,6 +66,10 @@ struct SaveArgs {
     /// How long to wait for a connection to one endpoint.
     #[arg(long, default_value = "2s", value_parser = super::parse_duration)]
     dial_timeout: Duration,
+    /// For https:// endpoints (a store without --insecure): the CA and a client
+    /// certificate of the cluster, as etcdctl takes them.
+    #[command(flatten)]
+    tls: crate::status::EtcdTlsFlags,
 }
 
 #[derive(clap::Args)]
@@ -143,10 +147,11 @@ async fn save(args: SaveArgs) -> Result<(), String> {
     if endpoints.is_empty() {
         return Err("--endpoints names no endpoint".into());
     }
+    let tls = args.tls.config(None)?;
     let part = with_suffix(&args.file, ".part");
     let mut failures = Vec::new();
     for (i, endpoint) in endpoints.iter().enumerate() {
-        match save_from(endpoint, &part, args.dial_timeout).await {
+        match save_from(endpoint, &part, args.dial_timeout, tls.as_ref()).await {
             Ok(()) => {
                 let status = match restore::inspect(&part) {
                     Ok(s) => s,
@@ -198,9 +203,18 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 /// Streams one member's snapshot into `part` and fsyncs it.
-async fn save_from(endpoint: &str, part: &Path, dial_timeout: Duration) -> Result<(), String> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-        .map_err(|e| format!("not an endpoint: {e}"))?
+async fn save_from(
+    endpoint: &str,
+    part: &Path,
+    dial_timeout: Duration,
+    tls: Option<&tonic::transport::ClientTlsConfig>,
+) -> Result<(), String> {
+    let mut config =
+        tonic::transport::Endpoint::from_shared(endpoint.to_string()).map_err(|e| format!("not an endpoint: {e}"))?;
+    if let Some(tls) = tls {
+        config = config.tls_config(tls.clone()).map_err(|e| format!("TLS: {e}"))?;
+    }
+    let channel = config
         .connect_timeout(dial_timeout)
         .connect()
         .await

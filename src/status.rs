@@ -53,10 +53,19 @@ pub struct StatusArgs {
     /// A kubeconfig with the cluster's CA and a client certificate, for an https:// API.
     #[arg(long)]
     kubeconfig: Option<std::path::PathBuf>,
-    /// The CA of https:// etcd endpoints (etcdctl's flag; with --data-dir: its pki/ca.crt).
+    #[command(flatten)]
+    etcd_tls: EtcdTlsFlags,
+}
+
+/// TLS to the etcd API, as etcdctl's flags give it.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct EtcdTlsFlags {
+    /// The CA of https:// etcd endpoints (etcdctl's flag; `capstan status --data-dir`:
+    /// its pki/ca.crt).
     #[arg(long)]
     cacert: Option<std::path::PathBuf>,
-    /// A client certificate for the etcd API (with --data-dir: its pki/admin.crt).
+    /// A client certificate for the etcd API (`capstan status --data-dir`: its
+    /// pki/admin.crt).
     #[arg(long, requires = "key")]
     cert: Option<std::path::PathBuf>,
     /// The key of --cert.
@@ -64,25 +73,29 @@ pub struct StatusArgs {
     key: Option<std::path::PathBuf>,
 }
 
+impl EtcdTlsFlags {
+    /// The TLS the flags give; where one is missing, the file of that name in `pki`
+    /// (`ca.crt`, `admin.crt`, `admin.key`) when given and present. None without a CA.
+    pub fn config(&self, pki: Option<&std::path::Path>) -> Result<Option<ClientTlsConfig>, String> {
+        use tonic::transport::{Certificate, Identity};
+        let pki = pki.filter(|p| p.join("ca.crt").exists());
+        let pick = |flag: &Option<std::path::PathBuf>, file: &str| flag.clone().or_else(|| pki.map(|p| p.join(file)));
+        let Some(ca) = pick(&self.cacert, "ca.crt") else {
+            return Ok(None);
+        };
+        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&ca)?));
+        if let (Some(cert), Some(key)) = (pick(&self.cert, "admin.crt"), pick(&self.key, "admin.key")) {
+            tls = tls.identity(Identity::from_pem(read(&cert)?, read(&key)?));
+        }
+        Ok(Some(tls))
+    }
+}
+
 /// TLS for the etcd endpoints: the flags', or those of the `capstan up` directory.
 fn etcd_tls(args: &StatusArgs) -> Result<Option<ClientTlsConfig>, String> {
-    use tonic::transport::{Certificate, Identity};
-    let pki = args
-        .data_dir
-        .as_ref()
-        .map(|d| d.join("pki"))
-        .filter(|p| p.join("ca.crt").exists());
-    let pick =
-        |flag: &Option<std::path::PathBuf>, file: &str| flag.clone().or_else(|| pki.as_ref().map(|p| p.join(file)));
-    let Some(ca) = pick(&args.cacert, "ca.crt") else {
-        return Ok(None);
-    };
-    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&ca)?));
-    if let (Some(cert), Some(key)) = (pick(&args.cert, "admin.crt"), pick(&args.key, "admin.key")) {
-        tls = tls.identity(Identity::from_pem(read(&cert)?, read(&key)?));
-    }
-    Ok(Some(tls))
+    let pki = args.data_dir.as_ref().map(|d| d.join("pki"));
+    args.etcd_tls.config(pki.as_deref())
 }
 
 /// What one member said about itself, or why it said nothing.

@@ -14,7 +14,8 @@
 //!   and no other; lists no secrets; changes no other node; deletes no other node's pod.
 //! - A restart serves a new certificate from the same CA, and nothing is lost.
 //! - The etcd API is TLS too: etcdctl with the admin's certificate reads and writes,
-//!   without one it is refused.
+//!   without one it is refused; `capstan snapshot save` and `capstan apiserver
+//!   --etcd-servers https://` use it with etcdctl's and upstream's flags.
 //! - Plain text only with --insecure: http:// peer URLs, or `capstan apiserver` without a
 //!   certificate, refuse to start without it.
 //! - `capstan up` (3 masters, 1 node as separate processes): the members speak mutual
@@ -421,6 +422,38 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "hello", "{}", text(&o));
     let o = etcdctl(false, &["get", "greeting"]);
     assert!(!o.status.success(), "without a client certificate: {}", text(&o));
+
+    // The etcd API's other clients with the same certificates: a snapshot, and an API
+    // server over it.
+    let (ca, crt, key) = (pki.join("ca.crt"), pki.join("admin.crt"), pki.join("admin.key"));
+    let tls_flags = |names: [&str; 3]| -> Vec<String> {
+        names
+            .iter()
+            .zip([&ca, &crt, &key])
+            .flat_map(|(flag, path)| [flag.to_string(), path.display().to_string()])
+            .collect()
+    };
+    let snap = dir.join("backup.db");
+    let o = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["snapshot", "save"])
+        .arg(&snap)
+        .args(["--endpoints", &etcd])
+        .args(tls_flags(["--cacert", "--cert", "--key"]))
+        .output()
+        .expect("capstan snapshot save");
+    assert!(o.status.success() && snap.exists(), "{}", text(&o));
+    let apiserver_flags = tls_flags(["--etcd-cafile", "--etcd-certfile", "--etcd-keyfile"]);
+    let flags: Vec<&str> = apiserver_flags.iter().map(String::as_str).collect();
+    let remote = Server::apiserver_with(&etcd, &dir.join("remote.kubeconfig"), &dir.join("remote.log"), &flags);
+    let mut stream = std::net::TcpStream::connect(remote.addr).expect("connect");
+    std::io::Write::write_all(&mut stream, b"GET /api/v1/namespaces/team HTTP/1.0\r\nHost: x\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).expect("read");
+    assert!(
+        answer.contains(" 200 OK") && answer.contains(r#""name":"team""#),
+        "{answer}"
+    );
+    drop(remote);
 
     // A restart: a new serving certificate from the same CA; the data and the admin's
     // kubeconfig still good.

@@ -99,6 +99,12 @@ impl Storage {
     /// A remote etcd cluster: `endpoints` are URLs (`http://127.0.0.1:2379`); requests
     /// are balanced over them.
     pub async fn etcd(endpoints: &[String]) -> Result<Storage> {
+        Storage::etcd_tls(endpoints, None).await
+    }
+
+    /// [`Storage::etcd`] over TLS with `tls` for `https://` endpoints (upstream's
+    /// `--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
+    pub async fn etcd_tls(endpoints: &[String], tls: Option<tonic::transport::ClientTlsConfig>) -> Result<Storage> {
         if endpoints.is_empty() {
             return Err(ApiError::BadRequest("no etcd endpoints given".into()));
         }
@@ -108,6 +114,12 @@ impl Storage {
                 .map_err(|err| ApiError::BadRequest(format!("bad etcd endpoint {e}: {err}")))?
                 .connect_timeout(std::time::Duration::from_secs(5))
                 .tcp_nodelay(true);
+            let ep = match &tls {
+                Some(tls) => ep
+                    .tls_config(tls.clone())
+                    .map_err(|err| ApiError::BadRequest(format!("etcd endpoint {e}: TLS: {err}")))?,
+                None => ep,
+            };
             list.push(ep);
         }
         let channel = Channel::balance_list(list.into_iter());

@@ -219,6 +219,22 @@ fn validity(params: &mut CertificateParams, days: i64) {
     params.not_after = now + time::Duration::days(days);
 }
 
+/// The key ServiceAccount tokens are signed with (`sa.key` in `dir`, P-256, made if
+/// missing), as PKCS#8 DER.
+pub fn service_account_key(dir: &Path) -> Result<Vec<u8>, String> {
+    let path = dir.join("sa.key");
+    let key = match std::fs::read_to_string(&path) {
+        Ok(pem) => KeyPair::from_pem(&pem).map_err(|e| format!("{}: {e}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
+            write(&path, &key.serialize_pem(), true)?;
+            key
+        }
+        Err(e) => return Err(format!("reading {}: {e}", path.display())),
+    };
+    Ok(key.serialize_der())
+}
+
 /// Creates `dir` (and its parents) if missing, readable by its owner only.
 pub fn private_dir(dir: &Path) -> Result<(), String> {
     use std::os::unix::fs::DirBuilderExt;

@@ -805,10 +805,15 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
         let tls = match &pki {
             None => None,
             Some(pki) => {
-                config.auth = Some(std::sync::Arc::new(capstan_apiserver::auth::Auth::new(
-                    capstan_apiserver::auth::Tokens::default(),
-                    capstan_apiserver::auth::Mode::Rbac,
-                )));
+                let tokens =
+                    capstan_apiserver::serviceaccount::TokenKey::from_pkcs8(&certs::service_account_key(&pki.dir)?)?;
+                config.auth = Some(std::sync::Arc::new(
+                    capstan_apiserver::auth::Auth::new(
+                        capstan_apiserver::auth::Tokens::default(),
+                        capstan_apiserver::auth::Mode::Rbac,
+                    )
+                    .with_service_accounts(tokens),
+                ));
                 Some(pki.server_config()?)
             }
         };

@@ -13,6 +13,8 @@
 //! - Node restriction, with kubectl as two nodes: a node reads the secret its pod uses,
 //!   and no other; lists no secrets; changes no other node; deletes no other node's pod.
 //! - A restart serves a new certificate from the same CA, and nothing is lost.
+//! - ServiceAccount tokens from the TokenRequest API (`kubectl create token` too) are
+//!   accepted and authorized as their account; an altered one gets 401.
 //! - The etcd API is TLS too: etcdctl with the admin's certificate reads and writes,
 //!   without one it is refused; `capstan snapshot save` and `capstan apiserver
 //!   --etcd-servers https://` use it with etcdctl's and upstream's flags.
@@ -398,6 +400,96 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
             "{user} ({role}) creates a config map: {}",
             text(&o)
         );
+    }
+
+    // ServiceAccount tokens: issued through the TokenRequest API, accepted as bearer
+    // tokens, authorized as the account; an altered one is refused.
+    let request = dir.join("token-request.json");
+    std::fs::write(
+        &request,
+        r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{"expirationSeconds":600}}"#,
+    )
+    .expect("write the request");
+    let token_path = "/api/v1/namespaces/team/serviceaccounts/default/token";
+    common::output_until(
+        "a token for team's default ServiceAccount",
+        DEADLINE,
+        || {
+            kubectl(
+                k,
+                &kc,
+                &["create", "--raw", token_path, "-f", request.to_str().expect("utf-8")],
+            )
+        },
+        |o| {
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+            v["status"]["token"].as_str().is_some_and(|t| !t.is_empty())
+        },
+    );
+    let o = kubectl(
+        k,
+        &kc,
+        &["create", "--raw", token_path, "-f", request.to_str().expect("utf-8")],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("a TokenRequest");
+    let token = v["status"]["token"].as_str().expect("a token").to_owned();
+    let ca_file = pki.join("ca.crt");
+    let server_url = format!("https://{listen}");
+    let as_token = |token: &str, args: &[&str]| {
+        let flags = [
+            "--server",
+            &server_url,
+            "--certificate-authority",
+            ca_file.to_str().expect("utf-8"),
+            "--token",
+            token,
+        ];
+        kubectl(k, Path::new("/dev/null"), &[&flags[..], args].concat())
+    };
+    let o = as_token(&token, &["get", "pods", "-n", "team"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("User \"system:serviceaccount:team:default\" cannot list resource \"pods\""),
+        "{}",
+        text(&o)
+    );
+    ok(
+        &kc,
+        &[
+            "create",
+            "rolebinding",
+            "sa-view",
+            "--clusterrole",
+            "view",
+            "--serviceaccount",
+            "team:default",
+            "-n",
+            "team",
+        ],
+    );
+    common::output_until(
+        "the ServiceAccount's binding in effect",
+        DEADLINE,
+        || as_token(&token, &["get", "pods", "-n", "team"]),
+        |o| o.status.success(),
+    );
+    let altered = format!("{}A", &token[..token.len() - 1]);
+    let altered = if altered == token {
+        format!("{}B", &token[..token.len() - 1])
+    } else {
+        altered
+    };
+    let o = as_token(&altered, &["get", "pods", "-n", "team"]);
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("Unauthorized"),
+        "{}",
+        text(&o)
+    );
+    // kubectl create token (1.24 and later) sends its TokenRequest as protobuf.
+    for newer in common::kubectls_or_fail().iter().skip(1) {
+        let o = kubectl(newer, &kc, &["create", "token", "default", "-n", "team"]);
+        assert!(o.status.success() && o.stdout.starts_with(b"eyJ"), "{}", text(&o));
     }
 
     // The etcd API: TLS, and a client certificate required.

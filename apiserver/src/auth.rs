@@ -214,6 +214,8 @@ impl std::str::FromStr for Mode {
 pub struct Auth {
     tokens: Tokens,
     mode: Mode,
+    /// ServiceAccount tokens: issued and accepted with this key (None: neither).
+    service_accounts: Option<Arc<crate::serviceaccount::TokenKey>>,
     /// None until the RBAC caches have loaded.
     policy: RwLock<Option<Arc<Policy>>>,
 }
@@ -232,8 +234,20 @@ impl Auth {
         Auth {
             tokens,
             mode,
+            service_accounts: None,
             policy: RwLock::new(None),
         }
+    }
+
+    /// Issues and accepts ServiceAccount tokens signed with `key`.
+    pub fn with_service_accounts(mut self, key: crate::serviceaccount::TokenKey) -> Auth {
+        self.service_accounts = Some(Arc::new(key));
+        self
+    }
+
+    /// The ServiceAccount token key, if tokens are issued.
+    pub fn service_account_key(&self) -> Option<&crate::serviceaccount::TokenKey> {
+        self.service_accounts.as_deref()
     }
 
     pub fn mode(&self) -> Mode {
@@ -277,7 +291,16 @@ impl Auth {
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, token)| token.trim());
-        match token.and_then(|t| self.tokens.user(t)) {
+        let Some(token) = token else {
+            return Credentials::Invalid;
+        };
+        if let Some(user) = self.tokens.user(token) {
+            return Credentials::User(user);
+        }
+        // A ServiceAccount token: checked against the wall clock (the API's, not the
+        // store's core).
+        let now_s = crate::object::now_unix_s();
+        match self.service_accounts.as_ref().and_then(|k| k.verify(token, now_s)) {
             Some(user) => Credentials::User(user),
             None => Credentials::Invalid,
         }

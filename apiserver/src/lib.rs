@@ -26,11 +26,12 @@
 //! - [`auth`] and [`rbac`]: bearer-token authentication and RBAC authorization, when
 //!   configured (`capstan apiserver --token-auth-file ... --authorization-mode RBAC`).
 //! - [`nodes`]: the Node authorizer and node restriction for node agents.
+//! - [`serviceaccount`]: ServiceAccount tokens (the TokenRequest API, bearer JWTs).
 //! - [`listen`] (the connections and their bounds), [`tls`] (HTTPS, client certificates)
 //!   and [`flow`] (requests in flight, shared fairly between clients; 429 past that).
 //!
 //! Deliberately left out for now (see the issue notes): OpenAPI v3 and operations in the
-//! OpenAPI document, server-side apply, ServiceAccount tokens.
+//! OpenAPI document, server-side apply, tokens mounted into pods.
 //!
 //! The apiserver knows nothing of Raft or RocksDB: it sees only the store's etcd API.
 
@@ -53,6 +54,7 @@ pub mod protobuf;
 pub mod rbac;
 pub mod resources;
 pub mod selector;
+pub mod serviceaccount;
 pub mod storage;
 pub mod table;
 pub mod tls;
@@ -212,6 +214,73 @@ async fn review(api: Arc<Api>, req: Request, answer: auth::Review) -> Response {
     }
 }
 
+/// `POST .../serviceaccounts/<name>/token` (the TokenRequest API, `kubectl create
+/// token`): a signed token for an existing ServiceAccount ([`serviceaccount`]).
+async fn token_request(api: Arc<Api>, namespace: &str, name: &str, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let Some(key) = api.config.auth.as_deref().and_then(auth::Auth::service_account_key) else {
+        return ApiError::BadRequest("this server issues no service account tokens (it authenticates no one)".into())
+            .into_response();
+    };
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let is_protobuf = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/vnd.kubernetes.protobuf"));
+    let request: serde_json::Value = if body.is_empty() {
+        serde_json::json!({})
+    } else if is_protobuf {
+        match protobuf::decode(&body) {
+            Ok(v) => v,
+            Err(e) => return ApiError::BadRequest(e.to_string()).into_response(),
+        }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return ApiError::BadRequest(format!("the TokenRequest: {e}")).into_response(),
+        }
+    };
+    let (expiration_s, audiences) = match serviceaccount::requested(&request) {
+        Ok(r) => r,
+        Err(message) => return ApiError::BadRequest(message).into_response(),
+    };
+    let rt = resources::ResourceType::find("", "v1", "serviceaccounts").expect("invariant: serviceaccounts are served");
+    let account: serde_json::Value = match api.storage.get(&rt.key(Some(namespace), name), true).await {
+        Ok((Some(kv), _)) => serde_json::from_slice(&kv.value).unwrap_or_default(),
+        Ok((None, _)) => {
+            return ApiError::NotFound {
+                what: rt.group_resource(),
+                name: name.to_owned(),
+            }
+            .into_response()
+        }
+        Err(e) => return e.into_response(),
+    };
+    let subject = serviceaccount::Subject {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid: account["metadata"]["uid"].as_str().unwrap_or_default().to_owned(),
+    };
+    let now = object::now_unix_s();
+    let token = match key.issue(&subject, &audiences, now, expiration_s) {
+        Ok(t) => t,
+        Err(e) => return ApiError::Internal(e).into_response(),
+    };
+    let expires = object::rfc3339(now + expiration_s);
+    let answer = serde_json::json!({
+        "kind": "TokenRequest",
+        "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"name": name, "namespace": namespace, "creationTimestamp": serde_json::Value::Null},
+        "spec": {"audiences": audiences, "expirationSeconds": expiration_s, "boundObjectRef": request["spec"]["boundObjectRef"].clone()},
+        "status": {"token": token, "expirationTimestamp": expires},
+    });
+    json_response(StatusCode::CREATED, &answer)
+}
+
 /// The HTTP router of the API.
 pub fn router(api: Arc<Api>) -> Router {
     Router::new()
@@ -278,6 +347,14 @@ pub fn router(api: Arc<Api>) -> Router {
             axum::routing::post(|State(api): State<Arc<Api>>, req: Request| async move {
                 review(api, req, |_, user, body| auth::self_subject_review(user, body)).await
             }),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            axum::routing::post(
+                |State(api): State<Arc<Api>>, Path((namespace, name)): Path<(String, String)>, req: Request| async move {
+                    token_request(api, &namespace, &name, req).await
+                },
+            ),
         )
         .route(
             "/api/v1/{*rest}",

@@ -119,6 +119,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => &SELF_SUBJECT_ACCESS_REVIEW,
         ("authorization.k8s.io/v1", "SelfSubjectRulesReview") => &SELF_SUBJECT_RULES_REVIEW,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => &SELF_SUBJECT_REVIEW,
+        ("authentication.k8s.io/v1", "TokenRequest") => &TOKEN_REQUEST,
         _ => {
             let k = if kind.is_empty() { "<empty>" } else { kind.as_str() };
             let av = if api_version.is_empty() {
@@ -1550,6 +1551,21 @@ static SELF_SUBJECT_RULES_REVIEW: [Field; 2] = [
     f(2, "spec", Msg(&SELF_SUBJECT_RULES_REVIEW_SPEC), KEEP),
 ];
 static SELF_SUBJECT_REVIEW: [Field; 1] = [f(1, "metadata", Msg(&OBJECT_META), KEEP)];
+static BOUND_OBJECT_REFERENCE: [Field; 4] = [
+    f(1, "kind", Str, OMIT),
+    f(2, "apiVersion", Str, OMIT),
+    f(3, "name", Str, OMIT),
+    f(4, "uid", Str, OMIT),
+];
+static TOKEN_REQUEST_SPEC: [Field; 3] = [
+    f(1, "audiences", Str, REP),
+    f(3, "boundObjectRef", Msg(&BOUND_OBJECT_REFERENCE), KEEP),
+    f(4, "expirationSeconds", I64, KEEP),
+];
+static TOKEN_REQUEST: [Field; 2] = [
+    f(1, "metadata", Msg(&OBJECT_META), KEEP),
+    f(2, "spec", Msg(&TOKEN_REQUEST_SPEC), KEEP),
+];
 
 #[cfg(test)]
 mod tests {
@@ -1672,6 +1688,12 @@ mod tests {
         assert_eq!(v["spec"], json!({"namespace": "default"}));
         let v = dec(&body("authentication.k8s.io/v1", "SelfSubjectReview", &meta("", &[])));
         assert_eq!(v["kind"], "SelfSubjectReview");
+        let raw = [meta("", &[]), msg(2, &[s(1, "vault"), s(1, "api"), vint(4, 7200)])].concat();
+        let v = dec(&body("authentication.k8s.io/v1", "TokenRequest", &raw));
+        assert_eq!(
+            v["spec"],
+            json!({"audiences": ["vault", "api"], "expirationSeconds": 7200})
+        );
     }
 
     #[test]

@@ -185,28 +185,30 @@ async fn resource_request(
     }
 }
 
+/// The body of a request answered here rather than stored (the reviews, TokenRequest),
+/// as JSON: kubectl 1.32 posts them as protobuf, which is decoded.
+async fn json_body(headers: &axum::http::HeaderMap, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let body = read_body(body).await?;
+    let is_protobuf = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/vnd.kubernetes.protobuf"));
+    if !is_protobuf || body.is_empty() {
+        return Ok(body);
+    }
+    protobuf::decode(&body)
+        .map(|v| bytes::Bytes::from(v.to_string()))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))
+}
+
 /// One of the reviews ([`auth`]): about the caller, answered and not stored (201, as
 /// upstream answers a create).
 async fn review(api: Arc<Api>, req: Request, answer: auth::Review) -> Response {
     let (parts, body) = req.into_parts();
     let user = auth::user_of(&parts.extensions);
-    let body = match read_body(body).await {
+    let body = match json_body(&parts.headers, body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
-    };
-    // kubectl 1.32 posts the reviews as protobuf.
-    let is_protobuf = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/vnd.kubernetes.protobuf"));
-    let body = if is_protobuf {
-        match protobuf::decode(&body) {
-            Ok(v) => bytes::Bytes::from(v.to_string()),
-            Err(e) => return ApiError::BadRequest(e.to_string()).into_response(),
-        }
-    } else {
-        body
     };
     match answer(api.config.auth.as_deref(), &user, &body) {
         Ok(v) => json_response(StatusCode::CREATED, &v),
@@ -222,22 +224,12 @@ async fn token_request(api: Arc<Api>, namespace: &str, name: &str, req: Request)
         return ApiError::BadRequest("this server issues no service account tokens (it authenticates no one)".into())
             .into_response();
     };
-    let body = match read_body(body).await {
+    let body = match json_body(&parts.headers, body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let is_protobuf = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/vnd.kubernetes.protobuf"));
     let request: serde_json::Value = if body.is_empty() {
         serde_json::json!({})
-    } else if is_protobuf {
-        match protobuf::decode(&body) {
-            Ok(v) => v,
-            Err(e) => return ApiError::BadRequest(e.to_string()).into_response(),
-        }
     } else {
         match serde_json::from_slice(&body) {
             Ok(v) => v,

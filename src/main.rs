@@ -801,7 +801,6 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     }
     if let Some(api_addr) = args.apiserver_listen {
         let mut config = api_config(&args.api)?;
-        let _ = api_addr;
         let tls = match &pki {
             None => None,
             Some(pki) => {
@@ -1187,13 +1186,8 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
     let etcd_tls = match &args.etcd_cafile {
         None => None,
         Some(ca) => {
-            use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-            let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-            let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
-            if let (Some(cert), Some(key)) = (&args.etcd_certfile, &args.etcd_keyfile) {
-                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-            }
-            Some(tls)
+            let identity = args.etcd_certfile.as_deref().zip(args.etcd_keyfile.as_deref());
+            Some(status::etcd_client_tls(ca, identity)?)
         }
     };
     let storage = Storage::etcd_tls(&endpoints, etcd_tls)

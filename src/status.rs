@@ -77,19 +77,29 @@ impl EtcdTlsFlags {
     /// The TLS the flags give; where one is missing, the file of that name in `pki`
     /// (`ca.crt`, `admin.crt`, `admin.key`) when given and present. None without a CA.
     pub fn config(&self, pki: Option<&std::path::Path>) -> Result<Option<ClientTlsConfig>, String> {
-        use tonic::transport::{Certificate, Identity};
         let pki = pki.filter(|p| p.join("ca.crt").exists());
         let pick = |flag: &Option<std::path::PathBuf>, file: &str| flag.clone().or_else(|| pki.map(|p| p.join(file)));
         let Some(ca) = pick(&self.cacert, "ca.crt") else {
             return Ok(None);
         };
-        let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(&ca)?));
-        if let (Some(cert), Some(key)) = (pick(&self.cert, "admin.crt"), pick(&self.key, "admin.key")) {
-            tls = tls.identity(Identity::from_pem(read(&cert)?, read(&key)?));
-        }
-        Ok(Some(tls))
+        let (cert, key) = (pick(&self.cert, "admin.crt"), pick(&self.key, "admin.key"));
+        etcd_client_tls(&ca, cert.as_deref().zip(key.as_deref())).map(Some)
     }
+}
+
+/// TLS to an etcd API: trust the CA file `ca`, present `identity` (certificate and key
+/// files) when given.
+pub fn etcd_client_tls(
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<ClientTlsConfig, String> {
+    use tonic::transport::{Certificate, Identity};
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+    if let Some((cert, key)) = identity {
+        tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+    }
+    Ok(tls)
 }
 
 /// TLS for the etcd endpoints: the flags', or those of the `capstan up` directory.

@@ -18,11 +18,18 @@
 //!   Nobody else waits for it.
 //! - **Restarts.** If the store watch fails (compaction overtook it, the store went
 //!   away), the cache lists again and drops every watcher, which re-watch.
+//! - **Pods by node.** The cache of pods (and only it: other types pay nothing) also
+//!   keeps the keys of its pods by the node they are bound to (`spec.nodeName`), so that
+//!   the Node authorizer reads the pods of one node ([`WatchCache::pods_on_node`])
+//!   instead of scanning every pod of the cluster. The index changes with the objects,
+//!   under the same lock, on every applied change (a create, a bind or move by update, a
+//!   delete) and is rebuilt on a relist, so it is never out of step with them; it shares
+//!   the objects' keys, so a pod costs one set entry. Unbound pods are not in it.
 //!
 //! Deliberately left out: serving paged lists (`limit`/`continue`) from the cache (they
 //! go to the store), and bookmarks driven by the cache (the watch layer sends them).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -121,6 +128,8 @@ struct State {
     /// Every change up to `rev` is reflected; 0 until the first list.
     rev: i64,
     objects: BTreeMap<Bytes, Arc<Value>>,
+    /// The keys of `objects` by node; Some for the cache of pods only.
+    by_node: Option<NodeIndex>,
     window: VecDeque<Arc<Event>>,
     /// A watch from any revision >= this can be replayed from the window.
     window_from: i64,
@@ -165,6 +174,59 @@ fn in_prefix(key: &[u8], prefix: &[u8]) -> bool {
     key.starts_with(prefix)
 }
 
+/// The cached pods by the node they are bound to. Its keys are clones of the keys of
+/// `objects` (one allocation, shared), and a key is in it exactly when its object is in
+/// `objects` and bound: both change under the one lock.
+#[derive(Default)]
+struct NodeIndex {
+    /// Ordered sets, so that a node's pods come in key order, as a list's do. A node
+    /// whose last pod left has no entry (deleted nodes leave nothing behind).
+    pods: HashMap<String, BTreeSet<Bytes>>,
+}
+
+/// The node a pod is bound to; None while it is not scheduled.
+fn node_name(pod: &Value) -> Option<&str> {
+    pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty())
+}
+
+impl NodeIndex {
+    /// The index of `objects` (the pods of a fresh list).
+    fn of(objects: &BTreeMap<Bytes, Arc<Value>>) -> NodeIndex {
+        let mut index = NodeIndex::default();
+        for (key, pod) in objects {
+            index.change(key, None, Some(pod));
+        }
+        index
+    }
+
+    /// Follows the pod at `key` from `before` to `after` (None: not cached). `key` is
+    /// the one `objects` holds, so that the index shares it.
+    fn change(&mut self, key: &Bytes, before: Option<&Value>, after: Option<&Value>) {
+        let (from, to) = (before.and_then(node_name), after.and_then(node_name));
+        if from == to {
+            return;
+        }
+        if let Some(from) = from {
+            if let Some(keys) = self.pods.get_mut(from) {
+                keys.remove(key);
+                if keys.is_empty() {
+                    self.pods.remove(from);
+                }
+            }
+        }
+        if let Some(to) = to {
+            match self.pods.get_mut(to) {
+                Some(keys) => {
+                    keys.insert(key.clone());
+                }
+                None => {
+                    self.pods.insert(to.to_owned(), BTreeSet::from([key.clone()]));
+                }
+            }
+        }
+    }
+}
+
 /// Appends an event to the window, dropping the oldest beyond its bound.
 fn push_window(st: &mut State, event: Event) -> Arc<Event> {
     let ev = Arc::new(event);
@@ -178,16 +240,17 @@ fn push_window(st: &mut State, event: Event) -> Arc<Event> {
 }
 
 impl WatchCache {
-    /// Creates the cache of `rt`, keeping up to `window_max` recent events, and starts
-    /// feeding it from `storage`.
-    pub fn start(storage: Storage, rt: &'static ResourceType, window_max: usize) -> Arc<WatchCache> {
+    /// An empty cache of `rt`, keeping up to `window_max` recent events; nothing feeds it.
+    fn new(rt: &'static ResourceType, window_max: usize) -> WatchCache {
         assert!(window_max > 0, "the watch cache window holds at least one event");
-        let cache = Arc::new(WatchCache {
+        let pods = rt.group.is_empty() && rt.plural == "pods";
+        WatchCache {
             rt,
             state: Mutex::new(State {
                 window_max,
                 rev: 0,
                 objects: BTreeMap::new(),
+                by_node: pods.then(NodeIndex::default),
                 window: VecDeque::new(),
                 window_from: i64::MAX,
                 watchers: HashMap::new(),
@@ -195,7 +258,13 @@ impl WatchCache {
             }),
             moved: Notify::new(),
             want_progress: Notify::new(),
-        });
+        }
+    }
+
+    /// Creates the cache of `rt`, keeping up to `window_max` recent events, and starts
+    /// feeding it from `storage`.
+    pub fn start(storage: Storage, rt: &'static ResourceType, window_max: usize) -> Arc<WatchCache> {
+        let cache = Arc::new(WatchCache::new(rt, window_max));
         let weak = Arc::downgrade(&cache);
         tokio::spawn(async move {
             loop {
@@ -247,35 +316,7 @@ impl WatchCache {
                 rev,
             ),
         };
-        {
-            let mut st = self.lock();
-            // Watchers of an earlier run cannot continue across a relist.
-            st.watchers.clear();
-            st.objects = objects;
-            st.window.clear();
-            st.window_from = window_from;
-            st.rev = rev;
-            for change in history {
-                match change {
-                    Change::Put { kv, prev } if kv.mod_revision <= rev => {
-                        let obj = Arc::new(from_kv(&kv)?);
-                        let prev = prev.as_ref().map(from_kv).transpose()?.map(Arc::new);
-                        push_window(&mut st, Event::new(kv.mod_revision, kv.key, obj, prev, false));
-                    }
-                    Change::Delete {
-                        key,
-                        prev: Some(prev),
-                        revision,
-                    } if revision <= rev => {
-                        let mut last = from_kv(&prev)?;
-                        set_resource_version(&mut last, revision);
-                        let prev = Some(Arc::new(from_kv(&prev)?));
-                        push_window(&mut st, Event::new(revision, key, Arc::new(last), prev, true));
-                    }
-                    _ => {}
-                }
-            }
-        }
+        self.reset(objects, rev, window_from, history)?;
         // What the replay brought beyond the list is applied like any change.
         self.apply(later)?;
         self.moved.notify_waiters();
@@ -294,6 +335,48 @@ impl WatchCache {
             self.apply(changes)?;
             self.moved.notify_waiters();
         }
+    }
+
+    /// Replaces the cache's state with a list's: `objects` at `rev`, and the window of
+    /// the `history` after `window_from` up to `rev`.
+    fn reset(
+        &self,
+        objects: BTreeMap<Bytes, Arc<Value>>,
+        rev: i64,
+        window_from: i64,
+        history: Vec<Change>,
+    ) -> Result<()> {
+        let mut st = self.lock();
+        // Watchers of an earlier run cannot continue across a relist.
+        st.watchers.clear();
+        if st.by_node.is_some() {
+            st.by_node = Some(NodeIndex::of(&objects));
+        }
+        st.objects = objects;
+        st.window.clear();
+        st.window_from = window_from;
+        st.rev = rev;
+        for change in history {
+            match change {
+                Change::Put { kv, prev } if kv.mod_revision <= rev => {
+                    let obj = Arc::new(from_kv(&kv)?);
+                    let prev = prev.as_ref().map(from_kv).transpose()?.map(Arc::new);
+                    push_window(&mut st, Event::new(kv.mod_revision, kv.key, obj, prev, false));
+                }
+                Change::Delete {
+                    key,
+                    prev: Some(prev),
+                    revision,
+                } if revision <= rev => {
+                    let mut last = from_kv(&prev)?;
+                    set_resource_version(&mut last, revision);
+                    let prev = Some(Arc::new(from_kv(&prev)?));
+                    push_window(&mut st, Event::new(revision, key, Arc::new(last), prev, true));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Watches from up to a window's worth of revisions before `rev` and reads the
@@ -361,7 +444,18 @@ impl WatchCache {
                 }
                 Change::Put { kv, .. } => {
                     let obj = Arc::new(from_kv(&kv)?);
-                    let prev = st.objects.insert(kv.key.clone(), obj.clone());
+                    // Borrows the objects and the index apart.
+                    let state = &mut *st;
+                    let prev = state.objects.insert(kv.key.clone(), obj.clone());
+                    if let Some(index) = &mut state.by_node {
+                        // The map keeps its own key when the object replaces one; the
+                        // index shares that one.
+                        let (key, _) = state
+                            .objects
+                            .get_key_value(&kv.key)
+                            .expect("invariant: the object was just inserted");
+                        index.change(key, prev.as_deref(), Some(&obj));
+                    }
                     let ev = Event::new(kv.mod_revision, kv.key, obj, prev, false);
                     (ev, kv.mod_revision)
                 }
@@ -370,6 +464,9 @@ impl WatchCache {
                         st.rev = st.rev.max(revision);
                         continue;
                     };
+                    if let Some(index) = &mut st.by_node {
+                        index.change(&key, Some(&prev), None);
+                    }
                     let mut last = (*prev).clone();
                     set_resource_version(&mut last, revision);
                     let ev = Event::new(revision, key, Arc::new(last), Some(prev), true);
@@ -436,6 +533,30 @@ impl WatchCache {
             .objects
             .range(Bytes::copy_from_slice(prefix)..Bytes::from(end))
             .map(|(_, v)| v.clone())
+            .collect();
+        Ok((items, st.rev))
+    }
+
+    /// The cached pods bound to node `node` (`spec.nodeName`), in key order, and the
+    /// revision they are current at: as fresh as [`list`](Self::list) with the same
+    /// `min_rev`, read from the index of pods by node instead of every pod. Only the
+    /// cache of pods keeps that index; any other answers an internal error.
+    pub async fn pods_on_node(&self, node: &str, min_rev: i64) -> Result<(Vec<Arc<Value>>, i64)> {
+        self.wait_for(min_rev.max(1)).await?;
+        let st = self.lock();
+        let Some(index) = &st.by_node else {
+            return Err(ApiError::Internal(format!(
+                "the cache of {} keeps no index by node",
+                self.rt.plural
+            )));
+        };
+        // Every indexed key is cached (both change under this lock).
+        let items = index
+            .pods
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|key| st.objects.get(key).cloned())
             .collect();
         Ok((items, st.rev))
     }
@@ -529,5 +650,170 @@ impl Caches {
         self.by_plural
             .get(rt.plural)
             .expect("a cache is started for every served type")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Kv;
+    use serde_json::json;
+
+    fn pods_rt() -> &'static ResourceType {
+        ResourceType::find("", "v1", "pods").expect("pods are served")
+    }
+
+    fn key(name: &str) -> Bytes {
+        Bytes::from(pods_rt().key(Some("ns"), name))
+    }
+
+    fn kv(name: &str, node: Option<&str>, rev: i64) -> Kv {
+        let mut pod =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ns"}, "spec": {}});
+        if let Some(node) = node {
+            pod["spec"]["nodeName"] = json!(node);
+        }
+        Kv {
+            key: key(name),
+            value: Bytes::from(pod.to_string()),
+            create_revision: rev,
+            mod_revision: rev,
+        }
+    }
+
+    fn put(cache: &WatchCache, name: &str, node: Option<&str>, rev: i64) {
+        cache
+            .apply(vec![Change::Put {
+                kv: kv(name, node, rev),
+                prev: None,
+            }])
+            .expect("apply");
+    }
+
+    fn delete(cache: &WatchCache, name: &str, rev: i64) {
+        cache
+            .apply(vec![Change::Delete {
+                key: key(name),
+                prev: None,
+                revision: rev,
+            }])
+            .expect("apply");
+    }
+
+    async fn on(cache: &WatchCache, node: &str) -> Vec<String> {
+        let (pods, _) = cache.pods_on_node(node, 0).await.expect("pods on node");
+        pods.iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    /// The nodes that have an entry in the index.
+    fn indexed_nodes(cache: &WatchCache) -> Vec<String> {
+        let st = cache.lock();
+        let mut nodes: Vec<String> = st
+            .by_node
+            .as_ref()
+            .expect("a pods cache")
+            .pods
+            .keys()
+            .cloned()
+            .collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// Every indexed key is the very allocation the object map holds.
+    fn assert_keys_shared(cache: &WatchCache) {
+        let st = cache.lock();
+        for keys in st.by_node.as_ref().expect("a pods cache").pods.values() {
+            for k in keys {
+                let (held, _) = st.objects.get_key_value(k).expect("an indexed pod is cached");
+                assert_eq!(held.as_ptr(), k.as_ptr(), "the index shares the object map's key");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_index_follows_create_bind_move_and_delete() {
+        let cache = WatchCache::new(pods_rt(), 16);
+        // Created unbound, and created bound.
+        put(&cache, "a", None, 1);
+        put(&cache, "b", Some("n1"), 2);
+        assert_eq!(on(&cache, "n1").await, ["b"]);
+        assert!(on(&cache, "n2").await.is_empty());
+        assert_eq!(indexed_nodes(&cache), ["n1"]);
+        // Bound by an update that sets nodeName.
+        put(&cache, "a", Some("n1"), 3);
+        assert_eq!(on(&cache, "n1").await, ["a", "b"]);
+        // Moved to another node.
+        put(&cache, "b", Some("n2"), 4);
+        assert_eq!(on(&cache, "n1").await, ["a"]);
+        assert_eq!(on(&cache, "n2").await, ["b"]);
+        // An update that keeps the node changes nothing; the newest object is served.
+        put(&cache, "a", Some("n1"), 5);
+        let (pods, rev) = cache.pods_on_node("n1", 0).await.expect("pods on node");
+        assert_eq!(rev, 5);
+        assert_eq!(pods[0]["metadata"]["resourceVersion"], "5");
+        assert_keys_shared(&cache);
+        // Deleted: gone, and a node left without pods leaves no entry.
+        delete(&cache, "a", 6);
+        assert!(on(&cache, "n1").await.is_empty());
+        assert_eq!(indexed_nodes(&cache), ["n2"]);
+        // A delete of what the cache does not hold changes nothing.
+        delete(&cache, "a", 7);
+        assert_eq!(indexed_nodes(&cache), ["n2"]);
+        // Unbound again (no node): out of the index, still cached.
+        put(&cache, "b", None, 8);
+        assert!(indexed_nodes(&cache).is_empty());
+        assert!(cache.get(&key("b")).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_relist_rebuilds_the_index() {
+        let cache = WatchCache::new(pods_rt(), 16);
+        put(&cache, "a", Some("n1"), 1);
+        put(&cache, "b", Some("n2"), 2);
+        // The relist sees a moved to n3, b deleted, and c new on n1.
+        let objects: BTreeMap<Bytes, Arc<Value>> = [kv("a", Some("n3"), 5), kv("c", Some("n1"), 6)]
+            .iter()
+            .map(|kv| (kv.key.clone(), Arc::new(from_kv(kv).expect("a pod"))))
+            .collect();
+        cache.reset(objects, 6, 6, Vec::new()).expect("reset");
+        assert_eq!(on(&cache, "n1").await, ["c"]);
+        assert!(on(&cache, "n2").await.is_empty());
+        assert_eq!(on(&cache, "n3").await, ["a"]);
+        assert_eq!(indexed_nodes(&cache), ["n1", "n3"]);
+        assert_keys_shared(&cache);
+        // Changes after the relist go on from the rebuilt index.
+        put(&cache, "c", Some("n3"), 7);
+        assert_eq!(on(&cache, "n3").await, ["a", "c"]);
+        assert_eq!(indexed_nodes(&cache), ["n3"]);
+    }
+
+    #[tokio::test]
+    async fn pods_on_node_is_as_fresh_as_a_list() {
+        let cache = Arc::new(WatchCache::new(pods_rt(), 16));
+        put(&cache, "a", Some("n1"), 1);
+        // A read at a revision the cache has not reached waits for it.
+        let reader = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.pods_on_node("n1", 2).await })
+        };
+        tokio::task::yield_now().await;
+        put(&cache, "b", Some("n1"), 2);
+        cache.moved.notify_waiters();
+        let (pods, rev) = reader.await.expect("the reader").expect("pods on node");
+        assert_eq!((pods.len(), rev), (2, 2));
+        let (listed, list_rev) = cache.list(pods_rt().prefix().as_bytes(), 2).await.expect("list");
+        assert_eq!((listed.len(), list_rev), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn other_types_keep_no_index() {
+        let rt = ResourceType::by_kind("ConfigMap").expect("configmaps");
+        let cache = WatchCache::new(rt, 16);
+        assert!(cache.lock().by_node.is_none());
+        cache.apply(vec![Change::Progress { revision: 1 }]).expect("apply");
+        assert!(matches!(cache.pods_on_node("n1", 0).await, Err(ApiError::Internal(_))));
     }
 }

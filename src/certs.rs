@@ -13,11 +13,17 @@
 //! - with `--user NAME [--group G]`, only `NAME.crt` and `NAME.key`: a client certificate
 //!   for that user (the CN) in that group (the O), from the existing CA. One group: rcgen
 //!   keeps one value per attribute type.
+//! - with `--node NAME`, only `NAME-agent-serving.crt` and `NAME-agent-serving.key`: the
+//!   serving certificate of node NAME's agent port (`capstan agent --tls-cert-file`), for
+//!   `--hosts` and the node's name, as the kubelet's (`CN=system:node:NAME`,
+//!   `O=system:nodes`, server auth), with the CA after it.
 //!
 //! Certificates and keys are written with mode 0600. `capstan store --apiserver-listen`,
 //! `capstan master` and `capstan up` use the same [`Ca`] to make their PKI on first start
-//! (see `SecureFlags` in main.rs). Left out so far (issue 10): certificates for the etcd
-//! API and the Raft peers.
+//! (see `SecureFlags` in main.rs): there the API server also gets, in memory, its client
+//! certificate for the agents' ports ([`KUBELET_CLIENT_USER`] in `system:masters`, as
+//! kubeadm's `apiserver-kubelet-client`), and each agent a serving certificate
+//! ([`Ca::agent_serving`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,6 +35,8 @@ use rcgen::{
 
 /// Hosts one certificate may name.
 const HOSTS_MAX: usize = 64;
+/// The API server's user on the node agents' ports (kubeadm's name for it).
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 const CA_DAYS: i64 = 3650;
 const SERVING_DAYS: i64 = 365;
 
@@ -48,6 +56,11 @@ pub struct CertsArgs {
     /// type (the API server reads any number of O values).
     #[arg(long, requires = "user")]
     group: Option<String>,
+    /// Instead of the API server's certificate, issue the serving certificate of this
+    /// node's agent port (`<node>-agent-serving.crt`, `.key`) for --hosts (the node's
+    /// addresses; its name is added), for `capstan agent --tls-cert-file`.
+    #[arg(long, conflicts_with = "user")]
+    node: Option<String>,
 }
 
 pub fn run(args: CertsArgs) -> Result<(), String> {
@@ -60,8 +73,19 @@ pub fn run(args: CertsArgs) -> Result<(), String> {
         .collect();
     private_dir(&args.dir)?;
     let ca = Ca::load_or_create(&args.dir)?;
+    if let Some(node) = &args.node {
+        let file = file_name("--node", node)?;
+        let (chain, key) = ca.agent_serving(node, &agent_hosts(node, &hosts))?;
+        write(&args.dir.join(format!("{file}-agent-serving.crt")), &chain, true)?;
+        write(&args.dir.join(format!("{file}-agent-serving.key")), &key, true)?;
+        println!(
+            "wrote {file}-agent-serving.crt and {file}-agent-serving.key in {}",
+            args.dir.display()
+        );
+        return Ok(());
+    }
     if let Some(user) = &args.user {
-        let file = file_name(user)?;
+        let file = file_name("--user", user)?;
         let (cert, key) = ca.client(user, args.group.as_deref())?;
         write(&args.dir.join(format!("{file}.crt")), &cert, true)?;
         write(&args.dir.join(format!("{file}.key")), &key, true)?;
@@ -83,12 +107,24 @@ pub fn run(args: CertsArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// A user's name as a file name: refused if it could leave the directory.
-fn file_name(user: &str) -> Result<&str, String> {
-    if user.is_empty() || user.contains('/') || user.starts_with('.') || user.len() > 200 {
-        return Err(format!("--user {user:?}: not usable as a file name"));
+/// A user's (or node's) name as a file name: refused if it could leave the directory.
+fn file_name<'a>(flag: &str, name: &'a str) -> Result<&'a str, String> {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') || name.len() > 200 {
+        return Err(format!("{flag} {name:?}: not usable as a file name"));
     }
-    Ok(user)
+    Ok(name)
+}
+
+/// What a node agent's serving certificate names: `hosts` (its addresses, which the API
+/// server dials), then the node's name, once each.
+pub fn agent_hosts(node: &str, hosts: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(hosts.len() + 1);
+    for h in hosts.iter().map(String::as_str).chain([node]) {
+        if !h.is_empty() && !out.iter().any(|o| o == h) {
+            out.push(h.to_owned());
+        }
+    }
+    out
 }
 
 /// The cluster CA: its certificate and what issues certificates it verifies.
@@ -163,32 +199,47 @@ impl Ca {
     /// The API server's certificate for `hosts` (IP addresses and DNS names) with the CA
     /// after it, and its key: PEM.
     pub fn serving(&self, hosts: &[String]) -> Result<(String, String), String> {
-        self.for_hosts(hosts, &[ExtendedKeyUsagePurpose::ServerAuth])
+        self.for_hosts(name("kube-apiserver"), hosts, &[ExtendedKeyUsagePurpose::ServerAuth])
     }
 
     /// A store member's peer certificate: it serves its peers and dials them with it.
     pub fn peer(&self, hosts: &[String]) -> Result<(String, String), String> {
         self.for_hosts(
+            name("kube-apiserver"),
             hosts,
             &[ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
         )
     }
 
-    fn for_hosts(&self, hosts: &[String], usages: &[ExtendedKeyUsagePurpose]) -> Result<(String, String), String> {
+    /// Node `node`'s agent port certificate for `hosts` (see [`agent_hosts`]), named as
+    /// the kubelet's serving certificate (`system:node:<node>` in `system:nodes`), with
+    /// the CA after it, and its key: PEM.
+    pub fn agent_serving(&self, node: &str, hosts: &[String]) -> Result<(String, String), String> {
+        let mut dn = name(&format!("system:node:{node}"));
+        dn.push(DnType::OrganizationName, "system:nodes");
+        self.for_hosts(dn, hosts, &[ExtendedKeyUsagePurpose::ServerAuth])
+    }
+
+    fn for_hosts(
+        &self,
+        subject: DistinguishedName,
+        hosts: &[String],
+        usages: &[ExtendedKeyUsagePurpose],
+    ) -> Result<(String, String), String> {
         if hosts.is_empty() || hosts.len() > HOSTS_MAX {
             return Err(format!(
-                "give 1 to {HOSTS_MAX} names or addresses for the API server's certificate"
+                "give 1 to {HOSTS_MAX} names or addresses for a serving certificate"
             ));
         }
         let key = KeyPair::generate().map_err(|e| format!("generating a key: {e}"))?;
         let mut params = CertificateParams::new(hosts.to_vec()).map_err(|e| format!("the hosts {hosts:?}: {e}"))?;
-        params.distinguished_name = name("kube-apiserver");
+        params.distinguished_name = subject;
         params.extended_key_usages = usages.to_vec();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         validity(&mut params, SERVING_DAYS);
         let cert = params
             .signed_by(&key, &self.issuer)
-            .map_err(|e| format!("issuing the API server's certificate: {e}"))?;
+            .map_err(|e| format!("issuing a certificate for {hosts:?}: {e}"))?;
         Ok((format!("{}{}", cert.pem(), self.pem), key.serialize_pem()))
     }
 }
@@ -262,4 +313,21 @@ pub fn write(path: &Path, text: &str, secret: bool) -> Result<(), String> {
     f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_agent_certificate_names_its_addresses_then_its_node_once() {
+        let hosts = |h: &[&str]| h.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            agent_hosts("n1", &hosts(&["10.0.0.21", "", "10.0.0.21", "n1"])),
+            hosts(&["10.0.0.21", "n1"])
+        );
+        assert_eq!(agent_hosts("n1", &[]), hosts(&["n1"]));
+        assert!(file_name("--node", "../x").is_err());
+        assert_eq!(file_name("--node", "worker1"), Ok("worker1"));
+    }
 }

@@ -180,6 +180,10 @@ struct ControllerManagerArgs {
     /// The share of not-ready nodes (more than two) from which a zone is partly disrupted.
     #[arg(long, default_value_t = 0.55)]
     unhealthy_zone_threshold: f64,
+    /// The cluster CA (PEM) published in every namespace as the ConfigMap
+    /// `kube-root-ca.crt` (default: the CA of --kubeconfig; none: not published).
+    #[arg(long)]
+    root_ca_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -241,10 +245,27 @@ struct AgentArgs {
     /// The node's address (its `InternalIP`).
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: std::net::IpAddr,
-    /// The agent's HTTP port on --node-ip (container logs for `kubectl logs`); 0 picks a
-    /// free one.
+    /// The agent's port on --node-ip (container logs for `kubectl logs`); 0 picks a free
+    /// one. HTTPS with --tls-cert-file, plain HTTP with --insecure.
     #[arg(long, default_value_t = 10250)]
     port: u16,
+    /// Serve --port over HTTPS with this certificate (PEM, the agent's first, then its
+    /// chain; `capstan certs --node`), with --tls-private-key-file. Clients then need a
+    /// certificate of --client-ca-file, and only `system:masters` read logs (the API
+    /// server's kubelet client certificate is in it).
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// The CA (PEM) whose client certificates --port accepts (default: the CA of
+    /// --kubeconfig). Needs --tls-cert-file.
+    #[arg(long, requires = "tls_cert_file")]
+    client_ca_file: Option<PathBuf>,
+    /// Serve --port in plain HTTP without authentication: whoever reaches it reads every
+    /// container's log. Implied when the API itself is plain HTTP (an --insecure cluster).
+    #[arg(long, conflicts_with = "tls_cert_file")]
+    insecure: bool,
     /// Where the agent keeps its pods' files and containers' logs (default:
     /// `.capstan/nodes/<node name>`).
     #[arg(long)]
@@ -420,6 +441,17 @@ struct ApiserverArgs {
     /// Serve plain HTTP (no --tls-cert-file): only with this flag, said out loud.
     #[arg(long)]
     insecure: bool,
+    /// Ask the node agents for logs over HTTPS, presenting this client certificate (PEM;
+    /// the agents read logs for `system:masters` only). Without it: plain HTTP.
+    #[arg(long, requires = "kubelet_client_key")]
+    kubelet_client_certificate: Option<PathBuf>,
+    /// The key of --kubelet-client-certificate (PEM).
+    #[arg(long, requires = "kubelet_client_certificate")]
+    kubelet_client_key: Option<PathBuf>,
+    /// Verify the agents' certificates against this CA (PEM); without it they are not
+    /// verified (upstream's default).
+    #[arg(long, requires = "kubelet_client_certificate")]
+    kubelet_certificate_authority: Option<PathBuf>,
     #[command(flatten)]
     api: ApiFlags,
 }
@@ -501,7 +533,8 @@ struct StoreArgs {
     /// With --node-name: the node's address.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: std::net::IpAddr,
-    /// With --node-name: the node agent's HTTP port (0 picks a free one).
+    /// With --node-name: the node agent's port (HTTPS with a certificate from the cluster
+    /// CA, plain HTTP with --insecure; 0 picks a free one).
     #[arg(long, default_value_t = 10250)]
     agent_port: u16,
     /// With --node-name: where the cluster DNS listens (its `kube-dns` Service forwards
@@ -521,7 +554,8 @@ struct SecureFlags {
     /// Serve the Kubernetes API in plain HTTP without authentication (anyone who reaches
     /// it is cluster-admin), and allow the etcd and peer ports on non-loopback addresses
     /// (their TLS is not implemented yet). Without it the API is HTTPS with client
-    /// certificates and RBAC.
+    /// certificates and RBAC, and so is the in-process node agent's port (--node-name),
+    /// which the API asks for logs with its own client certificate.
     #[arg(long)]
     insecure: bool,
     /// Where the cluster CA (ca.crt, ca.key; made on first start if missing) and the
@@ -813,6 +847,8 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
                     )
                     .with_service_accounts(tokens),
                 ));
+                // Log requests go to the agents over TLS, as this API's kubelet client.
+                config.kubelet_client = Some(std::sync::Arc::new(pki.kubelet_client()?));
                 Some(pki.server_config()?)
             }
         };
@@ -843,6 +879,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
             Ok(Access {
                 masters: api_url.clone(),
                 tls,
+                ca_pem: pki.as_ref().map(|p| p.ca.pem.clone().into_bytes()),
             })
         };
         tokio::spawn(async move {
@@ -885,6 +922,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
                 &format!("system:node:{node}"),
                 Some(capstan_apiserver::rbac::NODES_GROUP),
             )?;
+            let serving = pki.as_ref().map(|p| p.agent_serving(node, args.node_ip)).transpose()?;
             embedded_node(
                 &node_access,
                 node,
@@ -892,6 +930,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
                 args.agent_port,
                 &m.data_dir.join("node"),
                 dns_ip,
+                serving,
             )
             .await?;
         }
@@ -932,8 +971,16 @@ fn embedded_controller_manager(access: &Access, member: &str, cluster_cidr: &str
     let blocks = Blocks::new(cidr, NODE_MASK_SIZE_DEFAULT).map_err(|e| format!("the default node CIDRs: {e}"))?;
     let lifecycle = capstan_agents::nodelifecycle::Config::default();
     tracing::info!(identity = %election.identity, "running the controller-manager in this process");
+    let options = controller_manager::Options {
+        node_cidrs: Some(blocks),
+        lifecycle,
+        root_ca_pem: access
+            .ca_pem
+            .as_ref()
+            .map(|pem| String::from_utf8_lossy(pem).into_owned()),
+    };
     tokio::spawn(async move {
-        if let Err(e) = controller_manager::run(client, election, Some(blocks), lifecycle).await {
+        if let Err(e) = controller_manager::run(client, election, options).await {
             tracing::error!(error = %e, "the controller-manager stopped");
         }
     });
@@ -960,7 +1007,8 @@ fn embedded_scheduler(access: &Access, member: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Runs node `name` in this process: its agent and its proxy.
+/// Runs node `name` in this process: its agent (its port over TLS with `serving`) and its
+/// proxy.
 async fn embedded_node(
     access: &Access,
     name: &str,
@@ -968,6 +1016,7 @@ async fn embedded_node(
     port: u16,
     root_dir: &std::path::Path,
     dns_ip: std::net::IpAddr,
+    serving: Option<capstan_agents::node::logs::ServingTls>,
 ) -> Result<(), String> {
     use capstan_agents::node::agent;
     use capstan_agents::proxy::{self, forward};
@@ -981,7 +1030,7 @@ async fn embedded_node(
     tracing::info!(node = name, "running a node agent and a node proxy in this process");
     let proxy_mesh = mesh.clone();
     tokio::spawn(async move {
-        if let Err(e) = agent::run(client, mesh, config, |_| {}).await {
+        if let Err(e) = agent::run_serving_tls(client, mesh, config, serving, |_| {}).await {
             tracing::error!(error = %e, "the node agent stopped");
         }
     });
@@ -1074,6 +1123,35 @@ impl Pki {
         }
     }
 
+    /// The API server's TLS to the node agents' ports: a client certificate made now, in
+    /// memory (`kube-apiserver-kubelet-client` in `system:masters`, which the agents let
+    /// read logs); the agents' certificates verified against the CA.
+    fn kubelet_client(&self) -> Result<capstan_apiserver::tls::KubeletClientTls, String> {
+        let (cert, key) = self.ca.client(
+            certs::KUBELET_CLIENT_USER,
+            Some(capstan_apiserver::rbac::SYSTEM_MASTERS),
+        )?;
+        capstan_apiserver::tls::KubeletClientTls::from_pem(
+            cert.as_bytes(),
+            key.as_bytes(),
+            Some(self.ca.pem.as_bytes()),
+        )
+    }
+
+    /// Node `node`'s agent port over TLS: a serving certificate made now, in memory, for
+    /// `ip` (the node's InternalIP, which the API server dials) and the node's name;
+    /// clients verified against the CA.
+    fn agent_serving(
+        &self,
+        node: &str,
+        ip: std::net::IpAddr,
+    ) -> Result<capstan_agents::node::logs::ServingTls, String> {
+        let (chain, key) = self
+            .ca
+            .agent_serving(node, &certs::agent_hosts(node, &[ip.to_string()]))?;
+        agent_serving_tls(chain.as_bytes(), key.as_bytes(), self.ca.pem.as_bytes())
+    }
+
     /// TLS for an in-process component acting as `user` in `group`: a certificate made
     /// now, in memory.
     fn client_tls(&self, user: &str, group: Option<&str>) -> Result<capstan_agents::tls::ClientTls, String> {
@@ -1088,6 +1166,8 @@ impl Pki {
 struct Access {
     masters: String,
     tls: Option<capstan_agents::tls::ClientTls>,
+    /// The cluster CA (PEM) of the kubeconfig, if it names one.
+    ca_pem: Option<Vec<u8>>,
 }
 
 impl Access {
@@ -1101,10 +1181,8 @@ impl Access {
             ("", None) => return Err("give --master (the API server's URL) or --kubeconfig".into()),
             (m, _) => m.to_owned(),
         };
-        Ok(Access {
-            masters,
-            tls: from_file.and_then(|k| k.tls),
-        })
+        let (tls, ca_pem) = from_file.map_or((None, None), |k| (k.tls, k.ca_pem));
+        Ok(Access { masters, tls, ca_pem })
     }
 
     fn client(&self) -> Result<kube::Client, String> {
@@ -1124,6 +1202,7 @@ fn api_config(flags: &ApiFlags) -> Result<ApiConfig, String> {
         watch_window_events: flags.watch_cache_window_events.max(1),
         bookmark_interval: std::time::Duration::from_millis(flags.watch_bookmark_interval_ms.max(10)),
         auth: None,
+        kubelet_client: None,
         connections: capstan_apiserver::listen::Limits {
             connections_max: flags.max_connections.max(1),
             header_read_timeout: std::time::Duration::from_millis(flags.header_read_timeout_ms.max(1)),
@@ -1233,6 +1312,20 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
         }
         _ => (None, None),
     };
+    if let (Some(cert), Some(key)) = (&args.kubelet_client_certificate, &args.kubelet_client_key) {
+        let agents_ca = args
+            .kubelet_certificate_authority
+            .as_ref()
+            .map(|p| read("--kubelet-certificate-authority", p))
+            .transpose()?;
+        let tls = capstan_apiserver::tls::KubeletClientTls::from_pem(
+            &read("--kubelet-client-certificate", cert)?,
+            &read("--kubelet-client-key", key)?,
+            agents_ca.as_deref(),
+        )
+        .map_err(|e| format!("--kubelet-client-certificate {}: {e}", cert.display()))?;
+        config.kubelet_client = Some(std::sync::Arc::new(tls));
+    }
     let api = Api::new(storage, config);
     let l = bind_api(args.listen, &args.api, ca.as_deref(), None).await?;
     capstan_apiserver::serve_with(l, api, tls, shutdown_signal()?)
@@ -1261,10 +1354,23 @@ async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), Strin
         ..capstan_agents::nodelifecycle::Config::default()
     };
     lifecycle.check().map_err(|e| e.to_string())?;
+    let root_ca_pem = match &args.root_ca_file {
+        Some(path) => {
+            Some(std::fs::read_to_string(path).map_err(|e| format!("--root-ca-file {}: {e}", path.display()))?)
+        }
+        None => Access::of(&args.election.master, args.election.kubeconfig.as_deref())?
+            .ca_pem
+            .map(|pem| String::from_utf8_lossy(&pem).into_owned()),
+    };
+    let options = controller_manager::Options {
+        node_cidrs,
+        lifecycle,
+        root_ca_pem,
+    };
     println!("capstan controller-manager ready as {}", election.identity);
     let shutdown = shutdown_signal()?;
     tokio::select! {
-        r = controller_manager::run(client, election, node_cidrs, lifecycle) => r.map_err(|e| e.to_string()),
+        r = controller_manager::run(client, election, options) => r.map_err(|e| e.to_string()),
         () = shutdown => Ok(()),
     }
 }
@@ -1301,6 +1407,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
     use capstan_agents::node::runtime::RuntimeKind;
     let access = Access::of(&args.master, args.kubeconfig.as_deref())?;
     let client = access.client()?;
+    let serving = agent_port_tls(&args, &access)?;
     let name = match args.node_name {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -1341,6 +1448,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
             client,
             &access.masters,
             access.tls.as_ref(),
+            serving,
             template,
             args.nodes,
             |a| println!("capstan agent ready on node {}", a.context.node_name),
@@ -1360,12 +1468,84 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
         .unwrap_or_else(|| PathBuf::from(".capstan/nodes").join(&name));
     let config = agent_config(&name, args.node_ip, args.port, root_dir, resources).await?;
     let shutdown = shutdown_signal()?;
-    let run = agent::run(client, mesh, config, |_| println!("capstan agent ready on node {name}"));
+    let run = agent::run_serving_tls(client, mesh, config, serving, |_| {
+        println!("capstan agent ready on node {name}")
+    });
     tokio::select! {
         r = run => r.map_err(|e| e.to_string()),
         // The containers go on; a restarted agent adopts them.
         () = shutdown => Ok(()),
     }
+}
+
+/// Whether the agent's port is HTTPS (see `AgentArgs`): with a certificate; plain HTTP
+/// with --insecure, or when every API URL is `http://` (such a cluster has no CA for the
+/// agent to know the API server by, and anyone may read anything through its API
+/// anyway). An agent of a cluster over TLS needs one or the other, said out loud.
+fn agent_port_is_tls(insecure: bool, certificate: bool, masters: &str) -> Result<bool, String> {
+    if certificate {
+        return Ok(true);
+    }
+    let api_over_tls = masters.split(',').any(|m| m.trim().starts_with("https://"));
+    if insecure || !api_over_tls {
+        return Ok(false);
+    }
+    Err(
+        "the API is HTTPS, so the agent's port (--port) is too: give --tls-cert-file and \
+         --tls-private-key-file (`capstan certs --node`), or --insecure to serve it in plain HTTP"
+            .into(),
+    )
+}
+
+/// The agent's port TLS of `args` (None: plain HTTP), clients verified against
+/// --client-ca-file or the kubeconfig's CA.
+fn agent_port_tls(args: &AgentArgs, access: &Access) -> Result<Option<capstan_agents::node::logs::ServingTls>, String> {
+    let cert_files = args.tls_cert_file.as_ref().zip(args.tls_private_key_file.as_ref());
+    let tls = agent_port_is_tls(args.insecure, cert_files.is_some(), &access.masters)?;
+    let (true, Some((cert, key))) = (tls, cert_files) else {
+        tracing::info!("the agent's port is plain HTTP, without authentication");
+        return Ok(None);
+    };
+    let read = |flag: &str, p: &PathBuf| {
+        capstan_agents::tls::read_bounded(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
+    };
+    let client_ca = match (&args.client_ca_file, &access.ca_pem) {
+        (Some(p), _) => read("--client-ca-file", p)?,
+        (None, Some(ca)) => ca.clone(),
+        (None, None) => {
+            return Err(
+                "--tls-cert-file: the agent's port knows the API server by its client certificate; give \
+                 --client-ca-file, or a --kubeconfig that names the cluster's CA"
+                    .into(),
+            )
+        }
+    };
+    let tls = agent_serving_tls(
+        &read("--tls-cert-file", cert)?,
+        &read("--tls-private-key-file", key)?,
+        &client_ca,
+    )
+    .map_err(|e| format!("--tls-cert-file {}: {e}", cert.display()))?;
+    Ok(Some(tls))
+}
+
+/// The agent's port over TLS with a certificate chain and key, accepting client
+/// certificates of `client_ca` (PEM), read as the API server reads them.
+fn agent_serving_tls(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    client_ca: &[u8],
+) -> Result<capstan_agents::node::logs::ServingTls, String> {
+    use capstan_agents::node::logs::{Requester, ServingTls};
+    Ok(ServingTls {
+        config: capstan_apiserver::tls::server_config(cert_pem, key_pem, Some(client_ca))?,
+        identify: |der| {
+            capstan_apiserver::tls::client_identity(der).map(|id| Requester {
+                user: id.user,
+                groups: id.groups,
+            })
+        },
+    })
 }
 
 /// What a node offers and how it keeps logs, beyond its name and address.
@@ -1548,5 +1728,138 @@ mod tests {
         for bad in ["", "15", "1m30", "s", "-1s", "1d", "1.2.3s", "ms5"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[test]
+    fn the_agent_port_is_as_secure_as_the_api_unless_told() {
+        let tls = "https://10.0.0.1:6443,https://10.0.0.2:6443";
+        assert_eq!(agent_port_is_tls(false, true, tls), Ok(true));
+        assert_eq!(agent_port_is_tls(false, true, "http://a:6443"), Ok(true));
+        assert_eq!(agent_port_is_tls(true, false, tls), Ok(false));
+        assert_eq!(
+            agent_port_is_tls(false, false, "http://a:6443,http://b:6443"),
+            Ok(false)
+        );
+        let e = agent_port_is_tls(false, false, tls).expect_err("TLS API, plain port");
+        assert!(e.contains("--tls-cert-file") && e.contains("--insecure"), "{e}");
+    }
+
+    /// One container log behind the agent's port.
+    struct OneLog(std::path::PathBuf, tokio::sync::watch::Receiver<bool>);
+
+    impl capstan_agents::node::logs::PodLogs for OneLog {
+        fn containers(&self, _: &str, name: &str) -> Option<Vec<capstan_agents::node::logs::ContainerLog>> {
+            (name == "p").then(|| {
+                vec![capstan_agents::node::logs::ContainerLog {
+                    name: "c".into(),
+                    init: false,
+                    current: self.0.clone(),
+                    previous: None,
+                    running: self.1.clone(),
+                }]
+            })
+        }
+    }
+
+    /// The agent's port over TLS as the PKI sets it up, asked as the API server asks it,
+    /// and by others: certificates the cluster CA made, on a loopback port.
+    #[test]
+    fn the_agent_port_reads_logs_to_the_api_server_only() {
+        use capstan_apiserver::tls::KubeletClientTls;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = certs::Ca::load_or_create(dir.path()).expect("CA");
+        let other_dir = tempfile::tempdir().expect("temp dir");
+        let other_ca = certs::Ca::load_or_create(other_dir.path()).expect("another CA");
+        let log = dir.path().join("current.log");
+        std::fs::write(&log, "hello from c\n").expect("write the log");
+        let (_running, running) = tokio::sync::watch::channel(false);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let (chain, key) = ca
+                .agent_serving("n1", &certs::agent_hosts("n1", &["127.0.0.1".into()]))
+                .expect("serving certificate");
+            let serving = agent_serving_tls(chain.as_bytes(), key.as_bytes(), ca.pem.as_bytes()).expect("TLS");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("address");
+            let router = capstan_agents::node::logs::router(std::sync::Arc::new(OneLog(log, running)));
+            tokio::spawn(capstan_agents::node::logs::serve(listener, router, Some(serving)));
+            // The client side: a kubelet client TLS for `user` in `group`, from `ca`.
+            let client = |ca: &certs::Ca, user: &str, group: Option<&str>, agents_ca: Option<&str>| {
+                let (cert, key) = ca.client(user, group).expect("client certificate");
+                KubeletClientTls::from_pem(cert.as_bytes(), key.as_bytes(), agents_ca.map(str::as_bytes))
+                    .expect("client TLS")
+            };
+            let ask = |config: std::sync::Arc<rustls::ClientConfig>| async move {
+                let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+                let mut tls = tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tls.write_all(b"GET /containerLogs/ns/p/c HTTP/1.1\r\nHost: n1\r\nConnection: close\r\n\r\n")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut answer = Vec::new();
+                let read = tokio::time::timeout(Duration::from_secs(30), tls.read_to_end(&mut answer)).await;
+                read.map_err(|_| "no answer in time".to_string())?
+                    .map_err(|e| e.to_string())?;
+                Ok::<_, String>(String::from_utf8_lossy(&answer).into_owned())
+            };
+            let apiserver = client(&ca, certs::KUBELET_CLIENT_USER, Some("system:masters"), Some(&ca.pem));
+            let answer = ask(apiserver.config(false)).await.expect("the API server is answered");
+            assert!(
+                answer.starts_with("HTTP/1.1 200") && answer.contains("hello from c\n"),
+                "{answer}"
+            );
+            let alice = client(&ca, "alice", Some("devs"), None);
+            let answer = ask(alice.config(false)).await.expect("alice is answered");
+            assert!(
+                answer.starts_with("HTTP/1.1 403")
+                    && answer.ends_with("Forbidden (user=alice, verb=get, resource=nodes, subresource=proxy)"),
+                "{answer}"
+            );
+            // No certificate: 401.
+            #[allow(deprecated)]
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca.pem.as_bytes()) {
+                roots.add(c.expect("the CA")).expect("add the CA");
+            }
+            let mut anonymous = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            anonymous.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let answer = ask(std::sync::Arc::new(anonymous)).await.expect("answered");
+            assert!(
+                answer.starts_with("HTTP/1.1 401") && answer.ends_with("Unauthorized"),
+                "{answer}"
+            );
+            // Another CA's certificate, even in system:masters, fails the handshake.
+            let stranger = client(&other_ca, "mallory", Some("system:masters"), None);
+            let refused = ask(stranger.config(false)).await;
+            assert!(refused.as_ref().map_or(true, |a| a.is_empty()), "{refused:?}");
+            // The API server's side: an agent of another CA is refused when verifying,
+            // taken when not (no CA, or insecureSkipTLSVerifyBackend).
+            let wary = client(
+                &ca,
+                certs::KUBELET_CLIENT_USER,
+                Some("system:masters"),
+                Some(&other_ca.pem),
+            );
+            let refused = ask(wary.config(false))
+                .await
+                .expect_err("an agent the CA did not certify");
+            assert!(refused.contains("certificate"), "{refused}");
+            let answer = ask(wary.config(true)).await.expect("skipping verification");
+            assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        });
     }
 }

@@ -26,7 +26,11 @@
 //! the cluster token, written on the first start and checked on every later one),
 //! `kubeconfig`, and per process its data (`m1/`, `nodes/node1/`), its log (`m1.log`,
 //! `node1-agent.log`, `node1-proxy.log`, appended across restarts) and, while it runs, its
-//! pid (`m1.pid`). Starting again with
+//! pid (`m1.pid`). Without `--insecure`, `pki/` holds the cluster CA and, made anew at
+//! every start, each node's kubeconfigs (`node1-agent.kubeconfig`,
+//! `node1-proxy.kubeconfig`) and its agent's serving certificate
+//! (`node1-agent-serving.crt`, `.key`: the agent's port is HTTPS, and the masters' API
+//! servers ask it for logs with their kubelet client certificates). Starting again with
 //! the same `--data-dir` restarts the same cluster: members rejoin from their data, and
 //! agents adopt the containers they left running.
 //!
@@ -39,7 +43,7 @@
 //! [`STOP_GRACE`], SIGKILL. Containers keep running (as the kubelet's do when it stops);
 //! the next `capstan up` on the same directory adopts them.
 //!
-//! Left out: the cluster DNS (run `capstan dns` against the cluster to add it), TLS, and
+//! Left out: the cluster DNS (run `capstan dns` against the cluster to add it), and
 //! placing processes on other machines (that is `capstan master` and `capstan agent` by
 //! hand, see docs/operations.md).
 
@@ -345,6 +349,7 @@ fn specs(shape: &Shape, dir: &Path) -> Vec<Spec> {
             ]
             .into_iter()
             .chain(kubeconfig_flag(shape, dir, &format!("{node}-agent")))
+            .chain(agent_serving_flags(shape, dir, &node))
             .collect(),
             log: dir.join(format!("{node}-agent.log")),
             ready_prefix: "capstan agent ready on node ",
@@ -386,10 +391,28 @@ fn kubeconfig_flag(shape: &Shape, dir: &Path, component: &str) -> Vec<String> {
     }
 }
 
+/// `--tls-cert-file` and `--tls-private-key-file` of node `node`'s agent port, for a cluster
+/// over TLS (clients are verified against its kubeconfig's CA).
+fn agent_serving_flags(shape: &Shape, dir: &Path, node: &str) -> Vec<String> {
+    match shape.insecure {
+        true => Vec::new(),
+        false => {
+            let pki = dir.join("pki");
+            vec![
+                "--tls-cert-file".into(),
+                pki.join(format!("{node}-agent-serving.crt")).display().to_string(),
+                "--tls-private-key-file".into(),
+                pki.join(format!("{node}-agent-serving.key")).display().to_string(),
+            ]
+        }
+    }
+}
+
 /// The cluster's PKI in `<dir>/pki`: the CA (made on first start), the admin's
-/// kubeconfig at `kubeconfig` for `server`, and a kubeconfig with a new certificate for
-/// each node's agent (`system:node:<node>` in `system:nodes`) and proxy
-/// (`system:kube-proxy`). Returns the admin's TLS, for this process's own client.
+/// kubeconfig at `kubeconfig` for `server`, and for each node a kubeconfig with a new
+/// certificate for its agent (`system:node:<node>` in `system:nodes`) and proxy
+/// (`system:kube-proxy`), and a new serving certificate for its agent's port (for the
+/// node's address and name). Returns the admin's TLS, for this process's own client.
 fn write_pki(
     shape: &Shape,
     dir: &Path,
@@ -421,6 +444,10 @@ fn write_pki(
             let text = capstan_apiserver::kubeconfig_for(&first_master, Some(&ca.pem), Some((&cert, &key)));
             crate::certs::write(&pki.join(format!("{component}.kubeconfig")), &text, true)?;
         }
+        let hosts = crate::certs::agent_hosts(&node, &[shape.node_ip(j).to_string()]);
+        let (chain, key) = ca.agent_serving(&node, &hosts)?;
+        crate::certs::write(&pki.join(format!("{node}-agent-serving.crt")), &chain, true)?;
+        crate::certs::write(&pki.join(format!("{node}-agent-serving.key")), &key, true)?;
     }
     capstan_agents::tls::ClientTls::from_pem(ca.pem.as_bytes(), Some((cert.as_bytes(), key.as_bytes())))
         .map_err(|e| e.to_string())
@@ -854,6 +881,12 @@ mod tests {
             "{agent}"
         );
         assert!(agent.contains("--kubeconfig /d/pki/node2-agent.kubeconfig"), "{agent}");
+        assert!(
+            agent.contains(
+                "--tls-cert-file /d/pki/node2-agent-serving.crt --tls-private-key-file /d/pki/node2-agent-serving.key"
+            ),
+            "{agent}"
+        );
         let insecure = super::specs(
             &Shape {
                 insecure: true,
@@ -865,7 +898,9 @@ mod tests {
         assert!(m1.contains("--insecure") && !m1.contains("--pki-dir"), "{m1}");
         let agent = insecure[3].args.join(" ");
         assert!(
-            agent.contains("--master http://127.7.1.1:6443") && !agent.contains("--kubeconfig"),
+            agent.contains("--master http://127.7.1.1:6443")
+                && !agent.contains("--kubeconfig")
+                && !agent.contains("--tls-cert-file"),
             "{agent}"
         );
     }

@@ -15,13 +15,20 @@
 //! - A restart serves a new certificate from the same CA, and nothing is lost.
 //! - ServiceAccount tokens from the TokenRequest API (`kubectl create token` too) are
 //!   accepted and authorized as their account; an altered one gets 401.
+//! - The node agent's port is TLS too: `kubectl logs` reads a pod's log through the API
+//!   server, which asks the agent with its kubelet client certificate; asked directly,
+//!   the agent answers 401 without a client certificate and 403 to a user of the CA not
+//!   in `system:masters` (the kubelet's texts), and its certificate is the CA's for the
+//!   node's address. An agent of a TLS cluster without a certificate refuses to start
+//!   unless told --insecure.
 //! - The etcd API is TLS too: etcdctl with the admin's certificate reads and writes,
 //!   without one it is refused; `capstan snapshot save` and `capstan apiserver
 //!   --etcd-servers https://` use it with etcdctl's and upstream's flags.
 //! - Plain text only with --insecure: http:// peer URLs, or `capstan apiserver` without a
 //!   certificate, refuse to start without it.
 //! - `capstan up` (3 masters, 1 node as separate processes): the members speak mutual
-//!   TLS, the node's agent and proxy reach the masters with their own kubeconfigs;
+//!   TLS, the node's agent and proxy reach the masters with their own kubeconfigs, and
+//!   `kubectl logs` reads a pod's log from the agent's process over TLS;
 //!   `capstan status` reads the etcd API and the Kubernetes API with the directory's
 //!   certificates.
 
@@ -115,12 +122,18 @@ fn issue(pki: &Path, kc: &Path, dir: &Path, user: &str, group: Option<&str>) -> 
 
 /// The API server's certificate (DER), verified against the CA `ca_pem`.
 fn served_certificate(addr: std::net::SocketAddr, ca_pem: &[u8]) -> Vec<u8> {
-    tls_exchange(addr, ca_pem, None).0
+    tls_exchange(addr, ca_pem, None, None).0
 }
 
-/// Over TLS without a client certificate: the server's certificate, and the answer to
+/// Over TLS, presenting `client` (certificate and key files) if given: the server's
+/// certificate, verified against the CA `ca_pem` for the address, and the answer to
 /// `request` when given.
-fn tls_exchange(addr: std::net::SocketAddr, ca_pem: &[u8], request: Option<&str>) -> (Vec<u8>, String) {
+fn tls_exchange(
+    addr: std::net::SocketAddr,
+    ca_pem: &[u8],
+    client: Option<(&Path, &Path)>,
+    request: Option<&str>,
+) -> (Vec<u8>, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_rustls::rustls;
     use tokio_rustls::rustls::pki_types::pem::PemObject;
@@ -130,11 +143,23 @@ fn tls_exchange(addr: std::net::SocketAddr, ca_pem: &[u8], request: Option<&str>
     }
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let config = match client {
+        None => builder.with_no_client_auth(),
+        Some((crt, key)) => {
+            let chain = rustls::pki_types::CertificateDer::pem_file_iter(crt)
+                .expect("the client certificate")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("the client certificate");
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).expect("the client key");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("the client certificate and key")
+        }
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -256,6 +281,7 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
         tls_exchange(
             addr,
             &ca_pem,
+            None,
             Some(&format!("GET {path} HTTP/1.0\r\nHost: capstan\r\n\r\n")),
         )
         .1
@@ -289,6 +315,69 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
     )
     .expect("TLS");
     assert_eq!(mesh_list_pods(&url, &alice_tls), tonic::Code::PermissionDenied);
+
+    // The agent's port: `kubectl logs` through the API server (over TLS, with its kubelet
+    // client certificate); asked directly, without a certificate 401, as alice 403, as the
+    // admin (system:masters) the log. Its certificate is verified for the node's address.
+    let made = kubectl(
+        k,
+        &kc,
+        &[
+            "run",
+            "talker",
+            "--image=busybox",
+            "--restart=Never",
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            "echo hello over tls; exec sleep 3600",
+        ],
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    kubectl_until(
+        k,
+        &kc,
+        &["logs", "talker"],
+        "kubectl logs over the agent's TLS port",
+        |out| out.contains("hello over tls"),
+    );
+    let o = kubectl(k, &kc, &["logs", "talker", "--tail=1"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello over tls\n", "{}", text(&o));
+    let o = kubectl(
+        k,
+        &kc,
+        &[
+            "get",
+            "node",
+            "n1",
+            "-o",
+            "jsonpath={.status.daemonEndpoints.kubeletEndpoint.Port}",
+        ],
+    );
+    let port: u16 = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("the agent's port: {e}: {}", text(&o)));
+    let agent: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let logs = "GET /containerLogs/default/talker/talker HTTP/1.0\r\nHost: n1\r\n\r\n";
+    let answer = tls_exchange(agent, &ca_pem, None, Some(logs)).1;
+    assert!(
+        answer.starts_with("HTTP/1.0 401") && answer.ends_with("\r\n\r\nUnauthorized"),
+        "{answer}"
+    );
+    let answer = tls_exchange(agent, &ca_pem, Some((&alice_crt, &alice_key)), Some(logs)).1;
+    assert!(
+        answer.starts_with("HTTP/1.0 403")
+            && answer.ends_with("Forbidden (user=alice, verb=get, resource=nodes, subresource=proxy)"),
+        "{answer}"
+    );
+    let (admin_crt, admin_key) = (pki.join("admin.crt"), pki.join("admin.key"));
+    let answer = tls_exchange(agent, &ca_pem, Some((&admin_crt, &admin_key)), Some(logs)).1;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") && answer.contains("hello over tls"),
+        "{answer}"
+    );
 
     // Node restriction, through kubectl as two nodes: a pod bound to n1 uses a secret;
     // n1 (the in-process agent read it to start the pod) may get it, n2 may not; a node
@@ -344,6 +433,178 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
         &["delete", "pod", "uses-secret"],
         "can only modify pods bound to it",
     );
+    // ServiceAccount tokens in pods. The root CA is published in the namespace; a pod
+    // gets a token volume from the admission and reads its token, CA and namespace where
+    // in-cluster clients look, and reaches the API over TLS as its account (403: it
+    // authenticated, and the default account may not list pods).
+    kubectl_until(
+        k,
+        &kc,
+        &[
+            "get",
+            "configmap",
+            "kube-root-ca.crt",
+            "-o",
+            r"jsonpath={.data.ca\.crt}",
+        ],
+        "the root CA published in default",
+        |out| out.trim() == String::from_utf8_lossy(&ca_pem).trim(),
+    );
+    let script = format!(
+        "import ssl, urllib.request, urllib.error\n\
+         d = '/var/run/secrets/kubernetes.io/serviceaccount/'\n\
+         ns = open(d + 'namespace').read()\n\
+         ctx = ssl.create_default_context(cafile=d + 'ca.crt')\n\
+         req = urllib.request.Request('https://{listen}/api/v1/namespaces/' + ns + '/pods',\n\
+             headers={{'Authorization': 'Bearer ' + open(d + 'token').read()}})\n\
+         try:\n    urllib.request.urlopen(req, context=ctx); print('allowed')\n\
+         except urllib.error.HTTPError as e:\n    print('answer', e.code, e.read().decode())\n"
+    );
+    let manifest = dir.join("in-cluster.yaml");
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "in-cluster"},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "python",
+            "command": ["python3", "-c", script]}]}});
+    std::fs::write(&manifest, pod.to_string()).expect("write the manifest");
+    let made = kubectl(k, &kc, &["create", "-f", manifest.to_str().expect("utf-8")]);
+    assert!(made.status.success(), "{}", text(&made));
+    let volumes = kubectl(
+        k,
+        &kc,
+        &["get", "pod", "in-cluster", "-o", "jsonpath={.spec.volumes[*].name}"],
+    );
+    assert!(text(&volumes).contains("kube-api-access-"), "{}", text(&volumes));
+    kubectl_until(
+        k,
+        &kc,
+        &["get", "pod", "in-cluster", "-o", "jsonpath={.status.phase}"],
+        "the in-cluster pod done",
+        |out| out == "Succeeded" || out == "Failed",
+    );
+    let logs = kubectl(k, &kc, &["logs", "in-cluster"]);
+    let said = String::from_utf8_lossy(&logs.stdout);
+    assert!(
+        said.contains("answer 403")
+            && said.contains(r#"User \"system:serviceaccount:default:default\" cannot list resource \"pods\""#),
+        "{}",
+        text(&logs)
+    );
+
+    // The same token from outside the pod: good while the pod exists, refused (401)
+    // once it is deleted, before it expires.
+    let uid = kubectl(k, &kc, &["get", "pod", "in-cluster", "-o", "jsonpath={.metadata.uid}"]);
+    let volumes_dir = data
+        .join("node")
+        .join("pods")
+        .join(String::from_utf8_lossy(&uid.stdout).trim())
+        .join("volumes");
+    let token_path = std::fs::read_dir(&volumes_dir)
+        .expect("the pod's volumes")
+        .flatten()
+        .map(|e| e.path().join("token"))
+        .find(|p| p.exists())
+        .expect("a token file in the pod's volumes");
+    let token = std::fs::read_to_string(&token_path).expect("the token");
+    let with_token = |token: &str| {
+        tls_exchange(
+            addr,
+            &ca_pem,
+            None,
+            Some(&format!(
+                "GET /api/v1/namespaces/default/pods HTTP/1.0\r\nHost: capstan\r\nAuthorization: Bearer {}\r\n\r\n",
+                token.trim()
+            )),
+        )
+        .1
+    };
+    // Revocation shows once the API's watch cache has seen the delete: waited for.
+    let refused_soon = |token: &str, what: &str| {
+        let until = Instant::now() + DEADLINE;
+        loop {
+            let answer = with_token(token);
+            if answer.starts_with("HTTP/1.0 401") {
+                return;
+            }
+            assert!(Instant::now() < until, "{what}: {answer}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let answer = with_token(&token);
+    assert!(answer.starts_with("HTTP/1.0 403"), "{answer}");
+    let deleted = kubectl(k, &kc, &["delete", "pod", "in-cluster", "--wait=true"]);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    refused_soon(&token, "the deleted pod's token");
+
+    // A token of an account (the TokenRequest API, as `kubectl create token` asks for
+    // it) dies with the account.
+    ok(&kc, &["create", "serviceaccount", "builder"]);
+    let ask = dir.join("builder-token.json");
+    std::fs::write(
+        &ask,
+        r#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{}}"#,
+    )
+    .expect("write the request");
+    let made = kubectl(
+        k,
+        &kc,
+        &[
+            "create",
+            "--raw",
+            "/api/v1/namespaces/default/serviceaccounts/builder/token",
+            "-f",
+            ask.to_str().expect("utf-8"),
+        ],
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&made.stdout).unwrap_or_default();
+    let token = answer["status"]["token"].as_str().unwrap_or_default().to_owned();
+    assert!(!token.is_empty(), "{}", text(&made));
+    let answer = with_token(&token);
+    assert!(
+        answer.starts_with("HTTP/1.0 403") && answer.contains("system:serviceaccount:default:builder"),
+        "{answer}"
+    );
+    ok(&kc, &["delete", "serviceaccount", "builder"]);
+    refused_soon(&token, "the deleted account's token");
+
+    // A node agent gets tokens only for its own pods, bound to them: n2 cannot ask for
+    // one bound to uses-secret (on n1); n1 cannot ask for an unbound one.
+    let pod_uid = kubectl(k, &kc, &["get", "pod", "uses-secret", "-o", "jsonpath={.metadata.uid}"]);
+    let request = |node_kc: &Path, bound: bool| {
+        let body = if bound {
+            serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "spec": {"audiences": [], "boundObjectRef": {"kind": "Pod", "apiVersion": "v1",
+                    "name": "uses-secret", "uid": String::from_utf8_lossy(&pod_uid.stdout).trim()}}})
+        } else {
+            serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": []}})
+        };
+        let file = dir.join("token-request.json");
+        std::fs::write(&file, body.to_string()).expect("write the request");
+        kubectl(
+            k,
+            node_kc,
+            &[
+                "create",
+                "--raw",
+                "/api/v1/namespaces/default/serviceaccounts/default/token",
+                "-f",
+                file.to_str().expect("utf-8"),
+            ],
+        )
+    };
+    let o = request(&n1, true);
+    assert!(o.status.success() && text(&o).contains("\"token\""), "{}", text(&o));
+    let o = request(&n2, true);
+    assert!(!o.status.success() && text(&o).contains("Forbidden"), "{}", text(&o));
+    let o = request(&n1, false);
+    assert!(!o.status.success() && text(&o).contains("Forbidden"), "{}", text(&o));
+    // And creates only its own Node.
+    let node2 = dir.join("node-n2.json");
+    std::fs::write(&node2, r#"{"apiVersion":"v1","kind":"Node","metadata":{"name":"n2"}}"#).expect("write");
+    refused(
+        &n1,
+        &["create", "-f", node2.to_str().expect("utf-8")],
+        r#"node "n1" is not allowed to modify node "n2""#,
+    );
+
     ok(&n1, &["delete", "pod", "uses-secret", "--wait=false"]);
 
     // The default roles, each bound in one namespace to a user of the CA, through kubectl
@@ -605,6 +866,76 @@ fn plain_text_needs_insecure() {
         "{}",
         text(&o)
     );
+    // An agent of a cluster over TLS: its port too, or --insecure. (It stops before it
+    // dials the API, which is not there.)
+    let pki = tmp.path().join("pki");
+    let o = run(&["certs", "--dir", pki.to_str().expect("utf-8")]);
+    assert!(o.status.success(), "{}", text(&o));
+    let kc = tmp.path().join("agent.kubeconfig");
+    with_user(
+        &write_kubeconfig(&kc, "https://127.0.0.1:1", &pki.join("ca.crt")),
+        &kc,
+        (
+            pki.join("admin.crt").to_str().expect("utf-8"),
+            pki.join("admin.key").to_str().expect("utf-8"),
+        ),
+    );
+    let root = tmp.path().join("node").display().to_string();
+    let agent = |extra: &[&str]| {
+        let base = [
+            "agent",
+            "--kubeconfig",
+            kc.to_str().expect("utf-8"),
+            "--node-name",
+            "x",
+            "--port",
+            "0",
+        ];
+        run(&[&base[..], &["--root-dir", &root], extra].concat())
+    };
+    let o = agent(&[]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("give --tls-cert-file and --tls-private-key-file"),
+        "{}",
+        text(&o)
+    );
+    let o = agent(&[
+        "--insecure",
+        "--tls-cert-file",
+        "x.crt",
+        "--tls-private-key-file",
+        "x.key",
+    ]);
+    assert!(!o.status.success(), "both: {}", text(&o));
+    // What it needs, from the CA: a serving certificate for the node, private.
+    let o = run(&[
+        "certs",
+        "--dir",
+        pki.to_str().expect("utf-8"),
+        "--node",
+        "x",
+        "--hosts",
+        "10.0.0.21",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in ["x-agent-serving.crt", "x-agent-serving.key"] {
+        assert!(pki.join(f).exists(), "{f}: {}", text(&o));
+    }
+    assert_private(&pki);
+}
+
+/// A kubeconfig at `path` for `server` trusting the CA file `ca` (no user yet).
+fn write_kubeconfig(path: &Path, server: &str, ca: &Path) -> PathBuf {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(std::fs::read(ca).expect("ca.crt"));
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    \
+         certificate-authority-data: {ca}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\n\
+         current-context: c\nusers:\n- name: u\n  user: {{}}\n"
+    );
+    std::fs::write(path, text).expect("write the kubeconfig");
+    path.to_path_buf()
 }
 
 /// `capstan up` as a process group leader's child: stopped (SIGTERM, which stops its
@@ -674,7 +1005,14 @@ fn capstan_up_is_secure_by_default() {
     assert!(out.contains("node1 Ready"), "{out}");
     let pki = dir.join("pki");
     assert_private(&pki);
-    for f in ["node1-agent.kubeconfig", "node1-proxy.kubeconfig", "ca.crt", "ca.key"] {
+    for f in [
+        "node1-agent.kubeconfig",
+        "node1-proxy.kubeconfig",
+        "node1-agent-serving.crt",
+        "node1-agent-serving.key",
+        "ca.crt",
+        "ca.key",
+    ] {
         assert!(pki.join(f).exists(), "{f}");
     }
     let kc = dir.join("kubeconfig");
@@ -690,6 +1028,28 @@ fn capstan_up_is_secure_by_default() {
                 .any(|l| l.starts_with("node1 ") && l.split_whitespace().nth(1) == Some("Ready"))
         },
     );
+    // A log read by a master's API server from the node's agent process, both over TLS:
+    // the agent verifies the API server's kubelet client certificate, the API server the
+    // agent's serving certificate (for 127.23.2.1), against the cluster CA.
+    let made = kubectl(
+        k,
+        &kc,
+        &[
+            "run",
+            "talker",
+            "--image=busybox",
+            "--restart=Never",
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            "echo hello from node1; exec sleep 3600",
+        ],
+    );
+    assert!(made.status.success(), "{}", text(&made));
+    kubectl_until(k, &kc, &["logs", "talker"], "kubectl logs from node1's agent", |out| {
+        out.contains("hello from node1")
+    });
     let status = Command::new(env!("CARGO_BIN_EXE_capstan"))
         .args(["status", "--data-dir"])
         .arg(&dir)

@@ -7,8 +7,8 @@
 //! [`replicaset`](crate::replicaset), [`deployment`](crate::deployment),
 //! [`endpoints`](crate::endpoints) (Endpoints and EndpointSlices),
 //! [`nodeipam`](crate::nodeipam), [`nodelifecycle`](crate::nodelifecycle) (node health,
-//! NoExecute taint eviction and the pods of deleted nodes) and the garbage collector,
-//! [`gc`](crate::gc).
+//! NoExecute taint eviction and the pods of deleted nodes), the garbage collector,
+//! [`gc`](crate::gc), and the root CA publisher, [`rootca`](crate::rootca).
 
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use crate::error::{AgentError, Result};
 use crate::leader::{fenced_client, Fence, LeaderElector, LeaseTiming};
 use crate::nodeipam::{self, Blocks};
 use crate::nodelifecycle;
-use crate::{deployment, endpoints, gc, replicaset, serviceaccount};
+use crate::{deployment, endpoints, gc, replicaset, rootca, serviceaccount};
 
 /// How the replicas of a component elect the one that acts, named after upstream's
 /// `--leader-elect*` flags.
@@ -63,10 +63,20 @@ pub fn default_identity() -> String {
 }
 
 /// Every controller, concurrently, until dropped.
-async fn controllers(client: Client, node_cidrs: Option<Blocks>, lifecycle: nodelifecycle::Config) {
+async fn controllers(client: Client, options: Options) {
+    let Options {
+        node_cidrs,
+        lifecycle,
+        root_ca_pem,
+    } = options;
     let ipam = async {
         if let Some(blocks) = node_cidrs {
             nodeipam::run(client.clone(), blocks).await;
+        }
+    };
+    let root_ca = async {
+        if let Some(pem) = root_ca_pem {
+            rootca::run(client.clone(), pem).await;
         }
     };
     tokio::join!(
@@ -77,7 +87,8 @@ async fn controllers(client: Client, node_cidrs: Option<Blocks>, lifecycle: node
         gc::run(client.clone()),
         crate::namespace::run(client.clone()),
         nodelifecycle::run(client.clone(), lifecycle),
-        ipam
+        ipam,
+        root_ca
     );
 }
 
@@ -109,14 +120,20 @@ where
     Ok(())
 }
 
-/// Runs the controller-manager until its future is dropped; `node_cidrs` turns node IPAM
-/// on (`--allocate-node-cidrs`); `lifecycle` configures the node lifecycle controller.
-pub async fn run(
-    client: Client,
-    election: Election,
-    node_cidrs: Option<Blocks>,
-    lifecycle: nodelifecycle::Config,
-) -> Result<()> {
-    lifecycle.check()?;
-    run_elected(client, &election, |fenced| controllers(fenced, node_cidrs, lifecycle)).await
+/// What the controllers are given beyond the API.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Turns node IPAM on (`--allocate-node-cidrs`).
+    pub node_cidrs: Option<Blocks>,
+    /// Configures the node lifecycle controller.
+    pub lifecycle: nodelifecycle::Config,
+    /// The cluster CA (PEM) the root CA publisher puts in every namespace
+    /// (`--root-ca-file`); None turns it off.
+    pub root_ca_pem: Option<String>,
+}
+
+/// Runs the controller-manager until its future is dropped.
+pub async fn run(client: Client, election: Election, options: Options) -> Result<()> {
+    options.lifecycle.check()?;
+    run_elected(client, &election, |fenced| controllers(fenced, options.clone())).await
 }

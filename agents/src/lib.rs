@@ -10,7 +10,7 @@
 //! The parts: [`leader`] (leader election on `coordination.k8s.io/v1` Leases);
 //! [`controller_manager`] (components under one Lease) with the controllers
 //! [`serviceaccount`], [`replicaset`], [`deployment`], [`endpoints`], [`nodeipam`],
-//! [`namespace`], [`nodelifecycle`] and [`gc`] (the garbage collector), sharing
+//! [`namespace`], [`nodelifecycle`], [`gc`] (the garbage collector) and [`rootca`], sharing
 //! [`runtime`]; the [`scheduler`] (with [`quantity`] for resource amounts); the node agent
 //! ([`node`]), the node proxy ([`proxy`]) and the cluster DNS ([`dns`]); and [`client`],
 //! the clients of a component given several API servers, which fail over between them.
@@ -33,6 +33,7 @@ pub mod nodelifecycle;
 pub mod proxy;
 pub mod quantity;
 pub mod replicaset;
+pub mod rootca;
 pub mod runtime;
 pub mod scheduler;
 pub mod serviceaccount;

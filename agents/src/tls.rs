@@ -102,6 +102,9 @@ impl ClientTls {
 pub struct KubeconfigAccess {
     pub server: String,
     pub tls: Option<ClientTls>,
+    /// The cluster's CA (PEM), if it names one: the node agent's port accepts the client
+    /// certificates it issued unless told another CA (`--client-ca-file`).
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 /// Reads the current context of the kubeconfig at `path` (certificates inline as
@@ -163,13 +166,17 @@ pub fn read_kubeconfig(path: &std::path::Path) -> Result<KubeconfigAccess> {
         "the client certificate",
     )?;
     let key = load(&user["client-key-data"], &user["client-key"], "the client key")?;
-    let tls = match (ca, cert, key) {
+    let tls = match (&ca, cert, key) {
         (None, _, _) => None,
-        (Some(ca), Some(cert), Some(key)) => Some(ClientTls::from_pem(&ca, Some((&cert, &key)))?),
-        (Some(ca), None, None) => Some(ClientTls::from_pem(&ca, None)?),
+        (Some(ca), Some(cert), Some(key)) => Some(ClientTls::from_pem(ca, Some((&cert, &key)))?),
+        (Some(ca), None, None) => Some(ClientTls::from_pem(ca, None)?),
         (Some(_), _, _) => return Err(bad(&"a client certificate needs its key, and a key its certificate")),
     };
-    Ok(KubeconfigAccess { server, tls })
+    Ok(KubeconfigAccess {
+        server,
+        tls,
+        ca_pem: ca,
+    })
 }
 
 /// A file of at most [`FILE_BYTES_MAX`] bytes.

@@ -186,6 +186,9 @@ pub enum Credentials {
     None,
     /// A known user.
     User(UserInfo),
+    /// A ServiceAccount token whose signature holds; good once its account (and pod)
+    /// are found to exist ([`authenticate`]).
+    ServiceAccount(Box<crate::serviceaccount::Verified>),
     /// A token nobody has, or a header of another scheme.
     Invalid,
 }
@@ -301,9 +304,74 @@ impl Auth {
         // store's core).
         let now_s = crate::object::now_unix_s();
         match self.service_accounts.as_ref().and_then(|k| k.verify(token, now_s)) {
-            Some(user) => Credentials::User(user),
+            Some(verified) => Credentials::ServiceAccount(Box::new(verified)),
             None => Credentials::Invalid,
         }
+    }
+}
+
+/// Who sent a request ([`Auth::authenticate`]), with a ServiceAccount token's account and
+/// bound pod looked up: the token is good only while the ServiceAccount exists with the
+/// uid in the token, and, for a token bound to a pod, while that pod exists with its uid
+/// and was not marked for deletion more than [`DELETED_POD_TOKEN_GRACE_S`] ago (upstream's
+/// validator). The watch cache answers; the store is asked when the cache does not have
+/// the object or has another uid (it may lag behind a create made just now).
+pub async fn authenticate(
+    api: &Api,
+    auth: &Auth,
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> Credentials {
+    match auth.authenticate(headers, extensions) {
+        Credentials::ServiceAccount(verified) => {
+            if still_valid(api, &verified).await {
+                Credentials::User(verified.user)
+            } else {
+                Credentials::Invalid
+            }
+        }
+        other => other,
+    }
+}
+
+/// How long a bound token outlives its pod's deletion mark (upstream's 60 s: the
+/// containers may still be stopping).
+pub const DELETED_POD_TOKEN_GRACE_S: i64 = 60;
+
+async fn still_valid(api: &Api, v: &crate::serviceaccount::Verified) -> bool {
+    let ns = &v.subject.namespace;
+    let accounts = ResourceType::find("", "v1", "serviceaccounts").expect("invariant: serviceaccounts are served");
+    if current_object(api, accounts, ns, &v.subject.name, &v.subject.uid)
+        .await
+        .is_none()
+    {
+        return false;
+    }
+    let Some(bound) = &v.pod else {
+        return true;
+    };
+    let pods = ResourceType::find("", "v1", "pods").expect("invariant: pods are served");
+    let Some(pod) = current_object(api, pods, ns, &bound.name, &bound.uid).await else {
+        return false;
+    };
+    let deleted_s = pod["metadata"]["deletionTimestamp"]
+        .as_str()
+        .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        .map(|t| t.as_second());
+    deleted_s.is_none_or(|at| at + DELETED_POD_TOKEN_GRACE_S > crate::object::now_unix_s())
+}
+
+/// The object `name` of `rt` in `ns` if it exists with `uid`: from the watch cache, else
+/// from the store.
+async fn current_object(api: &Api, rt: &'static ResourceType, ns: &str, name: &str, uid: &str) -> Option<Arc<Value>> {
+    let key = rt.key(Some(ns), name);
+    let has_uid = |o: &Value| o["metadata"]["uid"] == uid;
+    if let Some(obj) = api.caches.get(rt).get(key.as_bytes()).filter(|o| has_uid(o)) {
+        return Some(obj);
+    }
+    match api.storage.get(&key, true).await {
+        Ok((Some(kv), _)) => crate::object::from_kv(&kv).ok().filter(has_uid).map(Arc::new),
+        _ => None,
     }
 }
 
@@ -360,9 +428,9 @@ pub async fn filter(State(guard): State<Guard>, req: Request, next: Next) -> Res
         return next.run(req).await;
     }
     let mut req = req;
-    let user = match auth.authenticate(req.headers(), req.extensions()) {
+    let user = match authenticate(&guard.api, auth, req.headers(), req.extensions()).await {
         Credentials::User(user) => user,
-        Credentials::None | Credentials::Invalid => {
+        Credentials::None | Credentials::Invalid | Credentials::ServiceAccount(_) => {
             return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized", None)
         }
     };
@@ -416,8 +484,8 @@ pub async fn verdict(
     let pods = ResourceType::find("", "v1", "pods").expect("invariant: pods are served");
     if !allowed {
         let bound = if crate::nodes::needs_pods(attrs) {
-            let (all, _) = api.caches.get(pods).list(pods.prefix().as_bytes(), 0).await?;
-            all.into_iter().filter(|p| crate::nodes::bound_to(p, node)).collect()
+            let (bound, _) = api.caches.get(pods).pods_on_node(node, 0).await?;
+            bound
         } else {
             Vec::new()
         };

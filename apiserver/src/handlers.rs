@@ -16,6 +16,7 @@
 //! upstream's GuaranteedUpdate does.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
@@ -26,12 +27,13 @@ use crate::cache::Caches;
 use crate::error::{ApiError, Cause, Result};
 use crate::http::{content_type, format, json_response, parse_target, Format, Params, Target};
 use crate::object::{self, from_kv, meta_mut, meta_str, normalize, set_resource_version, to_stored};
+use crate::rbac::UserInfo;
 use crate::resources::{ResourceType, Sub};
 use crate::selector::{FieldSelector, LabelSelector};
 use crate::storage::{prefix_end, Kv, Storage};
 use crate::table::{self, IncludeObject};
 use crate::validation;
-use crate::{alloc, patch, watch};
+use crate::{alloc, patch, serviceaccount, watch};
 
 /// Attempts of a read-modify-write before giving up with a conflict.
 const UPDATE_ATTEMPTS_MAX: usize = 16;
@@ -50,6 +52,9 @@ pub struct ApiConfig {
     pub connections: crate::listen::Limits,
     /// Requests in flight and queued per client; None: no bound.
     pub flow: Option<crate::flow::Limits>,
+    /// How log requests reach the node agents: over TLS with this client certificate
+    /// (upstream's `--kubelet-client-certificate`), else plain HTTP.
+    pub kubelet_client: Option<Arc<crate::tls::KubeletClientTls>>,
 }
 
 impl Default for ApiConfig {
@@ -61,6 +66,7 @@ impl Default for ApiConfig {
             auth: None,
             connections: crate::listen::Limits::default(),
             flow: Some(crate::flow::Limits::default()),
+            kubelet_client: None,
         }
     }
 }
@@ -88,6 +94,7 @@ impl Api {
 #[allow(clippy::too_many_arguments)]
 pub async fn handle(
     api: Arc<Api>,
+    user: &UserInfo,
     method: Method,
     group: &str,
     version: &str,
@@ -96,7 +103,7 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    match dispatch(api, method, group, version, rest, params, headers, body).await {
+    match dispatch(api, user, method, group, version, rest, params, headers, body).await {
         Ok(r) => r,
         Err(e) => {
             if e.code().is_server_error() {
@@ -110,6 +117,7 @@ pub async fn handle(
 #[allow(clippy::too_many_arguments)]
 async fn dispatch(
     api: Arc<Api>,
+    user: &UserInfo,
     method: Method,
     group: &str,
     version: &str,
@@ -140,7 +148,7 @@ async fn dispatch(
             Ok(json_response(StatusCode::OK, &scale_of(&from_kv(&kv)?)))
         }
         (Method::GET, Some(n), Some(Sub::Log)) => logs(&api, &t, n, &params).await,
-        (Method::POST, None, None) => create(&api, &t, &params, &body, fmt).await,
+        (Method::POST, None, None) => create(&api, user, &t, &params, &body, fmt).await,
         (Method::POST, Some(n), Some(Sub::Binding)) => bind(&api, &t, n, &body).await,
         (Method::POST, Some(n), Some(Sub::Eviction)) => {
             delete(&api, &t, n, &params, &Bytes::new()).await?;
@@ -628,6 +636,78 @@ async fn check_namespace(api: &Api, rt: &ResourceType, ns: &str, name: &str) -> 
     )))
 }
 
+/// The admission of a new object that needs more than its body: node restriction of the
+/// names a node agent creates ([`crate::nodes::restrict_create`]), and the ServiceAccount
+/// admission of pods ([`serviceaccount::admit_pod`]) on a server that issues tokens (a
+/// server that authenticates no one mounts no tokens: a pod could not use one).
+async fn admit_create(api: &Api, user: &UserInfo, rt: &ResourceType, ns: Option<&str>, obj: &mut Value) -> Result<()> {
+    if let Some(node) = crate::nodes::node_of(user) {
+        crate::nodes::restrict_create(node, rt.group, rt.plural, ns.unwrap_or_default(), object::name(obj))
+            .map_err(|why| ApiError::Forbidden(forbidden_text(rt, object::name(obj), &why)))?;
+    }
+    let issues_tokens = api
+        .config
+        .auth
+        .as_deref()
+        .is_some_and(|a| a.service_account_key().is_some());
+    if rt.kind != "Pod" || !issues_tokens {
+        return Ok(());
+    }
+    let ns = ns.unwrap_or_default();
+    let account_name = obj["spec"]["serviceAccountName"]
+        .as_str()
+        .or(obj["spec"]["serviceAccount"].as_str())
+        .filter(|n| !n.is_empty())
+        .unwrap_or("default")
+        .to_owned();
+    let account = service_account(api, ns, &account_name).await?.ok_or_else(|| {
+        ApiError::Forbidden(forbidden_text(
+            rt,
+            object::name(obj),
+            &format!(
+                "error looking up service account {ns}/{account_name}: serviceaccount \"{account_name}\" not found"
+            ),
+        ))
+    })?;
+    serviceaccount::admit_pod(obj, Some(&account), &serviceaccount::volume_suffix());
+    Ok(())
+}
+
+/// Upstream's admission refusal: `<resource> "<name>" is forbidden: <why>`.
+fn forbidden_text(rt: &ResourceType, name: &str, why: &str) -> String {
+    let what = rt.group_resource();
+    if name.is_empty() {
+        format!("{what} is forbidden: {why}")
+    } else {
+        format!("{what} \"{name}\" is forbidden: {why}")
+    }
+}
+
+/// The ServiceAccount `name` in `ns`, as upstream's admission finds it: the watch cache,
+/// else the store; `default` is asked for up to [`DEFAULT_ACCOUNT_ATTEMPTS`] times, a
+/// little apart, since the ServiceAccount controller makes it just after its namespace.
+async fn service_account(api: &Api, ns: &str, name: &str) -> Result<Option<Value>> {
+    let rt = ResourceType::find("", "v1", "serviceaccounts").expect("invariant: serviceaccounts are served");
+    let key = rt.key(Some(ns), name);
+    if let Some(obj) = api.caches.get(rt).get(key.as_bytes()) {
+        return Ok(Some((*obj).clone()));
+    }
+    let attempts = if name == "default" { DEFAULT_ACCOUNT_ATTEMPTS } else { 1 };
+    for attempt in 0..attempts {
+        if attempt > 0 {
+            tokio::time::sleep(DEFAULT_ACCOUNT_RETRY).await;
+        }
+        if let (Some(kv), _) = api.storage.get(&key, true).await? {
+            return Ok(Some(from_kv(&kv)?));
+        }
+    }
+    Ok(None)
+}
+
+/// Upstream's retries for the `default` ServiceAccount: 10, 100 to 200 ms apart.
+const DEFAULT_ACCOUNT_ATTEMPTS: usize = 10;
+const DEFAULT_ACCOUNT_RETRY: Duration = Duration::from_millis(150);
+
 /// A create body made into the object to store, up to the namespace check and the
 /// write: type, namespace (the request's, `namespace`), server-set metadata (`uid` and
 /// `now` given: the fuzz targets fix them), normalization, defaulting and the initial
@@ -689,9 +769,16 @@ pub fn prepare_create(rt: &ResourceType, namespace: Option<&str>, body: &Bytes, 
     Ok(obj)
 }
 
-async fn create(api: &Api, t: &Target, params: &Params, body: &Bytes, fmt: Format) -> Result<Response> {
+async fn create(
+    api: &Api,
+    user: &UserInfo,
+    t: &Target,
+    params: &Params,
+    body: &Bytes,
+    fmt: Format,
+) -> Result<Response> {
     let rt = t.rt;
-    let obj = prepare_create(rt, t.namespace.as_deref(), body, &object::new_uid(), &object::now())?;
+    let mut obj = prepare_create(rt, t.namespace.as_deref(), body, &object::new_uid(), &object::now())?;
     if let Some(ns) = t.namespace.as_deref() {
         if rt.namespaced {
             if let Some(refused) = check_namespace(api, rt, ns, object::name(&obj)).await? {
@@ -699,6 +786,7 @@ async fn create(api: &Api, t: &Target, params: &Params, body: &Bytes, fmt: Forma
             }
         }
     }
+    admit_create(api, user, rt, t.namespace.as_deref(), &mut obj).await?;
     let generate = meta_str(&obj, "generateName").map(str::to_string);
     let given_name = object::name(&obj).to_string();
     for _ in 0..UPDATE_ATTEMPTS_MAX {

@@ -172,7 +172,8 @@ async fn resource_request(
             Ok(b) => b,
             Err(e) => return e.into_response(),
         };
-        handlers::handle(api, method, group, version, rest, params, parts.headers, body).await
+        let user = auth::user_of(&parts.extensions);
+        handlers::handle(api, &user, method, group, version, rest, params, parts.headers, body).await
     };
     if is_watch {
         return work.await;
@@ -257,8 +258,13 @@ async fn token_request(api: Arc<Api>, namespace: &str, name: &str, req: Request)
         name: name.to_owned(),
         uid: account["metadata"]["uid"].as_str().unwrap_or_default().to_owned(),
     };
+    let user = auth::user_of(&parts.extensions);
+    let pod = match bound_pod(&api, &user, namespace, name, &request["spec"]["boundObjectRef"]).await {
+        Ok(pod) => pod,
+        Err(e) => return e.into_response(),
+    };
     let now = object::now_unix_s();
-    let token = match key.issue(&subject, &audiences, now, expiration_s) {
+    let token = match key.issue(&subject, pod.as_ref(), &audiences, now, expiration_s) {
         Ok(t) => t,
         Err(e) => return ApiError::Internal(e).into_response(),
     };
@@ -271,6 +277,78 @@ async fn token_request(api: Arc<Api>, namespace: &str, name: &str, req: Request)
         "status": {"token": token, "expirationTimestamp": expires},
     });
     json_response(StatusCode::CREATED, &answer)
+}
+
+/// The pod a TokenRequest binds its token to (`spec.boundObjectRef`), checked as
+/// upstream's token REST and NodeRestriction check it: the pod exists with the uid given,
+/// runs as the ServiceAccount asked for, and, when a node agent asks, is bound to that
+/// node (and a node may ask only for tokens bound to a pod, with its uid).
+async fn bound_pod(
+    api: &Api,
+    user: &rbac::UserInfo,
+    namespace: &str,
+    account: &str,
+    reference: &serde_json::Value,
+) -> Result<Option<serviceaccount::BoundPod>, ApiError> {
+    let node = nodes::node_of(user);
+    let forbidden = |why: &str| ApiError::Forbidden(format!("serviceaccounts \"{account}\" is forbidden: {why}"));
+    if reference.is_null() {
+        return match node {
+            Some(_) => Err(forbidden("node requested token not bound to a pod")),
+            None => Ok(None),
+        };
+    }
+    let kind = reference["kind"].as_str().unwrap_or_default();
+    if kind != "Pod" {
+        return Err(match node {
+            Some(_) => forbidden("node requested token not bound to a pod"),
+            None => ApiError::BadRequest(format!(
+                "cannot bind token for serviceaccount \"{account}\" to object of kind {kind:?}: only Pod is supported"
+            )),
+        });
+    }
+    let pod_name = reference["name"].as_str().unwrap_or_default();
+    let given_uid = reference["uid"].as_str().unwrap_or_default();
+    if node.is_some() && given_uid.is_empty() {
+        return Err(forbidden("node requested token with a pod binding without a uid"));
+    }
+    let pods = resources::ResourceType::find("", "v1", "pods").expect("invariant: pods are served");
+    let pod = match api.storage.get(&pods.key(Some(namespace), pod_name), true).await? {
+        (Some(kv), _) => object::from_kv(&kv)?,
+        (None, _) => {
+            return Err(ApiError::NotFound {
+                what: pods.group_resource(),
+                name: pod_name.to_owned(),
+            })
+        }
+    };
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+    if !given_uid.is_empty() && given_uid != uid {
+        return Err(ApiError::Conflict {
+            what: pods.group_resource(),
+            name: pod_name.to_owned(),
+            reason: format!(
+                "the UID in the bound object reference ({given_uid}) does not match the UID in record. The object might have been deleted and then recreated"
+            ),
+        });
+    }
+    let runs_as = pod["spec"]["serviceAccountName"].as_str().unwrap_or("default");
+    if runs_as != account {
+        return Err(ApiError::BadRequest(format!(
+            "cannot bind token for serviceaccount \"{account}\" to pod running with different serviceaccount name."
+        )));
+    }
+    if let Some(node) = node {
+        if !nodes::bound_to(&pod, node) {
+            return Err(forbidden(
+                "node requested token bound to a pod scheduled on a different node",
+            ));
+        }
+    }
+    Ok(Some(serviceaccount::BoundPod {
+        name: pod_name.to_owned(),
+        uid,
+    }))
 }
 
 /// The HTTP router of the API.
@@ -434,7 +512,7 @@ pub async fn serve_with(
     let app = app.layer(axum::middleware::from_fn_with_state(
         mesh::MeshLayer {
             routes: mesh::routes(api.clone(), stop_rx),
-            auth: api.config.auth.clone(),
+            api: api.clone(),
         },
         mesh::serve_layer,
     ));

@@ -19,12 +19,16 @@
 //!   creates none (upstream lets it create mirror pods; Capstan has no static pods).
 //! - Leases in `kube-node-lease`: only the one named after the node.
 //!
-//! The relations come from the watch cache of pods (the caller passes the pods bound to
-//! the node, and looks up one pod): no graph is kept. Left out: an index of pods by node
-//! (each related `get` scans the cached pods of the cluster), PersistentVolumes through
-//! their claims, the names of objects a node *creates* (the create of a Node or a Lease is
-//! not checked against its body: the request's attributes have no name), and
-//! VolumeAttachments, CSINodes and ResourceSlices.
+//! The relations come from the watch cache of pods, which keeps its pods by the node they
+//! are bound to (`spec.nodeName`): for a related request the caller reads the pods of the
+//! node from that index ([`crate::cache::WatchCache::pods_on_node`], as fresh as a list
+//! of the cache, and costing the node's pods, not the cluster's), and [`authorize`] looks
+//! through their references; for a pod write it looks up the one pod. No graph of the
+//! other objects is kept. The names of the objects a node *creates* (a create's
+//! attributes have none) are checked on the object, by the create handler
+//! ([`restrict_create`]), and the pod a node binds a token to by the TokenRequest route.
+//! Left out: PersistentVolumes through their claims, and VolumeAttachments, CSINodes and
+//! ResourceSlices.
 
 use serde_json::Value;
 
@@ -202,6 +206,19 @@ pub fn restrict(node: &str, attrs: &Attributes, pod: Option<&Value>) -> Result<(
     }
 }
 
+/// Node restriction of the objects a node agent creates, judged on the new object's name
+/// (which a create's attributes lack): a node creates only its own Node, and only its
+/// own Lease in [`NODE_LEASE_NAMESPACE`] (upstream's NodeRestriction messages).
+pub fn restrict_create(node: &str, group: &str, resource: &str, namespace: &str, name: &str) -> Result<(), String> {
+    match (group, resource) {
+        ("", "nodes") if name != node => Err(format!("node \"{node}\" is not allowed to modify node \"{name}\"")),
+        ("coordination.k8s.io", "leases") if namespace == NODE_LEASE_NAMESPACE && name != node => {
+            Err("can only access node lease with the same name as the requesting node".into())
+        }
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,5 +382,17 @@ mod tests {
         assert!(restrict("n1", &attrs("delete", "", "pods", "", "team", "p"), Some(&theirs)).is_err());
         assert!(restrict("n1", &attrs("create", "", "pods", "", "team", ""), None).is_err());
         assert!(restrict("n1", &attrs("create", "", "events", "", "team", ""), None).is_ok());
+    }
+
+    #[test]
+    fn a_node_creates_only_its_own_node_and_lease() {
+        assert!(restrict_create("n1", "", "nodes", "", "n1").is_ok());
+        assert_eq!(
+            restrict_create("n1", "", "nodes", "", "n2"),
+            Err("node \"n1\" is not allowed to modify node \"n2\"".into())
+        );
+        assert!(restrict_create("n1", "coordination.k8s.io", "leases", NODE_LEASE_NAMESPACE, "n1").is_ok());
+        assert!(restrict_create("n1", "coordination.k8s.io", "leases", NODE_LEASE_NAMESPACE, "n2").is_err());
+        assert!(restrict_create("n1", "", "events", "default", "n2.123").is_ok());
     }
 }

@@ -5,8 +5,8 @@
 //!
 //! 1. The query is parsed and validated as upstream's `PodLogOptions` (`container`,
 //!    `follow`, `previous`, `timestamps`, `sinceSeconds` > 0, `sinceTime` in RFC 3339,
-//!    `tailLines` >= 0, `limitBytes` > 0, `insecureSkipTLSVerifyBackend`; not both
-//!    `since*`). A malformed value is `400`; a value out of range is `422` with
+//!    `tailLines` >= 0, `limitBytes` > 0, `insecureSkipTLSVerifyBackend` (see below); not
+//!    both `since*`). A malformed value is `400`; a value out of range is `422` with
 //!    upstream's `PodLogOptions "p" is invalid: tailLines: Invalid value: -1: must be
 //!    greater than or equal to 0`. Unknown parameters are ignored.
 //! 2. The pod is read; the container is the named one (which must be one of its
@@ -18,9 +18,10 @@
 //!    location is empty). Otherwise the Node is read: the agent is at its `InternalIP`
 //!    and `status.daemonEndpoints.kubeletEndpoint.Port`. A node without either, or an
 //!    agent that cannot be reached, is a `503` naming the node.
-//! 4. `GET http://<ip>:<port>/containerLogs/<ns>/<pod>/<container>?<options>` with the
-//!    options upstream forwards, in its order; the agent's answer head must come within
-//!    [`AGENT_HEAD_TIMEOUT_MS`] (connecting: [`AGENT_CONNECT_TIMEOUT_MS`]). A `2xx` body
+//! 4. `GET http://<ip>:<port>/containerLogs/<ns>/<pod>/<container>?<options>` (`https://`
+//!    with TLS, below) with the options upstream forwards, in its order; the agent's answer
+//!    head must come within [`AGENT_HEAD_TIMEOUT_MS`] (connecting:
+//!    [`AGENT_CONNECT_TIMEOUT_MS`]; the TLS handshake is within the first). A `2xx` body
 //!    is forwarded as `text/plain` **chunk by chunk as it arrives**, never gathered: a
 //!    follow lasts as long as the container runs, so nothing bounds the body's time. The
 //!    stream ends when the agent ends it; a client that goes away drops the body and
@@ -33,10 +34,26 @@
 //! At most [`LOG_STREAMS_MAX`] streams are forwarded at once by this process; one more
 //! gets `429`.
 //!
+//! # TLS to the agent
+//!
+//! With a kubelet client certificate ([`ApiConfig::kubelet_client`](crate::ApiConfig::kubelet_client): `capstan apiserver
+//! --kubelet-client-certificate --kubelet-client-key`, or the PKI of a secure `capstan
+//! store`, `master` or `up`, which issues `kube-apiserver-kubelet-client` in
+//! `system:masters`), the agent is asked over `https://` with that certificate, as
+//! kube-apiserver asks the kubelet: the agent reads logs only for `system:masters` and
+//! answers others `401`/`403`, which become Statuses as above. The agent's certificate is
+//! verified against `--kubelet-certificate-authority` (the cluster CA in a secure store)
+//! for its `InternalIP`; without that CA, or for a request with
+//! `insecureSkipTLSVerifyBackend=true`, it is not verified (upstream's behaviour). Each
+//! log request over TLS has a connection of its own (no pool: a follow holds its
+//! connection for as long as it lasts anyway, and a handshake is small beside a log).
+//! Without a client certificate the agent is asked over plain HTTP, pooled.
+//!
+//! The setting is one per process (a `capstan` process serves one API); it belongs in
+//! `ApiConfig` once that can take it.
+//!
 //! # Left out, on purpose
 //!
-//! - TLS to the agent, and its authentication of the API server: the agent serves plain
-//!   HTTP on the node (`insecureSkipTLSVerifyBackend` is accepted and has nothing to do).
 //! - The kubelet's default port 10250 for a node that publishes none: a Capstan agent
 //!   always publishes its own, and guessing would reach whatever else listens there.
 //! - `--kubelet-preferred-address-types`: only `InternalIP` is used.
@@ -54,9 +71,10 @@ use futures::StreamExt;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
+use tokio_rustls::rustls;
 
 use crate::error::{ApiError, GroupResource, Result};
 use crate::handlers::Api;
@@ -89,6 +107,8 @@ pub struct LogOptions {
     pub since_time: Option<String>,
     pub tail_lines: Option<i64>,
     pub limit_bytes: Option<i64>,
+    /// Do not verify the agent's certificate for this request.
+    pub insecure_skip_tls_verify_backend: bool,
 }
 
 /// A query boolean as upstream converts it: absent or empty, `0` and `false` (any case)
@@ -129,6 +149,7 @@ pub fn parse_options(name: &str, params: &Params) -> Result<LogOptions> {
         since_time,
         tail_lines: params.int("tailLines")?,
         limit_bytes: params.int("limitBytes")?,
+        insecure_skip_tls_verify_backend: boolean(params, "insecureSkipTLSVerifyBackend"),
     };
     let mut errs = Vec::new();
     if let Some(n) = options.tail_lines.filter(|n| *n < 0) {
@@ -293,6 +314,46 @@ fn client() -> &'static Client<HttpConnector, Empty<Bytes>> {
     })
 }
 
+/// One log request to an agent over TLS, on a connection of its own: `path` is the
+/// agent's path and query.
+async fn request_tls(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    path: &str,
+) -> std::result::Result<hyper::Response<hyper::body::Incoming>, String> {
+    let connect = tokio::net::TcpStream::connect(addr);
+    let tcp = match tokio::time::timeout(Duration::from_millis(AGENT_CONNECT_TIMEOUT_MS), connect).await {
+        Err(_) => return Err(format!("no connection within {AGENT_CONNECT_TIMEOUT_MS} ms")),
+        Ok(Err(e)) => return Err(format!("connecting: {e}")),
+        Ok(Ok(tcp)) => tcp,
+    };
+    // Log lines go out as they come, as over plain HTTP.
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
+    // The agent's certificate names its InternalIP, which is what was dialled.
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake: {}", error_chain(&e)))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| error_chain(&e))?;
+    // Driven until the response body is read or dropped; `sender` goes when this returns,
+    // so the connection then closes (and a follow on the agent with it).
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(agent = %addr, error = %error_chain(&e), "a log connection to an agent ended");
+        }
+    });
+    let request = Request::get(path)
+        .header(header::HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    sender.send_request(request).await.map_err(|e| error_chain(&e))
+}
+
 fn streams() -> &'static Arc<Semaphore> {
     static STREAMS: OnceLock<Arc<Semaphore>> = OnceLock::new();
     STREAMS.get_or_init(|| Arc::new(Semaphore::new(LOG_STREAMS_MAX)))
@@ -395,20 +456,29 @@ pub async fn serve(api: &Api, t: &Target, name: &str, params: &Params) -> Result
             "too many log streams are open on this server ({LOG_STREAMS_MAX}); try again later"
         ))
     })?;
-    let uri = format!("http://{addr}{}", agent_path(namespace, name, &container, &options));
-    let request = Request::get(&uri)
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| ApiError::Internal(format!("the request to the agent of node {node_name}: {e}")))?;
+    let path = agent_path(namespace, name, &container, &options);
+    let tls = api.config.kubelet_client.as_deref();
     let unreachable = |why: String| {
         ApiError::Unavailable(format!(
             "the logs of pod {name} are kept by the agent of node {node_name} at {addr}, which this server cannot reach: {why}"
         ))
     };
+    let request = async {
+        match tls {
+            Some(tls) => request_tls(addr, tls.config(options.insecure_skip_tls_verify_backend), &path).await,
+            None => {
+                let request = Request::get(format!("http://{addr}{path}"))
+                    .body(Empty::<Bytes>::new())
+                    .map_err(|e| e.to_string())?;
+                client().request(request).await.map_err(|e| error_chain(&e))
+            }
+        }
+    };
     let head_timeout = Duration::from_millis(AGENT_HEAD_TIMEOUT_MS);
     let deadline = tokio::time::Instant::now() + head_timeout;
-    let answer = match tokio::time::timeout_at(deadline, client().request(request)).await {
+    let answer = match tokio::time::timeout_at(deadline, request).await {
         Err(_) => return Err(unreachable(format!("no answer within {AGENT_HEAD_TIMEOUT_MS} ms"))),
-        Ok(Err(e)) => return Err(unreachable(error_chain(&e))),
+        Ok(Err(e)) => return Err(unreachable(e)),
         Ok(Ok(answer)) => answer,
     };
     let (head, body) = answer.into_parts();
@@ -471,7 +541,9 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(o.container.as_deref(), Some("c"));
-        assert!(o.follow && !o.timestamps);
+        assert!(o.follow && !o.timestamps && !o.insecure_skip_tls_verify_backend);
+        let skip = parse_options("p", &params(&[("insecureSkipTLSVerifyBackend", "true")])).expect("valid");
+        assert!(skip.insecure_skip_tls_verify_backend);
         assert_eq!(o.tail_lines, Some(2));
         let message = |pairs: &[(&str, &str)]| parse_options("p", &params(pairs)).err().map(|e| e.to_string());
         assert_eq!(

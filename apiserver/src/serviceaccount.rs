@@ -4,16 +4,27 @@
 //!
 //! A token's claims are upstream's: `iss`, `sub` (`system:serviceaccount:<ns>:<name>`),
 //! `aud`, `iat`, `nbf`, `exp`, and `kubernetes.io` (namespace, service account name and
-//! uid). A verified token is the user `sub` in the groups `system:serviceaccounts`,
-//! `system:serviceaccounts:<ns>` and `system:authenticated`.
+//! uid, and for a token bound to a pod the pod's name and uid). A verified token is the
+//! user `sub` in the groups `system:serviceaccounts`, `system:serviceaccounts:<ns>` and
+//! `system:authenticated`.
 //!
 //! The signing key is the cluster's (`sa.key` in the PKI directory, made with the CA).
-//! Signing and verifying are pure: the caller gives the time.
+//! Signing and verifying are pure: the caller gives the time. A signature is not the
+//! whole check: [`crate::auth::authenticate`] also requires that the ServiceAccount (and
+//! the pod a token is bound to) still exists with the uid in the token, so a token dies
+//! with its account or pod, before it expires (upstream's `validator`).
 //!
-//! Left out so far (issue 10): the check that the ServiceAccount (and a bound pod) still
-//! exists when a token is used (a deleted account's token stays good until it expires),
-//! audiences other than the API's own being refused, the token controller's legacy
-//! Secret-based tokens, and mounting tokens into pods (the node agent's projected volume).
+//! Only tokens for the API's own audience ([`AUDIENCE_DEFAULT`]) authenticate to the API:
+//! a token issued for another audience (a vault, say) is for that audience alone.
+//!
+//! How pods get tokens: the ServiceAccount admission ([`admit_pod`]) gives every pod a
+//! projected volume `kube-api-access-<suffix>` (a bound token, the cluster CA from the
+//! `kube-root-ca.crt` ConfigMap, and the namespace) mounted at [`MOUNT_PATH`]; the node
+//! agent asks the TokenRequest API for the token, bound to the pod, and renews it.
+//!
+//! Left out: the token controller's legacy Secret-based tokens, and the
+//! `--service-account-extend-token-expiration` year-long tokens (the agent renews
+//! instead).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -46,12 +57,36 @@ impl std::fmt::Debug for TokenKey {
     }
 }
 
+/// Where every pod's token, CA and namespace are mounted.
+pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The lifetime of the tokens the admission's volume asks for (upstream's: one hour and
+/// seven seconds, telling them apart from hand-made one-hour tokens).
+pub const POD_TOKEN_EXPIRATION_S: i64 = 3607;
+/// The ConfigMap holding the cluster CA in every namespace.
+pub const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
+
 /// What a token names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subject {
     pub namespace: String,
     pub name: String,
     pub uid: String,
+}
+
+/// The pod a token is bound to (name and uid, in the account's namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundPod {
+    pub name: String,
+    pub uid: String,
+}
+
+/// A token whose signature, time and audience hold: its user, and what must still exist
+/// for it to be good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub user: UserInfo,
+    pub subject: Subject,
+    pub pod: Option<BoundPod>,
 }
 
 impl TokenKey {
@@ -65,16 +100,18 @@ impl TokenKey {
         Ok(TokenKey { key, kid })
     }
 
-    /// A token for `subject`, valid from `now_s` (Unix seconds) for `expiration_s`.
+    /// A token for `subject` (bound to `pod` if given), valid from `now_s` (Unix
+    /// seconds) for `expiration_s`.
     pub fn issue(
         &self,
         subject: &Subject,
+        pod: Option<&BoundPod>,
         audiences: &[String],
         now_s: i64,
         expiration_s: i64,
     ) -> Result<String, String> {
         let header = json!({"alg": "ES256", "kid": self.kid, "typ": "JWT"});
-        let claims = json!({
+        let mut claims = json!({
             "iss": ISSUER,
             "sub": format!("system:serviceaccount:{}:{}", subject.namespace, subject.name),
             "aud": audiences,
@@ -86,6 +123,9 @@ impl TokenKey {
                 "serviceaccount": {"name": subject.name, "uid": subject.uid},
             },
         });
+        if let Some(pod) = pod {
+            claims["kubernetes.io"]["pod"] = json!({"name": pod.name, "uid": pod.uid});
+        }
         let signed = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims.to_string()));
         let rng = ring::rand::SystemRandom::new();
         let sig = self
@@ -95,9 +135,9 @@ impl TokenKey {
         Ok(format!("{signed}.{}", B64.encode(sig.as_ref())))
     }
 
-    /// The user a token stands for at `now_s`, if it is one of ours, well formed, and
-    /// not expired.
-    pub fn verify(&self, token: &str, now_s: i64) -> Option<UserInfo> {
+    /// What a token stands for at `now_s`, if it is one of ours, well formed, for the
+    /// API's audience, and not expired.
+    pub fn verify(&self, token: &str, now_s: i64) -> Option<Verified> {
         if token.len() > TOKEN_BYTES_MAX {
             return None;
         }
@@ -118,6 +158,7 @@ impl TokenKey {
         if claims["iss"] != ISSUER
             || claims["exp"].as_i64()? <= now_s
             || claims["nbf"].as_i64().is_some_and(|nbf| nbf > now_s)
+            || !audience_is_api(&claims["aud"])
         {
             return None;
         }
@@ -128,15 +169,40 @@ impl TokenKey {
         if claims["sub"] != user.as_str() {
             return None;
         }
-        Some(UserInfo {
-            name: user,
-            uid: k8s["serviceaccount"]["uid"].as_str().unwrap_or_default().to_owned(),
-            groups: vec![
-                "system:serviceaccounts".into(),
-                format!("system:serviceaccounts:{namespace}"),
-                crate::rbac::ALL_AUTHENTICATED.into(),
-            ],
+        let uid = k8s["serviceaccount"]["uid"].as_str().unwrap_or_default().to_owned();
+        let pod = match &k8s["pod"] {
+            Value::Null => None,
+            p => Some(BoundPod {
+                name: p["name"].as_str()?.to_owned(),
+                uid: p["uid"].as_str()?.to_owned(),
+            }),
+        };
+        Some(Verified {
+            user: UserInfo {
+                name: user,
+                uid: uid.clone(),
+                groups: vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{namespace}"),
+                    crate::rbac::ALL_AUTHENTICATED.into(),
+                ],
+            },
+            subject: Subject {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                uid,
+            },
+            pod,
         })
+    }
+}
+
+/// Whether a token's `aud` claim (a string or a list) names the API.
+fn audience_is_api(aud: &Value) -> bool {
+    match aud {
+        Value::String(a) => a == AUDIENCE_DEFAULT,
+        Value::Array(list) => list.iter().any(|a| a == AUDIENCE_DEFAULT),
+        _ => false,
     }
 }
 
@@ -161,6 +227,96 @@ pub fn requested(request: &Value) -> Result<(i64, Vec<String>), String> {
     Ok((expiration, audiences))
 }
 
+/// The prefix of the token volume's name (upstream's `kube-api-access-`).
+pub const VOLUME_PREFIX: &str = "kube-api-access-";
+
+/// The ServiceAccount admission of a new pod, as upstream's plugin (the lookup of the
+/// account is the caller's; `account` is None only when the caller has decided to admit
+/// without one): `serviceAccountName` defaults to `default`, and unless the pod or its
+/// account opts out (`automountServiceAccountToken: false`, the pod's word first), a
+/// projected volume `kube-api-access-<suffix>` is added and mounted read-only at
+/// [`MOUNT_PATH`] in every container and init container that has nothing mounted there.
+/// A pod that already has such a volume mounted is left as it is.
+pub fn admit_pod(pod: &mut Value, account: Option<&Value>, suffix: &str) {
+    let spec = &mut pod["spec"];
+    if spec["serviceAccountName"].as_str().is_none_or(str::is_empty) {
+        let legacy = spec["serviceAccount"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default");
+        spec["serviceAccountName"] = json!(legacy);
+    }
+    let automount = spec["automountServiceAccountToken"]
+        .as_bool()
+        .or_else(|| account.and_then(|a| a["automountServiceAccountToken"].as_bool()))
+        .unwrap_or(true);
+    if !automount {
+        return;
+    }
+    let token_volumes: Vec<String> = spec["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|v| {
+            v["projected"]["sources"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|s| s["serviceAccountToken"].is_object()))
+        })
+        .filter_map(|v| v["name"].as_str().map(str::to_owned))
+        .collect();
+    let mounted_at = |c: &Value, pred: &dyn Fn(&Value) -> bool| {
+        c["volumeMounts"]
+            .as_array()
+            .is_some_and(|ms| ms.iter().any(|m| m["mountPath"] == MOUNT_PATH && pred(m)))
+    };
+    let containers = ["initContainers", "containers"];
+    let already = containers.iter().any(|list| {
+        spec[*list].as_array().into_iter().flatten().any(|c| {
+            mounted_at(c, &|m| {
+                m["name"].as_str().is_some_and(|n| token_volumes.iter().any(|t| t == n))
+            })
+        })
+    });
+    if already {
+        return;
+    }
+    let name = format!("{VOLUME_PREFIX}{suffix}");
+    let volume = json!({"name": name, "projected": {"defaultMode": 420, "sources": [
+        {"serviceAccountToken": {"expirationSeconds": POD_TOKEN_EXPIRATION_S, "path": "token"}},
+        {"configMap": {"name": ROOT_CA_CONFIG_MAP, "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace",
+            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+    ]}});
+    match spec["volumes"].as_array_mut() {
+        Some(list) => list.push(volume),
+        None => spec["volumes"] = json!([volume]),
+    }
+    for list in containers {
+        for c in spec[list].as_array_mut().into_iter().flatten() {
+            if mounted_at(c, &|_| true) {
+                continue;
+            }
+            let mount = json!({"name": name, "readOnly": true, "mountPath": MOUNT_PATH});
+            match c["volumeMounts"].as_array_mut() {
+                Some(ms) => ms.push(mount),
+                None => c["volumeMounts"] = json!([mount]),
+            }
+        }
+    }
+}
+
+/// Upstream's random suffix alphabet (`utilrand.String`: no vowels, no look-alikes).
+pub fn volume_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut bytes = [0u8; 5];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .expect("invariant: the system's random source works");
+    bytes
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,9 +339,12 @@ mod tests {
     fn a_token_is_its_service_account_until_it_expires() {
         let k = key();
         let token = k
-            .issue(&builder(), &[AUDIENCE_DEFAULT.into()], 1_000, 600)
+            .issue(&builder(), None, &[AUDIENCE_DEFAULT.into()], 1_000, 600)
             .expect("a token");
-        let user = k.verify(&token, 1_000).expect("valid");
+        let verified = k.verify(&token, 1_000).expect("valid");
+        assert_eq!(verified.subject, builder());
+        assert_eq!(verified.pod, None);
+        let user = verified.user;
         assert_eq!(user.name, "system:serviceaccount:team:builder");
         assert_eq!(user.uid, "u-1");
         assert_eq!(
@@ -204,9 +363,10 @@ mod tests {
     #[test]
     fn a_token_of_another_key_or_altered_is_refused() {
         let (k, other) = (key(), key());
-        let token = other.issue(&builder(), &[], 1_000, 600).expect("a token");
+        let api = [AUDIENCE_DEFAULT.to_owned()];
+        let token = other.issue(&builder(), None, &api, 1_000, 600).expect("a token");
         assert!(k.verify(&token, 1_000).is_none());
-        let token = k.issue(&builder(), &[], 1_000, 600).expect("a token");
+        let token = k.issue(&builder(), None, &api, 1_000, 600).expect("a token");
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         let mut claims: Value = serde_json::from_slice(&B64.decode(&parts[1]).expect("b64")).expect("json");
         claims["kubernetes.io"]["namespace"] = json!("kube-system");
@@ -218,6 +378,79 @@ mod tests {
         );
         for junk in ["", "a.b", "a.b.c.d", "!!.!!.!!", &"x".repeat(TOKEN_BYTES_MAX + 1)] {
             assert!(k.verify(junk, 1_000).is_none(), "{junk:.20}");
+        }
+    }
+
+    #[test]
+    fn only_tokens_for_the_api_authenticate_and_a_bound_pod_is_kept() {
+        let k = key();
+        let vault = k
+            .issue(&builder(), None, &["vault".into()], 1_000, 600)
+            .expect("a token");
+        assert!(k.verify(&vault, 1_000).is_none(), "another audience's token");
+        let pod = BoundPod {
+            name: "web-1".into(),
+            uid: "p-1".into(),
+        };
+        let both = [String::from("vault"), AUDIENCE_DEFAULT.into()];
+        let bound = k.issue(&builder(), Some(&pod), &both, 1_000, 600).expect("a token");
+        let verified = k.verify(&bound, 1_000).expect("valid");
+        assert_eq!(verified.pod, Some(pod));
+    }
+
+    #[test]
+    fn admission_mounts_a_token_volume_in_every_container_once() {
+        let account = json!({"metadata": {"name": "default", "uid": "sa-1"}});
+        let mut pod = json!({"metadata": {"name": "p", "namespace": "team"}, "spec": {
+            "initContainers": [{"name": "i", "image": "x"}],
+            "containers": [{"name": "a", "image": "x"},
+                           {"name": "b", "image": "x", "volumeMounts": [{"name": "own", "mountPath": MOUNT_PATH}]}],
+            "volumes": [{"name": "own", "emptyDir": {}}]}});
+        admit_pod(&mut pod, Some(&account), "ab1cd");
+        assert_eq!(pod["spec"]["serviceAccountName"], "default");
+        let volumes = pod["spec"]["volumes"].as_array().expect("volumes");
+        assert_eq!(volumes.len(), 2);
+        assert_eq!(volumes[1]["name"], "kube-api-access-ab1cd");
+        assert_eq!(
+            volumes[1]["projected"]["sources"][0]["serviceAccountToken"],
+            json!({"expirationSeconds": POD_TOKEN_EXPIRATION_S, "path": "token"})
+        );
+        let mounts = |c: &Value| c["volumeMounts"].as_array().cloned().unwrap_or_default();
+        assert_eq!(
+            mounts(&pod["spec"]["initContainers"][0])[0]["name"],
+            "kube-api-access-ab1cd"
+        );
+        assert_eq!(mounts(&pod["spec"]["containers"][0])[0]["mountPath"], MOUNT_PATH);
+        assert_eq!(
+            mounts(&pod["spec"]["containers"][1]).len(),
+            1,
+            "its own mount there is kept"
+        );
+        // Admitting again (an update through the same code) adds nothing.
+        let before = pod.clone();
+        admit_pod(&mut pod, Some(&account), "zzzzz");
+        assert_eq!(pod, before);
+
+        // Opting out, in the pod or in the account (the pod wins).
+        for (pod_says, account_says, mounted) in [
+            (Some(false), None, false),
+            (None, Some(false), false),
+            (Some(true), Some(false), true),
+        ] {
+            let mut pod = json!({"spec": {"containers": [{"name": "a"}]}});
+            if let Some(v) = pod_says {
+                pod["spec"]["automountServiceAccountToken"] = json!(v);
+            }
+            let mut account = account.clone();
+            if let Some(v) = account_says {
+                account["automountServiceAccountToken"] = json!(v);
+            }
+            admit_pod(&mut pod, Some(&account), "ab1cd");
+            assert_eq!(
+                pod["spec"]["volumes"].is_array(),
+                mounted,
+                "{pod_says:?} {account_says:?}"
+            );
         }
     }
 

@@ -14,8 +14,13 @@
 //! ([`client_identity`]), as upstream's x509 authenticator reads them, and the requests of
 //! the connection carry that [`ClientIdentity`] for [`crate::auth`].
 //!
-//! Left out so far (issue 10): TLS for the etcd API and the Raft peers, and certificate
-//! revocation.
+//! The other direction, the API server as a client of the node agents' ports
+//! ([`KubeletClientTls`], upstream's `--kubelet-client-certificate`, `--kubelet-client-key`
+//! and `--kubelet-certificate-authority`): it presents its client certificate, and checks
+//! an agent's certificate against that CA when it has one, else not at all (upstream's
+//! default: an agent's certificate is often self-signed).
+//!
+//! Left out so far (issue 10): certificate revocation.
 
 use std::sync::Arc;
 
@@ -72,6 +77,130 @@ pub fn server_config(
         .map_err(|e| format!("the certificate and key: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The API server's TLS to the node agents (see the module docs): a configuration that
+/// verifies an agent's certificate against `--kubelet-certificate-authority` when there is
+/// one, and one that does not (for no CA, and for a request's
+/// `insecureSkipTLSVerifyBackend`). Both present the client certificate and offer
+/// HTTP/1.1 only (a log stream is one request a connection).
+#[derive(Clone)]
+pub struct KubeletClientTls {
+    verifying: Option<Arc<rustls::ClientConfig>>,
+    unverified: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for KubeletClientTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeletClientTls")
+            .field("verifies", &self.verifying.is_some())
+            .finish()
+    }
+}
+
+impl KubeletClientTls {
+    /// From the client certificate chain and key (PEM), and the CA (PEM) agents'
+    /// certificates are verified against, if any.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8], ca_pem: Option<&[u8]>) -> Result<KubeletClientTls, String> {
+        if cert_pem.len() > PEM_FILE_BYTES_MAX
+            || key_pem.len() > PEM_FILE_BYTES_MAX
+            || ca_pem.is_some_and(|c| c.len() > PEM_FILE_BYTES_MAX)
+        {
+            return Err(format!("a certificate or key file is over {PEM_FILE_BYTES_MAX} bytes"));
+        }
+        let chain = certificates(cert_pem).map_err(|e| format!("the kubelet client certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| format!("the kubelet client key: {e}"))?;
+        #[allow(deprecated)] // ring: see server_config
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = || {
+            rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())
+        };
+        let finish = |config: Result<rustls::ClientConfig, rustls::Error>| {
+            let mut config = config.map_err(|e| format!("the kubelet client certificate and key: {e}"))?;
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok::<_, String>(Arc::new(config))
+        };
+        let unverified = finish(
+            builder()?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider.clone())))
+                .with_client_auth_cert(chain.clone(), key.clone_key()),
+        )?;
+        let verifying = match ca_pem {
+            None => None,
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for ca in certificates(pem).map_err(|e| format!("the kubelet certificate authority: {e}"))? {
+                    roots
+                        .add(ca)
+                        .map_err(|e| format!("the kubelet certificate authority: {e}"))?;
+                }
+                Some(finish(
+                    builder()?
+                        .with_root_certificates(roots)
+                        .with_client_auth_cert(chain, key),
+                )?)
+            }
+        };
+        Ok(KubeletClientTls { verifying, unverified })
+    }
+
+    /// Whether agents' certificates are verified (a CA was given).
+    pub fn verifies(&self) -> bool {
+        self.verifying.is_some()
+    }
+
+    /// The configuration for one connection: verifying, unless there is no CA or
+    /// `skip_verify` (a request's `insecureSkipTLSVerifyBackend`).
+    pub fn config(&self, skip_verify: bool) -> Arc<rustls::ClientConfig> {
+        match &self.verifying {
+            Some(v) if !skip_verify => v.clone(),
+            _ => self.unverified.clone(),
+        }
+    }
+}
+
+/// Takes any server certificate, as Go's `InsecureSkipVerify`; the handshake's signatures
+/// are still checked (the server holds the key of the certificate it sent), which only
+/// keeps a broken handshake from passing for a good one.
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The certificates of a PEM file, in order; an error if there is none.
@@ -192,6 +321,11 @@ mod tests {
         let big = vec![b'a'; PEM_FILE_BYTES_MAX + 1];
         assert!(refused(&big, b"").contains("over"));
         assert!(ca_of_chain(b"").is_err());
+        let client = |cert: &[u8], key: &[u8], ca: Option<&[u8]>| {
+            KubeletClientTls::from_pem(cert, key, ca).expect_err("refused")
+        };
+        assert!(client(b"", b"", None).contains("no certificate"));
+        assert!(client(&big, b"", None).contains("over"));
     }
 
     /// DER: tag, length, contents.

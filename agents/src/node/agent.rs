@@ -145,11 +145,24 @@ pub struct Agent {
 }
 
 /// Registers the node and runs its pods until the future is dropped. `client` reaches the
-/// Kubernetes API over REST, `mesh` the same server's mesh API.
+/// Kubernetes API over REST, `mesh` the same server's mesh API. The agent's port, if
+/// `config` has a listener, is plain HTTP (see [`run_serving_tls`]).
 pub async fn run(
     client: Client,
     mesh: MeshClient<Channel>,
     config: Config,
+    started: impl FnOnce(&Agent),
+) -> Result<()> {
+    run_serving_tls(client, mesh, config, None, started).await
+}
+
+/// [`run`] with the agent's port over TLS with `tls`: client certificates of the cluster
+/// CA, logs for `system:masters` only (see [`logs`]).
+pub async fn run_serving_tls(
+    client: Client,
+    mesh: MeshClient<Channel>,
+    config: Config,
+    tls: Option<logs::ServingTls>,
     started: impl FnOnce(&Agent),
 ) -> Result<()> {
     // Absolute: paths under it are handed to containers (mount sources, working dirs).
@@ -254,7 +267,7 @@ pub async fn run(
     let _server = config.listener.take().map(|listener| {
         let router = logs::router(Arc::new(Logs(context.clone())));
         AbortOnDrop(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            if let Err(e) = logs::serve(listener, router, tls).await {
                 tracing::error!(error = %e, "the agent's HTTP port stopped");
             }
         }))
@@ -585,14 +598,16 @@ pub async fn run_hollow<F>(client: Client, api_url: &str, template: Config, coun
 where
     F: Fn(&Agent) + Send + Sync + 'static,
 {
-    run_hollow_tls(client, api_url, None, template, count, started).await
+    run_hollow_tls(client, api_url, None, None, template, count, started).await
 }
 
-/// [`run_hollow`] with the mesh connections over TLS with `tls` (for `https://` URLs).
+/// [`run_hollow`] with the mesh connections over TLS with `tls` (for `https://` URLs), and
+/// the shared log port over TLS with `serving` (as [`run_serving_tls`]'s).
 pub async fn run_hollow_tls<F>(
     client: Client,
     api_url: &str,
     tls: Option<&crate::tls::ClientTls>,
+    serving: Option<logs::ServingTls>,
     template: Config,
     count: usize,
     started: F,
@@ -620,7 +635,7 @@ where
     let _server = template.listener.map(|listener| {
         let router = logs::router(shared.clone());
         AbortOnDrop(tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
+            if let Err(e) = logs::serve(listener, router, serving).await {
                 tracing::error!(error = %e, "the hollow nodes' HTTP port stopped");
             }
         }))

@@ -76,13 +76,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus, Probe, Secret,
+    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus, Probe, Secret, ServiceAccount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, Preconditions};
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
 use kube::Client;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -112,6 +113,14 @@ const EVENTS_MAX: usize = 64;
 /// How long a failed sandbox setup (a missing ConfigMap, no address free) waits before
 /// it is tried again.
 const SETUP_RETRY: Duration = Duration::from_secs(2);
+/// A token source's lifetime when it names none (the API's default, upstream's).
+const TOKEN_EXPIRATION_DEFAULT_S: i64 = 3600;
+/// The token volume the API's ServiceAccount admission adds (upstream's names; this
+/// crate does not depend on the API server's).
+const TOKEN_VOLUME_PREFIX: &str = "kube-api-access-";
+const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// How soon a failed token renewal is tried again.
+const TOKEN_RENEW_RETRY: Duration = Duration::from_secs(10);
 /// Status reports: the first and the longest pause between tries while they fail.
 const REPORT_RETRY_FIRST: Duration = Duration::from_millis(200);
 const REPORT_RETRY_MAX: Duration = Duration::from_secs(10);
@@ -430,6 +439,9 @@ pub struct Worker {
     already_terminal: bool,
     /// The ConfigMaps and Secrets as last read, for restarts while the API is away.
     last_sources: Option<Sources>,
+    /// When the projected volumes' ServiceAccount tokens are to be renewed (None: the
+    /// pod has none, or the sandbox is not set up yet).
+    tokens_renew_at: Option<Instant>,
 }
 
 impl Worker {
@@ -480,6 +492,7 @@ impl Worker {
             status_tx,
             already_terminal,
             last_sources: None,
+            tokens_renew_at: None,
         };
         worker.resume(adopted);
         worker.publish_runs();
@@ -602,7 +615,10 @@ impl Worker {
             let retry = Instant::now() + SETUP_RETRY;
             return Some(restart.map_or(retry, |r| r.min(retry)));
         }
-        restart
+        match (restart, self.tokens_renew_at) {
+            (Some(r), Some(t)) => Some(r.min(t)),
+            (r, t) => r.or(t),
+        }
     }
 
     fn restart_policy(&self) -> &str {
@@ -633,6 +649,14 @@ impl Worker {
             }
         }
         let now = Instant::now();
+        if self.tokens_renew_at.is_some_and(|at| at <= now) {
+            let pod_dir = self.ctx.pods_dir.join(&self.uid);
+            if let Err((_, message)) = self.write_volumes(&pod_dir).await {
+                // The old tokens stay in place until they expire; try again soon.
+                tracing::warn!(pod = %self.key(), error = %message, "renewing the service account tokens failed");
+                self.tokens_renew_at = Some(now + TOKEN_RENEW_RETRY);
+            }
+        }
         if self.pod_failed() {
             // An init container failed for good: nothing else runs.
             return;
@@ -681,21 +705,84 @@ impl Worker {
             // Nothing reads a simulated pod's files: hollow nodes write none.
             return Ok(());
         }
-        let sources = self
-            .sources()
-            .await
-            .map_err(|e| ("CreateContainerConfigError", e.to_string()))?;
-        let pod = self.pod.clone();
-        let dir = pod_dir.clone();
-        self.volumes = tokio::task::spawn_blocking(move || volumes::materialize(&pod, &sources, &dir))
-            .await
-            .map_err(|e| ("ContainerCreating", format!("writing the volumes: {e}")))?
-            .map_err(|e| ("CreateContainerConfigError", e.to_string()))?;
+        self.write_volumes(&pod_dir).await?;
         if self.ctx.mounts {
             self.write_network_files(&pod_dir, host_network)
                 .map_err(|e| ("ContainerCreating", e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// Writes (or rewrites) the pod's volumes from the objects and tokens read now, and
+    /// sets when its tokens are due for renewal.
+    async fn write_volumes(&mut self, pod_dir: &Path) -> std::result::Result<(), (&'static str, String)> {
+        let mut sources = self
+            .sources()
+            .await
+            .map_err(|e| ("CreateContainerConfigError", e.to_string()))?;
+        let (tokens, renew_in) = self
+            .tokens()
+            .await
+            .map_err(|e| ("CreateContainerConfigError", e.to_string()))?;
+        sources.tokens = tokens;
+        let pod = self.pod.clone();
+        let dir = pod_dir.to_owned();
+        self.volumes = tokio::task::spawn_blocking(move || volumes::materialize(&pod, &sources, &dir))
+            .await
+            .map_err(|e| ("ContainerCreating", format!("writing the volumes: {e}")))?
+            .map_err(|e| ("CreateContainerConfigError", e.to_string()))?;
+        self.tokens_renew_at = renew_in.map(|d| Instant::now() + d);
+        Ok(())
+    }
+
+    /// A token for every `serviceAccountToken` source of the pod's projected volumes,
+    /// from the TokenRequest API, bound to this pod (as the kubelet's token manager asks
+    /// for them); and how soon the first of them is to be renewed: at 80% of its life,
+    /// as the kubelet renews.
+    async fn tokens(&self) -> Result<(std::collections::BTreeMap<(String, usize), String>, Option<Duration>)> {
+        let mut tokens = std::collections::BTreeMap::new();
+        let mut renew_in: Option<Duration> = None;
+        let spec = self.pod.spec.as_ref();
+        let account = spec
+            .and_then(|s| s.service_account_name.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(|| "default".to_owned());
+        for v in spec.and_then(|s| s.volumes.as_ref()).into_iter().flatten() {
+            let Some(projected) = &v.projected else { continue };
+            for (i, source) in projected.sources.iter().flatten().enumerate() {
+                let Some(t) = &source.service_account_token else {
+                    continue;
+                };
+                let expiration_s = t.expiration_seconds.unwrap_or(TOKEN_EXPIRATION_DEFAULT_S);
+                let request = TokenRequest {
+                    spec: TokenRequestSpec {
+                        audiences: t.audience.iter().cloned().collect(),
+                        expiration_seconds: Some(expiration_s),
+                        bound_object_ref: Some(BoundObjectReference {
+                            api_version: Some("v1".into()),
+                            kind: Some("Pod".into()),
+                            name: Some(self.name.clone()),
+                            uid: Some(self.uid.clone()),
+                        }),
+                    },
+                    ..TokenRequest::default()
+                };
+                let accounts: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), &self.namespace);
+                let answer = accounts
+                    .create_token_request(&account, &PostParams::default(), &request)
+                    .await?;
+                let token = answer.status.map(|s| s.token).unwrap_or_default();
+                if token.is_empty() {
+                    return Err(AgentError::Config(format!(
+                        "the TokenRequest for service account {account:?} returned no token"
+                    )));
+                }
+                tokens.insert((v.name.clone(), i), token);
+                let renew = Duration::from_secs(expiration_s.max(1) as u64 * 8 / 10);
+                renew_in = Some(renew_in.map_or(renew, |r| r.min(renew)));
+            }
+        }
+        Ok((tokens, renew_in))
     }
 
     /// The pod's `hosts` file (its address and name, as the kubelet writes it) and, under
@@ -739,6 +826,13 @@ impl Worker {
         let pod_dir = self.ctx.pods_dir.join(&self.uid);
         let mut mounts = Vec::new();
         for m in self.slots[i].spec.volume_mounts.iter().flatten() {
+            // The token volume the API's admission added to every pod: an agent that
+            // cannot mount (not root) still runs the pod, without it (its files are
+            // written all the same), rather than failing every pod of a secure cluster.
+            let admitted = m.name.starts_with(TOKEN_VOLUME_PREFIX) && m.mount_path == TOKEN_MOUNT_PATH;
+            if admitted && !self.ctx.mounts {
+                continue;
+            }
             let Some((_, dir)) = self.volumes.iter().find(|(name, _)| *name == m.name) else {
                 return Err(format!("volume {:?} is not one of the pod's volumes", m.name));
             };
@@ -1570,6 +1664,14 @@ fn referenced_objects(pod: &Pod) -> (Vec<String>, Vec<String>) {
         }
         if let Some(s) = &v.secret {
             secrets.extend(s.secret_name.clone());
+        }
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(cm) = &source.config_map {
+                cms.insert(cm.name.clone());
+            }
+            if let Some(s) = &source.secret {
+                secrets.insert(s.name.clone());
+            }
         }
     }
     for c in spec.init_containers.iter().flatten().chain(spec.containers.iter()) {

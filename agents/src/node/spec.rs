@@ -25,11 +25,11 @@
 //! message.
 //!
 //! Left out: the Service environment variables (`enableServiceLinks`), which need the
-//! namespace's Services; downward API volumes.
+//! namespace's Services.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, DownwardAPIVolumeFile, Pod, Secret};
 
 use crate::quantity;
 
@@ -64,6 +64,9 @@ pub struct Sources {
     /// reads as.
     pub node_cpu_millis: u64,
     pub node_memory_bytes: u64,
+    /// ServiceAccount tokens for the pod's projected volumes, by volume name and the
+    /// index of the `serviceAccountToken` source in the volume's sources.
+    pub tokens: BTreeMap<(String, usize), String>,
 }
 
 /// Expands `$(NAME)` references in `s` from `vars` (upstream's expansion rules).
@@ -232,6 +235,43 @@ fn resource_value(
     }
 }
 
+/// The content of one file of a downward API volume (or projection): a `fieldRef` of the
+/// pod's metadata (`metadata.labels` and `metadata.annotations` whole, as upstream writes
+/// them: `key="value"` lines in key order), or a `resourceFieldRef` of a container.
+pub fn downward_file(pod: &Pod, file: &DownwardAPIVolumeFile, sources: &Sources) -> Result<String, SpecError> {
+    if let Some(f) = &file.field_ref {
+        let lines = |map: Option<&BTreeMap<String, String>>| {
+            map.into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={v:?}\n"))
+                .collect::<String>()
+        };
+        return match f.field_path.as_str() {
+            "metadata.labels" => Ok(lines(pod.metadata.labels.as_ref())),
+            "metadata.annotations" => Ok(lines(pod.metadata.annotations.as_ref())),
+            path if path.starts_with("metadata.") => field_value(pod, path, "", ""),
+            other => Err(config_error(format!(
+                "fieldRef {other:?} is not supported in a downward API volume"
+            ))),
+        };
+    }
+    if let Some(r) = &file.resource_field_ref {
+        let name = r.container_name.as_deref().unwrap_or_default();
+        let container = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()))
+            .find(|c| c.name == name)
+            .ok_or_else(|| config_error(format!("resourceFieldRef: container {name:?} not found")))?;
+        let divisor = r.divisor.as_ref().map(|q| q.0.as_str());
+        return resource_value(container, &r.resource, divisor, sources);
+    }
+    Err(config_error(format!(
+        "the downward API file {:?} has neither fieldRef nor resourceFieldRef",
+        file.path
+    )))
+}
+
 /// A configMapKeyRef's or secretKeyRef's value: `found` is None without the object and
 /// Some(None) without the key. Ok(None): an optional reference that sets nothing.
 fn keyed(
@@ -388,6 +428,7 @@ mod tests {
             secrets: BTreeMap::from([("creds".into(), secret)]),
             node_cpu_millis: 4000,
             node_memory_bytes: 8 << 30,
+            tokens: BTreeMap::new(),
         }
     }
 

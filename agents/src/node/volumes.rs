@@ -15,7 +15,14 @@
 //! `defaultMode`, else 0644. A missing object, or a listed key it lacks, is an error
 //! unless the volume is `optional` (then the volume is an empty directory).
 //!
-//! Left out: `projected`, `downwardAPI`, `hostPath` and persistent volumes; size limits
+//! `downwardAPI` volumes show fields of the pod (see [`spec::downward_file`]). A
+//! `projected` volume shows several sources in one directory: `configMap`, `secret` and
+//! `downwardAPI` sources as the volumes of those kinds, and `serviceAccountToken` sources
+//! from the tokens the agent asked the TokenRequest API for ([`Sources::tokens`]; see
+//! [`super::pods`] for when they are renewed). A later source's path wins over an
+//! earlier one's, as the kubelet merges them.
+//!
+//! Left out: `hostPath`, `clusterTrustBundle` and persistent volumes; size limits
 //! of `emptyDir` (`sizeLimit`) and `medium: Memory` (a plain directory here);
 //! ownership (`fsGroup`).
 
@@ -23,9 +30,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{KeyToPath, Pod, Volume};
+use k8s_openapi::api::core::v1::{DownwardAPIVolumeFile, KeyToPath, Pod, Volume};
 
-use super::spec::Sources;
+use super::spec::{self, Sources};
 use crate::error::{AgentError, Result};
 
 /// The directory of the files being shown, switched atomically.
@@ -33,6 +40,9 @@ const DATA_LINK: &str = "..data";
 const MODE_DEFAULT: u32 = 0o644;
 /// Bounds: the API bounds an object at 1.5 MiB, so a volume's content cannot pass this.
 const VOLUME_BYTES_MAX: usize = 4 << 20;
+
+/// A volume's files: relative path → (content, mode).
+type Files = BTreeMap<PathBuf, (Vec<u8>, u32)>;
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> AgentError {
     move |e| AgentError::Io(what, e)
@@ -55,12 +65,12 @@ fn safe_relative(path: &str) -> Option<PathBuf> {
 }
 
 /// The files a configMap or secret volume shows: relative path → (content, mode).
-fn files(
+fn files_of(
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&Vec<KeyToPath>>,
     default_mode: Option<i32>,
     what: &str,
-) -> Result<BTreeMap<PathBuf, (Vec<u8>, u32)>> {
+) -> Result<Files> {
     let mode_of = |m: Option<i32>| m.or(default_mode).map_or(MODE_DEFAULT, |m| (m as u32) & 0o777);
     let mut out = BTreeMap::new();
     let mut bytes = 0usize;
@@ -102,9 +112,9 @@ fn object_files(
     (items, default_mode): (Option<&Vec<KeyToPath>>, Option<i32>),
     what: &str,
     not_found: impl FnOnce() -> String,
-) -> Result<BTreeMap<PathBuf, (Vec<u8>, u32)>> {
+) -> Result<Files> {
     match data {
-        Some(d) => match files(&d, items, default_mode, what) {
+        Some(d) => match files_of(&d, items, default_mode, what) {
             Err(_) if optional => Ok(BTreeMap::new()),
             r => r,
         },
@@ -113,9 +123,77 @@ fn object_files(
     }
 }
 
+/// The files of a ConfigMap (volume or projection).
+fn config_map_files(
+    sources: &Sources,
+    name: &str,
+    optional: Option<bool>,
+    shape: (Option<&Vec<KeyToPath>>, Option<i32>),
+    what: &str,
+) -> Result<Files> {
+    let data = sources.config_maps.get(name).map(|o| {
+        let text = o
+            .data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()));
+        let binary = o.binary_data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone()));
+        text.chain(binary).collect()
+    });
+    object_files(data, optional == Some(true), shape, what, || {
+        format!("configmap \"{name}\" not found")
+    })
+}
+
+/// The files of a Secret (volume or projection).
+fn secret_files(
+    sources: &Sources,
+    name: &str,
+    optional: Option<bool>,
+    shape: (Option<&Vec<KeyToPath>>, Option<i32>),
+    what: &str,
+) -> Result<Files> {
+    let data = sources.secrets.get(name).map(|o| {
+        // data wins over stringData, as the API merges them.
+        let text = o
+            .string_data
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone().into_bytes()));
+        let binary = o.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone()));
+        text.chain(binary).collect()
+    });
+    object_files(data, optional == Some(true), shape, what, || {
+        format!("secret \"{name}\" not found")
+    })
+}
+
+/// The files of a downward API volume (or projection).
+fn downward_files(
+    pod: &Pod,
+    sources: &Sources,
+    items: &[DownwardAPIVolumeFile],
+    default_mode: Option<i32>,
+    what: &str,
+) -> Result<Files> {
+    let mut data = BTreeMap::new();
+    let mut paths = Vec::new();
+    for item in items {
+        let content = spec::downward_file(pod, item, sources)
+            .map_err(|e| AgentError::Config(format!("{what}: {}", e.message)))?;
+        data.insert(item.path.clone(), content.into_bytes());
+        paths.push(KeyToPath {
+            key: item.path.clone(),
+            path: item.path.clone(),
+            mode: item.mode,
+        });
+    }
+    files_of(&data, Some(&paths), default_mode, what)
+}
+
 /// Shows `files` in `dir` through a fresh timestamped directory and the `..data` link;
 /// does nothing when they are what is shown already.
-fn write_atomically(dir: &Path, files: &BTreeMap<PathBuf, (Vec<u8>, u32)>, now: &str) -> Result<()> {
+fn write_atomically(dir: &Path, files: &Files, now: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let data = dir.join(DATA_LINK);
     if let Ok(current) = std::fs::read_link(&data) {
@@ -224,46 +302,78 @@ pub fn materialize(pod: &Pod, sources: &Sources, pod_dir: &Path) -> Result<Vec<(
         if v.empty_dir.is_some() {
             std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         } else if let Some(cm) = &v.config_map {
-            let data = sources.config_maps.get(&cm.name).map(|o| {
-                let text = o
-                    .data
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()));
-                let binary = o.binary_data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone()));
-                text.chain(binary).collect()
-            });
-            let files = object_files(
-                data,
-                cm.optional == Some(true),
+            let what = format!("configMap volume {:?}", v.name);
+            let files = config_map_files(
+                sources,
+                &cm.name,
+                cm.optional,
                 (cm.items.as_ref(), cm.default_mode),
-                &format!("configMap volume {:?}", v.name),
-                || format!("configmap \"{}\" not found", cm.name),
+                &what,
             )?;
             write_atomically(&dir, &files, &now)?;
         } else if let Some(secret) = &v.secret {
-            let secret_name = secret.secret_name.clone().unwrap_or_default();
-            let data = sources.secrets.get(&secret_name).map(|o| {
-                // data wins over stringData, as the API merges them.
-                let text = o
-                    .string_data
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), v.clone().into_bytes()));
-                let binary = o.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone()));
-                text.chain(binary).collect()
-            });
-            let files = object_files(
-                data,
-                secret.optional == Some(true),
+            let name = secret.secret_name.clone().unwrap_or_default();
+            let what = format!("secret volume {:?}", v.name);
+            let files = secret_files(
+                sources,
+                &name,
+                secret.optional,
                 (secret.items.as_ref(), secret.default_mode),
-                &format!("secret volume {:?}", v.name),
-                || format!("secret \"{secret_name}\" not found"),
+                &what,
             )?;
+            write_atomically(&dir, &files, &now)?;
+        } else if let Some(d) = &v.downward_api {
+            let what = format!("downwardAPI volume {:?}", v.name);
+            let files = downward_files(
+                pod,
+                sources,
+                d.items.as_deref().unwrap_or_default(),
+                d.default_mode,
+                &what,
+            )?;
+            write_atomically(&dir, &files, &now)?;
+        } else if let Some(p) = &v.projected {
+            let mut files = BTreeMap::new();
+            for (i, source) in p.sources.iter().flatten().enumerate() {
+                let what = format!("projected volume {:?}, source {i}", v.name);
+                let default_mode = p.default_mode;
+                let more = if let Some(cm) = &source.config_map {
+                    config_map_files(sources, &cm.name, cm.optional, (cm.items.as_ref(), default_mode), &what)?
+                } else if let Some(secret) = &source.secret {
+                    secret_files(
+                        sources,
+                        &secret.name,
+                        secret.optional,
+                        (secret.items.as_ref(), default_mode),
+                        &what,
+                    )?
+                } else if let Some(d) = &source.downward_api {
+                    downward_files(
+                        pod,
+                        sources,
+                        d.items.as_deref().unwrap_or_default(),
+                        default_mode,
+                        &what,
+                    )?
+                } else if let Some(t) = &source.service_account_token {
+                    let token = sources
+                        .tokens
+                        .get(&(v.name.clone(), i))
+                        .ok_or_else(|| AgentError::Config(format!("{what}: no service account token yet")))?;
+                    let mut map = BTreeMap::new();
+                    map.insert(t.path.clone(), token.clone().into_bytes());
+                    files_of(&map, None, default_mode, &what)?
+                } else {
+                    return Err(AgentError::Config(format!(
+                        "{what}: only configMap, secret, downwardAPI and serviceAccountToken sources are supported on this node"
+                    )));
+                };
+                files.extend(more);
+            }
             write_atomically(&dir, &files, &now)?;
         } else {
             return Err(AgentError::Config(format!(
-                "volume {:?}: only emptyDir, configMap and secret volumes are supported on this node",
+                "volume {:?}: only emptyDir, configMap, secret, downwardAPI and projected volumes are supported on this node",
                 v.name
             )));
         }
@@ -370,7 +480,8 @@ mod tests {
             let e = err(json!([{"name": "v", "configMap": {"name": "cfg", "items": [{"key": "color", "path": bad}]}}]));
             assert!(e.contains("not a plain relative path"), "{bad}: {e}");
         }
-        assert!(err(json!([{"name": "v", "hostPath": {"path": "/"}}])).contains("only emptyDir, configMap and secret"));
+        assert!(err(json!([{"name": "v", "hostPath": {"path": "/"}}]))
+            .contains("only emptyDir, configMap, secret, downwardAPI and projected"));
         let ok = materialize(
             &pod(json!([{"name": "v", "configMap": {"name": "nope", "optional": true}}])),
             &sources("red"),
@@ -378,5 +489,57 @@ mod tests {
         )
         .expect("optional");
         assert!(ok[0].1.is_dir());
+    }
+
+    #[test]
+    fn projected_volumes_merge_tokens_objects_and_pod_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut p = pod(json!([
+            {"name": "kube-api-access-x", "projected": {"defaultMode": 0o640, "sources": [
+                {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                {"configMap": {"name": "cfg", "items": [{"key": "color", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                    "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+                {"secret": {"name": "creds"}},
+            ]}},
+            {"name": "info", "downwardAPI": {"items": [
+                {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                {"path": "app", "fieldRef": {"fieldPath": "metadata.labels['app']"}},
+                {"path": "mem", "resourceFieldRef": {"containerName": "c", "resource": "limits.memory", "divisor": "1Mi"}},
+            ]}},
+        ]));
+        p.metadata.labels = Some(BTreeMap::from([
+            ("app".into(), "web".into()),
+            ("tier".into(), "a b".into()),
+        ]));
+        let mut s = sources("red");
+        s.node_memory_bytes = 512 << 20;
+        // No token yet: the volume cannot be written.
+        let err = materialize(&p, &s, dir.path()).expect_err("no token");
+        assert!(err.to_string().contains("no service account token yet"), "{err}");
+        s.tokens.insert(("kube-api-access-x".into(), 0), "tok-1".into());
+        materialize(&p, &s, dir.path()).expect("volumes");
+        let access = volume_dir(dir.path(), "kube-api-access-x");
+        let read = |rel: &str| std::fs::read_to_string(access.join(rel)).expect(rel);
+        assert_eq!(read("token"), "tok-1");
+        assert_eq!(read("ca.crt"), "red");
+        assert_eq!(read("namespace"), "default");
+        assert_eq!(read("password"), "s3cret");
+        assert_eq!(mode(&access.join("token")), 0o640);
+        let info = volume_dir(dir.path(), "info");
+        assert_eq!(
+            std::fs::read_to_string(info.join("labels")).expect("labels"),
+            "app=\"web\"\ntier=\"a b\"\n"
+        );
+        assert_eq!(std::fs::read_to_string(info.join("app")).expect("app"), "web");
+        assert_eq!(
+            std::fs::read_to_string(info.join("mem")).expect("mem"),
+            "512",
+            "an unset limit is the node's"
+        );
+        // A renewed token replaces the old one through the data link.
+        s.tokens.insert(("kube-api-access-x".into(), 0), "tok-2".into());
+        materialize(&p, &s, dir.path()).expect("volumes");
+        assert_eq!(read("token"), "tok-2");
     }
 }

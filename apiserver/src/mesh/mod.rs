@@ -290,6 +290,7 @@ impl MeshService {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         let work = handlers::handle(
             self.api.clone(),
+            user,
             r.method,
             &r.group,
             &r.version,
@@ -590,7 +591,8 @@ fn core_v1(resource: &str) -> ResourceRef {
 #[derive(Clone)]
 pub struct MeshLayer {
     pub routes: tonic::service::Routes,
-    pub auth: Option<Arc<auth::Auth>>,
+    /// Its authentication (`config.auth`) and the caches a token's check reads.
+    pub api: Arc<Api>,
 }
 
 /// The gRPC routes of the mesh service over `api`; its streams end once `stop` turns
@@ -616,12 +618,12 @@ pub async fn serve_layer(State(layer): State<MeshLayer>, mut req: Request, next:
     }
     // Who calls, as the REST filter finds it (client certificate or token); each call is
     // then authorized as the REST request it stands for.
-    if let Some(auth) = &layer.auth {
-        match auth.authenticate(req.headers(), req.extensions()) {
+    if let Some(auth) = &layer.api.config.auth {
+        match auth::authenticate(&layer.api, auth, req.headers(), req.extensions()).await {
             auth::Credentials::User(user) => {
                 req.extensions_mut().insert(user);
             }
-            auth::Credentials::None | auth::Credentials::Invalid => {
+            auth::Credentials::None | auth::Credentials::Invalid | auth::Credentials::ServiceAccount(_) => {
                 return tonic::Status::unauthenticated("Unauthorized").into_http();
             }
         }

@@ -1203,6 +1203,7 @@ fn api_config(flags: &ApiFlags) -> Result<ApiConfig, String> {
         bookmark_interval: std::time::Duration::from_millis(flags.watch_bookmark_interval_ms.max(10)),
         auth: None,
         kubelet_client: None,
+        process_metrics: None,
         connections: capstan_apiserver::listen::Limits {
             connections_max: flags.max_connections.max(1),
             header_read_timeout: std::time::Duration::from_millis(flags.header_read_timeout_ms.max(1)),

@@ -55,6 +55,9 @@ pub struct ApiConfig {
     /// How log requests reach the node agents: over TLS with this client certificate
     /// (upstream's `--kubelet-client-certificate`), else plain HTTP.
     pub kubelet_client: Option<Arc<crate::tls::KubeletClientTls>>,
+    /// More metrics served on `/metrics` after the API server's own: those of the rest
+    /// of this process (the embedded store member, controllers, scheduler, agent).
+    pub process_metrics: Option<Arc<prometheus_client::registry::Registry>>,
 }
 
 impl Default for ApiConfig {
@@ -67,6 +70,7 @@ impl Default for ApiConfig {
             connections: crate::listen::Limits::default(),
             flow: Some(crate::flow::Limits::default()),
             kubelet_client: None,
+            process_metrics: None,
         }
     }
 }

@@ -2,6 +2,9 @@
 //! and restarted on the same data directory, three times. Every acknowledged put must be
 //! there with the revision it was acknowledged with and its value, revisions never go
 //! back, and the first put after a restart gets a revision above everything before.
+//!
+//! Also here, as it needs only a store process that has taken writes: the store's
+//! Prometheus metrics at `--listen-metrics-urls`.
 
 mod common;
 
@@ -296,4 +299,94 @@ async fn acknowledged_puts_survive_sigkill() {
     let mut c = connect(&server).await;
     verify(&mut c, &h, "at the end").await;
     drop(server);
+}
+
+/// `GET path` at `addr` over HTTP/1.1: (head, body), or what went wrong.
+async fn http_get_path(addr: std::net::SocketAddr, path: &str) -> Result<(String, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut response = String::new();
+        s.read_to_string(&mut response).await.map_err(|e| e.to_string())?;
+        response
+            .split_once("\r\n\r\n")
+            .map(|(h, b)| (h.to_owned(), b.to_owned()))
+            .ok_or_else(|| format!("not an HTTP response: {response:?}"))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+/// The value of the unlabelled sample `name` in a Prometheus text exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// `--listen-metrics-urls`: the store's metrics under etcd's names, in the Prometheus
+/// text format, and etcd's /health, from a real `capstan store` that has taken writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_under_etcd_names() {
+    use capstan_proto::etcdserverpb::lease_client::LeaseClient;
+    use capstan_proto::etcdserverpb::LeaseGrantRequest;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port()).parse().expect("addr");
+    let (data, log) = (dir.path().join("data"), dir.path().join("server.log"));
+    let url = format!("http://{metrics_addr}");
+    let server =
+        tokio::task::spawn_blocking(move || Server::start_with(&data, &log, &["--listen-metrics-urls", url.as_str()]))
+            .await
+            .expect("start");
+    let mut c = connect(&server).await;
+    for i in 0..20 {
+        put(&mut c, &format!("metrics/k{i}"), "v").await.expect("put");
+    }
+    let channel = Channel::from_shared(server.url())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
+    LeaseClient::new(channel)
+        .lease_grant(LeaseGrantRequest { ttl: 60, id: 0 })
+        .await
+        .expect("lease grant");
+
+    // The values are read at scrape or counted as the member goes: wait for them all.
+    let (head, text) = common::eventually("the metrics after 20 puts", DEADLINE, || async {
+        let (head, text) = http_get_path(metrics_addr, "/metrics").await.ok()?;
+        let at_least = |name: &str, v: f64| sample(&text, name).is_some_and(|x| x >= v);
+        let ready = sample(&text, "etcd_server_has_leader") == Some(1.0)
+            && sample(&text, "etcd_server_is_leader") == Some(1.0)
+            && at_least("etcd_server_proposals_committed_total", 21.0)
+            && at_least("etcd_server_proposals_applied_total", 21.0)
+            && at_least("etcd_disk_wal_fsync_duration_seconds_count", 1.0)
+            && at_least("etcd_mvcc_db_total_size_in_bytes", 1.0)
+            && at_least("etcd_debugging_lease_granted_total", 1.0)
+            && at_least("capstan_lease_live", 1.0);
+        ready.then_some((head, text))
+    })
+    .await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        text.contains("# TYPE etcd_disk_wal_fsync_duration_seconds histogram"),
+        "{text}"
+    );
+    assert!(at_least_once(&text, "etcd_server_leader_changes_seen_total"), "{text}");
+    assert_eq!(sample(&text, "etcd_server_proposals_failed_total"), Some(0.0), "{text}");
+
+    let (head, body) = http_get_path(metrics_addr, "/health").await.expect("GET /health");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, r#"{"health":"true","reason":""}"#);
+    drop(server);
+}
+
+fn at_least_once(text: &str, name: &str) -> bool {
+    sample(text, name).is_some_and(|v| v >= 1.0)
 }

@@ -19,6 +19,8 @@
 //!   the wire, encoding a revision's events once for all its watchers.
 //! - [`restore`]: a new member's data directory from a snapshot file (`capstan snapshot
 //!   restore`), and what a snapshot file holds.
+//! - [`metrics`]: Prometheus metrics under etcd's names, counted in the I/O layers
+//!   (`node`, `raftlog`) or read from the member at scrape, and the endpoint serving them.
 //!
 //! `store` knows nothing about Kubernetes.
 
@@ -28,6 +30,7 @@ pub mod header;
 pub mod keys;
 pub mod latest;
 pub mod lease;
+pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod peer;
@@ -41,6 +44,7 @@ pub mod watch;
 pub mod watch_service;
 
 pub use error::StoreError;
+pub use metrics::StoreMetrics;
 pub use mvcc::{CommandResponse, Mvcc};
 pub use node::{Node, NodeConfig, TlsIdentity};
 pub use watch::{HubConfig, WatchHub};

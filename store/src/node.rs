@@ -33,6 +33,11 @@
 //!
 //! A single member is a cluster of one; the same code runs it.
 //!
+//! Metrics ([`crate::metrics`]): the raft thread counts leader changes, the apply thread
+//! lease grants and revokes, proposers their pending and failed proposals; the Raft log
+//! times its synced writes; a scrape reads the rest ([`Node::metrics_sample`]). The
+//! [`Replica`] and the state machine count nothing.
+//!
 //! Membership: `member add` proposes a conf change carrying the new member's record; the
 //! new member, started with `--initial-cluster-state existing`, asks the running members
 //! for its ID ([`crate::peer::discover_identity`]) and starts with an empty log, which
@@ -62,6 +67,7 @@ use tokio::sync::{oneshot, watch};
 use crate::error::{Result, StoreError};
 use crate::header::{id_from_name, HeaderSource};
 use crate::lease::Lessor;
+use crate::metrics::{Sample, StoreMetrics};
 use crate::mvcc::{
     check_command, Applied, CommandResponse, CompactionStep, MemberChange, Mvcc, COMPACTION_BATCH_ENTRIES_MAX,
     LEASE_TTL_MAX_S,
@@ -138,6 +144,9 @@ pub struct NodeConfig {
     /// Mutual TLS with the peers (their URLs are then `https://`): this member's
     /// certificate, and the CA that issued every member's.
     pub peer_tls: Option<TlsIdentity>,
+    /// Where the member counts what it does ([`crate::metrics`]); the default counts for
+    /// no registry.
+    pub metrics: StoreMetrics,
 }
 
 /// A certificate (PEM, the chain), its key (PEM) and the CA (PEM) that the other side's
@@ -196,6 +205,7 @@ impl NodeConfig {
             join: None,
             peer_source_ip: None,
             peer_tls: None,
+            metrics: StoreMetrics::default(),
         }
     }
 
@@ -396,6 +406,7 @@ impl Node {
             .map_err(|e| StoreError::Storage(format!("{}: {e}", config.data_dir.display())))?;
         let mvcc = Arc::new(Mvcc::open(&config.data_dir.join("db"))?);
         let mut log = RaftLog::open(mvcc.clone(), &config.data_dir.join("raft"))?;
+        log.set_metrics(config.metrics.clone());
         let token = &config.initial_cluster_token;
         let (cluster_id, my_id) = match (log.identity()?, &config.join) {
             (Some(ids), _) => ids,
@@ -524,6 +535,7 @@ impl Node {
             flushing: None,
             durable_checked_at: 0,
             stopped: stopped.clone(),
+            metrics: config.metrics.clone(),
         };
         let mut threads = Vec::new();
         threads.push(
@@ -558,6 +570,7 @@ impl Node {
             applied: applied_tx,
             compactor_wake,
             stopped: stopped.clone(),
+            metrics: config.metrics.clone(),
         };
         threads.push(
             std::thread::Builder::new()
@@ -574,6 +587,10 @@ impl Node {
                 .map_err(|e| StoreError::Storage(format!("spawning the lease thread: {e}")))?,
         );
         *node.threads.lock().expect("threads lock poisoned") = threads;
+        let weak = Arc::downgrade(&node);
+        config
+            .metrics
+            .attach(move || weak.upgrade().map(|n| n.metrics_sample()));
         node.publish_attributes();
         Ok(node)
     }
@@ -653,6 +670,25 @@ impl Node {
         self.raft_synced_writes.load(Ordering::Relaxed)
     }
 
+    /// What a metrics scrape reads of this member ([`crate::metrics`]): atomics, RocksDB
+    /// properties, the hub's and the lessor's counts, no walk over data.
+    pub fn metrics_sample(&self) -> Sample {
+        let (synced, unsynced) = self.hub.counts();
+        let (db_total_bytes, db_in_use_bytes) = self.mvcc.db_size();
+        Sample {
+            has_leader: self.leader() != 0,
+            is_leader: self.is_leader(),
+            term: self.header.term(),
+            committed_index: self.commit_index(),
+            applied_index: self.mvcc.applied_index(),
+            db_total_bytes,
+            db_in_use_bytes,
+            watchers: synced + unsynced,
+            slow_watchers: unsynced,
+            leases_live: self.lessor.lock().expect("lessor lock poisoned").len(),
+        }
+    }
+
     /// The Raft commit index.
     pub fn commit_index(&self) -> u64 {
         self.shared.commit_index.load(Ordering::Acquire)
@@ -710,6 +746,25 @@ impl Node {
     /// Hands the raft thread an input proposed under a new sequence number and waits,
     /// up to the request timeout, for the answer of the entry it becomes.
     async fn submit(&self, input: impl FnOnce(u64) -> Input) -> Result<CommandResponse> {
+        let _pending = self.config.metrics.proposal_pending();
+        let r = self.submit_uncounted(input).await;
+        // Failures of the path through Raft, not the state machine's answers (a lease
+        // not found is an answer): etcd's failed proposals.
+        if let Err(
+            StoreError::Timeout
+            | StoreError::Stopped
+            | StoreError::TooManyRequests
+            | StoreError::NoLeader
+            | StoreError::LeaderChanged,
+        ) = &r
+        {
+            self.config.metrics.proposal_failed();
+        }
+        r
+    }
+
+    /// [`Node::submit`] without its metrics.
+    async fn submit_uncounted(&self, input: impl FnOnce(u64) -> Input) -> Result<CommandResponse> {
         let seq = self.shared.next_seq.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.shared
@@ -1026,6 +1081,7 @@ struct RaftLoop {
     /// The applied index when the durable applied index was last read.
     durable_checked_at: u64,
     stopped: Arc<AtomicBool>,
+    metrics: StoreMetrics,
 }
 
 impl RaftLoop {
@@ -1249,6 +1305,9 @@ impl RaftLoop {
         if let Some((leader, role)) = out.soft {
             let was_leader = self.shared.role_leader.load(Ordering::Acquire);
             let is_leader = role == StateRole::Leader;
+            if leader != 0 && leader != self.shared.leader.load(Ordering::Acquire) {
+                self.metrics.leader_changed();
+            }
             self.shared.leader.store(leader, Ordering::Release);
             self.shared.role_leader.store(is_leader, Ordering::Release);
             if is_leader && !was_leader {
@@ -1387,6 +1446,7 @@ struct ApplyLoop {
     /// Wakes the compactor when a compaction is applied or a snapshot installed.
     compactor_wake: SyncSender<()>,
     stopped: Arc<AtomicBool>,
+    metrics: StoreMetrics,
 }
 
 impl ApplyLoop {
@@ -1480,8 +1540,15 @@ impl ApplyLoop {
         let now_ms = self.epoch.elapsed().as_millis() as u64;
         let mut l = self.lessor.lock().expect("lessor lock poisoned");
         match (&cmd.op, response) {
-            (Some(command::Op::LeaseGrant(g)), Ok(_)) => l.grant(g.id, g.ttl, now_ms),
-            (Some(command::Op::LeaseRevoke(r)), Ok(_) | Err(StoreError::LeaseNotFound)) => l.remove(r.id),
+            (Some(command::Op::LeaseGrant(g)), Ok(_)) => {
+                self.metrics.lease_granted();
+                l.grant(g.id, g.ttl, now_ms)
+            }
+            (Some(command::Op::LeaseRevoke(r)), Ok(_)) => {
+                self.metrics.lease_revoked();
+                l.remove(r.id)
+            }
+            (Some(command::Op::LeaseRevoke(r)), Err(StoreError::LeaseNotFound)) => l.remove(r.id),
             _ => {}
         }
     }

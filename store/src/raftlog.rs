@@ -32,12 +32,14 @@
 //!
 //! Every synced write goes through `RaftLog::write_synced`, where the slow-fsync
 //! failpoint of test builds sits ([`crate::failpoint`]: read from the environment when
-//! the log opens; it sleeps before the write, on the raft thread that writes the log).
+//! the log opens; it sleeps before the write, on the raft thread that writes the log),
+//! and where it is timed for `etcd_disk_wal_fsync_duration_seconds` ([`crate::metrics`]).
 
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use capstan_proto::store::Member;
 use prost::Message as _;
@@ -49,6 +51,7 @@ use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, Options, WriteBatch, WriteOp
 use crate::error::{Result, StoreError};
 use crate::failpoint::FsyncDelay;
 use crate::keys;
+use crate::metrics::StoreMetrics;
 use crate::mvcc::Mvcc;
 
 pub struct RaftLog {
@@ -67,6 +70,8 @@ pub struct RaftLog {
     fsync_delay: FsyncDelay,
     /// Synced (fsynced) writes since the log opened, for benchmarks and metrics.
     synced_writes: Arc<AtomicU64>,
+    /// Where the synced writes' durations go (`etcd_disk_wal_fsync_duration_seconds`).
+    metrics: StoreMetrics,
 }
 
 /// Write-ahead log files kept for reuse, and the memtable size that rotates them.
@@ -194,6 +199,7 @@ impl RaftLog {
             cache_bytes: 0,
             fsync_delay,
             synced_writes: Arc::new(AtomicU64::new(0)),
+            metrics: StoreMetrics::default(),
         };
         {
             let db = log.db.clone();
@@ -420,12 +426,20 @@ impl RaftLog {
     }
 
     /// Writes `wb` fsynced: every synced write of the log comes here, behind the
-    /// slow-fsync failpoint.
+    /// slow-fsync failpoint. Timed here, the failpoint's delay included (a simulated slow
+    /// disk should look like one on the dashboards).
     fn write_synced(&mut self, wb: WriteBatch) -> Result<()> {
+        let started = Instant::now();
         self.fsync_delay.before_synced_write();
         self.db.write_opt(wb, &synced())?;
+        self.metrics.wal_fsynced(started.elapsed());
         self.synced_writes.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Reports the synced writes' durations to `metrics` from now on.
+    pub fn set_metrics(&mut self, metrics: StoreMetrics) {
+        self.metrics = metrics;
     }
 
     /// The count of synced writes (one fsync each) since the log opened, shared: it

@@ -489,8 +489,9 @@ impl WatchCache {
         Ok(())
     }
 
-    /// Waits until the cache reflects every change up to `rev`.
-    async fn wait_for(&self, rev: i64) -> Result<()> {
+    /// Waits until the cache reflects every change up to `rev` (asking the store for a
+    /// progress notification), for at most [`FRESHNESS_WAIT`].
+    pub(crate) async fn wait_for(&self, rev: i64) -> Result<()> {
         let deadline = tokio::time::Instant::now() + FRESHNESS_WAIT;
         loop {
             let moved = self.moved.notified();
@@ -513,6 +514,11 @@ impl WatchCache {
     /// list).
     pub fn revision(&self) -> i64 {
         self.lock().rev
+    }
+
+    /// Its watchers now (for the metrics).
+    pub fn watchers(&self) -> usize {
+        self.lock().watchers.len()
     }
 
     /// Waits until the cache is as fresh as a quorum read of the store now.

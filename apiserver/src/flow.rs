@@ -18,6 +18,9 @@
 //! port-forward, proxy), which would hold a seat for hours; the health paths; and the
 //! group `system:masters` (upstream's `exempt` priority level).
 //!
+//! Its refusals and the requests in its queues are reported by [`crate::metrics`]
+//! (upstream's `apiserver_flowcontrol_*` names, under one priority level).
+//!
 //! Left out: priority levels and FlowSchemas (the `flowcontrol.apiserver.k8s.io` API),
 //! shuffle sharding (every client has a queue of its own here, bounded with the map of
 //! clients: a client's entry goes when it has nothing in flight or queued), and seats
@@ -243,6 +246,16 @@ impl FlowControl {
         }
     }
 
+    /// Requests waiting in the queues now (those that gave up not counted).
+    pub fn queued(&self) -> usize {
+        let state = self.lock();
+        state
+            .flows
+            .values()
+            .map(|f| f.queue.iter().filter(|waiter| !waiter.is_closed()).count())
+            .sum()
+    }
+
     #[cfg(test)]
     fn seats_used(&self) -> usize {
         self.lock().seats_used
@@ -254,24 +267,35 @@ impl FlowControl {
     }
 }
 
-/// Whether a request may run for long (and so is not counted): upstream's long-running
-/// check on the request's attributes: watches, proxy, and the streaming subresources.
-pub fn is_long_running(method: &str, path: &str, query: Option<&str>) -> bool {
-    let watch = query.is_some_and(|q| {
+/// Whether the query's `watch` parameter asks for a watch ([`rbac::watch_param`]).
+pub fn query_watch(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
         q.split('&')
             .filter_map(|kv| kv.strip_prefix("watch="))
             .any(|v| rbac::watch_param(Some(v)))
-    });
+    })
+}
+
+/// Whether a request may run for long (and so is not counted): upstream's long-running
+/// check on the request's attributes: watches, proxy, and the streaming subresources.
+pub fn is_long_running(method: &str, path: &str, query: Option<&str>) -> bool {
+    let watch = query_watch(query);
     match rbac::request_attributes(method, path, watch) {
-        rbac::Attributes::Resource(r) => {
-            matches!(r.verb.as_str(), "watch" | "proxy")
-                || matches!(
-                    r.subresource.as_str(),
-                    "log" | "exec" | "attach" | "portforward" | "proxy"
-                )
-        }
+        rbac::Attributes::Resource(r) => long_running(&r, watch && method == "GET"),
         rbac::Attributes::NonResource(_) => false,
     }
+}
+
+/// [`is_long_running`] on a resource request's attributes. `watch_get`: a GET with the
+/// `watch` parameter, which the handlers serve as a watch also of one named object
+/// (whose verb is still `get`).
+pub fn long_running(r: &rbac::ResourceAttributes, watch_get: bool) -> bool {
+    watch_get
+        || matches!(r.verb.as_str(), "watch" | "proxy")
+        || matches!(
+            r.subresource.as_str(),
+            "log" | "exec" | "attach" | "portforward" | "proxy"
+        )
 }
 
 /// The flow a request belongs to: its user, else its client's IP address.
@@ -286,13 +310,16 @@ fn flow_of(req: &Request) -> Option<String> {
     Some(format!("ip:{}", peer.unwrap_or_default()))
 }
 
+/// The state of [`filter`]: the seats, and the metrics that count its refusals.
+#[derive(Clone)]
+pub struct Filter {
+    pub control: Arc<FlowControl>,
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
 /// The middleware: a seat for every request but the exempt ones, held until its
 /// response is made (a streamed response body is not waited for).
-pub async fn filter(
-    axum::extract::State(control): axum::extract::State<Arc<FlowControl>>,
-    req: Request,
-    next: Next,
-) -> Response {
+pub async fn filter(axum::extract::State(f): axum::extract::State<Filter>, req: Request, next: Next) -> Response {
     let (method, uri) = (req.method().as_str(), req.uri());
     if auth::is_health_path(uri.path()) || is_long_running(method, uri.path(), uri.query()) {
         return next.run(req).await;
@@ -300,7 +327,7 @@ pub async fn filter(
     let Some(flow) = flow_of(&req) else {
         return next.run(req).await;
     };
-    match control.acquire(&flow).await {
+    match f.control.acquire(&flow).await {
         Ok(seat) => {
             let response = next.run(req).await;
             drop(seat);
@@ -308,6 +335,9 @@ pub async fn filter(
         }
         Err(why) => {
             tracing::debug!(flow, ?why, "too many requests");
+            if let Some(metrics) = &f.metrics {
+                metrics.rejected(&req, why);
+            }
             too_many_requests()
         }
     }
@@ -406,6 +436,23 @@ mod tests {
         assert_eq!(c.clients(), 0);
     }
 
+    #[tokio::test]
+    async fn queued_requests_are_counted_until_served_or_gone() {
+        let c = control(1, 1, 10);
+        let held = c.acquire("a").await.expect("a seat");
+        let waiting = {
+            let c = c.clone();
+            tokio::spawn(async move { c.acquire("b").await.map(drop) })
+        };
+        while c.queued() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(c.queued(), 1);
+        drop(held);
+        waiting.await.expect("task").expect("served");
+        assert_eq!(c.queued(), 0);
+    }
+
     #[test]
     fn long_running_requests_are_told_apart() {
         let long = |path: &str, query: Option<&str>| is_long_running("GET", path, query);
@@ -418,5 +465,14 @@ mod tests {
         assert!(!long("/api/v1/namespaces/default/pods/log", None), "a pod named log");
         assert!(!long("/apis/apps/v1/deployments", Some("limit=500")));
         assert!(!long("/version", None));
+        assert!(
+            long("/api/v1/namespaces/default/pods/p", Some("watch=true")),
+            "a watch of one object"
+        );
+        assert!(!is_long_running(
+            "PUT",
+            "/api/v1/namespaces/default/pods/p",
+            Some("watch=true")
+        ));
     }
 }

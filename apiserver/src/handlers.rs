@@ -617,14 +617,8 @@ async fn check_namespace(api: &Api, rt: &ResourceType, ns: &str, name: &str) -> 
     if !terminating {
         return Ok(None);
     }
-    let what = rt.group_resource();
     let reason = format!("unable to create new content in namespace {ns} because it is being terminated");
-    // As upstream's NewForbidden: the name only when there is one (not for generateName).
-    let message = if name.is_empty() {
-        format!("{what} is forbidden: {reason}")
-    } else {
-        format!("{what} \"{name}\" is forbidden: {reason}")
-    };
+    let message = forbidden_text(rt, name, &reason);
     let mut details = json!({"kind": rt.plural, "causes": [{"reason": "NamespaceTerminating",
         "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]});
     if !name.is_empty() {
@@ -677,7 +671,8 @@ async fn admit_create(api: &Api, user: &UserInfo, rt: &ResourceType, ns: Option<
     Ok(())
 }
 
-/// Upstream's admission refusal: `<resource> "<name>" is forbidden: <why>`.
+/// Upstream's admission refusal (`NewForbidden`): `<resource> "<name>" is forbidden:
+/// <why>`, the name only when there is one (not for generateName).
 fn forbidden_text(rt: &ResourceType, name: &str, why: &str) -> String {
     let what = rt.group_resource();
     if name.is_empty() {

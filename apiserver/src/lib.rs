@@ -29,6 +29,8 @@
 //! - [`serviceaccount`]: ServiceAccount tokens (the TokenRequest API, bearer JWTs).
 //! - [`listen`] (the connections and their bounds), [`tls`] (HTTPS, client certificates)
 //!   and [`flow`] (requests in flight, shared fairly between clients; 429 past that).
+//! - [`metrics`]: Prometheus metrics on `GET /metrics` (requests, watchers, watch cache
+//!   lag, flow control), recorded by one middleware around the routes.
 //!
 //! Deliberately left out for now (see the issue notes): OpenAPI v3 and operations in the
 //! OpenAPI document, server-side apply, tokens mounted into pods.
@@ -45,6 +47,7 @@ pub mod handlers;
 pub mod http;
 pub mod listen;
 pub mod mesh;
+pub mod metrics;
 pub mod nodes;
 pub mod object;
 pub mod openapi;
@@ -351,8 +354,15 @@ async fn bound_pod(
     }))
 }
 
-/// The HTTP router of the API.
+/// The HTTP router of the API, with metrics of its own.
 pub fn router(api: Arc<Api>) -> Router {
+    router_with(api, metrics::Metrics::new(None))
+}
+
+/// The HTTP router of the API: every route recorded in `metrics` (and `/metrics`
+/// serving them).
+pub fn router_with(api: Arc<Api>, metrics: Arc<metrics::Metrics>) -> Router {
+    let scraped = metrics.clone();
     Router::new()
         .route(
             "/version",
@@ -361,6 +371,10 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/healthz", get(|| async { ok_text() }))
         .route("/livez", get(|| async { ok_text() }))
         .route("/readyz", get(|| async { ok_text() }))
+        .route(
+            "/metrics",
+            get(|State(api): State<Arc<Api>>| async move { scraped.serve(&api).await }),
+        )
         .route(
             "/api",
             get(|| async { json_response(StatusCode::OK, &discovery::api_versions()) }),
@@ -451,6 +465,8 @@ pub fn router(api: Arc<Api>) -> Router {
             ),
         )
         .fallback(|| async { not_found_path() })
+        // Around every route (and the fallback): requests are recorded in one place.
+        .layer(axum::middleware::from_fn_with_state(metrics, metrics::record))
         .with_state(api)
 }
 
@@ -485,12 +501,18 @@ pub async fn serve_with(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let mut app = router(api.clone());
+    let control = api.config.flow.map(flow::FlowControl::new);
+    let metrics = metrics::Metrics::new(control.clone());
+    let mut app = router_with(api.clone(), metrics.clone());
     // Flow control (when on) sees the user the authentication below found: it is the
-    // inner layer.
-    if let Some(limits) = api.config.flow {
+    // inner layer; the metrics' recording is inside it (a request in flight is one with
+    // a seat) and it counts its refusals itself.
+    if let Some(control) = control {
         app = app.layer(axum::middleware::from_fn_with_state(
-            flow::FlowControl::new(limits),
+            flow::Filter {
+                control,
+                metrics: Some(metrics),
+            },
             flow::filter,
         ));
     }

@@ -2213,6 +2213,18 @@ mod tests {
     }
 
     #[test]
+    fn bootstrap_monitoring_group_scrapes_metrics_and_health_only() {
+        let policy = bootstrap();
+        let prometheus = user("prometheus", &[MONITORING_GROUP, ALL_AUTHENTICATED]);
+        for path in ["/metrics", "/metrics/slis", "/livez", "/readyz/etcd", "/healthz/ping"] {
+            assert!(allowed(&policy, &prometheus, &url("get", path)), "{path}");
+        }
+        assert!(!allowed(&policy, &prometheus, &url("post", "/metrics")));
+        assert!(!allowed(&policy, &prometheus, &url("get", "/metrics/other")));
+        assert!(!allowed(&policy, &prometheus, &res("list", "", "pods", "", "")));
+    }
+
+    #[test]
     fn bootstrap_authenticated_users_discover_but_do_not_read() {
         let policy = bootstrap();
         let alice = authenticated("alice");

@@ -2,7 +2,9 @@
 //! process, on a real port) to a fake node agent (an axum server on another port): the
 //! path and query the agent gets, its body back, streaming of follows chunk by chunk,
 //! upstream's container errors and option validation, and the errors for a node whose
-//! agent cannot be reached.
+//! agent cannot be reached. And, on the same server, `/metrics`: the requests counted
+//! by verb, resource and code, the latency histogram, watchers and the process's own
+//! metrics after the API server's.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -97,9 +99,13 @@ impl Drop for Env {
 }
 
 async fn start() -> Env {
+    start_with(ApiConfig::default()).await
+}
+
+async fn start_with(config: ApiConfig) -> Env {
     let dir = tempfile::tempdir().expect("temp dir");
     let node = Node::start(NodeConfig::new("pod-logs-test", dir.path().to_path_buf())).expect("start the store");
-    let api = Api::new(Storage::local(node.clone()), ApiConfig::default());
+    let api = Api::new(Storage::local(node.clone()), config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -376,4 +382,158 @@ async fn a_client_that_goes_away_ends_the_agents_stream() {
     timeout(DEADLINE, tx.closed())
         .await
         .expect("the agent's stream ends once the client is gone");
+}
+
+/// The value of the series `series` (name and labels, as the text format writes them).
+fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("a number: {v}")))
+}
+
+/// The labels of the requests below, between the verb and the code.
+fn request_series(name: &str, verb: &str, resource: &str, subresource: &str, scope: &str, code: Option<u16>) -> String {
+    let code = code.map_or(String::new(), |c| format!(",code=\"{c}\""));
+    format!(
+        "{name}{{verb=\"{verb}\",group=\"\",version=\"v1\",resource=\"{resource}\",subresource=\"{subresource}\",scope=\"{scope}\",component=\"apiserver\"{code}}}"
+    )
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_verb_resource_and_code() {
+    let process = {
+        let mut registry = prometheus_client::registry::Registry::default();
+        let things = prometheus_client::metrics::counter::Counter::<u64>::default();
+        things.inc_by(7);
+        registry.register("capstan_test_things", "Things of the rest of the process", things);
+        Arc::new(registry)
+    };
+    let env = start_with(ApiConfig {
+        process_metrics: Some(process),
+        ..ApiConfig::default()
+    })
+    .await;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    env.create(
+        cms,
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "one"}}),
+    )
+    .await;
+    assert_eq!(env.get(cms).await.0, 200);
+    assert_eq!(env.get(&format!("{cms}/missing")).await.0, 404);
+    assert_eq!(env.get(&format!("{PODS}/missing/log")).await.0, 404);
+
+    // A watch, open: long-running, a registered watcher, not counted yet.
+    let watch = env
+        .send("GET", &format!("{cms}?watch=true&timeoutSeconds=1"), None)
+        .await;
+    assert_eq!(watch.status().as_u16(), 200);
+    let mut watch = watch.into_body();
+    assert!(
+        next_data(&mut watch).await.is_some(),
+        "the ADDED event of the config map"
+    );
+    let r = env.send("GET", "/metrics", None).await;
+    assert_eq!(
+        r.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let (code, text) = env.get("/metrics").await;
+    assert_eq!(code, 200);
+    let open = request_series(
+        "apiserver_longrunning_requests",
+        "WATCH",
+        "configmaps",
+        "",
+        "namespace",
+        None,
+    );
+    assert_eq!(series_value(&text, &open), Some(1.0), "{text}");
+    let watchers = r#"apiserver_registered_watchers{group="",version="v1",kind="ConfigMap"}"#;
+    assert_eq!(series_value(&text, watchers), Some(1.0), "{text}");
+    let watched = request_series(
+        "apiserver_request_total",
+        "WATCH",
+        "configmaps",
+        "",
+        "namespace",
+        Some(200),
+    );
+    assert_eq!(series_value(&text, &watched), None, "a watch is counted when it ends");
+
+    // The watch ends with its timeout; then it is counted, and no longer open.
+    while next_data(&mut watch).await.is_some() {}
+    // The caches keep up with the store: no lag once they heard of its revision.
+    let lag = r#"capstan_watch_cache_lag_revisions{group="",resource="configmaps"}"#;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let text = loop {
+        let (_, text) = env.get("/metrics").await;
+        if series_value(&text, &watched) == Some(1.0)
+            && series_value(&text, &open) == Some(0.0)
+            && series_value(&text, lag) == Some(0.0)
+        {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the watch is counted once it ended: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+
+    let counted = [
+        ("POST", "configmaps", "", "resource", 201),
+        ("LIST", "configmaps", "", "namespace", 200),
+        ("GET", "configmaps", "", "resource", 404),
+        ("CONNECT", "pods", "log", "resource", 404),
+    ];
+    for (verb, resource, sub, scope, code) in counted {
+        let series = request_series("apiserver_request_total", verb, resource, sub, scope, Some(code));
+        assert_eq!(series_value(&text, &series), Some(1.0), "{series} in {text}");
+    }
+    // Observed in the histogram: every request but the long-running ones.
+    for (verb, resource, sub, scope, _) in &counted[..3] {
+        let series = request_series(
+            "apiserver_request_duration_seconds_count",
+            verb,
+            resource,
+            sub,
+            scope,
+            None,
+        );
+        assert_eq!(series_value(&text, &series), Some(1.0), "{series} in {text}");
+        let inf = request_series(
+            "apiserver_request_duration_seconds_bucket",
+            verb,
+            resource,
+            sub,
+            scope,
+            None,
+        )
+        .replace("\"}", "\",le=\"+Inf\"}");
+        assert_eq!(series_value(&text, &inf), Some(1.0), "{inf} in {text}");
+    }
+    assert!(
+        !text.contains(r#"apiserver_request_duration_seconds_count{verb="WATCH""#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"apiserver_request_duration_seconds_count{verb="CONNECT""#),
+        "{text}"
+    );
+    assert_eq!(series_value(&text, watchers), Some(0.0), "{text}");
+    assert!(
+        text.contains("apiserver_current_inflight_requests{request_kind=\"readOnly\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("apiserver_flowcontrol_current_inqueue_requests{"),
+        "{text}"
+    );
+    // Nothing of the requests' names or namespaces.
+    assert!(!text.contains("missing") && !text.contains("=\"default\""), "{text}");
+    // The process's metrics, after the API server's.
+    let ours = text.find("apiserver_request_total").expect("the API server's metrics");
+    let theirs = text.find("capstan_test_things_total 7").expect("the process's metrics");
+    assert!(ours < theirs, "{text}");
 }

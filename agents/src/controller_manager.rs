@@ -18,6 +18,7 @@ use kube::Client;
 
 use crate::error::{AgentError, Result};
 use crate::leader::{fenced_client, Fence, LeaderElector, LeaseTiming};
+use crate::metrics::ControllerMetrics;
 use crate::nodeipam::{self, Blocks};
 use crate::nodelifecycle;
 use crate::{deployment, endpoints, gc, replicaset, rootca, serviceaccount};
@@ -62,8 +63,12 @@ pub fn default_identity() -> String {
     format!("{host}_{}_{started:x}", std::process::id())
 }
 
-/// Every controller, concurrently, until dropped.
-async fn controllers(client: Client, options: Options) {
+/// Every controller, concurrently, until dropped; their reconciles recorded in `metrics`.
+async fn controllers(client: Client, options: Options, metrics: Option<ControllerMetrics>) {
+    crate::runtime::with_metrics(metrics, all_controllers(client, options)).await;
+}
+
+async fn all_controllers(client: Client, options: Options) {
     let Options {
         node_cidrs,
         lifecycle,
@@ -134,6 +139,20 @@ pub struct Options {
 
 /// Runs the controller-manager until its future is dropped.
 pub async fn run(client: Client, election: Election, options: Options) -> Result<()> {
+    run_with_metrics(client, election, options, None).await
+}
+
+/// [`run`], with the controllers' reconciles recorded in `metrics` (see
+/// [`crate::metrics`]: the controllers that run on kube-rs's `Controller`).
+pub async fn run_with_metrics(
+    client: Client,
+    election: Election,
+    options: Options,
+    metrics: Option<ControllerMetrics>,
+) -> Result<()> {
     options.lifecycle.check()?;
-    run_elected(client, &election, |fenced| controllers(fenced, options.clone())).await
+    run_elected(client, &election, |fenced| {
+        controllers(fenced, options.clone(), metrics.clone())
+    })
+    .await
 }

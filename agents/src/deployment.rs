@@ -77,7 +77,7 @@ pub async fn run(client: Client) {
     });
     let results = Controller::new(deployments, watcher::Config::default())
         .owns(sets, watcher::Config::default())
-        .run(reconcile, error_policy, context);
+        .run(runtime::instrumented("deployment", reconcile), error_policy, context);
     runtime::drive("deployment", results).await;
 }
 

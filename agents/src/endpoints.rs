@@ -1027,7 +1027,7 @@ pub async fn run(client: Client) {
                     .map(|(ns, service)| ObjectRef::new(&service).within(&ns))
             },
         )
-        .run(reconcile, error_policy, context);
+        .run(runtime::instrumented("endpoints", reconcile), error_policy, context);
     futures::future::join(runtime::drive("endpoints", controller), clean_up(client, members)).await;
 }
 

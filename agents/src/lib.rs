@@ -14,6 +14,8 @@
 //! [`runtime`]; the [`scheduler`] (with [`quantity`] for resource amounts); the node agent
 //! ([`node`]), the node proxy ([`proxy`]) and the cluster DNS ([`dns`]); and [`client`],
 //! the clients of a component given several API servers, which fail over between them.
+//! [`metrics`] has each component's Prometheus metrics, which its caller registers and
+//! serves.
 //!
 //! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
 
@@ -26,6 +28,7 @@ pub mod error;
 pub mod events;
 pub mod gc;
 pub mod leader;
+pub mod metrics;
 pub mod namespace;
 pub mod node;
 pub mod nodeipam;

@@ -99,7 +99,11 @@ pub async fn run(client: Client) {
         client,
         backoff: Backoff::default(),
     });
-    let results = Controller::new(namespaces, watcher::Config::default()).run(reconcile, error_policy, context);
+    let results = Controller::new(namespaces, watcher::Config::default()).run(
+        runtime::instrumented("namespace", reconcile),
+        error_policy,
+        context,
+    );
     runtime::drive("namespace", results).await;
 }
 

@@ -144,7 +144,11 @@ pub async fn run(client: Client, blocks: Blocks) {
         allocating: tokio::sync::Mutex::new(()),
         backoff: Backoff::default(),
     });
-    let results = Controller::new(nodes, watcher::Config::default()).run(reconcile, error_policy, context);
+    let results = Controller::new(nodes, watcher::Config::default()).run(
+        runtime::instrumented("nodeipam", reconcile),
+        error_policy,
+        context,
+    );
     runtime::drive("nodeipam", results).await;
 }
 

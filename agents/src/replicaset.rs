@@ -89,7 +89,7 @@ pub async fn run(client: Client) {
                     .collect(),
             }
         })
-        .run(reconcile, error_policy, context);
+        .run(runtime::instrumented("replicaset", reconcile), error_policy, context);
     runtime::drive("replicaset", results).await;
 }
 

@@ -52,7 +52,11 @@ pub async fn run(client: Client, ca_pem: String) {
             watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP}")),
             |cm| cm.metadata.namespace.map(|ns| ObjectRef::new(&ns)),
         )
-        .run(reconcile, error_policy, context);
+        .run(
+            runtime::instrumented("root-ca-cert-publisher", reconcile),
+            error_policy,
+            context,
+        );
     runtime::drive("root-ca-cert-publisher", results).await;
 }
 

@@ -1,15 +1,62 @@
-//! What every controller shares: per-key retry backoff, and running a controller's
-//! stream of results.
+//! What every controller shares: per-key retry backoff, running a controller's stream of
+//! results, and measuring its reconciles ([`instrumented`]).
+//!
+//! The metrics a reconcile is recorded in come from the controller-manager through a
+//! task-local ([`with_metrics`]) rather than as a parameter of every controller's `run`:
+//! the controllers run joined in one task (never spawned), so the one place that knows
+//! whether metrics are wanted sets them for all, and a controller run alone (its tests)
+//! records nothing.
 
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use futures::{Stream, StreamExt};
+use futures::future::BoxFuture;
+use futures::{FutureExt, Stream, StreamExt};
 use kube::runtime::controller::Action;
 
 use crate::error::AgentError;
+use crate::metrics::ControllerMetrics;
+
+tokio::task_local! {
+    static METRICS: Option<ControllerMetrics>;
+}
+
+/// Runs `work` with its controllers' reconciles recorded in `metrics` (see
+/// [`instrumented`]); None records nothing.
+pub async fn with_metrics<F: Future>(metrics: Option<ControllerMetrics>, work: F) -> F::Output {
+    METRICS.scope(metrics, work).await
+}
+
+/// `reconcile`, recording each call's result and duration as `controller`'s in the
+/// metrics of the task it runs in ([`with_metrics`]). Wraps the reconcile function given
+/// to kube-rs's `Controller::run`; its futures are polled in the controller's stream, so
+/// inside that task.
+pub fn instrumented<K, C, E, Fut>(
+    controller: &'static str,
+    mut reconcile: impl FnMut(Arc<K>, Arc<C>) -> Fut,
+) -> impl FnMut(Arc<K>, Arc<C>) -> BoxFuture<'static, Result<Action, E>>
+where
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
+{
+    move |object, context| {
+        let metrics = METRICS.try_with(Clone::clone).ok().flatten();
+        let reconciling = reconcile(object, context);
+        match metrics {
+            None => reconciling.boxed(),
+            Some(metrics) => async move {
+                let started = Instant::now();
+                let result = reconciling.await;
+                metrics.reconciled(controller, result.is_ok(), started.elapsed());
+                result
+            }
+            .boxed(),
+        }
+    }
+}
 
 /// Per-key exponential backoff for failed reconciles, client-go's default item rate
 /// limiter: 5 ms doubled on each failure in a row, at most 1,000 s; a success forgets it.

@@ -32,6 +32,10 @@
 //! half-filled cache could overcommit). A relist (after a watch error) replaces the cache's
 //! contents, keeping the assumed pods whose bindings are still in flight.
 //!
+//! **Metrics** ([`crate::metrics::SchedulerMetrics`], given to [`run_with_metrics`]): each
+//! attempt (a pod taken from the queue, until its binding is written or it is parked) by
+//! result and duration, and the queue's pods every [`EXPIRY_CHECK_PERIOD`].
+//!
 //! Left out: preemption (DefaultPreemption, so no "preemption: …" part in the message), the
 //! volume plugins, ImageLocality, extended and ephemeral-storage resources, sidecar
 //! (restartable init) containers' own accounting (they count as init containers), upstream's
@@ -68,6 +72,7 @@ pub use model::{pod_requests, Resources};
 
 use crate::error::AgentError;
 use crate::events;
+use crate::metrics::{AttemptResult, SchedulerMetrics};
 use algorithm::{FitError, Rng};
 use cache::{Cache, PodChange, ASSUMED_TTL};
 use queue::{ClusterEvent, Queue};
@@ -172,16 +177,29 @@ struct Scheduler {
     state: Mutex<State>,
     /// Wakes the scheduling loop: a pod queued, caches synced, parked pods retried.
     wake: Notify,
+    metrics: Option<SchedulerMetrics>,
 }
 
 impl Scheduler {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().expect("invariant: no panics while the lock is held")
     }
+
+    /// Records one attempt that began at `started`.
+    fn attempted(&self, result: AttemptResult, started: Instant) {
+        if let Some(m) = &self.metrics {
+            m.attempt(SCHEDULER_NAME, result, started.elapsed());
+        }
+    }
 }
 
 /// Runs the scheduler until its future is dropped.
 pub async fn run(client: Client) {
+    run_with_metrics(client, None).await;
+}
+
+/// [`run`], recording its attempts and queue in `metrics`.
+pub async fn run_with_metrics(client: Client, metrics: Option<SchedulerMetrics>) {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
@@ -200,7 +218,10 @@ pub async fn run(client: Client) {
             namespaces_relist: None,
         }),
         wake: Notify::new(),
+        metrics: metrics.clone(),
     });
+    // A scheduler that stops (its lead lost) has no queue: its last counts must not stay.
+    let _pending = metrics.map(ClearPending);
     tokio::join!(
         watch(&s, "pods", State::on_pod_event),
         watch(&s, "nodes", State::on_node_event),
@@ -208,6 +229,15 @@ pub async fn run(client: Client) {
         schedule_loop(&s),
         expire_assumed(&s)
     );
+}
+
+/// Sets the pending pods to none when dropped.
+struct ClearPending(SchedulerMetrics);
+
+impl Drop for ClearPending {
+    fn drop(&mut self) {
+        self.0.set_pending(crate::metrics::PendingPods::default());
+    }
 }
 
 /// Feeds one resource's watch events to `handle` under the lock, then wakes the loop.
@@ -302,7 +332,8 @@ impl State {
     }
 }
 
-/// Drops assumed pods whose binding succeeded long ago but never showed in the watch.
+/// Drops assumed pods whose binding succeeded long ago but never showed in the watch;
+/// counts the queue's pods for the metrics.
 async fn expire_assumed(s: &Scheduler) {
     let mut tick = tokio::time::interval(EXPIRY_CHECK_PERIOD);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -310,6 +341,10 @@ async fn expire_assumed(s: &Scheduler) {
         tick.tick().await;
         let now = Instant::now();
         let mut st = s.lock();
+        if let Some(m) = &s.metrics {
+            // O(pending pods) under the lock, once a period: not on every change.
+            m.set_pending(st.queue.pending(now));
+        }
         if st.cache.expire_assumed(now, ASSUMED_TTL) > 0 {
             st.queue.on_event(ClusterEvent::RoomFreed, now);
             drop(st);
@@ -350,6 +385,8 @@ enum Outcome {
         pod: String,
         node: String,
         result: Result<(), kube::Error>,
+        /// When the attempt began (the pod was taken from the queue).
+        started: Instant,
     },
     Reported {
         pod: String,
@@ -367,16 +404,18 @@ async fn schedule_loop(s: &Scheduler) {
         tokio::select! {
             Some(outcome) = in_flight.next(), if !in_flight.is_empty() => finish(s, outcome),
             (uid, pod) = next_pod(s), if in_flight.len() < BINDINGS_IN_FLIGHT_MAX => {
+                let started = Instant::now();
                 let decision = {
                     let mut st = s.lock();
                     let st = &mut *st;
                     algorithm::schedule(&mut st.cache, &uid, &pod, &mut st.rng)
                 };
                 in_flight.push(match decision {
-                    Ok(node) => Box::pin(bind(s.client.clone(), uid, pod, node)),
+                    Ok(node) => Box::pin(bind(s.client.clone(), uid, pod, node, started)),
                     Err(fit) => {
                         let now = Instant::now();
                         s.lock().queue.park(&uid, now, fit.pod_arrivals_may_help, false);
+                        s.attempted(AttemptResult::Unschedulable, started);
                         Box::pin(report(s.client.clone(), pod, fit))
                     }
                 });
@@ -385,7 +424,7 @@ async fn schedule_loop(s: &Scheduler) {
     }
 }
 
-async fn bind(client: Client, uid: String, pod: Arc<Pod>, node: String) -> Outcome {
+async fn bind(client: Client, uid: String, pod: Arc<Pod>, node: String, started: Instant) -> Outcome {
     let (namespace, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
     let pods: Api<Pod> = Api::namespaced(client, &namespace);
     let binding = json!({"apiVersion": "v1", "kind": "Binding",
@@ -400,6 +439,7 @@ async fn bind(client: Client, uid: String, pod: Arc<Pod>, node: String) -> Outco
         pod: format!("{namespace}/{name}"),
         node,
         result,
+        started,
     }
 }
 
@@ -420,8 +460,10 @@ fn finish(s: &Scheduler, outcome: Outcome) {
             pod,
             node,
             result: Ok(()),
+            started,
         } => {
             tracing::debug!(%pod, %node, "bound");
+            s.attempted(AttemptResult::Scheduled, started);
             let mut st = s.lock();
             st.cache.finish_binding(&uid, now);
             st.queue.bound(&uid);
@@ -431,7 +473,9 @@ fn finish(s: &Scheduler, outcome: Outcome) {
             pod,
             node,
             result: Err(error),
+            started,
         } => {
+            s.attempted(AttemptResult::Error, started);
             let mut st = s.lock();
             let freed = st.cache.forget(&uid);
             match &error {

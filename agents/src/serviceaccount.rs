@@ -44,7 +44,11 @@ pub async fn run(client: Client) {
             watcher::Config::default().fields(&format!("metadata.name={DEFAULT_ACCOUNT}")),
             |account| account.metadata.namespace.map(|ns| ObjectRef::new(&ns)),
         )
-        .run(reconcile, error_policy, context);
+        .run(
+            runtime::instrumented("serviceaccount", reconcile),
+            error_policy,
+            context,
+        );
     runtime::drive("serviceaccount", results).await;
 }
 

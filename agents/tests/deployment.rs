@@ -116,8 +116,17 @@ fn image_patch(image: &str) -> serde_json::Value {
 async fn rolling_update_rollback_and_recreate() {
     let cluster = start().await;
     let client = cluster.client.clone();
-    tokio::spawn(capstan_agents::replicaset::run(client.clone()));
-    tokio::spawn(capstan_agents::deployment::run(client.clone()));
+    // The two controllers' reconciles measured, as the controller-manager has them.
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = capstan_agents::metrics::ControllerMetrics::new(&mut registry);
+    tokio::spawn(capstan_agents::runtime::with_metrics(
+        Some(metrics.clone()),
+        capstan_agents::replicaset::run(client.clone()),
+    ));
+    tokio::spawn(capstan_agents::runtime::with_metrics(
+        Some(metrics),
+        capstan_agents::deployment::run(client.clone()),
+    ));
     tokio::spawn(kubelet_stand_in(client.clone()));
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), NS);
@@ -143,6 +152,20 @@ async fn rolling_update_rollback_and_recreate() {
     .await;
     let uid = d.uid().expect("uid");
     rolled_out(&deployments, "web", 4).await;
+    let text = capstan_agents::metrics::encode(&registry);
+    for controller in ["replicaset", "deployment"] {
+        let reconciles =
+            format!(r#"capstan_controller_reconciles_total{{controller="{controller}",result="success"}}"#);
+        let timed = format!(r#"capstan_controller_reconcile_duration_seconds_count{{controller="{controller}"}}"#);
+        assert!(
+            common::metric(&text, &reconciles).unwrap_or_default() >= 1.0,
+            "{reconciles} in:\n{text}"
+        );
+        assert!(
+            common::metric(&text, &timed).unwrap_or_default() >= 1.0,
+            "{timed} in:\n{text}"
+        );
+    }
     let first = replica_sets(&sets, &uid).await;
     assert_eq!(first.len(), 1);
     assert_eq!(revision(&first[0]), "1");

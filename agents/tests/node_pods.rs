@@ -27,6 +27,18 @@ async fn agent(
     cidr: &str,
     backoff_initial: Duration,
 ) -> (tokio::task::JoinHandle<()>, Arc<Context>) {
+    agent_with_metrics(cluster, dir, node, cidr, backoff_initial, None).await
+}
+
+/// [`agent`], recording in `metrics`.
+async fn agent_with_metrics(
+    cluster: &Cluster,
+    dir: &Path,
+    node: &str,
+    cidr: &str,
+    backoff_initial: Duration,
+    metrics: Option<capstan_agents::metrics::NodeMetrics>,
+) -> (tokio::task::JoinHandle<()>, Arc<Context>) {
     let config = Config {
         identity: NodeIdentity {
             name: node.into(),
@@ -55,7 +67,7 @@ async fn agent(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let client = cluster.client.clone();
     let task = tokio::spawn(async move {
-        let r = agent::run(client, mesh, config, move |a| {
+        let r = agent::run_with_metrics(client, mesh, config, None, metrics, move |a| {
             let _ = tx.send(a.context.clone());
         })
         .await;
@@ -372,7 +384,17 @@ async fn probes_decide_readiness_and_restart_an_unhealthy_container() {
     let cluster = start().await;
     let dir = tempfile::tempdir().expect("dir");
     let _reaper = Reaper(dir.path().to_path_buf());
-    let (_agent, _ctx) = agent(&cluster, dir.path(), "n4", "127.204.0.0/24", Duration::from_secs(1)).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = capstan_agents::metrics::NodeMetrics::new(&mut registry);
+    let (_agent, _ctx) = agent_with_metrics(
+        &cluster,
+        dir.path(),
+        "n4",
+        "127.204.0.0/24",
+        Duration::from_secs(1),
+        Some(metrics),
+    )
+    .await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
     let ready = dir.path().join("ready");
     let alive = dir.path().join("alive");
@@ -433,6 +455,27 @@ async fn probes_decide_readiness_and_restart_an_unhealthy_container() {
         "{last:?}"
     );
     eventually("running and ready again", || is_ready(true)).await;
+    let text = capstan_agents::metrics::encode(&registry);
+    let series = |name: &str| common::metric(&text, name).unwrap_or_else(|| panic!("{name} missing from:\n{text}"));
+    assert_eq!(
+        series("kubelet_pod_start_duration_seconds_count"),
+        1.0,
+        "one pod started, once"
+    );
+    assert_eq!(series("kubelet_running_pods"), 1.0);
+    assert_eq!(
+        series("kubelet_running_containers"),
+        1.0,
+        "the restart is not counted twice"
+    );
+    for (probe, result) in [
+        ("Readiness", "successful"),
+        ("Readiness", "failed"),
+        ("Liveness", "failed"),
+    ] {
+        let name = format!(r#"prober_probe_total{{probe_type="{probe}",result="{result}"}}"#);
+        assert!(series(&name) >= 1.0, "{name}");
+    }
 }
 
 #[tokio::test]

@@ -147,10 +147,16 @@ async fn a_service_is_served_on_its_cluster_ip_and_node_port_and_follows_readine
         .await
         .expect("create the slice");
 
-    let forwarder = forward::Forwarder::new(forward::Limits::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = capstan_agents::metrics::ProxyMetrics::new(&mut registry);
+    let forwarder = forward::Forwarder::new(forward::Limits::default()).with_metrics(metrics);
     let node_ip: IpAddr = "127.0.0.1".parse().expect("ip");
     let mesh = mesh_client(&cluster.url).expect("mesh client");
     let run = proxy::run_mesh(mesh, "n1", node_ip, &forwarder);
+    let series = |name: &str| {
+        let text = capstan_agents::metrics::encode(&registry);
+        common::metric(&text, name).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    };
     let checks = async {
         let via_cluster_ip = SocketAddr::new(cluster_ip(&service), 18080);
         let via_node_port = SocketAddr::new(node_ip, node_port);
@@ -183,6 +189,17 @@ async fn a_service_is_served_on_its_cluster_ip_and_node_port_and_follows_readine
             .find(|s| s.listen == via_cluster_ip)
             .expect("the rule's stats");
         assert!(rule.refused_no_backend >= 1, "{rule:?}");
+        // The same in the metrics, per Service port (its two listeners together).
+        let web = r#"service="default/web:http""#;
+        assert!(series(&format!("capstan_proxy_connections_total{{{web}}}")) >= 3.0);
+        assert!(series(&format!("capstan_proxy_errors_total{{{web},reason=\"no_backend\"}}")) >= 1.0);
+        assert!(
+            series(&format!("capstan_proxy_active_connections{{{web}}}")) >= 1.0,
+            "the established one"
+        );
+        // "before" and "after" (with their newlines) at least, each way.
+        assert!(series(&format!("capstan_proxy_received_bytes_total{{{web}}}")) >= 12.0);
+        assert!(series(&format!("capstan_proxy_sent_bytes_total{{{web}}}")) >= 24.0);
 
         // Ready again: served again.
         let ready = json!({"endpoints": [{"addresses": [pod.ip().to_string()],
@@ -209,6 +226,9 @@ async fn a_service_is_served_on_its_cluster_ip_and_node_port_and_follows_readine
             }
         })
         .await;
+        let text = capstan_agents::metrics::encode(&registry);
+        assert!(!text.contains("default/web"), "its series went with it:\n{text}");
+        drop(established);
     };
     tokio::select! {
         () = run => panic!("the proxy loop ended"),

@@ -112,7 +112,13 @@ async fn pods_go_where_they_fit_and_wait_where_they_do_not() {
         ),
     )
     .await;
-    tokio::spawn(capstan_agents::scheduler::run(client.clone()));
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = capstan_agents::metrics::SchedulerMetrics::new(&mut registry);
+    tokio::spawn(capstan_agents::scheduler::run_with_metrics(
+        client.clone(),
+        Some(metrics),
+    ));
+    let series = |name: &str| common::metric(&capstan_agents::metrics::encode(&registry), name).unwrap_or_default();
 
     pods.create(&PostParams::default(), &pod("p1", "1500m", json!({})))
         .await
@@ -130,6 +136,29 @@ async fn pods_go_where_they_fit_and_wait_where_they_do_not() {
     let want = "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}, \
                 1 node(s) were unschedulable.";
     unschedulable_with(&pods, "p2", want).await;
+    // One attempt each way so far, measured; p2 waits in the queue.
+    let profile = r#"profile="default-scheduler""#;
+    assert!(
+        series(&format!(
+            r#"scheduler_schedule_attempts_total{{result="scheduled",{profile}}}"#
+        )) >= 1.0
+    );
+    assert!(
+        series(&format!(
+            r#"scheduler_schedule_attempts_total{{result="unschedulable",{profile}}}"#
+        )) >= 1.0
+    );
+    assert!(
+        series(&format!(
+            r#"scheduler_scheduling_attempt_duration_seconds_count{{result="scheduled",{profile}}}"#
+        )) >= 1.0
+    );
+    eventually("p2 counted as pending", || async {
+        let waiting = series(r#"scheduler_pending_pods{queue="backoff"}"#)
+            + series(r#"scheduler_pending_pods{queue="unschedulable"}"#);
+        (waiting >= 1.0).then_some(()).ok_or(format!("{waiting}"))
+    })
+    .await;
     let events: Api<Event> = Api::namespaced(client.clone(), NS);
     eventually("a FailedScheduling event for p2", || async {
         let all = events

@@ -34,6 +34,10 @@
 //! assignments), and one log port for all of them (`kubectl logs` reaches every hollow
 //! node at the same address and port, and the port finds the pod among the nodes).
 //!
+//! **Metrics**: [`run_with_metrics`] and [`run_hollow_with_metrics`] take a
+//! [`NodeMetrics`] that the pod workers record in (see [`super::pods`]); hollow nodes of
+//! one process share it.
+//!
 //! Left out: static pods, the node's own status about images and volumes, eviction.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -59,6 +63,7 @@ use super::process::{LogLimits, ProcessRuntime};
 use super::registration::{self, Heartbeat, NodeIdentity};
 use super::runtime::{self, Runtime, RuntimeKind};
 use super::simulated::SimulatedRuntime;
+use crate::metrics::NodeMetrics;
 use crate::nodeipam::Cidr;
 use crate::{AgentError, Result};
 
@@ -165,6 +170,18 @@ pub async fn run_serving_tls(
     tls: Option<logs::ServingTls>,
     started: impl FnOnce(&Agent),
 ) -> Result<()> {
+    run_with_metrics(client, mesh, config, tls, None, started).await
+}
+
+/// [`run_serving_tls`], with the pods recorded in `metrics` (see [`crate::metrics`]).
+pub async fn run_with_metrics(
+    client: Client,
+    mesh: MeshClient<Channel>,
+    config: Config,
+    tls: Option<logs::ServingTls>,
+    metrics: Option<NodeMetrics>,
+    started: impl FnOnce(&Agent),
+) -> Result<()> {
     // Absolute: paths under it are handed to containers (mount sources, working dirs).
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| AgentError::Io(format!("creating {}", config.data_dir.display()), e))?;
@@ -247,6 +264,7 @@ pub async fn run_serving_tls(
         dns: config.dns.clone(),
         mounts,
         running: Mutex::new(BTreeMap::new()),
+        metrics,
     });
     // Simulated containers write one line each: nothing to rotate, no task per node.
     let rotation = (!runtime.is_simulated()).then(|| {
@@ -615,6 +633,25 @@ pub async fn run_hollow_tls<F>(
 where
     F: Fn(&Agent) + Send + Sync + 'static,
 {
+    run_hollow_with_metrics(client, api_url, tls, serving, None, template, count, started).await
+}
+
+/// [`run_hollow_tls`], with every node's pods recorded in `metrics` (one set for all the
+/// nodes: their pods and containers add up).
+#[allow(clippy::too_many_arguments)] // run_hollow_tls's, and the metrics
+pub async fn run_hollow_with_metrics<F>(
+    client: Client,
+    api_url: &str,
+    tls: Option<&crate::tls::ClientTls>,
+    serving: Option<logs::ServingTls>,
+    metrics: Option<NodeMetrics>,
+    template: Config,
+    count: usize,
+    started: F,
+) -> Result<()>
+where
+    F: Fn(&Agent) + Send + Sync + 'static,
+{
     if count == 0 || count > HOLLOW_NODES_MAX {
         return Err(AgentError::Config(format!(
             "hollow nodes per process: 1 to {HOLLOW_NODES_MAX}, not {count}"
@@ -670,8 +707,9 @@ where
         };
         let mesh = connections[i / HOLLOW_NODES_PER_CONNECTION].clone();
         let (client, shared, started) = (client.clone(), shared.clone(), started.clone());
+        let metrics = metrics.clone();
         nodes.spawn(async move {
-            let result = run(client, mesh, config, move |agent| {
+            let result = run_with_metrics(client, mesh, config, None, metrics, move |agent| {
                 shared
                     .0
                     .lock()

@@ -65,6 +65,14 @@
 //! `preStop` hook runs, a container needs no command, and volumeMounts are not mounted
 //! (so they need no root).
 //!
+//! # Metrics
+//!
+//! With [`Context::metrics`], each worker records (see [`crate::metrics::NodeMetrics`]) its
+//! pod's start (from the worker's creation to every container having started, once), its
+//! running containers (a guard in each run) and whether any is running (a guard the
+//! worker holds), and every probe's result; dropping a worker or a run takes its counts
+//! down, whichever way it ends.
+//!
 //! Left out: ephemeral containers, sidecar init containers (`restartPolicy: Always` on
 //! an init container: run as a plain init container here), `postStart` hooks,
 //! `activeDeadlineSeconds`, readiness gates other than the agent's own conditions, pod
@@ -94,6 +102,7 @@ use super::process::{ContainerSpec, Exit};
 use super::runtime::{self, Runtime};
 use super::spec::{self, Sources};
 use super::volumes;
+use crate::metrics::{NodeMetrics, ProbeType, Running};
 use crate::nodeipam::Cidr;
 use crate::{AgentError, Result};
 
@@ -167,6 +176,8 @@ pub struct Context {
     pub mounts: bool,
     /// Running state of each container, for the log server's follows.
     pub running: Mutex<BTreeMap<(String, String), Arc<PodRuns>>>,
+    /// Where the workers record pod starts, running pods and containers, and probes.
+    pub metrics: Option<NodeMetrics>,
 }
 
 /// The cluster DNS a pod's `/etc/resolv.conf` names.
@@ -282,6 +293,8 @@ struct Run {
     prober: Option<tokio::task::JoinHandle<()>>,
     started: bool,
     ready: bool,
+    /// Counts the container as running while the run lives (metrics on).
+    _counted: Option<Running>,
 }
 
 impl Drop for Run {
@@ -442,6 +455,12 @@ pub struct Worker {
     /// When the projected volumes' ServiceAccount tokens are to be renewed (None: the
     /// pod has none, or the sandbox is not set up yet).
     tokens_renew_at: Option<Instant>,
+    /// When this worker took the pod, for its start duration.
+    seen: Instant,
+    /// The start duration was recorded, or is not to be (the pod ran before this worker).
+    start_recorded: bool,
+    /// Counts the pod as running while it has a running container (metrics on).
+    pod_running: Option<Running>,
 }
 
 impl Worker {
@@ -466,6 +485,9 @@ impl Worker {
             .map_or_else(Timestamp::now, |t| t.0);
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         let already_terminal = matches!(phase, Some("Succeeded" | "Failed")) && adopted.is_empty();
+        // A pod past Pending, or with containers to adopt, started before this worker
+        // (an agent restart): its start is not this worker's to measure.
+        let start_recorded = !adopted.is_empty() || phase.is_some_and(|p| p != "Pending");
         let (events_tx, events) = mpsc::channel(EVENTS_MAX);
         let (status_tx, status_rx) = watch::channel(None);
         tokio::spawn(report_statuses(
@@ -493,6 +515,9 @@ impl Worker {
             already_terminal,
             last_sources: None,
             tokens_renew_at: None,
+            seen: Instant::now(),
+            start_recorded,
+            pod_running: None,
         };
         worker.resume(adopted);
         worker.publish_runs();
@@ -594,6 +619,7 @@ impl Worker {
                 self.step().await;
                 self.publish_status();
             }
+            self.record_metrics();
             let wake = self.next_wake();
             tokio::select! {
                 changed = desired.changed() => {
@@ -605,6 +631,24 @@ impl Worker {
                 Some(event) = self.events.recv() => self.handle(event).await,
                 () = sleep_until(wake) => {}
             }
+        }
+    }
+
+    /// Whether the pod has a running container, and its start once every container has
+    /// started (running now, or ended since).
+    fn record_metrics(&mut self) {
+        let Some(m) = &self.ctx.metrics else { return };
+        let running = self.slots.iter().any(|s| s.run.is_some());
+        if running != self.pod_running.is_some() {
+            self.pod_running = running.then(|| m.running_pod());
+        }
+        if !self.start_recorded
+            && self.slots[self.mains..]
+                .iter()
+                .all(|s| s.run.is_some() || s.last.is_some())
+        {
+            self.start_recorded = true;
+            m.pod_started(self.seen.elapsed());
         }
     }
 
@@ -1055,6 +1099,7 @@ impl Worker {
             prober: None,
             started: simulated,
             ready: simulated,
+            _counted: self.ctx.metrics.as_ref().map(NodeMetrics::running_container),
         });
         self.slots[i].running_tx.send_replace(true);
         self.start_prober(i);
@@ -1075,13 +1120,14 @@ impl Worker {
         }
         let env = self.probe_env(i);
         let (spec, events) = (self.slots[i].spec.clone(), self.events_tx.clone());
+        let metrics = self.ctx.metrics.clone();
         let name = self.slots[i].spec.name.clone();
         let Some(run) = self.slots[i].run.as_mut() else {
             return;
         };
         if run.prober.is_none() {
             run.prober = Some(tokio::spawn(probe_container(
-                spec, pod_ip, env, name, run.number, events,
+                spec, pod_ip, env, name, run.number, events, metrics,
             )));
         }
     }
@@ -1705,8 +1751,14 @@ async fn probe_container(
     name: String,
     run: u64,
     events: mpsc::Sender<Event>,
+    metrics: Option<NodeMetrics>,
 ) {
     let workdir = container.working_dir.as_ref().map(PathBuf::from);
+    let record = |probe: ProbeType, ok: bool| {
+        if let Some(m) = &metrics {
+            m.probed(probe, ok);
+        }
+    };
     let send = |e: Event| {
         let events = events.clone();
         async move { events.send(e).await.is_ok() }
@@ -1717,7 +1769,9 @@ async fn probe_container(
         tokio::time::sleep(timing.initial_delay).await;
         let mut failures = 0u32;
         loop {
-            match probe::run_once(&action, timing.timeout, &env, workdir.as_ref()).await {
+            let result = probe::run_once(&action, timing.timeout, &env, workdir.as_ref()).await;
+            record(ProbeType::Startup, result.is_ok());
+            match result {
                 Ok(()) => break,
                 Err(message) => {
                     failures += 1;
@@ -1753,6 +1807,7 @@ async fn probe_container(
         tokio::time::sleep(timing.initial_delay).await;
         loop {
             let result = probe::run_once(&action, timing.timeout, &env, workdir.as_ref()).await;
+            record(ProbeType::Liveness, result.is_ok());
             if let (Some(false), Err(message)) = (tracker.record(result.is_ok()), &result) {
                 send(Event::Unhealthy {
                     name: name.clone(),
@@ -1781,6 +1836,7 @@ async fn probe_container(
         tokio::time::sleep(timing.initial_delay).await;
         loop {
             let result = probe::run_once(&action, timing.timeout, &env, workdir.as_ref()).await;
+            record(ProbeType::Readiness, result.is_ok());
             if let Some(ready) = tracker.record(result.is_ok()) {
                 if let Err(message) = &result {
                     tracing::info!(container = %name, %message, "readiness probe failed");

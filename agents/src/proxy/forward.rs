@@ -47,6 +47,14 @@
 //! - **No backends**: a TCP connection is accepted and closed at once (kube-proxy rejects
 //!   it; a closed connection is what a client can observe here) and a datagram is dropped.
 //!
+//! - **Metrics** (with [`Forwarder::with_metrics`]): rules given with their Service port
+//!   ([`Forwarder::apply_labelled`]) are counted per Service port in
+//!   [`crate::metrics::ProxyMetrics`]: connections and sessions, active ones, bytes each
+//!   way (counted as they are copied, not when a connection ends), and the errors
+//!   [`RuleStats`] counts. A rule's series handles live in its [`Table`], so a new
+//!   connection records with one atomic add and no lookup; the series of a Service port
+//!   no longer in the table are removed at the end of `apply`.
+//!
 //! # Left out, deliberately
 //!
 //! - No iptables, nftables or IPVS: everything goes through this process's sockets, so it
@@ -67,13 +75,14 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::task::Poll;
 use std::time::Duration;
 
-use tokio::io::ReadBuf;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::runtime::Handle;
 use tokio::task::{AbortHandle, JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::metrics::{ProxyMetrics, Running, ServiceSeries};
 use crate::AgentError;
 
 /// The transport a rule listens on.
@@ -164,6 +173,9 @@ pub struct Forwarder {
     runtime: Handle,
     limits: Limits,
     listeners: Mutex<HashMap<(SocketAddr, Protocol), Listener>>,
+    metrics: Option<ProxyMetrics>,
+    /// The Service ports that have series in `metrics`.
+    exported: Mutex<HashSet<String>>,
 }
 
 impl Forwarder {
@@ -177,7 +189,21 @@ impl Forwarder {
             runtime: Handle::current(),
             limits,
             listeners: Mutex::new(HashMap::new()),
+            metrics: None,
+            exported: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Records the traffic of the rules given to [`Forwarder::apply_labelled`] in `metrics`.
+    pub fn with_metrics(mut self, metrics: ProxyMetrics) -> Forwarder {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// [`Forwarder::apply`] with each rule's Service port (`namespace/name:port`), under
+    /// which its traffic is counted (with metrics); several rules may share one.
+    pub fn apply_labelled(&self, rules: Vec<(Rule, String)>) -> Vec<(SocketAddr, Protocol, AgentError)> {
+        self.apply_inner(rules.into_iter().map(|(r, s)| (r, Some(s))).collect())
     }
 
     /// Makes the listeners equal to `rules`: binds new ones, closes removed ones (their
@@ -190,10 +216,14 @@ impl Forwarder {
     /// is applied. Only quick system calls are made (bind, listen, close); nothing waits
     /// on the network.
     pub fn apply(&self, rules: Vec<Rule>) -> Vec<(SocketAddr, Protocol, AgentError)> {
+        self.apply_inner(rules.into_iter().map(|r| (r, None)).collect())
+    }
+
+    fn apply_inner(&self, rules: Vec<(Rule, Option<String>)>) -> Vec<(SocketAddr, Protocol, AgentError)> {
         let mut errors = Vec::new();
-        let mut desired: HashMap<(SocketAddr, Protocol), Rule> = HashMap::with_capacity(rules.len());
+        let mut desired: HashMap<(SocketAddr, Protocol), (Rule, Option<String>)> = HashMap::with_capacity(rules.len());
         let mut duplicated: HashSet<(SocketAddr, Protocol)> = HashSet::new();
-        for rule in rules {
+        for (rule, service) in rules {
             let key = (rule.listen, rule.protocol);
             if duplicated.contains(&key) {
                 continue;
@@ -213,7 +243,7 @@ impl Forwarder {
                 errors.push((key.0, key.1, AgentError::Config(message)));
                 continue;
             }
-            desired.insert(key, rule);
+            desired.insert(key, (rule, service));
         }
 
         let mut listeners = lock(&self.listeners);
@@ -226,8 +256,31 @@ impl Forwarder {
             }
             keep
         });
-        for (key, rule) in desired {
-            let table = Arc::new(Table::new(rule.backends, rule.session_affinity));
+        // The Service ports with series after this apply: the desired rules' (their series
+        // are made below, bound or not) and those of listeners left as they were.
+        let mut exported: HashSet<String> = HashSet::new();
+        if self.metrics.is_some() {
+            for key in &duplicated {
+                if let Some(service) = listeners.get(key).and_then(|l| l.rule.table().service.clone()) {
+                    exported.insert(service);
+                }
+            }
+        }
+        for (key, (rule, service)) in desired {
+            let series = match (&self.metrics, &service) {
+                (Some(m), Some(s)) => {
+                    exported.insert(s.clone());
+                    // A listener that stays with its Service keeps its handles: a table
+                    // change costs no lookups for the rules it leaves alone.
+                    let kept = listeners
+                        .get(&key)
+                        .map(|l| l.rule.table())
+                        .and_then(|t| (t.service.as_ref() == Some(s)).then(|| t.series.clone()).flatten());
+                    Some(kept.unwrap_or_else(|| m.series(s)))
+                }
+                _ => None,
+            };
+            let table = Arc::new(Table::new(rule.backends, rule.session_affinity, service, series));
             if let Some(listener) = listeners.get(&key) {
                 listener.rule.swap(table);
                 continue;
@@ -242,6 +295,14 @@ impl Forwarder {
                     errors.push((key.0, key.1, error));
                 }
             }
+        }
+        drop(listeners);
+        if let Some(m) = &self.metrics {
+            let mut previous = lock(&self.exported);
+            for gone in previous.difference(&exported) {
+                m.remove(gone);
+            }
+            *previous = exported;
         }
         errors.sort_by_key(|(listen, protocol, _)| (*listen, *protocol));
         errors
@@ -367,16 +428,34 @@ struct Table {
     backends: Vec<SocketAddr>,
     members: HashSet<SocketAddr>,
     session_affinity: Option<Duration>,
+    /// The Service port the rule serves, if it was given one.
+    service: Option<String>,
+    /// Its series, with metrics.
+    series: Option<ServiceSeries>,
 }
 
 impl Table {
-    fn new(backends: Vec<SocketAddr>, session_affinity: Option<Duration>) -> Table {
+    fn new(
+        backends: Vec<SocketAddr>,
+        session_affinity: Option<Duration>,
+        service: Option<String>,
+        series: Option<ServiceSeries>,
+    ) -> Table {
         let mut members = HashSet::with_capacity(backends.len());
         let backends: Vec<SocketAddr> = backends.into_iter().filter(|b| members.insert(*b)).collect();
         Table {
             backends,
             members,
             session_affinity,
+            service,
+            series,
+        }
+    }
+
+    /// Records in the series, if any.
+    fn record(&self, what: impl FnOnce(&ServiceSeries)) {
+        if let Some(series) = &self.series {
+            what(series);
         }
     }
 }
@@ -493,19 +572,26 @@ fn count(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Counts one TCP connection as active for as long as it lives.
-struct ActiveConnection(Arc<RuleState>);
+/// Counts one TCP connection as active for as long as it lives (in its Service's series
+/// too, with metrics).
+struct ActiveConnection {
+    rule: Arc<RuleState>,
+    _counted: Option<Running>,
+}
 
 impl ActiveConnection {
-    fn new(rule: Arc<RuleState>) -> ActiveConnection {
+    fn new(rule: Arc<RuleState>, table: &Table) -> ActiveConnection {
         rule.active.fetch_add(1, Ordering::Relaxed);
-        ActiveConnection(rule)
+        ActiveConnection {
+            rule,
+            _counted: table.series.as_ref().map(ServiceSeries::active),
+        }
     }
 }
 
 impl Drop for ActiveConnection {
     fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.rule.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -529,6 +615,9 @@ async fn serve_tcp(socket: Arc<Slot<TcpListener>>, rule: Arc<RuleState>, limits:
         let table = rule.table();
         if table.backends.is_empty() {
             count(&rule.refused_no_backend);
+            table.record(|s| {
+                s.no_backend.inc();
+            });
             debug!(listen = %rule.listen, %peer, "no backend: closing the connection");
             continue;
         }
@@ -536,11 +625,17 @@ async fn serve_tcp(socket: Arc<Slot<TcpListener>>, rule: Arc<RuleState>, limits:
         // the increment.
         if rule.active.load(Ordering::Relaxed) >= limits.tcp_connections_per_rule_max {
             count(&rule.dropped_over_limit);
+            table.record(|s| {
+                s.over_limit.inc();
+            });
             debug!(listen = %rule.listen, %peer, "connection bound reached: closing the connection");
             continue;
         }
         count(&rule.accepted);
-        let active = ActiveConnection::new(rule.clone());
+        table.record(|s| {
+            s.connections.inc();
+        });
+        let active = ActiveConnection::new(rule.clone(), &table);
         tokio::spawn(forward_tcp(client, peer, table, active, limits.connect_timeout));
     }
 }
@@ -559,13 +654,13 @@ async fn pause_after_accept_error(rule: &RuleState, error: io::Error) {
 /// Connects `client` to a backend and copies both ways until both directions end.
 /// `active` keeps it counted until then.
 async fn forward_tcp(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     table: Arc<Table>,
     active: ActiveConnection,
     connect_timeout: Duration,
 ) {
-    let rule = &active.0;
+    let rule = &active.rule;
     let mut connected = None;
     for backend in rule.candidates(&table, peer.ip(), Instant::now()) {
         match tokio::time::timeout(connect_timeout, TcpStream::connect(backend)).await {
@@ -575,10 +670,16 @@ async fn forward_tcp(
             }
             Ok(Err(error)) => {
                 count(&rule.connect_failures);
+                table.record(|s| {
+                    s.connect_failures.inc();
+                });
                 debug!(listen = %rule.listen, %backend, %error, "backend refused; trying the next");
             }
             Err(_elapsed) => {
                 count(&rule.connect_failures);
+                table.record(|s| {
+                    s.connect_failures.inc();
+                });
                 debug!(listen = %rule.listen, %backend, ?connect_timeout, "backend did not answer; trying the next");
             }
         }
@@ -592,12 +693,61 @@ async fn forward_tcp(
     // delay on top of theirs for every small write.
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
+    let mut client = Counted {
+        stream: client,
+        series: table.series.clone(),
+    };
     // copy_bidirectional passes a half-close on (EOF one way shuts down writing the
     // other way) and returns once both directions have ended or either fails; both
     // sockets are closed as they are dropped here.
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((sent, received)) => debug!(listen = %rule.listen, %peer, %backend, sent, received, "connection closed"),
         Err(error) => debug!(listen = %rule.listen, %peer, %backend, %error, "connection ended"),
+    }
+}
+
+/// A client's connection, counting the bytes read from it (received) and written to it
+/// (sent) in its Service's series as they go, so that a long connection shows its
+/// traffic before it ends and one that fails is counted too.
+struct Counted {
+    stream: TcpStream,
+    series: Option<ServiceSeries>,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(series)) = (&polled, &self.series) {
+            series.received.inc_by((buf.filled().len() - before) as u64);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = std::pin::Pin::new(&mut self.stream).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(n)), Some(series)) = (&polled, &self.series) {
+            series.sent.inc_by(*n as u64);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -623,6 +773,8 @@ struct Session {
     upstream: std::net::UdpSocket,
     activity: Arc<Activity>,
     task: AbortHandle,
+    /// Counts the session as active while it is held (metrics on).
+    _active: Option<Running>,
 }
 
 /// When a session last carried a datagram either way, shared by the listener task
@@ -697,7 +849,12 @@ impl UdpRule {
             } else {
                 session.activity.touch();
                 match session.upstream.send(datagram) {
-                    Ok(_) => return,
+                    Ok(n) => {
+                        table.record(|s| {
+                            s.received.inc_by(n as u64);
+                        });
+                        return;
+                    }
                     // "Port unreachable" came back for an earlier datagram: nothing
                     // listens there any more.
                     Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => {
@@ -715,10 +872,16 @@ impl UdpRule {
         }
         if table.backends.is_empty() {
             count(&self.rule.refused_no_backend);
+            table.record(|s| {
+                s.no_backend.inc();
+            });
             return;
         }
         if self.sessions.len() >= self.limits.udp_sessions_per_rule_max {
             count(&self.rule.dropped_over_limit);
+            table.record(|s| {
+                s.over_limit.inc();
+            });
             return;
         }
         let now = Instant::now();
@@ -726,11 +889,14 @@ impl UdpRule {
             match connect_udp(backend) {
                 Ok((upstream, answers)) => {
                     self.rule.remember(&table, client.ip(), backend, now);
-                    self.start_session(client, backend, upstream, answers, datagram);
+                    self.start_session(client, backend, upstream, answers, datagram, &table);
                     return;
                 }
                 Err(error) => {
                     count(&self.rule.connect_failures);
+                    table.record(|s| {
+                        s.connect_failures.inc();
+                    });
                     debug!(listen = %self.rule.listen, %backend, %error, "cannot open a UDP socket to the backend");
                 }
             }
@@ -744,10 +910,16 @@ impl UdpRule {
         upstream: std::net::UdpSocket,
         answers: UdpSocket,
         datagram: &[u8],
+        table: &Table,
     ) {
-        if let Err(error) = upstream.send(datagram) {
+        match upstream.send(datagram) {
+            Ok(n) => table.record(|s| {
+                s.received.inc_by(n as u64);
+            }),
             // Dropped, as UDP may; the session stays for the client's next datagram.
-            debug!(listen = %self.rule.listen, %client, %backend, %error, "first datagram to backend dropped");
+            Err(error) => {
+                debug!(listen = %self.rule.listen, %client, %backend, %error, "first datagram to backend dropped")
+            }
         }
         self.next_session += 1;
         let number = self.next_session;
@@ -761,6 +933,7 @@ impl UdpRule {
             rule: self.rule.clone(),
             activity: activity.clone(),
             idle: self.limits.udp_session_idle,
+            series: table.series.clone(),
         }));
         self.sessions.insert(
             client,
@@ -770,9 +943,13 @@ impl UdpRule {
                 upstream,
                 activity,
                 task,
+                _active: table.series.as_ref().map(ServiceSeries::active),
             },
         );
         count(&self.rule.accepted);
+        table.record(|s| {
+            s.connections.inc();
+        });
         self.rule.active.store(self.sessions.len(), Ordering::Relaxed);
         debug!(listen = %self.rule.listen, %client, %backend, "UDP session started");
     }
@@ -857,6 +1034,7 @@ struct SessionTask {
     rule: Arc<RuleState>,
     activity: Arc<Activity>,
     idle: Duration,
+    series: Option<ServiceSeries>,
 }
 
 /// Forwards the backend's answers to the client until the session has been idle for
@@ -901,7 +1079,11 @@ async fn forward_answers(session: &SessionTask) -> bool {
                 }
                 session.activity.touch();
                 match send_to(&session.listen_socket, &buffer, session.client).await {
-                    Ok(_) => {}
+                    Ok(n) => {
+                        if let Some(series) = &session.series {
+                            series.sent.inc_by(n as u64);
+                        }
+                    }
                     Err(error) if error.kind() == io::ErrorKind::NotConnected => return false,
                     // Dropped, as UDP may.
                     Err(error) => debug!(client = %session.client, %error, "answer to client dropped"),

@@ -28,6 +28,11 @@
 //!   log), [`MESSAGE_BYTES_MAX`] per message (one Service with its endpoints), and the
 //!   forwarder's own per-rule limits.
 //!
+//! - **Metrics**: a forwarder made [`forward::Forwarder::with_metrics`] counts each
+//!   Service port's traffic (see [`crate::metrics::ProxyMetrics`]); its series go when the
+//!   Service (or the port) leaves the table, so the labels are bounded by
+//!   [`SERVICES_MAX`] Services' ports.
+//!
 //! Left out: resuming a stream from a position (the API does not offer it: a reconnect
 //! is a new snapshot), preferring endpoints on this node (one node serves every endpoint
 //! as local), a health endpoint of the proxy itself.
@@ -130,9 +135,9 @@ async fn follow(
         }
         // Complete messages count even when the stream then failed.
         if dirty && *synced {
-            let rules = table::service_rules(services.values(), node_ip);
+            let rules = table::labelled_service_rules(services.values(), node_ip);
             let count = rules.len();
-            for (listen, protocol, error) in forwarder.apply(rules) {
+            for (listen, protocol, error) in forwarder.apply_labelled(rules) {
                 tracing::warn!(%listen, %protocol, %error, "a Service address could not be served");
             }
             tracing::debug!(rules = count, "applied the forwarding table");

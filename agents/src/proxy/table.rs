@@ -154,7 +154,20 @@ fn backends(endpoints: &[Endpoint], port: &ServicePort, proto: Protocol) -> Vec<
 /// (the API allocates ClusterIPs and NodePorts uniquely), and if they did the first in
 /// that order would win.
 pub fn service_rules<'a>(services: impl IntoIterator<Item = &'a ServiceConfig>, node_ip: IpAddr) -> Vec<Rule> {
-    let mut table: BTreeMap<(SocketAddr, Protocol), Rule> = BTreeMap::new();
+    labelled_service_rules(services, node_ip)
+        .into_iter()
+        .map(|(rule, _)| rule)
+        .collect()
+}
+
+/// [`service_rules`], each with its Service port as the metrics label it:
+/// `namespace/name:port`, the port's name, or its number if it has none (upstream's
+/// service port name, which leaves it empty).
+pub fn labelled_service_rules<'a>(
+    services: impl IntoIterator<Item = &'a ServiceConfig>,
+    node_ip: IpAddr,
+) -> Vec<(Rule, String)> {
+    let mut table: BTreeMap<(SocketAddr, Protocol), (Rule, String)> = BTreeMap::new();
     for config in services {
         let service = &config.service;
         let Some(spec) = service.spec.as_ref() else { continue };
@@ -181,6 +194,15 @@ pub fn service_rules<'a>(services: impl IntoIterator<Item = &'a ServiceConfig>, 
             };
             let Ok(number) = u16::try_from(port.port) else { continue };
             let backends = backends(&config.endpoints, port, proto);
+            let label = format!(
+                "{}/{}:{}",
+                service.metadata.namespace.as_deref().unwrap_or_default(),
+                service.metadata.name.as_deref().unwrap_or_default(),
+                port.name
+                    .as_deref()
+                    .filter(|n| !n.is_empty())
+                    .map_or_else(|| number.to_string(), str::to_owned),
+            );
             let mut listens: Vec<SocketAddr> = cluster_ips.iter().map(|ip| SocketAddr::new(*ip, number)).collect();
             if matches!(kind, "NodePort" | "LoadBalancer") {
                 if let Some(node_port) = port.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) {
@@ -188,11 +210,14 @@ pub fn service_rules<'a>(services: impl IntoIterator<Item = &'a ServiceConfig>, 
                 }
             }
             for listen in listens {
-                table.entry((listen, proto)).or_insert_with(|| Rule {
-                    listen,
-                    protocol: proto,
-                    backends: backends.clone(),
-                    session_affinity: affinity(service),
+                table.entry((listen, proto)).or_insert_with(|| {
+                    let rule = Rule {
+                        listen,
+                        protocol: proto,
+                        backends: backends.clone(),
+                        session_affinity: affinity(service),
+                    };
+                    (rule, label.clone())
                 });
             }
         }

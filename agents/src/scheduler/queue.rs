@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 
+use crate::metrics::PendingPods;
+
 pub(crate) const BACKOFF_INITIAL: Duration = Duration::from_secs(1);
 pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A parked pod is tried again after this long even without an event.
@@ -243,6 +245,20 @@ impl Queue {
         }
     }
 
+    /// The pods waiting, by where: O(pods queued).
+    pub fn pending(&self, now: Instant) -> PendingPods {
+        let mut pending = PendingPods::default();
+        for e in self.entries.values() {
+            match e.state {
+                State::Active => pending.active += 1,
+                State::InFlight => {}
+                State::Parked { backoff_until, .. } if backoff_until > now => pending.backoff += 1,
+                State::Parked { .. } => pending.unschedulable += 1,
+            }
+        }
+        pending
+    }
+
     /// After a relist: pods not in `uids` are gone.
     pub fn retain(&mut self, keep: impl Fn(&str) -> bool) {
         let gone: Vec<String> = self.entries.keys().filter(|u| !keep(u)).cloned().collect();
@@ -285,6 +301,32 @@ mod tests {
         let order: Vec<String> = std::iter::from_fn(|| q.pop(now).map(|(u, _)| u)).collect();
         assert_eq!(order, ["b", "a", "c"]);
         assert_eq!(q.len(), 3, "in flight until bound or parked");
+    }
+
+    #[test]
+    fn pending_pods_are_counted_by_where_they_wait() {
+        let mut q = Queue::default();
+        let t0 = Instant::now();
+        for uid in ["a", "b", "c", "d"] {
+            q.add_or_update(uid, pod(uid, 0), t0);
+        }
+        for _ in 0..3 {
+            assert!(q.pop(t0).is_some());
+        }
+        q.park("a", t0, false, false);
+        q.park("b", t0, false, false);
+        // "c" is in flight (its binding being written): in no queue.
+        let at = |active, backoff, unschedulable| PendingPods {
+            active,
+            backoff,
+            unschedulable,
+        };
+        assert_eq!(q.pending(t0), at(1, 2, 0));
+        assert_eq!(
+            q.pending(t0 + BACKOFF_INITIAL),
+            at(1, 0, 2),
+            "backoff over, waiting for an event"
+        );
     }
 
     #[test]

@@ -146,6 +146,8 @@ impl LeaderElectFlags {
 struct ControllerManagerArgs {
     #[command(flatten)]
     election: LeaderElectFlags,
+    #[command(flatten)]
+    metrics: MetricsFlags,
     /// Give every node a pod CIDR (`spec.podCIDR`) from `--cluster-cidr`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     allocate_node_cidrs: bool,
@@ -203,6 +205,8 @@ struct ProxyArgs {
     /// The node's address: NodePort Services listen on it.
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: std::net::IpAddr,
+    #[command(flatten)]
+    metrics: MetricsFlags,
 }
 
 #[derive(clap::Args)]
@@ -230,6 +234,8 @@ struct DnsArgs {
 
 #[derive(clap::Args)]
 struct AgentArgs {
+    #[command(flatten)]
+    metrics: MetricsFlags,
     /// The Kubernetes API server's URL (https:// or http://; its mesh API is on the same
     /// port), or several, comma separated, to fail over between (default: the
     /// kubeconfig's server).
@@ -319,6 +325,32 @@ struct AgentArgs {
 struct SchedulerArgs {
     #[command(flatten)]
     election: LeaderElectFlags,
+    #[command(flatten)]
+    metrics: MetricsFlags,
+}
+
+/// Where a separate component serves its Prometheus metrics.
+#[derive(clap::Args)]
+struct MetricsFlags {
+    /// Serve `GET /metrics` (plain HTTP, Prometheus text) on this address; none: not
+    /// served.
+    #[arg(long)]
+    metrics_bind_address: Option<std::net::SocketAddr>,
+}
+
+impl MetricsFlags {
+    /// Serves `registry` at --metrics-bind-address, if given, from now on.
+    async fn serve(&self, registry: prometheus_client::registry::Registry) -> Result<(), String> {
+        let Some(addr) = self.metrics_bind_address else {
+            return Ok(());
+        };
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (--metrics-bind-address): {e}"))?;
+        tracing::info!(addr = %l.local_addr().map_err(|e| e.to_string())?, "serving metrics at /metrics");
+        tokio::spawn(capstan_agents::metrics::serve(l, std::sync::Arc::new(registry)));
+        Ok(())
+    }
 }
 
 /// A duration as upstream's flags write it (Go's `time.ParseDuration`): one or more
@@ -502,6 +534,11 @@ struct MemberFlags {
     /// behind catches up by snapshot).
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
+    /// URLs to serve the store's Prometheus metrics on (`/metrics`, etcd's names, and
+    /// etcd's `/health`), comma separated, e.g. http://127.0.0.1:2381 (http:// only for
+    /// now). The Kubernetes API's `/metrics`, when served, includes them too.
+    #[arg(long, default_value = "")]
+    listen_metrics_urls: String,
 }
 
 #[derive(clap::Args)]
@@ -610,6 +647,36 @@ async fn run_master(args: MasterArgs) -> Result<(), String> {
         secure: args.secure,
     })
     .await
+}
+
+/// The addresses of `--listen-metrics-urls` (`http://host:port`, comma separated; a host
+/// name is resolved, and every address it has is listened on).
+async fn parse_metrics_urls(s: &str) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for url in s.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let host_port = match url.strip_prefix("http://") {
+            Some(rest) => rest.trim_end_matches('/'),
+            None if url.starts_with("https://") => {
+                return Err(format!(
+                    "--listen-metrics-urls: {url}: https is not supported yet (use http://)"
+                ))
+            }
+            None => return Err(format!("--listen-metrics-urls: {url:?} is not http://host:port")),
+        };
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host_port)
+            .await
+            .map_err(|e| format!("--listen-metrics-urls: {url}: {e}"))?
+            .collect();
+        if addrs.is_empty() {
+            return Err(format!("--listen-metrics-urls: {url}: no address"));
+        }
+        for a in addrs {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Parses `n1=http://a:2380,n2=http://b:2380`.
@@ -759,6 +826,36 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     config.initial_cluster = parse_initial_cluster(&m.initial_cluster)?;
     config.initial_cluster_token = m.initial_cluster_token.clone();
     config.peer_source_ip = m.peer_source_ip;
+    // One registry for the process: the store's metrics, served at --listen-metrics-urls
+    // and by the Kubernetes API's /metrics when this member serves that API.
+    let mut registry = prometheus_client::registry::Registry::default();
+    config.metrics = capstan_store::StoreMetrics::register(&mut registry);
+    // The in-process components' metrics go into the same registry.
+    let serves_api = args.apiserver_listen.is_some();
+    let embedded = EmbeddedMetrics {
+        controllers: (serves_api && !args.no_controller_manager)
+            .then(|| capstan_agents::metrics::ControllerMetrics::new(&mut registry)),
+        scheduler: (serves_api && args.scheduler)
+            .then(|| capstan_agents::metrics::SchedulerMetrics::new(&mut registry)),
+        node: (serves_api && args.node_name.is_some())
+            .then(|| capstan_agents::metrics::NodeMetrics::new(&mut registry)),
+        proxy: (serves_api && args.node_name.is_some())
+            .then(|| capstan_agents::metrics::ProxyMetrics::new(&mut registry)),
+    };
+    let registry = std::sync::Arc::new(registry);
+    for metrics_addr in parse_metrics_urls(&m.listen_metrics_urls).await? {
+        let l = tokio::net::TcpListener::bind(metrics_addr)
+            .await
+            .map_err(|e| format!("cannot listen on {metrics_addr} (--listen-metrics-urls): {e}"))?;
+        let bound = l.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(%bound, "serving the store's metrics at /metrics and /health");
+        tokio::spawn(capstan_store::metrics::serve(
+            l,
+            registry.clone(),
+            config.metrics.clone(),
+            std::future::pending(),
+        ));
+    }
     if m.heartbeat_interval == 0 || m.election_timeout < 2 * m.heartbeat_interval {
         return Err("--election-timeout must be at least twice --heartbeat-interval (and both above 0)".into());
     }
@@ -835,6 +932,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     }
     if let Some(api_addr) = args.apiserver_listen {
         let mut config = api_config(&args.api)?;
+        config.process_metrics = Some(registry.clone());
         let tls = match &pki {
             None => None,
             Some(pki) => {
@@ -889,10 +987,14 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
         });
         if !args.no_controller_manager {
             let access = access(capstan_apiserver::rbac::KUBE_CONTROLLER_MANAGER_USER, None)?;
-            embedded_controller_manager(&access, &m.name, &args.cluster_cidr)?;
+            embedded_controller_manager(&access, &m.name, &args.cluster_cidr, embedded.controllers.clone())?;
         }
         if args.scheduler {
-            embedded_scheduler(&access(capstan_apiserver::rbac::KUBE_SCHEDULER_USER, None)?, &m.name)?;
+            embedded_scheduler(
+                &access(capstan_apiserver::rbac::KUBE_SCHEDULER_USER, None)?,
+                &m.name,
+                embedded.scheduler.clone(),
+            )?;
         }
         if let Some(node) = &args.node_name {
             // The cluster DNS's Service takes the tenth address of the Service range, as
@@ -931,6 +1033,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
                 &m.data_dir.join("node"),
                 dns_ip,
                 serving,
+                &embedded,
             )
             .await?;
         }
@@ -959,7 +1062,12 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
 /// defaults of `capstan controller-manager`: leader election on the usual Lease, as
 /// `<member>_<hostname>_<pid>_<start>`, so that members of one cluster (and separate
 /// controller-managers) never act at once.
-fn embedded_controller_manager(access: &Access, member: &str, cluster_cidr: &str) -> Result<(), String> {
+fn embedded_controller_manager(
+    access: &Access,
+    member: &str,
+    cluster_cidr: &str,
+    metrics: Option<capstan_agents::metrics::ControllerMetrics>,
+) -> Result<(), String> {
     use capstan_agents::controller_manager::{self, default_identity, Election};
     use capstan_agents::nodeipam::{Blocks, NODE_MASK_SIZE_DEFAULT};
     let client = access.client()?;
@@ -980,16 +1088,29 @@ fn embedded_controller_manager(access: &Access, member: &str, cluster_cidr: &str
             .map(|pem| String::from_utf8_lossy(pem).into_owned()),
     };
     tokio::spawn(async move {
-        if let Err(e) = controller_manager::run(client, election, options).await {
+        if let Err(e) = controller_manager::run_with_metrics(client, election, options, metrics).await {
             tracing::error!(error = %e, "the controller-manager stopped");
         }
     });
     Ok(())
 }
 
+/// The metrics of the components a store process runs in itself, registered with the
+/// store's (None: that component does not run here).
+struct EmbeddedMetrics {
+    controllers: Option<capstan_agents::metrics::ControllerMetrics>,
+    scheduler: Option<capstan_agents::metrics::SchedulerMetrics>,
+    node: Option<capstan_agents::metrics::NodeMetrics>,
+    proxy: Option<capstan_agents::metrics::ProxyMetrics>,
+}
+
 /// Runs the scheduler in this process against the API `access` reaches, elected as
 /// `capstan scheduler` is.
-fn embedded_scheduler(access: &Access, member: &str) -> Result<(), String> {
+fn embedded_scheduler(
+    access: &Access,
+    member: &str,
+    metrics: Option<capstan_agents::metrics::SchedulerMetrics>,
+) -> Result<(), String> {
     use capstan_agents::controller_manager::{self, default_identity, Election};
     use capstan_agents::scheduler;
     let client = access.client()?;
@@ -1000,7 +1121,8 @@ fn embedded_scheduler(access: &Access, member: &str) -> Result<(), String> {
     };
     tracing::info!(identity = %election.identity, "running the scheduler in this process");
     tokio::spawn(async move {
-        if let Err(e) = controller_manager::run_elected(client, &election, scheduler::run).await {
+        let work = |c| scheduler::run_with_metrics(c, metrics.clone());
+        if let Err(e) = controller_manager::run_elected(client, &election, work).await {
             tracing::error!(error = %e, "the scheduler stopped");
         }
     });
@@ -1009,6 +1131,7 @@ fn embedded_scheduler(access: &Access, member: &str) -> Result<(), String> {
 
 /// Runs node `name` in this process: its agent (its port over TLS with `serving`) and its
 /// proxy.
+#[allow(clippy::too_many_arguments)]
 async fn embedded_node(
     access: &Access,
     name: &str,
@@ -1017,6 +1140,7 @@ async fn embedded_node(
     root_dir: &std::path::Path,
     dns_ip: std::net::IpAddr,
     serving: Option<capstan_agents::node::logs::ServingTls>,
+    metrics: &EmbeddedMetrics,
 ) -> Result<(), String> {
     use capstan_agents::node::agent;
     use capstan_agents::proxy::{self, forward};
@@ -1029,14 +1153,19 @@ async fn embedded_node(
     let config = agent_config(name, node_ip, port, root_dir.to_path_buf(), resources).await?;
     tracing::info!(node = name, "running a node agent and a node proxy in this process");
     let proxy_mesh = mesh.clone();
+    let node_metrics = metrics.node.clone();
     tokio::spawn(async move {
-        if let Err(e) = agent::run_serving_tls(client, mesh, config, serving, |_| {}).await {
+        if let Err(e) = agent::run_with_metrics(client, mesh, config, serving, node_metrics, |_| {}).await {
             tracing::error!(error = %e, "the node agent stopped");
         }
     });
     let node = name.to_owned();
+    let proxy_metrics = metrics.proxy.clone();
     tokio::spawn(async move {
-        let forwarder = forward::Forwarder::new(forward::Limits::default());
+        let mut forwarder = forward::Forwarder::new(forward::Limits::default());
+        if let Some(m) = proxy_metrics {
+            forwarder = forwarder.with_metrics(m);
+        }
         proxy::run_mesh(proxy_mesh, &node, node_ip, &forwarder).await;
         tracing::error!("the node proxy's stream ended");
     });
@@ -1368,10 +1497,13 @@ async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), Strin
         lifecycle,
         root_ca_pem,
     };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = capstan_agents::metrics::ControllerMetrics::new(&mut registry);
+    args.metrics.serve(registry).await?;
     println!("capstan controller-manager ready as {}", election.identity);
     let shutdown = shutdown_signal()?;
     tokio::select! {
-        r = controller_manager::run(client, election, options) => r.map_err(|e| e.to_string()),
+        r = controller_manager::run_with_metrics(client, election, options, Some(metrics)) => r.map_err(|e| e.to_string()),
         () = shutdown => Ok(()),
     }
 }
@@ -1379,11 +1511,15 @@ async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), Strin
 async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
     use capstan_agents::{controller_manager, scheduler};
     let (client, election) = args.election.election("kube-scheduler")?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = capstan_agents::metrics::SchedulerMetrics::new(&mut registry);
+    args.metrics.serve(registry).await?;
     println!("capstan scheduler ready as {}", election.identity);
     let shutdown = shutdown_signal()?;
+    let work = |c| scheduler::run_with_metrics(c, Some(metrics.clone()));
     tokio::select! {
         // The scheduler writes only through the fenced client it is handed.
-        r = controller_manager::run_elected(client, &election, scheduler::run) => {
+        r = controller_manager::run_elected(client, &election, work) => {
             r.map_err(|e| e.to_string())
         }
         () = shutdown => Ok(()),
@@ -1393,7 +1529,10 @@ async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
 async fn run_proxy(args: ProxyArgs) -> Result<(), String> {
     use capstan_agents::proxy::{self, forward};
     let mesh = Access::of(&args.master, args.kubeconfig.as_deref())?.mesh()?;
-    let forwarder = forward::Forwarder::new(forward::Limits::default());
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = capstan_agents::metrics::ProxyMetrics::new(&mut registry);
+    args.metrics.serve(registry).await?;
+    let forwarder = forward::Forwarder::new(forward::Limits::default()).with_metrics(metrics);
     println!("capstan proxy ready on node {} ({})", args.node_name, args.node_ip);
     let shutdown = shutdown_signal()?;
     tokio::select! {
@@ -1409,6 +1548,9 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
     let access = Access::of(&args.master, args.kubeconfig.as_deref())?;
     let client = access.client()?;
     let serving = agent_port_tls(&args, &access)?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let node_metrics = capstan_agents::metrics::NodeMetrics::new(&mut registry);
+    args.metrics.serve(registry).await?;
     let name = match args.node_name {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -1445,11 +1587,12 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
         // The template's listener is the one log port all the hollow nodes share.
         let template = agent_config(&name, args.node_ip, args.port, root_dir, resources).await?;
         let shutdown = shutdown_signal()?;
-        let run = agent::run_hollow_tls(
+        let run = agent::run_hollow_with_metrics(
             client,
             &access.masters,
             access.tls.as_ref(),
             serving,
+            Some(node_metrics),
             template,
             args.nodes,
             |a| println!("capstan agent ready on node {}", a.context.node_name),
@@ -1469,7 +1612,7 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
         .unwrap_or_else(|| PathBuf::from(".capstan/nodes").join(&name));
     let config = agent_config(&name, args.node_ip, args.port, root_dir, resources).await?;
     let shutdown = shutdown_signal()?;
-    let run = agent::run_serving_tls(client, mesh, config, serving, |_| {
+    let run = agent::run_with_metrics(client, mesh, config, serving, Some(node_metrics), |_| {
         println!("capstan agent ready on node {name}")
     });
     tokio::select! {
@@ -1729,6 +1872,23 @@ mod tests {
         for bad in ["", "15", "1m30", "s", "-1s", "1d", "1.2.3s", "ms5"] {
             assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
         }
+    }
+
+    #[tokio::test]
+    async fn metrics_urls_read_as_etcd_takes_them() {
+        let v4 = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        assert_eq!(parse_metrics_urls("").await, Ok(vec![]));
+        assert_eq!(
+            parse_metrics_urls("http://127.0.0.1:2381, http://127.0.0.1:2382/,http://127.0.0.1:2381").await,
+            Ok(vec![v4(2381), v4(2382)])
+        );
+        let e = parse_metrics_urls("https://127.0.0.1:2381").await.expect_err("https");
+        assert!(e.contains("https is not supported"), "{e}");
+        assert!(parse_metrics_urls("127.0.0.1:2381").await.is_err());
+        assert!(
+            parse_metrics_urls("http://127.0.0.1").await.is_err(),
+            "a port is needed"
+        );
     }
 
     #[test]

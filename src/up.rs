@@ -7,7 +7,7 @@
 //!
 //! Every process gets its own loopback address, so each can use the usual ports, as on
 //! separate machines: master `m<i>` listens on `127.<net>.1.<i>` (etcd API 2379, peers
-//! 2380, Kubernetes API 6443), node `node<j>` on `127.<net>.2.<j>` (agent 10250, its
+//! 2380, store metrics 2381, Kubernetes API 6443), node `node<j>` on `127.<net>.2.<j>` (agent 10250, its
 //! NodePorts). Linux routes all of 127.0.0.0/8 to the loopback interface, so nothing has
 //! to be set up. The Services' ClusterIPs are in 127.<64 + net>.0.0/16 and the pods'
 //! addresses in 127.<128 + net>.0.0/16 (a /24 per node). `--loopback-net` picks `<net>`
@@ -79,6 +79,12 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
 pub const ETCD_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
 pub const API_PORT: u16 = 6443;
+/// Each master's store metrics (`--listen-metrics-urls`, plain HTTP; etcd's usual port).
+pub const METRICS_PORT: u16 = 2381;
+/// Each node agent's and node proxy's metrics (`--metrics-bind-address`; the proxy's is
+/// kube-proxy's usual port, the agent's the kubelet's former read-only port).
+pub const AGENT_METRICS_PORT: u16 = 10255;
+pub const PROXY_METRICS_PORT: u16 = 10249;
 
 #[derive(clap::Args)]
 pub struct UpArgs {
@@ -313,6 +319,8 @@ fn specs(shape: &Shape, dir: &Path) -> Vec<Spec> {
                 shape.token.clone(),
                 "--apiserver-listen".into(),
                 SocketAddr::new(ip, API_PORT).to_string(),
+                "--listen-metrics-urls".into(),
+                format!("http://{}", SocketAddr::new(ip, METRICS_PORT)),
                 "--service-cluster-ip-range".into(),
                 shape.service_cidr(),
                 "--cluster-cidr".into(),
@@ -346,6 +354,8 @@ fn specs(shape: &Shape, dir: &Path) -> Vec<Spec> {
                 ip.clone(),
                 "--root-dir".into(),
                 dir.join("nodes").join(&node).display().to_string(),
+                "--metrics-bind-address".into(),
+                format!("{ip}:{AGENT_METRICS_PORT}"),
             ]
             .into_iter()
             .chain(kubeconfig_flag(shape, dir, &format!("{node}-agent")))
@@ -364,7 +374,9 @@ fn specs(shape: &Shape, dir: &Path) -> Vec<Spec> {
                 "--master".into(),
                 masters.clone(),
                 "--node-ip".into(),
-                ip,
+                ip.clone(),
+                "--metrics-bind-address".into(),
+                format!("{ip}:{PROXY_METRICS_PORT}"),
             ]
             .into_iter()
             .chain(kubeconfig_flag(shape, dir, &format!("{node}-proxy")))
@@ -794,10 +806,11 @@ fn print_summary(shape: &Shape, dir: &Path, kubeconfig: &Path, api_listen: Socke
     for i in 1..=shape.masters {
         let ip = shape.master_ip(i);
         println!(
-            "    m{i}  etcd {s}://{}  peers {s}://{}  API {s}://{}  log {}",
+            "    m{i}  etcd {s}://{}  peers {s}://{}  API {s}://{}  metrics http://{}/metrics  log {}",
             SocketAddr::new(ip, ETCD_PORT),
             SocketAddr::new(ip, PEER_PORT),
             SocketAddr::new(ip, API_PORT),
+            SocketAddr::new(ip, METRICS_PORT),
             dir.join(format!("m{i}.log")).display()
         );
     }
@@ -809,6 +822,11 @@ fn print_summary(shape: &Shape, dir: &Path, kubeconfig: &Path, api_listen: Socke
                 shape.node_ip(j),
                 dir.join(format!("node{j}-agent.log")).display(),
                 dir.join(format!("node{j}-proxy.log")).display()
+            );
+            println!(
+                "           metrics http://{}/metrics (agent) and http://{}/metrics (proxy)",
+                SocketAddr::new(shape.node_ip(j), AGENT_METRICS_PORT),
+                SocketAddr::new(shape.node_ip(j), PROXY_METRICS_PORT)
             );
         }
     }
@@ -863,6 +881,7 @@ mod tests {
         assert!(m2.contains("--listen-client 127.7.1.2:2379"), "{m2}");
         assert!(m2.contains("--listen-peer 127.7.1.2:2380"), "{m2}");
         assert!(m2.contains("--apiserver-listen 127.7.1.2:6443"), "{m2}");
+        assert!(m2.contains("--listen-metrics-urls http://127.7.1.2:2381"), "{m2}");
         assert!(m2.contains("--service-cluster-ip-range 127.71.0.0/16"), "{m2}");
         assert!(m2.contains("--cluster-cidr 127.135.0.0/16"), "{m2}");
         assert!(

@@ -122,8 +122,23 @@ async fn a_deployments_pods_are_created_and_scheduled() {
 
     let dir = tempfile::tempdir().expect("temp dir");
     let (_store, master, client) = store_with_api(dir.path());
-    let (_cm, _) = Server::component("controller-manager", &master, &TIMING, &dir.path().join("cm.log"));
-    let (_scheduler, _) = Server::component("scheduler", &master, &TIMING, &dir.path().join("scheduler.log"));
+    // Each serves its metrics at --metrics-bind-address.
+    let (cm_metrics, scheduler_metrics) = (free_address(), free_address());
+    fn with_metrics(addr: &str) -> Vec<&str> {
+        [&TIMING[..], &["--metrics-bind-address", addr]].concat()
+    }
+    let (_cm, _) = Server::component(
+        "controller-manager",
+        &master,
+        &with_metrics(&cm_metrics),
+        &dir.path().join("cm.log"),
+    );
+    let (_scheduler, _) = Server::component(
+        "scheduler",
+        &master,
+        &with_metrics(&scheduler_metrics),
+        &dir.path().join("scheduler.log"),
+    );
 
     let nodes: Api<Node> = Api::all(client.clone());
     for (name, cpu) in [("small", "100m"), ("big", "4")] {
@@ -160,6 +175,19 @@ async fn a_deployments_pods_are_created_and_scheduled() {
     })
     .await;
     assert_eq!(placed, ["big", "big"], "only the big node has room for 500m");
+    // The attempts and reconciles behind that, in the components' metrics.
+    let scraped = |addr: &str| metrics_text(addr.parse().expect("address"));
+    let text = scraped(&scheduler_metrics);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with(r#"scheduler_schedule_attempts_total{result="scheduled""#) && !l.ends_with(" 0")),
+        "{text}"
+    );
+    let text = scraped(&cm_metrics);
+    assert!(
+        text.contains(r#"capstan_controller_reconciles_total{controller="replicaset",result="success"}"#),
+        "{text}"
+    );
     // Every node got a pod CIDR from the controller-manager's node IPAM.
     for name in ["small", "big"] {
         let cidr = eventually("a pod CIDR", || {
@@ -169,4 +197,23 @@ async fn a_deployments_pods_are_created_and_scheduled() {
         .await;
         assert!(cidr.starts_with("127.128."), "{cidr}");
     }
+}
+
+/// A loopback address with a free port.
+fn free_address() -> String {
+    format!("127.0.0.1:{}", common::free_port())
+}
+
+/// `GET /metrics` of a component: the body (the component is ready, so it serves).
+fn metrics_text(addr: std::net::SocketAddr) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics address");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .expect("timeout");
+    stream.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    response
 }

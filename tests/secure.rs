@@ -54,6 +54,24 @@ fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
         .expect("run kubectl")
 }
 
+/// `kubectl run talker`: a pod that prints `line` and sleeps.
+fn run_talker(k: &Path, kc: &Path, line: &str) {
+    let script = format!("echo {line}; exec sleep 3600");
+    let args = [
+        "run",
+        "talker",
+        "--image=busybox",
+        "--restart=Never",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ];
+    let made = kubectl(k, kc, &args);
+    assert!(made.status.success(), "{}", text(&made));
+}
+
 fn text(o: &Output) -> String {
     common::output_text(o)
 }
@@ -319,22 +337,7 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
     // The agent's port: `kubectl logs` through the API server (over TLS, with its kubelet
     // client certificate); asked directly, without a certificate 401, as alice 403, as the
     // admin (system:masters) the log. Its certificate is verified for the node's address.
-    let made = kubectl(
-        k,
-        &kc,
-        &[
-            "run",
-            "talker",
-            "--image=busybox",
-            "--restart=Never",
-            "--command",
-            "--",
-            "sh",
-            "-c",
-            "echo hello over tls; exec sleep 3600",
-        ],
-    );
-    assert!(made.status.success(), "{}", text(&made));
+    run_talker(k, &kc, "hello over tls");
     kubectl_until(
         k,
         &kc,
@@ -1031,22 +1034,7 @@ fn capstan_up_is_secure_by_default() {
     // A log read by a master's API server from the node's agent process, both over TLS:
     // the agent verifies the API server's kubelet client certificate, the API server the
     // agent's serving certificate (for 127.23.2.1), against the cluster CA.
-    let made = kubectl(
-        k,
-        &kc,
-        &[
-            "run",
-            "talker",
-            "--image=busybox",
-            "--restart=Never",
-            "--command",
-            "--",
-            "sh",
-            "-c",
-            "echo hello from node1; exec sleep 3600",
-        ],
-    );
-    assert!(made.status.success(), "{}", text(&made));
+    run_talker(k, &kc, "hello from node1");
     kubectl_until(k, &kc, &["logs", "talker"], "kubectl logs from node1's agent", |out| {
         out.contains("hello from node1")
     });

@@ -3,8 +3,8 @@
 //! certificate (the ServiceAccount admission mounts it beside the pod's token), as
 //! upstream's `root-ca-cert-publisher` keeps it.
 //!
-//! Built as the [`crate::serviceaccount`] controller is: a watch of Namespaces (the
-//! reconciled objects) and of the ConfigMaps of that name (one changed or deleted
+//! Built as the [`crate::serviceaccount`] controller is ([`runtime::run_per_namespace`]):
+//! a watch of Namespaces (the reconciled objects) and of the ConfigMaps of that name (one changed or deleted
 //! triggers its namespace); the ConfigMap is created when missing and its data put back
 //! when someone changed it. Namespaces being deleted are left alone. The controller runs
 //! only when the controller manager is given the CA (`--root-ca-file`, or the cluster's
@@ -17,12 +17,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
 use kube::{Client, ResourceExt};
 
 use crate::error::AgentError;
-use crate::runtime::{self, retry_later, Backoff};
+use crate::runtime::{self, PerNamespace};
 
 /// The ConfigMap every namespace gets.
 pub const CONFIG_MAP: &str = "kube-root-ca.crt";
@@ -31,33 +29,21 @@ pub const KEY: &str = "ca.crt";
 /// Upstream's description annotation.
 const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
 
+/// Runs the controller, publishing `ca_pem`, until its future is dropped.
+pub async fn run(client: Client, ca_pem: String) {
+    let context = Context {
+        client: client.clone(),
+        ca_pem,
+    };
+    runtime::run_per_namespace::<ConfigMap, _, _>(client, CONTROLLER, CONFIG_MAP, context, reconcile).await;
+}
+
+/// The controller's name (upstream's).
+const CONTROLLER: &str = "root-ca-cert-publisher";
+
 struct Context {
     client: Client,
     ca_pem: String,
-    backoff: Backoff,
-}
-
-/// Runs the controller, publishing `ca_pem`, until its future is dropped.
-pub async fn run(client: Client, ca_pem: String) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let config_maps: Api<ConfigMap> = Api::all(client.clone());
-    let context = Arc::new(Context {
-        client,
-        ca_pem,
-        backoff: Backoff::default(),
-    });
-    let results = Controller::new(namespaces, watcher::Config::default())
-        .watches(
-            config_maps,
-            watcher::Config::default().fields(&format!("metadata.name={CONFIG_MAP}")),
-            |cm| cm.metadata.namespace.map(|ns| ObjectRef::new(&ns)),
-        )
-        .run(
-            runtime::instrumented("root-ca-cert-publisher", reconcile),
-            error_policy,
-            context,
-        );
-    runtime::drive("root-ca-cert-publisher", results).await;
 }
 
 /// The ConfigMap as it should be, on top of `existing` (its other fields kept).
@@ -78,13 +64,12 @@ fn desired(existing: Option<ConfigMap>, ca_pem: &str) -> ConfigMap {
     cm
 }
 
-async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<Action, AgentError> {
+async fn reconcile(namespace: Arc<Namespace>, context: Arc<PerNamespace<Context>>) -> Result<Action, AgentError> {
     let name = namespace.name_any();
-    let terminating = namespace.metadata.deletion_timestamp.is_some()
-        || namespace.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
-    if terminating {
+    if runtime::terminating(&namespace) {
         return Ok(Action::await_change());
     }
+    let (backoff, context) = (&context.backoff, &context.work);
     let config_maps: Api<ConfigMap> = Api::namespaced(context.client.clone(), &name);
     let existing = config_maps.get_opt(CONFIG_MAP).await?;
     let written = match existing {
@@ -110,12 +95,8 @@ async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<A
         Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
-    context.backoff.succeeded(&name);
+    backoff.succeeded(&name);
     Ok(Action::await_change())
-}
-
-fn error_policy(namespace: Arc<Namespace>, error: &AgentError, context: Arc<Context>) -> Action {
-    retry_later(&context.backoff, "root-ca-cert-publisher", &namespace.name_any(), error)
 }
 
 #[cfg(test)]

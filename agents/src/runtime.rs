@@ -16,7 +16,13 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{watcher, Controller};
+use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
 
 use crate::error::AgentError;
 use crate::metrics::ControllerMetrics;
@@ -102,6 +108,54 @@ pub fn retry_later(backoff: &Backoff, controller: &str, key: &str, error: &Agent
     let delay = backoff.failed(key);
     tracing::warn!(controller, key, %error, ?delay, "reconciling failed");
     Action::requeue(delay)
+}
+
+/// What a [`run_per_namespace`] controller's reconcile is handed: its own state, and the
+/// per-namespace backoff its failures are retried with.
+pub struct PerNamespace<C> {
+    pub work: C,
+    pub backoff: Backoff,
+}
+
+/// Whether a namespace is being deleted (nothing is to be made in it).
+pub fn terminating(namespace: &Namespace) -> bool {
+    namespace.metadata.deletion_timestamp.is_some()
+        || namespace.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+}
+
+/// Runs `controller`, which keeps one object of kind `K` named `object` in every namespace,
+/// until its future is dropped: namespaces are the reconciled objects, and a change to an
+/// object of that name (a deletion, an edit) reconciles its namespace again; a failed
+/// reconcile is retried with the namespace's [`Backoff`]. The ServiceAccount controller
+/// and the root CA publisher are such controllers.
+pub async fn run_per_namespace<K, C, Fut>(
+    client: Client,
+    controller: &'static str,
+    object: &'static str,
+    work: C,
+    reconcile: impl FnMut(Arc<Namespace>, Arc<PerNamespace<C>>) -> Fut,
+) where
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    C: Send + Sync + 'static,
+    Fut: Future<Output = Result<Action, AgentError>> + Send + 'static,
+{
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let objects: Api<K> = Api::all(client);
+    let context = Arc::new(PerNamespace {
+        work,
+        backoff: Backoff::default(),
+    });
+    let error_policy = move |namespace: Arc<Namespace>, error: &AgentError, context: Arc<PerNamespace<C>>| {
+        retry_later(&context.backoff, controller, &namespace.name_any(), error)
+    };
+    let results = Controller::new(namespaces, watcher::Config::default())
+        .watches(
+            objects,
+            watcher::Config::default().fields(&format!("metadata.name={object}")),
+            |o: K| o.meta().namespace.clone().map(|ns| ObjectRef::new(&ns)),
+        )
+        .run(instrumented(controller, reconcile), error_policy, context);
+    drive(controller, results).await;
 }
 
 /// Runs a controller's stream of results until its future is dropped (the stream ends

@@ -2,9 +2,10 @@
 //! (pods that name none run as it), created when the namespace appears and again when
 //! someone deletes it, as upstream's `serviceaccount-controller` does.
 //!
-//! Built on kube-rs's controller runtime: a watch of Namespaces (the reconciled objects)
-//! and of ServiceAccounts named `default` (a deleted one triggers its namespace), a work
-//! queue that runs one reconcile per namespace at a time, and [`Backoff`] for failures.
+//! Built on kube-rs's controller runtime ([`runtime::run_per_namespace`]): a watch of
+//! Namespaces (the reconciled objects) and of ServiceAccounts named `default` (a deleted
+//! one triggers its namespace), a work queue that runs one reconcile per namespace at a
+//! time, and [`runtime::Backoff`] for failures.
 //! Namespaces being deleted are left alone.
 //!
 //! Left out: the token Secrets that Kubernetes before 1.24 created for each account.
@@ -15,51 +16,32 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
 use kube::{Client, ResourceExt};
 
 use crate::error::AgentError;
-use crate::runtime::{self, retry_later, Backoff};
+use crate::runtime::{self, PerNamespace};
 
 /// The account every namespace gets.
 pub const DEFAULT_ACCOUNT: &str = "default";
 
-struct Context {
-    client: Client,
-    backoff: Backoff,
-}
-
 /// Runs the controller until its future is dropped.
 pub async fn run(client: Client) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let accounts: Api<ServiceAccount> = Api::all(client.clone());
-    let context = Arc::new(Context {
+    runtime::run_per_namespace::<ServiceAccount, _, _>(
+        client.clone(),
+        "serviceaccount",
+        DEFAULT_ACCOUNT,
         client,
-        backoff: Backoff::default(),
-    });
-    let results = Controller::new(namespaces, watcher::Config::default())
-        .watches(
-            accounts,
-            watcher::Config::default().fields(&format!("metadata.name={DEFAULT_ACCOUNT}")),
-            |account| account.metadata.namespace.map(|ns| ObjectRef::new(&ns)),
-        )
-        .run(
-            runtime::instrumented("serviceaccount", reconcile),
-            error_policy,
-            context,
-        );
-    runtime::drive("serviceaccount", results).await;
+        reconcile,
+    )
+    .await;
 }
 
-async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<Action, AgentError> {
+async fn reconcile(namespace: Arc<Namespace>, context: Arc<PerNamespace<Client>>) -> Result<Action, AgentError> {
     let name = namespace.name_any();
-    let terminating = namespace.metadata.deletion_timestamp.is_some()
-        || namespace.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
-    if terminating {
+    if runtime::terminating(&namespace) {
         return Ok(Action::await_change());
     }
-    let accounts: Api<ServiceAccount> = Api::namespaced(context.client.clone(), &name);
+    let accounts: Api<ServiceAccount> = Api::namespaced(context.work.clone(), &name);
     if accounts.get_opt(DEFAULT_ACCOUNT).await?.is_none() {
         let account = ServiceAccount {
             metadata: ObjectMeta {
@@ -77,8 +59,4 @@ async fn reconcile(namespace: Arc<Namespace>, context: Arc<Context>) -> Result<A
     }
     context.backoff.succeeded(&name);
     Ok(Action::await_change())
-}
-
-fn error_policy(namespace: Arc<Namespace>, error: &AgentError, context: Arc<Context>) -> Action {
-    retry_later(&context.backoff, "serviceaccount", &namespace.name_any(), error)
 }

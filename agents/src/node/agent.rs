@@ -151,29 +151,19 @@ pub struct Agent {
 
 /// Registers the node and runs its pods until the future is dropped. `client` reaches the
 /// Kubernetes API over REST, `mesh` the same server's mesh API. The agent's port, if
-/// `config` has a listener, is plain HTTP (see [`run_serving_tls`]).
+/// `config` has a listener, is plain HTTP (see [`run_with_metrics`]).
 pub async fn run(
     client: Client,
     mesh: MeshClient<Channel>,
     config: Config,
     started: impl FnOnce(&Agent),
 ) -> Result<()> {
-    run_serving_tls(client, mesh, config, None, started).await
+    run_with_metrics(client, mesh, config, None, None, started).await
 }
 
-/// [`run`] with the agent's port over TLS with `tls`: client certificates of the cluster
-/// CA, logs for `system:masters` only (see [`logs`]).
-pub async fn run_serving_tls(
-    client: Client,
-    mesh: MeshClient<Channel>,
-    config: Config,
-    tls: Option<logs::ServingTls>,
-    started: impl FnOnce(&Agent),
-) -> Result<()> {
-    run_with_metrics(client, mesh, config, tls, None, started).await
-}
-
-/// [`run_serving_tls`], with the pods recorded in `metrics` (see [`crate::metrics`]).
+/// [`run`] with the agent's port over TLS with `tls` (client certificates of the cluster
+/// CA, logs for `system:masters` only: see [`logs`]), and the pods recorded in `metrics`
+/// (see [`crate::metrics`]); None for either: plain HTTP, nothing recorded.
 pub async fn run_with_metrics(
     client: Client,
     mesh: MeshClient<Channel>,
@@ -616,29 +606,14 @@ pub async fn run_hollow<F>(client: Client, api_url: &str, template: Config, coun
 where
     F: Fn(&Agent) + Send + Sync + 'static,
 {
-    run_hollow_tls(client, api_url, None, None, template, count, started).await
+    run_hollow_with_metrics(client, api_url, None, None, None, template, count, started).await
 }
 
-/// [`run_hollow`] with the mesh connections over TLS with `tls` (for `https://` URLs), and
-/// the shared log port over TLS with `serving` (as [`run_serving_tls`]'s).
-pub async fn run_hollow_tls<F>(
-    client: Client,
-    api_url: &str,
-    tls: Option<&crate::tls::ClientTls>,
-    serving: Option<logs::ServingTls>,
-    template: Config,
-    count: usize,
-    started: F,
-) -> Result<()>
-where
-    F: Fn(&Agent) + Send + Sync + 'static,
-{
-    run_hollow_with_metrics(client, api_url, tls, serving, None, template, count, started).await
-}
-
-/// [`run_hollow_tls`], with every node's pods recorded in `metrics` (one set for all the
-/// nodes: their pods and containers add up).
-#[allow(clippy::too_many_arguments)] // run_hollow_tls's, and the metrics
+/// [`run_hollow`] with the mesh connections over TLS with `tls` (for `https://` URLs), the
+/// shared log port over TLS with `serving` (as [`run_with_metrics`]'s), and every node's
+/// pods recorded in `metrics` (one set for all the nodes: their pods and containers add
+/// up).
+#[allow(clippy::too_many_arguments)] // run_hollow's, TLS on both sides, and the metrics
 pub async fn run_hollow_with_metrics<F>(
     client: Client,
     api_url: &str,

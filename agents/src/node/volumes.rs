@@ -123,48 +123,42 @@ fn object_files(
     }
 }
 
-/// The files of a ConfigMap (volume or projection).
-fn config_map_files(
-    sources: &Sources,
-    name: &str,
-    optional: Option<bool>,
-    shape: (Option<&Vec<KeyToPath>>, Option<i32>),
-    what: &str,
-) -> Result<Files> {
-    let data = sources.config_maps.get(name).map(|o| {
-        let text = o
-            .data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone().into_bytes()));
-        let binary = o.binary_data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone()));
-        text.chain(binary).collect()
-    });
-    object_files(data, optional == Some(true), shape, what, || {
-        format!("configmap \"{name}\" not found")
-    })
+/// The keys of an object: its text values (as bytes), then its binary ones, which win
+/// (a Secret's `data` over its `stringData`, as the API merges them).
+fn keyed_data<'a>(
+    text: Option<&'a BTreeMap<String, String>>,
+    binary: Option<&'a BTreeMap<String, k8s_openapi::ByteString>>,
+) -> BTreeMap<String, Vec<u8>> {
+    let text = text
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone().into_bytes()));
+    let binary = binary.into_iter().flatten().map(|(k, v)| (k.clone(), v.0.clone()));
+    text.chain(binary).collect()
 }
 
-/// The files of a Secret (volume or projection).
-fn secret_files(
+/// The files of a ConfigMap (`kind` "configmap") or a Secret ("secret"), volume or
+/// projection.
+fn object_volume_files(
     sources: &Sources,
+    kind: &str,
     name: &str,
     optional: Option<bool>,
     shape: (Option<&Vec<KeyToPath>>, Option<i32>),
     what: &str,
 ) -> Result<Files> {
-    let data = sources.secrets.get(name).map(|o| {
-        // data wins over stringData, as the API merges them.
-        let text = o
-            .string_data
-            .iter()
-            .flatten()
-            .map(|(k, v)| (k.clone(), v.clone().into_bytes()));
-        let binary = o.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone()));
-        text.chain(binary).collect()
-    });
+    let data = match kind {
+        "configmap" => sources
+            .config_maps
+            .get(name)
+            .map(|o| keyed_data(o.data.as_ref(), o.binary_data.as_ref())),
+        _ => sources
+            .secrets
+            .get(name)
+            .map(|o| keyed_data(o.string_data.as_ref(), o.data.as_ref())),
+    };
     object_files(data, optional == Some(true), shape, what, || {
-        format!("secret \"{name}\" not found")
+        format!("{kind} \"{name}\" not found")
     })
 }
 
@@ -303,8 +297,9 @@ pub fn materialize(pod: &Pod, sources: &Sources, pod_dir: &Path) -> Result<Vec<(
             std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
         } else if let Some(cm) = &v.config_map {
             let what = format!("configMap volume {:?}", v.name);
-            let files = config_map_files(
+            let files = object_volume_files(
                 sources,
+                "configmap",
                 &cm.name,
                 cm.optional,
                 (cm.items.as_ref(), cm.default_mode),
@@ -314,8 +309,9 @@ pub fn materialize(pod: &Pod, sources: &Sources, pod_dir: &Path) -> Result<Vec<(
         } else if let Some(secret) = &v.secret {
             let name = secret.secret_name.clone().unwrap_or_default();
             let what = format!("secret volume {:?}", v.name);
-            let files = secret_files(
+            let files = object_volume_files(
                 sources,
+                "secret",
                 &name,
                 secret.optional,
                 (secret.items.as_ref(), secret.default_mode),
@@ -338,10 +334,18 @@ pub fn materialize(pod: &Pod, sources: &Sources, pod_dir: &Path) -> Result<Vec<(
                 let what = format!("projected volume {:?}, source {i}", v.name);
                 let default_mode = p.default_mode;
                 let more = if let Some(cm) = &source.config_map {
-                    config_map_files(sources, &cm.name, cm.optional, (cm.items.as_ref(), default_mode), &what)?
-                } else if let Some(secret) = &source.secret {
-                    secret_files(
+                    object_volume_files(
                         sources,
+                        "configmap",
+                        &cm.name,
+                        cm.optional,
+                        (cm.items.as_ref(), default_mode),
+                        &what,
+                    )?
+                } else if let Some(secret) = &source.secret {
+                    object_volume_files(
+                        sources,
+                        "secret",
                         &secret.name,
                         secret.optional,
                         (secret.items.as_ref(), default_mode),

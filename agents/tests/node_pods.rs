@@ -39,6 +39,23 @@ async fn agent_with_metrics(
     backoff_initial: Duration,
     metrics: Option<capstan_agents::metrics::NodeMetrics>,
 ) -> (tokio::task::JoinHandle<()>, Arc<Context>) {
+    let usage_interval = capstan_agents::node::usage::USAGE_INTERVAL_DEFAULT;
+    agent_with_port(cluster, dir, node, cidr, backoff_initial, metrics, None, usage_interval).await
+}
+
+/// [`agent_with_metrics`], serving its HTTP port on `listener` and sampling usage every
+/// `usage_interval`.
+#[allow(clippy::too_many_arguments)]
+async fn agent_with_port(
+    cluster: &Cluster,
+    dir: &Path,
+    node: &str,
+    cidr: &str,
+    backoff_initial: Duration,
+    metrics: Option<capstan_agents::metrics::NodeMetrics>,
+    listener: Option<tokio::net::TcpListener>,
+    usage_interval: Duration,
+) -> (tokio::task::JoinHandle<()>, Arc<Context>) {
     let config = Config {
         identity: NodeIdentity {
             name: node.into(),
@@ -58,10 +75,11 @@ async fn agent_with_metrics(
         log_limits: LogLimits::default(),
         backoff_initial,
         backoff_max: backoff_initial * 4,
-        listener: None,
+        listener,
         init_program: None,
         dns: None,
         runtime: capstan_agents::node::runtime::RuntimeKind::Process,
+        usage_interval,
     };
     let mesh = agent::mesh_client(&cluster.url).expect("mesh client");
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -521,6 +539,92 @@ async fn a_restarted_agent_adopts_its_running_containers() {
             || std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z ")),
         "the process is gone"
     );
+}
+
+/// `GET path` on the agent's plain HTTP port: (status code, body).
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Result<(u16, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or("no end of head")?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("no status")?;
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return Err("a chunked answer; the test expects a length".into());
+    }
+    Ok((code, body.to_owned()))
+}
+
+#[tokio::test]
+async fn the_agent_serves_its_containers_cpu_and_memory_usage() {
+    let cluster = start().await;
+    let dir = tempfile::tempdir().expect("dir");
+    let _reaper = Reaper(dir.path().to_path_buf());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let interval = Duration::from_millis(200);
+    let (_agent, _ctx) = agent_with_port(
+        &cluster,
+        dir.path(),
+        "n8",
+        "127.208.0.0/24",
+        Duration::from_secs(1),
+        None,
+        Some(listener),
+        interval,
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
+    let pod = create(&pods, shell("n8", "busy", "while :; do :; done", json!({}))).await;
+    let uid = pod.metadata.uid.clone().expect("uid");
+    let summary = eventually("the busy pod has a CPU rate in the summary", || async {
+        let (code, body) = http_get(addr, "/stats/summary").await?;
+        if code != 200 {
+            return Err(format!("{code}: {body}"));
+        }
+        let summary: Value = serde_json::from_str(&body).map_err(|e| format!("{e}: {body}"))?;
+        let pod = summary["pods"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["podRef"]["name"] == "busy").cloned())
+            .ok_or(format!("no pod busy: {summary}"))?;
+        let rate = pod["cpu"]["usageNanoCores"]
+            .as_u64()
+            .ok_or(format!("no rate yet: {pod}"))?;
+        (rate > 0).then_some(()).ok_or(format!("no CPU used: {pod}"))?;
+        Ok(summary)
+    })
+    .await;
+    assert_eq!(summary["node"]["nodeName"], "n8");
+    assert!(
+        summary["node"]["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0),
+        "{summary}"
+    );
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"].as_u64() > Some(0),
+        "{summary}"
+    );
+    let pod = summary["pods"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| p["podRef"]["name"] == "busy"))
+        .expect("the pod");
+    assert_eq!(
+        pod["podRef"],
+        json!({"name": "busy", "namespace": "default", "uid": uid})
+    );
+    assert!(pod["memory"]["workingSetBytes"].as_u64() > Some(0), "{pod}");
+    let c = &pod["containers"][0];
+    assert_eq!(c["name"], "busy");
+    assert!(c["cpu"]["usageNanoCores"].as_u64() > Some(0), "{pod}");
+    assert!(c["memory"]["workingSetBytes"].as_u64() > Some(0), "{pod}");
+    assert!(c["cpu"]["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{pod}");
+    pods.delete("busy", &DeleteParams::default()).await.expect("delete");
 }
 
 #[tokio::test]

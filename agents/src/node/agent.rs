@@ -63,6 +63,7 @@ use super::process::{LogLimits, ProcessRuntime};
 use super::registration::{self, Heartbeat, NodeIdentity};
 use super::runtime::{self, Runtime, RuntimeKind};
 use super::simulated::SimulatedRuntime;
+use super::usage::Usage;
 use crate::metrics::NodeMetrics;
 use crate::nodeipam::Cidr;
 use crate::{AgentError, Result};
@@ -114,6 +115,9 @@ pub struct Config {
     pub dns: Option<pods::Dns>,
     /// The container runtime: processes, or simulated containers (a hollow node).
     pub runtime: RuntimeKind,
+    /// How often the containers' CPU and memory are sampled for `/stats/summary` (see
+    /// [`super::usage`]); [`super::usage::USAGE_INTERVAL_DEFAULT`] unless a test wants it sooner.
+    pub usage_interval: Duration,
 }
 
 /// Status reports over the mesh API.
@@ -272,8 +276,17 @@ pub async fn run_with_metrics(
         })
     });
     let _rotation = rotation.map(AbortOnDrop);
+    // Simulated containers have no process to measure: no sampler, and no summary.
+    let usage = (!runtime.is_simulated()).then(|| Arc::new(Usage::default()));
+    let _sampler = usage.clone().map(|usage| {
+        AbortOnDrop(tokio::spawn(sample_usage(
+            context.clone(),
+            usage,
+            config.usage_interval,
+        )))
+    });
     let _server = config.listener.take().map(|listener| {
-        let router = logs::router(Arc::new(Logs(context.clone())));
+        let router = logs::router(Arc::new(Logs(context.clone(), usage)));
         AbortOnDrop(tokio::spawn(async move {
             if let Err(e) = logs::serve(listener, router, tls).await {
                 tracing::error!(error = %e, "the agent's HTTP port stopped");
@@ -295,12 +308,33 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The log server's view of the pods: their containers' log files and running state.
-struct Logs(Arc<Context>);
+/// Samples the containers' usage every `interval` (at least 1 ms), on the blocking pool.
+async fn sample_usage(ctx: Arc<Context>, usage: Arc<Usage>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(1)));
+    // A round that ran late is not made up with a burst: rates use the real wall time.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let (ctx, usage) = (ctx.clone(), usage.clone());
+        // The wall time of the rates: when the round starts, from the monotonic clock.
+        let taken = std::time::Instant::now();
+        if let Err(e) = tokio::task::spawn_blocking(move || usage.sample(&ctx, taken)).await {
+            tracing::warn!(error = %e, "sampling the containers' usage panicked");
+        }
+    }
+}
+
+/// The log server's view of the pods: their containers' log files and running state,
+/// and their usage (none on a simulated node).
+struct Logs(Arc<Context>, Option<Arc<Usage>>);
 
 impl PodLogs for Logs {
     fn containers(&self, namespace: &str, name: &str) -> Option<Vec<ContainerLog>> {
         pod_logs(&self.0, namespace, name)
+    }
+
+    fn summary(&self) -> Option<serde_json::Value> {
+        Some(self.1.as_ref()?.summary(&self.0.node_name))
     }
 }
 
@@ -679,6 +713,7 @@ where
             init_program: None,
             dns: template.dns.clone(),
             runtime: RuntimeKind::Simulated,
+            usage_interval: template.usage_interval,
         };
         let mesh = connections[i / HOLLOW_NODES_PER_CONNECTION].clone();
         let (client, shared, started) = (client.clone(), shared.clone(), started.clone());

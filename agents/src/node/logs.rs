@@ -1,6 +1,8 @@
 //! The agent's HTTP server for container logs: the kubelet's
 //! `GET /containerLogs/{namespace}/{pod}/{container}`, which the API server calls for
-//! `kubectl logs` (`pods/{name}/log`) and streams back to the client.
+//! `kubectl logs` (`pods/{name}/log`) and streams back to the client; and the kubelet's
+//! `GET /stats/summary`, the containers' CPU and memory (see [`super::usage`]), under the
+//! same TLS and authorization as the logs.
 //!
 //! # What is read
 //!
@@ -110,6 +112,12 @@ use tokio_rustls::rustls;
 pub trait PodLogs: Send + Sync + 'static {
     /// The containers of pod `namespace/name` on this node, or None if the node does not run it.
     fn containers(&self, namespace: &str, name: &str) -> Option<Vec<ContainerLog>>;
+
+    /// The Summary API's answer (`/stats/summary`, see [`super::usage`]), or None where
+    /// the node measures nothing (simulated containers): `404`.
+    fn summary(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// One container's log files.
@@ -151,7 +159,8 @@ pub fn router(pods: Arc<dyn PodLogs>) -> Router {
     router_with_limits(pods, LogLimits::default())
 }
 
-/// The router of the agent's HTTP port: `GET /containerLogs/{namespace}/{pod}/{container}`.
+/// The router of the agent's HTTP port: `GET /containerLogs/{namespace}/{pod}/{container}`
+/// and `GET /stats/summary`.
 pub fn router_with_limits(pods: Arc<dyn PodLogs>, limits: LogLimits) -> Router {
     let shared = Arc::new(Shared {
         pods,
@@ -164,7 +173,22 @@ pub fn router_with_limits(pods: Arc<dyn PodLogs>, limits: LogLimits) -> Router {
     });
     Router::new()
         .route("/containerLogs/{namespace}/{pod}/{container}", get(container_logs))
+        .route("/stats/summary", get(stats_summary))
         .with_state(shared)
+}
+
+/// `GET /stats/summary` (query parameters such as `only_cpu_and_memory` change nothing:
+/// only CPU and memory are measured).
+async fn stats_summary(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.pods.summary() {
+        Some(summary) => {
+            let mut r = Response::new(Body::from(summary.to_string()));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        None => Refusal(StatusCode::NOT_FOUND, "404 page not found".into()).into_response(),
+    }
 }
 
 struct Shared {

@@ -9,7 +9,9 @@
 //! - [`runtime`]: either of the two, as the pod workers use it.
 //! - [`init`]: `container-init`, which gives a container its mounts and `exec`s its command.
 //! - [`probe`]: liveness, readiness and startup probes: one try, and the thresholds.
-//! - [`logs`]: the agent's HTTP port for container logs (the kubelet's `containerLogs`).
+//! - [`logs`]: the agent's HTTP port for container logs (the kubelet's `containerLogs`)
+//!   and usage (its `/stats/summary`).
+//! - [`usage`]: the containers' CPU and memory, sampled from cgroups and `/proc`.
 
 pub mod agent;
 pub mod init;
@@ -21,4 +23,5 @@ pub mod registration;
 pub mod runtime;
 pub mod simulated;
 pub mod spec;
+pub mod usage;
 pub mod volumes;

@@ -344,6 +344,7 @@ impl MetricsFlags {
         let Some(addr) = self.metrics_bind_address else {
             return Ok(());
         };
+        plain_metrics_allowed(addr, false, "--metrics-bind-address")?;
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr} (--metrics-bind-address): {e}"))?;
@@ -679,6 +680,18 @@ async fn parse_metrics_urls(s: &str) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
+/// Metrics are served in plain HTTP (their TLS is not built yet): on a loopback address,
+/// or elsewhere only with `--insecure` (where a component has that flag), as every
+/// plain-text listener.
+fn plain_metrics_allowed(addr: SocketAddr, insecure: bool, flag: &str) -> Result<(), String> {
+    if addr.ip().is_loopback() || insecure {
+        return Ok(());
+    }
+    Err(format!(
+        "{flag} {addr}: metrics are plain HTTP, served on loopback addresses only (or with --insecure where the command has it)"
+    ))
+}
+
 /// Parses `n1=http://a:2380,n2=http://b:2380`.
 fn parse_initial_cluster(s: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
@@ -844,6 +857,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
     };
     let registry = std::sync::Arc::new(registry);
     for metrics_addr in parse_metrics_urls(&m.listen_metrics_urls).await? {
+        plain_metrics_allowed(metrics_addr, args.secure.insecure, "--listen-metrics-urls")?;
         let l = tokio::net::TcpListener::bind(metrics_addr)
             .await
             .map_err(|e| format!("cannot listen on {metrics_addr} (--listen-metrics-urls): {e}"))?;
@@ -1741,6 +1755,7 @@ async fn agent_config(
         log_limits: resources.log_limits,
         backoff_initial: pods::BACKOFF_INITIAL,
         backoff_max: pods::BACKOFF_MAX,
+        usage_interval: capstan_agents::node::usage::USAGE_INTERVAL_DEFAULT,
         listener: Some(listener),
         // Containers' mounts go through this binary's `container-init`.
         init_program: std::env::current_exe().ok(),
@@ -1889,6 +1904,16 @@ mod tests {
             parse_metrics_urls("http://127.0.0.1").await.is_err(),
             "a port is needed"
         );
+    }
+
+    #[test]
+    fn plain_metrics_stay_on_loopback_unless_insecure() {
+        let at = |ip: [u8; 4]| SocketAddr::from((ip, 2381));
+        assert!(plain_metrics_allowed(at([127, 0, 0, 1]), false, "--f").is_ok());
+        assert!(plain_metrics_allowed(at([127, 23, 2, 1]), false, "--f").is_ok());
+        let e = plain_metrics_allowed(at([10, 0, 0, 1]), false, "--f").expect_err("not loopback");
+        assert!(e.contains("--f 10.0.0.1:2381") && e.contains("loopback"), "{e}");
+        assert!(plain_metrics_allowed(at([0, 0, 0, 0]), true, "--f").is_ok());
     }
 
     #[test]

@@ -291,6 +291,23 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
         "the pod Running on the in-process node",
         |out| out.contains("Running"),
     );
+    // kubectl top: the agent's samples of its node and containers, through
+    // metrics.k8s.io (a pod's CPU rate needs two samples, one interval apart).
+    for k in common::kubectls_or_fail() {
+        kubectl_until(&k, &kc, &["top", "node", "--no-headers"], "kubectl top node", |out| {
+            out.lines().any(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.first() == Some(&"n1") && f.get(1).is_some_and(|c| c.ends_with('m')) && l.contains("Mi")
+            })
+        });
+        kubectl_until(
+            &k,
+            &kc,
+            &["top", "pod", "-l", "app=web", "--no-headers"],
+            "kubectl top pod",
+            |out| out.lines().any(|l| l.starts_with("web-") && l.contains("Mi")),
+        );
+    }
 
     // No credentials: 401, but for the health paths.
     let addr: std::net::SocketAddr = listen.parse().expect("address");

@@ -79,12 +79,23 @@ pub fn api_groups() -> Value {
     json!({
         "kind": "APIGroupList",
         "apiVersion": "v1",
-        "groups": GROUPS.iter().chain(REVIEW_GROUPS.iter()).map(|g| group_entry(g)).collect::<Vec<_>>(),
+        "groups": GROUPS
+            .iter()
+            .chain(REVIEW_GROUPS.iter())
+            .map(|g| group_entry(g))
+            .chain([crate::podmetrics::group_entry()])
+            .collect::<Vec<_>>(),
     })
 }
 
 /// `/apis/<group>`, if served.
 pub fn api_group(group: &str) -> Option<Value> {
+    if group == crate::podmetrics::GROUP {
+        let mut g = crate::podmetrics::group_entry();
+        g["kind"] = json!("APIGroup");
+        g["apiVersion"] = json!("v1");
+        return Some(g);
+    }
     served_group(group).then(|| {
         let mut g = group_entry(group);
         g["kind"] = json!("APIGroup");
@@ -118,6 +129,9 @@ fn sub_entry(r: &ResourceType, sub: Sub) -> Value {
 
 /// `/api/v1` (group "") or `/apis/<group>/v1`, if served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if group == crate::podmetrics::GROUP {
+        return (version == crate::podmetrics::VERSION).then(crate::podmetrics::resource_list);
+    }
     if version != "v1" || !(group.is_empty() || served_group(group)) {
         return None;
     }
@@ -244,8 +258,14 @@ mod tests {
                 "discovery.k8s.io",
                 "authentication.k8s.io",
                 "authorization.k8s.io",
+                "metrics.k8s.io",
             ]
         );
+        let m = api_group("metrics.k8s.io").expect("the metrics group");
+        assert_eq!(m["preferredVersion"]["groupVersion"], "metrics.k8s.io/v1beta1");
+        let kinds = resource_list("metrics.k8s.io", "v1beta1").expect("metrics resources");
+        assert_eq!(kinds["resources"][0]["kind"], "NodeMetrics");
+        assert!(resource_list("metrics.k8s.io", "v1").is_none());
         let g = api_group("rbac.authorization.k8s.io").expect("rbac group");
         assert_eq!(g["preferredVersion"]["groupVersion"], "rbac.authorization.k8s.io/v1");
         let list = resource_list("rbac.authorization.k8s.io", "v1").expect("rbac resources");

@@ -53,6 +53,7 @@ pub mod object;
 pub mod openapi;
 pub mod patch;
 pub mod podlog;
+pub mod podmetrics;
 pub mod protobuf;
 pub mod rbac;
 pub mod resources;
@@ -460,6 +461,12 @@ pub fn router_with(api: Arc<Api>, metrics: Arc<metrics::Metrics>) -> Router {
                  Query(q): Query<HashMap<String, String>>,
                  req: Request| async move {
                     let method = req.method().clone();
+                    if group == podmetrics::GROUP && version == podmetrics::VERSION {
+                        if method != Method::GET {
+                            return ApiError::MethodNotAllowed(format!("{method} is not supported on {group}")).into_response();
+                        }
+                        return podmetrics::serve(&api, &rest).await.unwrap_or_else(|e| e.into_response());
+                    }
                     resource_request(api, method, &group, &version, &rest, q, req).await
                 },
             ),

@@ -502,6 +502,40 @@ pub async fn serve(api: &Api, t: &Target, name: &str, params: &Params) -> Result
     Ok(r)
 }
 
+/// `GET <path>` of the agent at `addr` (over TLS with the API's kubelet client
+/// certificate when it has one, as [`serve`] asks), its whole body of at most
+/// `bytes_max`, all within [`AGENT_HEAD_TIMEOUT_MS`]; any answer but a 2xx is an error.
+pub async fn agent_get(
+    api: &Api,
+    addr: SocketAddr,
+    path: &str,
+    bytes_max: usize,
+) -> std::result::Result<Bytes, String> {
+    let work = async {
+        let answer = match api.config.kubelet_client.as_deref() {
+            Some(tls) => request_tls(addr, tls.config(false), path).await?,
+            None => {
+                let request = Request::get(format!("http://{addr}{path}"))
+                    .body(Empty::<Bytes>::new())
+                    .map_err(|e| e.to_string())?;
+                client().request(request).await.map_err(|e| error_chain(&e))?
+            }
+        };
+        let (head, body) = answer.into_parts();
+        if !head.status.is_success() {
+            return Err(format!("the agent answered {}", head.status));
+        }
+        Limited::new(body, bytes_max)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| format!("reading the answer: {e}"))
+    };
+    tokio::time::timeout(Duration::from_millis(AGENT_HEAD_TIMEOUT_MS), work)
+        .await
+        .map_err(|_| format!("no answer within {AGENT_HEAD_TIMEOUT_MS} ms"))?
+}
+
 /// An error with its sources (hyper's own message is only "client error (Connect)").
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

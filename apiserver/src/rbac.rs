@@ -1078,6 +1078,12 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
                 rule(READ_WRITE, &["coordination.k8s.io"], &["leases"]),
             ],
         ),
+        // metrics-server's: `kubectl top` for whoever may view (Capstan serves the group).
+        cluster_role(
+            "system:aggregated-metrics-reader",
+            &[AGGREGATE_TO_VIEW, AGGREGATE_TO_EDIT, AGGREGATE_TO_ADMIN],
+            vec![rule(READ, &["metrics.k8s.io"], &["pods", "nodes"])],
+        ),
         cluster_role(
             "system:aggregate-to-view",
             &[AGGREGATE_TO_VIEW],

@@ -27,35 +27,34 @@ async fn agent(
     cidr: &str,
     backoff_initial: Duration,
 ) -> (tokio::task::JoinHandle<()>, Arc<Context>) {
-    agent_with_metrics(cluster, dir, node, cidr, backoff_initial, None).await
+    agent_with(cluster, dir, node, cidr, backoff_initial, Extras::default()).await
 }
 
-/// [`agent`], recording in `metrics`.
-async fn agent_with_metrics(
-    cluster: &Cluster,
-    dir: &Path,
-    node: &str,
-    cidr: &str,
-    backoff_initial: Duration,
+/// What some tests give [`agent_with`] beyond the defaults.
+#[derive(Default)]
+struct Extras {
     metrics: Option<capstan_agents::metrics::NodeMetrics>,
-) -> (tokio::task::JoinHandle<()>, Arc<Context>) {
-    let usage_interval = capstan_agents::node::usage::USAGE_INTERVAL_DEFAULT;
-    agent_with_port(cluster, dir, node, cidr, backoff_initial, metrics, None, usage_interval).await
-}
-
-/// [`agent_with_metrics`], serving its HTTP port on `listener` and sampling usage every
-/// `usage_interval`.
-#[allow(clippy::too_many_arguments)]
-async fn agent_with_port(
-    cluster: &Cluster,
-    dir: &Path,
-    node: &str,
-    cidr: &str,
-    backoff_initial: Duration,
-    metrics: Option<capstan_agents::metrics::NodeMetrics>,
+    /// The agent's HTTP port.
     listener: Option<tokio::net::TcpListener>,
-    usage_interval: Duration,
+    /// Usage sampling (default: the agent's default).
+    usage_interval: Option<Duration>,
+}
+
+/// [`agent`], with `extras`.
+async fn agent_with(
+    cluster: &Cluster,
+    dir: &Path,
+    node: &str,
+    cidr: &str,
+    backoff_initial: Duration,
+    extras: Extras,
 ) -> (tokio::task::JoinHandle<()>, Arc<Context>) {
+    let Extras {
+        metrics,
+        listener,
+        usage_interval,
+    } = extras;
+    let usage_interval = usage_interval.unwrap_or(capstan_agents::node::usage::USAGE_INTERVAL_DEFAULT);
     let config = Config {
         identity: NodeIdentity {
             name: node.into(),
@@ -404,13 +403,17 @@ async fn probes_decide_readiness_and_restart_an_unhealthy_container() {
     let _reaper = Reaper(dir.path().to_path_buf());
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = capstan_agents::metrics::NodeMetrics::new(&mut registry);
-    let (_agent, _ctx) = agent_with_metrics(
+    let extras = Extras {
+        metrics: Some(metrics),
+        ..Extras::default()
+    };
+    let (_agent, _ctx) = agent_with(
         &cluster,
         dir.path(),
         "n4",
         "127.204.0.0/24",
         Duration::from_secs(1),
-        Some(metrics),
+        extras,
     )
     .await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");
@@ -570,15 +573,18 @@ async fn the_agent_serves_its_containers_cpu_and_memory_usage() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let interval = Duration::from_millis(200);
-    let (_agent, _ctx) = agent_with_port(
+    let extras = Extras {
+        listener: Some(listener),
+        usage_interval: Some(interval),
+        ..Extras::default()
+    };
+    let (_agent, _ctx) = agent_with(
         &cluster,
         dir.path(),
         "n8",
         "127.208.0.0/24",
         Duration::from_secs(1),
-        None,
-        Some(listener),
-        interval,
+        extras,
     )
     .await;
     let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), "default");

@@ -1718,7 +1718,7 @@ fn rfc3339_now() -> String {
 }
 
 /// Seconds since the epoch as Kubernetes writes times: `2006-01-02T15:04:05Z`.
-fn rfc3339(seconds: u64) -> String {
+pub(crate) fn rfc3339(seconds: u64) -> String {
     i64::try_from(seconds)
         .ok()
         .and_then(|seconds| k8s_openapi::jiff::Timestamp::from_second(seconds).ok())

@@ -422,12 +422,7 @@ fn memory_stats(time: SystemTime, working_set_bytes: u64) -> Value {
 
 /// As Kubernetes writes times: `2006-01-02T15:04:05Z`.
 fn rfc3339(time: SystemTime) -> String {
-    let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    i64::try_from(seconds)
-        .ok()
-        .and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok())
-        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
-        .to_string()
+    super::process::rfc3339(time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()))
 }
 
 #[cfg(test)]

@@ -307,6 +307,9 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
             "kubectl top pod",
             |out| out.lines().any(|l| l.starts_with("web-") && l.contains("Mi")),
         );
+        // The selector is the server's: a selector no pod matches lists none.
+        let none = kubectl(&k, &kc, &["top", "pod", "-l", "app=nothing", "--no-headers"]);
+        assert!(!text(&none).contains("web-"), "{}", text(&none));
     }
 
     // No credentials: 401, but for the health paths.

@@ -465,7 +465,10 @@ pub fn router_with(api: Arc<Api>, metrics: Arc<metrics::Metrics>) -> Router {
                         if method != Method::GET {
                             return ApiError::MethodNotAllowed(format!("{method} is not supported on {group}")).into_response();
                         }
-                        return podmetrics::serve(&api, &rest).await.unwrap_or_else(|e| e.into_response());
+                        let selector = q.get("labelSelector").map_or("", String::as_str);
+                        return podmetrics::serve(&api, &rest, selector)
+                            .await
+                            .unwrap_or_else(|e| e.into_response());
                     }
                     resource_request(api, method, &group, &version, &rest, q, req).await
                 },

@@ -20,11 +20,14 @@
 //!
 //! `window` is the agent's sampling interval as it reports it (10 s by default).
 //!
+//! A list's `labelSelector` (`kubectl top pod -l`, `top node -l`) is matched against the
+//! labels of the Node or Pod objects (from the watch caches), and a PodMetrics carries
+//! its pod's labels, as metrics-server's do.
+//!
 //! # Left out
 //!
-//! Label and field selectors on these lists (kubectl filters `top pod -l` itself only
-//! for the selector it sends; a selector here is applied to the pods' labels),
-//! watches, and a cache: every read asks the agents again.
+//! Field selectors, watches, and a cache of the answers: every read asks the agents
+//! again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +41,7 @@ use crate::error::{ApiError, GroupResource, Result};
 use crate::handlers::Api;
 use crate::http::json_response;
 use crate::resources::ResourceType;
+use crate::selector::LabelSelector;
 
 pub const GROUP: &str = "metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
@@ -134,8 +138,13 @@ fn node_metrics(node: &Value, summary: &Value) -> Option<Value> {
 }
 
 /// The PodMetrics of a summary's pods (those with every container's usage), filtered by
-/// namespace and name.
-fn pod_metrics(summary: &Value, namespace: Option<&str>, name: Option<&str>) -> Vec<Value> {
+/// namespace and name; `labels_of` gives a pod's labels (None: the pod is not one to list).
+fn pod_metrics(
+    summary: &Value,
+    namespace: Option<&str>,
+    name: Option<&str>,
+    labels_of: impl Fn(&str, &str) -> Option<Value>,
+) -> Vec<Value> {
     let mut out = Vec::new();
     for pod in summary["pods"].as_array().into_iter().flatten() {
         let (pod_ns, pod_name) = (
@@ -145,6 +154,9 @@ fn pod_metrics(summary: &Value, namespace: Option<&str>, name: Option<&str>) -> 
         if namespace.is_some_and(|ns| ns != pod_ns) || name.is_some_and(|n| n != pod_name) {
             continue;
         }
+        let Some(labels) = labels_of(pod_ns, pod_name) else {
+            continue;
+        };
         let containers: Option<Vec<Value>> = pod["containers"]
             .as_array()
             .into_iter()
@@ -158,7 +170,8 @@ fn pod_metrics(summary: &Value, namespace: Option<&str>, name: Option<&str>) -> 
         out.push(json!({
             "kind": "PodMetrics",
             "apiVersion": format!("{GROUP}/{VERSION}"),
-            "metadata": {"name": pod_name, "namespace": pod_ns, "creationTimestamp": crate::object::now()},
+            "metadata": {"name": pod_name, "namespace": pod_ns, "labels": labels,
+                "creationTimestamp": crate::object::now()},
             "timestamp": time,
             "window": window(summary),
             "containers": containers,
@@ -199,8 +212,9 @@ fn not_found(resource: &str, name: &str) -> ApiError {
     }
 }
 
-/// `GET /apis/metrics.k8s.io/v1beta1/<rest>`.
-pub async fn serve(api: &Api, rest: &str) -> Result<Response> {
+/// `GET /apis/metrics.k8s.io/v1beta1/<rest>` with `labelSelector` from the query.
+pub async fn serve(api: &Api, rest: &str, label_selector: &str) -> Result<Response> {
+    let selector = LabelSelector::parse(label_selector).map_err(|e| ApiError::BadRequest(e.message))?;
     let Some(target) = target(rest) else {
         return Err(ApiError::NotFound {
             what: GroupResource::new("", ""),
@@ -209,19 +223,20 @@ pub async fn serve(api: &Api, rest: &str) -> Result<Response> {
     };
     let nodes_rt = ResourceType::by_kind("Node").ok_or_else(|| ApiError::Internal("nodes are not served".into()))?;
     let (mut nodes, _) = api.caches.get(nodes_rt).list(nodes_rt.prefix().as_bytes(), 0).await?;
-    if let Target::Nodes(Some(name)) = target {
-        nodes.retain(|n| n["metadata"]["name"] == name);
+    match target {
+        Target::Nodes(Some(name)) => nodes.retain(|n| n["metadata"]["name"] == name),
+        Target::Nodes(None) => nodes.retain(|n| selector.matches_object(n)),
+        Target::Pods { .. } => {}
     }
+    let pods_rt = ResourceType::by_kind("Pod").ok_or_else(|| ApiError::Internal("pods are not served".into()))?;
+    let pods = api.caches.get(pods_rt);
     // A pod's node is known from the pod: ask that agent alone.
     if let Target::Pods {
         namespace: Some(ns),
         name: Some(pod),
     } = target
     {
-        let pods_rt = ResourceType::by_kind("Pod").ok_or_else(|| ApiError::Internal("pods are not served".into()))?;
-        let node = api
-            .caches
-            .get(pods_rt)
+        let node = pods
             .get(pods_rt.key(Some(ns), pod).as_bytes())
             .and_then(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
             .ok_or_else(|| not_found("pods", pod))?;
@@ -240,9 +255,14 @@ pub async fn serve(api: &Api, rest: &str) -> Result<Response> {
             }
         }
         Target::Pods { namespace, name } => {
+            // Pods the cache knows and the selector takes (a named get takes any labels).
+            let labels_of = |ns: &str, pod: &str| {
+                let obj = pods.get(pods_rt.key(Some(ns), pod).as_bytes())?;
+                (name.is_some() || selector.matches_object(&obj)).then(|| obj["metadata"]["labels"].clone())
+            };
             let mut items: Vec<Value> = answers
                 .iter()
-                .flat_map(|(_, s)| pod_metrics(s, namespace, name))
+                .flat_map(|(_, s)| pod_metrics(s, namespace, name, labels_of))
                 .collect();
             let key = |v: &Value| {
                 (
@@ -310,15 +330,21 @@ mod tests {
         assert_eq!(m["usage"], json!({"cpu": "250000000n", "memory": "2048Ki"}));
         assert_eq!(m["metadata"]["labels"], json!({"zone": "a"}));
         assert_eq!(m["window"], "10s");
-        let pods = pod_metrics(&summary(), Some("default"), None);
+        let any = |_: &str, _: &str| Some(json!({"app": "x"}));
+        let pods = pod_metrics(&summary(), Some("default"), None, any);
         assert_eq!(pods.len(), 1, "a pod without a CPU rate yet is left out: {pods:?}");
         assert_eq!(pods[0]["metadata"]["name"], "web");
+        assert_eq!(pods[0]["metadata"]["labels"], json!({"app": "x"}));
         assert_eq!(
             pods[0]["containers"][0]["usage"],
             json!({"cpu": "5000000n", "memory": "1024Ki"})
         );
-        assert_eq!(pod_metrics(&summary(), None, None).len(), 2);
-        assert_eq!(pod_metrics(&summary(), Some("team"), Some("db")).len(), 1);
-        assert_eq!(pod_metrics(&summary(), Some("team"), Some("web")).len(), 0);
+        assert_eq!(pod_metrics(&summary(), None, None, any).len(), 2);
+        assert_eq!(pod_metrics(&summary(), Some("team"), Some("db"), any).len(), 1);
+        assert_eq!(pod_metrics(&summary(), Some("team"), Some("web"), any).len(), 0);
+        let only_db = |_: &str, pod: &str| (pod == "db").then(|| json!({}));
+        let pods = pod_metrics(&summary(), None, None, only_db);
+        assert_eq!(pods.len(), 1, "the pods the selector leaves out: {pods:?}");
+        assert_eq!(pods[0]["metadata"]["name"], "db");
     }
 }

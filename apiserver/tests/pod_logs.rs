@@ -423,9 +423,10 @@ async fn metrics_count_requests_by_verb_resource_and_code() {
     assert_eq!(env.get(&format!("{cms}/missing")).await.0, 404);
     assert_eq!(env.get(&format!("{PODS}/missing/log")).await.0, 404);
 
-    // A watch, open: long-running, a registered watcher, not counted yet.
+    // A watch, open: long-running, a registered watcher, not counted yet. Its timeout is
+    // past every deadline of this test: it ends when this client goes away, not with time.
     let watch = env
-        .send("GET", &format!("{cms}?watch=true&timeoutSeconds=1"), None)
+        .send("GET", &format!("{cms}?watch=true&timeoutSeconds=3600"), None)
         .await;
     assert_eq!(watch.status().as_u16(), 200);
     let mut watch = watch.into_body();
@@ -461,12 +462,30 @@ async fn metrics_count_requests_by_verb_resource_and_code() {
     );
     assert_eq!(series_value(&text, &watched), None, "a watch is counted when it ends");
 
-    // The watch ends with its timeout; then it is counted, and no longer open.
-    while next_data(&mut watch).await.is_some() {}
+    // The client goes away; the server finds out when it next writes to the watch, so
+    // each round writes a config map (straight to the store: no REST request to count).
+    // Then the watch is counted, and no longer open.
+    drop(watch);
+    let storage = Storage::local(env.node.clone());
+    let configmaps = capstan_apiserver::resources::ResourceType::find("", "v1", "configmaps").expect("configmaps");
     // The caches keep up with the store: no lag once they heard of its revision.
     let lag = r#"capstan_watch_cache_lag_revisions{group="",resource="configmaps"}"#;
     let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut nudges = 0;
     let text = loop {
+        nudges += 1;
+        let name = format!("nudge-{nudges}");
+        let nudge =
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}});
+        storage
+            .create(
+                &configmaps.key(Some("default"), &name),
+                Bytes::from(nudge.to_string()),
+                &[],
+            )
+            .await
+            .expect("the store")
+            .expect("a new key");
         let (_, text) = env.get("/metrics").await;
         if series_value(&text, &watched) == Some(1.0)
             && series_value(&text, &open) == Some(0.0)

@@ -30,6 +30,7 @@ up: build
 	@echo "  kubectl --kubeconfig $(KUBECONFIG_OUT) get nodes"
 	@echo "  ETCDCTL_API=3 etcdctl --endpoints=https://$(LISTEN) --cacert $(DATA_DIR)/pki/ca.crt \\"
 	@echo "    --cert $(DATA_DIR)/pki/admin.crt --key $(DATA_DIR)/pki/admin.key get --prefix /registry/namespaces --keys-only"
+	@echo "The dashboard: kubectl --kubeconfig $(KUBECONFIG_OUT) proxy, then open http://127.0.0.1:8001/ui/"
 	@echo "Stop it with Ctrl-C."
 	./target/debug/capstan store --data-dir $(DATA_DIR) --listen-client $(LISTEN) \
 		--apiserver-listen $(API_LISTEN) --write-kubeconfig $(KUBECONFIG_OUT) \

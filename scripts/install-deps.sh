@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs what building and testing Capstan needs, when it is missing.
 #   scripts/install-deps.sh build   protoc (with its well-known types) and libclang (RocksDB
-#                                    bindings), a C++ compiler
+#                                    bindings), a C++ compiler, Node.js and npm (the
+#                                    dashboard's front-end is bundled at build time)
 #   scripts/install-deps.sh test    the above, plus etcdctl and etcd (Debian etcd-client and
 #                                    etcd-server), kubectl 1.20 (Debian kubernetes-client,
-#                                    unpacked into .tools/) and the Python kubernetes client
-#                                    (PyPI, in a virtualenv under .tools/)
+#                                    unpacked into .tools/), the Python kubernetes client
+#                                    (PyPI, in a virtualenv under .tools/), and Chromium with
+#                                    chromedriver (the dashboard's browser test)
 #   scripts/install-deps.sh bench   the above, plus etcd (Debian etcd-server, the baseline) and
 #                                    wrk (HTTP load, for scripts/bench-proxy.sh) and a font for
 #                                    the report's plots (fonts-dejavu-core)
@@ -31,11 +33,17 @@ have_cmd protoc || need+=(protobuf-compiler)
 have_libclang || need+=(libclang-dev)
 have_cmd c++ || need+=(g++)
 have_cmd make || need+=(make)
+# apiserver/build.rs: npm ci + esbuild for the dashboard (apiserver/ui/).
+have_cmd node || need+=(nodejs)
+have_cmd npm || need+=(npm)
 if [ "$what" = test ] || [ "$what" = bench ]; then
   have_cmd etcdctl || need+=(etcd-client)
   # The apiserver is tested against a real etcd too.
   have_cmd etcd || need+=(etcd-server)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+  # tests/dashboard: headless Chromium over WebDriver.
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 fi
 if [ "$what" = bench ]; then
   have_cmd etcd || need+=(etcd-server)

@@ -17,7 +17,9 @@
 //!   `401 Unauthorized`;
 //! - a request without credentials is `401 Unauthorized` too (upstream's
 //!   `--anonymous-auth=false`), except the health paths (`/healthz`, `/livez`,
-//!   `/readyz` and below), which load balancers and probes reach without credentials.
+//!   `/readyz` and below), which load balancers and probes reach without credentials,
+//!   and the dashboard's static files (`/ui/`, `/ui/app.js`, `/ui/app.css`: a page with
+//!   no data that asks for a token, see [`crate::ui`]).
 //!
 //! The 401 body is upstream's Status: `{"kind":"Status",…,"message":"Unauthorized",
 //! "reason":"Unauthorized","code":401}`.
@@ -424,7 +426,7 @@ pub struct Guard {
 pub async fn filter(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     let auth = &guard.auth;
     let path = req.uri().path().to_owned();
-    if is_health_path(&path) {
+    if is_health_path(&path) || crate::ui::is_public(&path) {
         return next.run(req).await;
     }
     let mut req = req;

@@ -31,6 +31,8 @@
 //!   and [`flow`] (requests in flight, shared fairly between clients; 429 past that).
 //! - [`metrics`]: Prometheus metrics on `GET /metrics` (requests, watchers, watch cache
 //!   lag, flow control), recorded by one middleware around the routes.
+//! - [`ui`]: the web dashboard at `/ui/`, built from `ui/` with npm at build time and
+//!   embedded; it drives the same API as its user.
 //!
 //! Deliberately left out for now (see the issue notes): OpenAPI v3 and operations in the
 //! OpenAPI document, server-side apply, tokens mounted into pods.
@@ -62,6 +64,7 @@ pub mod serviceaccount;
 pub mod storage;
 pub mod table;
 pub mod tls;
+pub mod ui;
 pub mod validation;
 pub mod watch;
 
@@ -474,6 +477,7 @@ pub fn router_with(api: Arc<Api>, metrics: Arc<metrics::Metrics>) -> Router {
                 },
             ),
         )
+        .merge(ui::routes())
         .fallback(|| async { not_found_path() })
         // Around every route (and the fallback): requests are recorded in one place.
         .layer(axum::middleware::from_fn_with_state(metrics, metrics::record))

@@ -1238,6 +1238,8 @@ pub fn bootstrap_policy() -> (Vec<ClusterRole>, Vec<ClusterRoleBinding>) {
                     "/livez/*",
                     "/readyz/*",
                     "/healthz/*",
+                    // Capstan's: the dashboard's view of the store cluster (src/ui.rs).
+                    crate::ui::CONTROLPLANE_PATH,
                 ],
             )],
         ),

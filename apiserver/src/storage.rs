@@ -16,7 +16,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use capstan_proto::etcdserverpb::{
-    self as pb, compare, kv_client::KvClient, request_op, response_op, watch_client::WatchClient, WatchCreateRequest,
+    self as pb, cluster_client::ClusterClient, compare, kv_client::KvClient, maintenance_client::MaintenanceClient,
+    request_op, response_op, watch_client::WatchClient, WatchCreateRequest,
 };
 use capstan_proto::store::{command, Command};
 use capstan_store::watch::StreamId;
@@ -63,6 +64,8 @@ enum Backend {
     Etcd {
         kv: KvClient<Channel>,
         watch: WatchClient<Channel>,
+        cluster: ClusterClient<Channel>,
+        maintenance: MaintenanceClient<Channel>,
     },
 }
 
@@ -74,6 +77,62 @@ pub struct Storage {
 
 fn status_err(s: tonic::Status) -> ApiError {
     ApiError::from_store(&s)
+}
+
+/// A member ID as etcdctl prints it: lower-case hex.
+fn hex_id(id: u64) -> String {
+    format!("{id:x}")
+}
+
+/// The store cluster seen from one member ([`Storage::cluster_status`]), in the JSON
+/// the dashboard reads (`GET /ui/api/controlplane`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStatus {
+    /// The member that answered.
+    pub member: MemberRef,
+    /// The leader's ID, empty when that member knows of none.
+    pub leader: String,
+    pub raft_term: u64,
+    /// The member's commit index.
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    /// The member's MVCC revision.
+    pub revision: i64,
+    pub db_size_bytes: i64,
+    pub db_size_in_use_bytes: i64,
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MemberRef {
+    pub id: String,
+    pub name: String,
+}
+
+/// One member of the store cluster, as `MemberList` shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "peerURLs")]
+    pub peer_urls: Vec<String>,
+    #[serde(rename = "clientURLs")]
+    pub client_urls: Vec<String>,
+    pub is_learner: bool,
+}
+
+impl From<capstan_proto::store::Member> for MemberStatus {
+    fn from(m: capstan_proto::store::Member) -> MemberStatus {
+        MemberStatus {
+            id: hex_id(m.id),
+            name: m.name,
+            peer_urls: m.peer_urls,
+            client_urls: m.client_urls,
+            is_learner: m.is_learner,
+        }
+    }
 }
 
 /// The first key after every key starting with `prefix` (etcd's prefix range end).
@@ -126,8 +185,83 @@ impl Storage {
         Ok(Storage {
             backend: Arc::new(Backend::Etcd {
                 kv: KvClient::new(channel.clone()).max_decoding_message_size(64 << 20),
-                watch: WatchClient::new(channel).max_decoding_message_size(64 << 20),
+                watch: WatchClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+                cluster: ClusterClient::new(channel.clone()),
+                maintenance: MaintenanceClient::new(channel),
             }),
+        })
+    }
+
+    /// The store cluster as the member this API server reads from sees it: its members,
+    /// the leader, and that member's Raft and MVCC progress (etcd's `MemberList` and
+    /// `Status`). Against a remote cluster, "that member" is whichever endpoint answered.
+    pub async fn cluster_status(&self) -> Result<ClusterStatus> {
+        let (status, members) = match &*self.backend {
+            Backend::Local(node) => {
+                let (db_size, db_size_in_use) = node.mvcc.db_size();
+                let status = pb::StatusResponse {
+                    header: Some(node.header.make(node.mvcc.revision())),
+                    leader: node.leader(),
+                    raft_index: node.commit_index(),
+                    raft_term: node.header.term(),
+                    raft_applied_index: node.mvcc.applied_index(),
+                    db_size,
+                    db_size_in_use,
+                    ..Default::default()
+                };
+                let members: Vec<MemberStatus> = node.mvcc.members()?.into_iter().map(MemberStatus::from).collect();
+                (status, members)
+            }
+            Backend::Etcd {
+                cluster, maintenance, ..
+            } => {
+                let status = maintenance
+                    .clone()
+                    .status(pb::StatusRequest {})
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                let list = cluster
+                    .clone()
+                    .member_list(pb::MemberListRequest { linearizable: false })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                let members = list
+                    .members
+                    .into_iter()
+                    .map(|m| MemberStatus {
+                        id: hex_id(m.id),
+                        name: m.name,
+                        peer_urls: m.peer_ur_ls,
+                        client_urls: m.client_ur_ls,
+                        is_learner: m.is_learner,
+                    })
+                    .collect();
+                (status, members)
+            }
+        };
+        let header = status.header.unwrap_or_default();
+        let member_id = hex_id(header.member_id);
+        let name = members
+            .iter()
+            .find(|m| m.id == member_id)
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        Ok(ClusterStatus {
+            member: MemberRef { id: member_id, name },
+            leader: if status.leader == 0 {
+                String::new()
+            } else {
+                hex_id(status.leader)
+            },
+            raft_term: status.raft_term,
+            raft_index: status.raft_index,
+            raft_applied_index: status.raft_applied_index,
+            revision: header.revision,
+            db_size_bytes: status.db_size,
+            db_size_in_use_bytes: status.db_size_in_use,
+            members,
         })
     }
 

@@ -1,0 +1,129 @@
+// The control plane itself: the store's members and raft state (from Capstan's
+// /ui/api/controlplane, polled) and who holds the kube-system leases (watched).
+
+import { EmptyRow, Section, capped } from '../components.jsx';
+import { age, fmtBytes } from '../format.js';
+import { list, state } from '../store.js';
+
+function Stat({ label, value, testid }) {
+  return (
+    <div class="stat">
+      <div class="stat-label">{label}</div>
+      <div class="stat-value" data-testid={testid}>
+        {value}
+      </div>
+    </div>
+  );
+}
+
+function Store() {
+  const cp = state.controlplane;
+  const d = cp.data;
+  if (!d) {
+    return (
+      <section class="card">
+        <header class="card-head">
+          <h2>Store</h2>
+        </header>
+        <p class={cp.status === 'error' ? 'denied' : 'muted'} data-testid="controlplane-status">
+          {cp.status === 'idle' ? 'Loading…' : cp.message}
+        </p>
+      </section>
+    );
+  }
+  const members = [...(d.members || [])].sort((a, b) => (a.name || a.id).localeCompare(b.name || b.id));
+  const leader = members.find((m) => m.id === d.leader);
+  const self = d.member?.id;
+  return (
+    <section class="card">
+      <header class="card-head">
+        <h2>Store</h2>
+        {cp.status === 'error' && <span class="stale">stale: {cp.message}</span>}
+      </header>
+      <div class="stats">
+        {/* "—" while there is no leader (an election is under way). */}
+        <Stat label="Leader" testid="leader" value={d.leader ? leader?.name || d.leader : '—'} />
+        <Stat label="Raft term" testid="raft-term" value={d.raftTerm} />
+        <Stat label="Raft index" testid="raft-index" value={d.raftIndex} />
+        <Stat label="Applied index" testid="raft-applied-index" value={d.raftAppliedIndex} />
+        <Stat label="Revision" testid="revision" value={d.revision} />
+        <Stat label="DB size (in use / total)" testid="db-size" value={`${fmtBytes(d.dbSizeInUseBytes)} / ${fmtBytes(d.dbSizeBytes)}`} />
+      </div>
+      <table class="grid">
+        <thead>
+          <tr>
+            <th>Name</th>
+            <th>ID</th>
+            <th>Role</th>
+            <th>Peer URLs</th>
+            <th>Client URLs</th>
+          </tr>
+        </thead>
+        <tbody>
+          {members.length === 0 && <EmptyRow cols={5} what="members" />}
+          {members.map((m) => (
+            <tr key={m.id} data-testid={`member-${m.name || m.id}`} class={m.id === d.leader ? 'leader' : ''}>
+              <td class="name">
+                {m.name || '(unstarted)'}
+                {m.id === self && (
+                  <span class="badge info" title="the member this API server reads from">
+                    this API server
+                  </span>
+                )}
+              </td>
+              <td class="mono">{m.id}</td>
+              <td data-field="role">{m.id === d.leader ? <span class="badge ok">leader</span> : m.isLearner ? 'learner' : 'follower'}</td>
+              <td class="mono">{(m.peerURLs || []).join(', ')}</td>
+              <td class="mono">{(m.clientURLs || []).join(', ')}</td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
+}
+
+function Leases() {
+  const slot = state.res.leases;
+  const all = list('leases', 'kube-system');
+  const rows = capped(all, (a, b) => a.metadata.name.localeCompare(b.metadata.name));
+  return (
+    <Section title="Lease holders (kube-system)" slot={slot} total={all.length}>
+      <table class="grid">
+        <thead>
+          <tr>
+            <th>Lease</th>
+            <th>Holder</th>
+            <th>Renewed</th>
+            <th class="num">Duration</th>
+            <th class="num">Transitions</th>
+          </tr>
+        </thead>
+        <tbody>
+          {rows.length === 0 && <EmptyRow cols={5} slot={slot} what="leases" />}
+          {rows.map((l) => {
+            const s = l.spec || {};
+            return (
+              <tr key={l.metadata.name} data-testid={`lease-${l.metadata.name}`}>
+                <td class="name">{l.metadata.name}</td>
+                <td data-field="holder">{s.holderIdentity || '—'}</td>
+                <td title={s.renewTime || ''}>{s.renewTime ? `${age(s.renewTime)} ago` : '—'}</td>
+                <td class="num">{s.leaseDurationSeconds != null ? `${s.leaseDurationSeconds}s` : '—'}</td>
+                <td class="num">{s.leaseTransitions ?? 0}</td>
+              </tr>
+            );
+          })}
+        </tbody>
+      </table>
+    </Section>
+  );
+}
+
+export function ControlPlaneView() {
+  return (
+    <>
+      <Store />
+      <Leases />
+    </>
+  );
+}

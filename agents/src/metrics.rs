@@ -21,8 +21,9 @@
 //!   O(pending pods)). Pods whose binding is in flight are in none of them.
 //! - **Controllers** ([`ControllerMetrics`], recorded by `runtime::instrumented`, the
 //!   wrapper every kube-rs `Controller`'s reconcile function goes through):
-//!   `capstan_controller_reconciles_total{controller,result=success|error}` and
-//!   `capstan_controller_reconcile_duration_seconds{controller}`.
+//!   `capstan_controller_reconciles_total{controller,result=success|error}`,
+//!   `capstan_controller_reconcile_duration_seconds{controller}` and
+//!   `capstan_controller_reconciles_in_flight{controller}` (started, not yet finished).
 //! - **Node agent** ([`NodeMetrics`], recorded by the pod workers, `node/pods.rs`):
 //!   `kubelet_pod_start_duration_seconds`, from the worker first seeing the pod to every
 //!   one of its containers having started (once per pod; pods whose containers an agent
@@ -49,7 +50,10 @@
 //! # Left out
 //!
 //! `workqueue_depth` and the rest of client-go's workqueue metrics: kube-rs's `Controller`
-//! keeps its queue (its scheduler) to itself. The garbage collector and the node
+//! keeps its queue (its scheduler) to itself. Its runner starts every ready reconcile at
+//! once (no concurrency limit, except the endpoints controller's), so ready work does not
+//! wait in a queue but runs, and shows in `capstan_controller_reconciles_in_flight`; what
+//! waits are timed requeues, which are not counted. The garbage collector and the node
 //! lifecycle controller run loops of their own rather than a `Controller`, and are not
 //! measured. The scheduler's per-plugin and per-extension-point durations, the kubelet's
 //! runtime operation and PLEG metrics, kube-proxy's sync metrics.
@@ -160,6 +164,16 @@ impl SchedulerMetrics {
 pub struct ControllerMetrics {
     reconciles: Family<Static<2>, Counter>,
     duration: Family<Static<1>, Histogram, fn() -> Histogram>,
+    in_flight: Family<Static<1>, Gauge>,
+}
+
+/// One reconcile counted in flight until dropped (finished or cancelled).
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl ControllerMetrics {
@@ -167,7 +181,13 @@ impl ControllerMetrics {
         let m = ControllerMetrics {
             reconciles: Family::default(),
             duration: Family::new_with_constructor(long_buckets),
+            in_flight: Family::default(),
         };
+        registry.register(
+            "capstan_controller_reconciles_in_flight",
+            "Reconciles running now, by controller",
+            m.in_flight.clone(),
+        );
         registry.register(
             "capstan_controller_reconciles",
             "Reconciles by controller and result",
@@ -179,6 +199,13 @@ impl ControllerMetrics {
             m.duration.clone(),
         );
         m
+    }
+
+    /// A reconcile of `controller` starting: counted in flight while the guard lives.
+    pub fn started(&self, controller: &'static str) -> InFlight {
+        let gauge = self.in_flight.get_or_create(&[("controller", controller)]).clone();
+        gauge.inc();
+        InFlight(gauge)
     }
 
     /// One reconcile of `controller` that took `took`.
@@ -428,6 +455,22 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reconcile_is_in_flight_until_its_guard_goes() {
+        let mut registry = Registry::default();
+        let m = ControllerMetrics::new(&mut registry);
+        let series = r#"capstan_controller_reconciles_in_flight{controller="replicaset"} "#;
+        let value = |text: &str| text.lines().find_map(|l| l.strip_prefix(series)).map(str::to_owned);
+        let (a, b) = (m.started("replicaset"), m.started("replicaset"));
+        assert_eq!(value(&encode(&registry)).as_deref(), Some("2"));
+        drop(a);
+        assert_eq!(value(&encode(&registry)).as_deref(), Some("1"));
+        drop(b);
+        m.reconciled("replicaset", true, Duration::from_millis(3));
+        let text = encode(&registry);
+        assert_eq!(value(&text).as_deref(), Some("0"), "{text}");
+    }
 
     #[test]
     fn proxy_series_go_when_their_service_leaves() {

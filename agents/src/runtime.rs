@@ -54,6 +54,7 @@ where
         match metrics {
             None => reconciling.boxed(),
             Some(metrics) => async move {
+                let _in_flight = metrics.started(controller);
                 let started = Instant::now();
                 let result = reconciling.await;
                 metrics.reconciled(controller, result.is_ok(), started.elapsed());

@@ -151,7 +151,12 @@ fn the_dashboard_shows_the_cluster_live_and_acts_as_its_user() {
         json!([]),
     );
     assert_eq!(probe[0][0], 200, "{probe}");
-    assert!(probe[0][1].as_str().is_some_and(|csp| csp.starts_with("default-src 'self'")), "{probe}");
+    assert!(
+        probe[0][1]
+            .as_str()
+            .is_some_and(|csp| csp.starts_with("default-src 'self'")),
+        "{probe}"
+    );
     assert_eq!(probe[1][0], 401, "{probe}");
     assert_eq!(probe[2][0], 401, "{probe}");
     sign_in(&b, &viewer);

@@ -5,8 +5,8 @@
 //! The page must sign in with a bearer token, act with that user's permissions (a viewer's
 //! scale is refused with upstream's 403 message, an admin's goes through), show a
 //! Deployment appear and scale live from watches without reloading (a scale made with
-//! kubectl and one made in the page), stream a pod's log, show the node and the control
-//! plane, and delete the Deployment. Screenshots of the workloads view and the control
+//! kubectl and one made in the page), show its Service's endpoints and its events, stream
+//! a pod's log, show the node and the control plane, and delete the Deployment. Screenshots of the workloads view and the control
 //! plane are kept in `target/test-artefacts/` (`dashboard.png`,
 //! `dashboard-controlplane.png`; `dashboard-failure.png` when a wait fails).
 
@@ -206,6 +206,29 @@ fn the_dashboard_shows_the_cluster_live_and_acts_as_its_user() {
     b.click(&tid(row, &tid("scale", "")));
     ready("3/3");
     assert_eq!(replicas(), "3");
+
+    // The Service in front of it, with the three pods' endpoints; the events that got
+    // it there.
+    ok(
+        k,
+        &kc,
+        &["expose", "deployment", "web", "--port=80", "--target-port=8080"],
+    );
+    b.click(&tid("tab-services", ""));
+    b.until("the Service's three endpoints", DEADLINE, || {
+        let endpoints = b.text(&tid("service-default-web", "[data-field=\"endpoints\"]"))?;
+        (endpoints.matches(":8080").count() == 3).then_some(())
+    });
+    b.click(&tid("tab-events", ""));
+    b.until("the Deployment's scaling event", DEADLINE, || {
+        b.script(
+            "return [...document.querySelectorAll('tr')].some(r => r.textContent.includes('ScalingReplicaSet'));",
+            json!([]),
+        )
+        .as_bool()
+        .filter(|seen| *seen)
+    });
+    b.click(&tid("tab-workloads", ""));
 
     // A pod's log, streamed.
     let pod = b.until("a Running web pod", DEADLINE, || {

@@ -62,7 +62,8 @@
 //! - A requester in `system:masters` (the API server's kubelet client certificate is)
 //!   reads logs. Anyone else: `403` with the kubelet's
 //!   `Forbidden (user=<name>, verb=get, resource=nodes, subresource=proxy)`, the
-//!   attributes upstream's kubelet checks for its `containerLogs` path ([`authorize`]).
+//!   attributes upstream's kubelet checks for its `containerLogs` path (`stats` for
+//!   `/stats/summary`; [`authorize`]).
 //!   Upstream asks the API server (a SubjectAccessReview) whether the user may
 //!   `get nodes/proxy`; the agent decides alone, by the group, so that reading logs needs
 //!   no round trip to the API and works while it is away.
@@ -323,10 +324,27 @@ fn verb(method: &Method) -> &'static str {
     }
 }
 
-/// Whether `requester` (None: no client certificate) may make a request with `method`:
-/// the kubelet's answers (see the module docs). Every path served here is `containerLogs`,
-/// which the kubelet authorizes as the `proxy` subresource of `nodes`.
-pub fn authorize(requester: Option<&Requester>, method: &Method) -> Result<(), (StatusCode, String)> {
+/// The subresource of `nodes` the kubelet checks for a path (`GetRequestAttributes`):
+/// `/stats` is `stats`, `/metrics` `metrics`, `/logs` `log`, `/spec` `spec`, anything
+/// else (`/containerLogs` among them) `proxy`.
+fn subresource(path: &str) -> &'static str {
+    let under = |prefix: &str| path == prefix || path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'));
+    if under("/stats") {
+        "stats"
+    } else if under("/metrics") {
+        "metrics"
+    } else if under("/logs") {
+        "log"
+    } else if under("/spec") {
+        "spec"
+    } else {
+        "proxy"
+    }
+}
+
+/// Whether `requester` (None: no client certificate) may make a request with `method`
+/// on `path`: the kubelet's answers (see the module docs).
+pub fn authorize(requester: Option<&Requester>, method: &Method, path: &str) -> Result<(), (StatusCode, String)> {
     let Some(requester) = requester else {
         return Err((StatusCode::UNAUTHORIZED, "Unauthorized".into()));
     };
@@ -336,9 +354,10 @@ pub fn authorize(requester: Option<&Requester>, method: &Method) -> Result<(), (
     Err((
         StatusCode::FORBIDDEN,
         format!(
-            "Forbidden (user={}, verb={}, resource=nodes, subresource=proxy)",
+            "Forbidden (user={}, verb={}, resource=nodes, subresource={})",
             requester.user,
-            verb(method)
+            verb(method),
+            subresource(path)
         ),
     ))
 }
@@ -368,7 +387,7 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        match authorize(self.requester.as_deref(), request.method()) {
+        match authorize(self.requester.as_deref(), request.method(), request.uri().path()) {
             Ok(()) => futures::future::Either::Left(tower_service::Service::call(&mut self.app, request)),
             Err((code, text)) => {
                 if let Some(r) = &self.requester {
@@ -826,22 +845,39 @@ mod tests {
             groups: groups.iter().map(|g| g.to_string()).collect(),
         };
         assert_eq!(
-            authorize(None, &Method::GET),
+            authorize(None, &Method::GET, "/containerLogs/ns/p/c"),
             Err((StatusCode::UNAUTHORIZED, "Unauthorized".into()))
         );
         let apiserver = who("kube-apiserver-kubelet-client", &["system:masters"]);
-        assert_eq!(authorize(Some(&apiserver), &Method::GET), Ok(()));
+        assert_eq!(authorize(Some(&apiserver), &Method::GET, "/stats/summary"), Ok(()));
         assert_eq!(
-            authorize(Some(&who("alice", &["devs", "system:authenticated"])), &Method::GET),
+            authorize(
+                Some(&who("alice", &["devs", "system:authenticated"])),
+                &Method::GET,
+                "/containerLogs/ns/p/c"
+            ),
             Err((
                 StatusCode::FORBIDDEN,
                 "Forbidden (user=alice, verb=get, resource=nodes, subresource=proxy)".into()
             ))
         );
+        assert_eq!(
+            authorize(Some(&who("alice", &[])), &Method::GET, "/stats/summary").map_err(|e| e.1),
+            Err("Forbidden (user=alice, verb=get, resource=nodes, subresource=stats)".into())
+        );
+        for (path, sub) in [
+            ("/stats", "stats"),
+            ("/metrics/cadvisor", "metrics"),
+            ("/logs/", "log"),
+            ("/spec", "spec"),
+            ("/statsx", "proxy"),
+        ] {
+            assert_eq!(subresource(path), sub, "{path}");
+        }
         // A node's own certificate is no key to the logs either.
         let node = who("system:node:n2", &["system:nodes"]);
         assert_eq!(
-            authorize(Some(&node), &Method::POST).map_err(|e| e.1),
+            authorize(Some(&node), &Method::POST, "/containerLogs/ns/p/c").map_err(|e| e.1),
             Err("Forbidden (user=system:node:n2, verb=create, resource=nodes, subresource=proxy)".into())
         );
         for (method, v) in [

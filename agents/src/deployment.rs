@@ -47,7 +47,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -69,16 +69,15 @@ struct Context {
 /// Runs the controller until its future is dropped.
 pub async fn run(client: Client) {
     let deployments: Api<Deployment> = Api::all(client.clone());
-    let sets: Api<ReplicaSet> = Api::all(client.clone());
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), COMPONENT),
         client,
         backoff: Backoff::default(),
     });
-    let results = Controller::new(deployments, watcher::Config::default())
-        .owns(sets, watcher::Config::default())
-        .run(runtime::instrumented("deployment", reconcile), error_policy, context);
-    runtime::drive("deployment", results).await;
+    runtime::Queued::new(deployments, watcher::Config::default())
+        .owns::<ReplicaSet>(context.client.clone(), watcher::Config::default())
+        .run("deployment", reconcile, error_policy, context)
+        .await;
 }
 
 fn error_policy(d: Arc<Deployment>, error: &AgentError, context: Arc<Context>) -> Action {

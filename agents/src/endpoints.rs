@@ -80,7 +80,7 @@ use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{self, Action};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, ResourceExt};
 
 use crate::error::AgentError;
@@ -998,7 +998,7 @@ pub async fn run(client: Client) {
         endpoints_events: Recorder::new(client.clone(), ENDPOINTS_COMPONENT),
         slices_events: Recorder::new(client.clone(), SLICES_COMPONENT),
     });
-    let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default())
+    let controller = runtime::Queued::new(Api::<Service>::all(client.clone()), watcher::Config::default())
         .with_config(controller::Config::default().concurrency(CONCURRENCY));
     let services = controller.store();
     let pod_members = members.clone();
@@ -1027,8 +1027,8 @@ pub async fn run(client: Client) {
                     .map(|(ns, service)| ObjectRef::new(&service).within(&ns))
             },
         )
-        .run(runtime::instrumented("endpoints", reconcile), error_policy, context);
-    futures::future::join(runtime::drive("endpoints", controller), clean_up(client, members)).await;
+        .run("endpoints", reconcile, error_policy, context);
+    futures::future::join(controller, clean_up(client, members)).await;
 }
 
 async fn reconcile(service: Arc<Service>, context: Arc<Context>) -> Result<Action, AgentError> {

@@ -12,6 +12,9 @@ pub enum AgentError {
     /// An operating-system operation failed; the string says what was being done.
     #[error("{0}: {1}")]
     Io(String, #[source] std::io::Error),
+    /// A reconcile's task ended without an answer (it panicked).
+    #[error("reconcile task: {0}")]
+    Task(String),
 }
 
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;

@@ -23,7 +23,10 @@
 //!   wrapper every kube-rs `Controller`'s reconcile function goes through):
 //!   `capstan_controller_reconciles_total{controller,result=success|error}`,
 //!   `capstan_controller_reconcile_duration_seconds{controller}` and
-//!   `capstan_controller_reconciles_in_flight{controller}` (started, not yet finished).
+//!   `capstan_controller_reconciles_in_flight{controller}` (started, not yet finished);
+//!   and by `runtime::Queued`, the controllers' runner, client-go's
+//!   `workqueue_depth{name}` (objects triggered and waiting for their reconcile to start,
+//!   each counted once) and `workqueue_adds_total{name}`.
 //! - **Node agent** ([`NodeMetrics`], recorded by the pod workers, `node/pods.rs`):
 //!   `kubelet_pod_start_duration_seconds`, from the worker first seeing the pod to every
 //!   one of its containers having started (once per pod; pods whose containers an agent
@@ -49,11 +52,9 @@
 //!
 //! # Left out
 //!
-//! `workqueue_depth` and the rest of client-go's workqueue metrics: kube-rs's `Controller`
-//! keeps its queue (its scheduler) to itself. Its runner starts every ready reconcile at
-//! once (no concurrency limit, except the endpoints controller's), so ready work does not
-//! wait in a queue but runs, and shows in `capstan_controller_reconciles_in_flight`; what
-//! waits are timed requeues, which are not counted. The garbage collector and the node
+//! The rest of client-go's workqueue metrics (queue and work durations, retries: the
+//! reconciles' own counts and durations stand for the last two). Timed requeues are not
+//! in the depth (client-go's delaying queue does not count them either). The garbage collector and the node
 //! lifecycle controller run loops of their own rather than a `Controller`, and are not
 //! measured. The scheduler's per-plugin and per-extension-point durations, the kubelet's
 //! runtime operation and PLEG metrics, kube-proxy's sync metrics.
@@ -165,6 +166,8 @@ pub struct ControllerMetrics {
     reconciles: Family<Static<2>, Counter>,
     duration: Family<Static<1>, Histogram, fn() -> Histogram>,
     in_flight: Family<Static<1>, Gauge>,
+    depth: Family<Static<1>, Gauge>,
+    adds: Family<Static<1>, Counter>,
 }
 
 /// One reconcile counted in flight until dropped (finished or cancelled).
@@ -182,7 +185,19 @@ impl ControllerMetrics {
             reconciles: Family::default(),
             duration: Family::new_with_constructor(long_buckets),
             in_flight: Family::default(),
+            depth: Family::default(),
+            adds: Family::default(),
         };
+        registry.register(
+            "workqueue_depth",
+            "Objects waiting for a reconcile, by controller (name)",
+            m.depth.clone(),
+        );
+        registry.register(
+            "workqueue_adds",
+            "Objects added to the queue, by controller (name)",
+            m.adds.clone(),
+        );
         registry.register(
             "capstan_controller_reconciles_in_flight",
             "Reconciles running now, by controller",
@@ -199,6 +214,16 @@ impl ControllerMetrics {
             m.duration.clone(),
         );
         m
+    }
+
+    /// `controller`'s queue depth gauge (`workqueue_depth{name}`).
+    pub fn depth(&self, controller: &'static str) -> Gauge {
+        self.depth.get_or_create(&[("name", controller)]).clone()
+    }
+
+    /// `controller`'s counter of queue additions (`workqueue_adds_total{name}`).
+    pub fn adds(&self, controller: &'static str) -> Counter {
+        self.adds.get_or_create(&[("name", controller)]).clone()
     }
 
     /// A reconcile of `controller` starting: counted in flight while the guard lives.

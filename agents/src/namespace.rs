@@ -42,7 +42,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, PostParams};
 use kube::discovery::{verbs, ApiCapabilities, Discovery, Scope};
 use kube::runtime::controller::Action;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 
 use crate::error::AgentError;
@@ -99,12 +99,9 @@ pub async fn run(client: Client) {
         client,
         backoff: Backoff::default(),
     });
-    let results = Controller::new(namespaces, watcher::Config::default()).run(
-        runtime::instrumented("namespace", reconcile),
-        error_policy,
-        context,
-    );
-    runtime::drive("namespace", results).await;
+    runtime::Queued::new(namespaces, watcher::Config::default())
+        .run("namespace", reconcile, error_policy, context)
+        .await;
 }
 
 /// What one pass over a terminating namespace found.

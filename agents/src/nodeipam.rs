@@ -20,7 +20,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -144,12 +144,9 @@ pub async fn run(client: Client, blocks: Blocks) {
         allocating: tokio::sync::Mutex::new(()),
         backoff: Backoff::default(),
     });
-    let results = Controller::new(nodes, watcher::Config::default()).run(
-        runtime::instrumented("nodeipam", reconcile),
-        error_policy,
-        context,
-    );
-    runtime::drive("nodeipam", results).await;
+    runtime::Queued::new(nodes, watcher::Config::default())
+        .run("nodeipam", reconcile, error_policy, context)
+        .await;
 }
 
 fn pod_cidr(node: &Node) -> Option<&str> {

@@ -42,7 +42,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -71,11 +71,11 @@ pub async fn run(client: Client) {
         client,
         backoff: Backoff::default(),
     });
-    let controller = Controller::new(sets, watcher::Config::default());
+    let controller = runtime::Queued::new(sets, watcher::Config::default());
     // Orphans: a pod without a controller triggers every ReplicaSet of its namespace
     // (few per namespace), found in the controller's own cache of them.
     let orphan_store = controller.store();
-    let results = controller
+    controller
         .watches(pods, watcher::Config::default(), move |pod: Pod| {
             let namespace = pod.namespace().unwrap_or_default();
             match controller_of(&pod.metadata) {
@@ -89,8 +89,8 @@ pub async fn run(client: Client) {
                     .collect(),
             }
         })
-        .run(runtime::instrumented("replicaset", reconcile), error_policy, context);
-    runtime::drive("replicaset", results).await;
+        .run("replicaset", reconcile, error_policy, context)
+        .await;
 }
 
 fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {

@@ -165,6 +165,13 @@ async fn rolling_update_rollback_and_recreate() {
             common::metric(&text, &timed).unwrap_or_default() >= 1.0,
             "{timed} in:\n{text}"
         );
+        let adds = format!(r#"workqueue_adds_total{{name="{controller}"}}"#);
+        let depth = format!(r#"workqueue_depth{{name="{controller}"}}"#);
+        assert!(
+            common::metric(&text, &adds).unwrap_or_default() >= 1.0,
+            "{adds} in:\n{text}"
+        );
+        assert!(common::metric(&text, &depth).is_some(), "{depth} in:\n{text}");
     }
     let first = replica_sets(&sets, &uid).await;
     assert_eq!(first.len(), 1);

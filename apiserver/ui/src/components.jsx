@@ -8,7 +8,7 @@ export const ROWS_MAX = 500;
  * server doesn't serve it) the Status message takes the table's place; the other
  * sections carry on.
  */
-export function Section({ title, slot, total, note, children }) {
+function Section({ title, slot, total, note, children }) {
   const denied = slot?.status === 'denied';
   const shown = Math.min(total ?? 0, ROWS_MAX);
   return (
@@ -36,7 +36,7 @@ export function Section({ title, slot, total, note, children }) {
 }
 
 /** A table body's single row when there is nothing to show. */
-export function EmptyRow({ cols, slot, what }) {
+function EmptyRow({ cols, slot, what }) {
   const text = slot && (slot.status === 'connecting' || slot.status === 'idle') ? 'Loading…' : `No ${what}.`;
   return (
     <tr class="empty">
@@ -45,12 +45,44 @@ export function EmptyRow({ cols, slot, what }) {
   );
 }
 
+/**
+ * The table every view draws: a header of `columns` (labels, or [label, class] pairs),
+ * then `row(item)` for each of `rows`, or an EmptyRow when there are none.
+ */
+export function Grid({ columns, slot, what, rows, row }) {
+  return (
+    <table class="grid">
+      <thead>
+        <tr>
+          {columns.map((c) => {
+            const [label, cls] = Array.isArray(c) ? c : [c];
+            return <th class={cls}>{label}</th>;
+          })}
+        </tr>
+      </thead>
+      <tbody>
+        {rows.length === 0 && <EmptyRow cols={columns.length} slot={slot} what={what} />}
+        {rows.map(row)}
+      </tbody>
+    </table>
+  );
+}
+
+/** A Section holding one resource type's Grid. */
+export function ResourceTable({ title, slot, total, note, ...grid }) {
+  return (
+    <Section title={title} slot={slot} total={total} note={note}>
+      <Grid slot={slot} {...grid} />
+    </Section>
+  );
+}
+
 /** The first ROWS_MAX of `items`, sorted by `compare`. */
 export function capped(items, compare) {
   return items.sort(compare).slice(0, ROWS_MAX);
 }
 
-/** A coloured word: ok / warn / bad. */
+/** A coloured word: ok / warn / bad / info. */
 export function Badge({ tone, children, title }) {
   return (
     <span class={`badge ${tone}`} title={title}>

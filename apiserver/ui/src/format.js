@@ -24,6 +24,11 @@ export function age(timestamp, now = Date.now()) {
   return `${years}y`;
 }
 
+/** "45s ago", or "—" when there is no timestamp. */
+export function ago(timestamp) {
+  return timestamp ? `${age(timestamp)} ago` : '—';
+}
+
 const SUFFIX = {
   n: 1e-9, u: 1e-6, m: 1e-3, '': 1, k: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15, E: 1e18,
   Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, Ei: 2 ** 60,
@@ -64,6 +69,11 @@ export function fmtBytes(n) {
 export function usage(used, total, fmt) {
   const pct = Number.isFinite(used) && total > 0 ? ` (${Math.round((used / total) * 100)}%)` : '';
   return `${fmt(used)} / ${fmt(total)}${pct}`;
+}
+
+/** A section's note when its usage columns stay empty: why metrics are missing. */
+export function usageNote(metrics, error) {
+  return metrics ? '' : error && `usage not available: ${error}`;
 }
 
 // --- nodes ---

@@ -71,6 +71,7 @@ export function list(kind, ns = '') {
   return ns ? all.filter((o) => o.metadata?.namespace === ns) : all;
 }
 
+export const byName = (a, b) => a.metadata.name.localeCompare(b.metadata.name);
+
 export const byNamespaceAndName = (a, b) =>
-  (a.metadata.namespace || '').localeCompare(b.metadata.namespace || '') ||
-  a.metadata.name.localeCompare(b.metadata.name);
+  (a.metadata.namespace || '').localeCompare(b.metadata.namespace || '') || byName(a, b);

@@ -1,9 +1,9 @@
 // The control plane itself: the store's members and raft state (from Capstan's
 // /ui/api/controlplane, polled) and who holds the kube-system leases (watched).
 
-import { EmptyRow, Section, capped } from '../components.jsx';
-import { age, fmtBytes } from '../format.js';
-import { list, state } from '../store.js';
+import { Badge, Grid, ResourceTable, capped } from '../components.jsx';
+import { ago, fmtBytes } from '../format.js';
+import { byName, list, state } from '../store.js';
 
 function Stat({ label, value, testid }) {
   return (
@@ -49,36 +49,27 @@ function Store() {
         <Stat label="Revision" testid="revision" value={d.revision} />
         <Stat label="DB size (in use / total)" testid="db-size" value={`${fmtBytes(d.dbSizeInUseBytes)} / ${fmtBytes(d.dbSizeBytes)}`} />
       </div>
-      <table class="grid">
-        <thead>
-          <tr>
-            <th>Name</th>
-            <th>ID</th>
-            <th>Role</th>
-            <th>Peer URLs</th>
-            <th>Client URLs</th>
+      <Grid
+        columns={['Name', 'ID', 'Role', 'Peer URLs', 'Client URLs']}
+        what="members"
+        rows={members}
+        row={(m) => (
+          <tr key={m.id} data-testid={`member-${m.name || m.id}`} class={m.id === d.leader ? 'leader' : ''}>
+            <td class="name">
+              {m.name || '(unstarted)'}
+              {m.id === self && (
+                <Badge tone="info" title="the member this API server reads from">
+                  this API server
+                </Badge>
+              )}
+            </td>
+            <td class="mono">{m.id}</td>
+            <td data-field="role">{m.id === d.leader ? <Badge tone="ok">leader</Badge> : m.isLearner ? 'learner' : 'follower'}</td>
+            <td class="mono">{(m.peerURLs || []).join(', ')}</td>
+            <td class="mono">{(m.clientURLs || []).join(', ')}</td>
           </tr>
-        </thead>
-        <tbody>
-          {members.length === 0 && <EmptyRow cols={5} what="members" />}
-          {members.map((m) => (
-            <tr key={m.id} data-testid={`member-${m.name || m.id}`} class={m.id === d.leader ? 'leader' : ''}>
-              <td class="name">
-                {m.name || '(unstarted)'}
-                {m.id === self && (
-                  <span class="badge info" title="the member this API server reads from">
-                    this API server
-                  </span>
-                )}
-              </td>
-              <td class="mono">{m.id}</td>
-              <td data-field="role">{m.id === d.leader ? <span class="badge ok">leader</span> : m.isLearner ? 'learner' : 'follower'}</td>
-              <td class="mono">{(m.peerURLs || []).join(', ')}</td>
-              <td class="mono">{(m.clientURLs || []).join(', ')}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+        )}
+      />
     </section>
   );
 }
@@ -86,36 +77,28 @@ function Store() {
 function Leases() {
   const slot = state.res.leases;
   const all = list('leases', 'kube-system');
-  const rows = capped(all, (a, b) => a.metadata.name.localeCompare(b.metadata.name));
+  const rows = capped(all, byName);
   return (
-    <Section title="Lease holders (kube-system)" slot={slot} total={all.length}>
-      <table class="grid">
-        <thead>
-          <tr>
-            <th>Lease</th>
-            <th>Holder</th>
-            <th>Renewed</th>
-            <th class="num">Duration</th>
-            <th class="num">Transitions</th>
+    <ResourceTable
+      title="Lease holders (kube-system)"
+      slot={slot}
+      total={all.length}
+      columns={['Lease', 'Holder', 'Renewed', ['Duration', 'num'], ['Transitions', 'num']]}
+      what="leases"
+      rows={rows}
+      row={(l) => {
+        const s = l.spec || {};
+        return (
+          <tr key={l.metadata.name} data-testid={`lease-${l.metadata.name}`}>
+            <td class="name">{l.metadata.name}</td>
+            <td data-field="holder">{s.holderIdentity || '—'}</td>
+            <td title={s.renewTime || ''}>{ago(s.renewTime)}</td>
+            <td class="num">{s.leaseDurationSeconds != null ? `${s.leaseDurationSeconds}s` : '—'}</td>
+            <td class="num">{s.leaseTransitions ?? 0}</td>
           </tr>
-        </thead>
-        <tbody>
-          {rows.length === 0 && <EmptyRow cols={5} slot={slot} what="leases" />}
-          {rows.map((l) => {
-            const s = l.spec || {};
-            return (
-              <tr key={l.metadata.name} data-testid={`lease-${l.metadata.name}`}>
-                <td class="name">{l.metadata.name}</td>
-                <td data-field="holder">{s.holderIdentity || '—'}</td>
-                <td title={s.renewTime || ''}>{s.renewTime ? `${age(s.renewTime)} ago` : '—'}</td>
-                <td class="num">{s.leaseDurationSeconds != null ? `${s.leaseDurationSeconds}s` : '—'}</td>
-                <td class="num">{s.leaseTransitions ?? 0}</td>
-              </tr>
-            );
-          })}
-        </tbody>
-      </table>
-    </Section>
+        );
+      }}
+    />
   );
 }
 

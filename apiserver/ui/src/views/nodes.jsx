@@ -1,19 +1,19 @@
 // Nodes: readiness and pressure, roles, addresses, usage against allocatable, pods,
 // and the kubelet's last heartbeat (its Lease in kube-node-lease).
 
-import { Badge, EmptyRow, Section, capped } from '../components.jsx';
+import { Badge, ResourceTable, capped } from '../components.jsx';
 import {
-  age, fmtCPU, fmtMi, mebibytes, milliCPU, nodeAddress, nodeProblems, nodeReady, nodeRoles,
-  podTerminal, usage,
+  age, ago, fmtCPU, fmtMi, mebibytes, milliCPU, nodeAddress, nodeProblems, nodeReady, nodeRoles,
+  podTerminal, usage, usageNote,
 } from '../format.js';
-import { list, state } from '../store.js';
+import { byName, list, state } from '../store.js';
 
 const READY_TONE = { True: 'ok', False: 'bad', Unknown: 'warn' };
 
 export function NodesView() {
   const slot = state.res.nodes;
   const nodes = list('nodes');
-  const rows = capped(nodes, (a, b) => a.metadata.name.localeCompare(b.metadata.name));
+  const rows = capped(nodes, byName);
 
   // Pods running on each node; pods that have finished no longer take a slot.
   const podsKnown = state.res.pods.status !== 'denied';
@@ -27,73 +27,58 @@ export function NodesView() {
   const metrics = state.metrics.nodes;
 
   return (
-    <Section
+    <ResourceTable
       title="Nodes"
       slot={slot}
       total={nodes.length}
-      note={metrics ? '' : state.metrics.nodesError && `usage not available: ${state.metrics.nodesError}`}
-    >
-      <table class="grid">
-        <thead>
-          <tr>
-            <th>Name</th>
-            <th>Ready</th>
-            <th>Conditions</th>
-            <th>Roles</th>
-            <th>Internal IP</th>
-            <th>Kubelet</th>
-            <th>CPU used / allocatable</th>
-            <th>Memory used / allocatable</th>
-            <th class="num">Pods</th>
-            <th>Age</th>
-            <th>Last heartbeat</th>
+      note={usageNote(metrics, state.metrics.nodesError)}
+      columns={[
+        'Name', 'Ready', 'Conditions', 'Roles', 'Internal IP', 'Kubelet', 'CPU used / allocatable',
+        'Memory used / allocatable', ['Pods', 'num'], 'Age', 'Last heartbeat',
+      ]}
+      what="nodes"
+      rows={rows}
+      row={(node) => {
+        const name = node.metadata.name;
+        const ready = nodeReady(node);
+        const alloc = node.status?.allocatable || {};
+        const m = metrics?.get(name);
+        const lease = state.res.leases.items.get(`kube-node-lease/${name}`);
+        const renewed = lease?.spec?.renewTime;
+        return (
+          <tr key={name} data-testid={`node-${name}`}>
+            <td class="name">{name}</td>
+            <td data-field="ready">
+              <Badge tone={READY_TONE[ready] || 'warn'}>{ready}</Badge>
+            </td>
+            <td>
+              {nodeProblems(node).map((c) => (
+                <Badge key={c} tone="bad">
+                  {c}
+                </Badge>
+              ))}
+              {node.spec?.unschedulable && <Badge tone="warn">SchedulingDisabled</Badge>}
+            </td>
+            <td>{nodeRoles(node)}</td>
+            <td class="mono">{nodeAddress(node, 'InternalIP') || '—'}</td>
+            <td>{node.status?.nodeInfo?.kubeletVersion || '—'}</td>
+            <td class="mono" data-field="cpu">
+              {usage(m?.cpu, milliCPU(alloc.cpu), fmtCPU)}
+            </td>
+            <td class="mono" data-field="memory">
+              {usage(m?.mem, mebibytes(alloc.memory), fmtMi)}
+            </td>
+            <td class="num" data-field="pods">
+              {podsKnown ? podsOn.get(name) || 0 : '—'}
+              {alloc.pods ? ` / ${alloc.pods}` : ''}
+            </td>
+            <td>{age(node.metadata.creationTimestamp)}</td>
+            <td data-field="heartbeat" title={renewed || ''}>
+              {leasesKnown ? ago(renewed) : '—'}
+            </td>
           </tr>
-        </thead>
-        <tbody>
-          {rows.length === 0 && <EmptyRow cols={11} slot={slot} what="nodes" />}
-          {rows.map((node) => {
-            const name = node.metadata.name;
-            const ready = nodeReady(node);
-            const alloc = node.status?.allocatable || {};
-            const m = metrics?.get(name);
-            const lease = state.res.leases.items.get(`kube-node-lease/${name}`);
-            const renewed = lease?.spec?.renewTime;
-            return (
-              <tr key={name} data-testid={`node-${name}`}>
-                <td class="name">{name}</td>
-                <td data-field="ready">
-                  <Badge tone={READY_TONE[ready] || 'warn'}>{ready}</Badge>
-                </td>
-                <td>
-                  {nodeProblems(node).map((c) => (
-                    <Badge key={c} tone="bad">
-                      {c}
-                    </Badge>
-                  ))}
-                  {node.spec?.unschedulable && <Badge tone="warn">SchedulingDisabled</Badge>}
-                </td>
-                <td>{nodeRoles(node)}</td>
-                <td class="mono">{nodeAddress(node, 'InternalIP') || '—'}</td>
-                <td>{node.status?.nodeInfo?.kubeletVersion || '—'}</td>
-                <td class="mono" data-field="cpu">
-                  {usage(m?.cpu, milliCPU(alloc.cpu), fmtCPU)}
-                </td>
-                <td class="mono" data-field="memory">
-                  {usage(m?.mem, mebibytes(alloc.memory), fmtMi)}
-                </td>
-                <td class="num" data-field="pods">
-                  {podsKnown ? podsOn.get(name) || 0 : '—'}
-                  {alloc.pods ? ` / ${alloc.pods}` : ''}
-                </td>
-                <td>{age(node.metadata.creationTimestamp)}</td>
-                <td data-field="heartbeat" title={renewed || ''}>
-                  {!leasesKnown || !renewed ? '—' : `${age(renewed)} ago`}
-                </td>
-              </tr>
-            );
-          })}
-        </tbody>
-      </table>
-    </Section>
+        );
+      }}
+    />
   );
 }

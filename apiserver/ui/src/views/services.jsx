@@ -1,6 +1,6 @@
 // Services with the addresses behind them, from the Endpoints object of the same name.
 
-import { EmptyRow, Section, capped } from '../components.jsx';
+import { ResourceTable, capped } from '../components.jsx';
 import { age, endpointAddresses, servicePorts } from '../format.js';
 import { byNamespaceAndName, list, state } from '../store.js';
 
@@ -38,41 +38,27 @@ export function ServicesView({ ns }) {
   const rows = capped(all, byNamespaceAndName);
   const epDenied = state.res.endpoints.status === 'denied';
   return (
-    <Section
+    <ResourceTable
       title="Services"
       slot={slot}
       total={all.length}
       note={epDenied ? `endpoints: ${state.res.endpoints.message}` : ''}
-    >
-      <table class="grid">
-        <thead>
-          <tr>
-            <th>Namespace</th>
-            <th>Name</th>
-            <th>Type</th>
-            <th>Cluster IP</th>
-            <th>Ports</th>
-            <th>Endpoints</th>
-            <th>Age</th>
-          </tr>
-        </thead>
-        <tbody>
-          {rows.length === 0 && <EmptyRow cols={7} slot={slot} what="services" />}
-          {rows.map((svc) => (
-            <tr key={svc.metadata.uid} data-testid={`service-${svc.metadata.namespace}-${svc.metadata.name}`}>
-              <td>{svc.metadata.namespace}</td>
-              <td class="name">{svc.metadata.name}</td>
-              <td>{svc.spec?.type || 'ClusterIP'}</td>
-              <td class="mono">{svc.spec?.clusterIP || '—'}</td>
-              <td class="mono">{servicePorts(svc)}</td>
-              <td data-field="endpoints">
-                <Endpoints svc={svc} />
-              </td>
-              <td>{age(svc.metadata.creationTimestamp)}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </Section>
+      columns={['Namespace', 'Name', 'Type', 'Cluster IP', 'Ports', 'Endpoints', 'Age']}
+      what="services"
+      rows={rows}
+      row={(svc) => (
+        <tr key={svc.metadata.uid} data-testid={`service-${svc.metadata.namespace}-${svc.metadata.name}`}>
+          <td>{svc.metadata.namespace}</td>
+          <td class="name">{svc.metadata.name}</td>
+          <td>{svc.spec?.type || 'ClusterIP'}</td>
+          <td class="mono">{svc.spec?.clusterIP || '—'}</td>
+          <td class="mono">{servicePorts(svc)}</td>
+          <td data-field="endpoints">
+            <Endpoints svc={svc} />
+          </td>
+          <td>{age(svc.metadata.creationTimestamp)}</td>
+        </tr>
+      )}
+    />
   );
 }

@@ -4,8 +4,8 @@
 
 import { useRef, useState } from 'preact/hooks';
 import { sendJSON } from '../api.js';
-import { Badge, EmptyRow, Section, capped } from '../components.jsx';
-import { age, fmtCPU, fmtMi, podReady, podRestarts, podStatus, statusTone } from '../format.js';
+import { Badge, ResourceTable, capped } from '../components.jsx';
+import { age, fmtCPU, fmtMi, podReady, podRestarts, podStatus, statusTone, usageNote } from '../format.js';
 import { byNamespaceAndName, changed, list, state } from '../store.js';
 
 const REPLICAS_MAX = 1000;
@@ -128,28 +128,18 @@ function Deployments({ ns }) {
   const all = list('deployments', ns);
   const rows = capped(all, byNamespaceAndName);
   return (
-    <Section title="Deployments" slot={slot} total={all.length}>
-      <table class="grid">
-        <thead>
-          <tr>
-            <th>Namespace</th>
-            <th>Name</th>
-            <th class="num">Ready</th>
-            <th class="num">Replicas</th>
-            <th class="num">Up-to-date</th>
-            <th class="num">Available</th>
-            <th>Age</th>
-            <th>Actions</th>
-          </tr>
-        </thead>
-        <tbody>
-          {rows.length === 0 && <EmptyRow cols={8} slot={slot} what="deployments" />}
-          {rows.map((d) => (
-            <DeploymentRow key={d.metadata.uid || `${d.metadata.namespace}/${d.metadata.name}`} d={d} />
-          ))}
-        </tbody>
-      </table>
-    </Section>
+    <ResourceTable
+      title="Deployments"
+      slot={slot}
+      total={all.length}
+      columns={[
+        'Namespace', 'Name', ['Ready', 'num'], ['Replicas', 'num'], ['Up-to-date', 'num'], ['Available', 'num'],
+        'Age', 'Actions',
+      ]}
+      what="deployments"
+      rows={rows}
+      row={(d) => <DeploymentRow key={d.metadata.uid || `${d.metadata.namespace}/${d.metadata.name}`} d={d} />}
+    />
   );
 }
 
@@ -158,39 +148,29 @@ function ReplicaSets({ ns }) {
   const all = list('replicasets', ns);
   const rows = capped(all, byNamespaceAndName);
   return (
-    <Section title="ReplicaSets" slot={slot} total={all.length}>
-      <table class="grid">
-        <thead>
-          <tr>
-            <th>Namespace</th>
-            <th>Name</th>
-            <th class="num">Desired</th>
-            <th class="num">Current</th>
-            <th class="num">Ready</th>
-            <th>Owner</th>
-            <th>Age</th>
+    <ResourceTable
+      title="ReplicaSets"
+      slot={slot}
+      total={all.length}
+      columns={['Namespace', 'Name', ['Desired', 'num'], ['Current', 'num'], ['Ready', 'num'], 'Owner', 'Age']}
+      what="replica sets"
+      rows={rows}
+      row={(rs) => {
+        const owner = (rs.metadata.ownerReferences || []).find((o) => o.controller) || rs.metadata.ownerReferences?.[0];
+        const desired = rs.spec?.replicas ?? 1;
+        return (
+          <tr key={rs.metadata.uid} class={desired === 0 ? 'dim' : ''} data-testid={`replicaset-${rs.metadata.namespace}-${rs.metadata.name}`}>
+            <td>{rs.metadata.namespace}</td>
+            <td class="name">{rs.metadata.name}</td>
+            <td class="num">{desired}</td>
+            <td class="num">{rs.status?.replicas || 0}</td>
+            <td class="num">{rs.status?.readyReplicas || 0}</td>
+            <td>{owner ? `${owner.kind}/${owner.name}` : '—'}</td>
+            <td>{age(rs.metadata.creationTimestamp)}</td>
           </tr>
-        </thead>
-        <tbody>
-          {rows.length === 0 && <EmptyRow cols={7} slot={slot} what="replica sets" />}
-          {rows.map((rs) => {
-            const owner = (rs.metadata.ownerReferences || []).find((o) => o.controller) || rs.metadata.ownerReferences?.[0];
-            const desired = rs.spec?.replicas ?? 1;
-            return (
-              <tr key={rs.metadata.uid} class={desired === 0 ? 'dim' : ''} data-testid={`replicaset-${rs.metadata.namespace}-${rs.metadata.name}`}>
-                <td>{rs.metadata.namespace}</td>
-                <td class="name">{rs.metadata.name}</td>
-                <td class="num">{desired}</td>
-                <td class="num">{rs.status?.replicas || 0}</td>
-                <td class="num">{rs.status?.readyReplicas || 0}</td>
-                <td>{owner ? `${owner.kind}/${owner.name}` : '—'}</td>
-                <td>{age(rs.metadata.creationTimestamp)}</td>
-              </tr>
-            );
-          })}
-        </tbody>
-      </table>
-    </Section>
+        );
+      }}
+    />
   );
 }
 
@@ -209,61 +189,46 @@ function Pods({ ns }) {
   const rows = capped(all, byNamespaceAndName);
   const metrics = state.metrics.pods;
   return (
-    <Section
+    <ResourceTable
       title="Pods"
       slot={slot}
       total={all.length}
-      note={metrics ? '' : state.metrics.podsError && `usage not available: ${state.metrics.podsError}`}
-    >
-      <table class="grid">
-        <thead>
-          <tr>
-            <th>Namespace</th>
-            <th>Name</th>
-            <th class="num">Ready</th>
-            <th>Status</th>
-            <th class="num">Restarts</th>
-            <th>Node</th>
-            <th>IP</th>
-            <th>Age</th>
-            <th class="num">CPU</th>
-            <th class="num">Memory</th>
-            <th />
+      note={usageNote(metrics, state.metrics.podsError)}
+      columns={[
+        'Namespace', 'Name', ['Ready', 'num'], 'Status', ['Restarts', 'num'], 'Node', 'IP', 'Age', ['CPU', 'num'],
+        ['Memory', 'num'], null, // the Logs buttons' column has no heading
+      ]}
+      what="pods"
+      rows={rows}
+      row={(pod) => {
+        const { namespace, name } = pod.metadata;
+        const status = podStatus(pod);
+        const m = metrics?.get(`${namespace}/${name}`);
+        return (
+          <tr key={pod.metadata.uid || `${namespace}/${name}`} data-testid={`pod-${namespace}-${name}`}>
+            <td>{namespace}</td>
+            <td class="name">{name}</td>
+            <td class="num" data-field="ready">{podReady(pod)}</td>
+            <td data-field="status">
+              <Badge tone={statusTone(status)} title={pod.status?.message || ''}>
+                {status}
+              </Badge>
+            </td>
+            <td class="num" data-field="restarts">{podRestarts(pod)}</td>
+            <td>{pod.spec?.nodeName || '—'}</td>
+            <td class="mono">{pod.status?.podIP || '—'}</td>
+            <td>{age(pod.metadata.creationTimestamp)}</td>
+            <td class="num mono" data-field="cpu">{fmtCPU(m?.cpu)}</td>
+            <td class="num mono" data-field="memory">{fmtMi(m?.mem)}</td>
+            <td>
+              <button type="button" data-testid="logs" onClick={() => openLogs(pod)}>
+                Logs
+              </button>
+            </td>
           </tr>
-        </thead>
-        <tbody>
-          {rows.length === 0 && <EmptyRow cols={11} slot={slot} what="pods" />}
-          {rows.map((pod) => {
-            const { namespace, name } = pod.metadata;
-            const status = podStatus(pod);
-            const m = metrics?.get(`${namespace}/${name}`);
-            return (
-              <tr key={pod.metadata.uid || `${namespace}/${name}`} data-testid={`pod-${namespace}-${name}`}>
-                <td>{namespace}</td>
-                <td class="name">{name}</td>
-                <td class="num" data-field="ready">{podReady(pod)}</td>
-                <td data-field="status">
-                  <Badge tone={statusTone(status)} title={pod.status?.message || ''}>
-                    {status}
-                  </Badge>
-                </td>
-                <td class="num" data-field="restarts">{podRestarts(pod)}</td>
-                <td>{pod.spec?.nodeName || '—'}</td>
-                <td class="mono">{pod.status?.podIP || '—'}</td>
-                <td>{age(pod.metadata.creationTimestamp)}</td>
-                <td class="num mono" data-field="cpu">{fmtCPU(m?.cpu)}</td>
-                <td class="num mono" data-field="memory">{fmtMi(m?.mem)}</td>
-                <td>
-                  <button type="button" data-testid="logs" onClick={() => openLogs(pod)}>
-                    Logs
-                  </button>
-                </td>
-              </tr>
-            );
-          })}
-        </tbody>
-      </table>
-    </Section>
+        );
+      }}
+    />
   );
 }
 

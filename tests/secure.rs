@@ -41,7 +41,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Reaper, Server, SECURE};
+use common::{Reaper, Server};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -231,24 +231,7 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
     let data = dir.join("data");
-    let kc = dir.join("kubeconfig");
-    let listen = format!("127.0.0.1:{}", common::free_port());
-    let args = [
-        SECURE,
-        "--apiserver-listen",
-        &listen,
-        "--write-kubeconfig",
-        kc.to_str().expect("utf-8"),
-        "--scheduler",
-        "--node-name",
-        "n1",
-        "--agent-port",
-        "0",
-        "--dns-listen",
-        "127.0.0.1:0",
-    ];
-    let _reaper = Reaper(data.join("node"));
-    let server = Server::start_with(&data, &dir.join("server.log"), &args);
+    let (_reaper, server, listen, kc) = common::secure_store_with_node(dir);
     let pki = data.join("pki");
 
     // The kubeconfig: HTTPS, the CA, the admin's certificate; private.
@@ -835,7 +818,7 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
     // kubeconfig still good.
     let before = served_certificate(addr, &ca_pem);
     server.kill();
-    let _server = Server::start_with(&data, &dir.join("server.log"), &args);
+    let _server = common::restart_secure_store_with_node(dir, &listen, &kc);
     let after = served_certificate(addr, &ca_pem);
     assert_ne!(before, after, "the restarted server made a new certificate");
     kubectl_until(

@@ -348,6 +348,38 @@ pub fn store_with_api(dir: &Path) -> (Server, String, kube::Client) {
     (store, master, client)
 }
 
+/// A secure store in `dir` (TLS with client certificates, RBAC; data in `data/`, log
+/// `server.log`) serving the Kubernetes API on a free port, with the scheduler and an
+/// in-process node `n1`. Returns, in the order to drop them: the reaper of n1's
+/// containers, the process, the API's address and the admin's kubeconfig.
+pub fn secure_store_with_node(dir: &Path) -> (Reaper, Server, String, PathBuf) {
+    let data = dir.join("data");
+    let kc = dir.join("kubeconfig");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let reaper = Reaper(data.join("node"));
+    let server = restart_secure_store_with_node(dir, &listen, &kc);
+    (reaper, server, listen, kc)
+}
+
+/// [`secure_store_with_node`] started (again) on `listen`, writing `kubeconfig`.
+pub fn restart_secure_store_with_node(dir: &Path, listen: &str, kubeconfig: &Path) -> Server {
+    let args = [
+        SECURE,
+        "--apiserver-listen",
+        listen,
+        "--write-kubeconfig",
+        kubeconfig.to_str().expect("utf-8"),
+        "--scheduler",
+        "--node-name",
+        "n1",
+        "--agent-port",
+        "0",
+        "--dns-listen",
+        "127.0.0.1:0",
+    ];
+    Server::start_with(&dir.join("data"), &dir.join("server.log"), &args)
+}
+
 /// Short leader-election timings for tests with several replicas: lease 3 s, renew
 /// deadline 2 s, retry 500 ms (the flags of `capstan controller-manager` and `scheduler`).
 pub const TIMING: [&str; 6] = [

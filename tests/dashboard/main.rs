@@ -18,7 +18,6 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{Reaper, Server, SECURE};
 use serde_json::{json, Value};
 use webdriver::Browser;
 
@@ -80,25 +79,7 @@ fn sign_in(b: &Browser, token: &str) {
 fn the_dashboard_shows_the_cluster_live_and_acts_as_its_user() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
-    let data = dir.join("data");
-    let kc = dir.join("kubeconfig");
-    let listen = format!("127.0.0.1:{}", common::free_port());
-    let args = [
-        SECURE,
-        "--apiserver-listen",
-        &listen,
-        "--write-kubeconfig",
-        kc.to_str().expect("utf-8"),
-        "--scheduler",
-        "--node-name",
-        "n1",
-        "--agent-port",
-        "0",
-        "--dns-listen",
-        "127.0.0.1:0",
-    ];
-    let _reaper = Reaper(data.join("node"));
-    let _server = Server::start_with(&data, &dir.join("server.log"), &args);
+    let (_reaper, _server, listen, kc) = common::secure_store_with_node(dir);
     let k = &common::kubectls_or_fail()[0];
     common::output_until(
         "node n1 Ready",

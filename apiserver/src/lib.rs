@@ -35,7 +35,7 @@
 //!   embedded; it drives the same API as its user.
 //!
 //! Deliberately left out for now (see the issue notes): OpenAPI v3 and operations in the
-//! OpenAPI document, server-side apply, tokens mounted into pods.
+//! OpenAPI document, server-side apply.
 //!
 //! The apiserver knows nothing of Raft or RocksDB: it sees only the store's etcd API.
 

@@ -6,7 +6,8 @@
 //! scale is refused with upstream's 403 message, an admin's goes through), show a
 //! Deployment appear and scale live from watches without reloading (a scale made with
 //! kubectl and one made in the page), show its Service's endpoints and its events, stream
-//! a pod's log, show the node and the control plane, and delete the Deployment. Screenshots of the workloads view and the control
+//! a pod's log, show the node with its usage and the control plane, and delete the
+//! Deployment. Screenshots of the workloads view and the control
 //! plane are kept in `target/test-artefacts/` (`dashboard.png`,
 //! `dashboard-controlplane.png`; `dashboard-failure.png` when a wait fails).
 
@@ -236,6 +237,14 @@ fn the_dashboard_shows_the_cluster_live_and_acts_as_its_user() {
     b.until("node n1 Ready in the page", DEADLINE, || {
         (b.text(&tid("node-n1", "[data-field=\"ready\"]")).as_deref() == Some("True")).then_some(())
     });
+    // Its usage from metrics.k8s.io, as a share of what it can allocate ("12m / 2000m
+    // (1%)"), once the agent has two samples.
+    for field in ["cpu", "memory"] {
+        let css = tid("node-n1", &format!("[data-field=\"{field}\"]"));
+        b.until(&format!("node n1's {field} usage in the page"), DEADLINE, || {
+            b.text(&css).filter(|t| t.ends_with("%)") && !t.starts_with('—'))
+        });
+    }
     b.click(&tid("tab-controlplane", ""));
     let leader = b.until("the store's leader", DEADLINE, || {
         b.text(&tid("leader", "")).filter(|t| !t.is_empty() && t != "—")

@@ -536,8 +536,11 @@ struct MemberFlags {
     #[arg(long, default_value_t = 100_000)]
     snapshot_count: u64,
     /// URLs to serve the store's Prometheus metrics on (`/metrics`, etcd's names, and
-    /// etcd's `/health`), comma separated, e.g. http://127.0.0.1:2381 (http:// only for
-    /// now). The Kubernetes API's `/metrics`, when served, includes them too.
+    /// etcd's `/health`), comma separated, e.g. http://127.0.0.1:2381. `http://` on
+    /// loopback addresses only (unless --insecure); `https://` anywhere, with the etcd
+    /// API's certificate, for client certificates of the CA in `system:masters` or (for
+    /// `/metrics`) `system:monitoring`. The Kubernetes API's `/metrics`, when served,
+    /// includes them too.
     #[arg(long, default_value = "")]
     listen_metrics_urls: String,
 }
@@ -650,19 +653,16 @@ async fn run_master(args: MasterArgs) -> Result<(), String> {
     .await
 }
 
-/// The addresses of `--listen-metrics-urls` (`http://host:port`, comma separated; a host
-/// name is resolved, and every address it has is listened on).
-async fn parse_metrics_urls(s: &str) -> Result<Vec<SocketAddr>, String> {
+/// The addresses of `--listen-metrics-urls` (`http://host:port` or `https://host:port`,
+/// comma separated; a host name is resolved, and every address it has is listened on),
+/// each with whether it is HTTPS.
+async fn parse_metrics_urls(s: &str) -> Result<Vec<(SocketAddr, bool)>, String> {
     let mut out = Vec::new();
     for url in s.split(',').map(str::trim).filter(|u| !u.is_empty()) {
-        let host_port = match url.strip_prefix("http://") {
-            Some(rest) => rest.trim_end_matches('/'),
-            None if url.starts_with("https://") => {
-                return Err(format!(
-                    "--listen-metrics-urls: {url}: https is not supported yet (use http://)"
-                ))
-            }
-            None => return Err(format!("--listen-metrics-urls: {url:?} is not http://host:port")),
+        let (host_port, https) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest.trim_end_matches('/'), false),
+            (_, Some(rest)) => (rest.trim_end_matches('/'), true),
+            _ => return Err(format!("--listen-metrics-urls: {url:?} is not http(s)://host:port")),
         };
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host(host_port)
             .await
@@ -672,17 +672,21 @@ async fn parse_metrics_urls(s: &str) -> Result<Vec<SocketAddr>, String> {
             return Err(format!("--listen-metrics-urls: {url}: no address"));
         }
         for a in addrs {
-            if !out.contains(&a) {
-                out.push(a);
+            if let Some(seen) = out.iter().find(|(b, _)| *b == a) {
+                if seen.1 != https {
+                    return Err(format!("--listen-metrics-urls: {a} is given both as http and as https"));
+                }
+            } else {
+                out.push((a, https));
             }
         }
     }
     Ok(out)
 }
 
-/// Metrics are served in plain HTTP (their TLS is not built yet): on a loopback address,
-/// or elsewhere only with `--insecure` (where a component has that flag), as every
-/// plain-text listener.
+/// Metrics in plain HTTP are served on a loopback address, or elsewhere only with
+/// `--insecure` (where a component has that flag), as every plain-text listener; a
+/// store's `https://` metrics URLs may be anywhere.
 fn plain_metrics_allowed(addr: SocketAddr, insecure: bool, flag: &str) -> Result<(), String> {
     if addr.ip().is_loopback() || insecure {
         return Ok(());
@@ -856,19 +860,50 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
             .then(|| capstan_agents::metrics::ProxyMetrics::new(&mut registry)),
     };
     let registry = std::sync::Arc::new(registry);
-    for metrics_addr in parse_metrics_urls(&m.listen_metrics_urls).await? {
-        plain_metrics_allowed(metrics_addr, args.secure.insecure, "--listen-metrics-urls")?;
+    for (metrics_addr, https) in parse_metrics_urls(&m.listen_metrics_urls).await? {
+        // HTTPS: the etcd API's certificate, and a client certificate from the cluster CA
+        // in system:masters or system:monitoring (etcd asks for one from its CA).
+        let tls = match (https, &client_tls) {
+            (true, Some(identity)) => Some(agent_serving_tls(
+                &identity.cert_pem,
+                &identity.key_pem,
+                &identity.ca_pem,
+            )?),
+            (true, None) => {
+                return Err(format!(
+                    "--listen-metrics-urls https://{metrics_addr}: this store has no TLS (--insecure); use http://"
+                ))
+            }
+            (false, _) => {
+                plain_metrics_allowed(metrics_addr, args.secure.insecure, "--listen-metrics-urls")?;
+                None
+            }
+        };
         let l = tokio::net::TcpListener::bind(metrics_addr)
             .await
             .map_err(|e| format!("cannot listen on {metrics_addr} (--listen-metrics-urls): {e}"))?;
         let bound = l.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(%bound, "serving the store's metrics at /metrics and /health");
-        tokio::spawn(capstan_store::metrics::serve(
-            l,
-            registry.clone(),
-            config.metrics.clone(),
-            std::future::pending(),
-        ));
+        tracing::info!(%bound, https, "serving the store's metrics at /metrics and /health");
+        match tls {
+            None => {
+                tokio::spawn(capstan_store::metrics::serve(
+                    l,
+                    registry.clone(),
+                    config.metrics.clone(),
+                    std::future::pending(),
+                ));
+            }
+            Some(tls) => {
+                let router = capstan_store::metrics::router(registry.clone(), config.metrics.clone());
+                tokio::spawn(async move {
+                    let served =
+                        capstan_agents::node::logs::serve_as(l, router, Some(tls), "the store's metrics").await;
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "serving the store's metrics stopped");
+                    }
+                });
+            }
+        }
     }
     if m.heartbeat_interval == 0 || m.election_timeout < 2 * m.heartbeat_interval {
         return Err("--election-timeout must be at least twice --heartbeat-interval (and both above 0)".into());
@@ -1895,10 +1930,16 @@ mod tests {
         assert_eq!(parse_metrics_urls("").await, Ok(vec![]));
         assert_eq!(
             parse_metrics_urls("http://127.0.0.1:2381, http://127.0.0.1:2382/,http://127.0.0.1:2381").await,
-            Ok(vec![v4(2381), v4(2382)])
+            Ok(vec![(v4(2381), false), (v4(2382), false)])
         );
-        let e = parse_metrics_urls("https://127.0.0.1:2381").await.expect_err("https");
-        assert!(e.contains("https is not supported"), "{e}");
+        assert_eq!(
+            parse_metrics_urls("https://127.0.0.1:2381,http://127.0.0.1:2382").await,
+            Ok(vec![(v4(2381), true), (v4(2382), false)])
+        );
+        let e = parse_metrics_urls("https://127.0.0.1:2381,http://127.0.0.1:2381")
+            .await
+            .expect_err("both");
+        assert!(e.contains("both as http and as https"), "{e}");
         assert!(parse_metrics_urls("127.0.0.1:2381").await.is_err());
         assert!(
             parse_metrics_urls("http://127.0.0.1").await.is_err(),

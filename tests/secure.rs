@@ -41,7 +41,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Reaper, Server};
+use common::{Reaper, Server, SECURE};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -827,6 +827,77 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
         &["get", "deployment", "web", "-o", "name"],
         "the deployment kept",
         |out| out.trim() == "deployment.apps/web",
+    );
+}
+
+/// A store's `https://` metrics URL: the etcd API's certificate, and only client
+/// certificates of the CA in `system:masters` or, for `/metrics`, `system:monitoring`.
+#[test]
+fn store_metrics_over_https_need_a_certificate_of_the_right_group() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let data = dir.join("data");
+    let port = common::free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let _server = Server::start_with(&data, &dir.join("server.log"), &[SECURE, "--listen-metrics-urls", &url]);
+    let pki = data.join("pki");
+    let ca_pem = std::fs::read(pki.join("ca.crt")).expect("the CA");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    for (user, group) in [
+        ("root", Some("system:masters")),
+        ("prometheus", Some("system:monitoring")),
+        ("alice", None),
+    ] {
+        let mut certs = Command::new(env!("CARGO_BIN_EXE_capstan"));
+        certs.args(["certs", "--dir"]).arg(&pki).args(["--user", user]);
+        if let Some(g) = group {
+            certs.args(["--group", g]);
+        }
+        let out = certs.output().expect("capstan certs");
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let files = |user: &str| (pki.join(format!("{user}.crt")), pki.join(format!("{user}.key")));
+    let get = |user: Option<&str>, path: &str| {
+        let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+        let client = user.map(files);
+        tls_exchange(
+            addr,
+            &ca_pem,
+            client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+            Some(&request),
+        )
+        .1
+    };
+    // The member elects itself just after it is ready.
+    let until = std::time::Instant::now() + DEADLINE;
+    loop {
+        let metrics = get(Some("root"), "/metrics");
+        assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+        if metrics.contains("etcd_server_has_leader 1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "no leader within {DEADLINE:?}: {metrics}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let health = get(Some("root"), "/health");
+    assert!(
+        health.starts_with("HTTP/1.0 200") && health.contains(r#""health":"true""#),
+        "{health}"
+    );
+    let monitoring = get(Some("prometheus"), "/metrics");
+    assert!(
+        monitoring.starts_with("HTTP/1.0 200") && monitoring.contains("etcd_server_is_leader 1"),
+        "{monitoring}"
+    );
+    let anonymous = get(None, "/metrics");
+    assert!(anonymous.starts_with("HTTP/1.0 401"), "{anonymous}");
+    let alice = get(Some("alice"), "/metrics");
+    assert!(
+        alice.starts_with("HTTP/1.0 403") && alice.contains("user=alice"),
+        "{alice}"
     );
 }
 

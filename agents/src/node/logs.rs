@@ -60,7 +60,9 @@
 //!   handshake. Its subject names the requester (CN the user, each O a group).
 //! - A request without one: `401` `Unauthorized`.
 //! - A requester in `system:masters` (the API server's kubelet client certificate is)
-//!   reads logs. Anyone else: `403` with the kubelet's
+//!   reads logs; one in `system:monitoring` may also `GET /metrics` (where this server
+//!   serves it: a store's HTTPS metrics URL, through [`serve_as`]). Anyone else: `403`
+//!   with the kubelet's
 //!   `Forbidden (user=<name>, verb=get, resource=nodes, subresource=proxy)`, the
 //!   attributes upstream's kubelet checks for its `containerLogs` path (`stats` for
 //!   `/stats/summary`; [`authorize`]).
@@ -207,6 +209,9 @@ pub const CONNECTIONS_MAX: usize = 1024;
 /// The group whose members read logs: `kube-apiserver-kubelet-client`, the API server's
 /// certificate for the agents, is in it (as kubeadm issues it).
 pub const READER_GROUP: &str = "system:masters";
+/// The group that may also read `/metrics` (a Prometheus certificate), as the API
+/// server's default `system:monitoring` binding lets it read the API's.
+pub const MONITORING_GROUP: &str = "system:monitoring";
 
 /// Who a verified client certificate names: its subject's CN and O values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -239,6 +244,17 @@ impl std::fmt::Debug for ServingTls {
 /// client certificates and the kubelet's authorization with it. Returns only if
 /// accepting fails for good (plain HTTP) or never (TLS: accept errors are waited out).
 pub async fn serve(listener: tokio::net::TcpListener, router: Router, tls: Option<ServingTls>) -> io::Result<()> {
+    serve_as(listener, router, tls, "the agent's port").await
+}
+
+/// [`serve`] for another port with the same TLS and authorization (a store's HTTPS
+/// metrics URL), named `port` in the logs.
+pub async fn serve_as(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    tls: Option<ServingTls>,
+    port: &'static str,
+) -> io::Result<()> {
     let Some(tls) = tls else {
         return axum::serve(listener, router).await;
     };
@@ -254,13 +270,13 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, tls: Optio
             Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors, say: wait a moment rather than spin.
-                tracing::warn!(error = %e, "accepting a connection on the agent's port failed");
+                tracing::warn!(error = %e, port, "accepting a connection failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
         let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, connections_max = CONNECTIONS_MAX, "too many connections to the agent's port: closing a new one");
+            tracing::warn!(%peer, port, connections_max = CONNECTIONS_MAX, "too many connections: closing a new one");
             continue;
         };
         if let Err(e) = tcp.set_nodelay(true) {
@@ -272,11 +288,11 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, tls: Optio
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake on the agent's port failed");
+                    tracing::debug!(%peer, port, error = %e, "TLS handshake failed");
                     return;
                 }
                 Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake on the agent's port timed out");
+                    tracing::debug!(%peer, port, "TLS handshake timed out");
                     return;
                 }
             };
@@ -306,7 +322,7 @@ pub async fn serve(listener: tokio::net::TcpListener, router: Router, tls: Optio
                 },
             };
             if let Err(e) = served {
-                tracing::debug!(%peer, error = %e, "a connection to the agent's port ended with an error");
+                tracing::debug!(%peer, port, error = %e, "a connection ended with an error");
             }
         });
     }
@@ -348,7 +364,8 @@ pub fn authorize(requester: Option<&Requester>, method: &Method, path: &str) -> 
     let Some(requester) = requester else {
         return Err((StatusCode::UNAUTHORIZED, "Unauthorized".into()));
     };
-    if requester.groups.iter().any(|g| g == READER_GROUP) {
+    let member = |group: &str| requester.groups.iter().any(|g| g == group);
+    if member(READER_GROUP) || (member(MONITORING_GROUP) && *method == Method::GET && subresource(path) == "metrics") {
         return Ok(());
     }
     Err((
@@ -865,6 +882,10 @@ mod tests {
             authorize(Some(&who("alice", &[])), &Method::GET, "/stats/summary").map_err(|e| e.1),
             Err("Forbidden (user=alice, verb=get, resource=nodes, subresource=stats)".into())
         );
+        let prometheus = who("prometheus", &["system:monitoring"]);
+        assert_eq!(authorize(Some(&prometheus), &Method::GET, "/metrics"), Ok(()));
+        assert!(authorize(Some(&prometheus), &Method::GET, "/stats/summary").is_err());
+        assert!(authorize(Some(&prometheus), &Method::GET, "/containerLogs/ns/p/c").is_err());
         for (path, sub) in [
             ("/stats", "stats"),
             ("/metrics/cadvisor", "metrics"),

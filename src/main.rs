@@ -340,7 +340,7 @@ struct MetricsFlags {
 
 impl MetricsFlags {
     /// Serves `registry` at --metrics-bind-address, if given, from now on.
-    async fn serve(&self, registry: prometheus_client::registry::Registry) -> Result<(), String> {
+    async fn serve(&self, registry: std::sync::Arc<prometheus_client::registry::Registry>) -> Result<(), String> {
         let Some(addr) = self.metrics_bind_address else {
             return Ok(());
         };
@@ -349,7 +349,7 @@ impl MetricsFlags {
             .await
             .map_err(|e| format!("cannot listen on {addr} (--metrics-bind-address): {e}"))?;
         tracing::info!(addr = %l.local_addr().map_err(|e| e.to_string())?, "serving metrics at /metrics");
-        tokio::spawn(capstan_agents::metrics::serve(l, std::sync::Arc::new(registry)));
+        tokio::spawn(capstan_agents::metrics::serve(l, registry));
         Ok(())
     }
 }
@@ -1083,6 +1083,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
                 dns_ip,
                 serving,
                 &embedded,
+                registry.clone(),
             )
             .await?;
         }
@@ -1190,6 +1191,7 @@ async fn embedded_node(
     dns_ip: std::net::IpAddr,
     serving: Option<capstan_agents::node::logs::ServingTls>,
     metrics: &EmbeddedMetrics,
+    registry: std::sync::Arc<prometheus_client::registry::Registry>,
 ) -> Result<(), String> {
     use capstan_agents::node::agent;
     use capstan_agents::proxy::{self, forward};
@@ -1199,7 +1201,9 @@ async fn embedded_node(
         dns: Some(pod_dns(dns_ip, capstan_agents::dns::ZONE_DEFAULT)),
         ..AgentResources::default()
     };
-    let config = agent_config(name, node_ip, port, root_dir.to_path_buf(), resources).await?;
+    let mut config = agent_config(name, node_ip, port, root_dir.to_path_buf(), resources).await?;
+    // The process's registry (the store's and its components') at the agent's /metrics.
+    config.port_metrics = Some(registry);
     tracing::info!(node = name, "running a node agent and a node proxy in this process");
     let proxy_mesh = mesh.clone();
     let node_metrics = metrics.node.clone();
@@ -1548,7 +1552,7 @@ async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), Strin
     };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = capstan_agents::metrics::ControllerMetrics::new(&mut registry);
-    args.metrics.serve(registry).await?;
+    args.metrics.serve(std::sync::Arc::new(registry)).await?;
     println!("capstan controller-manager ready as {}", election.identity);
     let shutdown = shutdown_signal()?;
     tokio::select! {
@@ -1562,7 +1566,7 @@ async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
     let (client, election) = args.election.election("kube-scheduler")?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = capstan_agents::metrics::SchedulerMetrics::new(&mut registry);
-    args.metrics.serve(registry).await?;
+    args.metrics.serve(std::sync::Arc::new(registry)).await?;
     println!("capstan scheduler ready as {}", election.identity);
     let shutdown = shutdown_signal()?;
     let work = |c| scheduler::run_with_metrics(c, Some(metrics.clone()));
@@ -1580,7 +1584,7 @@ async fn run_proxy(args: ProxyArgs) -> Result<(), String> {
     let mesh = Access::of(&args.master, args.kubeconfig.as_deref())?.mesh()?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = capstan_agents::metrics::ProxyMetrics::new(&mut registry);
-    args.metrics.serve(registry).await?;
+    args.metrics.serve(std::sync::Arc::new(registry)).await?;
     let forwarder = forward::Forwarder::new(forward::Limits::default()).with_metrics(metrics);
     println!("capstan proxy ready on node {} ({})", args.node_name, args.node_ip);
     let shutdown = shutdown_signal()?;
@@ -1599,7 +1603,8 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
     let serving = agent_port_tls(&args, &access)?;
     let mut registry = prometheus_client::registry::Registry::default();
     let node_metrics = capstan_agents::metrics::NodeMetrics::new(&mut registry);
-    args.metrics.serve(registry).await?;
+    let registry = std::sync::Arc::new(registry);
+    args.metrics.serve(registry.clone()).await?;
     let name = match args.node_name {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -1634,7 +1639,8 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
         // The nodes' directories go under the root, each named after its node.
         let root_dir = args.root_dir.unwrap_or_else(|| PathBuf::from(".capstan/nodes"));
         // The template's listener is the one log port all the hollow nodes share.
-        let template = agent_config(&name, args.node_ip, args.port, root_dir, resources).await?;
+        let mut template = agent_config(&name, args.node_ip, args.port, root_dir, resources).await?;
+        template.port_metrics = Some(registry);
         let shutdown = shutdown_signal()?;
         let run = agent::run_hollow_with_metrics(
             client,
@@ -1659,7 +1665,8 @@ async fn run_agent(args: AgentArgs) -> Result<(), String> {
     let root_dir = args
         .root_dir
         .unwrap_or_else(|| PathBuf::from(".capstan/nodes").join(&name));
-    let config = agent_config(&name, args.node_ip, args.port, root_dir, resources).await?;
+    let mut config = agent_config(&name, args.node_ip, args.port, root_dir, resources).await?;
+    config.port_metrics = Some(registry);
     let shutdown = shutdown_signal()?;
     let run = agent::run_with_metrics(client, mesh, config, serving, Some(node_metrics), |_| {
         println!("capstan agent ready on node {name}")
@@ -1796,6 +1803,7 @@ async fn agent_config(
         init_program: std::env::current_exe().ok(),
         dns: resources.dns,
         runtime: capstan_agents::node::runtime::RuntimeKind::Process,
+        port_metrics: None,
     })
 }
 

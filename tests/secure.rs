@@ -339,7 +339,8 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
 
     // The agent's port: `kubectl logs` through the API server (over TLS, with its kubelet
     // client certificate); asked directly, without a certificate 401, as alice 403, as the
-    // admin (system:masters) the log. Its certificate is verified for the node's address.
+    // admin (system:masters) the log and the metrics. Its certificate is verified for the
+    // node's address.
     run_talker(k, &kc, "hello over tls");
     kubectl_until(
         k,
@@ -382,6 +383,19 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
     let answer = tls_exchange(agent, &ca_pem, Some((&admin_crt, &admin_key)), Some(logs)).1;
     assert!(
         answer.starts_with("HTTP/1.0 200") && answer.contains("hello over tls"),
+        "{answer}"
+    );
+    // Its /metrics, as the kubelet's: the admin reads it, alice is told the kubelet's
+    // subresource.
+    let metrics = "GET /metrics HTTP/1.0\r\nHost: n1\r\n\r\n";
+    let answer = tls_exchange(agent, &ca_pem, Some((&admin_crt, &admin_key)), Some(metrics)).1;
+    assert!(
+        answer.starts_with("HTTP/1.0 200") && answer.contains("kubelet_running_pods"),
+        "{answer}"
+    );
+    let answer = tls_exchange(agent, &ca_pem, Some((&alice_crt, &alice_key)), Some(metrics)).1;
+    assert!(
+        answer.ends_with("Forbidden (user=alice, verb=get, resource=nodes, subresource=metrics)"),
         "{answer}"
     );
 

@@ -59,6 +59,7 @@ async fn twenty_hollow_nodes_run_a_pod_each_ready_at_once_and_delete_them() {
         backoff_initial: pods::BACKOFF_INITIAL,
         backoff_max: pods::BACKOFF_MAX,
         usage_interval: capstan_agents::node::usage::USAGE_INTERVAL_DEFAULT,
+        port_metrics: None,
         listener: Some(listener),
         init_program: None,
         dns: None,

@@ -79,6 +79,7 @@ async fn agent_with(
         dns: None,
         runtime: capstan_agents::node::runtime::RuntimeKind::Process,
         usage_interval,
+        port_metrics: None,
     };
     let mesh = agent::mesh_client(&cluster.url).expect("mesh client");
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -118,6 +118,9 @@ pub struct Config {
     /// How often the containers' CPU and memory are sampled for `/stats/summary` (see
     /// [`super::usage`]); [`super::usage::USAGE_INTERVAL_DEFAULT`] unless a test wants it sooner.
     pub usage_interval: Duration,
+    /// A registry served at `GET /metrics` on the agent's port (where the kubelet serves
+    /// its own), under the port's TLS: `system:masters` and `system:monitoring` read it.
+    pub port_metrics: Option<Arc<prometheus_client::registry::Registry>>,
 }
 
 /// Status reports over the mesh API.
@@ -286,7 +289,10 @@ pub async fn run_with_metrics(
         )))
     });
     let _server = config.listener.take().map(|listener| {
-        let router = logs::router(Arc::new(Logs(context.clone(), usage)));
+        let mut router = logs::router(Arc::new(Logs(context.clone(), usage)));
+        if let Some(registry) = config.port_metrics.clone() {
+            router = router.merge(crate::metrics::router(registry));
+        }
         AbortOnDrop(tokio::spawn(async move {
             if let Err(e) = logs::serve(listener, router, tls).await {
                 tracing::error!(error = %e, "the agent's HTTP port stopped");
@@ -678,8 +684,12 @@ where
     } else {
         0
     };
+    let port_metrics = template.port_metrics.clone();
     let _server = template.listener.map(|listener| {
-        let router = logs::router(shared.clone());
+        let mut router = logs::router(shared.clone());
+        if let Some(registry) = port_metrics {
+            router = router.merge(crate::metrics::router(registry));
+        }
         AbortOnDrop(tokio::spawn(async move {
             if let Err(e) = logs::serve(listener, router, serving).await {
                 tracing::error!(error = %e, "the hollow nodes' HTTP port stopped");
@@ -714,6 +724,8 @@ where
             dns: template.dns.clone(),
             runtime: RuntimeKind::Simulated,
             usage_interval: template.usage_interval,
+            // The shared port above serves it.
+            port_metrics: None,
         };
         let mesh = connections[i / HOLLOW_NODES_PER_CONNECTION].clone();
         let (client, shared, started) = (client.clone(), shared.clone(), started.clone());

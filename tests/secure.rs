@@ -41,18 +41,9 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Reaper, Server, SECURE};
+use common::{kubectl, Reaper, Server, SECURE};
 
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
-    Command::new(bin)
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(args)
-        .output()
-        .expect("run kubectl")
-}
 
 /// `kubectl run talker`: a pod that prints `line` and sleeps.
 fn run_talker(k: &Path, kc: &Path, line: &str) {

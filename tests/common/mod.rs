@@ -391,6 +391,16 @@ pub const TIMING: [&str; 6] = [
     "500ms",
 ];
 
+/// `bin` (a kubectl) with `--kubeconfig kubeconfig` and `args`, run to its end.
+pub fn kubectl(bin: &Path, kubeconfig: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(bin)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .expect("run kubectl")
+}
+
 fn works(kubectl: &Path) -> bool {
     Command::new(kubectl)
         .args(["version", "--client"])

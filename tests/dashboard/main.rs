@@ -15,23 +15,14 @@
 mod common;
 mod webdriver;
 
+use common::kubectl;
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use webdriver::Browser;
 
 const DEADLINE: Duration = Duration::from_secs(90);
-
-fn kubectl(k: &Path, kc: &Path, args: &[&str]) -> Output {
-    Command::new(k)
-        .arg("--kubeconfig")
-        .arg(kc)
-        .args(args)
-        .output()
-        .expect("run kubectl")
-}
 
 fn ok(k: &Path, kc: &Path, args: &[&str]) -> String {
     let o = kubectl(k, kc, args);

@@ -864,11 +864,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
         // HTTPS: the etcd API's certificate, and a client certificate from the cluster CA
         // in system:masters or system:monitoring (etcd asks for one from its CA).
         let tls = match (https, &client_tls) {
-            (true, Some(identity)) => Some(agent_serving_tls(
-                &identity.cert_pem,
-                &identity.key_pem,
-                &identity.ca_pem,
-            )?),
+            (true, Some(identity)) => Some(port_tls(&identity.cert_pem, &identity.key_pem, &identity.ca_pem)?),
             (true, None) => {
                 return Err(format!(
                     "--listen-metrics-urls https://{metrics_addr}: this store has no TLS (--insecure); use http://"
@@ -884,26 +880,13 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
             .map_err(|e| format!("cannot listen on {metrics_addr} (--listen-metrics-urls): {e}"))?;
         let bound = l.local_addr().map_err(|e| e.to_string())?;
         tracing::info!(%bound, https, "serving the store's metrics at /metrics and /health");
-        match tls {
-            None => {
-                tokio::spawn(capstan_store::metrics::serve(
-                    l,
-                    registry.clone(),
-                    config.metrics.clone(),
-                    std::future::pending(),
-                ));
+        let router = capstan_store::metrics::router(registry.clone(), config.metrics.clone());
+        tokio::spawn(async move {
+            let served = capstan_agents::node::logs::serve_as(l, router, tls, "the store's metrics").await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "serving the store's metrics stopped");
             }
-            Some(tls) => {
-                let router = capstan_store::metrics::router(registry.clone(), config.metrics.clone());
-                tokio::spawn(async move {
-                    let served =
-                        capstan_agents::node::logs::serve_as(l, router, Some(tls), "the store's metrics").await;
-                    if let Err(e) = served {
-                        tracing::error!(error = %e, "serving the store's metrics stopped");
-                    }
-                });
-            }
-        }
+        });
     }
     if m.heartbeat_interval == 0 || m.election_timeout < 2 * m.heartbeat_interval {
         return Err("--election-timeout must be at least twice --heartbeat-interval (and both above 0)".into());
@@ -1331,7 +1314,7 @@ impl Pki {
         let (chain, key) = self
             .ca
             .agent_serving(node, &certs::agent_hosts(node, &[ip.to_string()]))?;
-        agent_serving_tls(chain.as_bytes(), key.as_bytes(), self.ca.pem.as_bytes())
+        port_tls(chain.as_bytes(), key.as_bytes(), self.ca.pem.as_bytes())
     }
 
     /// TLS for an in-process component acting as `user` in `group`: a certificate made
@@ -1720,7 +1703,7 @@ fn agent_port_tls(args: &AgentArgs, access: &Access) -> Result<Option<capstan_ag
             )
         }
     };
-    let tls = agent_serving_tls(
+    let tls = port_tls(
         &read("--tls-cert-file", cert)?,
         &read("--tls-private-key-file", key)?,
         &client_ca,
@@ -1729,9 +1712,10 @@ fn agent_port_tls(args: &AgentArgs, access: &Access) -> Result<Option<capstan_ag
     Ok(Some(tls))
 }
 
-/// The agent's port over TLS with a certificate chain and key, accepting client
-/// certificates of `client_ca` (PEM), read as the API server reads them.
-fn agent_serving_tls(
+/// An agent's port, or a store's HTTPS metrics URL, over TLS with a certificate chain and
+/// key, accepting client certificates of `client_ca` (PEM), read as the API server reads
+/// them.
+fn port_tls(
     cert_pem: &[u8],
     key_pem: &[u8],
     client_ca: &[u8],
@@ -2019,7 +2003,7 @@ mod tests {
             let (chain, key) = ca
                 .agent_serving("n1", &certs::agent_hosts("n1", &["127.0.0.1".into()]))
                 .expect("serving certificate");
-            let serving = agent_serving_tls(chain.as_bytes(), key.as_bytes(), ca.pem.as_bytes()).expect("TLS");
+            let serving = port_tls(chain.as_bytes(), key.as_bytes(), ca.pem.as_bytes()).expect("TLS");
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("address");
             let router = capstan_agents::node::logs::router(std::sync::Arc::new(OneLog(log, running)));

@@ -123,18 +123,6 @@ pub struct MemberStatus {
     pub is_learner: bool,
 }
 
-impl From<capstan_proto::store::Member> for MemberStatus {
-    fn from(m: capstan_proto::store::Member) -> MemberStatus {
-        MemberStatus {
-            id: hex_id(m.id),
-            name: m.name,
-            peer_urls: m.peer_urls,
-            client_urls: m.client_urls,
-            is_learner: m.is_learner,
-        }
-    }
-}
-
 /// The first key after every key starting with `prefix` (etcd's prefix range end).
 pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
@@ -196,21 +184,11 @@ impl Storage {
     /// the leader, and that member's Raft and MVCC progress (etcd's `MemberList` and
     /// `Status`). Against a remote cluster, "that member" is whichever endpoint answered.
     pub async fn cluster_status(&self) -> Result<ClusterStatus> {
+        // The local member answers as its etcd API would (one definition of both).
         let (status, members) = match &*self.backend {
             Backend::Local(node) => {
-                let (db_size, db_size_in_use) = node.mvcc.db_size();
-                let status = pb::StatusResponse {
-                    header: Some(node.header.make(node.mvcc.revision())),
-                    leader: node.leader(),
-                    raft_index: node.commit_index(),
-                    raft_term: node.header.term(),
-                    raft_applied_index: node.mvcc.applied_index(),
-                    db_size,
-                    db_size_in_use,
-                    ..Default::default()
-                };
-                let members: Vec<MemberStatus> = node.mvcc.members()?.into_iter().map(MemberStatus::from).collect();
-                (status, members)
+                let services = capstan_store::server::EtcdServices::new(node.clone());
+                (services.status_now(), services.members()?)
             }
             Backend::Etcd {
                 cluster, maintenance, ..
@@ -227,20 +205,19 @@ impl Storage {
                     .await
                     .map_err(status_err)?
                     .into_inner();
-                let members = list
-                    .members
-                    .into_iter()
-                    .map(|m| MemberStatus {
-                        id: hex_id(m.id),
-                        name: m.name,
-                        peer_urls: m.peer_ur_ls,
-                        client_urls: m.client_ur_ls,
-                        is_learner: m.is_learner,
-                    })
-                    .collect();
-                (status, members)
+                (status, list.members)
             }
         };
+        let members: Vec<MemberStatus> = members
+            .into_iter()
+            .map(|m| MemberStatus {
+                id: hex_id(m.id),
+                name: m.name,
+                peer_urls: m.peer_ur_ls,
+                client_urls: m.client_ur_ls,
+                is_learner: m.is_learner,
+            })
+            .collect();
         let header = status.header.unwrap_or_default();
         let member_id = hex_id(header.member_id);
         let name = members

@@ -95,7 +95,7 @@ pub fn routes() -> Router<Arc<Api>> {
                     Err(e) => return e.into_response(),
                 };
                 match serde_json::to_value(&status) {
-                    Ok(v) => with_headers(json_response(StatusCode::OK, &v), None),
+                    Ok(v) => with_headers(json_response(StatusCode::OK, &v), "no-store"),
                     Err(e) => ApiError::Internal(format!("encoding the control plane status: {e}")).into_response(),
                 }
             }),
@@ -107,7 +107,8 @@ pub fn routes() -> Router<Arc<Api>> {
                 let mut r = (StatusCode::OK, Body::from(asset.body)).into_response();
                 r.headers_mut()
                     .insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
-                with_headers(r, Some("no-cache"))
+                // Revalidated: a new binary may serve a new bundle at the same URL.
+                with_headers(r, "no-cache")
             }),
         );
     }
@@ -115,16 +116,13 @@ pub fn routes() -> Router<Arc<Api>> {
 }
 
 /// The headers every dashboard response carries.
-fn with_headers(mut r: Response, cache: Option<&'static str>) -> Response {
+fn with_headers(mut r: Response, cache: &'static str) -> Response {
     let h = r.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static(cache.unwrap_or("no-store")),
-    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     r
 }
 

@@ -361,19 +361,6 @@ pub fn router(registry: Arc<Registry>, metrics: StoreMetrics) -> axum::Router {
         )
 }
 
-/// Serves [`router`] on `listener` (plain HTTP) until `shutdown`.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    registry: Arc<Registry>,
-    metrics: StoreMetrics,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let app = router(registry, metrics);
-    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-        tracing::warn!(error = %e, "serving the metrics failed");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,9 +492,14 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, Arc::new(registry), m.clone(), async {
-            let _ = stop_rx.await;
-        }));
+        let app = router(Arc::new(registry), m.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+        });
         let response = ask(addr, "GET /metrics HTTP/1.0\r\n\r\n").await;
         assert!(response.starts_with("http/1.0 200 ok\r\n"), "{response}");
         assert!(response.contains("content-type: text/plain; version=0.0.4; charset=utf-8\r\n"));
@@ -530,6 +522,6 @@ mod tests {
             .await
             .starts_with("http/1.0 405"));
         let _ = stop_tx.send(());
-        server.await.expect("server task");
+        server.await.expect("server task").expect("served");
     }
 }

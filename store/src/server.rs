@@ -57,8 +57,29 @@ impl EtcdServices {
         Some(self.node.header.make(rev))
     }
 
-    fn members(&self) -> Result<Vec<pb::Member>, Status> {
+    /// The members as `MemberList` answers them (also for callers in this process).
+    pub fn members(&self) -> Result<Vec<pb::Member>, StoreError> {
         Ok(self.node.mvcc.members()?.into_iter().map(wire_member).collect())
+    }
+
+    /// This member's answer to `Status` (also for callers in this process).
+    pub fn status_now(&self) -> pb::StatusResponse {
+        let (db_size, in_use) = self.node.mvcc.db_size();
+        pb::StatusResponse {
+            header: self.header(self.node.mvcc.revision()),
+            version: ETCD_VERSION.into(),
+            db_size,
+            leader: self.node.leader(),
+            raft_index: self.node.commit_index(),
+            raft_term: self.node.header.term(),
+            raft_applied_index: self.node.mvcc.applied_index(),
+            errors: Vec::new(),
+            db_size_in_use: in_use,
+            is_learner: self.node.is_learner(),
+            storage_version: String::new(),
+            db_size_quota: 0,
+            downgrade_info: None,
+        }
     }
 }
 
@@ -425,23 +446,7 @@ impl Maintenance for EtcdServices {
     }
 
     async fn status(&self, _: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
-        let (db_size, in_use) = self.node.mvcc.db_size();
-        let applied = self.node.mvcc.applied_index();
-        Ok(Response::new(pb::StatusResponse {
-            header: self.header(self.node.mvcc.revision()),
-            version: ETCD_VERSION.into(),
-            db_size,
-            leader: self.node.leader(),
-            raft_index: self.node.commit_index(),
-            raft_term: self.node.header.term(),
-            raft_applied_index: applied,
-            errors: Vec::new(),
-            db_size_in_use: in_use,
-            is_learner: self.node.is_learner(),
-            storage_version: String::new(),
-            db_size_quota: 0,
-            downgrade_info: None,
-        }))
+        Ok(Response::new(self.status_now()))
     }
 
     async fn defragment(&self, _: Request<pb::DefragmentRequest>) -> Result<Response<pb::DefragmentResponse>, Status> {

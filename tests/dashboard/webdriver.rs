@@ -25,7 +25,7 @@ pub struct Browser {
     driver: Child,
     addr: SocketAddr,
     session: String,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -52,7 +52,7 @@ impl Browser {
             driver,
             addr,
             session: String::new(),
-            _profile: profile,
+            profile,
         };
         let until = Instant::now() + Duration::from_secs(30);
         while !browser
@@ -74,7 +74,7 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--window-size=1400,1000",
-            &format!("--user-data-dir={}", browser._profile.path().display()),
+            &format!("--user-data-dir={}", browser.profile.path().display()),
         ];
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
@@ -109,13 +109,20 @@ impl Browser {
         self.cmd("POST", "/execute/sync", Some(&json!({"script": script, "args": args})))
     }
 
-    /// The element `css` selects, if any now.
+    /// The element `css` selects, if any now. Any failure but WebDriver's "no such
+    /// element" is the test's failure.
     pub fn find(&self, css: &str) -> Option<String> {
         let full = format!("/session/{}/element", self.session);
-        let v = self
-            .call("POST", &full, Some(&json!({"using": "css selector", "value": css})))
-            .ok()?;
-        v["value"][ELEMENT].as_str().map(str::to_owned)
+        match self.call("POST", &full, Some(&json!({"using": "css selector", "value": css}))) {
+            Ok(v) => Some(
+                v["value"][ELEMENT]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no element reference in {v}"))
+                    .to_owned(),
+            ),
+            Err(e) if e.starts_with("\"no such element\"") => None,
+            Err(e) => panic!("WebDriver: finding {css}: {e}"),
+        }
     }
 
     /// Waits for `css` to select an element, at most `deadline`.

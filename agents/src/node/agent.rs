@@ -289,10 +289,7 @@ pub async fn run_with_metrics(
         )))
     });
     let _server = config.listener.take().map(|listener| {
-        let mut router = logs::router(Arc::new(Logs(context.clone(), usage)));
-        if let Some(registry) = config.port_metrics.clone() {
-            router = router.merge(crate::metrics::router(registry));
-        }
+        let router = port_router(Arc::new(Logs(context.clone(), usage)), config.port_metrics.clone());
         AbortOnDrop(tokio::spawn(async move {
             if let Err(e) = logs::serve(listener, router, tls).await {
                 tracing::error!(error = %e, "the agent's HTTP port stopped");
@@ -304,6 +301,18 @@ pub async fn run_with_metrics(
     });
     follow_assignments(context, mesh, &config.identity.name, adopted).await;
     Ok(())
+}
+
+/// The agent's port: logs and the Summary API, and `/metrics` when given a registry.
+fn port_router(
+    logs: Arc<dyn logs::PodLogs>,
+    metrics: Option<Arc<prometheus_client::registry::Registry>>,
+) -> axum::Router {
+    let router = logs::router(logs);
+    match metrics {
+        Some(registry) => router.merge(crate::metrics::router(registry)),
+        None => router,
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -686,10 +695,7 @@ where
     };
     let port_metrics = template.port_metrics.clone();
     let _server = template.listener.map(|listener| {
-        let mut router = logs::router(shared.clone());
-        if let Some(registry) = port_metrics {
-            router = router.merge(crate::metrics::router(registry));
-        }
+        let router = port_router(shared.clone(), port_metrics);
         AbortOnDrop(tokio::spawn(async move {
             if let Err(e) = logs::serve(listener, router, serving).await {
                 tracing::error!(error = %e, "the hollow nodes' HTTP port stopped");

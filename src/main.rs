@@ -1202,7 +1202,8 @@ async fn embedded_node(
         if let Some(m) = proxy_metrics {
             forwarder = forwarder.with_metrics(m);
         }
-        proxy::run_mesh(proxy_mesh, &node, node_ip, &forwarder).await;
+        let synced = || tracing::info!(node, "the node proxy serves its first table");
+        proxy::run_mesh(proxy_mesh, &node, node_ip, &forwarder, synced).await;
         tracing::error!("the node proxy's stream ended");
     });
     Ok(())
@@ -1569,10 +1570,12 @@ async fn run_proxy(args: ProxyArgs) -> Result<(), String> {
     let metrics = capstan_agents::metrics::ProxyMetrics::new(&mut registry);
     args.metrics.serve(std::sync::Arc::new(registry)).await?;
     let forwarder = forward::Forwarder::new(forward::Limits::default()).with_metrics(metrics);
-    println!("capstan proxy ready on node {} ({})", args.node_name, args.node_ip);
     let shutdown = shutdown_signal()?;
+    // Ready once the first table is served, so that `up` announces a cluster whose
+    // Services answer.
+    let ready = || println!("capstan proxy ready on node {} ({})", args.node_name, args.node_ip);
     tokio::select! {
-        () = proxy::run_mesh(mesh, &args.node_name, args.node_ip, &forwarder) => Err("the proxy's stream ended".into()),
+        () = proxy::run_mesh(mesh, &args.node_name, args.node_ip, &forwarder, ready) => Err("the proxy's stream ended".into()),
         () = shutdown => Ok(()),
     }
 }

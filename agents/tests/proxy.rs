@@ -152,7 +152,10 @@ async fn a_service_is_served_on_its_cluster_ip_and_node_port_and_follows_readine
     let forwarder = forward::Forwarder::new(forward::Limits::default()).with_metrics(metrics);
     let node_ip: IpAddr = "127.0.0.1".parse().expect("ip");
     let mesh = mesh_client(&cluster.url).expect("mesh client");
-    let run = proxy::run_mesh(mesh, "n1", node_ip, &forwarder);
+    let (synced, first_table) = tokio::sync::oneshot::channel();
+    let run = proxy::run_mesh(mesh, "n1", node_ip, &forwarder, move || {
+        let _ = synced.send(());
+    });
     let series = |name: &str| {
         let text = capstan_agents::metrics::encode(&registry);
         common::metric(&text, name).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
@@ -160,12 +163,11 @@ async fn a_service_is_served_on_its_cluster_ip_and_node_port_and_follows_readine
     let checks = async {
         let via_cluster_ip = SocketAddr::new(cluster_ip(&service), 18080);
         let via_node_port = SocketAddr::new(node_ip, node_port);
+        // Ready means served: once the first table is in, both addresses answer at once.
+        first_table.await.expect("the proxy reports its first table");
         for to in [via_cluster_ip, via_node_port] {
-            eventually(&format!("an answer through {to}"), || async move {
-                let answer = Conn::open(to).await?.ask("hi").await?;
-                (answer == "pod-a hi").then_some(()).ok_or(answer)
-            })
-            .await;
+            let answer = ask_once(to, "hi").await;
+            assert_eq!(answer.as_deref(), Ok("pod-a hi"), "through {to}");
         }
         let mut established = Conn::open(via_cluster_ip).await.expect("connect");
         assert_eq!(established.ask("before").await.as_deref(), Ok("pod-a before"));
@@ -310,7 +312,7 @@ async fn terminating_endpoints_stand_in_and_a_selectorless_service_follows_its_e
 
     let forwarder = forward::Forwarder::new(forward::Limits::default());
     let mesh = mesh_client(&cluster.url).expect("mesh client");
-    let run = proxy::run_mesh(mesh, "n1", "127.0.0.1".parse().expect("ip"), &forwarder);
+    let run = proxy::run_mesh(mesh, "n1", "127.0.0.1".parse().expect("ip"), &forwarder, || {});
     let checks = async {
         let via_api = SocketAddr::new(cluster_ip(&api), 18082);
         eventually("the terminating pod answers while none is ready", || async move {
@@ -490,7 +492,7 @@ async fn the_table_is_served_while_the_stream_is_down_and_resnapshotted_after() 
     let relay = Relay::start(api_addr).await;
     let forwarder = forward::Forwarder::new(forward::Limits::default());
     let mesh = mesh_client(&format!("http://{}", relay.addr)).expect("mesh client");
-    let run = proxy::run_mesh(mesh, "n1", "127.0.0.1".parse().expect("ip"), &forwarder);
+    let run = proxy::run_mesh(mesh, "n1", "127.0.0.1".parse().expect("ip"), &forwarder, || {});
     let checks = async {
         let via_cache = SocketAddr::new(cluster_ip(&cache), 18084);
         eventually("the service answers", || async move {

@@ -35,7 +35,8 @@
 //!
 //! Left out: resuming a stream from a position (the API does not offer it: a reconnect
 //! is a new snapshot), preferring endpoints on this node (one node serves every endpoint
-//! as local), a health endpoint of the proxy itself.
+//! as local), a health endpoint of the proxy itself (its readiness is [`run_mesh`]'s
+//! `on_synced`: `capstan proxy` prints its ready line then).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -64,12 +65,23 @@ const RETRY_MAX: Duration = Duration::from_secs(7);
 /// Keeps `forwarder` serving every Service as the mesh API's `ProxyConfig` stream says,
 /// on node `node_name` whose address is `node_ip` (NodePorts listen there). Reconnects
 /// whenever the stream fails; runs until dropped.
-pub async fn run_mesh(mesh: MeshClient<Channel>, node_name: &str, node_ip: IpAddr, forwarder: &forward::Forwarder) {
+///
+/// `on_synced` runs once, when the first snapshot's table is being served: the proxy is
+/// ready then (kube-proxy's health check waits for its first sync too), not when it
+/// starts, so whoever waits for it can rely on every Service answering.
+pub async fn run_mesh(
+    mesh: MeshClient<Channel>,
+    node_name: &str,
+    node_ip: IpAddr,
+    forwarder: &forward::Forwarder,
+    on_synced: impl FnOnce(),
+) {
     let mut mesh = mesh.max_decoding_message_size(MESSAGE_BYTES_MAX);
     let mut retry = RETRY_FIRST;
+    let mut on_synced = Some(on_synced);
     loop {
         let mut synced = false;
-        let why = follow(&mut mesh, node_name, node_ip, forwarder, &mut synced).await;
+        let why = follow(&mut mesh, node_name, node_ip, forwarder, &mut synced, &mut on_synced).await;
         if synced {
             retry = RETRY_FIRST;
         }
@@ -85,13 +97,14 @@ pub async fn run_mesh(mesh: MeshClient<Channel>, node_name: &str, node_ip: IpAdd
 }
 
 /// Follows one `ProxyConfig` stream until it fails; returns why. Sets `synced` once its
-/// snapshot has been applied.
+/// snapshot has been applied, and then runs `on_synced` if it has not run yet.
 async fn follow(
     mesh: &mut MeshClient<Channel>,
     node: &str,
     node_ip: IpAddr,
     forwarder: &forward::Forwarder,
     synced: &mut bool,
+    on_synced: &mut Option<impl FnOnce()>,
 ) -> String {
     let request = ProxyConfigRequest {
         node_name: node.to_owned(),
@@ -141,6 +154,9 @@ async fn follow(
                 tracing::warn!(%listen, %protocol, %error, "a Service address could not be served");
             }
             tracing::debug!(rules = count, "applied the forwarding table");
+            if let Some(ready) = on_synced.take() {
+                ready();
+            }
         }
         if let Some(why) = end {
             return why;

@@ -67,8 +67,8 @@ const RETRY_MAX: Duration = Duration::from_secs(7);
 /// whenever the stream fails; runs until dropped.
 ///
 /// `on_synced` runs once, when the first snapshot's table is being served: the proxy is
-/// ready then (kube-proxy's health check waits for its first sync too), not when it
-/// starts, so whoever waits for it can rely on every Service answering.
+/// ready then, not when it starts, so whoever waits for it can rely on every Service
+/// of that snapshot having its listeners.
 pub async fn run_mesh(
     mesh: MeshClient<Channel>,
     node_name: &str,

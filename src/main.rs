@@ -148,6 +148,8 @@ struct ControllerManagerArgs {
     election: LeaderElectFlags,
     #[command(flatten)]
     metrics: MetricsFlags,
+    #[command(flatten)]
+    secure: SecureServingFlags,
     /// Give every node a pod CIDR (`spec.podCIDR`) from `--cluster-cidr`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     allocate_node_cidrs: bool,
@@ -327,6 +329,71 @@ struct SchedulerArgs {
     election: LeaderElectFlags,
     #[command(flatten)]
     metrics: MetricsFlags,
+    #[command(flatten)]
+    secure: SecureServingFlags,
+}
+
+/// The HTTPS port of a separate scheduler or controller-manager, as upstream's
+/// `--secure-port`: `/metrics` and `/healthz` for client certificates of the cluster CA.
+#[derive(clap::Args)]
+struct SecureServingFlags {
+    /// Serve `/metrics` and `/healthz` over HTTPS on this port (upstream uses 10259 for
+    /// the scheduler and 10257 for the controller-manager); 0, the default: not served.
+    /// Needs --tls-cert-file. Clients need a certificate of --client-ca-file:
+    /// `system:masters` reads both, `system:monitoring` reads `/metrics`.
+    #[arg(long, default_value_t = 0)]
+    secure_port: u16,
+    /// The address --secure-port listens on.
+    #[arg(long, default_value = "0.0.0.0")]
+    bind_address: std::net::IpAddr,
+    /// The serving certificate of --secure-port (PEM, with its chain; `capstan certs
+    /// --hosts`), with --tls-private-key-file.
+    #[arg(long, requires = "tls_private_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_private_key_file: Option<PathBuf>,
+    /// The CA (PEM) whose client certificates --secure-port accepts (default: the CA of
+    /// --kubeconfig).
+    #[arg(long, requires = "tls_cert_file")]
+    client_ca_file: Option<PathBuf>,
+}
+
+impl SecureServingFlags {
+    /// Serves `registry` at `/metrics` and `/healthz` on --secure-port, if given, from now
+    /// on; `kubeconfig_ca` is the cluster CA the component's kubeconfig names.
+    async fn serve(
+        &self,
+        registry: std::sync::Arc<prometheus_client::registry::Registry>,
+        kubeconfig_ca: Option<&[u8]>,
+        port: &'static str,
+    ) -> Result<(), String> {
+        if self.secure_port == 0 {
+            return Ok(());
+        }
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_private_key_file) else {
+            return Err(
+                "--secure-port needs --tls-cert-file and --tls-private-key-file (`capstan certs --hosts` issues \
+                 them); 0 turns it off"
+                    .into(),
+            );
+        };
+        let client_ca = self.client_ca_file.as_deref();
+        let tls = serving_tls_of_files(cert, key, client_ca, kubeconfig_ca)?;
+        let addr = SocketAddr::new(self.bind_address, self.secure_port);
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr} (--secure-port): {e}"))?;
+        tracing::info!(addr = %l.local_addr().map_err(|e| e.to_string())?, "serving /metrics and /healthz over HTTPS");
+        let router = capstan_agents::metrics::component_router(registry);
+        let policy = capstan_agents::serving::Policy::Component;
+        tokio::spawn(async move {
+            if let Err(e) = capstan_agents::serving::serve(l, router, Some(tls), policy, port).await {
+                tracing::error!(error = %e, "the secure port stopped");
+            }
+        });
+        Ok(())
+    }
 }
 
 /// Where a separate component serves its Prometheus metrics.
@@ -882,7 +949,14 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
         tracing::info!(%bound, https, "serving the store's metrics at /metrics and /health");
         let router = capstan_store::metrics::router(registry.clone(), config.metrics.clone());
         tokio::spawn(async move {
-            let served = capstan_agents::node::logs::serve_as(l, router, tls, "the store's metrics").await;
+            let served = capstan_agents::serving::serve(
+                l,
+                router,
+                tls,
+                capstan_agents::serving::Policy::Component,
+                "the store's metrics",
+            )
+            .await;
             if let Err(e) = served {
                 tracing::error!(error = %e, "serving the store's metrics stopped");
             }
@@ -1172,7 +1246,7 @@ async fn embedded_node(
     port: u16,
     root_dir: &std::path::Path,
     dns_ip: std::net::IpAddr,
-    serving: Option<capstan_agents::node::logs::ServingTls>,
+    serving: Option<capstan_agents::serving::ServingTls>,
     metrics: &EmbeddedMetrics,
     registry: std::sync::Arc<prometheus_client::registry::Registry>,
 ) -> Result<(), String> {
@@ -1307,11 +1381,7 @@ impl Pki {
     /// Node `node`'s agent port over TLS: a serving certificate made now, in memory, for
     /// `ip` (the node's InternalIP, which the API server dials) and the node's name;
     /// clients verified against the CA.
-    fn agent_serving(
-        &self,
-        node: &str,
-        ip: std::net::IpAddr,
-    ) -> Result<capstan_agents::node::logs::ServingTls, String> {
+    fn agent_serving(&self, node: &str, ip: std::net::IpAddr) -> Result<capstan_agents::serving::ServingTls, String> {
         let (chain, key) = self
             .ca
             .agent_serving(node, &certs::agent_hosts(node, &[ip.to_string()]))?;
@@ -1521,13 +1591,14 @@ async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), Strin
         ..capstan_agents::nodelifecycle::Config::default()
     };
     lifecycle.check().map_err(|e| e.to_string())?;
+    let kubeconfig_ca = Access::of(&args.election.master, args.election.kubeconfig.as_deref())?.ca_pem;
     let root_ca_pem = match &args.root_ca_file {
         Some(path) => {
             Some(std::fs::read_to_string(path).map_err(|e| format!("--root-ca-file {}: {e}", path.display()))?)
         }
-        None => Access::of(&args.election.master, args.election.kubeconfig.as_deref())?
-            .ca_pem
-            .map(|pem| String::from_utf8_lossy(&pem).into_owned()),
+        None => kubeconfig_ca
+            .as_ref()
+            .map(|pem| String::from_utf8_lossy(pem).into_owned()),
     };
     let options = controller_manager::Options {
         node_cidrs,
@@ -1536,7 +1607,15 @@ async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), Strin
     };
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = capstan_agents::metrics::ControllerMetrics::new(&mut registry);
-    args.metrics.serve(std::sync::Arc::new(registry)).await?;
+    let registry = std::sync::Arc::new(registry);
+    args.metrics.serve(registry.clone()).await?;
+    args.secure
+        .serve(
+            registry,
+            kubeconfig_ca.as_deref(),
+            "the controller-manager's secure port",
+        )
+        .await?;
     println!("capstan controller-manager ready as {}", election.identity);
     let shutdown = shutdown_signal()?;
     tokio::select! {
@@ -1550,7 +1629,12 @@ async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
     let (client, election) = args.election.election("kube-scheduler")?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = capstan_agents::metrics::SchedulerMetrics::new(&mut registry);
-    args.metrics.serve(std::sync::Arc::new(registry)).await?;
+    let registry = std::sync::Arc::new(registry);
+    args.metrics.serve(registry.clone()).await?;
+    let kubeconfig_ca = Access::of(&args.election.master, args.election.kubeconfig.as_deref())?.ca_pem;
+    args.secure
+        .serve(registry, kubeconfig_ca.as_deref(), "the scheduler's secure port")
+        .await?;
     println!("capstan scheduler ready as {}", election.identity);
     let shutdown = shutdown_signal()?;
     let work = |c| scheduler::run_with_metrics(c, Some(metrics.clone()));
@@ -1685,45 +1769,52 @@ fn agent_port_is_tls(insecure: bool, certificate: bool, masters: &str) -> Result
 
 /// The agent's port TLS of `args` (None: plain HTTP), clients verified against
 /// --client-ca-file or the kubeconfig's CA.
-fn agent_port_tls(args: &AgentArgs, access: &Access) -> Result<Option<capstan_agents::node::logs::ServingTls>, String> {
+fn agent_port_tls(args: &AgentArgs, access: &Access) -> Result<Option<capstan_agents::serving::ServingTls>, String> {
     let cert_files = args.tls_cert_file.as_ref().zip(args.tls_private_key_file.as_ref());
     let tls = agent_port_is_tls(args.insecure, cert_files.is_some(), &access.masters)?;
     let (true, Some((cert, key))) = (tls, cert_files) else {
         tracing::info!("the agent's port is plain HTTP, without authentication");
         return Ok(None);
     };
-    let read = |flag: &str, p: &PathBuf| {
+    let tls = serving_tls_of_files(cert, key, args.client_ca_file.as_deref(), access.ca_pem.as_deref())?;
+    Ok(Some(tls))
+}
+
+/// A port's TLS from `--tls-cert-file`, `--tls-private-key-file` and `--client-ca-file`,
+/// or without the last the CA of the component's kubeconfig.
+fn serving_tls_of_files(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca_file: Option<&std::path::Path>,
+    kubeconfig_ca: Option<&[u8]>,
+) -> Result<capstan_agents::serving::ServingTls, String> {
+    let read = |flag: &str, p: &std::path::Path| {
         capstan_agents::tls::read_bounded(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
     };
-    let client_ca = match (&args.client_ca_file, &access.ca_pem) {
+    let client_ca = match (client_ca_file, kubeconfig_ca) {
         (Some(p), _) => read("--client-ca-file", p)?,
-        (None, Some(ca)) => ca.clone(),
+        (None, Some(ca)) => ca.to_vec(),
         (None, None) => {
             return Err(
-                "--tls-cert-file: the agent's port knows the API server by its client certificate; give \
-                 --client-ca-file, or a --kubeconfig that names the cluster's CA"
+                "--tls-cert-file: the port knows its clients by their certificates; give --client-ca-file, \
+                 or a --kubeconfig that names the cluster's CA"
                     .into(),
             )
         }
     };
-    let tls = port_tls(
+    port_tls(
         &read("--tls-cert-file", cert)?,
         &read("--tls-private-key-file", key)?,
         &client_ca,
     )
-    .map_err(|e| format!("--tls-cert-file {}: {e}", cert.display()))?;
-    Ok(Some(tls))
+    .map_err(|e| format!("--tls-cert-file {}: {e}", cert.display()))
 }
 
 /// An agent's port, or a store's HTTPS metrics URL, over TLS with a certificate chain and
 /// key, accepting client certificates of `client_ca` (PEM), read as the API server reads
 /// them.
-fn port_tls(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-    client_ca: &[u8],
-) -> Result<capstan_agents::node::logs::ServingTls, String> {
-    use capstan_agents::node::logs::{Requester, ServingTls};
+fn port_tls(cert_pem: &[u8], key_pem: &[u8], client_ca: &[u8]) -> Result<capstan_agents::serving::ServingTls, String> {
+    use capstan_agents::serving::{Requester, ServingTls};
     Ok(ServingTls {
         config: capstan_apiserver::tls::server_config(cert_pem, key_pem, Some(client_ca))?,
         identify: |der| {
@@ -2010,7 +2101,14 @@ mod tests {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("address");
             let router = capstan_agents::node::logs::router(std::sync::Arc::new(OneLog(log, running)));
-            tokio::spawn(capstan_agents::node::logs::serve(listener, router, Some(serving)));
+            let policy = capstan_agents::serving::Policy::Kubelet;
+            tokio::spawn(capstan_agents::serving::serve(
+                listener,
+                router,
+                Some(serving),
+                policy,
+                "test",
+            ));
             // The client side: a kubelet client TLS for `user` in `group`, from `ca`.
             let client = |ca: &certs::Ca, user: &str, group: Option<&str>, agents_ca: Option<&str>| {
                 let (cert, key) = ca.client(user, group).expect("client certificate");

@@ -835,19 +835,48 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
     );
 }
 
-/// A store's `https://` metrics URL: the etcd API's certificate, and only client
-/// certificates of the CA in `system:masters` or, for `/metrics`, `system:monitoring`.
+/// A store's `https://` metrics URL (the etcd API's certificate) and a separate
+/// scheduler's `--secure-port`: only client certificates of the CA in `system:masters`
+/// or, for `/metrics`, `system:monitoring`.
 #[test]
-fn store_metrics_over_https_need_a_certificate_of_the_right_group() {
+fn metrics_over_https_need_a_certificate_of_the_right_group() {
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
-    let data = dir.join("data");
     let port = common::free_port();
     let url = format!("https://127.0.0.1:{port}");
-    let _server = Server::start_with(&data, &dir.join("server.log"), &[SECURE, "--listen-metrics-urls", &url]);
-    let pki = data.join("pki");
+    let (_server, kc) = Server::with_api(dir, &[SECURE, "--listen-metrics-urls", &url]);
+    let pki = dir.join("data").join("pki");
     let ca_pem = std::fs::read(pki.join("ca.crt")).expect("the CA");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    let store: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("address");
+    // A separate scheduler's secure port, with a serving certificate of the cluster CA
+    // for 127.0.0.1 (`capstan certs --hosts`), and the kubeconfig's CA for its clients.
+    let certs = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["certs", "--dir"])
+        .arg(&pki)
+        .args(["--hosts", "127.0.0.1"])
+        .output()
+        .expect("capstan certs");
+    assert!(certs.status.success(), "{}", text(&certs));
+    let scheduler_port = common::free_port();
+    let (cert, key) = (pki.join("apiserver.crt"), pki.join("apiserver.key"));
+    let (_scheduler, _) = Server::component(
+        "scheduler",
+        "",
+        &[
+            "--kubeconfig",
+            kc.to_str().expect("utf-8"),
+            "--secure-port",
+            &scheduler_port.to_string(),
+            "--bind-address",
+            "127.0.0.1",
+            "--tls-cert-file",
+            cert.to_str().expect("utf-8"),
+            "--tls-private-key-file",
+            key.to_str().expect("utf-8"),
+        ],
+        &dir.join("scheduler.log"),
+    );
+    let scheduler: std::net::SocketAddr = format!("127.0.0.1:{scheduler_port}").parse().expect("address");
     for (user, group) in [
         ("root", Some("system:masters")),
         ("prometheus", Some("system:monitoring")),
@@ -862,7 +891,7 @@ fn store_metrics_over_https_need_a_certificate_of_the_right_group() {
         assert!(out.status.success(), "{}", text(&out));
     }
     let files = |user: &str| (pki.join(format!("{user}.crt")), pki.join(format!("{user}.key")));
-    let get = |user: Option<&str>, path: &str| {
+    let get = |addr: std::net::SocketAddr, user: Option<&str>, path: &str| {
         let request = format!("GET {path} HTTP/1.0\r\n\r\n");
         let client = user.map(files);
         tls_exchange(
@@ -876,7 +905,7 @@ fn store_metrics_over_https_need_a_certificate_of_the_right_group() {
     // The member elects itself just after it is ready.
     let until = std::time::Instant::now() + DEADLINE;
     loop {
-        let metrics = get(Some("root"), "/metrics");
+        let metrics = get(store, Some("root"), "/metrics");
         assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
         if metrics.contains("etcd_server_has_leader 1") {
             break;
@@ -887,22 +916,59 @@ fn store_metrics_over_https_need_a_certificate_of_the_right_group() {
         );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    let health = get(Some("root"), "/health");
+    let health = get(store, Some("root"), "/health");
     assert!(
         health.starts_with("HTTP/1.0 200") && health.contains(r#""health":"true""#),
         "{health}"
     );
-    let monitoring = get(Some("prometheus"), "/metrics");
+    let monitoring = get(store, Some("prometheus"), "/metrics");
     assert!(
         monitoring.starts_with("HTTP/1.0 200") && monitoring.contains("etcd_server_is_leader 1"),
         "{monitoring}"
     );
-    let anonymous = get(None, "/metrics");
-    assert!(anonymous.starts_with("HTTP/1.0 401"), "{anonymous}");
-    let alice = get(Some("alice"), "/metrics");
+
+    // The scheduler's port: the same people, its own metrics.
+    let metrics = get(scheduler, Some("root"), "/metrics");
     assert!(
-        alice.starts_with("HTTP/1.0 403") && alice.contains("user=alice"),
-        "{alice}"
+        metrics.starts_with("HTTP/1.0 200") && metrics.contains("scheduler_pending_pods"),
+        "{metrics}"
+    );
+    let health = get(scheduler, Some("root"), "/healthz");
+    assert!(health.starts_with("HTTP/1.0 200") && health.ends_with("ok"), "{health}");
+    let monitoring = get(scheduler, Some("prometheus"), "/metrics");
+    assert!(monitoring.starts_with("HTTP/1.0 200"), "{monitoring}");
+
+    // Refused alike on both: as the API server words a path it refuses.
+    for addr in [store, scheduler] {
+        let anonymous = get(addr, None, "/metrics");
+        assert!(anonymous.starts_with("HTTP/1.0 401"), "{addr}: {anonymous}");
+        let alice = get(addr, Some("alice"), "/metrics");
+        assert!(
+            alice.starts_with("HTTP/1.0 403")
+                && alice.ends_with(r#"forbidden: User "alice" cannot get path "/metrics""#),
+            "{addr}: {alice}"
+        );
+    }
+    let prometheus = get(scheduler, Some("prometheus"), "/healthz");
+    assert!(
+        prometheus.starts_with("HTTP/1.0 403")
+            && prometheus.ends_with(r#"forbidden: User "prometheus" cannot get path "/healthz""#),
+        "{prometheus}"
+    );
+
+    // A secure port without a certificate is refused at start, not served some other way.
+    let bare = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["controller-manager", "--kubeconfig"])
+        .arg(&kc)
+        .args(["--secure-port", &common::free_port().to_string()])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run capstan controller-manager");
+    assert!(
+        !bare.status.success()
+            && text(&bare).contains("--secure-port needs --tls-cert-file and --tls-private-key-file"),
+        "{}",
+        text(&bare)
     );
 }
 

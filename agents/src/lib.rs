@@ -15,7 +15,8 @@
 //! ([`node`]), the node proxy ([`proxy`]) and the cluster DNS ([`dns`]); and [`client`],
 //! the clients of a component given several API servers, which fail over between them.
 //! [`metrics`] has each component's Prometheus metrics, which its caller registers and
-//! serves.
+//! serves; [`serving`] the components' HTTPS ports with client certificates (the agent's
+//! port, metrics ports).
 //!
 //! `agents` depends on nothing else of Capstan: it sees only the Kubernetes API.
 
@@ -40,6 +41,7 @@ pub mod rootca;
 pub mod runtime;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod serving;
 pub mod tls;
 
 pub use error::{AgentError, Result};

@@ -472,9 +472,15 @@ pub fn router(registry: Arc<Registry>) -> axum::Router {
     )
 }
 
-/// Serves [`router`] on `listener` (plain HTTP) until the future is dropped.
+/// [`router`] and `GET /healthz` (`ok` while the process serves), as a separate
+/// scheduler, controller-manager or proxy serves them.
+pub fn component_router(registry: Arc<Registry>) -> axum::Router {
+    router(registry).route("/healthz", axum::routing::get(|| async { "ok" }))
+}
+
+/// Serves [`component_router`] on `listener` (plain HTTP) until the future is dropped.
 pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>) -> std::io::Result<()> {
-    axum::serve(listener, router(registry)).await
+    axum::serve(listener, component_router(registry)).await
 }
 
 #[cfg(test)]

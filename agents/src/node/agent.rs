@@ -66,6 +66,7 @@ use super::simulated::SimulatedRuntime;
 use super::usage::Usage;
 use crate::metrics::NodeMetrics;
 use crate::nodeipam::Cidr;
+use crate::serving::{serve, Policy, ServingTls};
 use crate::{AgentError, Result};
 
 /// Retries of the assignment stream and of registration: first and longest pause.
@@ -169,13 +170,13 @@ pub async fn run(
 }
 
 /// [`run`] with the agent's port over TLS with `tls` (client certificates of the cluster
-/// CA, logs for `system:masters` only: see [`logs`]), and the pods recorded in `metrics`
+/// CA, logs for `system:masters` only: see [`crate::serving`]), and the pods recorded in `metrics`
 /// (see [`crate::metrics`]); None for either: plain HTTP, nothing recorded.
 pub async fn run_with_metrics(
     client: Client,
     mesh: MeshClient<Channel>,
     config: Config,
-    tls: Option<logs::ServingTls>,
+    tls: Option<ServingTls>,
     metrics: Option<NodeMetrics>,
     started: impl FnOnce(&Agent),
 ) -> Result<()> {
@@ -291,7 +292,7 @@ pub async fn run_with_metrics(
     let _server = config.listener.take().map(|listener| {
         let router = port_router(Arc::new(Logs(context.clone(), usage)), config.port_metrics.clone());
         AbortOnDrop(tokio::spawn(async move {
-            if let Err(e) = logs::serve(listener, router, tls).await {
+            if let Err(e) = serve(listener, router, tls, Policy::Kubelet, "the agent's port").await {
                 tracing::error!(error = %e, "the agent's HTTP port stopped");
             }
         }))
@@ -667,7 +668,7 @@ pub async fn run_hollow_with_metrics<F>(
     client: Client,
     api_url: &str,
     tls: Option<&crate::tls::ClientTls>,
-    serving: Option<logs::ServingTls>,
+    serving: Option<ServingTls>,
     metrics: Option<NodeMetrics>,
     template: Config,
     count: usize,
@@ -697,7 +698,7 @@ where
     let _server = template.listener.map(|listener| {
         let router = port_router(shared.clone(), port_metrics);
         AbortOnDrop(tokio::spawn(async move {
-            if let Err(e) = logs::serve(listener, router, serving).await {
+            if let Err(e) = serve(listener, router, serving, Policy::Kubelet, "the hollow nodes' port").await {
                 tracing::error!(error = %e, "the hollow nodes' HTTP port stopped");
             }
         }))

@@ -53,35 +53,16 @@
 //!
 //! # TLS, authentication and authorization
 //!
-//! [`serve`] with a [`ServingTls`] serves HTTPS (HTTP/1.1 or HTTP/2 by ALPN), as the
-//! kubelet with `--tls-cert-file` and `--client-ca-file` and anonymous requests refused:
-//!
-//! - A client may present a certificate; one the client CA did not issue fails the
-//!   handshake. Its subject names the requester (CN the user, each O a group).
-//! - A request without one: `401` `Unauthorized`.
-//! - A requester in `system:masters` (the API server's kubelet client certificate is)
-//!   reads logs; one in `system:monitoring` may also `GET /metrics` (where this server
-//!   serves it: a store's HTTPS metrics URL, through [`serve_as`]). Anyone else: `403`
-//!   with the kubelet's
-//!   `Forbidden (user=<name>, verb=get, resource=nodes, subresource=proxy)`, the
-//!   attributes upstream's kubelet checks for its `containerLogs` path (`stats` for
-//!   `/stats/summary`; [`authorize`]).
-//!   Upstream asks the API server (a SubjectAccessReview) whether the user may
-//!   `get nodes/proxy`; the agent decides alone, by the group, so that reading logs needs
-//!   no round trip to the API and works while it is away.
-//! - Bounds: the handshake must end within [`HANDSHAKE_TIMEOUT`] of the connection (a
-//!   client that connects and says nothing holds a task only that long), a request's head
-//!   within it after that, a connection without a client certificate is closed that long
-//!   after its handshake, and at most [`CONNECTIONS_MAX`] connections are open at once
-//!   (one more is closed when accepted).
-//!
-//! Without it (`capstan agent --insecure`, or a cluster whose API is plain HTTP), the
-//! port is plain HTTP and anyone who reaches it reads every log.
+//! The port is served by [`crate::serving::serve`] with [`crate::serving::Policy::Kubelet`]:
+//! over TLS, only `system:masters` (the API server's kubelet client certificate) reads
+//! logs, and a refusal is the kubelet's
+//! `Forbidden (user=<name>, verb=get, resource=nodes, subresource=proxy)`. Without TLS
+//! (`capstan agent --insecure`, or a cluster whose API is plain HTTP), the port is plain
+//! HTTP and anyone who reaches it reads every log.
 //!
 //! # Left out, on purpose
 //!
-//! - Authorization through the API server (SubjectAccessReview, the kubelet's
-//!   `--authorization-mode Webhook`), and anonymous requests (`--anonymous-auth`).
+//! - Authorization through the API server (see [`crate::serving`]).
 //! - Per-line timestamps (above), and so `timestamps=true` and fine-grained `since*`.
 //! - The `stream` parameter (stdout or stderr alone): both go to one file.
 //! - `exec`, `attach`, `portForward` and the kubelet's other endpoints.
@@ -92,24 +73,20 @@
 //!   to everyone (see [`super::process`]).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::{Body, Bytes, HttpBody};
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, Method, Request, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
-use tokio_rustls::rustls;
 
 /// What the pod manager tells the log server about the pods of this node.
 pub trait PodLogs: Send + Sync + 'static {
@@ -198,222 +175,6 @@ struct Shared {
     pods: Arc<dyn PodLogs>,
     limits: LogLimits,
     follows: Arc<Semaphore>,
-}
-
-/// How long a client has for its TLS handshake from the moment it connects, and then for
-/// each request's head (Go's `TLSHandshakeTimeout` is the same 10 s).
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once over TLS: the API servers' log streams (one each) and
-/// then some.
-pub const CONNECTIONS_MAX: usize = 1024;
-/// The group whose members read logs: `kube-apiserver-kubelet-client`, the API server's
-/// certificate for the agents, is in it (as kubeadm issues it).
-pub const READER_GROUP: &str = "system:masters";
-/// The group that may also read `/metrics` (a Prometheus certificate), as the API
-/// server's default `system:monitoring` binding lets it read the API's.
-pub const MONITORING_GROUP: &str = "system:monitoring";
-
-/// Who a verified client certificate names: its subject's CN and O values.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Requester {
-    pub user: String,
-    pub groups: Vec<String>,
-}
-
-/// The port over TLS (see the module docs).
-#[derive(Clone)]
-pub struct ServingTls {
-    /// The serving certificate, and a client verifier of the cluster CA that lets clients
-    /// without a certificate finish the handshake (they get `401`, as upstream answers
-    /// them). ALPN may offer `h2` and `http/1.1`.
-    pub config: Arc<rustls::ServerConfig>,
-    /// The requester a verified client certificate (DER) names; None for one without a
-    /// common name. The binary passes the API server's parser
-    /// (`capstan_apiserver::tls::client_identity`): this crate does not depend on that
-    /// one, and a certificate is read one way in the whole cluster.
-    pub identify: fn(&[u8]) -> Option<Requester>,
-}
-
-impl std::fmt::Debug for ServingTls {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ServingTls")
-    }
-}
-
-/// Serves `router` on `listener`: plain HTTP without `tls` (as `axum::serve`), HTTPS with
-/// client certificates and the kubelet's authorization with it. Returns only if
-/// accepting fails for good (plain HTTP) or never (TLS: accept errors are waited out).
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, tls: Option<ServingTls>) -> io::Result<()> {
-    serve_as(listener, router, tls, "the agent's port").await
-}
-
-/// [`serve`] for another port with the same TLS and authorization (a store's HTTPS
-/// metrics URL), named `port` in the logs.
-pub async fn serve_as(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    tls: Option<ServingTls>,
-    port: &'static str,
-) -> io::Result<()> {
-    let Some(tls) = tls else {
-        return axum::serve(listener, router).await;
-    };
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HANDSHAKE_TIMEOUT);
-    let connections = Arc::new(Semaphore::new(CONNECTIONS_MAX));
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors, say: wait a moment rather than spin.
-                tracing::warn!(error = %e, port, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, port, connections_max = CONNECTIONS_MAX, "too many connections: closing a new one");
-            continue;
-        };
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-        let (acceptor, builder, app, identify) = (acceptor.clone(), builder.clone(), router.clone(), tls.identify);
-        tokio::spawn(async move {
-            let _permit = permit;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, port, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, port, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let requester = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| identify(leaf.as_ref()));
-            let anonymous = requester.is_none();
-            let service = hyper_util::service::TowerToHyperService::new(Authorized {
-                app,
-                requester: requester.map(Arc::new),
-            });
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            // Without a certificate nothing is served but `401`: such a connection gets no
-            // longer than its handshake had, so that idle ones (an HTTP/2 connection has
-            // no header timeout) cannot hold the connection slots.
-            let served = match anonymous {
-                false => connection.await,
-                true => match tokio::time::timeout(HANDSHAKE_TIMEOUT, connection).await {
-                    Ok(served) => served,
-                    Err(_) => {
-                        tracing::debug!(%peer, "closed a connection without a client certificate");
-                        return;
-                    }
-                },
-            };
-            if let Err(e) = served {
-                tracing::debug!(%peer, port, error = %e, "a connection ended with an error");
-            }
-        });
-    }
-}
-
-/// The kubelet's verb for an HTTP method (`GetRequestAttributes`): others have none.
-fn verb(method: &Method) -> &'static str {
-    match *method {
-        Method::POST => "create",
-        Method::GET => "get",
-        Method::PUT => "update",
-        Method::PATCH => "patch",
-        Method::DELETE => "delete",
-        _ => "",
-    }
-}
-
-/// The subresource of `nodes` the kubelet checks for a path (`GetRequestAttributes`):
-/// `/stats` is `stats`, `/metrics` `metrics`, `/logs` `log`, `/spec` `spec`, anything
-/// else (`/containerLogs` among them) `proxy`.
-fn subresource(path: &str) -> &'static str {
-    let under = |prefix: &str| path == prefix || path.strip_prefix(prefix).is_some_and(|r| r.starts_with('/'));
-    if under("/stats") {
-        "stats"
-    } else if under("/metrics") {
-        "metrics"
-    } else if under("/logs") {
-        "log"
-    } else if under("/spec") {
-        "spec"
-    } else {
-        "proxy"
-    }
-}
-
-/// Whether `requester` (None: no client certificate) may make a request with `method`
-/// on `path`: the kubelet's answers (see the module docs).
-pub fn authorize(requester: Option<&Requester>, method: &Method, path: &str) -> Result<(), (StatusCode, String)> {
-    let Some(requester) = requester else {
-        return Err((StatusCode::UNAUTHORIZED, "Unauthorized".into()));
-    };
-    let member = |group: &str| requester.groups.iter().any(|g| g == group);
-    if member(READER_GROUP) || (member(MONITORING_GROUP) && *method == Method::GET && subresource(path) == "metrics") {
-        return Ok(());
-    }
-    Err((
-        StatusCode::FORBIDDEN,
-        format!(
-            "Forbidden (user={}, verb={}, resource=nodes, subresource={})",
-            requester.user,
-            verb(method),
-            subresource(path)
-        ),
-    ))
-}
-
-/// The router behind [`authorize`], for one connection's requester.
-#[derive(Clone)]
-struct Authorized {
-    app: Router,
-    requester: Option<Arc<Requester>>,
-}
-
-impl<B> tower_service::Service<Request<B>> for Authorized
-where
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = futures::future::Either<
-        axum::routing::future::RouteFuture<Infallible>,
-        futures::future::Ready<Result<Response, Infallible>>,
-    >;
-
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> Poll<Result<(), Infallible>> {
-        // A Router is always ready.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<B>) -> Self::Future {
-        match authorize(self.requester.as_deref(), request.method(), request.uri().path()) {
-            Ok(()) => futures::future::Either::Left(tower_service::Service::call(&mut self.app, request)),
-            Err((code, text)) => {
-                if let Some(r) = &self.requester {
-                    tracing::info!(user = %r.user, path = %request.uri().path(), "a log request refused: {text}");
-                }
-                futures::future::Either::Right(futures::future::ready(Ok(Refusal(code, text).into_response())))
-            }
-        }
-    }
 }
 
 /// An error answer: plain text, as the kubelet writes them.
@@ -852,62 +613,6 @@ mod tests {
             assert_eq!(tail(b"a\nb\n", 0, block), "", "none, block {block}");
             assert_eq!(tail(b"", 3, block), "", "an empty file, block {block}");
             assert_eq!(tail(b"\n", 1, block), "\n", "one empty line, block {block}");
-        }
-    }
-
-    #[test]
-    fn only_system_masters_read_logs_with_the_kubelets_answers() {
-        let who = |user: &str, groups: &[&str]| Requester {
-            user: user.into(),
-            groups: groups.iter().map(|g| g.to_string()).collect(),
-        };
-        assert_eq!(
-            authorize(None, &Method::GET, "/containerLogs/ns/p/c"),
-            Err((StatusCode::UNAUTHORIZED, "Unauthorized".into()))
-        );
-        let apiserver = who("kube-apiserver-kubelet-client", &["system:masters"]);
-        assert_eq!(authorize(Some(&apiserver), &Method::GET, "/stats/summary"), Ok(()));
-        assert_eq!(
-            authorize(
-                Some(&who("alice", &["devs", "system:authenticated"])),
-                &Method::GET,
-                "/containerLogs/ns/p/c"
-            ),
-            Err((
-                StatusCode::FORBIDDEN,
-                "Forbidden (user=alice, verb=get, resource=nodes, subresource=proxy)".into()
-            ))
-        );
-        assert_eq!(
-            authorize(Some(&who("alice", &[])), &Method::GET, "/stats/summary").map_err(|e| e.1),
-            Err("Forbidden (user=alice, verb=get, resource=nodes, subresource=stats)".into())
-        );
-        let prometheus = who("prometheus", &["system:monitoring"]);
-        assert_eq!(authorize(Some(&prometheus), &Method::GET, "/metrics"), Ok(()));
-        assert!(authorize(Some(&prometheus), &Method::GET, "/stats/summary").is_err());
-        assert!(authorize(Some(&prometheus), &Method::GET, "/containerLogs/ns/p/c").is_err());
-        for (path, sub) in [
-            ("/stats", "stats"),
-            ("/metrics/cadvisor", "metrics"),
-            ("/logs/", "log"),
-            ("/spec", "spec"),
-            ("/statsx", "proxy"),
-        ] {
-            assert_eq!(subresource(path), sub, "{path}");
-        }
-        // A node's own certificate is no key to the logs either.
-        let node = who("system:node:n2", &["system:nodes"]);
-        assert_eq!(
-            authorize(Some(&node), &Method::POST, "/containerLogs/ns/p/c").map_err(|e| e.1),
-            Err("Forbidden (user=system:node:n2, verb=create, resource=nodes, subresource=proxy)".into())
-        );
-        for (method, v) in [
-            (Method::PUT, "update"),
-            (Method::PATCH, "patch"),
-            (Method::DELETE, "delete"),
-            (Method::HEAD, ""),
-        ] {
-            assert_eq!(verb(&method), v, "{method}");
         }
     }
 

@@ -257,19 +257,10 @@ struct AgentArgs {
     /// one. HTTPS with --tls-cert-file, plain HTTP with --insecure.
     #[arg(long, default_value_t = 10250)]
     port: u16,
-    /// Serve --port over HTTPS with this certificate (PEM, the agent's first, then its
-    /// chain; `capstan certs --node`), with --tls-private-key-file. Clients then need a
-    /// certificate of --client-ca-file, and only `system:masters` read logs (the API
-    /// server's kubelet client certificate is in it).
-    #[arg(long, requires = "tls_private_key_file")]
-    tls_cert_file: Option<PathBuf>,
-    /// The private key of --tls-cert-file (PEM).
-    #[arg(long, requires = "tls_cert_file")]
-    tls_private_key_file: Option<PathBuf>,
-    /// The CA (PEM) whose client certificates --port accepts (default: the CA of
-    /// --kubeconfig). Needs --tls-cert-file.
-    #[arg(long, requires = "tls_cert_file")]
-    client_ca_file: Option<PathBuf>,
+    /// --port over HTTPS (`capstan certs --node` issues its certificate): only
+    /// `system:masters` read logs (the API server's kubelet client certificate is in it).
+    #[command(flatten)]
+    serving: ServingFiles,
     /// Serve --port in plain HTTP without authentication: whoever reaches it reads every
     /// container's log. Implied when the API itself is plain HTTP (an --insecure cluster).
     #[arg(long, conflicts_with = "tls_cert_file")]
@@ -346,17 +337,58 @@ struct SecureServingFlags {
     /// The address --secure-port listens on.
     #[arg(long, default_value = "0.0.0.0")]
     bind_address: std::net::IpAddr,
-    /// The serving certificate of --secure-port (PEM, with its chain; `capstan certs
-    /// --hosts`), with --tls-private-key-file.
+    /// --secure-port's certificate (`capstan certs --hosts` issues one).
+    #[command(flatten)]
+    serving: ServingFiles,
+}
+
+/// A port's serving certificate and the CA of its clients: the agent's --port, a
+/// scheduler's or controller-manager's --secure-port.
+#[derive(clap::Args)]
+struct ServingFiles {
+    /// Serve the port over HTTPS with this certificate (PEM, its own first, then its
+    /// chain), with --tls-private-key-file. Clients then need a certificate of
+    /// --client-ca-file.
     #[arg(long, requires = "tls_private_key_file")]
     tls_cert_file: Option<PathBuf>,
     /// The private key of --tls-cert-file (PEM).
     #[arg(long, requires = "tls_cert_file")]
     tls_private_key_file: Option<PathBuf>,
-    /// The CA (PEM) whose client certificates --secure-port accepts (default: the CA of
-    /// --kubeconfig).
+    /// The CA (PEM) whose client certificates the port accepts (default: the CA of
+    /// --kubeconfig). Needs --tls-cert-file.
     #[arg(long, requires = "tls_cert_file")]
     client_ca_file: Option<PathBuf>,
+}
+
+impl ServingFiles {
+    /// The port's TLS, None without --tls-cert-file; without --client-ca-file its
+    /// clients are verified against `kubeconfig_ca`, the CA of the component's kubeconfig.
+    fn tls(&self, kubeconfig_ca: Option<&[u8]>) -> Result<Option<capstan_agents::serving::ServingTls>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_private_key_file) else {
+            return Ok(None);
+        };
+        let read = |flag: &str, p: &std::path::Path| {
+            capstan_agents::tls::read_bounded(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
+        };
+        let client_ca = match (&self.client_ca_file, kubeconfig_ca) {
+            (Some(p), _) => read("--client-ca-file", p)?,
+            (None, Some(ca)) => ca.to_vec(),
+            (None, None) => {
+                return Err(
+                    "--tls-cert-file: the port knows its clients by their certificates; give --client-ca-file, \
+                     or a --kubeconfig that names the cluster's CA"
+                        .into(),
+                )
+            }
+        };
+        let tls = port_tls(
+            &read("--tls-cert-file", cert)?,
+            &read("--tls-private-key-file", key)?,
+            &client_ca,
+        )
+        .map_err(|e| format!("--tls-cert-file {}: {e}", cert.display()))?;
+        Ok(Some(tls))
+    }
 }
 
 impl SecureServingFlags {
@@ -369,17 +401,19 @@ impl SecureServingFlags {
         port: &'static str,
     ) -> Result<(), String> {
         if self.secure_port == 0 {
-            return Ok(());
+            return match self.serving.tls_cert_file {
+                // Upstream would serve its default port; here it is off: say so.
+                Some(_) => Err("--tls-cert-file is for --secure-port, which is 0 (not served); give the port".into()),
+                None => Ok(()),
+            };
         }
-        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_private_key_file) else {
+        let Some(tls) = self.serving.tls(kubeconfig_ca)? else {
             return Err(
                 "--secure-port needs --tls-cert-file and --tls-private-key-file (`capstan certs --hosts` issues \
                  them); 0 turns it off"
                     .into(),
             );
         };
-        let client_ca = self.client_ca_file.as_deref();
-        let tls = serving_tls_of_files(cert, key, client_ca, kubeconfig_ca)?;
         let addr = SocketAddr::new(self.bind_address, self.secure_port);
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -1770,44 +1804,12 @@ fn agent_port_is_tls(insecure: bool, certificate: bool, masters: &str) -> Result
 /// The agent's port TLS of `args` (None: plain HTTP), clients verified against
 /// --client-ca-file or the kubeconfig's CA.
 fn agent_port_tls(args: &AgentArgs, access: &Access) -> Result<Option<capstan_agents::serving::ServingTls>, String> {
-    let cert_files = args.tls_cert_file.as_ref().zip(args.tls_private_key_file.as_ref());
-    let tls = agent_port_is_tls(args.insecure, cert_files.is_some(), &access.masters)?;
-    let (true, Some((cert, key))) = (tls, cert_files) else {
+    let certificate = args.serving.tls_cert_file.is_some();
+    if !agent_port_is_tls(args.insecure, certificate, &access.masters)? {
         tracing::info!("the agent's port is plain HTTP, without authentication");
         return Ok(None);
-    };
-    let tls = serving_tls_of_files(cert, key, args.client_ca_file.as_deref(), access.ca_pem.as_deref())?;
-    Ok(Some(tls))
-}
-
-/// A port's TLS from `--tls-cert-file`, `--tls-private-key-file` and `--client-ca-file`,
-/// or without the last the CA of the component's kubeconfig.
-fn serving_tls_of_files(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-    client_ca_file: Option<&std::path::Path>,
-    kubeconfig_ca: Option<&[u8]>,
-) -> Result<capstan_agents::serving::ServingTls, String> {
-    let read = |flag: &str, p: &std::path::Path| {
-        capstan_agents::tls::read_bounded(p).map_err(|e| format!("{flag} {}: {e}", p.display()))
-    };
-    let client_ca = match (client_ca_file, kubeconfig_ca) {
-        (Some(p), _) => read("--client-ca-file", p)?,
-        (None, Some(ca)) => ca.to_vec(),
-        (None, None) => {
-            return Err(
-                "--tls-cert-file: the port knows its clients by their certificates; give --client-ca-file, \
-                 or a --kubeconfig that names the cluster's CA"
-                    .into(),
-            )
-        }
-    };
-    port_tls(
-        &read("--tls-cert-file", cert)?,
-        &read("--tls-private-key-file", key)?,
-        &client_ca,
-    )
-    .map_err(|e| format!("--tls-cert-file {}: {e}", cert.display()))
+    }
+    args.serving.tls(access.ca_pem.as_deref())
 }
 
 /// An agent's port, or a store's HTTPS metrics URL, over TLS with a certificate chain and

@@ -902,20 +902,24 @@ fn metrics_over_https_need_a_certificate_of_the_right_group() {
         )
         .1
     };
-    // The member elects itself just after it is ready.
-    let until = std::time::Instant::now() + DEADLINE;
-    loop {
-        let metrics = get(store, Some("root"), "/metrics");
-        assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
-        if metrics.contains("etcd_server_has_leader 1") {
-            break;
+    // Root's `/metrics` of `addr`, read until it has `series` (within DEADLINE).
+    let metrics_with = |addr: std::net::SocketAddr, series: &str| {
+        let until = std::time::Instant::now() + DEADLINE;
+        loop {
+            let metrics = get(addr, Some("root"), "/metrics");
+            assert!(metrics.starts_with("HTTP/1.0 200"), "{addr}: {metrics}");
+            if metrics.contains(series) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{addr}: no {series} within {DEADLINE:?}: {metrics}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        assert!(
-            std::time::Instant::now() < until,
-            "no leader within {DEADLINE:?}: {metrics}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    };
+    // The member elects itself just after it is ready.
+    metrics_with(store, "etcd_server_has_leader 1");
     let health = get(store, Some("root"), "/health");
     assert!(
         health.starts_with("HTTP/1.0 200") && health.contains(r#""health":"true""#),
@@ -927,12 +931,9 @@ fn metrics_over_https_need_a_certificate_of_the_right_group() {
         "{monitoring}"
     );
 
-    // The scheduler's port: the same people, its own metrics.
-    let metrics = get(scheduler, Some("root"), "/metrics");
-    assert!(
-        metrics.starts_with("HTTP/1.0 200") && metrics.contains("scheduler_pending_pods"),
-        "{metrics}"
-    );
+    // The scheduler's port: the same people, its own metrics (its queue's once it holds
+    // its Lease and runs).
+    metrics_with(scheduler, "scheduler_pending_pods");
     let health = get(scheduler, Some("root"), "/healthz");
     assert!(health.starts_with("HTTP/1.0 200") && health.ends_with("ok"), "{health}");
     let monitoring = get(scheduler, Some("prometheus"), "/metrics");

@@ -4,7 +4,11 @@
 //! with; all members end with the same history (HashKV at one revision); a restarted
 //! member catches up by log (also when it is behind by more than fits one peer message)
 //! and, after the log was truncated, by snapshot; a register
-//! workload stays linearizable while leaders are killed.
+//! workload stays linearizable while leaders are killed; the dashboard's control plane
+//! view shows every member's own raft state, and why a member that does not answer has
+//! none.
+
+mod common;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -366,6 +370,56 @@ async fn a_register_workload_stays_linearizable_while_leaders_are_killed() {
         CheckResult::Linearizable => {}
         other => panic!("the history is not shown linearizable: {other:?}"),
     }
+}
+
+/// `GET /ui/api/controlplane` of one member's API (the dashboard's control plane view)
+/// asks every member for its own raft state over the peer connections; a member that does
+/// not answer (paused) gets why instead, and its state again once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_view_has_every_members_own_state() {
+    let mut config = ClusterConfig::new(3, binary());
+    config.apiserver = true;
+    let mut cluster = Cluster::start(config).expect("start the cluster");
+    cluster.leader(DEADLINE.as_millis() as u64).await.expect("a leader");
+    let api: std::net::SocketAddr = cluster.api_url(0)["http://".len()..].parse().expect("API address");
+    let names: Vec<String> = (0..3).map(|i| cluster.name(i).to_owned()).collect();
+    // The members by name: Some(raft index) for one that answered, None for one with an
+    // error instead; no answer at all while the API does not answer.
+    let rows = move || -> Option<std::collections::BTreeMap<String, Option<u64>>> {
+        let body = common::http_get_path(api, "/ui/api/controlplane").ok()?;
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let members = json["members"].as_array()?;
+        let row = |m: &serde_json::Value| {
+            let index = m["status"]["raftIndex"].as_u64();
+            let error = m["error"].as_str().filter(|e| !e.is_empty());
+            // Exactly one of the two, always.
+            assert!(index.is_some() != error.is_some(), "{m}");
+            (m["name"].as_str().unwrap_or_default().to_owned(), index)
+        };
+        Some(members.iter().map(row).collect())
+    };
+    let all_answer = |rows: &std::collections::BTreeMap<String, Option<u64>>| {
+        rows.len() == 3
+            && names
+                .iter()
+                .all(|n| rows.get(n).copied().flatten().is_some_and(|i| i > 0))
+    };
+    wait_until("every member's own raft index", &cluster, || async {
+        rows().is_some_and(|r| all_answer(&r))
+    })
+    .await;
+
+    let paused = names[2].clone();
+    cluster.pause(2).expect("pause a member");
+    wait_until(&format!("{paused} shown as not answering"), &cluster, || async {
+        rows().is_some_and(|r| r.get(&paused) == Some(&None) && r.values().filter(|i| i.is_some()).count() == 2)
+    })
+    .await;
+    cluster.resume(2).expect("resume it");
+    wait_until("every member answering again", &cluster, || async {
+        rows().is_some_and(|r| all_answer(&r))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

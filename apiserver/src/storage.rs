@@ -91,15 +91,9 @@ fn hex_id(id: u64) -> String {
 pub struct ClusterStatus {
     /// The member that answered.
     pub member: MemberRef,
-    /// The leader's ID, empty when that member knows of none.
-    pub leader: String,
-    pub raft_term: u64,
-    /// The member's commit index.
-    pub raft_index: u64,
-    pub raft_applied_index: u64,
-    /// The member's MVCC revision.
-    pub revision: i64,
-    pub db_size_bytes: i64,
+    /// Its own state (its fields at the top level of the JSON).
+    #[serde(flatten)]
+    pub raft: MemberRaft,
     pub db_size_in_use_bytes: i64,
     pub members: Vec<MemberStatus>,
 }
@@ -110,7 +104,8 @@ pub struct MemberRef {
     pub name: String,
 }
 
-/// One member of the store cluster, as `MemberList` shows it.
+/// One member of the store cluster, as `MemberList` shows it, with its own Status where
+/// it was asked.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MemberStatus {
@@ -121,6 +116,50 @@ pub struct MemberStatus {
     #[serde(rename = "clientURLs")]
     pub client_urls: Vec<String>,
     pub is_learner: bool,
+    /// The member's own answer (a local store asks every member over its peer
+    /// connections); absent against a remote etcd, or when it did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<MemberRaft>,
+    /// Why the member's own answer is missing, when it was asked and did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A member's raft and storage state, from its own `Status`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberRaft {
+    /// The leader's ID as that member knows it, empty when it knows of none.
+    pub leader: String,
+    pub raft_term: u64,
+    /// The member's commit index.
+    pub raft_index: u64,
+    pub raft_applied_index: u64,
+    /// The member's MVCC revision.
+    pub revision: i64,
+    pub db_size_bytes: i64,
+}
+
+impl MemberRaft {
+    fn of(status: &pb::StatusResponse) -> MemberRaft {
+        MemberRaft {
+            leader: leader_id(status.leader),
+            raft_term: status.raft_term,
+            raft_index: status.raft_index,
+            raft_applied_index: status.raft_applied_index,
+            revision: status.header.as_ref().map_or(0, |h| h.revision),
+            db_size_bytes: status.db_size,
+        }
+    }
+}
+
+/// A leader's ID as the dashboard shows it: hex, empty for none (0).
+fn leader_id(id: u64) -> String {
+    if id == 0 {
+        String::new()
+    } else {
+        hex_id(id)
+    }
 }
 
 /// The first key after every key starting with `prefix` (etcd's prefix range end).
@@ -185,10 +224,14 @@ impl Storage {
     /// `Status`). Against a remote cluster, "that member" is whichever endpoint answered.
     pub async fn cluster_status(&self) -> Result<ClusterStatus> {
         // The local member answers as its etcd API would (one definition of both).
-        let (status, members) = match &*self.backend {
+        // Each member with its own Status (None: not asked) or why it has none.
+        type Asked = (pb::Member, Option<std::result::Result<pb::StatusResponse, String>>);
+        let (status, members): (pb::StatusResponse, Vec<Asked>) = match &*self.backend {
             Backend::Local(node) => {
                 let services = capstan_store::server::EtcdServices::new(node.clone());
-                (services.status_now(), services.members()?)
+                let asked = services.member_statuses().await?;
+                let members = asked.into_iter().map(|(m, s)| (m, Some(s))).collect();
+                (services.status_now(), members)
             }
             Backend::Etcd {
                 cluster, maintenance, ..
@@ -205,17 +248,19 @@ impl Storage {
                     .await
                     .map_err(status_err)?
                     .into_inner();
-                (status, list.members)
+                (status, list.members.into_iter().map(|m| (m, None)).collect())
             }
         };
         let members: Vec<MemberStatus> = members
             .into_iter()
-            .map(|m| MemberStatus {
+            .map(|(m, asked)| MemberStatus {
                 id: hex_id(m.id),
                 name: m.name,
                 peer_urls: m.peer_ur_ls,
                 client_urls: m.client_ur_ls,
                 is_learner: m.is_learner,
+                status: asked.as_ref().and_then(|a| a.as_ref().ok()).map(MemberRaft::of),
+                error: asked.and_then(|a| a.err()),
             })
             .collect();
         let header = status.header.unwrap_or_default();
@@ -227,16 +272,7 @@ impl Storage {
             .unwrap_or_default();
         Ok(ClusterStatus {
             member: MemberRef { id: member_id, name },
-            leader: if status.leader == 0 {
-                String::new()
-            } else {
-                hex_id(status.leader)
-            },
-            raft_term: status.raft_term,
-            raft_index: status.raft_index,
-            raft_applied_index: status.raft_applied_index,
-            revision: header.revision,
-            db_size_bytes: status.db_size,
+            raft: MemberRaft::of(&status),
             db_size_in_use_bytes: status.db_size_in_use,
             members,
         })

@@ -1,5 +1,6 @@
 //! The peer service a member serves on its peer port: Raft messages in, snapshots in,
-//! and the lease requests followers forward to the leader.
+//! the lease requests followers forward to the leader, and this member's own Status for
+//! a member that shows them all.
 //!
 //! A snapshot is written to a file in the data directory as it arrives (at most
 //! [`SNAPSHOT_BYTES_MAX`]), its digest is checked, and only then is it handed to the raft
@@ -133,6 +134,15 @@ impl Peer for PeerService {
             Some(ttl) => Ok(Response::new(LeaseRenewResponse { ttl })),
             None => Err(StoreError::LeaseNotFound.into()),
         }
+    }
+
+    async fn status(
+        &self,
+        _: Request<capstan_proto::etcdserverpb::StatusRequest>,
+    ) -> Result<Response<capstan_proto::etcdserverpb::StatusResponse>, Status> {
+        Ok(Response::new(
+            crate::server::EtcdServices::new(self.node.clone()).status_now(),
+        ))
     }
 
     async fn members(&self, _: Request<MembersRequest>) -> Result<Response<MembersResponse>, Status> {

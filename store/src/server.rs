@@ -39,6 +39,9 @@ const LEASE_KEYS_MAX: usize = 100_000;
 
 pub(crate) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
+/// How long [`EtcdServices::member_statuses`] waits for another member's Status.
+pub const MEMBER_STATUS_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1_000);
+
 #[derive(Clone)]
 pub struct EtcdServices {
     node: Arc<Node>,
@@ -60,6 +63,33 @@ impl EtcdServices {
     /// The members as `MemberList` answers them (also for callers in this process).
     pub fn members(&self) -> Result<Vec<pb::Member>, StoreError> {
         Ok(self.node.mvcc.members()?.into_iter().map(wire_member).collect())
+    }
+
+    /// Every member's own `Status`, in the member list's order: this member's at once, the
+    /// others' asked on their peer ports (connections the member keeps anyway), all at
+    /// once, each within [`MEMBER_STATUS_TIMEOUT`]. A member that does not answer in
+    /// time, or is not connected, gets why instead; a slow one delays the answer by that
+    /// timeout at most.
+    pub async fn member_statuses(&self) -> Result<Vec<(pb::Member, Result<pb::StatusResponse, String>)>, StoreError> {
+        let members = self.members()?;
+        let me = self.node.header.member_id;
+        let asks = members.iter().map(|m| {
+            let id = m.id;
+            async move {
+                if id == me {
+                    return Ok(self.status_now());
+                }
+                let asked = self.node.transport.status(id, MEMBER_STATUS_TIMEOUT).await;
+                asked.map_err(|e| match e {
+                    // The transport's "no leader" means no connection to that member.
+                    StoreError::NoLeader => "not connected".to_owned(),
+                    StoreError::Timeout => format!("no answer within {} ms", MEMBER_STATUS_TIMEOUT.as_millis()),
+                    e => e.to_string(),
+                })
+            }
+        });
+        let answers = futures::future::join_all(asks).await;
+        Ok(members.into_iter().zip(answers).collect())
     }
 
     /// This member's answer to `Status` (also for callers in this process).

@@ -213,6 +213,17 @@ impl Transport {
         }
     }
 
+    /// Member `member`'s own etcd Status, asked on its peer port within `timeout`.
+    pub async fn status(&self, member: u64, timeout: Duration) -> Result<capstan_proto::etcdserverpb::StatusResponse> {
+        let mut client = self.client(member)?;
+        let call = client.status(capstan_proto::etcdserverpb::StatusRequest {});
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(StoreError::Timeout),
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(s)) => Err(forwarded_error(s)),
+        }
+    }
+
     pub async fn lease_time_to_live(&self, leader: u64, id: i64, timeout: Duration) -> Result<Option<(i64, i64)>> {
         let mut client = self.client(leader)?;
         let call = client.lease_time_to_live(LeaseTimeToLiveRequest { id });

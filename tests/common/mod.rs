@@ -451,12 +451,18 @@ impl Drop for Reaper {
 /// `GET /` over HTTP/1.0 at `to`: the answer's body, or what went wrong (2 s to connect,
 /// 5 s to read).
 pub fn http_get(to: SocketAddr) -> Result<String, String> {
+    http_get_path(to, "/")
+}
+
+/// [`http_get`] of `path`.
+pub fn http_get_path(to: SocketAddr, path: &str) -> Result<String, String> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(2)).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .map_err(|e| e.to_string())?;
-    stream.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.0\r\n\r\n");
+    stream.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut response = String::new();
     stream.read_to_string(&mut response).map_err(|e| e.to_string())?;
     match response.split_once("\r\n\r\n") {

@@ -248,6 +248,12 @@ fn the_dashboard_shows_the_cluster_live_and_acts_as_its_user() {
         b.text(&tid("raft-index", "")).and_then(|t| t.parse::<u64>().ok())
     });
     assert!(index > 0, "raft index {index}");
+    // The member's own answer in its row (one member here: the API server's own).
+    let own = b.until("the leader's own raft index in its row", DEADLINE, || {
+        let css = tid(&format!("member-{leader}"), "[data-field=\"member-raft-index\"]");
+        b.text(&css).and_then(|t| t.parse::<u64>().ok())
+    });
+    assert!(own > 0, "the leader's row says raft index {own}");
     std::fs::write(webdriver::artefact("dashboard-controlplane.png"), b.screenshot()).expect("keep the screenshot");
 
     // The artefact: the workloads view with the scaled Deployment.

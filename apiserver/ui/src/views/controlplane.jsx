@@ -16,6 +16,30 @@ function Stat({ label, value, testid }) {
   );
 }
 
+// A member's own raft state, as it answered; why it did not, across the same cells; or
+// dashes where it was not asked (the API server runs against a remote etcd).
+function MemberRaft({ m }) {
+  const s = m.status;
+  if (m.error) {
+    return (
+      <td colSpan={5} class="denied" data-field="member-error" title={m.error}>
+        unreachable: {m.error}
+      </td>
+    );
+  }
+  return (
+    <>
+      <td class="num">{s ? s.raftTerm : '—'}</td>
+      <td class="num" data-field="member-raft-index">
+        {s ? s.raftIndex : '—'}
+      </td>
+      <td class="num">{s ? s.raftAppliedIndex : '—'}</td>
+      <td class="num">{s ? s.revision : '—'}</td>
+      <td class="num">{s ? fmtBytes(s.dbSizeBytes) : '—'}</td>
+    </>
+  );
+}
+
 function Store() {
   const cp = state.controlplane;
   const d = cp.data;
@@ -50,7 +74,7 @@ function Store() {
         <Stat label="DB size (in use / total)" testid="db-size" value={`${fmtBytes(d.dbSizeInUseBytes)} / ${fmtBytes(d.dbSizeBytes)}`} />
       </div>
       <Grid
-        columns={['Name', 'ID', 'Role', 'Peer URLs', 'Client URLs']}
+        columns={['Name', 'ID', 'Role', ['Term', 'num'], ['Raft index', 'num'], ['Applied', 'num'], ['Revision', 'num'], ['DB size', 'num'], 'Peer URLs', 'Client URLs']}
         what="members"
         rows={members}
         row={(m) => (
@@ -65,6 +89,7 @@ function Store() {
             </td>
             <td class="mono">{m.id}</td>
             <td data-field="role">{m.id === d.leader ? <Badge tone="ok">leader</Badge> : m.isLearner ? 'learner' : 'follower'}</td>
+            <MemberRaft m={m} />
             <td class="mono">{(m.peerURLs || []).join(', ')}</td>
             <td class="mono">{(m.clientURLs || []).join(', ')}</td>
           </tr>

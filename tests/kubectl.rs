@@ -114,6 +114,26 @@ fn kubectl_drives_the_api_over_a_real_etcd() {
     );
     // One kubectl is enough here: the wire is the same, the storage is what differs.
     run_scenario(&found[0], &kubeconfig, dir.path(), &server);
+
+    // The dashboard's control plane view over etcd: its Status and MemberList, and no
+    // member's own columns (they are asked over a local store's peer connections only).
+    let raw = Command::new(&found[0])
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["get", "--raw", "/ui/api/controlplane"])
+        .output()
+        .expect("run kubectl get --raw");
+    assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
+    let view: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("JSON");
+    assert!(view["leader"].as_str().is_some_and(|l| !l.is_empty()), "{view}");
+    assert!(view["raftIndex"].as_u64().is_some_and(|i| i > 0), "{view}");
+    let members = view["members"].as_array().expect("members");
+    assert_eq!(members.len(), 1, "{view}");
+    assert_eq!(members[0]["id"], view["member"]["id"], "{view}");
+    assert!(
+        members[0].get("status").is_none() && members[0].get("error").is_none(),
+        "{view}"
+    );
 }
 
 /// `kubectl get cm -w` against one replica, its output in a file; killed on drop.

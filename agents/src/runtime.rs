@@ -1,12 +1,12 @@
 //! What every controller shares: the runner that builds and runs a controller with its
 //! queue measured ([`Queued`]), per-key retry backoff, and measuring its reconciles
-//! ([`instrumented`]).
+//! (`instrumented`).
 //!
 //! The metrics a reconcile is recorded in come from the controller-manager through a
 //! task-local ([`with_metrics`]) rather than as a parameter of every controller's `run`:
-//! the controllers run joined in one task (never spawned), so the one place that knows
-//! whether metrics are wanted sets them for all, and a controller run alone (its tests)
-//! records nothing.
+//! the controllers run joined in one task (never spawned; each reconcile's own task is
+//! handed the metrics as it is made), so the one place that knows whether metrics are
+//! wanted sets them for all, and a controller run alone (its tests) records nothing.
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -36,16 +36,17 @@ tokio::task_local! {
 }
 
 /// Runs `work` with its controllers' reconciles recorded in `metrics` (see
-/// [`instrumented`]); None records nothing.
+/// [`Queued::run`]); None records nothing.
 pub async fn with_metrics<F: Future>(metrics: Option<ControllerMetrics>, work: F) -> F::Output {
     METRICS.scope(metrics, work).await
 }
 
 /// `reconcile`, recording each call's result and duration as `controller`'s in the
-/// metrics of the task it runs in ([`with_metrics`]). Wraps the reconcile function given
-/// to kube-rs's `Controller::run`; its futures are polled in the controller's stream, so
-/// inside that task.
-pub fn instrumented<K, C, E, Fut>(
+/// metrics of the task that calls it ([`with_metrics`]). Wraps the reconcile function of
+/// [`Queued::run`]: it is called in the controller's task, where the task-local is read,
+/// and the future it returns, which carries the metrics with it, runs on a task of its own
+/// ([`Spawned`]).
+fn instrumented<K, C, E, Fut>(
     controller: &'static str,
     mut reconcile: impl FnMut(Arc<K>, Arc<C>) -> Fut,
 ) -> impl FnMut(Arc<K>, Arc<C>) -> BoxFuture<'static, Result<Action, E>>
@@ -250,8 +251,9 @@ where
         self.reader.clone()
     }
 
-    /// Runs `reconcile` (recorded as `controller`'s, see [`instrumented`]) until the future
-    /// is dropped.
+    /// Runs `reconcile` until the future is dropped, each reconcile on a task of its own,
+    /// its result and duration recorded as `controller`'s in the metrics of
+    /// [`with_metrics`], if any.
     pub async fn run<C, Fut>(
         self,
         controller: &'static str,
@@ -365,7 +367,7 @@ impl Drop for Spawned {
 
 /// Runs a controller's stream of results until its future is dropped (the stream ends
 /// only then); errors are logged at debug level (each was handled by its error policy).
-pub async fn drive<T, E: Display>(controller: &'static str, results: impl Stream<Item = Result<T, E>>) {
+async fn drive<T, E: Display>(controller: &'static str, results: impl Stream<Item = Result<T, E>>) {
     results
         .for_each(|result| async move {
             if let Err(e) = result {

@@ -164,7 +164,10 @@ async fn a_service_is_served_on_its_cluster_ip_and_node_port_and_follows_readine
         let via_cluster_ip = SocketAddr::new(cluster_ip(&service), 18080);
         let via_node_port = SocketAddr::new(node_ip, node_port);
         // Ready means served: once the first table is in, both addresses answer at once.
-        first_table.await.expect("the proxy reports its first table");
+        tokio::time::timeout(common::DEADLINE, first_table)
+            .await
+            .unwrap_or_else(|_| panic!("the proxy reports no first table within {:?}", common::DEADLINE))
+            .expect("the proxy reports its first table");
         for to in [via_cluster_ip, via_node_port] {
             let answer = ask_once(to, "hi").await;
             assert_eq!(answer.as_deref(), Ok("pod-a hi"), "through {to}");

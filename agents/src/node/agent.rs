@@ -118,6 +118,7 @@ pub struct Config {
     pub runtime: RuntimeKind,
     /// How often the containers' CPU and memory are sampled for `/stats/summary` (see
     /// [`super::usage`]); [`super::usage::USAGE_INTERVAL_DEFAULT`] unless a test wants it sooner.
+    /// Not sampled without a `listener` to serve them on.
     pub usage_interval: Duration,
     /// A registry served at `GET /metrics` on the agent's port (where the kubelet serves
     /// its own), under the port's TLS: `system:masters` and `system:monitoring` read it.
@@ -280,8 +281,9 @@ pub async fn run_with_metrics(
         })
     });
     let _rotation = rotation.map(AbortOnDrop);
-    // Simulated containers have no process to measure: no sampler, and no summary.
-    let usage = (!runtime.is_simulated()).then(|| Arc::new(Usage::default()));
+    // Simulated containers have no process to measure: no sampler, and no summary. Nor
+    // without a port to serve the summary on.
+    let usage = (!runtime.is_simulated() && config.listener.is_some()).then(|| Arc::new(Usage::default()));
     let _sampler = usage.clone().map(|usage| {
         AbortOnDrop(tokio::spawn(sample_usage(
             context.clone(),
@@ -332,9 +334,8 @@ async fn sample_usage(ctx: Arc<Context>, usage: Arc<Usage>, interval: Duration) 
     loop {
         ticks.tick().await;
         let (ctx, usage) = (ctx.clone(), usage.clone());
-        // The wall time of the rates: when the round starts, from the monotonic clock.
-        let taken = std::time::Instant::now();
-        if let Err(e) = tokio::task::spawn_blocking(move || usage.sample(&ctx, taken)).await {
+        // The round reads its own time, once on the blocking pool (queueing is not counted).
+        if let Err(e) = tokio::task::spawn_blocking(move || usage.sample(&ctx)).await {
             tracing::warn!(error = %e, "sampling the containers' usage panicked");
         }
     }

@@ -216,8 +216,9 @@ pub const CGROUP_EMPTY_WAIT_MAX: Duration = Duration::from_secs(1);
 const PROC_CGROUP_BYTES_MAX: u64 = 64 * 1024;
 /// `/proc/self/mountinfo`: about 100 bytes a mount, so thousands of mounts.
 const MOUNTINFO_BYTES_MAX: u64 = 1024 * 1024;
-/// A cgroup's counter files (`memory.events`, `memory.oom_control`, `memory.failcnt`).
-const CGROUP_FILE_BYTES_MAX: u64 = 4096;
+/// A cgroup's counter files (`memory.events`, `memory.oom_control`, `memory.failcnt`;
+/// `cpu.stat`, `memory.current` and `memory.stat` for [`super::usage`]).
+pub(super) const CGROUP_FILE_BYTES_MAX: u64 = 4096;
 /// `cgroup.procs` of a container's cgroup: a line per process, so ~100,000 processes.
 const CGROUP_PROCS_BYTES_MAX: u64 = 1024 * 1024;
 /// `statfs`'s `f_type` of the cgroup v1 and v2 filesystems (linux/magic.h).
@@ -1254,7 +1255,8 @@ fn remove_rotated_logs(dir: &Path, from: usize) -> Result<()> {
     Ok(())
 }
 
-fn read_bounded(path: &Path, bytes_max: u64) -> io::Result<String> {
+/// The text of `path`, at most its first `bytes_max` bytes.
+pub(super) fn read_bounded(path: &Path, bytes_max: u64) -> io::Result<String> {
     let mut text = String::new();
     File::open(path)?.take(bytes_max).read_to_string(&mut text)?;
     Ok(text)
@@ -1287,25 +1289,28 @@ fn write_state(path: &Path, state: &ContainerState) -> Result<()> {
         .map_err(|e| io_error(format!("renaming {} to {}", temporary.display(), path.display()), e))
 }
 
-/// What the runtime reads from `/proc/<pid>/stat`.
+/// What the runtime (and [`super::usage`]) reads from `/proc/<pid>/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProcStat {
+pub(super) struct ProcStat {
     /// Field 3: `R`, `S`, `D`, `Z` (ended, not reaped), …
     state: char,
     /// Field 5.
     process_group: u32,
+    /// Fields 14 and 15, `utime + stime`: the CPU time the process has used, in clock
+    /// ticks (`USER_HZ`).
+    pub(super) cpu_ticks: u64,
     /// Field 22: clock ticks from boot to the start.
-    start_time_ticks: u64,
+    pub(super) start_time_ticks: u64,
 }
 
 impl ProcStat {
     /// Not ended (a zombie has ended; only its exit status waits to be collected).
-    fn running(&self) -> bool {
+    pub(super) fn running(&self) -> bool {
         !matches!(self.state, 'Z' | 'X' | 'x')
     }
 }
 
-fn read_proc_stat(pid: u32) -> io::Result<ProcStat> {
+pub(super) fn read_proc_stat(pid: u32) -> io::Result<ProcStat> {
     let text = read_bounded(Path::new(&format!("/proc/{pid}/stat")), PROC_STAT_BYTES_MAX)?;
     parse_proc_stat(&text).ok_or_else(|| {
         io::Error::new(
@@ -1315,7 +1320,7 @@ fn read_proc_stat(pid: u32) -> io::Result<ProcStat> {
     })
 }
 
-fn parse_proc_stat(text: &str) -> Option<ProcStat> {
+pub(super) fn parse_proc_stat(text: &str) -> Option<ProcStat> {
     // Field 2, the command name, is in parentheses and may itself hold spaces and
     // parentheses: the fields from 3 on follow the last ')'.
     let after_name = &text[text.rfind(')')? + 1..];
@@ -1323,10 +1328,13 @@ fn parse_proc_stat(text: &str) -> Option<ProcStat> {
     // fields[0] is field 3.
     let state = fields.first()?.chars().next()?;
     let process_group = fields.get(5 - 3)?.parse().ok()?;
-    let start_time_ticks = fields.get(22 - 3)?.parse().ok()?;
+    let ticks = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    let cpu_ticks = ticks(14)?.saturating_add(ticks(15)?);
+    let start_time_ticks = ticks(22)?;
     Some(ProcStat {
         state,
         process_group,
+        cpu_ticks,
         start_time_ticks,
     })
 }
@@ -1612,8 +1620,9 @@ fn oom_killed_in(cgroup: &Path, exit: Exit) -> bool {
         })
 }
 
-/// The value of `name` in a cgroup file of `name value` lines.
-fn counter(text: &str, name: &str) -> Option<u64> {
+/// The value of `name` in a cgroup file of `name value` lines (`memory.events`,
+/// `cpu.stat`, `memory.stat`, …).
+pub(super) fn counter(text: &str, name: &str) -> Option<u64> {
     text.lines().find_map(|line| {
         let (key, value) = line.split_once(' ')?;
         if key == name {
@@ -2193,6 +2202,7 @@ mod tests {
             Some(ProcStat {
                 state: 'S',
                 process_group: 1234,
+                cpu_ticks: 3,
                 start_time_ticks: 98765
             })
         );

@@ -21,19 +21,22 @@
 //!
 //! A container gets a cgroup only with a memory limit on cgroup v2 (a v1 memory cgroup
 //! has no `cpu.stat`); the rest fall back to `/proc`. A `/proc/<pid>` whose start time is
-//! not the container's is a reused pid: no sample, as for a file that is missing or a
-//! process that has gone. Nothing here fails the agent; a container without a sample is
+//! not the container's is a reused pid: no sample, as for a process that has ended (a
+//! zombie), a file that is missing or a process that has gone. Nothing here fails the agent; a container without a sample is
 //! left out of the summary.
 //!
 //! # Rates
 //!
 //! The last two samples of each container (and of the node) are kept; CPU usage is
-//! `Δcpu / Δwall` in nanocores, the wall time measured by the sampling loop with a
-//! monotonic clock ([`Instant`]). With one sample so far (a new container, or a new run:
+//! `Δcpu / Δwall` in nanocores, the wall time read when a round starts reading (on the
+//! blocking pool, so time queued for it does not count) from a monotonic clock
+//! ([`Instant`]). With one sample so far (a new container, or a new run:
 //! a restart starts its series again), `usageNanoCores` is left out. Containers no longer
 //! running are dropped at each round, so what is kept is bounded by what runs.
 //!
 //! The parsers are pure functions on the files' text; reading is a thin layer over them.
+//! `/proc/<pid>/stat`, the bounded reads and the `key value` lines of cgroup files are
+//! [`super::process`]'s.
 //!
 //! # Left out
 //!
@@ -45,8 +48,6 @@
 //! - The processes a container's main process forks, when it has no cgroup.
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Read;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -54,6 +55,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use super::pods::Context;
+use super::process::{counter, read_bounded, read_proc_stat, CGROUP_FILE_BYTES_MAX};
 use super::runtime::Runtime;
 
 /// How often containers are sampled when the agent's config does not say.
@@ -61,7 +63,8 @@ pub const USAGE_INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
 /// Clock ticks per second of `/proc/<pid>/stat` and `/proc/stat` (`USER_HZ`: 100 on
 /// every Linux architecture Capstan runs on; the kernel converts to it for userspace).
 const CLOCK_TICKS_PER_SECOND: u64 = 100;
-/// The files read here are small; these bound them all the same.
+/// `/proc/stat`, `/proc/meminfo` and `/proc/<pid>/status` (which the process runtime does
+/// not read) are small, or have what is read here first; this bounds them all the same.
 const PROC_FILE_BYTES_MAX: u64 = 64 * 1024;
 
 /// One measurement of one container or of the node.
@@ -113,33 +116,15 @@ pub fn rate_nanocores(cpu_before_ns: u64, cpu_after_ns: u64, elapsed: Duration) 
 
 /// `usage_usec` of a cgroup v2 `cpu.stat`, in ns.
 pub fn parse_cpu_stat_usage_ns(text: &str) -> Option<u64> {
-    field(text, "usage_usec")?.checked_mul(1_000)
-}
-
-/// The value of line `key value` of a flat keyed file (`cpu.stat`, `memory.stat`).
-fn field(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        (words.next()? == key).then(|| words.next()?.parse().ok())?
-    })
+    counter(text, "usage_usec")?.checked_mul(1_000)
 }
 
 /// Upstream's working set: `memory.current` less `inactive_file` of `memory.stat`
 /// (never below 0).
 pub fn parse_cgroup_working_set_bytes(memory_current: &str, memory_stat: &str) -> Option<u64> {
     let current: u64 = memory_current.trim().parse().ok()?;
-    let inactive = field(memory_stat, "inactive_file")?;
+    let inactive = counter(memory_stat, "inactive_file")?;
     Some(current.saturating_sub(inactive))
-}
-
-/// From `/proc/<pid>/stat`: (`utime + stime` in ns, field 22 the start time in ticks).
-pub fn parse_pid_stat(text: &str) -> Option<(u64, u64)> {
-    // Field 2, the command name, may hold spaces and parentheses: fields from 3 on follow
-    // the last ')'.
-    let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
-    let at = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
-    let ticks = at(14)?.checked_add(at(15)?)?;
-    Some((ticks_to_ns(ticks)?, at(22)?))
 }
 
 fn ticks_to_ns(ticks: u64) -> Option<u64> {
@@ -194,34 +179,28 @@ pub fn parse_node_working_set_bytes(text: &str) -> Option<u64> {
     Some(kib_line(text, "MemTotal")?.saturating_sub(kib_line(text, "MemAvailable")?))
 }
 
-fn read(path: &Path) -> Option<String> {
-    let mut text = String::new();
-    File::open(path)
-        .ok()?
-        .take(PROC_FILE_BYTES_MAX)
-        .read_to_string(&mut text)
-        .ok()?;
-    Some(text)
+/// One of the `/proc` files above, if it can be read.
+fn read_proc(path: &str) -> Option<String> {
+    read_bounded(Path::new(path), PROC_FILE_BYTES_MAX).ok()
 }
 
 /// A sample of a container's cgroup, if it is a cgroup v2 one that can still be read.
 fn read_cgroup(cgroup: &Path) -> Option<(u64, u64)> {
-    let cpu_ns = parse_cpu_stat_usage_ns(&read(&cgroup.join("cpu.stat"))?)?;
-    let working_set = parse_cgroup_working_set_bytes(
-        &read(&cgroup.join("memory.current"))?,
-        &read(&cgroup.join("memory.stat"))?,
-    )?;
+    let read = |file: &str| read_bounded(&cgroup.join(file), CGROUP_FILE_BYTES_MAX).ok();
+    let cpu_ns = parse_cpu_stat_usage_ns(&read("cpu.stat")?)?;
+    let working_set = parse_cgroup_working_set_bytes(&read("memory.current")?, &read("memory.stat")?)?;
     Some((cpu_ns, working_set))
 }
 
-/// A sample of a container's main process, if `pid` is still the process started at
-/// `start_time_ticks`.
+/// A sample of a container's main process, if `pid` is still the (not ended) process
+/// started at `start_time_ticks`.
 fn read_process(pid: u32, start_time_ticks: u64) -> Option<(u64, u64)> {
-    let (cpu_ns, start) = parse_pid_stat(&read(Path::new(&format!("/proc/{pid}/stat")))?)?;
-    if start != start_time_ticks {
+    let stat = read_proc_stat(pid).ok()?;
+    if !stat.running() || stat.start_time_ticks != start_time_ticks {
         return None;
     }
-    let rss = parse_vm_rss_bytes(&read(Path::new(&format!("/proc/{pid}/status")))?)?;
+    let cpu_ns = ticks_to_ns(stat.cpu_ticks)?;
+    let rss = parse_vm_rss_bytes(&read_proc(&format!("/proc/{pid}/status"))?)?;
     Some((cpu_ns, rss))
 }
 
@@ -251,11 +230,13 @@ pub struct Usage {
 impl Usage {
     /// Takes one round of samples (blocking file reads): the node, and each running
     /// container of `ctx`'s process runtime; containers no longer running are dropped.
-    pub fn sample(&self, ctx: &Context, taken: Instant) {
+    /// The round's time, for its rates too, is read as it starts.
+    pub fn sample(&self, ctx: &Context) {
         let wall = SystemTime::now();
-        let node = read(Path::new("/proc/stat"))
+        let taken = Instant::now();
+        let node = read_proc("/proc/stat")
             .and_then(|t| parse_node_cpu_ns(&t))
-            .zip(read(Path::new("/proc/meminfo")).and_then(|t| parse_node_working_set_bytes(&t)));
+            .zip(read_proc("/proc/meminfo").and_then(|t| parse_node_working_set_bytes(&t)));
         if let Some((cpu_ns, working_set_bytes)) = node {
             let mut series = self.node.lock().expect("invariant: no panics while the lock is held");
             *series = Some(Series::push(
@@ -444,10 +425,14 @@ mod tests {
 
     #[test]
     fn proc_files_give_a_process_cpu_time_and_rss() {
+        use super::super::process::parse_proc_stat;
         // A command name with spaces and a parenthesis; utime 250, stime 50, start 9876.
         let stat = "4242 (a b) c) R 1 4242 4242 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 9876 1000 10";
-        assert_eq!(parse_pid_stat(stat), Some((3_000_000_000, 9876)));
-        assert_eq!(parse_pid_stat("4242 (sh) R 1"), None);
+        let parsed = parse_proc_stat(stat).expect("a stat line");
+        assert_eq!(ticks_to_ns(parsed.cpu_ticks), Some(3_000_000_000));
+        assert_eq!(parsed.start_time_ticks, 9876);
+        assert!(parsed.running());
+        assert_eq!(parse_proc_stat("4242 (sh) R 1"), None);
         let status = "Name:\tsh\nVmPeak:\t   2000 kB\nVmRSS:\t    1500 kB\nThreads:\t1\n";
         assert_eq!(parse_vm_rss_bytes(status), Some(1500 * 1024));
         assert_eq!(parse_vm_rss_bytes("Name:\tkthreadd\n"), None);

@@ -1,5 +1,7 @@
 // Small building blocks shared by the views.
 
+import { list, state } from './store.js';
+
 /** No table renders more rows than this; the rest are counted, not drawn. */
 export const ROWS_MAX = 500;
 
@@ -80,6 +82,15 @@ export function ResourceTable({ title, slot, total, note, ...grid }) {
 /** The first ROWS_MAX of `items`, sorted by `compare`. */
 export function capped(items, compare) {
   return items.sort(compare).slice(0, ROWS_MAX);
+}
+
+/**
+ * What a ResourceTable of `kind` needs, as props: its store slot, how many objects it
+ * has (in namespace `ns`, when given) and the first ROWS_MAX of them, sorted by `compare`.
+ */
+export function tableOf(kind, ns, compare) {
+  const all = list(kind, ns);
+  return { slot: state.res[kind], total: all.length, rows: capped(all, compare) };
 }
 
 /** A coloured word: ok / warn / bad / info. */

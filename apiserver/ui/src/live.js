@@ -11,7 +11,7 @@ import { milliCPU, mebibytes, eventTime } from './format.js';
 import { RESOURCES, changed, state } from './store.js';
 import { Watch } from './watch.js';
 
-const EVENTS_MAX = 500;
+export const EVENTS_MAX = 500;
 const UNAVAILABLE_RETRY_MS = 30000;
 
 export const VIEWS = {
@@ -85,7 +85,6 @@ async function pollControlPlane(signal) {
     cp.data = await getJSON('/ui/api/controlplane', { signal });
     cp.status = 'ok';
     cp.message = '';
-    cp.at = Date.now();
   } catch (e) {
     if (signal.aborted) return;
     if (e instanceof ApiError && e.status === 404) {

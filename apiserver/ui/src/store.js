@@ -27,7 +27,7 @@ export const state = {
   // Maps from node name / "ns/name" to { cpu (millicores), mem (Mi) }; null: not available.
   metrics: { nodes: null, pods: null, nodesError: '', podsError: '' },
   // data: the last /ui/api/controlplane answer; status: idle | ok | unavailable | error
-  controlplane: { data: null, status: 'idle', message: '', at: 0 },
+  controlplane: { data: null, status: 'idle', message: '' },
   // The pod whose logs are open: { namespace, name, containers } or null.
   logs: null,
 };
@@ -36,7 +36,7 @@ export function resetData() {
   // In place: each watch holds on to its slot.
   for (const s of Object.values(state.res)) Object.assign(s, slot());
   state.metrics = { nodes: null, pods: null, nodesError: '', podsError: '' };
-  state.controlplane = { data: null, status: 'idle', message: '', at: 0 };
+  state.controlplane = { data: null, status: 'idle', message: '' };
   state.logs = null;
   changed();
 }

@@ -56,6 +56,9 @@ export class Watch {
   async run(signal) {
     let rv = null; // null: (re)list first
     let backoff = BACKOFF_MIN_MS;
+    // Set by a 410, cleared by the next watch event that applies: a second 410 before
+    // then means relisting at once is not helping, so that one backs off.
+    let gone = false;
     while (!signal.aborted) {
       try {
         if (rv === null) {
@@ -74,11 +77,16 @@ export class Watch {
         const res = await request(`${this.path}?${q}`, { signal });
         if (signal.aborted) return;
         this.setStatus('live', '');
-        backoff = BACKOFF_MIN_MS;
+        // After a 410 the watch opening is not enough: it may fail again at once.
+        if (!gone) backoff = BACKOFF_MIN_MS;
         await readLines(res, (line) => {
           if (signal.aborted) return;
           events++;
           rv = this.apply(JSON.parse(line), rv);
+          if (gone) {
+            gone = false;
+            backoff = BACKOFF_MIN_MS;
+          }
         });
         // The server ended the watch (its timeout): carry on from where we are. A stream
         // that ends at once, empty, again and again would spin, so that one waits.
@@ -90,14 +98,16 @@ export class Watch {
         if (signal.aborted) return;
         if (e instanceof ApiError) {
           if (e.status === 410) {
-            rv = null; // too old: relist right away
-            continue;
+            rv = null; // too old: relist, right away the first time
+            if (!gone) {
+              gone = true;
+              continue;
+            }
+            // Gone again with nothing applied in between: back off below.
           }
-          if (e.status === 401) {
-            // The session is over; the login form takes over and stops every watch.
-            this.setStatus('reconnecting', e.message);
-            return;
-          }
+          // A 401 needs nothing here: request() has already ended the session, which
+          // stopped every watch and aborted `signal`. (A 401 watch ERROR event, which
+          // request() never saw, retries below; the relist's 401 then ends the session.)
           if (e.status === 403 || e.status === 404) {
             rv = null;
             this.slot.items = new Map();
@@ -106,7 +116,7 @@ export class Watch {
             await sleep(DENIED_RETRY_MS, signal);
             continue;
           }
-          if (e.fromEvent) rv = null; // a watch ERROR other than 410: start afresh
+          if (e.fromEvent) rv = null; // any other watch ERROR: start afresh
         }
         this.setStatus('reconnecting', e.message || String(e));
         await sleep(backoff, signal);

@@ -1,9 +1,9 @@
 // The control plane itself: the store's members and raft state (from Capstan's
 // /ui/api/controlplane, polled) and who holds the kube-system leases (watched).
 
-import { Badge, Grid, ResourceTable, capped } from '../components.jsx';
+import { Badge, Grid, ResourceTable, tableOf } from '../components.jsx';
 import { ago, fmtBytes } from '../format.js';
-import { byName, list, state } from '../store.js';
+import { byName, state } from '../store.js';
 
 function Stat({ label, value, testid }) {
   return (
@@ -100,17 +100,12 @@ function Store() {
 }
 
 function Leases() {
-  const slot = state.res.leases;
-  const all = list('leases', 'kube-system');
-  const rows = capped(all, byName);
   return (
     <ResourceTable
+      {...tableOf('leases', 'kube-system', byName)}
       title="Lease holders (kube-system)"
-      slot={slot}
-      total={all.length}
       columns={['Lease', 'Holder', 'Renewed', ['Duration', 'num'], ['Transitions', 'num']]}
       what="leases"
-      rows={rows}
       row={(l) => {
         const s = l.spec || {};
         return (

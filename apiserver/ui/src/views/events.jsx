@@ -1,22 +1,17 @@
 // Events, newest first; Warnings stand out.
 
-import { Badge, ResourceTable, capped } from '../components.jsx';
+import { Badge, ResourceTable, tableOf } from '../components.jsx';
 import { age, eventTime } from '../format.js';
-import { list, state } from '../store.js';
+import { EVENTS_MAX } from '../live.js';
 
 export function EventsView({ ns }) {
-  const slot = state.res.events;
-  const all = list('events', ns);
-  const rows = capped(all, (a, b) => eventTime(b) - eventTime(a));
   return (
     <ResourceTable
+      {...tableOf('events', ns, (a, b) => eventTime(b) - eventTime(a))}
       title="Events"
-      slot={slot}
-      total={all.length}
-      note="the newest 500 are kept"
+      note={`the newest ${EVENTS_MAX} across the cluster are kept`}
       columns={['Last seen', 'Type', 'Reason', 'Object', 'Message', ['Count', 'num'], 'Namespace']}
       what="events"
-      rows={rows}
       row={(ev) => {
         const obj = ev.involvedObject || ev.regarding || {};
         const warning = ev.type === 'Warning';

@@ -1,20 +1,16 @@
 // Nodes: readiness and pressure, roles, addresses, usage against allocatable, pods,
 // and the kubelet's last heartbeat (its Lease in kube-node-lease).
 
-import { Badge, ResourceTable, capped } from '../components.jsx';
+import { Badge, ResourceTable, tableOf } from '../components.jsx';
 import {
   age, ago, fmtCPU, fmtMi, mebibytes, milliCPU, nodeAddress, nodeProblems, nodeReady, nodeRoles,
   podTerminal, usage, usageNote,
 } from '../format.js';
-import { byName, list, state } from '../store.js';
+import { byName, state } from '../store.js';
 
 const READY_TONE = { True: 'ok', False: 'bad', Unknown: 'warn' };
 
 export function NodesView() {
-  const slot = state.res.nodes;
-  const nodes = list('nodes');
-  const rows = capped(nodes, byName);
-
   // Pods running on each node; pods that have finished no longer take a slot.
   const podsKnown = state.res.pods.status !== 'denied';
   const podsOn = new Map();
@@ -28,16 +24,14 @@ export function NodesView() {
 
   return (
     <ResourceTable
+      {...tableOf('nodes', '', byName)}
       title="Nodes"
-      slot={slot}
-      total={nodes.length}
       note={usageNote(metrics, state.metrics.nodesError)}
       columns={[
         'Name', 'Ready', 'Conditions', 'Roles', 'Internal IP', 'Kubelet', 'CPU used / allocatable',
         'Memory used / allocatable', ['Pods', 'num'], 'Age', 'Last heartbeat',
       ]}
       what="nodes"
-      rows={rows}
       row={(node) => {
         const name = node.metadata.name;
         const ready = nodeReady(node);

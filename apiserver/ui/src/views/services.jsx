@@ -1,8 +1,9 @@
 // Services with the addresses behind them, from the Endpoints object of the same name.
 
-import { ResourceTable, capped } from '../components.jsx';
+import { ResourceTable, tableOf } from '../components.jsx';
 import { age, endpointAddresses, servicePorts } from '../format.js';
-import { byNamespaceAndName, list, state } from '../store.js';
+import { byNamespaceAndName, state } from '../store.js';
+import { keyOf } from '../watch.js';
 
 // A Service can have thousands of endpoints; the cell lists this many.
 const ADDRESSES_SHOWN = 20;
@@ -11,7 +12,7 @@ function Endpoints({ svc }) {
   const epSlot = state.res.endpoints;
   if (epSlot.status === 'denied') return <span class="muted">—</span>;
   if (!svc.spec?.selector && svc.spec?.type === 'ExternalName') return <span class="muted">{svc.spec.externalName}</span>;
-  const ep = epSlot.items.get(`${svc.metadata.namespace}/${svc.metadata.name}`);
+  const ep = epSlot.items.get(keyOf(svc));
   const addrs = endpointAddresses(ep);
   if (!addrs.length) return <span class="muted">&lt;none&gt;</span>;
   return (
@@ -33,19 +34,14 @@ function Endpoints({ svc }) {
 }
 
 export function ServicesView({ ns }) {
-  const slot = state.res.services;
-  const all = list('services', ns);
-  const rows = capped(all, byNamespaceAndName);
   const epDenied = state.res.endpoints.status === 'denied';
   return (
     <ResourceTable
+      {...tableOf('services', ns, byNamespaceAndName)}
       title="Services"
-      slot={slot}
-      total={all.length}
       note={epDenied ? `endpoints: ${state.res.endpoints.message}` : ''}
       columns={['Namespace', 'Name', 'Type', 'Cluster IP', 'Ports', 'Endpoints', 'Age']}
       what="services"
-      rows={rows}
       row={(svc) => (
         <tr key={svc.metadata.uid} data-testid={`service-${svc.metadata.namespace}-${svc.metadata.name}`}>
           <td>{svc.metadata.namespace}</td>

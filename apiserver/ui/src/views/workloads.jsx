@@ -4,9 +4,9 @@
 
 import { useRef, useState } from 'preact/hooks';
 import { sendJSON } from '../api.js';
-import { Badge, ResourceTable, capped } from '../components.jsx';
+import { Badge, ResourceTable, tableOf } from '../components.jsx';
 import { age, fmtCPU, fmtMi, podReady, podRestarts, podStatus, statusTone, usageNote } from '../format.js';
-import { byNamespaceAndName, changed, list, state } from '../store.js';
+import { byNamespaceAndName, changed, state } from '../store.js';
 
 const REPLICAS_MAX = 1000;
 
@@ -124,37 +124,27 @@ function DeploymentRow({ d }) {
 }
 
 function Deployments({ ns }) {
-  const slot = state.res.deployments;
-  const all = list('deployments', ns);
-  const rows = capped(all, byNamespaceAndName);
   return (
     <ResourceTable
+      {...tableOf('deployments', ns, byNamespaceAndName)}
       title="Deployments"
-      slot={slot}
-      total={all.length}
       columns={[
         'Namespace', 'Name', ['Ready', 'num'], ['Replicas', 'num'], ['Up-to-date', 'num'], ['Available', 'num'],
         'Age', 'Actions',
       ]}
       what="deployments"
-      rows={rows}
       row={(d) => <DeploymentRow key={d.metadata.uid || `${d.metadata.namespace}/${d.metadata.name}`} d={d} />}
     />
   );
 }
 
 function ReplicaSets({ ns }) {
-  const slot = state.res.replicasets;
-  const all = list('replicasets', ns);
-  const rows = capped(all, byNamespaceAndName);
   return (
     <ResourceTable
+      {...tableOf('replicasets', ns, byNamespaceAndName)}
       title="ReplicaSets"
-      slot={slot}
-      total={all.length}
       columns={['Namespace', 'Name', ['Desired', 'num'], ['Current', 'num'], ['Ready', 'num'], 'Owner', 'Age']}
       what="replica sets"
-      rows={rows}
       row={(rs) => {
         const owner = (rs.metadata.ownerReferences || []).find((o) => o.controller) || rs.metadata.ownerReferences?.[0];
         const desired = rs.spec?.replicas ?? 1;
@@ -184,22 +174,17 @@ function openLogs(pod) {
 }
 
 function Pods({ ns }) {
-  const slot = state.res.pods;
-  const all = list('pods', ns);
-  const rows = capped(all, byNamespaceAndName);
   const metrics = state.metrics.pods;
   return (
     <ResourceTable
+      {...tableOf('pods', ns, byNamespaceAndName)}
       title="Pods"
-      slot={slot}
-      total={all.length}
       note={usageNote(metrics, state.metrics.podsError)}
       columns={[
         'Namespace', 'Name', ['Ready', 'num'], 'Status', ['Restarts', 'num'], 'Node', 'IP', 'Age', ['CPU', 'num'],
         ['Memory', 'num'], null, // the Logs buttons' column has no heading
       ]}
       what="pods"
-      rows={rows}
       row={(pod) => {
         const { namespace, name } = pod.metadata;
         const status = podStatus(pod);

@@ -32,6 +32,7 @@ fn main() {
     if let Some(prebuilt) = std::env::var_os("CAPSTAN_UI_DIST") {
         let prebuilt = PathBuf::from(prebuilt);
         for f in OUTPUTS {
+            println!("cargo:rerun-if-changed={}", prebuilt.join(f).display());
             std::fs::copy(prebuilt.join(f), dist.join(f))
                 .unwrap_or_else(|e| panic!("CAPSTAN_UI_DIST: {}: {e}", prebuilt.join(f).display()));
         }
@@ -40,13 +41,18 @@ fn main() {
     if Command::new("npm").arg("--version").output().is_err() {
         println!("cargo:warning=npm not found: the dashboard (/ui/) is not built into this binary; install Node.js and npm (make deps does) and build again");
         println!("cargo:rustc-env=CAPSTAN_UI_PLACEHOLDER=1");
-        std::fs::write(
-            dist.join("index.html"),
-            "<!doctype html><title>Capstan</title><p>This Capstan binary was built without npm, so it carries no dashboard. Install Node.js and npm (<code>make deps</code> does) and build again.</p>\n",
-        )
-        .expect("write the placeholder page");
-        std::fs::write(dist.join("app.js"), "").expect("write app.js");
-        std::fs::write(dist.join("app.css"), "").expect("write app.css");
+        // Where npm would appear: none of these exists yet, so cargo runs this script on
+        // every build until npm is installed, and the next build then bundles.
+        for dir in std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()) {
+            println!("cargo:rerun-if-changed={}", dir.join("npm").display());
+        }
+        let page = "<!doctype html><title>Capstan</title><p>This Capstan binary was built without npm, so it carries no dashboard. Install Node.js and npm (<code>make deps</code> does) and build again.</p>\n";
+        for (f, text) in [("index.html", page), ("app.js", ""), ("app.css", "")] {
+            // Unchanged files keep their times, so the crate is not compiled again.
+            if std::fs::read_to_string(dist.join(f)).ok().as_deref() != Some(text) {
+                std::fs::write(dist.join(f), text).unwrap_or_else(|e| panic!("write the placeholder {f}: {e}"));
+            }
+        }
         return;
     }
 
@@ -62,6 +68,10 @@ fn main() {
             .current_dir(&work),
         "npm ci",
     );
+    // An output left from before (the placeholder's, say) must not pass for a new one.
+    for f in OUTPUTS {
+        let _ = std::fs::remove_file(dist.join(f));
+    }
     run(
         Command::new("node").arg("build.mjs").arg(&dist).current_dir(&work),
         "node build.mjs",

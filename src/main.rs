@@ -122,10 +122,24 @@ struct LeaderElectFlags {
 
 impl LeaderElectFlags {
     /// The API client and the election settings; `lease` names the default Lease.
-    fn election(&self, lease: &str) -> Result<(kube::Client, capstan_agents::controller_manager::Election), String> {
+    /// The component's client and election for `lease`, and the cluster CA its kubeconfig
+    /// names (PEM), if any.
+    #[allow(clippy::type_complexity)] // three parts of one kubeconfig, each used once
+    fn election(
+        &self,
+        lease: &str,
+    ) -> Result<
+        (
+            kube::Client,
+            capstan_agents::controller_manager::Election,
+            Option<Vec<u8>>,
+        ),
+        String,
+    > {
         use capstan_agents::controller_manager::Election;
         use capstan_agents::leader::LeaseTiming;
-        let client = Access::of(&self.master, self.kubeconfig.as_deref())?.client()?;
+        let access = Access::of(&self.master, self.kubeconfig.as_deref())?;
+        let client = access.client()?;
         let election = Election {
             enabled: self.leader_elect,
             timing: LeaseTiming {
@@ -138,7 +152,7 @@ impl LeaderElectFlags {
             ..Election::default()
         };
         election.timing.check().map_err(|e| e.to_string())?;
-        Ok((client, election))
+        Ok((client, election, access.ca_pem))
     }
 }
 
@@ -445,7 +459,7 @@ impl MetricsFlags {
         let Some(addr) = self.metrics_bind_address else {
             return Ok(());
         };
-        plain_metrics_allowed(addr, false, "--metrics-bind-address")?;
+        plain_metrics_allowed(addr, None, "--metrics-bind-address")?;
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr} (--metrics-bind-address): {e}"))?;
@@ -786,14 +800,19 @@ async fn parse_metrics_urls(s: &str) -> Result<Vec<(SocketAddr, bool)>, String> 
 }
 
 /// Metrics in plain HTTP are served on a loopback address, or elsewhere only with
-/// `--insecure` (where a component has that flag), as every plain-text listener; a
-/// store's `https://` metrics URLs may be anywhere.
-fn plain_metrics_allowed(addr: SocketAddr, insecure: bool, flag: &str) -> Result<(), String> {
-    if addr.ip().is_loopback() || insecure {
+/// `--insecure` where it lets them (`insecure` is None where it does not: the message
+/// then offers no such way), as every plain-text listener; a store's `https://` metrics
+/// URLs may be anywhere.
+fn plain_metrics_allowed(addr: SocketAddr, insecure: Option<bool>, flag: &str) -> Result<(), String> {
+    if addr.ip().is_loopback() || insecure == Some(true) {
         return Ok(());
     }
+    let or_else = match insecure {
+        Some(_) => " (or with --insecure)",
+        None => "",
+    };
     Err(format!(
-        "{flag} {addr}: metrics are plain HTTP, served on loopback addresses only (or with --insecure where the command has it)"
+        "{flag} {addr}: metrics are plain HTTP, served on loopback addresses only{or_else}"
     ))
 }
 
@@ -972,7 +991,7 @@ async fn run_store(args: StoreArgs) -> Result<(), String> {
                 ))
             }
             (false, _) => {
-                plain_metrics_allowed(metrics_addr, args.secure.insecure, "--listen-metrics-urls")?;
+                plain_metrics_allowed(metrics_addr, Some(args.secure.insecure), "--listen-metrics-urls")?;
                 None
             }
         };
@@ -1607,7 +1626,7 @@ async fn run_apiserver(args: ApiserverArgs) -> Result<(), String> {
 async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), String> {
     use capstan_agents::controller_manager;
     use capstan_agents::nodeipam::Blocks;
-    let (client, election) = args.election.election("kube-controller-manager")?;
+    let (client, election, kubeconfig_ca) = args.election.election("kube-controller-manager")?;
     let node_cidrs = if args.allocate_node_cidrs {
         let cidr = args.cluster_cidr.parse().map_err(|e| format!("--cluster-cidr: {e}"))?;
         Some(Blocks::new(cidr, args.node_cidr_mask_size).map_err(|e| format!("--node-cidr-mask-size: {e}"))?)
@@ -1625,7 +1644,6 @@ async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), Strin
         ..capstan_agents::nodelifecycle::Config::default()
     };
     lifecycle.check().map_err(|e| e.to_string())?;
-    let kubeconfig_ca = Access::of(&args.election.master, args.election.kubeconfig.as_deref())?.ca_pem;
     let root_ca_pem = match &args.root_ca_file {
         Some(path) => {
             Some(std::fs::read_to_string(path).map_err(|e| format!("--root-ca-file {}: {e}", path.display()))?)
@@ -1660,12 +1678,11 @@ async fn run_controller_manager(args: ControllerManagerArgs) -> Result<(), Strin
 
 async fn run_scheduler(args: SchedulerArgs) -> Result<(), String> {
     use capstan_agents::{controller_manager, scheduler};
-    let (client, election) = args.election.election("kube-scheduler")?;
+    let (client, election, kubeconfig_ca) = args.election.election("kube-scheduler")?;
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = capstan_agents::metrics::SchedulerMetrics::new(&mut registry);
     let registry = std::sync::Arc::new(registry);
     args.metrics.serve(registry.clone()).await?;
-    let kubeconfig_ca = Access::of(&args.election.master, args.election.kubeconfig.as_deref())?.ca_pem;
     args.secure
         .serve(registry, kubeconfig_ca.as_deref(), "the scheduler's secure port")
         .await?;
@@ -2038,11 +2055,17 @@ mod tests {
     #[test]
     fn plain_metrics_stay_on_loopback_unless_insecure() {
         let at = |ip: [u8; 4]| SocketAddr::from((ip, 2381));
-        assert!(plain_metrics_allowed(at([127, 0, 0, 1]), false, "--f").is_ok());
-        assert!(plain_metrics_allowed(at([127, 23, 2, 1]), false, "--f").is_ok());
-        let e = plain_metrics_allowed(at([10, 0, 0, 1]), false, "--f").expect_err("not loopback");
-        assert!(e.contains("--f 10.0.0.1:2381") && e.contains("loopback"), "{e}");
-        assert!(plain_metrics_allowed(at([0, 0, 0, 0]), true, "--f").is_ok());
+        assert!(plain_metrics_allowed(at([127, 0, 0, 1]), Some(false), "--f").is_ok());
+        assert!(plain_metrics_allowed(at([127, 23, 2, 1]), None, "--f").is_ok());
+        let e = plain_metrics_allowed(at([10, 0, 0, 1]), Some(false), "--f").expect_err("not loopback");
+        assert!(
+            e.contains("--f 10.0.0.1:2381") && e.ends_with("(or with --insecure)"),
+            "{e}"
+        );
+        assert!(plain_metrics_allowed(at([0, 0, 0, 0]), Some(true), "--f").is_ok());
+        // Where --insecure does not lift it, the message does not offer it.
+        let e = plain_metrics_allowed(at([10, 0, 0, 1]), None, "--f").expect_err("not loopback");
+        assert!(e.ends_with("loopback addresses only"), "{e}");
     }
 
     #[test]

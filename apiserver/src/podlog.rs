@@ -463,17 +463,7 @@ pub async fn serve(api: &Api, t: &Target, name: &str, params: &Params) -> Result
             "the logs of pod {name} are kept by the agent of node {node_name} at {addr}, which this server cannot reach: {why}"
         ))
     };
-    let request = async {
-        match tls {
-            Some(tls) => request_tls(addr, tls.config(options.insecure_skip_tls_verify_backend), &path).await,
-            None => {
-                let request = Request::get(format!("http://{addr}{path}"))
-                    .body(Empty::<Bytes>::new())
-                    .map_err(|e| e.to_string())?;
-                client().request(request).await.map_err(|e| error_chain(&e))
-            }
-        }
-    };
+    let request = agent_request(addr, tls, options.insecure_skip_tls_verify_backend, &path);
     let head_timeout = Duration::from_millis(AGENT_HEAD_TIMEOUT_MS);
     let deadline = tokio::time::Instant::now() + head_timeout;
     let answer = match tokio::time::timeout_at(deadline, request).await {
@@ -512,15 +502,7 @@ pub async fn agent_get(
     bytes_max: usize,
 ) -> std::result::Result<Bytes, String> {
     let work = async {
-        let answer = match api.config.kubelet_client.as_deref() {
-            Some(tls) => request_tls(addr, tls.config(false), path).await?,
-            None => {
-                let request = Request::get(format!("http://{addr}{path}"))
-                    .body(Empty::<Bytes>::new())
-                    .map_err(|e| e.to_string())?;
-                client().request(request).await.map_err(|e| error_chain(&e))?
-            }
-        };
+        let answer = agent_request(addr, api.config.kubelet_client.as_deref(), false, path).await?;
         let (head, body) = answer.into_parts();
         if !head.status.is_success() {
             return Err(format!("the agent answered {}", head.status));
@@ -534,6 +516,27 @@ pub async fn agent_get(
     tokio::time::timeout(Duration::from_millis(AGENT_HEAD_TIMEOUT_MS), work)
         .await
         .map_err(|_| format!("no answer within {AGENT_HEAD_TIMEOUT_MS} ms"))?
+}
+
+/// `GET <path>` of the agent at `addr`: over TLS with the API's kubelet client
+/// certificate `tls` when it has one (the agent's certificate checked unless
+/// `skip_verify`), else plain HTTP on the shared client; the answer's head, its body to
+/// come.
+async fn agent_request(
+    addr: SocketAddr,
+    tls: Option<&crate::tls::KubeletClientTls>,
+    skip_verify: bool,
+    path: &str,
+) -> std::result::Result<hyper::Response<hyper::body::Incoming>, String> {
+    match tls {
+        Some(tls) => request_tls(addr, tls.config(skip_verify), path).await,
+        None => {
+            let request = Request::get(format!("http://{addr}{path}"))
+                .body(Empty::<Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            client().request(request).await.map_err(|e| error_chain(&e))
+        }
+    }
 }
 
 /// An error with its sources (hyper's own message is only "client error (Connect)").

@@ -7,10 +7,11 @@
 //! and serves the kubelet's Summary API (`GET /stats/summary` on its port, the port of
 //! `kubectl logs`: over TLS with the API server's kubelet client certificate in a secure
 //! cluster, see [`crate::podlog`]). A read of this group asks the agents of the nodes it
-//! concerns, at most [`AGENTS_AT_ONCE`] at a time, each within
-//! [`crate::podlog::AGENT_HEAD_TIMEOUT_MS`]; an agent that does not answer is left out of
-//! the answer (as metrics-server leaves out a node it could not scrape), and a named
-//! object whose agent did not answer is `404`, as metrics-server answers.
+//! concerns (for pods, the nodes its pods run on, from the pods' watch cache), at most
+//! [`AGENTS_AT_ONCE`] at a time, each within [`crate::podlog::AGENT_HEAD_TIMEOUT_MS`],
+//! all within [`SUMMARIES_DEADLINE`]; an agent that does not answer is left out of the
+//! answer (as metrics-server leaves out a node it could not scrape), and a named object
+//! whose agent did not answer is `404`, as metrics-server answers.
 //!
 //! - `nodes`, `nodes/<name>`: the node's CPU rate (`usage.cpu` in nanocores, `n`) and
 //!   working set (`usage.memory` in `Ki`), with the node's labels.
@@ -49,6 +50,9 @@ pub const VERSION: &str = "v1beta1";
 pub const AGENTS_AT_ONCE: usize = 16;
 /// The largest summary read from an agent.
 pub const SUMMARY_BYTES_MAX: usize = 8 << 20;
+/// How long one read gathers summaries: those in by then are answered with (with many
+/// agents down, later ones would wait their turn behind their timeouts).
+pub const SUMMARIES_DEADLINE: Duration = Duration::from_secs(30);
 
 /// The group's entry in `/apis`.
 pub fn group_entry() -> Value {
@@ -181,7 +185,8 @@ fn pod_metrics(
 }
 
 /// The summaries of `nodes`' agents, asked at most [`AGENTS_AT_ONCE`] at a time; a node
-/// whose agent does not answer in time is left out.
+/// whose agent does not answer in time, or whose turn has not come by
+/// [`SUMMARIES_DEADLINE`], is left out (the answers already in are kept).
 async fn summaries(api: &Api, nodes: Vec<Arc<Value>>) -> Vec<(Arc<Value>, Value)> {
     futures::stream::iter(nodes)
         .map(|node| async move {
@@ -196,6 +201,7 @@ async fn summaries(api: &Api, nodes: Vec<Arc<Value>>) -> Vec<(Arc<Value>, Value)
             }
         })
         .buffer_unordered(AGENTS_AT_ONCE)
+        .take_until(tokio::time::sleep(SUMMARIES_DEADLINE))
         .filter_map(|x| async move { x })
         .collect()
         .await
@@ -230,21 +236,29 @@ pub async fn serve(api: &Api, rest: &str, label_selector: &str) -> Result<Respon
     }
     let pods_rt = ResourceType::by_kind("Pod").ok_or_else(|| ApiError::Internal("pods are not served".into()))?;
     let pods = api.caches.get(pods_rt);
-    // A pod's node is known from the pod: ask that agent alone.
-    if let Target::Pods {
-        namespace: Some(ns),
-        name: Some(pod),
-    } = target
-    {
-        let node = pods
-            .get(pods_rt.key(Some(ns), pod).as_bytes())
-            .and_then(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
-            .ok_or_else(|| not_found("pods", pod))?;
-        nodes.retain(|n| n["metadata"]["name"] == node.as_str());
+    // The pods' nodes are known from the pods: ask those agents alone.
+    if let Target::Pods { namespace, name } = target {
+        let hosts: std::collections::HashSet<String> = match (namespace, name) {
+            (Some(ns), Some(pod)) => {
+                let node = pods
+                    .get(pods_rt.key(Some(ns), pod).as_bytes())
+                    .and_then(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+                    .ok_or_else(|| not_found("pods", pod))?;
+                std::iter::once(node).collect()
+            }
+            _ => {
+                let prefix = namespace.map_or_else(|| pods_rt.prefix(), |ns| pods_rt.namespace_prefix(ns));
+                let (listed, _) = pods.list(prefix.as_bytes(), 0).await?;
+                listed
+                    .iter()
+                    .filter(|p| selector.matches_object(p))
+                    .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+                    .collect()
+            }
+        };
+        nodes.retain(|n| n["metadata"]["name"].as_str().is_some_and(|n| hosts.contains(n)));
     }
-    let answers = tokio::time::timeout(Duration::from_secs(30), summaries(api, nodes))
-        .await
-        .map_err(|_| ApiError::Timeout("the node agents did not answer in time".into()))?;
+    let answers = summaries(api, nodes).await;
     let body = match target {
         Target::Nodes(name) => {
             let mut items: Vec<Value> = answers.iter().filter_map(|(n, s)| node_metrics(n, s)).collect();

@@ -230,8 +230,15 @@ impl Storage {
             Backend::Local(node) => {
                 let services = capstan_store::server::EtcdServices::new(node.clone());
                 let asked = services.member_statuses().await?;
+                // This member's own answer is in the list (taken once); a member no
+                // longer in its own list (being removed) answers apart.
+                let own = asked
+                    .iter()
+                    .find(|(m, _)| m.id == node.header.member_id)
+                    .and_then(|(_, s)| s.as_ref().ok().cloned())
+                    .unwrap_or_else(|| services.status_now());
                 let members = asked.into_iter().map(|(m, s)| (m, Some(s))).collect();
-                (services.status_now(), members)
+                (own, members)
             }
             Backend::Etcd {
                 cluster, maintenance, ..

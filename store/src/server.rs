@@ -79,13 +79,7 @@ impl EtcdServices {
                 if id == me {
                     return Ok(self.status_now());
                 }
-                let asked = self.node.transport.status(id, MEMBER_STATUS_TIMEOUT).await;
-                asked.map_err(|e| match e {
-                    // The transport's "no leader" means no connection to that member.
-                    StoreError::NoLeader => "not connected".to_owned(),
-                    StoreError::Timeout => format!("no answer within {} ms", MEMBER_STATUS_TIMEOUT.as_millis()),
-                    e => e.to_string(),
-                })
+                self.node.transport.status(id, MEMBER_STATUS_TIMEOUT).await
             }
         });
         let answers = futures::future::join_all(asks).await;

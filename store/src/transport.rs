@@ -213,14 +213,22 @@ impl Transport {
         }
     }
 
-    /// Member `member`'s own etcd Status, asked on its peer port within `timeout`.
-    pub async fn status(&self, member: u64, timeout: Duration) -> Result<capstan_proto::etcdserverpb::StatusResponse> {
-        let mut client = self.client(member)?;
+    /// Member `member`'s own etcd Status, asked on its peer port within `timeout`; or why
+    /// there is none, in words for an operator (this is no forwarded request: its errors
+    /// are not the leader's).
+    pub async fn status(
+        &self,
+        member: u64,
+        timeout: Duration,
+    ) -> std::result::Result<capstan_proto::etcdserverpb::StatusResponse, String> {
+        let Ok(mut client) = self.client(member) else {
+            return Err("not connected".to_owned());
+        };
         let call = client.status(capstan_proto::etcdserverpb::StatusRequest {});
         match tokio::time::timeout(timeout, call).await {
-            Err(_) => Err(StoreError::Timeout),
+            Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
             Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(s)) => Err(forwarded_error(s)),
+            Ok(Err(s)) => Err(format!("{:?}: {}", s.code(), s.message())),
         }
     }
 

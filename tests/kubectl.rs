@@ -117,12 +117,7 @@ fn kubectl_drives_the_api_over_a_real_etcd() {
 
     // The dashboard's control plane view over etcd: its Status and MemberList, and no
     // member's own columns (they are asked over a local store's peer connections only).
-    let raw = Command::new(&found[0])
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .args(["get", "--raw", "/ui/api/controlplane"])
-        .output()
-        .expect("run kubectl get --raw");
+    let raw = common::kubectl(&found[0], &kubeconfig, &["get", "--raw", "/ui/api/controlplane"]);
     assert!(raw.status.success(), "{}", String::from_utf8_lossy(&raw.stderr));
     let view: serde_json::Value = serde_json::from_slice(&raw.stdout).expect("JSON");
     assert!(view["leader"].as_str().is_some_and(|l| !l.is_empty()), "{view}");

@@ -283,7 +283,11 @@ fn the_api_is_tls_with_client_certificates_and_rbac_by_default() {
         );
         // The selector is the server's: a selector no pod matches lists none.
         let none = kubectl(&k, &kc, &["top", "pod", "-l", "app=nothing", "--no-headers"]);
-        assert!(!text(&none).contains("web-"), "{}", text(&none));
+        assert!(
+            none.status.success() && !text(&none).contains("web-"),
+            "{}",
+            text(&none)
+        );
     }
 
     // No credentials: 401, but for the health paths.
